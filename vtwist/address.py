@@ -1,0 +1,100 @@
+"""Destination: the one address type every protocol in vtwist speaks."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+Network = Literal["tcp", "udp"]
+
+_DOMAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A network target: ``network`` tcp/udp, ``host`` an IP literal or domain, ``port``.
+
+    IPv6 hosts are stored without brackets (``"::1"``).
+    """
+
+    network: Network
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if self.network not in ("tcp", "udp"):
+            raise ValueError(f"network must be tcp or udp, got {self.network!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        if not self.host:
+            raise ValueError("empty host")
+
+    @classmethod
+    def tcp(cls, host: str, port: int) -> Destination:
+        """A TCP destination, normalising an IP-looking host."""
+        return cls("tcp", normalize_host(host), port)
+
+    @classmethod
+    def udp(cls, host: str, port: int) -> Destination:
+        """A UDP destination, normalising an IP-looking host."""
+        return cls("udp", normalize_host(host), port)
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """The host as an IP address object, or None for a domain."""
+        return parse_ip(self.host)
+
+    @property
+    def is_ipv4(self) -> bool:
+        """True when the host is an IPv4 literal."""
+        return isinstance(self.ip, ipaddress.IPv4Address)
+
+    @property
+    def is_ipv6(self) -> bool:
+        """True when the host is an IPv6 literal."""
+        return isinstance(self.ip, ipaddress.IPv6Address)
+
+    @property
+    def is_domain(self) -> bool:
+        """True when the host is a domain name, not an IP literal."""
+        return self.ip is None
+
+    def with_network(self, network: Network) -> Destination:
+        """The same host and port on another network."""
+        return Destination(network, self.host, self.port)
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` with IPv6 in brackets."""
+        if self.is_ipv6:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        """V2Ray's access-log form, e.g. ``tcp:example.com:443``."""
+        return f"{self.network}:{self.hostport}"
+
+
+def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse an IP literal (IPv6 with or without brackets); None if it is not one."""
+    h = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(h)
+    except ValueError:
+        return None
+
+
+def normalize_host(host: str) -> str:
+    """Canonical form of a host: IP literals compressed and unbracketed, domains as given."""
+    ip = parse_ip(host)
+    if ip is None:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def is_valid_domain(host: str) -> bool:
+    """True for a domain made only of the characters V2Ray accepts (``[0-9A-Za-z._-]``)."""
+    return 0 < len(host) <= 255 and all(c in _DOMAIN_CHARS for c in host)

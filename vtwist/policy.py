@@ -1,0 +1,31 @@
+"""V2Ray ``policy``: per-level timeouts and buffer sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LevelPolicy:
+    """Timeouts (seconds) of one user level, with V2Ray's JSON defaults."""
+
+    handshake: float = 4.0
+    conn_idle: float = 300.0
+    uplink_only: float = 2.0
+    downlink_only: float = 5.0
+    buffer_size: int | None = None  # KiB; None means the default
+
+
+@dataclass(frozen=True)
+class Policy:
+    """All levels; unknown levels fall back to the defaults."""
+
+    levels: dict[int, LevelPolicy] = field(default_factory=dict)
+
+    def level(self, n: int = 0) -> LevelPolicy:
+        """The policy of user level ``n``."""
+        return self.levels.get(n) or DEFAULT_LEVEL
+
+
+DEFAULT_LEVEL = LevelPolicy()
+DEFAULT_POLICY = Policy()
