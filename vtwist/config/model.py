@@ -1,0 +1,63 @@
+"""Typed configuration objects built from V2Ray JSON by :mod:`vtwist.config.loader`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vtwist.policy import DEFAULT_POLICY, Policy
+from vtwist.transport.stream import StreamSettings
+
+
+@dataclass
+class LogConfig:
+    """``log``: level and optional access / error log files."""
+
+    loglevel: str = "warning"
+    access: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class InboundConfig:
+    """One ``inbounds[]`` entry. ``settings`` is the protocol module's own type."""
+
+    protocol: str
+    ports: list[int]
+    listen: str = "0.0.0.0"
+    tag: str = ""
+    settings: Any = None
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    path: str = ""
+
+
+@dataclass
+class OutboundConfig:
+    """One ``outbounds[]`` entry. ``settings`` is the protocol module's own type."""
+
+    protocol: str
+    tag: str = ""
+    settings: Any = None
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    send_through: str | None = None
+    path: str = ""
+
+
+@dataclass
+class Config:
+    """A whole validated configuration."""
+
+    log: LogConfig = field(default_factory=LogConfig)
+    inbounds: list[InboundConfig] = field(default_factory=list)
+    outbounds: list[OutboundConfig] = field(default_factory=list)
+    policy: Policy = DEFAULT_POLICY
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildContext:
+    """What protocol builders get: the reactor, the dispatcher and the policy."""
+
+    reactor: Any
+    dispatcher: Any
+    policy: Policy = DEFAULT_POLICY
