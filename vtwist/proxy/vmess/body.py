@@ -1,0 +1,345 @@
+"""VMess body codecs (sans-IO): chunk framing, ciphers, length masking and padding.
+
+One :class:`BodyEncoder` and one :class:`BodyDecoder` exist per direction of a connection.
+Both are built once (ciphers, the SHAKE128 mask stream, nonce tail) and then fed bytes.
+
+Per chunk, in the order V2Ray 4.34 uses (reference section 9.1)::
+
+    P    = shake word % 64          if GlobalPadding   (read first)
+    seal = AEAD(payload)            len + overhead
+    LEN  = (len(seal) + P) ^ word   if ChunkMasking    (read second)
+    wire = BE16(LEN) || seal || P random bytes
+
+Security values: 1 legacy (AES-128-CFB over FNV-authenticated chunks), 3 AES-128-GCM,
+4 ChaCha20-Poly1305, 5 none.  ``packet=True`` is UDP mode: one datagram per chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from fnv_hash_fast import fnv1a_32
+
+try:  # cryptography >= 47 moved CFB to the "decrepit" package
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB as _CFB
+except ImportError:  # pragma: no cover - older cryptography
+    from cryptography.hazmat.primitives.ciphers.modes import CFB as _CFB
+
+OPT_CHUNK_STREAM = 0x01
+OPT_CONNECTION_REUSE = 0x02
+OPT_CHUNK_MASKING = 0x04
+OPT_GLOBAL_PADDING = 0x08
+OPT_AUTHENTICATED_LENGTH = 0x10
+
+SEC_UNKNOWN = 0
+SEC_LEGACY = 1
+SEC_AUTO = 2
+SEC_AES128_GCM = 3
+SEC_CHACHA20_POLY1305 = 4
+SEC_NONE = 5
+
+SECURITY_NAMES = {
+    SEC_LEGACY: "legacy",
+    SEC_AES128_GCM: "aes-128-gcm",
+    SEC_CHACHA20_POLY1305: "chacha20-poly1305",
+    SEC_NONE: "none",
+}
+
+#: V2Ray's buffer size: a chunk (length field, sealed payload, padding) never exceeds it.
+MAX_CHUNK = 2048
+#: V2Ray's slice size for unpadded, unauthenticated NONE stream chunks.
+NONE_STREAM_SLICE = 8192
+MAX_PADDING = 64
+
+_pack_u16 = struct.Struct(">H").pack
+RandomBytes = Callable[[int], bytes]
+
+
+class BodyError(Exception):
+    """The body cannot be decoded: bad tag/checksum, bad length, or bad options."""
+
+
+def chacha20_key(key16: bytes) -> bytes:
+    """VMess's 32-byte ChaCha20-Poly1305 key: MD5(k) || MD5(MD5(k))."""
+    first = hashlib.md5(key16).digest()
+    return first + hashlib.md5(first).digest()
+
+
+class ShakeStream:
+    """SHAKE128 over an IV, read as a continuous stream of big-endian 16-bit words."""
+
+    __slots__ = ("_xof", "_buf", "_pos")
+
+    _BLOCK = 336  # a multiple of SHAKE128's rate (168) keeps squeezes cheap
+
+    def __init__(self, iv: bytes) -> None:
+        self._xof = hashes.XOFHash(hashes.SHAKE128(digest_size=1 << 62))
+        self._xof.update(bytes(iv))
+        self._buf = b""
+        self._pos = 0
+
+    def next_word(self) -> int:
+        """The next 16-bit word of the stream."""
+        pos = self._pos
+        if pos + 2 > len(self._buf):
+            self._buf = self._buf[pos:] + self._xof.squeeze(self._BLOCK)
+            pos = 0
+        self._pos = pos + 2
+        buf = self._buf
+        return (buf[pos] << 8) | buf[pos + 1]
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes of the stream (for tests and diagnostics)."""
+        out = bytearray()
+        for _ in range(n // 2):
+            out += _pack_u16(self.next_word())
+        return bytes(out)
+
+
+def check_options(security: int, option: int) -> None:
+    """Raise BodyError for option/security combinations that cannot be framed safely."""
+    if option & OPT_GLOBAL_PADDING and not option & OPT_CHUNK_MASKING:
+        raise BodyError("GlobalPadding without ChunkMasking")
+    if security not in (SEC_LEGACY, SEC_AES128_GCM, SEC_CHACHA20_POLY1305, SEC_NONE):
+        raise BodyError(f"unsupported body security {security}")
+
+
+def aes_cfb(key: bytes, iv: bytes, encrypt: bool):
+    """A streaming AES-128-CFB (full-block, as Go's CFB) encryptor or decryptor."""
+    cipher = Cipher(algorithms.AES(bytes(key)), _CFB(bytes(iv)))
+    return cipher.encryptor() if encrypt else cipher.decryptor()
+
+
+class _Framing:
+    """Shared per-direction state: cipher, nonce counter, SHAKE stream, sizes."""
+
+    def __init__(self, security: int, option: int, key: bytes, iv: bytes, packet: bool,
+                 cfb: object | None, encrypt: bool) -> None:
+        check_options(security, option)
+        self.security = security
+        self.option = option
+        self.packet = packet
+        self.chunked = bool(option & OPT_CHUNK_STREAM) or security in (
+            SEC_AES128_GCM, SEC_CHACHA20_POLY1305)
+        self.eos_chunk = bool(option & OPT_CHUNK_STREAM)
+        self.masking = bool(option & OPT_CHUNK_MASKING)
+        self.shake = ShakeStream(iv) if self.masking else None
+        # Plain NONE stream chunks ignore GlobalPadding (reference 9.4).
+        self.none_stream = security == SEC_NONE and not packet
+        self.padding = bool(option & OPT_GLOBAL_PADDING) and not self.none_stream
+        self.counter = 0
+        self.iv_tail = bytes(iv[2:12])
+        self.aead: AESGCM | ChaCha20Poly1305 | None = None
+        self.overhead = 0
+        self.cfb = None
+        if security == SEC_AES128_GCM:
+            self.aead = AESGCM(bytes(key))
+            self.overhead = 16
+        elif security == SEC_CHACHA20_POLY1305:
+            self.aead = ChaCha20Poly1305(chacha20_key(bytes(key)))
+            self.overhead = 16
+        elif security == SEC_LEGACY:
+            self.overhead = 4
+            self.cfb = cfb if cfb is not None else aes_cfb(key, iv, encrypt)
+
+    def nonce(self) -> bytes:
+        n = _pack_u16(self.counter & 0xFFFF) + self.iv_tail
+        self.counter += 1
+        return n
+
+
+class BodyEncoder:
+    """Turns payload writes into wire bytes for one direction.
+
+    ``encode`` returns a list of byte strings (one per chunk) for ``writeSequence``.
+    Stream mode cuts each write into chunks of at most 2048 wire bytes (8192-byte slices
+    for NONE, as V2Ray does). Packet mode (UDP) makes exactly one chunk per datagram.
+    """
+
+    def __init__(self, security: int, option: int, key: bytes, iv: bytes, *,
+                 packet: bool = False, random_bytes: RandomBytes = os.urandom,
+                 cfb: object | None = None) -> None:
+        f = self._f = _Framing(security, option, key, iv, packet, cfb, encrypt=True)
+        self._random = random_bytes
+        self.closed = False
+        self.dropped = 0
+        if f.none_stream and f.chunked:
+            self.max_payload = NONE_STREAM_SLICE
+        else:
+            self.max_payload = MAX_CHUNK - 2 - f.overhead - (MAX_PADDING if f.padding else 0)
+
+    def _seal(self, payload) -> bytes:
+        f = self._f
+        pad = f.shake.next_word() % MAX_PADDING if f.padding else 0
+        if f.aead is not None:
+            sealed = f.aead.encrypt(f.nonce(), payload, None)
+        elif f.security == SEC_LEGACY:
+            sealed = struct.pack(">I", fnv1a_32(bytes(payload))) + bytes(payload)
+        else:
+            sealed = bytes(payload)
+        size = len(sealed) + pad
+        if f.masking:
+            size ^= f.shake.next_word()
+        if pad:
+            return b"".join((_pack_u16(size), sealed, self._random(pad)))
+        return _pack_u16(size) + sealed
+
+    def _out(self, pieces: list[bytes]) -> list[bytes]:
+        cfb = self._f.cfb
+        if cfb is None:
+            return pieces
+        return [cfb.update(b"".join(pieces))] if pieces else []
+
+    def encode(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Frame one write (stream) or one datagram (packet mode)."""
+        if self.closed:
+            raise BodyError("write after end of stream")
+        f = self._f
+        if not len(data):
+            return []
+        if not f.chunked:
+            return self._out([bytes(data)])
+        if f.packet:
+            worst = len(data) + f.overhead + 2 + (MAX_PADDING - 1 if f.padding else 0)
+            if worst > MAX_CHUNK:
+                self.dropped += 1  # V2Ray drops oversized datagrams; never desync the masks
+                return []
+            return self._out([self._seal(data)])
+        mv = memoryview(data)
+        step = self.max_payload
+        if len(mv) <= step:
+            return self._out([self._seal(mv)])
+        return self._out([self._seal(mv[off:off + step]) for off in range(0, len(mv), step)])
+
+    def end(self) -> list[bytes]:
+        """The end-of-stream chunk (empty when ChunkStream is off)."""
+        if self.closed:
+            return []
+        self.closed = True
+        f = self._f
+        if not f.eos_chunk:
+            return []
+        if f.none_stream:
+            size = 0
+            if f.masking:
+                size ^= f.shake.next_word()
+            return self._out([_pack_u16(size)])
+        return self._out([self._seal(b"")])
+
+
+class BodyDecoder:
+    """Turns wire bytes into payloads for one direction.
+
+    ``feed`` returns a list of payloads (in packet mode each one is a datagram) and raises
+    :class:`BodyError` on any authentication failure or impossible length. After the
+    end-of-stream chunk ``eof`` is True and further input is ignored.
+    """
+
+    def __init__(self, security: int, option: int, key: bytes, iv: bytes, *,
+                 packet: bool = False, cfb: object | None = None) -> None:
+        self._f = _Framing(security, option, key, iv, packet, cfb, encrypt=False)
+        self._buf = bytearray()
+        self._pos = 0
+        self._pending: tuple[int, int] | None = None  # (length, padding) of current chunk
+        self._discard = 0  # trailing bytes of the end-of-stream chunk still to skip
+        self.eof = False
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no partial chunk is buffered (a close here is a normal end)."""
+        if self.eof:
+            return self._discard == 0
+        return self._pending is None and len(self._buf) - self._pos == 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet decoded."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list:
+        """Decode as many complete chunks as ``data`` completes."""
+        f = self._f
+        if self.eof:
+            if self._discard:
+                self._discard = max(0, self._discard - len(data))
+            return []
+        if f.cfb is not None:
+            data = f.cfb.update(bytes(data))
+        if not f.chunked:
+            return [bytes(data)] if len(data) else []
+        buf = self._buf
+        buf += data
+        out: list = []
+        try:
+            self._decode(out)
+        finally:
+            if self._pos:
+                del buf[:self._pos]
+                self._pos = 0
+        return out
+
+    def _decode(self, out: list) -> None:
+        f = self._f
+        buf = self._buf
+        end = len(buf)
+        pos = self._pos
+        aead = f.aead
+        overhead = f.overhead
+        shake = f.shake
+        with memoryview(buf) as mv:
+            while True:
+                pending = self._pending
+                if pending is None:
+                    if end - pos < 2:
+                        break
+                    size = (buf[pos] << 8) | buf[pos + 1]
+                    pos += 2
+                    pad = shake.next_word() % MAX_PADDING if f.padding else 0
+                    if f.masking:
+                        size ^= shake.next_word()
+                    if f.none_stream:
+                        if size == 0:
+                            self._eos(pos, end, 0)
+                            return
+                    elif size == overhead + pad:
+                        self._eos(pos, end, size)
+                        return
+                    elif size < overhead + pad:
+                        self._pos = pos
+                        raise BodyError(f"chunk length {size} shorter than its overhead")
+                    pending = self._pending = (size, pad)
+                size, pad = pending
+                if end - pos < size:
+                    break
+                body = mv[pos:pos + size - pad]
+                pos += size
+                self._pending = None
+                if aead is not None:
+                    try:
+                        out.append(aead.decrypt(f.nonce(), body, None))
+                    except InvalidTag:
+                        self._pos = pos
+                        raise BodyError("chunk authentication failed") from None
+                elif f.security == SEC_LEGACY:
+                    payload = bytes(body[4:])
+                    if int.from_bytes(body[:4], "big") != fnv1a_32(payload):
+                        self._pos = pos
+                        raise BodyError("chunk checksum mismatch")
+                    out.append(payload)
+                else:
+                    out.append(bytes(body))
+        self._pos = pos
+
+    def _eos(self, pos: int, end: int, trailing: int) -> None:
+        self.eof = True
+        self._pending = None
+        take = min(trailing, end - pos)
+        self._discard = trailing - take
+        self._pos = end
