@@ -1,0 +1,206 @@
+"""The ``freedom`` outbound: connect straight to the destination."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vtwist.address import Destination, parse_ip
+from vtwist.config.node import Node
+from vtwist.interfaces import IOutbound, IPacketSession
+
+log = Logger(namespace="vtwist.freedom")
+
+DOMAIN_STRATEGIES = ("AsIs", "UseIP", "UseIPv4", "UseIPv6")
+_FAMILIES = {"UseIP": socket.AF_UNSPEC, "UseIPv4": socket.AF_INET, "UseIPv6": socket.AF_INET6}
+
+
+@dataclass
+class FreedomSettings:
+    """Validated freedom ``settings``."""
+
+    domain_strategy: str = "AsIs"
+    redirect: tuple[str, int] | None = None
+    user_level: int = 0
+
+
+def parse_outbound_settings(node: Node) -> FreedomSettings:
+    """Validate freedom's ``settings`` (domainStrategy, redirect, userLevel)."""
+    if node.value is None:
+        return FreedomSettings()
+    settings = FreedomSettings()
+    strategy = node.str("domainStrategy", "AsIs")
+    matches = [s for s in DOMAIN_STRATEGIES if s.lower() == strategy.lower()]
+    if not matches:
+        raise node.error(f"expected one of {', '.join(DOMAIN_STRATEGIES)}, got {strategy!r}",
+                         "domainStrategy")
+    settings.domain_strategy = matches[0]
+    redirect = node.str("redirect", "")
+    if redirect:
+        host, sep, port = redirect.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise node.error(f'expected "host:port", got {redirect!r}', "redirect")
+        settings.redirect = (host.strip("[]"), int(port))
+    settings.user_level = node.int("userLevel", 0, 0)
+    node.warn_unknown()
+    return settings
+
+
+async def resolve(reactor: Any, host: str, strategy: str) -> str:
+    """Resolve ``host`` to one IP address following a domainStrategy (not AsIs)."""
+    family = _FAMILIES.get(strategy, socket.AF_UNSPEC)
+    try:
+        infos = await threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), socket.getaddrinfo, host, 0, family,
+            socket.SOCK_STREAM)
+    except OSError as e:
+        raise DNSLookupError(f"{host}: {e}") from e
+    if not infos:
+        raise DNSLookupError(host)
+    return infos[0][4][0]
+
+
+@implementer(IStreamClientEndpoint)
+class ResolvingEndpoint:
+    """Resolve a domain per a domainStrategy, then connect to that one address."""
+
+    def __init__(self, reactor: Any, host: str, port: int, strategy: str) -> None:
+        self.reactor, self.host, self.port, self.strategy = reactor, host, port, strategy
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        """Resolve, then connect."""
+        async def go() -> Any:
+            ip = await resolve(self.reactor, self.host, self.strategy)
+            return await ip_endpoint(self.reactor, ip, self.port).connect(protocolFactory)
+        return defer.Deferred.fromCoroutine(go())
+
+
+def ip_endpoint(reactor: Any, ip: str, port: int, timeout: float = 30) -> IStreamClientEndpoint:
+    """A TCP endpoint to an IP literal of either family."""
+    if ":" in ip:
+        return TCP6ClientEndpoint(reactor, ip, port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, ip, port, timeout=timeout)
+
+
+class _UDPSocket(DatagramProtocol):
+    def __init__(self, session: FreedomPacketSession) -> None:
+        self.session = session
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.session.onPacket(data, Destination.udp(addr[0], addr[1]))
+
+
+@implementer(IPacketSession)
+class FreedomPacketSession:
+    """UDP straight out: one socket per address family, opened on first use."""
+
+    def __init__(self, outbound: FreedomOutbound, onPacket: Callable[[bytes, Destination], None],
+                 onClose: Callable[[], None]) -> None:
+        self.outbound = outbound
+        self.onPacket = onPacket
+        self.onClose = onClose
+        self._ports: dict[int, Any] = {}
+        self._resolved: dict[str, str] = {}
+        self.closed = False
+
+    def _port(self, family: int) -> Any:
+        port = self._ports.get(family)
+        if port is None:
+            interface = "::" if family == 6 else "0.0.0.0"
+            port = self.outbound.reactor.listenUDP(0, _UDPSocket(self), interface=interface)
+            self._ports[family] = port
+        return port
+
+    def send(self, data: bytes, destination: Destination) -> None:
+        """Send one datagram; domains are resolved (and remembered) first."""
+        if self.closed:
+            return
+        destination = self.outbound.redirected(destination)
+        ip = parse_ip(destination.host)
+        if ip is not None:
+            self._sendTo(data, str(ip), destination.port)
+            return
+        known = self._resolved.get(destination.host)
+        if known is not None:
+            self._sendTo(data, known, destination.port)
+            return
+        strategy = self.outbound.settings.domain_strategy
+        d = defer.Deferred.fromCoroutine(resolve(
+            self.outbound.reactor, destination.host, "UseIP" if strategy == "AsIs" else strategy))
+
+        def resolved(address: str) -> None:
+            self._resolved[destination.host] = address
+            self._sendTo(data, address, destination.port)
+
+        d.addCallbacks(resolved, lambda f: log.info(
+            "UDP to {dest}: cannot resolve: {why}", dest=destination, why=f.getErrorMessage()))
+
+    def _sendTo(self, data: bytes, ip: str, port: int) -> None:
+        if self.closed:
+            return
+        family = 6 if ":" in ip else 4
+        try:
+            self._port(family).write(data, (ip, port))
+        except OSError as e:
+            log.info("UDP to {ip}:{port} failed: {e}", ip=ip, port=port, e=e)
+
+    def close(self) -> None:
+        """Close the sockets."""
+        if self.closed:
+            return
+        self.closed = True
+        for port in self._ports.values():
+            port.stopListening()
+        self._ports.clear()
+
+
+@implementer(IOutbound)
+class FreedomOutbound:
+    """Direct connections, honouring domainStrategy and redirect."""
+
+    def __init__(self, reactor: Any, tag: str = "", settings: FreedomSettings | None = None,
+                 connect_timeout: float = 30) -> None:
+        self.reactor = reactor
+        self.tag = tag
+        self.settings = settings or FreedomSettings()
+        self.connect_timeout = connect_timeout
+
+    def redirected(self, destination: Destination) -> Destination:
+        """Apply ``redirect`` (an empty host or port 0 keeps the original part)."""
+        if self.settings.redirect is None:
+            return destination
+        host, port = self.settings.redirect
+        return Destination(destination.network, host or destination.host,
+                           port or destination.port)
+
+    def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
+        """An endpoint to ``destination`` (TCP)."""
+        destination = self.redirected(destination)
+        if not destination.is_domain:
+            return ip_endpoint(self.reactor, destination.host, destination.port,
+                               self.connect_timeout)
+        if self.settings.domain_strategy == "AsIs":
+            return HostnameEndpoint(self.reactor, destination.host, destination.port,
+                                    timeout=self.connect_timeout)
+        return ResolvingEndpoint(self.reactor, destination.host, destination.port,
+                                 self.settings.domain_strategy)
+
+    def packetSession(self, onPacket: Callable[[bytes, Destination], None],
+                      onClose: Callable[[], None]) -> FreedomPacketSession:
+        """A UDP session sending straight out."""
+        return FreedomPacketSession(self, onPacket, onClose)
+
+
+def build_outbound(outbound: Any, ctx: Any) -> FreedomOutbound:
+    """Registry hook: a FreedomOutbound from its config."""
+    return FreedomOutbound(ctx.reactor, outbound.tag, outbound.settings)
