@@ -1,0 +1,80 @@
+"""Run or check a config without twistd (``python -m vtwist run|check``)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from importlib import resources
+from typing import Any
+
+from vtwist.config.errors import ConfigError
+from vtwist.config.loader import load_file, parse_config
+from vtwist.config.model import Config
+
+
+def default_config() -> dict[str, Any]:
+    """The embedded default: SOCKS5 on 127.0.0.1:1080 (UDP on), freedom out."""
+    text = resources.files("vtwist").joinpath("default_config.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a V2Ray JSON config (comments allowed). Raises :class:`ConfigError`."""
+    return load_file(path)
+
+
+def validate(config: dict[str, Any], err: Any = None) -> Config | None:
+    """Parse ``config``; print warnings and the error (no traceback). None when invalid."""
+    err = err or sys.stderr
+
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=err)
+
+    try:
+        return parse_config(config, warn)
+    except ConfigError as e:
+        print(f"config error: {e}", file=err)
+        return None
+
+
+def check_config(config: dict[str, Any]) -> int:
+    """Validate like ``v2ray -test``: 0 when valid, 1 otherwise."""
+    parsed = validate(config)
+    if parsed is None:
+        return 1
+    try:
+        from twisted.internet import reactor
+
+        from vtwist.service import build_service
+
+        build_service(parsed, reactor)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 1
+    print("Configuration OK.")
+    return 0
+
+
+def run_config(config: dict[str, Any]) -> int:
+    """Run ``config`` until SIGINT/SIGTERM; returns the exit status."""
+    parsed = validate(config)
+    if parsed is None:
+        return 1
+    from twisted.internet import reactor
+
+    from vtwist.logsetup import begin_logging
+    from vtwist.service import build_service
+
+    try:
+        service = build_service(parsed, reactor)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 1
+    begin_logging(parsed.log)
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    for sig in (signal.SIGTERM,):
+        signal.signal(sig, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.run()
+    return 0

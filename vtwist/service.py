@@ -1,0 +1,116 @@
+"""Config -> a running ``MultiService``: outbounds, the dispatcher, one service per inbound port."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
+
+from vtwist.config.model import BuildContext, Config, InboundConfig
+from vtwist.config.registry import inbound_module, outbound_module
+from vtwist.dispatch import Dispatcher
+from vtwist.transport.stream import server_endpoint
+
+log = Logger(namespace="vtwist.service")
+
+
+class InboundService(Service):
+    """Listens for one inbound on one port; stopping closes the port and its connections."""
+
+    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.description = description
+        self.port: Any = None
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.listening: Deferred[Any] | None = None
+        build = factory.buildProtocol
+
+        def tracked(addr: Any) -> Any:
+            protocol = build(addr)
+            if protocol is not None:
+                self.connections.add(protocol)
+            return protocol
+
+        factory.buildProtocol = tracked
+
+    def startService(self) -> None:
+        """Start listening; a failure to bind is logged and stops the process."""
+        super().startService()
+        self.listening = self.endpoint.listen(self.factory)
+
+        def listened(port: Any) -> Any:
+            self.port = port
+            log.info("{what} listening on {addr}", what=self.description, addr=port.getHost())
+            return port
+
+        def failed(failure: Any) -> None:
+            log.error("{what}: cannot listen: {why}", what=self.description,
+                      why=failure.getErrorMessage())
+            from twisted.internet import reactor
+
+            if reactor.running:  # type: ignore[attr-defined]
+                reactor.stop()  # type: ignore[attr-defined]
+
+        self.listening.addCallbacks(listened, failed)
+
+    def stopService(self) -> Deferred[Any] | None:
+        """Stop listening and close every connection this inbound accepted."""
+        super().stopService()
+        for protocol in list(self.connections):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return maybeDeferred(port.stopListening)
+        return None
+
+
+class VTwistService(MultiService):
+    """Everything one config describes. ``dispatcher`` is reachable for embedding."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        ctx = BuildContext(reactor=reactor, dispatcher=None, policy=config.policy)
+        outbounds = [outbound_module(o.protocol).build_outbound(o, ctx)  # type: ignore[union-attr]
+                     for o in config.outbounds]
+        self.dispatcher = Dispatcher(outbounds)
+        ctx.dispatcher = self.dispatcher
+        self.inbound_services: list[InboundService] = []
+        for inbound in config.inbounds:
+            for service in inbound_services(inbound, ctx):
+                service.setServiceParent(self)
+                self.inbound_services.append(service)
+
+    def whenListening(self) -> Deferred[Any]:
+        """Fires when every inbound port is listening (after ``startService``)."""
+        return DeferredList([s.listening for s in self.inbound_services if s.listening],
+                            fireOnOneErrback=True, consumeErrors=True)
+
+
+def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundService]:
+    """One :class:`InboundService` per port of an inbound."""
+    module = inbound_module(inbound.protocol)
+    services = []
+    for port in inbound.ports:
+        factory = module.build_inbound_factory(inbound, ctx)  # type: ignore[union-attr]
+        endpoint = server_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
+        what = f"{inbound.protocol} inbound {inbound.tag!r}" if inbound.tag else \
+            f"{inbound.protocol} inbound"
+        services.append(InboundService(endpoint, factory, what))
+    return services
+
+
+def build_service(config: Config, reactor: Any = None) -> VTwistService:
+    """The whole service tree for ``config``."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    return VTwistService(config, reactor)

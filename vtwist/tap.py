@@ -1,0 +1,82 @@
+"""The ``twistd vtwist`` plugin: options and the service maker."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from vtwist.config.errors import ConfigError
+
+
+class Options(usage.Options):
+    """twistd vtwist [--config FILE | --link LINK | --subscription FILE] [--test]."""
+
+    synopsis = "[--config FILE | --link LINK | --subscription FILE [--pick NAME]] [--test]"
+    optParameters = [
+        ["config", "c", None, "V2Ray JSON config file (default: SOCKS5 on 127.0.0.1:1080, direct)"],
+        ["link", "l", None, "a vmess:// share link to use as the outbound"],
+        ["subscription", None, None, "a subscription file (base64 list of links)"],
+        ["pick", None, None, "with --subscription: the link whose name (ps) this is"],
+        ["socks", None, "127.0.0.1:1080", "with --link/--subscription: SOCKS5 listen address"],
+    ]
+    optFlags = [["test", "t", "validate the config and exit 0 (valid) or 1, like v2ray -test"]]
+
+    def postOptions(self) -> None:
+        """Only one config source at a time."""
+        sources = [k for k in ("config", "link", "subscription") if self[k]]
+        if len(sources) > 1:
+            raise usage.UsageError("use only one of --config, --link, --subscription")
+
+
+def config_from_options(options: Options) -> dict[str, Any]:
+    """The config dict the options describe."""
+    from vtwist import runner
+
+    if options["config"]:
+        return runner.load_config_file(options["config"])
+    if options["link"]:
+        from vtwist.links import client_config_from_link
+
+        return client_config_from_link(options["link"], socks=options["socks"])
+    if options["subscription"]:
+        from vtwist.links import client_config_from_subscription
+
+        with open(options["subscription"], encoding="utf-8") as f:
+            text = f.read()
+        return client_config_from_subscription(text, options["pick"], socks=options["socks"])
+    return runner.default_config()
+
+
+def makeService(options: Options) -> Any:
+    """Build the service tree, or validate and exit with ``--test``."""
+    from vtwist import runner
+
+    try:
+        config = config_from_options(options)
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if options["test"]:
+        raise SystemExit(runner.check_config(config))
+    parsed = runner.validate(config)
+    if parsed is None:
+        raise SystemExit(1)
+    from twisted.internet import reactor
+
+    from vtwist.service import build_service
+
+    try:
+        service = build_service(parsed, reactor)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if parsed.log.access or parsed.log.error:
+        from twisted.logger import globalLogPublisher
+
+        from vtwist.logsetup import file_observers
+
+        for observer in file_observers(parsed.log):
+            globalLogPublisher.addObserver(observer)
+    return service
