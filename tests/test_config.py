@@ -1,0 +1,187 @@
+"""V2Ray JSON config loading: comments, every supported field, error paths, --test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from vtwist.config.errors import ConfigError
+from vtwist.config.loader import loads, parse_config, parse_ports, strip_comments
+from vtwist.config.node import Node
+from vtwist.proxy.blackhole import BlackholeSettings
+from vtwist.proxy.freedom import FreedomSettings
+
+FREEDOM = {"protocol": "freedom", "tag": "direct"}
+
+
+def config(**extra):
+    base = {"outbounds": [dict(FREEDOM)]}
+    base.update(extra)
+    return base
+
+
+class CommentTests(SynchronousTestCase):
+    def test_line_block_and_hash_comments(self) -> None:
+        text = """{
+          // a line comment
+          "a": "keep // this and /* this */ and # this", /* block
+          spanning lines */ "b": 2,
+          # hash comment
+          "c": "quote \\" // still string"
+        }"""
+        self.assertEqual(loads(text), {"a": "keep // this and /* this */ and # this", "b": 2,
+                                       "c": 'quote " // still string'})
+
+    def test_error_names_line(self) -> None:
+        with self.assertRaises(ConfigError) as cm:
+            loads('{\n  "a": 1,\n  "b": \n}')
+        self.assertIn("line 4", str(cm.exception))
+
+    def test_unterminated_block_comment(self) -> None:
+        self.assertRaises(ConfigError, strip_comments, "{ /* oops }")
+
+
+class PortTests(SynchronousTestCase):
+    def test_forms(self) -> None:
+        self.assertEqual(parse_ports(Node(1080, "port")), [1080])
+        self.assertEqual(parse_ports(Node("1080", "port")), [1080])
+        self.assertEqual(parse_ports(Node("1000-1002", "port")), [1000, 1001, 1002])
+        self.assertEqual(parse_ports(Node("80, 443,1000-1001", "port")), [80, 443, 1000, 1001])
+
+    def test_errors(self) -> None:
+        for bad in ("abc", 0, 70000, "3-1", "", True, None, [1]):
+            with self.assertRaises(ConfigError, msg=repr(bad)) as cm:
+                parse_ports(Node(bad, "inbounds[0].port"))
+            self.assertTrue(str(cm.exception).startswith("inbounds[0].port: "), str(cm.exception))
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_minimal(self) -> None:
+        c = parse_config(config())
+        self.assertEqual(c.outbounds[0].tag, "direct")
+        self.assertEqual(c.outbounds[0].settings, FreedomSettings())
+        self.assertEqual(c.log.loglevel, "warning")
+        self.assertEqual(c.policy.level(0).handshake, 4)
+        self.assertEqual(c.policy.level(0).conn_idle, 300)
+        self.assertEqual(c.policy.level(0).uplink_only, 2)
+        self.assertEqual(c.policy.level(0).downlink_only, 5)
+
+    def test_all_fields(self) -> None:
+        c = parse_config({
+            "log": {"loglevel": "Debug", "access": "/tmp/a.log", "error": "/tmp/e.log"},
+            "policy": {"levels": {"0": {"handshake": 3, "connIdle": 100, "uplinkOnly": 1,
+                                        "downlinkOnly": 2, "bufferSize": 4}},
+                       "system": {}},
+            "outbounds": [
+                {"protocol": "freedom", "tag": "direct",
+                 "settings": {"domainStrategy": "UseIPv4", "redirect": "127.0.0.1:8080",
+                              "userLevel": 0}},
+                {"protocol": "blackhole", "tag": "block",
+                 "settings": {"response": {"type": "http"}}},
+            ],
+        })
+        self.assertEqual(c.log.loglevel, "debug")
+        self.assertEqual(c.log.access, "/tmp/a.log")
+        self.assertEqual(c.policy.level(0).conn_idle, 100)
+        self.assertEqual(c.policy.level(0).buffer_size, 4)
+        self.assertEqual(c.policy.level(7).conn_idle, 300)
+        self.assertEqual(c.outbounds[0].settings.domain_strategy, "UseIPv4")
+        self.assertEqual(c.outbounds[0].settings.redirect, ("127.0.0.1", 8080))
+        self.assertEqual(c.outbounds[1].settings, BlackholeSettings("http"))
+        self.assertEqual(c.warnings, [])
+
+    def test_unknown_keys_warn_with_path(self) -> None:
+        warnings: list[str] = []
+        parse_config({"outbounds": [{"protocol": "freedom", "setings": {}}], "foo": 1,
+                      "routing": {}}, warnings.append)
+        self.assertIn("outbounds[0].setings: unknown field, ignored", warnings)
+        self.assertIn("foo: unknown field, ignored", warnings)
+        self.assertIn("routing: not supported by vtwist yet, ignored", warnings)
+
+    def assertConfigError(self, data, message: str) -> None:
+        with self.assertRaises(ConfigError) as cm:
+            parse_config(data)
+        self.assertEqual(str(cm.exception), message)
+
+    def test_error_paths(self) -> None:
+        self.assertConfigError({"outbounds": []}, "outbounds: at least one outbound is required")
+        self.assertConfigError([], "expected an object, got list")
+        self.assertConfigError(
+            {"outbounds": [{"protocol": "nope"}]},
+            "outbounds[0].protocol: unsupported outbound protocol 'nope' "
+            "(vtwist has: blackhole, freedom, vmess)")
+        self.assertConfigError(
+            config(inbounds=[{"protocol": "socks"}]), "inbounds[0].port: is required")
+        self.assertConfigError(
+            {"outbounds": [{"protocol": "freedom", "settings": {"domainStrategy": "Fast"}}]},
+            "outbounds[0].settings.domainStrategy: expected one of AsIs, UseIP, UseIPv4, "
+            "UseIPv6, got 'Fast'")
+        self.assertConfigError(
+            {"outbounds": [{"protocol": "freedom", "settings": {"redirect": "nohost"}}]},
+            "outbounds[0].settings.redirect: expected \"host:port\", got 'nohost'")
+        self.assertConfigError(
+            config(log={"loglevel": "loud"}),
+            "log.loglevel: expected one of debug, info, warning, error, none, got \"loud\"")
+        self.assertConfigError(
+            config(policy={"levels": {"0": {"handshake": "x"}}}),
+            "policy.levels.0.handshake: expected an integer >= 0, got \"x\"")
+        self.assertConfigError(
+            {"outbounds": [{"protocol": "freedom", "tag": "a"}, {"protocol": "blackhole",
+                                                               "tag": "a"}]},
+            "outbounds: duplicate outbound tag 'a'")
+        self.assertConfigError(
+            {"outbounds": [{"protocol": "freedom", "streamSettings": {"network": "quic"}}]},
+            "outbounds[0].streamSettings.network: network 'quic' is not supported by vtwist")
+        self.assertConfigError(
+            {"outbounds": [{"protocol": "blackhole",
+                            "settings": {"response": {"type": "teapot"}}}]},
+            "outbounds[0].settings.response.type: expected one of none, http, got \"teapot\"")
+
+    def test_node_int_message(self) -> None:
+        node = Node({"port": "abc"}, "outbounds[0].settings.vnext[0]")
+        with self.assertRaises(ConfigError) as cm:
+            node.port("port")
+        self.assertEqual(str(cm.exception),
+                         'outbounds[0].settings.vnext[0].port: expected an integer 1-65535, '
+                         'got "abc"')
+
+
+class CheckCommandTests(SynchronousTestCase):
+    """``twistd vtwist --test`` and ``python -m vtwist check`` validate and exit 0/1."""
+
+    def write(self, data) -> str:
+        fd, path = tempfile.mkstemp(suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            f.write(data if isinstance(data, str) else json.dumps(data))
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def run_twistd(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "twisted", "vtwist", *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def test_valid(self) -> None:
+        good = self.write('// comment\n{"outbounds": [{"protocol": "freedom"}]}')
+        result = self.run_twistd("--test", "--config", good)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Configuration OK", result.stdout)
+
+    def test_invalid(self) -> None:
+        bad = self.write({"outbounds": [{"protocol": "freedom",
+                                         "settings": {"domainStrategy": 3}}]})
+        result = self.run_twistd("-t", "-c", bad)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("outbounds[0].settings.domainStrategy: expected a string, got 3",
+                      result.stderr)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+    def test_missing_file(self) -> None:
+        result = self.run_twistd("--test", "--config", "/nonexistent/x.json")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("cannot read /nonexistent/x.json", result.stderr)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
