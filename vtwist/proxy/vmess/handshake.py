@@ -1,0 +1,389 @@
+"""Sans-IO VMess handshakes.
+
+Server: :class:`ServerHandshake` is fed the bytes of a new connection and answers
+:data:`NEED_MORE`, :class:`RequestParsed` or :class:`Rejected`.
+
+Client: :class:`ClientSession` builds the request header and the body codecs, and decodes
+the response header.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vtwist.address import Destination
+from vtwist.proxy.vmess import header as H
+from vtwist.proxy.vmess import legacy as L
+from vtwist.proxy.vmess.body import (
+    OPT_CHUNK_MASKING,
+    OPT_CHUNK_STREAM,
+    OPT_GLOBAL_PADDING,
+    SEC_LEGACY,
+    SEC_NONE,
+    BodyDecoder,
+    BodyEncoder,
+    BodyError,
+    check_options,
+)
+from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
+from vtwist.proxy.vmess.users import Account, UserTable, resolve_security
+
+Clock = Callable[[], float]
+
+
+class _NeedMore:
+    """More bytes are needed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_MORE"
+
+
+NEED_MORE = _NeedMore()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParsed:
+    """A valid request: who sent it, what it asks for, and the first body bytes."""
+
+    account: Account
+    header: H.RequestHeader
+    aead: bool
+    leftover: bytes
+    response_key: bytes
+    response_iv: bytes
+
+    @property
+    def destination(self) -> Destination:
+        """Where the client wants to go."""
+        return self.header.destination
+
+    @property
+    def command(self) -> int:
+        """CMD_TCP, CMD_UDP or CMD_MUX."""
+        return self.header.command
+
+    @property
+    def security(self) -> int:
+        """The body security value."""
+        return self.header.security
+
+    @property
+    def option(self) -> int:
+        """The option bits."""
+        return self.header.option
+
+    def body_decoder(self) -> BodyDecoder:
+        """Decoder for the request body (client -> server)."""
+        h = self.header
+        return BodyDecoder(h.security, h.option, h.body_key, h.body_iv,
+                           packet=h.command == H.CMD_UDP)
+
+    def response_writer(self, random_bytes: Callable[[int], bytes] = os.urandom
+                        ) -> tuple[bytes, BodyEncoder]:
+        """(response header bytes, encoder for the response body)."""
+        h = self.header
+        plain = H.encode_response_plain(h.response_v)
+        cfb = None
+        if self.aead:
+            wire = H.seal_response_header(self.response_key, self.response_iv, plain)
+        else:
+            wire, enc = L.seal_legacy_response(self.response_key, self.response_iv, plain)
+            if h.security == SEC_LEGACY:
+                cfb = enc
+        encoder = BodyEncoder(h.security, h.option, self.response_key, self.response_iv,
+                              packet=h.command == H.CMD_UDP, random_bytes=random_bytes,
+                              cfb=cfb)
+        return wire, encoder
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A request that must not be answered.
+
+    ``drain`` says whether V2Ray 4.34 would drain (True) or close at once (False);
+    ``consumed`` is how many bytes were read before the decision.
+    """
+
+    reason: str
+    drain: bool
+    consumed: int
+    account: Account | None = None
+
+
+class ServerHandshake:
+    """Decodes one request header (AEAD first, then legacy) with replay protection."""
+
+    _AUTH, _AEAD_LEN, _AEAD_BODY, _LEGACY, _DONE = range(5)
+
+    def __init__(self, users: UserTable, auth_filter: AuthIDFilter,
+                 sessions: SessionHistory, clock: Clock = time.time) -> None:
+        self.users = users
+        self.auth_filter = auth_filter
+        self.sessions = sessions
+        self.clock = clock
+        self._buf = bytearray()
+        self._state = self._AUTH
+        self._account: Account | None = None
+        self._auth_id = b""
+        self._timestamp = 0
+        self._length = 0
+        self._legacy_dec = None
+        self._legacy_plain = bytearray()
+        self._legacy_used = 0  # ciphertext bytes decrypted after the auth
+
+    def feed(self, data: bytes) -> _NeedMore | RequestParsed | Rejected:
+        """Add bytes; returns the current verdict. Call again only after NEED_MORE."""
+        if self._state == self._DONE:
+            raise RuntimeError("handshake already decided")
+        self._buf += data
+        result = self._step()
+        if result is not NEED_MORE:
+            self._state = self._DONE
+        return result
+
+    def _reject(self, reason: str, drain: bool) -> Rejected:
+        return Rejected(reason, drain, len(self._buf), self._account)
+
+    def _step(self):
+        buf = self._buf
+        if self._state == self._AUTH:
+            if len(buf) < 16:
+                return NEED_MORE
+            now = self.clock()
+            auth = bytes(buf[:16])
+            self._auth_id = auth
+            m = self.users.match_aead(auth, now)
+            if m is not None and m.in_window:
+                self._account = self.users.accounts[m.user_index]
+                self._timestamp = m.timestamp
+                if not self.auth_filter.check_and_add(auth, m.timestamp, now):
+                    return self._reject(f"replayed AuthID for user {self._account.label}", True)
+                self._state = self._AEAD_LEN
+            else:
+                lm = self.users.match_legacy(auth, now)
+                if lm is None:
+                    if m is not None:
+                        acct = self.users.accounts[m.user_index]
+                        self._account = acct
+                        return self._reject(
+                            f"clock skew of {m.skew:+.0f} s for user {acct.label}", True)
+                    return self._reject("unknown user (no AEAD or legacy auth matched)", True)
+                self._account = self.users.accounts[lm.user_index]
+                self._timestamp = lm.timestamp
+                self._legacy_dec = L.header_decryptor(self._account.cmd_key, lm.timestamp)
+                self._state = self._LEGACY
+        if self._state == self._AEAD_LEN:
+            if len(buf) < 42:
+                return NEED_MORE
+            acct = self._account
+            nonce = bytes(buf[34:42])
+            try:
+                self._length = H.open_header_length(acct.cmd_key, self._auth_id,
+                                                    bytes(buf[16:34]), nonce)
+            except H.HeaderError as e:
+                return self._reject(f"{e.reason} for user {acct.label}", True)
+            self._state = self._AEAD_BODY
+        if self._state == self._AEAD_BODY:
+            end = 42 + self._length + 16
+            if len(buf) < end:
+                return NEED_MORE
+            acct = self._account
+            try:
+                plain = H.open_header_payload(acct.cmd_key, self._auth_id, bytes(buf[34:42]),
+                                              bytes(buf[42:end]))
+            except H.HeaderError as e:
+                return self._reject(f"{e.reason} for user {acct.label}", True)
+            return self._finish_aead(plain, bytes(buf[end:]))
+        if self._state == self._LEGACY:
+            return self._step_legacy()
+        return NEED_MORE
+
+    def _finish_aead(self, plain: bytes, leftover: bytes):
+        acct = self._account
+        try:
+            need = H.instruction_needed(plain)
+        except H.HeaderError as e:
+            return self._reject(f"{e.reason} from user {acct.label}", False)
+        if len(plain) < need:
+            return self._reject(f"AEAD header too short from user {acct.label}", False)
+        return self._finish(plain[:need], leftover, aead=True)
+
+    def _step_legacy(self):
+        buf = self._buf
+        acct = self._account
+        plain = self._legacy_plain
+        while True:
+            try:
+                need = H.instruction_needed(plain)
+            except H.HeaderError as e:
+                return self._reject(f"{e.reason} from user {acct.label} (legacy)", False)
+            if len(plain) >= need:
+                break
+            avail = len(buf) - 16 - self._legacy_used
+            take = min(avail, need - len(plain))
+            if take <= 0:
+                return NEED_MORE
+            start = 16 + self._legacy_used
+            plain += self._legacy_dec.update(bytes(buf[start:start + take]))
+            self._legacy_used += take
+        leftover = bytes(buf[16 + self._legacy_used:])
+        return self._finish(bytes(plain), leftover, aead=False)
+
+    def _finish(self, plain: bytes, leftover: bytes, aead: bool):
+        acct = self._account
+        mode = "" if aead else " (legacy)"
+        key, iv = plain[17:33], plain[1:17]
+        if not self.sessions.check_and_add((acct.uuid, key, iv), self.clock()):
+            if not aead:
+                self.users.taint_legacy(self._auth_id)
+            return self._reject(f"duplicate session for user {acct.label}{mode}", not aead)
+        if not H.checksum_ok(plain):
+            if not aead:
+                self.users.taint_legacy(self._auth_id)
+            return self._reject(f"header checksum mismatch for user {acct.label}{mode}",
+                                not aead)
+        try:
+            req = H.parse_instruction(plain)
+            check_options(req.security, req.option)
+        except H.HeaderError as e:
+            return self._reject(f"{e.reason} from user {acct.label}{mode}", False)
+        except BodyError as e:
+            return self._reject(f"{e} from user {acct.label}{mode}", False)
+        rk, riv = H.response_key_iv(req.body_key, req.body_iv, aead)
+        return RequestParsed(acct, req, aead, leftover, rk, riv)
+
+
+def default_option(security: int) -> int:
+    """Option bits a 4.34 client sends for a security value."""
+    if security == SEC_NONE:
+        return OPT_CHUNK_STREAM | OPT_CHUNK_MASKING
+    if security == SEC_LEGACY:
+        return OPT_CHUNK_STREAM
+    return OPT_CHUNK_STREAM | OPT_CHUNK_MASKING | OPT_GLOBAL_PADDING
+
+
+@dataclass
+class ClientSession:
+    """Client state for one VMess connection: request header, body codecs, response.
+
+    Random values (key, IV, V, padding, AuthID random, nonce, legacy jitter and ID choice)
+    can be injected for tests; by default they come from ``os.urandom``.
+    """
+
+    account: Account
+    destination: Destination
+    command: int = H.CMD_TCP
+    security: int | None = None
+    option: int | None = None
+    aead: bool | None = None
+    body_key: bytes = field(default_factory=lambda: os.urandom(16))
+    body_iv: bytes = field(default_factory=lambda: os.urandom(16))
+    response_v: int = field(default_factory=lambda: os.urandom(1)[0])
+    header_padding: bytes | None = None
+    random_bytes: Callable[[int], bytes] = os.urandom
+
+    def __post_init__(self) -> None:
+        if self.security is None:
+            self.security = resolve_security(self.account.security)
+        if self.option is None:
+            self.option = default_option(self.security)
+        check_options(self.security, self.option)
+        if self.aead is None:
+            self.aead = self.account.uses_aead
+        if self.header_padding is None:
+            self.header_padding = self.random_bytes(self.random_bytes(1)[0] % 16)
+        self.response_key, self.response_iv = H.response_key_iv(
+            self.body_key, self.body_iv, self.aead)
+        self._resp_buf = bytearray()
+        self._resp_dec = None  # legacy CFB decryptor
+        self._resp_len: int | None = None
+        self.response: H.ResponseHeader | None = None
+
+    @property
+    def request(self) -> H.RequestHeader:
+        """The instruction this session sends."""
+        dest = H.MUX_DESTINATION if self.command == H.CMD_MUX else self.destination
+        return H.RequestHeader(self.command, dest, self.security, self.option,
+                               self.body_key, self.body_iv, self.response_v)
+
+    def instruction(self) -> bytes:
+        """The instruction plaintext."""
+        return H.encode_instruction(self.request, self.header_padding)
+
+    def request_header(self, now: float | None = None, *, rand4: bytes | None = None,
+                       nonce: bytes | None = None, legacy_timestamp: int | None = None,
+                       legacy_id_index: int | None = None) -> bytes:
+        """The wire request header (AEAD or legacy by ``self.aead``)."""
+        now = time.time() if now is None else now
+        if self.aead:
+            return H.seal_request_header(self.account.cmd_key, self.instruction(), int(now),
+                                         rand4, nonce)
+        if legacy_timestamp is None:
+            legacy_timestamp = int(now) + (self.random_bytes(1)[0] % 60) - 30
+        ids_ = self.account.all_ids()
+        if legacy_id_index is None:
+            legacy_id_index = int.from_bytes(self.random_bytes(2), "big") % len(ids_)
+        return L.seal_legacy_request(ids_[legacy_id_index], self.account.cmd_key,
+                                     legacy_timestamp, self.instruction())
+
+    def body_encoder(self) -> BodyEncoder:
+        """Encoder for the request body."""
+        return BodyEncoder(self.security, self.option, self.body_key, self.body_iv,
+                           packet=self.command == H.CMD_UDP, random_bytes=self.random_bytes)
+
+    def feed_response(self, data: bytes) -> tuple[H.ResponseHeader, BodyDecoder, bytes] | None:
+        """Feed response bytes until the header is complete.
+
+        Returns None while incomplete, then (header, body decoder, leftover body bytes).
+        Raises HeaderError on a bad tag or a V mismatch.
+        """
+        buf = self._resp_buf
+        buf += data
+        cfb = None
+        if self.aead:
+            if self._resp_len is None:
+                if len(buf) < 18:
+                    return None
+                lk, ln, pk, pn = H.response_header_keys(self.response_key, self.response_iv)
+                try:
+                    raw = AESGCM(lk).decrypt(ln, bytes(buf[:18]), None)
+                except InvalidTag:
+                    raise H.HeaderError("response header length authentication failed") from None
+                self._resp_len = (raw[0] << 8) | raw[1]
+            end = 18 + self._resp_len + 16
+            if len(buf) < end:
+                return None
+            _, _, pk, pn = H.response_header_keys(self.response_key, self.response_iv)
+            try:
+                plain = AESGCM(pk).decrypt(pn, bytes(buf[18:end]), None)
+            except InvalidTag:
+                raise H.HeaderError("response header authentication failed") from None
+            leftover = bytes(buf[end:])
+        else:
+            if len(buf) < 4:
+                return None
+            dec = L.aes_cfb(self.response_key, self.response_iv, encrypt=False)
+            first = dec.update(bytes(buf[:4]))
+            m = first[3] if first[2] else 0
+            if len(buf) < 4 + m:
+                return None
+            plain = first + dec.update(bytes(buf[4:4 + m]))
+            leftover = bytes(buf[4 + m:])
+            if self.security == SEC_LEGACY:
+                cfb = dec
+        resp = H.parse_response_plain(plain)
+        if resp.v != self.response_v:
+            raise H.HeaderError(
+                f"response V mismatch: expected {self.response_v}, got {resp.v}")
+        self.response = resp
+        decoder = BodyDecoder(self.security, self.option, self.response_key, self.response_iv,
+                              packet=self.command == H.CMD_UDP, cfb=cfb)
+        return resp, decoder, leftover
