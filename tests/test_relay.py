@@ -1,0 +1,128 @@
+"""The relay: forwarding, producers both ways, half-close and V2Ray's idle timers."""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from vtwist.policy import LevelPolicy
+from vtwist.relay import INBOUND, OUTBOUND, Relay, RelayProtocol
+
+
+class HalfCloseTransport(StringTransport):
+    """A StringTransport that records half-closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writeClosed = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+
+POLICY = LevelPolicy(handshake=4, conn_idle=300, uplink_only=2, downlink_only=5)
+
+
+class RelayTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.a = HalfCloseTransport()
+        self.b = HalfCloseTransport()
+        self.finished = []
+        self.relay = Relay(self.a, self.b, self.clock, POLICY,
+                           onFinish=lambda: self.finished.append(True))
+
+    def test_producers_registered_both_ways(self) -> None:
+        """Each transport pauses the other: a slow side stops reading on the fast one."""
+        self.assertIs(self.a.producer, self.b)
+        self.assertTrue(self.a.streaming)
+        self.assertIs(self.b.producer, self.a)
+
+    def test_forwarding(self) -> None:
+        self.relay.received(INBOUND, b"up")
+        self.relay.receivedSequence(OUTBOUND, [b"do", b"wn"])
+        self.assertEqual(self.b.value(), b"up")
+        self.assertEqual(self.a.value(), b"down")
+        self.assertEqual(self.relay.bytes, [2, 4])
+
+    def test_half_close(self) -> None:
+        """A FIN from the client half-closes the target; the reply still flows."""
+        self.relay.eof(INBOUND)
+        self.assertTrue(self.b.writeClosed)
+        self.assertFalse(self.a.disconnecting)
+        self.relay.received(OUTBOUND, b"reply")
+        self.assertEqual(self.a.value(), b"reply")
+        self.relay.eof(OUTBOUND)
+        self.assertTrue(self.a.disconnecting)
+        self.assertTrue(self.b.disconnecting)
+        self.assertEqual(self.finished, [True])
+
+    def test_lost_closes_other(self) -> None:
+        self.relay.lost(OUTBOUND, Failure(ConnectionDone()))
+        self.assertTrue(self.a.disconnecting)
+        self.assertEqual(self.finished, [True])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_conn_idle(self) -> None:
+        """connIdle: closes after between T and 2T of silence, not while data flows."""
+        for _ in range(10):
+            self.clock.advance(200)
+            self.relay.received(INBOUND, b"x")
+        self.assertFalse(self.a.disconnecting)
+        self.clock.advance(300)
+        self.assertFalse(self.a.disconnecting)
+        self.clock.advance(300)
+        self.assertTrue(self.a.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_downlink_only_after_uplink_ends(self) -> None:
+        self.relay.eof(INBOUND)
+        self.clock.advance(4.9)
+        self.assertFalse(self.a.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.a.disconnecting)
+
+    def test_uplink_only_after_downlink_ends(self) -> None:
+        self.relay.eof(OUTBOUND)
+        self.assertTrue(self.a.writeClosed)
+        self.clock.advance(4)
+        self.assertTrue(self.b.disconnecting)
+
+    def test_nothing_after_finish(self) -> None:
+        self.relay.finish()
+        self.relay.received(INBOUND, b"late")
+        self.relay.eof(INBOUND)
+        self.assertEqual(self.b.value(), b"")
+        self.assertFalse(self.b.writeClosed)
+
+
+class RelayProtocolTests(SynchronousTestCase):
+    def test_holds_until_attached(self) -> None:
+        """Bytes and EOF that arrive before attach are replayed in order, then reading resumes."""
+        protocol = RelayProtocol()
+        target = HalfCloseTransport()
+        protocol.makeConnection(target)
+        self.assertEqual(target.producerState, "paused")
+        protocol.dataReceived(b"banner ")
+        protocol.dataReceived(b"line")
+        client = HalfCloseTransport()
+        relay = Relay(client, target, Clock(), POLICY)
+        protocol.attach(relay)
+        self.assertEqual(client.value(), b"banner line")
+        self.assertEqual(target.producerState, "producing")
+
+    def test_lost_before_attach(self) -> None:
+        protocol = RelayProtocol()
+        target = HalfCloseTransport()
+        protocol.makeConnection(target)
+        protocol.dataReceived(b"bye")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        client = HalfCloseTransport()
+        relay = Relay(client, target, Clock(), POLICY)
+        protocol.attach(relay)
+        self.assertEqual(client.value(), b"bye")
+        self.assertTrue(client.disconnecting)
+        self.assertTrue(relay.finished)
