@@ -195,7 +195,7 @@ class BodyEncoder:
         cfb = self._f.cfb
         if cfb is None:
             return pieces
-        return [cfb.update(b"".join(pieces))] if pieces else []
+        return [cfb.update(p) for p in pieces]
 
     def encode(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Frame one write (stream) or one datagram (packet mode)."""
@@ -321,20 +321,23 @@ class BodyDecoder:
                 body = mv[pos:pos + size - pad]
                 pos += size
                 self._pending = None
-                if aead is not None:
-                    try:
-                        out.append(aead.decrypt(f.nonce(), body, None))
-                    except InvalidTag:
-                        self._pos = pos
-                        raise BodyError("chunk authentication failed") from None
-                elif f.security == SEC_LEGACY:
-                    payload = bytes(body[4:])
-                    if int.from_bytes(body[:4], "big") != fnv1a_32(payload):
-                        self._pos = pos
-                        raise BodyError("chunk checksum mismatch")
-                    out.append(payload)
-                else:
-                    out.append(bytes(body))
+                try:
+                    if aead is not None:
+                        try:
+                            out.append(aead.decrypt(f.nonce(), body, None))
+                        except InvalidTag:
+                            self._pos = pos
+                            raise BodyError("chunk authentication failed") from None
+                    elif f.security == SEC_LEGACY:
+                        payload = bytes(body[4:])
+                        if int.from_bytes(body[:4], "big") != fnv1a_32(payload):
+                            self._pos = pos
+                            raise BodyError("chunk checksum mismatch")
+                        out.append(payload)
+                    else:
+                        out.append(bytes(body))
+                finally:
+                    body.release()
         self._pos = pos
 
     def _eos(self, pos: int, end: int, trailing: int) -> None:
