@@ -1,0 +1,1 @@
+"""Test and benchmark helpers for vtwist (impairment relay, simulated links)."""
