@@ -1,0 +1,300 @@
+"""``vtwist`` / ``python -m vtwist``: run, check, share links, set-up helpers.
+
+Exit status: 0 on success; 1 when a config is invalid or ``run`` fails; 2 for a bad
+command line, a malformed link or subscription (one line naming the field, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from vtwist.links import LinkError
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user error: print the message and exit with ``status``."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE):
+        super().__init__(message)
+        self.status = status
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise CLIError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _link_arg(value: str) -> str:
+    return sys.stdin.read().strip() if value == "-" else value
+
+
+def _load_config(path: str, status: int = 1) -> dict[str, Any]:
+    from vtwist import runner
+    from vtwist.config.errors import ConfigError
+
+    try:
+        return runner.load_config_file(path)
+    except ConfigError as e:
+        raise CLIError(f"config error: {e}", status) from None
+
+
+def _dump(obj: Any, out: TextIO) -> None:
+    out.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_or_print(text: str, path: str | None, out: TextIO) -> None:
+    if path is None or path == "-":
+        out.write(text)
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise CLIError(f"cannot write {path}: {e.strerror}") from None
+
+
+# -- commands ------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run a config, a link or a subscription entry until stopped."""
+    from vtwist import runner
+
+    config = _config_for_run(args)
+    return runner.run_config(config)
+
+
+def _config_for_run(args: argparse.Namespace) -> dict[str, Any]:
+    from vtwist import links, runner
+
+    sources = [k for k in ("config", "link", "subscription") if getattr(args, k)]
+    if len(sources) > 1:
+        raise CLIError("use only one of --config, --link, --subscription")
+    if args.pick is not None and not args.subscription:
+        raise CLIError("--pick goes with --subscription")
+    if args.socks is not None and args.config:
+        raise CLIError("--socks goes with --link or --subscription (a config names its inbounds)")
+    socks = args.socks or "127.0.0.1:1080"
+    if args.config:
+        return _load_config(args.config)
+    if args.link:
+        return links.client_config_from_link(_link_arg(args.link), socks)
+    if args.subscription:
+        return links.client_config_from_subscription(
+            _read_text(args.subscription), args.pick, socks, warn=_warn)
+    if args.socks is not None:
+        return links.client_config(
+            {"tag": "direct", "protocol": "freedom", "settings": {}}, socks)
+    return runner.default_config()
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    """Validate a config file like ``v2ray -test``."""
+    from vtwist import runner
+
+    return runner.check_config(_load_config(args.file))
+
+
+def cmd_uuid(args: argparse.Namespace, out: TextIO) -> int:
+    """Print a fresh random UUID."""
+    out.write(f"{uuid.uuid4()}\n")
+    return 0
+
+
+def cmd_link_decode(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the outbound a link stands for (or its raw fields with --fields)."""
+    from vtwist.links import parse_link
+
+    link = parse_link(_link_arg(args.link))
+    _dump(link.to_json() if args.fields else link.to_outbound(), out)
+    return 0
+
+
+def cmd_link_encode(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the link of a config's VMess outbound."""
+    from vtwist.links import find_outbound, outbound_to_link
+
+    config = _load_config(args.config, EXIT_USAGE)
+    link = outbound_to_link(find_outbound(config, args.outbound), warn=_warn)
+    out.write((link.to_url() if args.url else link.to_link()) + "\n")
+    return 0
+
+
+def cmd_link_qr(args: argparse.Namespace, out: TextIO) -> int:
+    """Draw a link as a QR code in the terminal, or write it as a PNG."""
+    from vtwist.links import parse_link
+    from vtwist.qr import png_bytes, qr_matrix, render_terminal
+
+    text = _link_arg(args.link).strip()
+    parse_link(text).canonical()  # refuse to draw a link that would not work
+    try:
+        matrix = qr_matrix(text)
+    except RuntimeError as e:
+        raise CLIError(str(e), 1) from None
+    if args.png:
+        try:
+            with open(args.png, "wb") as f:
+                f.write(png_bytes(matrix, args.scale))
+        except OSError as e:
+            raise CLIError(f"cannot write {args.png}: {e.strerror}") from None
+        print(f"wrote {args.png} ({len(matrix)}x{len(matrix)} modules)", file=sys.stderr)
+    else:
+        out.write(render_terminal(matrix))
+    return 0
+
+
+def cmd_config_from_link(args: argparse.Namespace, out: TextIO) -> int:
+    """Print a complete client config for a link."""
+    from vtwist.links import client_config_from_link
+
+    config = client_config_from_link(_link_arg(args.link), args.socks)
+    _write_or_print(json.dumps(config, indent=2, ensure_ascii=False) + "\n", args.output, out)
+    return 0
+
+
+def cmd_config_server(args: argparse.Namespace, out: TextIO) -> int:
+    """Print a server config with a fresh UUID, and the link pointing at it."""
+    from vtwist.genconfig import ServerSpec, server_config
+
+    if bool(args.cert) != bool(args.key):
+        raise CLIError("--cert and --key go together")
+    if args.cert and not args.tls:
+        args.tls = True
+    spec = ServerSpec(
+        transport=args.transport, header=args.header, tls=args.tls, port=args.port,
+        listen=args.listen, address=args.address, user_id=args.id, security=args.security,
+        path=args.path, host=args.host, seed=args.seed, sni=args.sni, alpn=args.alpn,
+        cert_file=args.cert, key_file=args.key, name=args.name,
+    )
+    config, link = server_config(spec)
+    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    encoded = link.to_url() if args.url else link.to_link()
+    if args.output and args.output != "-":
+        _write_or_print(text, args.output, out)
+        print(f"wrote {args.output}", file=sys.stderr)
+        out.write(encoded + "\n")
+    else:
+        out.write(text + "\n" + encoded + "\n")
+    if link.allow_insecure:
+        print("note: the certificate is self-signed, so the link sets allowInsecure; "
+              "use --cert/--key with a real certificate for verified TLS", file=sys.stderr)
+    if args.address in ("127.0.0.1", "::1", "localhost"):
+        print("note: the link points at this machine; use --address to put the address "
+              "clients should dial in it", file=sys.stderr)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree for every command."""
+    parser = argparse.ArgumentParser(
+        prog="vtwist", description="V2Ray-compatible proxy on Twisted: run configs, use "
+        "vmess:// links and subscriptions, make configs.")
+    from vtwist import __version__
+
+    parser.add_argument("--version", action="version", version=f"vtwist {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run a config, a link or a subscription entry",
+                       description="Run until interrupted. Without a source: the default "
+                       "config (SOCKS5 on 127.0.0.1:1080, direct).")
+    p.add_argument("--config", "-c", metavar="FILE", help="a V2Ray JSON config")
+    p.add_argument("--link", "-l", metavar="LINK", help="a vmess:// link as the outbound "
+                   "(- reads it from stdin)")
+    p.add_argument("--subscription", metavar="FILE", help="a subscription file (- for stdin)")
+    p.add_argument("--pick", metavar="NAME", help="with --subscription: the link named NAME "
+                   "(or its 1-based number); default the first")
+    p.add_argument("--socks", metavar="HOST:PORT", help="SOCKS5 inbound address "
+                   "(default 127.0.0.1:1080)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config file (like v2ray -test)")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("uuid", help="print a fresh UUID")
+    p.set_defaults(func=cmd_uuid)
+
+    link = sub.add_parser("link", help="decode, encode and draw vmess:// links")
+    lsub = link.add_subparsers(dest="link_command", metavar="ACTION", required=True)
+    p = lsub.add_parser("decode", help="print the outbound config a link stands for")
+    p.add_argument("link", metavar="LINK", help="a vmess:// link (- reads stdin)")
+    p.add_argument("--fields", action="store_true", help="print the link's v2 JSON fields instead")
+    p.set_defaults(func=cmd_link_decode)
+    p = lsub.add_parser("encode", help="print the link of a config's vmess outbound")
+    p.add_argument("--config", "-c", metavar="FILE", required=True)
+    p.add_argument("--outbound", metavar="TAG", help="the outbound's tag (default: the "
+                   "first vmess outbound)")
+    p.add_argument("--url", action="store_true", help="emit the URL form "
+                   "vmess://uuid@host:port?... instead of base64")
+    p.set_defaults(func=cmd_link_encode)
+    p = lsub.add_parser("qr", help="draw a link as a QR code (terminal or --png)")
+    p.add_argument("link", metavar="LINK")
+    p.add_argument("--png", metavar="FILE", help="write a PNG instead of drawing")
+    p.add_argument("--scale", type=int, default=8, help="PNG pixels per module (default 8)")
+    p.set_defaults(func=cmd_link_qr)
+
+    cfg = sub.add_parser("config", help="make configs: a client from a link, or a server")
+    csub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = csub.add_parser("from-link", help="a complete client config for a link")
+    p.add_argument("link", metavar="LINK")
+    p.add_argument("--socks", metavar="HOST:PORT", default="127.0.0.1:1080")
+    p.add_argument("--output", "-o", metavar="FILE")
+    p.set_defaults(func=cmd_config_from_link)
+    p = csub.add_parser("server", help="a VMess server config with a fresh UUID, and its link")
+    p.add_argument("--transport", choices=("tcp", "kcp", "ws"), default="tcp")
+    p.add_argument("--header", default="none", help="tcp: none|http; kcp: none|srtp|utp|"
+                   "wechat-video|dtls|wireguard")
+    p.add_argument("--tls", action="store_true", help="TLS (self-signed unless --cert/--key)")
+    p.add_argument("--cert", metavar="FILE")
+    p.add_argument("--key", metavar="FILE")
+    p.add_argument("--sni", default="", help="server name for the link and certificate")
+    p.add_argument("--alpn", default="", help="comma-separated ALPN list")
+    p.add_argument("--port", type=int, default=10086)
+    p.add_argument("--listen", default="0.0.0.0", help="address the server listens on")
+    p.add_argument("--address", default="127.0.0.1", help="address the link tells clients "
+                   "to dial")
+    p.add_argument("--id", metavar="UUID", help="user id (default: a fresh one)")
+    p.add_argument("--security", default="auto", help="VMess security: auto, aes-128-gcm, "
+                   "chacha20-poly1305, none, zero")
+    p.add_argument("--path", default="", help="ws: the path (default: random); tcp http: "
+                   "request paths")
+    p.add_argument("--host", default="", help="ws/tcp http: the Host header")
+    p.add_argument("--seed", default="", help="kcp: the obfuscation seed")
+    p.add_argument("--name", default="", help="the link's name (ps)")
+    p.add_argument("--url", action="store_true", help="print the URL form of the link")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the config here; print "
+                   "only the link")
+    p.set_defaults(func=cmd_config_server)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point; returns the exit status (also the console script ``vtwist``)."""
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, out)
+    except (LinkError, CLIError) as e:
+        print(f"vtwist: {e}", file=sys.stderr)
+        return getattr(e, "status", EXIT_USAGE)
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

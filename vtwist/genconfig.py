@@ -1,0 +1,147 @@
+"""Make a VMess server config (fresh UUID) and the share link that points at it.
+
+``vtwist config server`` uses :func:`server_config`: the inbound mirrors what
+:meth:`vtwist.links.VmessLink.to_outbound` builds for the client, so the pair always
+matches. Without a certificate a self-signed one is made (and the link gets
+``allowInsecure``, since nothing can verify it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from vtwist.links import KCP_HEADERS, LinkError, VmessLink
+
+TRANSPORTS = ("tcp", "kcp", "ws")
+
+
+@dataclass
+class ServerSpec:
+    """What ``config server`` was asked for."""
+
+    transport: str = "tcp"
+    header: str = "none"
+    tls: bool = False
+    port: int = 10086
+    listen: str = "0.0.0.0"
+    address: str = "127.0.0.1"
+    user_id: str | None = None
+    security: str = "auto"
+    path: str = ""
+    host: str = ""
+    seed: str = ""
+    sni: str = ""
+    alpn: str = ""
+    cert_file: str | None = None
+    key_file: str | None = None
+    name: str = ""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def self_signed_certificate(names: list[str], days: int = 3650) -> tuple[str, str]:
+    """A self-signed EC P-256 certificate for ``names`` (DNS names or IPs): (cert, key) PEM."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    alt: list[x509.GeneralName] = [
+        x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names
+    ]
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode("ascii")
+    return cert_pem, key_pem
+
+
+def server_link(spec: ServerSpec) -> VmessLink:
+    """The client link for ``spec`` (validated; raises :class:`LinkError`)."""
+    if spec.transport not in TRANSPORTS:
+        raise LinkError("--transport", f"expected one of {', '.join(TRANSPORTS)}, "
+                                       f"got {spec.transport!r}", "bad server options")
+    header = spec.header or "none"
+    if spec.transport == "kcp" and header not in KCP_HEADERS:
+        raise LinkError("--header", f"mKCP headers are {', '.join(KCP_HEADERS)}; "
+                                    f"got {header!r}", "bad server options")
+    if spec.transport == "tcp" and header not in ("none", "http"):
+        raise LinkError("--header", f"tcp headers are none, http; got {header!r}",
+                        "bad server options")
+    if spec.transport == "ws" and header != "none":
+        raise LinkError("--header", "ws has no header type", "bad server options")
+    if spec.seed and spec.transport != "kcp":
+        raise LinkError("--seed", "only mKCP has a seed", "bad server options")
+    path = spec.seed if spec.transport == "kcp" else spec.path
+    if spec.transport == "ws" and not path:
+        path = "/" + uuid.uuid4().hex[:8]
+    insecure = spec.tls and not spec.cert_file
+    name = spec.name or "vtwist-" + spec.transport + (
+        f"-{header}" if header != "none" else "") + ("-tls" if spec.tls else "")
+    data: dict[str, Any] = {
+        "v": "2", "ps": name, "add": spec.address, "port": spec.port,
+        "id": spec.user_id or str(uuid.uuid4()), "aid": 0, "scy": spec.security,
+        "net": spec.transport, "type": header, "host": spec.host, "path": path,
+        "tls": "tls" if spec.tls else "", "sni": spec.sni, "alpn": spec.alpn,
+        "allowInsecure": insecure,
+    }
+    from vtwist.links import link_from_json
+
+    return link_from_json(data).canonical()
+
+
+def server_config(spec: ServerSpec) -> tuple[dict[str, Any], VmessLink]:
+    """A complete server config (vmess inbound, freedom outbound) and its link."""
+    link = server_link(spec)
+    stream = dict(link.to_outbound()["streamSettings"])
+    if link.tls:
+        tls: dict[str, Any] = {}
+        if link.alpn:
+            tls["alpn"] = link.alpn.split(",")
+        if spec.cert_file:
+            tls["certificates"] = [{"certificateFile": spec.cert_file,
+                                    "keyFile": spec.key_file or spec.cert_file}]
+        else:
+            names = [n for n in (link.sni, spec.address) if n] or ["localhost"]
+            cert, key = self_signed_certificate(list(dict.fromkeys(names)))
+            tls["certificates"] = [{"certificate": cert.splitlines(),
+                                    "key": key.splitlines()}]
+        stream["tlsSettings"] = tls
+    config = {
+        "log": {"loglevel": "warning"},
+        "inbounds": [{
+            "tag": "vmess-in",
+            "listen": spec.listen,
+            "port": link.port,
+            "protocol": "vmess",
+            "settings": {"clients": [{"id": link.id, "alterId": link.aid, "level": 0}]},
+            "streamSettings": stream,
+        }],
+        "outbounds": [{"tag": "direct", "protocol": "freedom", "settings": {}}],
+    }
+    return config, link

@@ -1,0 +1,80 @@
+"""QR codes for share links: a terminal drawing and a PNG (zlib only, no Pillow).
+
+The module matrix comes from the ``qrcode`` package (``pip install vtwist[qr]``).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+Matrix = list[list[bool]]
+
+
+def qr_matrix(text: str, border: int = 4) -> Matrix:
+    """The QR modules for ``text`` (True = dark), with a quiet zone of ``border`` modules."""
+    try:
+        import qrcode
+        from qrcode.constants import ERROR_CORRECT_M
+    except ImportError:
+        raise RuntimeError("QR codes need the qrcode package: pip install 'vtwist[qr]'") from None
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=border)
+    code.add_data(text)
+    code.make(fit=True)
+    return [[bool(m) for m in row] for row in code.get_matrix()]
+
+
+def render_terminal(matrix: Matrix) -> str:
+    """Two module rows per text line with half blocks, light modules drawn (dark terminals)."""
+    lines = []
+    rows = matrix + ([[False] * len(matrix[0])] if len(matrix) % 2 else [])
+    for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
+        line = []
+        for t, b in zip(top, bottom, strict=True):
+            # Light (not dark) modules are printed as ink: inverted for dark backgrounds.
+            line.append({(False, False): "\u2588", (False, True): "\u2580",
+                         (True, False): "\u2584", (True, True): " "}[(t, b)])
+        lines.append("".join(line))
+    return "\n".join(lines) + "\n"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bytes(matrix: Matrix, scale: int = 8) -> bytes:
+    """An 8-bit greyscale PNG of ``matrix``, ``scale`` pixels per module."""
+    size = len(matrix) * scale
+    raw = bytearray()
+    for row in matrix:
+        line = b"\x00" + b"".join((b"\x00" if dark else b"\xff") * scale for dark in row)
+        raw += line * scale
+    header = struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(bytes(raw), 9)) + _chunk(b"IEND", b""))
+
+
+def read_png_grey(data: bytes) -> list[bytes]:
+    """Pixel rows of a PNG written by :func:`png_bytes` (for tests and checks)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("not a PNG")
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, _height, depth, colour, _, filt, interlace = struct.unpack(">IIBBBBB", body)
+            if (depth, colour, filt, interlace) != (8, 0, 0, 0):
+                raise ValueError("only 8-bit greyscale, non-interlaced PNGs are read")
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width + 1
+    rows = []
+    for i in range(0, len(raw), stride):
+        if raw[i] != 0:
+            raise ValueError("only filter type 0 is read")
+        rows.append(raw[i + 1:i + stride])
+    return rows
