@@ -1,0 +1,173 @@
+"""The ``vmess`` outbound: config parsing, TCP through :class:`VMessClientEndpoint`, UDP."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vtwist.address import Destination
+from vtwist.config.node import Node
+from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.proxy.vmess.client import VMessClientEndpoint
+from vtwist.proxy.vmess.header import CMD_UDP
+from vtwist.proxy.vmess.inbound import parse_account
+from vtwist.proxy.vmess.users import Account
+
+log = Logger(namespace="vtwist.vmess.outbound")
+
+
+@dataclass
+class VMessServer:
+    """One ``vnext[]`` entry."""
+
+    address: str
+    port: int
+    users: list[Account] = field(default_factory=list)
+
+
+@dataclass
+class VMessOutboundSettings:
+    """Validated ``settings`` of a vmess outbound."""
+
+    servers: list[VMessServer] = field(default_factory=list)
+
+
+def parse_outbound_settings(node: Node) -> VMessOutboundSettings:
+    """Validate ``vnext[]``: ``address``, ``port``, ``users[]`` (id, alterId, security...)."""
+    settings = VMessOutboundSettings()
+    vnext = node.get("vnext")
+    for server in vnext.items():
+        address = server.str("address")
+        if not address:
+            raise server.error("must not be empty", "address")
+        port = server.port("port")
+        users_node = server.get("users")
+        users = [parse_account(u, with_security=True) for u in users_node.items()]
+        if not users:
+            raise users_node.error("expected at least one user")
+        server.warn_unknown()
+        settings.servers.append(VMessServer(address.strip("[]"), port, users))
+    if not settings.servers:
+        raise vnext.error("expected at least one server")
+    node.warn_unknown()
+    return settings
+
+
+class _Datagrams(Protocol):
+    """Receives the datagrams of one VMess UDP connection."""
+
+    def __init__(self, session: VMessPacketSession, dest: Destination) -> None:
+        self.session = session
+        self.dest = dest
+
+    def dataReceived(self, data: bytes) -> None:
+        self.session.onPacket(data, self.dest)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.session._lost(self.dest, self)
+
+
+@implementer(IPacketSession)
+class VMessPacketSession:
+    """UDP through VMess: one VMess UDP connection (Cmd 2) per destination."""
+
+    def __init__(self, outbound: VMessOutbound, onPacket: Callable[[bytes, Destination], None],
+                 onClose: Callable[[], None]) -> None:
+        self.outbound = outbound
+        self.onPacket = onPacket
+        self.onClose = onClose
+        self.closed = False
+        self._conns: dict[Destination, Any] = {}
+        self._queued: dict[Destination, list[bytes]] = {}
+
+    def send(self, data: bytes, destination: Destination) -> None:
+        """Send one datagram to ``destination`` (connecting on first use)."""
+        if self.closed:
+            return
+        dest = destination.with_network("udp")
+        proto = self._conns.get(dest)
+        if proto is not None:
+            proto.transport.write(data)
+            return
+        queue = self._queued.get(dest)
+        if queue is not None:
+            if len(queue) < 64:
+                queue.append(data)
+            return
+        self._queued[dest] = [data]
+        endpoint = self.outbound.endpointFor(dest, command=CMD_UDP)
+        d = endpoint.connect(Factory.forProtocol(lambda: _Datagrams(self, dest)))
+
+        def connected(proto: _Datagrams) -> None:
+            queued = self._queued.pop(dest, [])
+            if self.closed:
+                proto.transport.loseConnection()
+                return
+            self._conns[dest] = proto
+            for packet in queued:
+                proto.transport.write(packet)
+
+        def failed(f: Any) -> None:
+            self._queued.pop(dest, None)
+            log.info("vmess UDP to {dest}: {why}", dest=dest, why=f.getErrorMessage())
+
+        d.addCallbacks(connected, failed)
+
+    def _lost(self, dest: Destination, proto: Any) -> None:
+        if self._conns.get(dest) is proto:
+            del self._conns[dest]
+
+    def close(self) -> None:
+        """Close every VMess UDP connection of this session."""
+        if self.closed:
+            return
+        self.closed = True
+        for proto in list(self._conns.values()):
+            proto.transport.loseConnection()
+        self._conns.clear()
+
+
+@implementer(IOutbound)
+class VMessOutbound:
+    """Sends traffic through VMess servers (round-robin over servers and users)."""
+
+    def __init__(self, reactor: Any, tag: str, settings: VMessOutboundSettings,
+                 stream: Any = None) -> None:
+        self.reactor = reactor
+        self.tag = tag
+        self.settings = settings
+        self.stream = stream
+        self._choices = itertools.cycle(
+            [(s, u) for s in settings.servers for u in s.users])
+
+    def transportEndpoint(self, server: VMessServer) -> Any:
+        """The endpoint that reaches ``server`` over the configured streamSettings."""
+        from vtwist.transport.stream import StreamSettings, client_endpoint
+
+        return client_endpoint(self.reactor, server.address, server.port,
+                               self.stream or StreamSettings())
+
+    def endpointFor(self, destination: Destination, command: int | None = None
+                    ) -> VMessClientEndpoint:
+        """A VMessClientEndpoint through the next server/user to ``destination``."""
+        server, account = next(self._choices)
+        if command is None:
+            command = CMD_UDP if destination.network == "udp" else 1
+        return VMessClientEndpoint(self.transportEndpoint(server), account, destination,
+                                   reactor=self.reactor, command=command)
+
+    def packetSession(self, onPacket: Callable[[bytes, Destination], None],
+                      onClose: Callable[[], None]) -> VMessPacketSession:
+        """A UDP session carried as VMess UDP connections."""
+        return VMessPacketSession(self, onPacket, onClose)
+
+
+def build_outbound(outbound: Any, ctx: Any) -> VMessOutbound:
+    """Registry hook: a VMessOutbound from its config."""
+    return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream)

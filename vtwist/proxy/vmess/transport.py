@@ -1,0 +1,137 @@
+"""The decoded VMess stream presented as an ordinary Twisted transport.
+
+Like ``TLSMemoryBIOProtocol``'s transport: the application (or the relay) writes plain
+bytes; they leave as VMess chunks on the lower transport. Producer registration, pausing
+and peer/host queries pass straight through, so backpressure works end to end.
+``loseWriteConnection`` is VMess's half-close: it sends the end-of-stream chunk and keeps
+the TCP connection open for the other direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableDescriptor,
+    IPushProducer,
+    ITransport,
+)
+from zope.interface import implementer
+
+from vtwist.proxy.vmess.body import BodyEncoder
+
+
+@implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableDescriptor)
+class VMessTransport:
+    """Plain side of one VMess connection; ``lower`` carries the wire bytes.
+
+    ``header`` is a callable giving the header bytes (request header on the client,
+    response header on the server); it is called once, when the first chunk, the
+    end-of-stream chunk or :meth:`flushHeader` needs it, so the header travels together
+    with the first payload.
+    """
+
+    def __init__(self, lower: Any, encoder: BodyEncoder,
+                 header: Callable[[], bytes] | None = None) -> None:
+        self.lower = lower
+        self.encoder = encoder
+        self._header = header
+        self.disconnecting = False
+        self.writeClosed = False
+        self.bytesWritten = 0
+
+    # -- writing -------------------------------------------------------------------
+    def _takeHeader(self) -> list[bytes]:
+        header, self._header = self._header, None
+        return [header()] if header is not None else []
+
+    @property
+    def headerSent(self) -> bool:
+        """True once the header has gone out."""
+        return self._header is None
+
+    def flushHeader(self) -> None:
+        """Send the header now, alone, if it has not gone out yet."""
+        if self._header is not None and not self.lower_gone:
+            self.lower.write(self._takeHeader()[0])
+
+    @property
+    def lower_gone(self) -> bool:
+        """True if the lower transport is already closing."""
+        return bool(getattr(self.lower, "disconnected", False))
+
+    def write(self, data: bytes) -> None:
+        """Encode and send (one datagram per call in UDP mode)."""
+        if self.writeClosed or self.disconnecting or not data:
+            return
+        self.bytesWritten += len(data)
+        pieces = self._takeHeader()
+        pieces += self.encoder.encode(data)
+        if pieces:
+            self.lower.writeSequence(pieces)
+
+    def writeSequence(self, data: Any) -> None:
+        """Encode several pieces as one write (stream mode)."""
+        if self.encoder._f.packet:
+            for piece in data:
+                self.write(piece)
+            return
+        self.write(b"".join(data))
+
+    def loseWriteConnection(self) -> None:
+        """Send the end-of-stream chunk; the other direction keeps flowing."""
+        if self.writeClosed or self.disconnecting:
+            return
+        self.writeClosed = True
+        pieces = self._takeHeader() + self.encoder.end()
+        if pieces:
+            self.lower.writeSequence(pieces)
+
+    def loseConnection(self) -> None:
+        """Flush the header if it never went out, then close the lower connection."""
+        if self.disconnecting:
+            return
+        self.disconnecting = True
+        if self._header is not None and not self.lower_gone:
+            self.lower.write(self._takeHeader()[0])
+        self.lower.loseConnection()
+
+    def abortConnection(self) -> None:
+        """Close the lower connection at once."""
+        self.disconnecting = True
+        abort = getattr(self.lower, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.lower.loseConnection()
+
+    # -- pass-through ----------------------------------------------------------------
+    def getPeer(self) -> Any:
+        """The lower transport's peer."""
+        return self.lower.getPeer()
+
+    def getHost(self) -> Any:
+        """The lower transport's host."""
+        return self.lower.getHost()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """Register on the lower transport: its buffer is where the bytes wait."""
+        self.lower.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """Unregister from the lower transport."""
+        self.lower.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        """Stop reading the lower transport."""
+        self.lower.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Resume reading the lower transport."""
+        self.lower.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Stop for good: close."""
+        self.lower.stopProducing()
