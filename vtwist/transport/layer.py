@@ -1,0 +1,334 @@
+"""A protocol layer that is also the transport of the application protocol above it.
+
+TLS, WebSocket and the HTTP header disguise are each a :class:`Layer`: it speaks its own
+handshake on the transport below, then builds the application's protocol and acts as that
+protocol's transport (write, writeSequence, loseConnection, getPeer/getHost, producer
+registration and pause/resume passing through). :class:`LayerServerEndpoint` and
+:class:`LayerClientEndpoint` turn a layer class into endpoint wrappers, so VMess and the relay
+run over any stack of them unchanged. The client's ``connect`` fires once the layer's handshake
+is done, and fails with :class:`LayerHandshakeError` naming the reason when it is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+
+class LayerHandshakeError(error.ConnectError):
+    """A transport layer's handshake failed (the message names the layer and reason)."""
+
+
+def _default_clock() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return reactor  # type: ignore[return-value]
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class Layer(Protocol):
+    """Base class: one layer's handshake below, a plain stream transport above.
+
+    Subclasses override :meth:`handshakeStarted`, :meth:`handshakeData`, :meth:`streamData`,
+    :meth:`write`, :meth:`writeSequence` and :meth:`closeLayer` as needed, and call
+    :meth:`handshakeDone` or :meth:`handshakeFailed`.
+    """
+
+    name = "layer"
+    log = Logger(namespace="vtwist.transport")
+    handshakeTimeout: float | None = None
+
+    def __init__(self, factory: IProtocolFactory, ready: Deferred | None = None,
+                 clock: IReactorTime | None = None) -> None:
+        self.appFactory = factory
+        self.ready = ready
+        self.clock = clock
+        self.app: Any = None
+        self.failed = False
+        self.disconnecting = False
+        self._timer: Any = None
+
+    # -- lower side ---------------------------------------------------------------
+    def connectionMade(self) -> None:
+        """Start the handshake (and its timer)."""
+        if self.handshakeTimeout is not None:
+            clock = self.clock or _default_clock()
+            self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)
+        self.handshakeStarted()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Handshake bytes until the layer is up, stream bytes after."""
+        if self.app is None:
+            if not self.failed:
+                self.handshakeData(data)
+        else:
+            self.streamData(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Tell the application, or report a handshake that never finished."""
+        self._cancelTimer()
+        if self.app is not None:
+            app, self.app = self.app, None
+            app.connectionLost(self.lostReason(reason))
+            return
+        if not self.failed:
+            self.failed = True
+            why = self.describeFailure(reason)
+            self.log.info("{layer} handshake with {peer} failed: {why}",
+                          layer=self.name, peer=self._peerText(), why=why)
+            self._errback(why)
+
+    # -- hooks ------------------------------------------------------------------------
+    def handshakeStarted(self) -> None:
+        """The lower connection is up; send the first handshake bytes if any."""
+
+    def handshakeData(self, data: bytes) -> None:
+        """Bytes that arrived before the handshake finished."""
+
+    def streamData(self, data: bytes) -> None:
+        """Bytes after the handshake: by default they go to the application as they are."""
+        self.app.dataReceived(data)
+
+    def closeLayer(self) -> None:
+        """The application closes: say goodbye at this layer, then close below."""
+        self.transport.loseConnection()
+
+    def lostReason(self, reason: Failure) -> Failure:
+        """The reason handed to the application's ``connectionLost``."""
+        return reason
+
+    def describeFailure(self, reason: Failure) -> str:
+        """One line on why the lower connection went away mid-handshake."""
+        if reason.check(error.ConnectionDone):
+            return "connection closed by peer"
+        return str(reason.value) or reason.type.__name__
+
+    # -- handshake outcome -----------------------------------------------------------
+    def handshakeDone(self, leftover: bytes = b"") -> None:
+        """Build and connect the application's protocol; deliver ``leftover`` to it."""
+        self._cancelTimer()
+        if self.failed or self.app is not None:
+            return
+        app = self.appFactory.buildProtocol(self.getPeer())
+        if app is None:
+            self.failed = True
+            self._errback("the application refused the connection")
+            self.transport.loseConnection()
+            return
+        self.app = app
+        app.makeConnection(self)
+        if self.ready is not None:
+            ready, self.ready = self.ready, None
+            if not ready.called:
+                ready.callback(app)
+        if leftover and self.app is not None and not self.disconnecting:
+            self.streamData(leftover)
+
+    def handshakeFailed(self, why: str, response: bytes = b"", abort: bool = False) -> None:
+        """Log one line, send ``response`` (if any), and close the lower connection."""
+        if self.failed:
+            return
+        self.failed = True
+        self._cancelTimer()
+        self.log.info("{layer} handshake with {peer} failed: {why}",
+                      layer=self.name, peer=self._peerText(), why=why)
+        self._errback(why)
+        if response:
+            self.transport.write(response)
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.app is None and not self.failed:
+            self.handshakeFailed(f"no handshake within {self.handshakeTimeout:g} s", abort=True)
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _errback(self, why: str) -> None:
+        if self.ready is not None:
+            ready, self.ready = self.ready, None
+            if not ready.called:
+                ready.errback(LayerHandshakeError(f"{self.name}: {why}"))
+
+    def _peerText(self) -> str:
+        try:
+            peer = self.transport.getPeer()
+        except Exception:  # noqa: BLE001 - a transport without a peer is fine in a log line
+            return "?"
+        host = getattr(peer, "host", None)
+        return f"{host}:{peer.port}" if host is not None else str(peer)
+
+    # -- ITransport for the application ----------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Send application bytes (subclasses frame or encrypt them)."""
+        self.transport.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        """Send several application buffers at once."""
+        self.transport.writeSequence(data)
+
+    def loseConnection(self) -> None:
+        """Close gracefully once what was written has gone out."""
+        if self.disconnecting:
+            return
+        self.disconnecting = True
+        self.closeLayer()
+
+    def abortConnection(self) -> None:
+        """Drop the connection now."""
+        self.disconnecting = True
+        self.transport.abortConnection()
+
+    def getPeer(self) -> Any:
+        """The lower transport's peer (the real client behind a PROXY header)."""
+        return self.transport.getPeer()
+
+    def getHost(self) -> Any:
+        """The lower transport's local address."""
+        return self.transport.getHost()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """The application's producer is paused when the lower transport is full."""
+        self.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """Forget the application's producer."""
+        self.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        """Stop reading from the lower transport."""
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Read from the lower transport again."""
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The consumer is gone: close."""
+        self.transport.stopProducing()
+
+    def logPrefix(self) -> str:
+        """Log lines name the layer."""
+        return self.name
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseLayer(Layer):
+    """A layer that passes TCP half-close through (for byte-transparent layers)."""
+
+    def readConnectionLost(self) -> None:
+        """The peer finished sending: tell a half-close aware application, else close."""
+        if self.app is None:
+            self.handshakeFailed("peer closed its side during the handshake")
+        elif IHalfCloseableProtocol.providedBy(self.app):
+            self.app.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Our write side is closed."""
+        if self.app is not None and IHalfCloseableProtocol.providedBy(self.app):
+            self.app.writeConnectionLost()
+
+    def loseWriteConnection(self) -> None:
+        """Half-close: we send no more, the peer may go on."""
+        self.transport.loseWriteConnection()
+
+
+class LayerFactory(Factory):
+    """Builds one layer per lower connection around the application's factory."""
+
+    noisy = False
+
+    def __init__(self, build: Callable[[], Layer], wrapped: IProtocolFactory | None = None):
+        self.build = build
+        self.wrapped = wrapped
+
+    def startFactory(self) -> None:
+        """Start the application's factory too."""
+        if self.wrapped is not None:
+            self.wrapped.doStart()
+
+    def stopFactory(self) -> None:
+        """Stop the application's factory too."""
+        if self.wrapped is not None:
+            self.wrapped.doStop()
+
+    def buildProtocol(self, addr: Any) -> Layer:
+        """A fresh layer protocol."""
+        layer = self.build()
+        layer.factory = self
+        return layer
+
+
+@implementer(IStreamServerEndpoint)
+class LayerServerEndpoint:
+    """Listens on ``endpoint`` with ``make(appFactory)`` layers in front of the application."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint,
+                 make: Callable[[IProtocolFactory], Layer]) -> None:
+        self.endpoint = endpoint
+        self.make = make
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred:
+        """Listen; each accepted connection does the layer's handshake first."""
+        return self.endpoint.listen(
+            LayerFactory(lambda: self.make(protocolFactory), protocolFactory))
+
+
+@implementer(IStreamClientEndpoint)
+class LayerClientEndpoint:
+    """Connects through ``endpoint``; fires with the application protocol after the handshake."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint,
+                 make: Callable[[IProtocolFactory, Deferred], Layer]) -> None:
+        self.endpoint = endpoint
+        self.make = make
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
+        """Connect below, run the layer handshake, then connect the application."""
+        layers: list[Layer] = []
+
+        def cancel(d: Deferred) -> None:
+            if layers and layers[0].transport is not None:
+                layers[0].transport.abortConnection()
+            else:
+                lower.cancel()
+
+        ready: Deferred = Deferred(cancel)
+
+        def build() -> Layer:
+            layer = self.make(protocolFactory, ready)
+            layers.append(layer)
+            return layer
+
+        def failed(f: Failure) -> None:
+            if not ready.called:
+                ready.errback(f)
+
+        lower = self.endpoint.connect(LayerFactory(build))
+        lower.addErrback(failed)
+        return ready

@@ -1,0 +1,345 @@
+"""``network: "ws"``: wsSettings and WebSocket server/client endpoint wrappers (wsproto).
+
+Like V2Ray 4.34 (gorilla/websocket): binary messages carry the stream (any message type is
+accepted on receive), each write is one message, the server answers only GET upgrades on its
+``path`` (query ignored) and gives a plain HTTP 404 for other paths and 400 for anything that
+is not a valid upgrade; closing sends close code 1000 and drops the TCP connection. There is no
+half-close in WebSocket, so these transports have no ``loseWriteConnection``. The server's
+``getPeer()`` reports the first ``X-Forwarded-For`` address when there is one, as V2Ray does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+from twisted.internet import error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import ProtocolError
+
+from vtwist.config.node import Node
+from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
+
+log = Logger(namespace="vtwist.transport.ws")
+
+SERVER_HANDSHAKE_TIMEOUT = 4.0  # V2Ray's upgrader HandshakeTimeout / ReadHeaderTimeout
+CLIENT_HANDSHAKE_TIMEOUT = 8.0  # V2Ray's dialer HandshakeTimeout
+MAX_REQUEST_BYTES = 8192
+
+
+@dataclass
+class WSSettings:
+    """Validated ``wsSettings``."""
+
+    path: str = "/"
+    headers: list[tuple[str, str]] = field(default_factory=list)  # without Host
+    host: str | None = None
+    accept_proxy_protocol: bool = False
+
+
+def normalize_path(path: str) -> str:
+    """V2Ray's GetNormalizedPath: empty is "/", a leading "/" is added."""
+    if not path:
+        return "/"
+    return path if path.startswith("/") else "/" + path
+
+
+def parse_ws_settings(node: Node, inbound: bool) -> WSSettings:
+    """Validate ``wsSettings`` (``Path`` is V2Ray's old misspelling of ``path``)."""
+    if node.value is None:
+        node = Node({}, node.path, node._warn)
+    settings = WSSettings()
+    path = node.str("path", "")
+    if not path:
+        path = node.str("Path", "")
+    settings.path = normalize_path(path)
+    headers = node.get("headers", {})
+    for key in headers.keys():
+        value = headers.get(key).as_str()
+        if key.lower() == "host":
+            settings.host = value
+        else:
+            settings.headers.append((key, value))
+    settings.accept_proxy_protocol = node.bool("acceptProxyProtocol", False)
+    if settings.accept_proxy_protocol and not inbound:
+        node.warn("acceptProxyProtocol only applies to inbounds; ignored")
+    for unsupported in ("maxEarlyData", "earlyDataHeaderName", "useBrowserForwarding"):
+        if node.has(unsupported):
+            node.warn(f"{unsupported} is not supported (not in V2Ray 4.34); ignored")
+    node.warn_unknown()
+    return settings
+
+
+# -- HTTP answers like Go's net/http ------------------------------------------------------
+_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large"}
+
+
+def http_response(status: int, headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+                  body: bytes = b"") -> bytes:
+    """An HTTP/1.1 response as Go's server would write it (Date, Content-Length)."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
+    if body:
+        lines.append("Content-Type: text/plain; charset=utf-8")
+    lines.extend(f"{k}: {v}" for k, v in headers)
+    if body:
+        lines.append("X-Content-Type-Options: nosniff")
+    lines.append("Date: " + email.utils.formatdate(usegmt=True))
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _bad_request(extra: list[tuple[str, str]] = ()) -> bytes:  # type: ignore[assignment]
+    return http_response(400, [("Sec-Websocket-Version", "13"), *extra], b"Bad Request\n")
+
+
+def _valid_key(key: bytes) -> bool:
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"x-forwarded-for":
+            first = value.split(b",")[0].strip().decode("latin-1")
+            try:
+                return str(ipaddress.ip_address(first))
+            except ValueError:
+                return None
+    return None
+
+
+# -- the stream part, common to both sides -------------------------------------------------
+class _WSLayer(Layer):
+    """After the upgrade: binary messages <-> stream bytes, ping/pong, close codes."""
+
+    name = "ws"
+    log = log
+    conn: Connection | None = None
+    closeCode: int | None = None
+    protocolError: str | None = None
+
+    def streamData(self, data: bytes) -> None:
+        """Frames in: deliver message bytes, answer pings, handle close."""
+        assert self.conn is not None
+        if self.conn.state is ConnectionState.CLOSED:
+            return
+        self.conn.receive_data(data)
+        self._pump()
+
+    def _pump(self) -> None:
+        conn = self.conn
+        for event in conn.events():
+            if isinstance(event, BytesMessage):
+                if self.app is not None and event.data:
+                    self.app.dataReceived(bytes(event.data))
+            elif isinstance(event, TextMessage):
+                if self.app is not None and event.data:
+                    self.app.dataReceived(event.data.encode("utf-8"))
+            elif isinstance(event, Ping):
+                self.transport.write(conn.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self._closed(event)
+                return
+
+    def _closed(self, event: CloseConnection) -> None:
+        conn = self.conn
+        if conn.state is ConnectionState.OPEN:
+            # Not a close from the peer: wsproto could not parse its frames.
+            self.protocolError = event.reason
+            self.closeCode = event.code
+            self.log.info("ws connection with {peer} broken: {why} (closing with {code})",
+                          peer=self._peerText(), why=event.reason, code=int(event.code))
+            self.transport.write(conn.send(CloseConnection(code=event.code)))
+        else:
+            self.closeCode = int(event.code)
+            if conn.state is ConnectionState.REMOTE_CLOSING:
+                self.transport.write(conn.send(event.response()))
+        self.disconnecting = True
+        self.transport.loseConnection()
+
+    def lostReason(self, reason: Failure) -> Failure:
+        """A close with 1000 (or no code) is a clean end; other codes are errors."""
+        if self.protocolError is not None:
+            return Failure(error.ConnectionLost(f"websocket protocol error: {self.protocolError}"))
+        if self.closeCode is None:
+            return reason
+        if self.closeCode in (1000, 1005):
+            return Failure(error.ConnectionDone("websocket closed"))
+        return Failure(error.ConnectionLost(f"websocket closed with code {self.closeCode}"))
+
+    def write(self, data: bytes) -> None:
+        """One binary message per write."""
+        if not data or self.conn is None or self.conn.state is not ConnectionState.OPEN:
+            return
+        self.transport.write(self.conn.send(BytesMessage(data=data)))
+
+    def writeSequence(self, data: Any) -> None:
+        """One binary message for the lot."""
+        self.write(b"".join(data))
+
+    def closeLayer(self) -> None:
+        """Close code 1000, then drop the connection (as V2Ray does)."""
+        if self.conn is not None and self.conn.state is ConnectionState.OPEN:
+            self.transport.write(self.conn.send(CloseConnection(code=1000)))
+        self.transport.loseConnection()
+
+
+class WSServerLayer(_WSLayer):
+    """Server: answers the upgrade on the configured path, HTTP errors otherwise."""
+
+    handshakeTimeout = SERVER_HANDSHAKE_TIMEOUT
+
+    def __init__(self, factory: IProtocolFactory, settings: WSSettings,
+                 clock: Any = None) -> None:
+        super().__init__(factory, None, clock)
+        self.settings = settings
+        self.http = h11.Connection(h11.SERVER)
+        self.received = 0
+        self.forwardedFor: str | None = None
+
+    def handshakeData(self, data: bytes) -> None:
+        """Parse the request with h11; check the path, then the upgrade with wsproto."""
+        self.received += len(data)
+        self.http.receive_data(data)
+        try:
+            event = self.http.next_event()
+        except h11.RemoteProtocolError as e:
+            self.handshakeFailed(f"bad HTTP request: {e}",
+                                 http_response(400, [("Connection", "close")]))
+            return
+        if event is h11.NEED_DATA:
+            if self.received > MAX_REQUEST_BYTES:
+                self.handshakeFailed(f"request header longer than {MAX_REQUEST_BYTES} bytes",
+                                     http_response(431))
+            return
+        if not isinstance(event, h11.Request):
+            self.handshakeFailed("bad HTTP request", http_response(400))
+            return
+        target = event.target.decode("latin-1")
+        path = unquote(target.split("?", 1)[0])
+        if path != self.settings.path:
+            self.handshakeFailed(f"request for {target!r}, not {self.settings.path!r}",
+                                 http_response(404))
+            return
+        handshake = H11Handshake(ConnectionType.SERVER)
+        try:
+            handshake.initiate_upgrade_connection(event.headers, event.target)
+            request = next(handshake.events())
+        except ProtocolError as e:
+            status = 405 if "method" in str(e).lower() else 400
+            self.handshakeFailed(f"not a WebSocket upgrade: {e}",
+                                 _bad_request() if status == 400 else http_response(405))
+            return
+        assert isinstance(request, Request)
+        key = dict((k.lower(), v) for k, v in event.headers).get(b"sec-websocket-key", b"")
+        if not _valid_key(key):
+            self.handshakeFailed(f"bad Sec-WebSocket-Key {key[:40]!r}", _bad_request())
+            return
+        self.forwardedFor = _forwarded_for(event.headers)
+        self.transport.write(handshake.send(AcceptConnection()))
+        self.conn = handshake.connection
+        leftover = self.http.trailing_data[0]
+        self.http = None  # type: ignore[assignment]
+        self.handshakeDone()
+        if leftover and self.app is not None:
+            self.streamData(leftover)
+
+    def getPeer(self) -> Any:
+        """The X-Forwarded-For client when given (port 0, as V2Ray), else the real peer."""
+        if self.forwardedFor is not None:
+            ip = ipaddress.ip_address(self.forwardedFor)
+            cls = IPv6Address if ip.version == 6 else IPv4Address
+            return cls("TCP", self.forwardedFor, 0)
+        return self.transport.getPeer()
+
+
+class WSClientLayer(_WSLayer):
+    """Client: sends the upgrade (path, Host, headers) and waits for 101."""
+
+    handshakeTimeout = CLIENT_HANDSHAKE_TIMEOUT
+
+    def __init__(self, factory: IProtocolFactory, ready: Deferred | None, host_header: str,
+                 settings: WSSettings, clock: Any = None) -> None:
+        super().__init__(factory, ready, clock)
+        self.settings = settings
+        self.hostHeader = settings.host or host_header
+        self.handshake = H11Handshake(ConnectionType.CLIENT)
+
+    def handshakeStarted(self) -> None:
+        """Send the upgrade request."""
+        request = Request(host=self.hostHeader, target=self.settings.path,
+                          extra_headers=[(k.encode(), v.encode())
+                                         for k, v in self.settings.headers])
+        self.transport.write(self.handshake.send(request))
+
+    def handshakeData(self, data: bytes) -> None:
+        """Wait for 101 Switching Protocols."""
+        try:
+            self.handshake.receive_data(data)
+            events = list(self.handshake.events())
+        except ProtocolError as e:
+            self.handshakeFailed(f"bad upgrade response: {e}")
+            return
+        for event in events:
+            if isinstance(event, AcceptConnection):
+                self.conn = self.handshake.connection
+                self.handshakeDone()
+                if self.app is not None:
+                    self._pump()
+                return
+            if isinstance(event, RejectConnection):
+                self.handshakeFailed(
+                    f"server answered HTTP {event.status_code} to the upgrade of"
+                    f" {self.settings.path!r}")
+                return
+
+
+def _host_header(host: str, port: int, secure: bool) -> str:
+    """Host[:port], leaving out the scheme's default port (as gorilla does)."""
+    shown = f"[{host}]" if ":" in host else host
+    if (port == 443 and secure) or (port == 80 and not secure):
+        return shown
+    return f"{shown}:{port}"
+
+
+def WebSocketServerEndpoint(endpoint: IStreamServerEndpoint, settings: WSSettings,
+                            clock: Any = None) -> IStreamServerEndpoint:
+    """``endpoint`` (tcp, or tls) serving WebSocket on ``settings.path``."""
+    return LayerServerEndpoint(endpoint, lambda f: WSServerLayer(f, settings, clock))
+
+
+def WebSocketClientEndpoint(endpoint: IStreamClientEndpoint, host: str, port: int,
+                            settings: WSSettings, secure: bool = False,
+                            clock: Any = None) -> IStreamClientEndpoint:
+    """``endpoint`` (tcp, or tls when ``secure``) upgraded to WebSocket."""
+    host_header = _host_header(host, port, secure)
+    return LayerClientEndpoint(
+        endpoint, lambda f, ready: WSClientLayer(f, ready, host_header, settings, clock))
