@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import uuid as uuid_module
 from collections.abc import Callable
@@ -66,7 +67,7 @@ class UnsupportedTransportError(LinkError):
 def _default_warn(message: str) -> None:
     from twisted.logger import Logger
 
-    Logger(namespace="vtwist.links").warn("{message}", message=message)
+    Logger(namespace="vtwist.links").warn("{text}", text=message)
 
 
 def _split_list(text: str) -> list[str]:
@@ -239,7 +240,7 @@ def _text(data: dict[str, Any], key: str, default: str = "") -> str:
         return str(int(value)) if float(value).is_integer() else str(value)
     if not isinstance(value, str):
         raise LinkError(key, f"expected a string, got {type(value).__name__}")
-    return value.strip()
+    return value
 
 
 def _int(data: dict[str, Any], key: str, lo: int, hi: int, required: bool,
@@ -325,11 +326,17 @@ def _header(net: str, value: str, key: str) -> str:
 
 
 def _address(value: str, key: str) -> str:
+    value = value.strip()
     if not value:
         raise LinkError(key, "is missing (the server address)")
     if value.startswith("[") and value.endswith("]"):
         value = value[1:-1]
-    if any(c.isspace() for c in value) or "/" in value:
+    if ":" in value:
+        try:
+            return str(ipaddress.IPv6Address(value))
+        except ValueError:
+            raise LinkError(key, f"not a host name or IP address: {value!r}") from None
+    if any(c.isspace() or c in "/?#@[]\\%" for c in value):
         raise LinkError(key, f"not a host name or IP address: {value!r}")
     return value
 
@@ -348,22 +355,22 @@ def link_from_json(data: Any) -> VmessLink:
     """Build a :class:`VmessLink` from a decoded v2 JSON object."""
     if not isinstance(data, dict):
         raise LinkError("body", f"expected a JSON object, got {type(data).__name__}")
-    net = _network(_text(data, "net"), "net")
+    net = _network(_text(data, "net").strip(), "net")
     insecure_key = next((k for k in ("allowInsecure", "allowinsecure", "insecure",
                                      "skip-cert-verify") if k in data), None)
     return VmessLink(
-        v=_text(data, "v", "2") or "2",
+        v=_text(data, "v", "2").strip() or "2",
         ps=_text(data, "ps"),
         add=_address(_text(data, "add"), "add"),
         port=_int(data, "port", 1, 65535, True, "port"),
-        id=_uuid(_text(data, "id"), "id"),
+        id=_uuid(_text(data, "id").strip(), "id"),
         aid=_int(data, "aid", 0, 65535, False, "alterId"),
-        scy=_security(_text(data, "scy"), "scy"),
+        scy=_security(_text(data, "scy").strip(), "scy"),
         net=net,
-        type=_header(net, _text(data, "type"), "type"),
+        type=_header(net, _text(data, "type").strip(), "type"),
         host=_text(data, "host"),
         path=_text(data, "path"),
-        tls=_tls(_text(data, "tls"), "tls"),
+        tls=_tls(_text(data, "tls").strip(), "tls"),
         sni=_text(data, "sni"),
         alpn=_text(data, "alpn"),
         fp=_text(data, "fp"),
