@@ -1,0 +1,479 @@
+"""Sans-IO SOCKS server codec: SOCKS5 (RFC 1928, RFC 1929 auth) and SOCKS4/4a.
+
+In the style of h11/wsproto: feed the client's bytes to :meth:`ServerCodec.receive_data`, which
+returns the events they complete (:class:`Greeting`, :class:`Credentials`, :class:`Request`);
+answer each with :meth:`ServerCodec.send` (:class:`MethodChoice`, :class:`AuthResult`,
+:class:`Reply`), which returns the bytes to write. Malformed input raises
+:class:`ProtocolError`, whose ``reply`` holds the bytes (possibly empty) to write before
+closing. After a successful :class:`Reply`, :meth:`ServerCodec.take_trailing_data` hands over
+bytes the client sent early (its first payload), and the codec has no more to do.
+
+Policy (which auth method, whether an account is valid, which commands are served) is the
+caller's: the codec only speaks the wire format. No I/O, no reactor.
+
+Also here: the UDP ASSOCIATE datagram header and small client-side encoders (used by tests and
+by anything that speaks SOCKS as a client).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+from vtwist.address import Destination, is_valid_domain, parse_ip
+
+SOCKS4 = 4
+SOCKS5 = 5
+
+METHOD_NO_AUTH = 0x00
+METHOD_PASSWORD = 0x02
+METHOD_NO_ACCEPTABLE = 0xFF
+
+CMD_CONNECT = 0x01
+CMD_BIND = 0x02
+CMD_UDP_ASSOCIATE = 0x03
+
+ATYP_IPV4 = 0x01
+ATYP_DOMAIN = 0x03
+ATYP_IPV6 = 0x04
+
+SOCKS4_GRANTED = 90
+SOCKS4_REJECTED = 91
+
+#: Longest SOCKS4 user id / SOCKS4a domain accepted (both are NUL-terminated, unbounded on
+#: the wire). V2Ray stops at its 2 KiB buffer; a domain never exceeds 255 bytes.
+MAX_SOCKS4_USERID = 1024
+MAX_SOCKS4_DOMAIN = 255
+
+_PORT = struct.Struct("!H")
+
+
+class ReplyCode(IntEnum):
+    """SOCKS5 reply codes (RFC 1928 section 6)."""
+
+    SUCCEEDED = 0x00
+    GENERAL_FAILURE = 0x01
+    NOT_ALLOWED = 0x02
+    NETWORK_UNREACHABLE = 0x03
+    HOST_UNREACHABLE = 0x04
+    CONNECTION_REFUSED = 0x05
+    TTL_EXPIRED = 0x06
+    COMMAND_NOT_SUPPORTED = 0x07
+    ADDRESS_TYPE_NOT_SUPPORTED = 0x08
+
+
+# -- events -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Greeting:
+    """SOCKS5 client greeting: the authentication methods it offers."""
+
+    methods: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """RFC 1929 username/password sub-negotiation."""
+
+    username: bytes
+    password: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A SOCKS4/4a/5 request. ``host`` is an IP literal (no brackets) or a domain."""
+
+    version: int
+    command: int
+    host: str
+    port: int
+    userid: bytes = b""  # SOCKS4 only
+
+    @property
+    def destination(self) -> Destination:
+        """The target as a :class:`Destination` (udp for UDP ASSOCIATE)."""
+        if self.command == CMD_UDP_ASSOCIATE:
+            return Destination.udp(self.host, self.port)
+        return Destination.tcp(self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class MethodChoice:
+    """Server: the chosen method (``METHOD_NO_ACCEPTABLE`` refuses and ends the session)."""
+
+    method: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """Server: the RFC 1929 verdict (a failure ends the session)."""
+
+    success: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Server: the answer to a request. For SOCKS4 any non-zero code means "rejected"."""
+
+    code: int
+    host: str = "0.0.0.0"
+    port: int = 0
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; write ``reply`` (maybe empty), then close."""
+
+    def __init__(self, message: str, reply: bytes = b"") -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class LocalProtocolError(Exception):
+    """The server side called :meth:`ServerCodec.send` with an event out of turn."""
+
+
+class State(Enum):
+    """Where a :class:`ServerCodec` is in the handshake."""
+
+    GREETING = "greeting"            # waiting for the client's first bytes
+    METHOD = "method"                # server must send MethodChoice
+    CREDENTIALS = "credentials"      # waiting for username/password
+    AUTH_RESULT = "auth-result"      # server must send AuthResult
+    REQUEST = "request"              # waiting for the SOCKS5 request
+    REPLY = "reply"                  # server must send Reply
+    ESTABLISHED = "established"      # handshake done; payload bytes follow
+    CLOSED = "closed"                # refused or broken: close the connection
+
+
+# -- addresses ----------------------------------------------------------------------------
+class AddressError(Exception):
+    """An address that cannot be decoded; ``code`` is the SOCKS5 reply to send."""
+
+    def __init__(self, message: str, code: ReplyCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def encode_address(host: str, port: int) -> bytes:
+    """ATYP, address and port for ``host`` (IPv4, IPv6 or a domain of at most 255 bytes)."""
+    ip = parse_ip(host)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return b"\x01" + ip.packed + _PORT.pack(port)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return b"\x04" + ip.packed + _PORT.pack(port)
+    name = host.encode("idna") if not host.isascii() else host.encode("ascii")
+    if not 0 < len(name) <= 255:
+        raise ValueError(f"domain length must be 1-255 bytes, got {len(name)}")
+    return bytes((ATYP_DOMAIN, len(name))) + name + _PORT.pack(port)
+
+
+def decode_address(data: bytes | bytearray | memoryview, offset: int = 0
+                   ) -> tuple[str, int, int] | None:
+    """Decode ATYP/address/port at ``offset``: ``(host, port, end)``, or None if incomplete.
+
+    Raises :class:`AddressError` for an unknown address type or an invalid domain. A domain
+    that spells an IP literal becomes that IP, as in V2Ray.
+    """
+    n = len(data)
+    if offset >= n:
+        return None
+    atyp = data[offset]
+    if atyp == ATYP_IPV4:
+        end = offset + 7
+        if n < end:
+            return None
+        host = str(ipaddress.IPv4Address(bytes(data[offset + 1:offset + 5])))
+    elif atyp == ATYP_IPV6:
+        end = offset + 19
+        if n < end:
+            return None
+        ip6 = ipaddress.IPv6Address(bytes(data[offset + 1:offset + 17]))
+        host = str(ip6.ipv4_mapped) if ip6.ipv4_mapped is not None else str(ip6)
+    elif atyp == ATYP_DOMAIN:
+        if n < offset + 2:
+            return None
+        length = data[offset + 1]
+        end = offset + 2 + length + 2
+        if n < end:
+            return None
+        host = _domain(bytes(data[offset + 2:offset + 2 + length]))
+    else:
+        raise AddressError(f"unsupported address type {atyp}",
+                           ReplyCode.ADDRESS_TYPE_NOT_SUPPORTED)
+    port = (data[end - 2] << 8) | data[end - 1]
+    return host, port, end
+
+
+def _domain(raw: bytes) -> str:
+    """A wire domain as a host string: IP literals normalised, else V2Ray's character set."""
+    try:
+        name = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise AddressError("domain is not ASCII", ReplyCode.GENERAL_FAILURE) from None
+    ip = parse_ip(name)
+    if ip is not None:
+        return str(ip.ipv4_mapped) if isinstance(ip, ipaddress.IPv6Address) and \
+            ip.ipv4_mapped is not None else str(ip)
+    if not is_valid_domain(name):
+        raise AddressError(f"invalid domain name {name!r}", ReplyCode.GENERAL_FAILURE)
+    return name
+
+
+# -- the server codec --------------------------------------------------------------------
+class ServerCodec:
+    """One server-side SOCKS handshake, sans-IO."""
+
+    def __init__(self, allow_socks4: bool = True) -> None:
+        self.state = State.GREETING
+        self.version: int | None = None
+        self.allow_socks4 = allow_socks4
+        self._buf = bytearray()
+        self._method = METHOD_NO_AUTH
+
+    # -- input ---------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> list[Greeting | Credentials | Request]:
+        """Take bytes from the client; return the events they complete (often none)."""
+        self._buf += data
+        events: list[Greeting | Credentials | Request] = []
+        while True:
+            event = self._next_event()
+            if event is None:
+                return events
+            events.append(event)
+
+    def take_trailing_data(self) -> bytes:
+        """Bytes received after the handshake (only meaningful once ESTABLISHED)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def _fail(self, message: str, reply: bytes = b"") -> ProtocolError:
+        self.state = State.CLOSED
+        self._buf.clear()
+        return ProtocolError(message, reply)
+
+    def _next_event(self) -> Greeting | Credentials | Request | None:
+        state = self.state
+        if state is State.GREETING:
+            return self._greeting()
+        if state is State.CREDENTIALS:
+            return self._credentials()
+        if state is State.REQUEST:
+            return self._request5()
+        return None
+
+    def _greeting(self) -> Greeting | Request | None:
+        buf = self._buf
+        if len(buf) < 2:
+            if buf and buf[0] not in (SOCKS4, SOCKS5):
+                raise self._fail(f"unknown SOCKS version {buf[0]}")
+            return None
+        version = buf[0]
+        if version == SOCKS5:
+            nmethods = buf[1]
+            if nmethods == 0:
+                raise self._fail("SOCKS5 greeting offers no methods",
+                                 bytes((SOCKS5, METHOD_NO_ACCEPTABLE)))
+            if len(buf) < 2 + nmethods:
+                return None
+            methods = tuple(buf[2:2 + nmethods])
+            del buf[:2 + nmethods]
+            self.version = SOCKS5
+            self.state = State.METHOD
+            return Greeting(methods)
+        if version == SOCKS4 and self.allow_socks4:
+            return self._request4()
+        raise self._fail(f"unknown SOCKS version {version}")
+
+    def _request4(self) -> Request | None:
+        buf = self._buf
+        reject = _socks4_reply(SOCKS4_REJECTED)
+        if len(buf) < 9:
+            return None
+        userid_end = buf.find(b"\x00", 8, 8 + MAX_SOCKS4_USERID + 1)
+        if userid_end < 0:
+            if len(buf) > 8 + MAX_SOCKS4_USERID:
+                raise self._fail("SOCKS4 user id too long", reject)
+            return None
+        command = buf[1]
+        port = (buf[2] << 8) | buf[3]
+        end = userid_end + 1
+        if buf[4] == 0:  # SOCKS4a (V2Ray's test: first octet zero): a domain follows
+            domain_end = buf.find(b"\x00", end, end + MAX_SOCKS4_DOMAIN + 1)
+            if domain_end < 0:
+                if len(buf) > end + MAX_SOCKS4_DOMAIN:
+                    raise self._fail("SOCKS4a domain too long", reject)
+                return None
+            try:
+                host = _domain(bytes(buf[end:domain_end]))
+            except AddressError as e:
+                raise self._fail(f"SOCKS4a: {e}", reject) from None
+            end = domain_end + 1
+        else:
+            host = str(ipaddress.IPv4Address(bytes(buf[4:8])))
+        userid = bytes(buf[8:userid_end])
+        del buf[:end]
+        self.version = SOCKS4
+        self.state = State.REPLY
+        return Request(SOCKS4, command, host, port, userid)
+
+    def _credentials(self) -> Credentials | None:
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        if buf[0] != 0x01:
+            raise self._fail(f"unknown username/password version {buf[0]}", b"\x01\x01")
+        ulen = buf[1]
+        if len(buf) < 3 + ulen:
+            return None
+        plen = buf[2 + ulen]
+        end = 3 + ulen + plen
+        if len(buf) < end:
+            return None
+        username = bytes(buf[2:2 + ulen])
+        password = bytes(buf[3 + ulen:end])
+        del buf[:end]
+        self.state = State.AUTH_RESULT
+        return Credentials(username, password)
+
+    def _request5(self) -> Request | None:
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        if buf[0] != SOCKS5:
+            raise self._fail(f"SOCKS5 request with version {buf[0]}",
+                             _socks5_reply(ReplyCode.GENERAL_FAILURE))
+        if buf[2] != 0:
+            raise self._fail("SOCKS5 request with a non-zero reserved byte",
+                             _socks5_reply(ReplyCode.GENERAL_FAILURE))
+        command = buf[1]
+        try:
+            decoded = decode_address(buf, 3)
+        except AddressError as e:
+            raise self._fail(str(e), _socks5_reply(e.code)) from None
+        if decoded is None:
+            return None
+        host, port, end = decoded
+        del buf[:end]
+        self.state = State.REPLY
+        return Request(SOCKS5, command, host, port)
+
+    # -- output --------------------------------------------------------------------------
+    def send(self, event: MethodChoice | AuthResult | Reply) -> bytes:
+        """Bytes for a server event; moves the handshake on."""
+        state = self.state
+        if isinstance(event, MethodChoice) and state is State.METHOD:
+            self._method = event.method
+            if event.method == METHOD_NO_ACCEPTABLE:
+                self._close()
+            elif event.method == METHOD_PASSWORD:
+                self.state = State.CREDENTIALS
+            elif event.method == METHOD_NO_AUTH:
+                self.state = State.REQUEST
+            else:
+                raise LocalProtocolError(f"method {event.method} is not implemented")
+            return bytes((SOCKS5, event.method))
+        if isinstance(event, AuthResult) and state is State.AUTH_RESULT:
+            if event.success:
+                self.state = State.REQUEST
+                return b"\x01\x00"
+            self._close()
+            return b"\x01\x01"
+        if isinstance(event, Reply) and state is State.REPLY:
+            if event.code == ReplyCode.SUCCEEDED:
+                self.state = State.ESTABLISHED
+            else:
+                self._close()
+            if self.version == SOCKS4:
+                return _socks4_reply(SOCKS4_GRANTED if event.code == 0 else SOCKS4_REJECTED,
+                                     event.host, event.port)
+            return _socks5_reply(event.code, event.host, event.port)
+        raise LocalProtocolError(f"cannot send {type(event).__name__} in state {state.value}")
+
+    def _close(self) -> None:
+        self.state = State.CLOSED
+        self._buf.clear()
+
+
+def _socks5_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
+    return bytes((SOCKS5, code, 0)) + encode_address(host, port)
+
+
+def _socks4_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
+    ip = parse_ip(host)
+    packed = ip.packed if isinstance(ip, ipaddress.IPv4Address) else b"\x00\x00\x00\x00"
+    return bytes((0, code)) + _PORT.pack(port) + packed
+
+
+# -- UDP ASSOCIATE datagrams ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One SOCKS5 UDP datagram: fragment number, target (or source) and payload."""
+
+    frag: int
+    host: str
+    port: int
+    payload: bytes
+
+
+def parse_datagram(data: bytes) -> Datagram:
+    """Decode a client's UDP datagram. Raises :class:`ProtocolError` if malformed."""
+    if len(data) < 4:
+        raise ProtocolError("UDP datagram too short")
+    try:
+        decoded = decode_address(data, 3)
+    except AddressError as e:
+        raise ProtocolError(f"UDP datagram: {e}") from None
+    if decoded is None:
+        raise ProtocolError("UDP datagram header truncated")
+    host, port, end = decoded
+    return Datagram(data[2], host, port, data[end:])
+
+
+def build_datagram(host: str, port: int, payload: bytes) -> bytes:
+    """Encode a UDP datagram (FRAG 0) carrying ``payload`` from/to ``host:port``."""
+    return b"\x00\x00\x00" + encode_address(host, port) + payload
+
+
+# -- client-side encoders and decoders ----------------------------------------------------
+def client_greeting(methods: tuple[int, ...] = (METHOD_NO_AUTH,)) -> bytes:
+    """A SOCKS5 greeting offering ``methods``."""
+    return bytes((SOCKS5, len(methods))) + bytes(methods)
+
+
+def client_credentials(username: bytes, password: bytes) -> bytes:
+    """An RFC 1929 username/password message."""
+    return bytes((1, len(username))) + username + bytes((len(password),)) + password
+
+
+def client_request(command: int, host: str, port: int) -> bytes:
+    """A SOCKS5 request."""
+    return bytes((SOCKS5, command, 0)) + encode_address(host, port)
+
+
+def client_request4(command: int, host: str, port: int, userid: bytes = b"") -> bytes:
+    """A SOCKS4 request, or SOCKS4a when ``host`` is a domain."""
+    ip = parse_ip(host)
+    head = bytes((SOCKS4, command)) + _PORT.pack(port)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return head + ip.packed + userid + b"\x00"
+    return head + b"\x00\x00\x00\x01" + userid + b"\x00" + host.encode("ascii") + b"\x00"
+
+
+def parse_reply(data: bytes) -> tuple[int, str, int, int] | None:
+    """Decode a SOCKS5 reply: ``(code, host, port, length)``, or None if incomplete."""
+    if len(data) < 4:
+        return None
+    decoded = decode_address(data, 3)
+    if decoded is None:
+        return None
+    host, port, end = decoded
+    return data[1], host, port, end
+
+
+def parse_reply4(data: bytes) -> tuple[int, str, int] | None:
+    """Decode a SOCKS4 reply: ``(code, host, port)``, or None if incomplete."""
+    if len(data) < 8:
+        return None
+    return data[1], str(ipaddress.IPv4Address(data[4:8])), (data[2] << 8) | data[3]
