@@ -104,7 +104,9 @@ def server_endpoint(reactor: Any, listen: str, port: int,
     if stream.security == "tls":
         from vtwist.transport import tls
 
-        endpoint = tls.wrap_server_endpoint(endpoint, stream.tls)
+        # V2Ray offers h2 on tcp; a WebSocket server can only speak http/1.1.
+        alpn = ["http/1.1"] if stream.network == "ws" else ["h2"]
+        endpoint = tls.wrap_server_endpoint(endpoint, stream.tls, default_alpn=alpn)
     if stream.network == "ws":
         from vtwist.transport import ws
 
@@ -128,7 +130,10 @@ def client_endpoint(reactor: Any, host: str, port: int,
     if stream.security == "tls":
         from vtwist.transport import tls
 
-        endpoint = tls.wrap_client_endpoint(reactor, endpoint, host, stream.tls)
+        # As V2Ray's dialers: http/1.1 for WebSocket, h2 and http/1.1 otherwise.
+        alpn = ["http/1.1"] if stream.network == "ws" else ["h2", "http/1.1"]
+        endpoint = tls.wrap_client_endpoint(reactor, endpoint, host, stream.tls,
+                                            default_alpn=alpn)
     if stream.network == "ws":
         from vtwist.transport import ws
 
