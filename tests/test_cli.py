@@ -1,0 +1,368 @@
+"""The ``vtwist`` command line: every command, its output and its exit status."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_links import DESIGN_LINK, UID, b64link, fields
+from vtwist import cli, links, qr, runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def decode_qr(matrix: list[list[bool]]) -> str:
+    """Decode a module matrix with a real QR decoder (zxing-cpp), else compare matrices."""
+    try:
+        import numpy
+        import zxingcpp
+    except ImportError:  # pragma: no cover - the fallback when the decoder is missing
+        return ""
+    pixels = numpy.kron(numpy.where(numpy.array(matrix), 0, 255).astype(numpy.uint8),
+                        numpy.ones((4, 4), dtype=numpy.uint8))
+    results = zxingcpp.read_barcodes(pixels)
+    assert len(results) == 1, results
+    return results[0].text
+
+
+def terminal_to_matrix(drawing: str) -> list[list[bool]]:
+    """Undo :func:`vtwist.qr.render_terminal` (light modules are the ink)."""
+    table = {"\u2588": (False, False), "\u2580": (False, True), "\u2584": (True, False),
+             " ": (True, True)}
+    matrix: list[list[bool]] = []
+    for line in drawing.splitlines():
+        pairs = [table[c] for c in line]
+        matrix.append([p[0] for p in pairs])
+        matrix.append([p[1] for p in pairs])
+    return matrix
+
+
+class CLITestCase(SynchronousTestCase):
+    """Runs ``cli.main`` with captured stdout/stderr."""
+
+    def run_cli(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stderr", err)
+        status = cli.main(list(argv), out)
+        return status, out.getvalue(), err.getvalue()
+
+    def usage_error(self, *argv: str) -> str:
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        e = self.assertRaises(SystemExit, cli.main, list(argv), io.StringIO())
+        self.assertEqual(e.code, 2)
+        return err.getvalue()
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+
+class SimpleCommandTests(CLITestCase):
+    def test_uuid(self) -> None:
+        status, out, _ = self.run_cli("uuid")
+        self.assertEqual(status, 0)
+        self.assertEqual(uuid.UUID(out.strip()).version, 4)
+
+    def test_usage_errors(self) -> None:
+        self.assertIn("required", self.usage_error())
+        self.assertIn("invalid choice", self.usage_error("frobnicate"))
+        self.assertIn("required", self.usage_error("link"))
+        self.assertIn("invalid choice", self.usage_error("config", "server", "--transport", "h2"))
+
+    def test_module_and_script_entry(self) -> None:
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        done = subprocess.run([sys.executable, "-m", "vtwist", "link", "decode", DESIGN_LINK],
+                              capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(json.loads(done.stdout), links.link_to_outbound(DESIGN_LINK))
+        done = subprocess.run([sys.executable, "-m", "vtwist", "link", "decode", "vmess://x@y"],
+                              capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(done.stderr, "vtwist: invalid vmess link: port: is missing (the port)\n")
+
+
+class LinkCommandTests(CLITestCase):
+    def test_decode(self) -> None:
+        status, out, err = self.run_cli("link", "decode", DESIGN_LINK)
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(json.loads(out), links.link_to_outbound(DESIGN_LINK))
+        self.assertTrue(out.startswith("{\n  \"protocol\": \"vmess\""))
+
+    def test_decode_fields(self) -> None:
+        status, out, _ = self.run_cli("link", "decode", "--fields", DESIGN_LINK)
+        self.assertEqual(status, 0)
+        self.assertEqual(json.loads(out)["type"], "dtls")
+        self.assertEqual(json.loads(out)["add"], "207.246.108.36")
+
+    def test_decode_stdin(self) -> None:
+        self.patch(sys, "stdin", io.StringIO(DESIGN_LINK + "\n"))
+        status, out, _ = self.run_cli("link", "decode", "-")
+        self.assertEqual(json.loads(out), links.link_to_outbound(DESIGN_LINK))
+
+    def test_decode_errors(self) -> None:
+        for link, message in (
+            ("vmess://!!", "invalid vmess link: body: not valid base64 (expected vmess:// "
+                           "followed by base64 of a JSON object, or vmess://uuid@host:port?...)"),
+            (b64link(fields(port=70000)), "invalid vmess link: port: port out of range "
+                                          "1-65535: 70000"),
+            (b64link(fields(id="xyz")), "invalid vmess link: id: not a valid UUID: 'xyz'"),
+            (b64link({"port": 1, "id": UID}), "invalid vmess link: add: is missing (the "
+                                              "server address)"),
+            (b64link(fields(net="h2")), "invalid vmess link: net: transport 'h2' is not "
+                                        "supported by vtwist yet (supported: tcp, kcp, ws)"),
+        ):
+            self.assertEqual(self.run_cli("link", "decode", link), (2, "", f"vtwist: {message}\n"))
+
+    def test_encode(self) -> None:
+        link = links.parse_link(b64link(fields(ps="srv", net="ws", path="/p", tls="tls")))
+        config = links.client_config(link.to_outbound())
+        config["outbounds"].insert(0, {"protocol": "freedom", "tag": "first"})
+        path = self.write("// a comment V2Ray allows\n" + json.dumps(config))
+        status, out, err = self.run_cli("link", "encode", "--config", path)
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(links.parse_link(out.strip()), link.canonical())
+        self.assertTrue(out.startswith("vmess://ey"))
+        status, out, _ = self.run_cli("link", "encode", "--config", path, "--outbound", "srv",
+                                      "--url")
+        self.assertEqual(links.parse_link(out.strip()), link.canonical())
+        self.assertTrue(out.startswith(f"vmess://{UID}@127.0.0.1:1234?type=ws"))
+
+    def test_encode_warns_and_errors(self) -> None:
+        outbound = links.parse_link(b64link(fields(net="kcp"))).to_outbound()
+        outbound["streamSettings"]["kcpSettings"]["tti"] = 20
+        path = self.write(json.dumps({"outbounds": [outbound]}))
+        status, out, err = self.run_cli("link", "encode", "--config", path)
+        self.assertEqual(status, 0)
+        self.assertEqual(err, "warning: streamSettings.kcpSettings.tti cannot be carried by a "
+                              "vmess link; dropped\n")
+        self.assertEqual(self.run_cli("link", "encode", "--config", path, "--outbound", "x"),
+                         (2, "", "vtwist: cannot make a vmess link: --outbound: no outbound "
+                                 "tagged 'x' (tags: n)\n"))
+        missing = os.path.join(self.mktemp(), "nope.json")
+        status, _, err = self.run_cli("link", "encode", "--config", missing)
+        self.assertEqual(status, 2)
+        self.assertTrue(err.startswith("vtwist: config error: cannot read "), err)
+        broken = self.write("{")
+        status, _, err = self.run_cli("link", "encode", "--config", broken)
+        self.assertEqual(status, 2)
+        self.assertIn("invalid JSON", err)
+
+    def test_qr_terminal_decodes(self) -> None:
+        status, out, _ = self.run_cli("link", "qr", DESIGN_LINK)
+        self.assertEqual(status, 0)
+        matrix = terminal_to_matrix(out)
+        expected = qr.qr_matrix(DESIGN_LINK)
+        self.assertEqual(matrix[:len(expected)], expected)
+        decoded = decode_qr(matrix)
+        if decoded:
+            self.assertEqual(decoded, DESIGN_LINK)
+
+    def test_qr_png_decodes(self) -> None:
+        path = self.mktemp()
+        status, out, err = self.run_cli("link", "qr", DESIGN_LINK, "--png", path, "--scale", "3")
+        self.assertEqual((status, out), (0, ""))
+        self.assertIn(f"wrote {path}", err)
+        with open(path, "rb") as f:
+            rows = qr.read_png_grey(f.read())
+        expected = qr.qr_matrix(DESIGN_LINK)
+        self.assertEqual(len(rows), len(expected) * 3)
+        matrix = [[px == 0 for px in row[::3]] for row in rows[::3]]
+        self.assertEqual(matrix, expected)
+        decoded = decode_qr(matrix)
+        if decoded:
+            self.assertEqual(decoded, DESIGN_LINK)
+
+    def test_real_decoder_present(self) -> None:
+        """The QR tests above decode with zxing-cpp (a test dependency)."""
+        self.assertEqual(decode_qr(qr.qr_matrix("vmess://x")), "vmess://x")
+
+    def test_qr_refuses_bad_link(self) -> None:
+        status, out, err = self.run_cli("link", "qr", "vmess://")
+        self.assertEqual((status, out), (2, ""))
+        self.assertEqual(err, "vtwist: invalid vmess link: body: nothing after vmess://\n")
+
+
+class ConfigCommandTests(CLITestCase):
+    def test_from_link(self) -> None:
+        status, out, _ = self.run_cli("config", "from-link", DESIGN_LINK)
+        self.assertEqual(status, 0)
+        self.assertEqual(json.loads(out), links.client_config_from_link(DESIGN_LINK))
+        path = self.mktemp()
+        status, out, _ = self.run_cli("config", "from-link", DESIGN_LINK, "--socks",
+                                      "127.0.0.1:2080", "-o", path)
+        self.assertEqual((status, out), (0, ""))
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(json.load(f)["inbounds"][0]["port"], 2080)
+
+    def test_from_link_errors(self) -> None:
+        self.assertEqual(self.run_cli("config", "from-link", DESIGN_LINK, "--socks", "x"),
+                         (2, "", "vtwist: bad address: --socks: expected HOST:PORT, got 'x'\n"))
+
+    def server(self, *extra: str) -> tuple[dict[str, Any], links.VmessLink, str]:
+        path = self.mktemp()
+        status, out, err = self.run_cli("config", "server", "-o", path, *extra)
+        self.assertEqual(status, 0, err)
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        return config, links.parse_link(out.strip()), err
+
+    def check_pair(self, config: dict[str, Any], link: links.VmessLink) -> None:
+        inbound = config["inbounds"][0]
+        self.assertEqual(inbound["protocol"], "vmess")
+        self.assertEqual(inbound["settings"]["clients"], [{"id": link.id, "alterId": 0,
+                                                           "level": 0}])
+        self.assertEqual(inbound["port"], link.port)
+        client_stream = link.to_outbound()["streamSettings"]
+        server_stream = dict(inbound["streamSettings"])
+        server_tls = server_stream.pop("tlsSettings", None)
+        client_stream.pop("tlsSettings", None)
+        self.assertEqual(server_stream, client_stream)
+        if link.tls:
+            self.assertEqual(len(server_tls["certificates"]), 1)
+        self.assertEqual(config["outbounds"], [{"tag": "direct", "protocol": "freedom",
+                                                "settings": {}}])
+
+    def test_server_kcp_dtls(self) -> None:
+        config, link, _ = self.server("--transport", "kcp", "--header", "dtls", "--port", "4433",
+                                      "--address", "127.0.0.1", "--listen", "127.0.0.1")
+        self.assertEqual((link.net, link.type, link.port, link.add), ("kcp", "dtls", 4433,
+                                                                      "127.0.0.1"))
+        self.assertEqual(config["inbounds"][0]["listen"], "127.0.0.1")
+        self.check_pair(config, link)
+
+    def test_server_fresh_uuid(self) -> None:
+        _, a, _ = self.server()
+        _, b, _ = self.server()
+        self.assertNotEqual(a.id, b.id)
+        _, c, _ = self.server("--id", UID)
+        self.assertEqual(c.id, UID)
+
+    def test_server_combinations(self) -> None:
+        for extra in (["--transport", "tcp"],
+                      ["--transport", "tcp", "--header", "http", "--host", "a.com",
+                       "--path", "/x,/y"],
+                      ["--transport", "kcp", "--seed", "s"],
+                      ["--transport", "ws", "--path", "/ws", "--host", "h.example"],
+                      ["--transport", "ws", "--tls", "--sni", "v.example"],
+                      ["--transport", "tcp", "--tls", "--alpn", "h2,http/1.1"]):
+            config, link, err = self.server(*extra)
+            self.check_pair(config, link)
+            if "--tls" in extra:
+                self.assertTrue(link.allow_insecure)
+                self.assertIn("self-signed", err)
+
+    def test_server_ws_gets_random_path(self) -> None:
+        _, link, _ = self.server("--transport", "ws")
+        self.assertRegex(link.path, "^/[0-9a-f]{8}$")
+
+    def test_server_cert_files(self) -> None:
+        config, link, _ = self.server("--transport", "tcp", "--cert", "/c.pem", "--key", "/k.pem",
+                                      "--sni", "real.example")
+        self.assertEqual((link.tls, link.allow_insecure, link.sni), ("tls", False, "real.example"))
+        self.assertEqual(config["inbounds"][0]["streamSettings"]["tlsSettings"],
+                         {"certificates": [{"certificateFile": "/c.pem", "keyFile": "/k.pem"}]})
+
+    def test_server_stdout(self) -> None:
+        status, out, _ = self.run_cli("config", "server", "--transport", "kcp", "--url")
+        self.assertEqual(status, 0)
+        text, _, link = out.rstrip("\n").rpartition("\n\n")
+        config = json.loads(text)
+        self.assertTrue(link.startswith("vmess://"))
+        self.check_pair(config, links.parse_link(link))
+
+    def test_server_errors(self) -> None:
+        for extra, message in (
+            (["--transport", "tcp", "--header", "dtls"],
+             "bad server options: --header: tcp headers are none, http; got 'dtls'"),
+            (["--transport", "kcp", "--header", "http"],
+             "bad server options: --header: mKCP headers are none, srtp, utp, wechat-video, "
+             "dtls, wireguard; got 'http'"),
+            (["--transport", "ws", "--seed", "x"],
+             "bad server options: --seed: only mKCP has a seed"),
+            (["--port", "0"], "invalid vmess link: port: port out of range 1-65535: 0"),
+            (["--id", "nope"], "invalid vmess link: id: not a valid UUID: 'nope'"),
+            (["--cert", "/c.pem"], "--cert and --key go together"),
+        ):
+            self.assertEqual(self.run_cli("config", "server", *extra),
+                             (2, "", f"vtwist: {message}\n"), extra)
+
+
+class RunCheckTests(CLITestCase):
+    """``run`` and ``check`` hand a config dict to the runner."""
+
+    def setUp(self) -> None:
+        self.ran: list[dict[str, Any]] = []
+        self.patch(runner, "run_config", lambda config: self.ran.append(config) or 0)
+
+    def test_run_link(self) -> None:
+        self.assertEqual(self.run_cli("run", "--link", DESIGN_LINK), (0, "", ""))
+        self.assertEqual(self.ran, [links.client_config_from_link(DESIGN_LINK)])
+
+    def test_run_link_socks(self) -> None:
+        self.run_cli("run", "--link", DESIGN_LINK, "--socks", "127.0.0.1:9999")
+        self.assertEqual(self.ran[0]["inbounds"][0]["port"], 9999)
+
+    def test_run_subscription(self) -> None:
+        body = links.encode_subscription(["ss://x@h:1", b64link(fields(ps="a")),
+                                          b64link(fields(ps="b", net="ws"))])
+        path = self.write(body)
+        status, _, err = self.run_cli("run", "--subscription", path, "--pick", "b")
+        self.assertEqual(status, 0)
+        self.assertEqual(err, "warning: subscription line 1: skipped, a ss:// link (vtwist "
+                              "reads vmess:// only)\n")
+        self.assertEqual(self.ran[0]["outbounds"][0]["tag"], "b")
+        self.run_cli("run", "--subscription", path)
+        self.assertEqual(self.ran[1]["outbounds"][0]["tag"], "a")
+
+    def test_run_config_and_default(self) -> None:
+        config = links.client_config_from_link(DESIGN_LINK)
+        path = self.write(json.dumps(config))
+        self.run_cli("run", "--config", path)
+        self.run_cli("run")
+        self.assertEqual(self.ran, [config, runner.default_config()])
+
+    def test_run_errors(self) -> None:
+        for argv, status, message in (
+            (["--link", DESIGN_LINK, "--config", "x"], 2,
+             "use only one of --config, --link, --subscription"),
+            (["--link", DESIGN_LINK, "--pick", "x"], 2, "--pick goes with --subscription"),
+            (["--config", "x", "--socks", "1"], 2,
+             "--socks goes with --link or --subscription (a config names its inbounds)"),
+            (["--link", "vmess://e30"], 2, "invalid vmess link: add: is missing (the server "
+                                           "address)"),
+            (["--subscription", os.path.join(self.mktemp(), "none")], 2, None),
+        ):
+            status_got, out, err = self.run_cli("run", *argv)
+            self.assertEqual((status_got, out), (status, ""), argv)
+            if message:
+                self.assertEqual(err, f"vtwist: {message}\n")
+        self.assertEqual(self.ran, [])
+
+    def test_run_missing_config_file(self) -> None:
+        status, _, err = self.run_cli("run", "--config", os.path.join(self.mktemp(), "x.json"))
+        self.assertEqual(status, 1)
+        self.assertTrue(err.startswith("vtwist: config error: cannot read"), err)
+
+    def test_run_status_passes_through(self) -> None:
+        self.patch(runner, "run_config", lambda config: 3)
+        self.assertEqual(self.run_cli("run", "--link", DESIGN_LINK)[0], 3)
+
+    def test_check_delegates(self) -> None:
+        checked: list[dict[str, Any]] = []
+        self.patch(runner, "check_config", lambda config: checked.append(config) or 1)
+        path = self.write("/* comment */ {\"outbounds\": []}")
+        self.assertEqual(self.run_cli("check", path)[0], 1)
+        self.assertEqual(checked, [{"outbounds": []}])
+        status, _, err = self.run_cli("check", os.path.join(self.mktemp(), "x.json"))
+        self.assertEqual(status, 1)
+        self.assertIn("cannot read", err)
