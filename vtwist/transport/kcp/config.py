@@ -6,12 +6,17 @@ Plain data, no JSON handling here (see :func:`from_json` for the V2Ray JSON shap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .crypt import SeedAuthenticator, SimpleAuthenticator
 from .obfs import HEADER_SIZES
 from .segment import DATA_OVERHEAD
 
+if TYPE_CHECKING:
+    from vtwist.config.node import Node
+
 MIB = 1024 * 1024
+UINT32_MAX = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,53 @@ class KCPConfig:
 def buffer_bytes(mb: int) -> int:
     """V2Ray's JSON buffer size rule: 0 means 512 KiB, n means n MiB."""
     return 512 * 1024 if mb == 0 else mb * MIB
+
+
+#: Alias used by :mod:`vtwist.transport.stream`.
+KCPSettings = KCPConfig
+
+
+def parse_kcp_settings(node: Node) -> KCPConfig:
+    """Validate a ``kcpSettings`` object the way V2Ray 4.34 does.
+
+    ``seed`` present (even ``""``) selects AES-GCM; absent or null selects the simple
+    authenticator.  Errors are ConfigErrors naming the JSON path.
+    """
+    if node.value is None:
+        from vtwist.config.node import Node as _Node
+
+        node = _Node({}, node.path, node._warn)
+    node.require_object()
+    mtu = node.int("mtu", 1350, 576, 1460)
+    tti = node.int("tti", 50, 10, 100)
+    up = node.int("uplinkCapacity", 5, 0, UINT32_MAX)
+    down = node.int("downlinkCapacity", 20, 0, UINT32_MAX)
+    congestion = node.bool("congestion", False)
+    read_mb = node.int("readBufferSize", 2, 0, 4095)
+    write_mb = node.int("writeBufferSize", 2, 0, 4095)
+    header_type = "none"
+    if node.has("header"):
+        header = node.get("header", {})
+        header.require_object()
+        header_type = header.str("type", lower=True)
+        if header_type not in HEADER_SIZES:
+            raise header.error(
+                "expected one of " + ", ".join(HEADER_SIZES) + f", got {header_type!r}", "type")
+        header.keys()  # V2Ray ignores other keys in the header object
+    seed: str | None = None
+    if node.has("seed"):
+        seed_node = node.get("seed", None)
+        if seed_node.value is not None:
+            seed = seed_node.as_str()
+    node.warn_unknown()
+    return KCPConfig(
+        mtu=mtu,
+        tti=tti,
+        uplink_capacity=up,
+        downlink_capacity=down,
+        congestion=congestion,
+        read_buffer_bytes=buffer_bytes(read_mb),
+        write_buffer_bytes=buffer_bytes(write_mb),
+        header_type=header_type,
+        seed=seed,
+    )

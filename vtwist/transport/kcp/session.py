@@ -600,6 +600,10 @@ class Session:
         if st == State.ACTIVE and ms - self._last_incoming >= IDLE_TIMEOUT_MS:
             self.timed_out = True
             self._set_state(State.READY_TO_CLOSE, ms)
+        elif st == State.PEER_CLOSED and ms - self._last_incoming >= IDLE_TIMEOUT_MS:
+            # not in V2Ray: a PeerClosed session whose peer vanished would live forever
+            self.timed_out = True
+            self._set_state(State.TERMINATING, ms)
         if self.state == State.READY_TO_CLOSE and not self._index:
             self._set_state(State.TERMINATING, ms)
         if self.state == State.TERMINATING:
