@@ -1,0 +1,35 @@
+"""Suite ``chain`` (issue 3): SOCKS5 -> VMess client ═ TCP ═ VMess server -> freedom -> sink."""
+
+from __future__ import annotations
+
+from benchmarks import metrics
+from benchmarks.core import MB, Context, Group, Metric
+from benchmarks.setups import Chain
+
+
+def chain_metrics(ctx: Context, total: int, stream_counts: tuple[int, ...]) -> list[Metric]:
+    """Throughput both ways per stream count, set-up rate, 1 KB echo p50/p99."""
+    result = []
+    for n in stream_counts:
+        result.append(metrics.throughput("down", n, total, ctx.verify))
+        result.append(metrics.throughput("up", n, total, ctx.verify))
+    result.append(metrics.conn_rate(40 if ctx.quick else 1000))
+    echoes = 50 if ctx.quick else 1000
+    result += [metrics.echo(echoes, 0.5), metrics.echo(echoes, 0.99)]
+    return result
+
+
+def groups(ctx: Context) -> list[Group]:
+    """vtwist<->vtwist beside V2Ray<->V2Ray, for aes-128-gcm and none."""
+    total = (4 if ctx.quick else 128) * MB
+    counts = (1, 8) if ctx.quick else (1, 8, 64)
+    result = []
+    for security in ("aes-128-gcm", "none"):
+        result.append(Group(
+            "chain", f"SOCKS5 -> VMess/TCP ({security}) -> VMess -> freedom, "
+                     f"{total // MB} MB each way",
+            [Chain("vtwist", security, f"vmess-{security}"),
+             Chain("v2ray", security, f"vmess-{security}")],
+            chain_metrics(ctx, total, counts),
+            ["target: single-stream throughput >= 0.5x V2Ray"]))
+    return result

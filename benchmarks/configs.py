@@ -1,0 +1,83 @@
+"""V2Ray-format JSON configs shared by vtwist and V2Ray in the benchmarks.
+
+Both implementations get the very same config, so any difference is the implementation's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
+
+
+def log_section(access_path: str) -> dict[str, Any]:
+    """Warnings only; access lines to a file (both write one line per connection)."""
+    return {"loglevel": "warning", "access": access_path}
+
+
+def socks_inbound(port: int) -> dict[str, Any]:
+    """SOCKS5 without auth on 127.0.0.1:``port``."""
+    return {"tag": "socks-in", "listen": "127.0.0.1", "port": port, "protocol": "socks",
+            "settings": {"auth": "noauth", "udp": False}}
+
+
+def freedom() -> dict[str, Any]:
+    """The direct outbound."""
+    return {"tag": "direct", "protocol": "freedom", "settings": {}}
+
+
+def socks_freedom(port: int, access_path: str) -> dict[str, Any]:
+    """SOCKS5 in, freedom out: the `socks` suite's proxy."""
+    return {"log": log_section(access_path), "inbounds": [socks_inbound(port)],
+            "outbounds": [freedom()]}
+
+
+def vmess_client(socks_port: int, server_port: int, security: str, access_path: str,
+                 stream: dict[str, Any] | None = None,
+                 server_address: str = "127.0.0.1") -> dict[str, Any]:
+    """SOCKS5 in, VMess (AEAD, alterId 0) out to ``server_address:server_port``."""
+    out: dict[str, Any] = {
+        "tag": "vmess-out", "protocol": "vmess",
+        "settings": {"vnext": [{"address": server_address, "port": server_port,
+                                "users": [{"id": UUID, "alterId": 0, "security": security}]}]},
+    }
+    if stream:
+        out["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [socks_inbound(socks_port)],
+            "outbounds": [out]}
+
+
+def vmess_server(port: int, access_path: str,
+                 stream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """VMess in on 127.0.0.1:``port``, freedom out."""
+    inbound: dict[str, Any] = {
+        "tag": "vmess-in", "listen": "127.0.0.1", "port": port, "protocol": "vmess",
+        "settings": {"clients": [{"id": UUID, "alterId": 0}]},
+    }
+    if stream:
+        inbound["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [inbound], "outbounds": [freedom()]}
+
+
+def kcp_stream(header: str = "none", seed: str | None = None,
+               **kcp: Any) -> dict[str, Any]:
+    """``streamSettings`` for mKCP with ``kcpSettings`` overrides."""
+    settings: dict[str, Any] = {"header": {"type": header}}
+    settings.update(kcp)
+    if seed is not None:
+        settings["seed"] = seed
+    return {"network": "kcp", "kcpSettings": settings}
+
+
+def tls_stream(network: str, server: bool, cert_file: str, key_file: str,
+               ws_path: str = "/vtb") -> dict[str, Any]:
+    """``streamSettings`` for tcp+tls or ws+tls (clients skip verification: same cost)."""
+    if server:
+        tls: dict[str, Any] = {"certificates": [{"certificateFile": cert_file,
+                                                 "keyFile": key_file}]}
+    else:
+        tls = {"serverName": "localhost", "allowInsecure": True}
+    stream: dict[str, Any] = {"network": network, "security": "tls", "tlsSettings": tls}
+    if network == "ws":
+        stream["wsSettings"] = {"path": ws_path}
+    return stream

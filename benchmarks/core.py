@@ -1,0 +1,233 @@
+"""Running a comparison: start the setups, alternate runs (A B A B), report medians and ratios.
+
+A :class:`Group` is one comparison (for example "SOCKS5 -> freedom" with vtwist, pproxy and
+V2Ray). For every :class:`Metric`, each repetition runs the metric once on every setup in
+turn, so slow drifts of a noisy machine hit all setups alike; the median is reported, with
+the ratio of the first setup (vtwist) to each other one. Peak RSS (VmHWM, reset before every
+run) and CPU seconds (utime+stime) of every proxy process are recorded as well.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen import Target, echo_latency
+from benchmarks.procs import ProcessGroup
+from benchmarks.setups import Setup
+
+MB = 1_000_000
+
+
+@dataclass
+class Metric:
+    """One measurement. ``run`` returns the value; ``moved`` is the bytes it moves (CPU/MB)."""
+
+    key: str
+    label: str
+    unit: str
+    run: Callable[[Target], float]
+    higher_better: bool = True
+    moved: int = 0
+
+
+@dataclass
+class Context:
+    """Options of this run and the shared sink."""
+
+    workdir: Path
+    sink_port: int
+    reps: int
+    quick: bool
+    verify: bool
+    profile_dir: Path | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    out: Any = sys.stdout
+
+    def say(self, text: str = "") -> None:
+        """Print a line at once."""
+        print(text, file=self.out, flush=True)
+
+
+@dataclass
+class Group:
+    """Setups compared on the same metrics; the first setup is the subject of the ratios."""
+
+    suite: str
+    title: str
+    setups: list[Setup]
+    metrics: list[Metric]
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _warm_up(setup: Setup, target: Target, timeout: float = 20.0) -> None:
+    """A few echoes through the setup, retried until it answers (bounded)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            echo_latency(target, 5, warmup=0)
+            return
+        except (OSError, ValueError) as e:
+            last = e
+            if any(not p.alive() for p in setup.procs):
+                break
+            time.sleep(0.2)
+    raise RuntimeError(f"no echo through {setup.name}: {last}")
+
+
+class _Profiler:
+    """py-spy record (raw collapsed stacks) on the vtwist processes of a group."""
+
+    def __init__(self, directory: Path, group: Group) -> None:
+        self.directory = directory
+        self.runs: list[tuple[subprocess.Popen[bytes], Path]] = []
+        directory.mkdir(parents=True, exist_ok=True)
+        for setup in group.setups:
+            if setup.family != "vtwist" or setup.error:
+                continue
+            for proc in setup.procs:
+                out = directory / f"{group.suite}-{proc.name}.txt"
+                cmd = ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
+                       "--rate", "250", "--nonblocking", "-o", str(out)]
+                popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+                self.runs.append((popen, out))
+
+    def stop(self) -> list[Path]:
+        import signal
+
+        for popen, _ in self.runs:
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGINT)
+        for popen, _ in self.runs:
+            try:
+                popen.wait(15)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(5)
+        return [out for _, out in self.runs if out.exists()]
+
+
+def run_group(ctx: Context, group: Group) -> None:
+    """Start the group's setups, run every metric A B A B, print and record the medians."""
+    ctx.say(f"\n== {group.suite}: {group.title}")
+    for note in group.notes:
+        ctx.say(f"   {note}")
+    procs = ProcessGroup(ctx.workdir)
+    profiler: _Profiler | None = None
+    try:
+        live: list[Setup] = []
+        for setup in group.setups:
+            try:
+                setup.start(procs)
+                _warm_up(setup, Target(setup.socks_port, ctx.sink_port))
+                live.append(setup)
+            except Exception as e:  # noqa: BLE001 - one broken setup must not stop the rest
+                setup.error = f"{type(e).__name__}: {e}"
+                ctx.say(f"   ! {setup.name} unavailable: {setup.error}")
+                tail = setup.describe_failure()
+                if tail.strip():
+                    ctx.say("     " + tail.replace("\n", "\n     "))
+        if ctx.profile_dir is not None:
+            profiler = _Profiler(ctx.profile_dir, group)
+        names = [s.name for s in group.setups]
+        subject = group.setups[0]
+        header = f"{'metric':34}" + "".join(f"{n:>12}" for n in names) + "".join(
+            f"{subject.name + '/' + n:>16}" for n in names[1:])
+        ctx.say(header)
+        peaks: dict[str, int] = {}
+        for metric in group.metrics:
+            values: dict[str, list[float]] = {s.name: [] for s in group.setups}
+            cpu: dict[str, list[float]] = {s.name: [] for s in group.setups}
+            errors: dict[str, str] = {}
+            for _rep in range(ctx.reps):
+                for setup in live:
+                    if setup.name in errors:
+                        continue
+                    for p in setup.procs:
+                        p.reset_peak_rss()
+                    cpu0 = sum(p.cpu_seconds() for p in setup.procs)
+                    try:
+                        value = metric.run(Target(setup.socks_port, ctx.sink_port))
+                    except Exception as e:  # noqa: BLE001 - recorded, shown as n/a
+                        errors[setup.name] = f"{type(e).__name__}: {e}"
+                        if ctx.out is sys.stdout and "-v" in sys.argv:
+                            traceback.print_exc()
+                        continue
+                    cpu[setup.name].append(sum(p.cpu_seconds() for p in setup.procs) - cpu0)
+                    values[setup.name].append(value)
+                    for p in setup.procs:
+                        key = f"{setup.name}:{p.name}"
+                        peaks[key] = max(peaks.get(key, 0), p.status_kb("VmHWM"))
+            medians = {n: (statistics.median(v) if v else None) for n, v in values.items()}
+            ratios = {}
+            for n in names[1:]:
+                a, b = medians[subject.name], medians[n]
+                ratios[n] = (a / b) if a and b else None
+            ctx.say(f"{metric.label + ' (' + metric.unit + ')':34}"
+                    + "".join(f"{_fmt(medians[n]):>12}" for n in names)
+                    + "".join(f"{_fmt(ratios[n]):>16}" for n in names[1:]))
+            cpu_per_mb = {}
+            if metric.moved:
+                cpu_per_mb = {n: statistics.median(c) / (metric.moved / MB) if c else None
+                              for n, c in cpu.items()}
+            for n, err in errors.items():
+                ctx.say(f"   ! {n}: {err}")
+            ctx.results.append({
+                "suite": group.suite, "group": group.title, "metric": metric.key,
+                "label": metric.label, "unit": metric.unit, "higher_better": metric.higher_better,
+                "values": values, "median": medians,
+                "ratio": {f"{subject.name}/{n}": r for n, r in ratios.items()},
+                "cpu_s": cpu, "cpu_s_per_MB": cpu_per_mb, "errors": errors,
+            })
+        _report_resources(ctx, group, peaks)
+    finally:
+        if profiler is not None:
+            for path in profiler.stop():
+                from benchmarks.profiling import summarize
+
+                summary = summarize(path)
+                summary_path = path.with_suffix(".summary.txt")
+                summary_path.write_text(summary)
+                ctx.say(f"   profile: {path} (summary {summary_path})")
+        procs.close()
+
+
+def _per_gb(per_mb: float | None) -> float | None:
+    return None if per_mb is None else per_mb * 1000
+
+
+def _report_resources(ctx: Context, group: Group, peaks: dict[str, int]) -> None:
+    """CPU per MB of the transfer metrics, and each process's peak RSS."""
+    transfer = [r for r in ctx.results if r["group"] == group.title and r["cpu_s_per_MB"]
+                and r["suite"] == group.suite]
+    if transfer:
+        names = [s.name for s in group.setups]
+        ctx.say("CPU seconds per GB (all proxy processes of a setup, median run):")
+        for r in transfer:
+            ctx.say(f"  {r['label']:32}" + "".join(
+                f"{_fmt(_per_gb(r['cpu_s_per_MB'][n])):>12}"
+                for n in names))
+    if peaks:
+        ctx.say("peak RSS, MB (VmHWM, max over the runs): " + ", ".join(
+            f"{k} {v / 1024:.1f}" for k, v in sorted(peaks.items())))
+        ctx.results.append({"suite": group.suite, "group": group.title, "metric": "peak_rss_kb",
+                            "peaks": peaks})

@@ -1,0 +1,125 @@
+"""Proxies under test: one process (SOCKS5 -> freedom) or a client/server chain.
+
+A :class:`Setup` starts its processes inside a :class:`~benchmarks.procs.ProcessGroup`
+and exposes the SOCKS5 port where the load enters. ``family`` is ``vtwist``, ``v2ray`` or
+``pproxy``; the first setup of a comparison is the subject of the ratios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import configs
+from benchmarks.procs import Proc, ProcessGroup, free_port, vtwist_command, wait_port
+
+V2RAY = "/usr/bin/v2ray"
+
+
+def impl_argv(impl: str, config_path: str) -> list[str]:
+    """The command line running ``impl`` (vtwist or v2ray) on a config file."""
+    if impl == "vtwist":
+        return vtwist_command(config_path)
+    if impl == "v2ray":
+        return [V2RAY, "-config", config_path]
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+class Setup:
+    """Something with a SOCKS5 entry port that forwards to the sink."""
+
+    def __init__(self, name: str, family: str) -> None:
+        self.name = name
+        self.family = family
+        self.procs: list[Proc] = []
+        self.socks_port = 0
+        self.error: str | None = None
+
+    def start(self, group: ProcessGroup) -> None:
+        """Start the processes and wait until the entry port listens."""
+        raise NotImplementedError
+
+    def describe_failure(self) -> str:
+        """The tail of each process's log, for an error report."""
+        return "\n".join(f"--- {p.name} (pid {p.pid}) ---\n{p.log_tail()}" for p in self.procs)
+
+
+class SocksProxy(Setup):
+    """vtwist or V2Ray running SOCKS5 in, freedom out."""
+
+    def __init__(self, impl: str) -> None:
+        super().__init__(impl, impl)
+
+    def start(self, group: ProcessGroup) -> None:
+        """One process on one config."""
+        self.socks_port = free_port()
+        tag = f"socks-{self.name}"
+        path = group.write_config(tag, configs.socks_freedom(
+            self.socks_port, str(group.workdir / f"{tag}-access.log")))
+        proc = group.spawn(tag, impl_argv(self.family, path))
+        self.procs = [proc]
+        wait_port(self.socks_port, proc.popen)
+
+
+class PProxy(Setup):
+    """pproxy, the common asyncio Python proxy: ``pproxy -l socks5://127.0.0.1:PORT``."""
+
+    def __init__(self) -> None:
+        super().__init__("pproxy", "pproxy")
+
+    def start(self, group: ProcessGroup) -> None:
+        """One pproxy process."""
+        self.socks_port = free_port()
+        proc = group.spawn("pproxy", ["pproxy", "-l", f"socks5://127.0.0.1:{self.socks_port}"])
+        self.procs = [proc]
+        wait_port(self.socks_port, proc.popen)
+
+
+Middle = Callable[[ProcessGroup, int], tuple[Proc | None, int]]
+
+
+class Chain(Setup):
+    """SOCKS5 -> client (VMess out) -> [middle relay] -> server (VMess in) -> freedom.
+
+    ``client_stream`` / ``server_stream`` are the two ``streamSettings``; ``middle``, when
+    given, starts something between them (the UDP impairment relay) and returns the port the
+    client must dial. ``server_tcp`` says whether the server port can be polled over TCP.
+    """
+
+    def __init__(self, impl: str, security: str, variant: str,
+                 client_stream: dict[str, Any] | None = None,
+                 server_stream: dict[str, Any] | None = None,
+                 middle: Middle | None = None, server_tcp: bool = True) -> None:
+        super().__init__(f"{impl}", impl)
+        self.security = security
+        self.variant = variant
+        self.client_stream = client_stream
+        self.server_stream = server_stream
+        self.middle = middle
+        self.server_tcp = server_tcp
+
+    def start(self, group: ProcessGroup) -> None:
+        """Server first, then the optional middle, then the client."""
+        kind = "udp" if not self.server_tcp else "tcp"
+        import socket
+
+        server_port = free_port(socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+        tag = f"{self.variant}-{self.family}"
+        spath = group.write_config(f"{tag}-server", configs.vmess_server(
+            server_port, str(group.workdir / f"{tag}-server-access.log"), self.server_stream))
+        server = group.spawn(f"{tag}-server", impl_argv(self.family, spath))
+        self.procs = [server]
+        if self.server_tcp:
+            wait_port(server_port, server.popen)
+        dial = server_port
+        if self.middle is not None:
+            relay, dial = self.middle(group, server_port)
+            if relay is not None:
+                self.relay = relay
+        self.socks_port = free_port()
+        cpath = group.write_config(f"{tag}-client", configs.vmess_client(
+            self.socks_port, dial, self.security,
+            str(group.workdir / f"{tag}-client-access.log"), self.client_stream))
+        client = group.spawn(f"{tag}-client", impl_argv(self.family, cpath))
+        self.procs = [client, server]
+        wait_port(self.socks_port, client.popen)

@@ -1,0 +1,40 @@
+"""The benchmark runner must keep working: run the ``socks`` suite in ``--quick`` mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class SocksQuickTests(SynchronousTestCase):
+    """``python -m benchmarks socks --quick`` runs vtwist, pproxy and V2Ray side by side."""
+
+    def test_socks_quick(self) -> None:
+        """Every setup yields every metric (data verified by sha256), exit status 0."""
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "results.json"
+            env = dict(os.environ)
+            env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+            run = subprocess.run(
+                [sys.executable, "-m", "benchmarks", "socks", "--quick", "--json", str(out)],
+                cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+            results = json.loads(out.read_text())["results"]
+        metrics = [r for r in results if "median" in r]
+        self.assertEqual({r["metric"] for r in metrics},
+                         {"up1", "down1", "up16", "down16", "cps"})
+        for r in metrics:
+            self.assertEqual(r["errors"], {}, r)
+            for setup in ("vtwist", "pproxy", "v2ray"):
+                self.assertIsNotNone(r["median"][setup], (r["metric"], setup))
+                self.assertGreater(r["median"][setup], 0)
+        peaks = [r for r in results if r["metric"] == "peak_rss_kb"][0]["peaks"]
+        self.assertTrue(all(v > 0 for v in peaks.values()), peaks)
