@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,7 @@ class VMessServerProtocol(Protocol):
         self.request = r
         f = self.factory
         acct = r.account
+        f.accepted[(r.aead, r.security, r.command)] += 1
         if f.state.disable_insecure and r.security in (SEC_NONE, SEC_LEGACY):
             self._probe(f"insecure encryption refused for user {acct.label}")
             return
@@ -343,6 +345,8 @@ class VMessServerFactory(Factory):
         self.tag = tag
         self.now = now or time.time
         self.refused = 0
+        #: accepted requests by (AEAD header?, security value, command)
+        self.accepted: Counter[tuple[bool, int, int]] = Counter()
 
     def buildProtocol(self, addr: Any) -> VMessServerProtocol:
         """A protocol for one connection."""

@@ -1,0 +1,331 @@
+"""Helpers for the VMess interop tests: the real v2ray, an echo server, SOCKS5 clients."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+V2RAY = "/usr/bin/v2ray"
+HERE = Path(__file__).resolve().parent
+
+
+def free_port(udp_too: bool = False) -> int:
+    """A port free on 127.0.0.1 and ::1 (TCP, and UDP if asked)."""
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        ok = True
+        kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp_too else [])
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            for kind in kinds:
+                t = socket.socket(family, kind)
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    ok = False
+                finally:
+                    t.close()
+        if ok:
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_tcp(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
+             proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {host}:{port}")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+_RUNNING: list[Subprocess] = []
+
+
+@atexit.register
+def _stop_all() -> None:
+    for child in list(_RUNNING):
+        child.stop()
+
+
+class Subprocess:
+    """A child process killed on :meth:`stop`, at exit, or when this process dies."""
+
+    def __init__(self, args: list[str], **kw: Any) -> None:
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, preexec_fn=_die_with_parent,
+                                     **kw)
+        _RUNNING.append(self)
+
+    def stop(self) -> None:
+        """Kill and reap."""
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class V2Ray(Subprocess):
+    """``v2ray -config FILE`` with a config written to a temp file."""
+
+    def __init__(self, config: dict[str, Any], wait_ports: list[int]) -> None:
+        if not os.path.exists(V2RAY) and shutil.which("v2ray") is None:
+            raise RuntimeError(f"{V2RAY} is missing: apt-get install -y v2ray")
+        self.dir = tempfile.mkdtemp(prefix="vtwist-v2ray-")
+        path = os.path.join(self.dir, "config.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        self.log = open(os.path.join(self.dir, "v2ray.log"), "w+b")  # noqa: SIM115
+        exe = V2RAY if os.path.exists(V2RAY) else shutil.which("v2ray")
+        super().__init__([exe, "-config", path], stdout=self.log, stderr=subprocess.STDOUT)
+        for port in wait_ports:
+            wait_tcp(port, proc=self.proc)
+
+    def output(self) -> str:
+        """What v2ray printed so far."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Kill v2ray and remove its files."""
+        super().stop()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class EchoServer(Subprocess):
+    """tests/interop/echo_server.py on a free port (TCP and UDP, IPv4 and IPv6)."""
+
+    def __init__(self) -> None:
+        self.port = free_port(udp_too=True)
+        super().__init__([sys.executable, str(HERE / "echo_server.py"), str(self.port)],
+                         stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline()
+        if b"ready" not in line:
+            raise RuntimeError("echo server did not start")
+
+
+# -- SOCKS5 clients (Twisted) --------------------------------------------------------------
+
+def socks_address(host: str, port: int) -> bytes:
+    """SOCKS5 ATYP + address + port."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raw = host.encode()
+        return b"\x03" + bytes([len(raw)]) + raw + struct.pack(">H", port)
+    if ip.version == 4:
+        return b"\x01" + ip.packed + struct.pack(">H", port)
+    return b"\x04" + ip.packed + struct.pack(">H", port)
+
+
+def _parse_reply(buf: bytes) -> tuple[int, str, int] | None:
+    """(reply code, bound host, bound port) from a SOCKS5 reply, or None if incomplete."""
+    if len(buf) < 5:
+        return None
+    atyp = buf[3]
+    if atyp == 1:
+        n = 4 + 4 + 2
+        if len(buf) < n:
+            return None
+        return buf[1], str(ipaddress.IPv4Address(buf[4:8])), struct.unpack(">H", buf[8:10])[0]
+    if atyp == 4:
+        n = 4 + 16 + 2
+        if len(buf) < n:
+            return None
+        return buf[1], str(ipaddress.IPv6Address(buf[4:20])), struct.unpack(">H", buf[20:22])[0]
+    n = 5 + buf[4] + 2
+    if len(buf) < n:
+        return None
+    return buf[1], buf[5:5 + buf[4]].decode(), struct.unpack(">H", buf[n - 2:n])[0]
+
+
+def _reply_len(buf: bytes) -> int:
+    atyp = buf[3]
+    return {1: 10, 4: 22}.get(atyp, 7 + buf[4])
+
+
+class SocksStream(protocol.Protocol):
+    """SOCKS5 CONNECT, then send ``payload`` and hash what comes back."""
+
+    def __init__(self, host: str, port: int, cmd: int = 1) -> None:
+        self.host, self.port, self.cmd = host, port, cmd
+        self.buf = b""
+        self.state = 0
+        self.ready: defer.Deferred[Any] = defer.Deferred()
+        self.closed: defer.Deferred[Any] = defer.Deferred()
+        self.received = 0
+        self.sha = hashlib.sha256()
+        self.target = 0
+        self.done: defer.Deferred[Any] | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"\x05\x01\x00")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state == 2:
+            self.received += len(data)
+            self.sha.update(data)
+            if self.done is not None and self.received >= self.target:
+                d, self.done = self.done, None
+                d.callback(self.sha.hexdigest())
+            return
+        self.buf += data
+        if self.state == 0 and len(self.buf) >= 2:
+            if self.buf[:2] != b"\x05\x00":
+                self.ready.errback(RuntimeError(f"bad greeting reply {self.buf!r}"))
+                return
+            self.buf = self.buf[2:]
+            self.state = 1
+            self.transport.write(b"\x05" + bytes([self.cmd]) + b"\x00"
+                                 + socks_address(self.host, self.port))
+        if self.state == 1:
+            reply = _parse_reply(self.buf)
+            if reply is None:
+                return
+            rest = self.buf[_reply_len(self.buf):]
+            self.buf = b""
+            self.state = 2
+            if reply[0] != 0:
+                self.ready.errback(RuntimeError(f"SOCKS reply code {reply[0]}"))
+                return
+            self.ready.callback(reply)
+            if rest:
+                self.dataReceived(rest)
+
+    def expect(self, n: int) -> defer.Deferred[str]:
+        """Fires with the sha256 hex of what arrived once ``n`` bytes did."""
+        self.target = n
+        if self.received >= n:
+            return defer.succeed(self.sha.hexdigest())
+        self.done = defer.Deferred()
+        return self.done
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"closed during SOCKS handshake: {reason}"))
+        if self.done is not None:
+            d, self.done = self.done, None
+            d.errback(RuntimeError(f"closed after {self.received} of {self.target} bytes"))
+        self.closed.callback(None)
+
+
+async def socks_echo(reactor: Any, socks_port: int, host: str, port: int, size: int,
+                     timeout: float = 60.0) -> tuple[str, str, float]:
+    """Send ``size`` random bytes through SOCKS to an echo server.
+
+    Returns (sha256 sent, sha256 received back, seconds).
+    """
+    p = SocksStream(host, port)
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", socks_port).connect(
+        protocol.Factory.forProtocol(lambda: p))
+    await p.ready.addTimeout(10, reactor)
+    block = os.urandom(1 << 20)
+    sent = hashlib.sha256()
+    start = time.monotonic()
+    got = p.expect(size)
+    got.addTimeout(timeout, reactor)
+    remaining = size
+    i = 0
+    while remaining:
+        piece = block[: min(len(block), remaining)]
+        piece = struct.pack(">I", i) + piece[4:] if len(piece) > 4 else piece
+        sent.update(piece)
+        p.transport.write(piece)
+        remaining -= len(piece)
+        i += 1
+    received = await got
+    elapsed = time.monotonic() - start
+    p.transport.loseConnection()
+    await p.closed
+    return sent.hexdigest(), received, elapsed
+
+
+class _UDPClient(protocol.DatagramProtocol):
+    def __init__(self) -> None:
+        self.waiting: list[defer.Deferred[bytes]] = []
+        self.got: list[bytes] = []
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if self.waiting:
+            self.waiting.pop(0).callback(data)
+        else:
+            self.got.append(data)
+
+    def next(self) -> defer.Deferred[bytes]:
+        if self.got:
+            return defer.succeed(self.got.pop(0))
+        d: defer.Deferred[bytes] = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+
+async def socks_udp_echo(reactor: Any, socks_port: int, host: str, port: int,
+                         payloads: list[bytes], timeout: float = 10.0) -> list[bytes]:
+    """UDP ASSOCIATE, send each payload to ``host:port``, return the echoed payloads."""
+    control = SocksStream("0.0.0.0", 0, cmd=3)
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", socks_port).connect(
+        protocol.Factory.forProtocol(lambda: control))
+    _, bnd_host, bnd_port = await control.ready.addTimeout(10, reactor)
+    if bnd_host in ("0.0.0.0", "::"):
+        bnd_host = "127.0.0.1"
+    client = _UDPClient()
+    udp = reactor.listenUDP(0, client, interface="127.0.0.1")
+    try:
+        out = []
+        header = b"\x00\x00\x00" + socks_address(host, port)
+        for payload in payloads:
+            udp.write(header + payload, (bnd_host, bnd_port))
+            reply = await client.next().addTimeout(timeout, reactor)
+            if reply[3] == 1:
+                body = reply[10:]
+            elif reply[3] == 4:
+                body = reply[22:]
+            else:
+                body = reply[7 + reply[4]:]
+            out.append(body)
+        return out
+    finally:
+        await udp.stopListening()
+        control.transport.loseConnection()
+        await control.closed
