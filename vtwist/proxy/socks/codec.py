@@ -344,9 +344,7 @@ class ServerCodec:
         if buf[0] != SOCKS5:
             raise self._fail(f"SOCKS5 request with version {buf[0]}",
                              _socks5_reply(ReplyCode.GENERAL_FAILURE))
-        if buf[2] != 0:
-            raise self._fail("SOCKS5 request with a non-zero reserved byte",
-                             _socks5_reply(ReplyCode.GENERAL_FAILURE))
+        # buf[2] is reserved; like V2Ray, its value is not checked.
         command = buf[1]
         try:
             decoded = decode_address(buf, 3)
