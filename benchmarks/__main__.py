@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.core import Context, run_group
+from benchmarks.core import MB, Context, measure_ceiling, run_group
 from benchmarks.procs import REPO
 
 SUITES = ("socks", "chain", "kcp", "tls")
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     failed = False
     try:
+        measure_ceiling(ctx, (4 if args.quick else 256) * MB, 50 if args.quick else 2000)
         for name in suites:
             module = importlib.import_module(f"benchmarks.{name}")
             for group in module.groups(ctx):

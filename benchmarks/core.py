@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.loadgen import Target, echo_latency
+from benchmarks.loadgen import Target, connect_rate, echo_latency, transfer
 from benchmarks.procs import ProcessGroup
 from benchmarks.setups import Setup
 
@@ -215,14 +215,28 @@ def _per_gb(per_mb: float | None) -> float | None:
     return None if per_mb is None else per_mb * 1000
 
 
+def measure_ceiling(ctx: Context, total: int, conns: int) -> None:
+    """The load generator straight to the sink (no proxy): what it can drive at most."""
+    target = Target(0, ctx.sink_port, direct=True)
+    parts = []
+    for label, metric in (
+            ("upload 1 stream", lambda: total / MB / transfer(target, "up", total, 1)),
+            ("download 1 stream", lambda: total / MB / transfer(target, "down", total, 1)),
+            ("download 16 streams", lambda: total / MB / transfer(target, "down", total, 16))):
+        parts.append(f"{label} {_fmt(statistics.median(metric() for _ in range(3)))} MB/s")
+    parts.append(f"{_fmt(connect_rate(target, conns)[0])} conn/s")
+    ctx.say("load generator ceiling (direct to the sink, no proxy): " + ", ".join(parts))
+    ctx.results.append({"suite": "ceiling", "metric": "ceiling", "text": parts})
+
+
 def _report_resources(ctx: Context, group: Group, peaks: dict[str, int]) -> None:
     """CPU per MB of the transfer metrics, and each process's peak RSS."""
-    transfer = [r for r in ctx.results if r["group"] == group.title and r["cpu_s_per_MB"]
+    moved = [r for r in ctx.results if r.get("group") == group.title and r.get("cpu_s_per_MB")
                 and r["suite"] == group.suite]
-    if transfer:
+    if moved:
         names = [s.name for s in group.setups]
         ctx.say("CPU seconds per GB (all proxy processes of a setup, median run):")
-        for r in transfer:
+        for r in moved:
             ctx.say(f"  {r['label']:32}" + "".join(
                 f"{_fmt(_per_gb(r['cpu_s_per_MB'][n])):>12}"
                 for n in names))

@@ -29,14 +29,17 @@ class Target:
     socks_port: int
     sink_port: int
     host: str = "127.0.0.1"
+    direct: bool = False  # straight to the sink, no proxy: the load generator's ceiling
 
 
 def open_stream(target: Target, timeout: float = IO_TIMEOUT) -> socket.socket:
     """A socket through the proxy to the sink (SOCKS5 handshake done)."""
-    sock = socket.create_connection((target.host, target.socks_port), timeout=timeout)
+    port = target.sink_port if target.direct else target.socks_port
+    sock = socket.create_connection((target.host, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        socks5_connect(sock, target.host, target.sink_port)
+        if not target.direct:
+            socks5_connect(sock, target.host, target.sink_port)
     except BaseException:
         sock.close()
         raise
