@@ -249,14 +249,17 @@ class WSServerLayer(_WSLayer):
             self.handshakeFailed(f"request for {target!r}, not {self.settings.path!r}",
                                  http_response(404))
             return
+        if event.method != b"GET":
+            self.handshakeFailed(f"{event.method.decode('latin-1')} is not a WebSocket upgrade",
+                                 http_response(405, [("Sec-Websocket-Version", "13")],
+                                               b"Method Not Allowed\n"))
+            return
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
             handshake.initiate_upgrade_connection(event.headers, event.target)
             request = next(handshake.events())
         except ProtocolError as e:
-            status = 405 if "method" in str(e).lower() else 400
-            self.handshakeFailed(f"not a WebSocket upgrade: {e}",
-                                 _bad_request() if status == 400 else http_response(405))
+            self.handshakeFailed(f"not a WebSocket upgrade: {e}", _bad_request())
             return
         assert isinstance(request, Request)
         key = dict((k.lower(), v) for k, v in event.headers).get(b"sec-websocket-key", b"")

@@ -1,0 +1,480 @@
+"""In-memory tests of the WebSocket and HTTP header layers (StringTransport, iosim, Clock)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from typing import Any
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from vtwist.transport.layer import LayerHandshakeError
+from vtwist.transport.tcp import (
+    HTTPHeaderClientLayer,
+    HTTPHeaderServerLayer,
+    TCPSettings,
+    request_header,
+    request_path,
+    response_header,
+)
+from vtwist.transport.ws import WSClientLayer, WSServerLayer, WSSettings
+
+
+class Recorder(Protocol):
+    """Keeps what it receives and how the connection ended."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lost: Failure | None = None
+        self.made = False
+
+    def connectionMade(self) -> None:
+        self.made = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost = reason
+
+
+class EchoApp(Recorder):
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.transport.write(data)
+
+
+class Recording:
+    """Factory that remembers the protocols it built."""
+
+    def __init__(self, cls: type = Recorder) -> None:
+        self.built: list[Any] = []
+        self.cls = cls
+
+    def factory(self) -> Factory:
+        f = Factory()
+        f.buildProtocol = self._build  # type: ignore[method-assign]
+        return f
+
+    def _build(self, addr: Any) -> Any:
+        p = self.cls()
+        self.built.append(p)
+        return p
+
+
+class LogCapture:
+    """Collect formatted log lines from vtwist.transport loggers during a test."""
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        self.lines: list[str] = []
+        globalLogPublisher.addObserver(self)
+        test.addCleanup(globalLogPublisher.removeObserver, self)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if str(event.get("log_namespace", "")).startswith("vtwist.transport"):
+            self.lines.append(formatEvent(event))
+
+
+def upgrade_request(path: str = "/ws", key: bytes | None = None, version: str = "13",
+                    extra: str = "") -> bytes:
+    if key is None:
+        key = base64.b64encode(os.urandom(16))
+    return (f"GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
+            f"Sec-WebSocket-Version: {version}\r\n{extra}\r\n").encode()
+
+
+def masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    mask = os.urandom(4)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+class WSServerTests(SynchronousTestCase):
+    """The server layer alone, fed bytes by hand."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.apps = Recording()
+        self.logs = LogCapture(self)
+        self.layer = WSServerLayer(self.apps.factory(), WSSettings(path="/ws"), self.clock)
+        self.transport = StringTransport()
+        self.layer.makeConnection(self.transport)
+
+    def upgraded(self) -> Recorder:
+        self.layer.dataReceived(upgrade_request())
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 101 "))
+        self.transport.clear()
+        return self.apps.built[0]
+
+    def assertRefused(self, status: bytes) -> None:
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 " + status),
+                        self.transport.value())
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.apps.built, [])
+        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+
+    def test_upgrade(self) -> None:
+        app = self.upgraded()
+        self.assertTrue(app.made)
+        self.layer.dataReceived(masked_frame(2, b"hello"))
+        self.assertEqual(bytes(app.data), b"hello")
+        app.transport.write(b"world")
+        self.assertEqual(self.transport.value(), b"\x82\x05world")
+
+    def test_query_ignored(self) -> None:
+        self.layer.dataReceived(upgrade_request("/ws?ed=2048"))
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 101 "))
+
+    def test_wrong_path_404(self) -> None:
+        self.layer.dataReceived(upgrade_request("/other"))
+        self.assertRefused(b"404 Not Found")
+        self.assertIn("/other", self.logs.lines[0])
+
+    def test_plain_http_400(self) -> None:
+        self.layer.dataReceived(b"GET /ws HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        self.assertRefused(b"400 Bad Request")
+
+    def test_plain_http_wrong_path_404(self) -> None:
+        self.layer.dataReceived(b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        self.assertRefused(b"404 Not Found")
+
+    def test_bad_key(self) -> None:
+        self.layer.dataReceived(upgrade_request(key=b"not-a-key"))
+        self.assertRefused(b"400 Bad Request")
+        self.assertIn("Sec-WebSocket-Key", self.logs.lines[0])
+
+    def test_bad_version(self) -> None:
+        self.layer.dataReceived(upgrade_request(version="8"))
+        self.assertRefused(b"400 Bad Request")
+        self.assertIn(b"Sec-Websocket-Version: 13", self.transport.value())
+
+    def test_post_405(self) -> None:
+        self.layer.dataReceived(upgrade_request().replace(b"GET", b"POST", 1))
+        self.assertRefused(b"405 Method Not Allowed")
+
+    def test_garbage_400(self) -> None:
+        self.layer.dataReceived(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+        self.assertRefused(b"400 Bad Request")
+
+    def test_header_too_long(self) -> None:
+        self.layer.dataReceived(b"GET /ws HTTP/1.1\r\nX: " + b"a" * 9000)
+        self.assertRefused(b"431 ")
+
+    def test_handshake_timeout(self) -> None:
+        self.layer.dataReceived(b"GET /ws HTTP/1.1\r\n")
+        self.clock.advance(3.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertEqual(self.apps.built, [])
+        self.assertEqual(len(self.logs.lines), 1)
+        self.assertIn("no handshake within 4 s", self.logs.lines[0])
+
+    def test_ping_pong(self) -> None:
+        self.upgraded()
+        self.layer.dataReceived(masked_frame(9, b"hi"))
+        self.assertEqual(self.transport.value(), b"\x8a\x02hi")
+
+    def test_fragmented_message(self) -> None:
+        app = self.upgraded()
+        self.layer.dataReceived(masked_frame(2, b"abc", fin=False)
+                                + masked_frame(9, b"p")  # a ping between fragments is fine
+                                + masked_frame(0, b"def", fin=False)
+                                + masked_frame(0, b"ghi"))
+        self.assertEqual(bytes(app.data), b"abcdefghi")
+
+    def test_split_frames(self) -> None:
+        app = self.upgraded()
+        frame = masked_frame(2, os.urandom(70000))
+        for i in range(0, len(frame), 1000):
+            self.layer.dataReceived(frame[i:i + 1000])
+        self.assertEqual(len(app.data), 70000)
+
+    def test_text_message(self) -> None:
+        app = self.upgraded()
+        self.layer.dataReceived(masked_frame(1, "grüß".encode()))
+        self.assertEqual(bytes(app.data), "grüß".encode())
+
+    def assertProtocolError(self, frame: bytes) -> None:
+        app = self.upgraded()
+        self.layer.dataReceived(frame)
+        self.assertTrue(self.transport.value().startswith(b"\x88\x02\x03\xea"))  # close 1002
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        self.layer.connectionLost(Failure(error.ConnectionDone()))
+        self.assertIsInstance(app.lost.value, error.ConnectionLost)
+
+    def test_oversized_control_frame(self) -> None:
+        self.assertProtocolError(masked_frame(9, b"x" * 126))
+
+    def test_oversized_length_field(self) -> None:
+        self.assertProtocolError(b"\x82\xff" + b"\x80" + b"\x00" * 7 + os.urandom(4))
+
+    def test_fragmented_control_frame(self) -> None:
+        self.assertProtocolError(masked_frame(9, b"x", fin=False))
+
+    def test_unexpected_continuation(self) -> None:
+        self.assertProtocolError(masked_frame(0, b"x"))
+
+    def test_unmasked_frame(self) -> None:
+        self.assertProtocolError(b"\x82\x03abc")
+
+    def test_peer_close_1000(self) -> None:
+        app = self.upgraded()
+        self.layer.dataReceived(masked_frame(8, struct.pack("!H", 1000)))
+        self.assertEqual(self.transport.value(), b"\x88\x02\x03\xe8")
+        self.assertTrue(self.transport.disconnecting)
+        self.layer.connectionLost(Failure(error.ConnectionDone()))
+        self.assertIsInstance(app.lost.value, error.ConnectionDone)
+
+    def test_peer_close_other_code(self) -> None:
+        app = self.upgraded()
+        self.layer.dataReceived(masked_frame(8, struct.pack("!H", 1011)))
+        self.layer.connectionLost(Failure(error.ConnectionDone()))
+        self.assertIsInstance(app.lost.value, error.ConnectionLost)
+        self.assertIn("1011", str(app.lost.value))
+
+    def test_app_close_sends_1000(self) -> None:
+        app = self.upgraded()
+        app.transport.loseConnection()
+        self.assertEqual(self.transport.value(), b"\x88\x02\x03\xe8")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_no_half_close(self) -> None:
+        app = self.upgraded()
+        self.assertFalse(hasattr(app.transport, "loseWriteConnection"))
+
+    def test_forwarded_for(self) -> None:
+        self.layer.dataReceived(upgrade_request(extra="X-Forwarded-For: 203.0.113.9, 10.0.0.1\r\n"))
+        app = self.apps.built[0]
+        self.assertEqual(app.transport.getPeer().host, "203.0.113.9")
+
+    def test_pipelined_frame(self) -> None:
+        self.layer.dataReceived(upgrade_request() + masked_frame(2, b"early"))
+        self.assertEqual(bytes(self.apps.built[0].data), b"early")
+
+    def test_producer_passthrough(self) -> None:
+        app = self.upgraded()
+        app.transport.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        app.transport.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        producer = object()
+        app.transport.registerProducer(producer, True)
+        self.assertIs(self.transport.producer, producer)
+        app.transport.unregisterProducer()
+        self.assertIsNone(self.transport.producer)
+
+
+class WSClientServerTests(SynchronousTestCase):
+    """A client layer and a server layer joined by iosim."""
+
+    def connect(self, client_path: str = "/ws", host: str | None = None) -> Any:
+        self.servers = Recording(EchoApp)
+        self.clients = Recording()
+        self.ready: Deferred = Deferred()
+        self.outcome: list[Any] = []
+        self.ready.addBoth(self.outcome.append)
+        settings = WSSettings(path=client_path, host=host,
+                              headers=[("User-Agent", "vtwist-test")])
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: WSServerLayer(self.servers.factory(), WSSettings(path="/ws"), Clock()),
+            lambda: WSClientLayer(self.clients.factory(), self.ready, "example.test:8443",
+                                  settings, Clock()))
+        pump.flush()
+        return client, server, pump
+
+    def test_echo(self) -> None:
+        client, server, pump = self.connect()
+        app = self.outcome[0]
+        self.assertIs(app, self.clients.built[0])
+        payload = os.urandom(200000)
+        app.transport.write(payload)
+        app.transport.writeSequence([b"a", b"b"])
+        pump.flush()
+        self.assertEqual(bytes(app.data), payload + b"ab")
+        app.transport.loseConnection()
+        pump.flush()
+        self.assertIsInstance(self.servers.built[0].lost.value, error.ConnectionDone)
+
+    def test_request_headers(self) -> None:
+        client, server, pump = self.connect(host="cdn.example")
+        self.assertIsNotNone(self.servers.built)
+        self.assertEqual(self.servers.built[0].transport.getPeer(), server.transport.getPeer())
+
+    def test_rejected(self) -> None:
+        client, server, pump = self.connect(client_path="/nope")
+        self.assertIsInstance(self.outcome[0], Failure)
+        self.assertIsInstance(self.outcome[0].value, LayerHandshakeError)
+        self.assertIn("404", str(self.outcome[0].value))
+        self.assertEqual(self.clients.built, [])
+
+
+class WSClientTests(SynchronousTestCase):
+    """The client layer against canned server answers."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.apps = Recording()
+        self.ready: Deferred = Deferred()
+        self.outcome: list[Any] = []
+        self.ready.addBoth(self.outcome.append)
+        settings = WSSettings(path="/p", host="front.example", headers=[("X-A", "1")])
+        self.layer = WSClientLayer(self.apps.factory(), self.ready, "10.0.0.1:80", settings,
+                                   self.clock)
+        self.transport = StringTransport()
+        self.layer.makeConnection(self.transport)
+
+    def test_request(self) -> None:
+        request = self.transport.value()
+        self.assertTrue(request.startswith(b"GET /p HTTP/1.1\r\n"))
+        self.assertIn(b"Host: front.example\r\n", request)
+        self.assertIn(b"X-A: 1\r\n", request)
+        self.assertIn(b"Sec-WebSocket-Version: 13\r\n", request)
+
+    def test_bad_accept(self) -> None:
+        self.layer.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                b"Connection: Upgrade\r\nSec-WebSocket-Accept: xxx\r\n\r\n")
+        self.assertIsInstance(self.outcome[0].value, LayerHandshakeError)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_timeout(self) -> None:
+        self.clock.advance(8.1)
+        self.assertIsInstance(self.outcome[0].value, LayerHandshakeError)
+        self.assertIn("no handshake within 8 s", str(self.outcome[0].value))
+
+
+class HTTPHeaderTests(SynchronousTestCase):
+    """V2Ray's HTTP header disguise."""
+
+    def setUp(self) -> None:
+        self.logs = LogCapture(self)
+        self.settings = TCPSettings(header_type="http")
+        self.settings.request.paths = ["/a", "/b"]
+
+    def server(self) -> tuple[HTTPHeaderServerLayer, StringTransport, Recording]:
+        apps = Recording()
+        layer = HTTPHeaderServerLayer(apps.factory(), self.settings, Clock())
+        transport = StringTransport()
+        layer.makeConnection(transport)
+        return layer, transport, apps
+
+    def test_request_header_defaults(self) -> None:
+        header = request_header(TCPSettings().request)
+        self.assertTrue(header.startswith(b"GET / HTTP/1.1\r\nHost: www."))
+        self.assertIn(b"\r\nAccept-Encoding: gzip, deflate\r\n", header)
+        self.assertIn(b"\r\nConnection: keep-alive\r\nPragma: no-cache\r\n\r\n", header)
+
+    def test_response_header_defaults(self) -> None:
+        r = TCPSettings().response
+        header = response_header(r.version, r.status, r.reason, r.headers)
+        self.assertTrue(header.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: "))
+        self.assertIn(b"\r\nTransfer-Encoding: chunked\r\n", header)
+        self.assertIn(b"\r\nDate: ", header)
+        self.assertTrue(header.endswith(b"\r\n\r\n"))
+
+    def test_request_path(self) -> None:
+        self.assertEqual(request_path(b"GET /a%20b?x=1 HTTP/1.1\r\nHost: x\r\n"), "/a b")
+        self.assertEqual(request_path(b"GET http://h/p?q HTTP/1.1\r\n"), "/p")
+        self.assertIsNone(request_path(b"GET / HTTP/1.1\r\nbroken line\r\n"))
+        self.assertIsNone(request_path(b"\x00\x01\x02"))
+
+    def test_server_accepts(self) -> None:
+        layer, transport, apps = self.server()
+        layer.dataReceived(b"GET /b HTTP/1.1\r\nHost: x\r\n")
+        self.assertEqual(apps.built, [])
+        layer.dataReceived(b"\r\nfirst bytes")
+        app = apps.built[0]
+        self.assertEqual(bytes(app.data), b"first bytes")
+        app.transport.write(b"reply")
+        out = transport.value()
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(out.endswith(b"\r\n\r\nreply"))
+        transport.clear()
+        app.transport.writeSequence([b"x", b"y"])
+        self.assertEqual(transport.value(), b"xy")
+
+    def test_server_wrong_path(self) -> None:
+        layer, transport, apps = self.server()
+        layer.dataReceived(b"GET /c HTTP/1.1\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 Not Found\r\n"))
+        self.assertIn(b"Connection: close", transport.value())
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.logs.lines), 1)
+
+    def test_server_garbage(self) -> None:
+        layer, transport, apps = self.server()
+        layer.dataReceived(os.urandom(100).replace(b"\r", b"") + b"\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertEqual(len(self.logs.lines), 1)
+
+    def test_server_too_long(self) -> None:
+        layer, transport, apps = self.server()
+        layer.dataReceived(b"GET /a HTTP/1.1\r\n" + b"X: y\r\n" * 2000)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_server_close_before_reply_sends_400(self) -> None:
+        layer, transport, apps = self.server()
+        layer.dataReceived(b"GET /a HTTP/1.1\r\n\r\n")
+        apps.built[0].transport.loseConnection()
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+
+    def test_server_timeout(self) -> None:
+        apps = Recording()
+        clock = Clock()
+        layer = HTTPHeaderServerLayer(apps.factory(), self.settings, clock)
+        transport = StringTransport()
+        layer.makeConnection(transport)
+        clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.logs.lines), 1)
+
+    def test_client(self) -> None:
+        apps = Recording()
+        ready: Deferred = Deferred()
+        got: list[Any] = []
+        ready.addCallback(got.append)
+        layer = HTTPHeaderClientLayer(apps.factory(), ready, self.settings)
+        transport = StringTransport()
+        layer.makeConnection(transport)
+        app = got[0]
+        self.assertEqual(transport.value(), b"")
+        app.transport.write(b"hello")
+        out = transport.value()
+        self.assertTrue(out.startswith(b"GET /a HTTP/1.1\r\n") or out.startswith(b"GET /b "))
+        self.assertTrue(out.endswith(b"\r\n\r\nhello"))
+        layer.dataReceived(b"HTTP/1.1 200 OK\r\nA: b\r")
+        self.assertEqual(bytes(app.data), b"")
+        layer.dataReceived(b"\n\r\nbody")
+        layer.dataReceived(b"more")
+        self.assertEqual(bytes(app.data), b"bodymore")
+
+    def test_client_server_half_close(self) -> None:
+        servers = Recording(EchoApp)
+        clients = Recording()
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: HTTPHeaderServerLayer(servers.factory(), self.settings, Clock()),
+            lambda: HTTPHeaderClientLayer(clients.factory(), None, self.settings))
+        app = clients.built[0]
+        app.transport.write(b"ping")
+        pump.flush()
+        self.assertEqual(bytes(app.data), b"ping")
+        self.assertTrue(hasattr(app.transport, "loseWriteConnection"))
