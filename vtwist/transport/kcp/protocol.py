@@ -26,7 +26,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import address, error
+from twisted.internet import address, defer, error
 from twisted.internet.interfaces import (
     IConsumer,
     IListeningPort,
@@ -115,6 +115,8 @@ class KCPTransport:
         self._timer_at: float | None = None
         self._in_flush = False
         self.producer: Any = None
+        #: Fires (with None) once the session is Terminated and its resources are freed.
+        self.terminated: defer.Deferred = defer.Deferred()
         self._streaming = True
         self._producer_paused = False
 
@@ -285,7 +287,11 @@ class KCPTransport:
             self._cancel_timers()
             if not self.disconnected:
                 self.disconnected = True
-                self.owner.session_ended(self)
+                d = self.owner.session_ended(self)
+                if d is None:
+                    self.terminated.callback(None)
+                else:
+                    d.addBoth(lambda _: self.terminated.callback(None))
             return
         at = session.next_timer()
         if at is None:
@@ -470,8 +476,10 @@ class KCPListener(_KCPSocketProtocol):
 class KCPClientProtocol(_KCPSocketProtocol):
     """The connected UDP socket of one client mKCP connection."""
 
-    def __init__(self, config: KCPConfig, conv: int, peer: tuple[str, int], clock: Any) -> None:
+    def __init__(self, config: KCPConfig, conv: int, peer: tuple[str, int], clock: Any,
+                 linger: float = 8.0) -> None:
         super().__init__(config, clock)
+        self.linger = linger
         self.packer = make_packer(config)
         self.peer = peer
         self.conv = conv
@@ -485,7 +493,8 @@ class KCPClientProtocol(_KCPSocketProtocol):
 
     def start(self, protocol: IProtocol) -> KCPTransport:
         """Create the session and attach the application protocol."""
-        session = Session(self.conv, self.config, self.packer, self.clock.seconds())
+        session = Session(self.conv, self.config, self.packer, self.clock.seconds(),
+                          terminating_ms=int(self.linger * 1000))
         self.conn = KCPTransport(self, session, self.peer, self.clock)
         self.conn.attach(protocol)
         return self.conn
@@ -508,11 +517,12 @@ class KCPClientProtocol(_KCPSocketProtocol):
     def connectionRefused(self) -> None:
         """ICMP port unreachable: ignored, like V2Ray (the peer may come back)."""
 
-    def session_ended(self, conn: KCPTransport) -> None:
+    def session_ended(self, conn: KCPTransport) -> defer.Deferred | None:
         """The session is Terminated: close the socket."""
         if self.port is not None:
             port, self.port = self.port, None
-            port.stopListening()
+            return port.stopListening()
+        return None
 
 
 @implementer(IListeningPort)

@@ -121,11 +121,13 @@ class Session:
         now: float,
         *,
         pack_segments: bool = True,
+        terminating_ms: int = TERMINATING_MS,
     ) -> None:
         self.conv = conv & 0xFFFF
         self.config = config
         self.packer = packer
         self.pack_segments = pack_segments
+        self.terminating_ms = terminating_ms
         self._t0 = now
         self._tti = config.tti
         self._mss = config.mss
@@ -609,7 +611,7 @@ class Session:
         if self.state == State.TERMINATING:
             self._need_terminate = False
             self._send_cmd(CMD_TERMINATE, ms)
-            if ms - self._state_since > TERMINATING_MS:
+            if ms - self._state_since > self.terminating_ms:
                 self._set_state(State.TERMINATED, ms)
             return
         if self.state == State.PEER_TERMINATING and ms - self._state_since > PEER_TERMINATING_MS:
