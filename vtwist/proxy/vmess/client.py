@@ -147,9 +147,9 @@ class VMessClientProtocol(Protocol):
         from vtwist.proxy.vmess.ids import format_uuid
 
         log.info("vmess: server offers SwitchAccount to {host}:{port} id {id} alterId "
-                 "{alter} level {level} for {mins} min (not used)",
+                 "{alter} level {ulevel} for {mins} min (not used)",
                  host=cmd.host or "(same server)", port=cmd.port, id=format_uuid(cmd.uuid),
-                 alter=cmd.alter_ids, level=cmd.level, mins=cmd.valid_minutes)
+                 alter=cmd.alter_ids, ulevel=cmd.level, mins=cmd.valid_minutes)
 
     def _endOfStream(self) -> None:
         if self.eof:
