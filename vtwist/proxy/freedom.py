@@ -117,7 +117,8 @@ class FreedomPacketSession:
         port = self._ports.get(family)
         if port is None:
             interface = "::" if family == 6 else "0.0.0.0"
-            port = self.outbound.reactor.listenUDP(0, _UDPSocket(self), interface=interface)
+            port = self.outbound.reactor.listenUDP(0, _UDPSocket(self), interface=interface,
+                                                   maxPacketSize=65535)
             self._ports[family] = port
         return port
 
