@@ -1,0 +1,273 @@
+"""Transports on real 127.0.0.1 sockets: vtwist server endpoint <-> vtwist client endpoint.
+
+Echo through every combination, the PROXY protocol behind each inbound kind, and bad input
+(TLS garbage, stalled handshakes): one log line, a clean close, and the next client served.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+
+from tests.interop.transport_support import Echo, TransportTestCase, stream_settings
+from tests.test_transport_layers import LogCapture
+from vtwist.transport import stream, tls, ws
+from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerHandshakeError
+
+SIZE = 1024 * 1024
+
+
+class PeerReporter(Protocol):
+    """Answers the first bytes with the peer address the transport reports."""
+
+    def dataReceived(self, data: bytes) -> None:
+        peer = self.transport.getPeer()
+        self.transport.write(f"{peer.host}:{peer.port}".encode())
+
+
+class ProxyHeaderLayer(Layer):
+    """Client side of a load balancer: a PROXY v1 line, then the stream."""
+
+    name = "proxy"
+
+    def handshakeStarted(self) -> None:
+        self.transport.write(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 443\r\n")
+        self.handshakeDone()
+
+
+class Collect(Protocol):
+    """Sends ``message``, keeps the first answer, closes."""
+
+    def __init__(self, message: bytes = b"who am i") -> None:
+        self.message = message
+        self.data = b""
+        self.done: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.message)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.data)
+
+
+class EchoTests(TransportTestCase):
+    """1 MB each way through each transport stack, vtwist on both ends."""
+
+    async def echo(self, kind: str) -> None:
+        server = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+                                 Factory.forProtocol(Echo))
+        client = stream_settings(self.fx.settings(kind, inbound=False), inbound=False)
+        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
+        await self.transfer(endpoint, SIZE)
+
+    async def test_tcp(self) -> None:
+        await self.echo("tcp")
+
+    async def test_tls(self) -> None:
+        await self.echo("tls")
+
+    async def test_ws(self) -> None:
+        await self.echo("ws")
+
+    async def test_wss(self) -> None:
+        await self.echo("wss")
+
+    async def test_http_header(self) -> None:
+        await self.echo("http")
+
+    async def test_http_header_tls(self) -> None:
+        await self.echo("https")
+
+    async def test_alpn(self) -> None:
+        server = stream_settings(self.fx.settings("tls", inbound=True), inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+                                 Factory.forProtocol(Echo))
+        client = stream_settings(self.fx.settings("tls", inbound=False), inbound=False)
+        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
+        app = await endpoint.connect(Factory.forProtocol(Collect))
+        self.assertEqual(app.transport.negotiatedProtocol, b"h2")  # as V2Ray's tcp+tls
+        self.assertEqual(await app.done, b"who am i")
+
+
+class ProxyProtocolTests(TransportTestCase):
+    """acceptProxyProtocol: getPeer() through every layer reports the address in the header."""
+
+    async def check(self, kind: str) -> None:
+        settings_json = self.fx.settings(kind, inbound=True)
+        part = "wsSettings" if kind in ("ws", "wss") else "tcpSettings"
+        settings_json.setdefault(part, {})["acceptProxyProtocol"] = True
+        server = stream_settings(settings_json, inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+                                 Factory.forProtocol(PeerReporter))
+        number = port.getHost().port
+        endpoint: Any = LayerClientEndpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", number),
+                                            lambda f, ready: ProxyHeaderLayer(f, ready))
+        client = stream_settings(self.fx.settings(kind, inbound=False), inbound=False)
+        if client.security == "tls":
+            endpoint = tls.wrap_client_endpoint(reactor, endpoint, "127.0.0.1", client.tls,
+                                                default_alpn=["http/1.1"])
+        if client.network == "ws":
+            endpoint = ws.WebSocketClientEndpoint(endpoint, "127.0.0.1", number, client.ws,
+                                                  secure=client.security == "tls")
+        elif client.tcp.header_type == "http":
+            from vtwist.transport.tcp import HTTPHeaderClientEndpoint
+
+            endpoint = HTTPHeaderClientEndpoint(endpoint, client.tcp)
+        collector = Collect()
+        await endpoint.connect(Factory.forProtocol(lambda: collector))
+        self.assertEqual(await collector.done, b"198.51.100.7:40000")
+
+    async def test_tcp(self) -> None:
+        await self.check("tcp")
+
+    async def test_tls(self) -> None:
+        await self.check("tls")
+
+    async def test_ws(self) -> None:
+        await self.check("ws")
+
+    async def test_wss(self) -> None:
+        await self.check("wss")
+
+    async def test_http_header(self) -> None:
+        await self.check("http")
+
+
+class BadInputTests(TransportTestCase):
+    """Misbehaving clients: one log line each, clean close, and others still served."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.logs = LogCapture(self)  # type: ignore[arg-type]
+
+    async def server(self, kind: str) -> int:
+        settings = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, settings),
+                                 Factory.forProtocol(Echo))
+        return port.getHost().port
+
+    async def raw(self, port: int, data: bytes, wait: float = 5.0) -> bytes:
+        """Send ``data`` on a plain socket; return what came back before the server closed."""
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setblocking(False)
+        self.addCleanup(sock.close)
+        if data:
+            sock.sendall(data)
+        received = b""
+        for _ in range(int(wait / 0.02)):
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                await task.deferLater(reactor, 0.02, lambda: None)
+                continue
+            except ConnectionResetError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
+        self.fail(f"server did not close; got {received[:100]!r}")
+
+    async def still_serving(self, kind: str, port: int) -> None:
+        client = stream_settings(self.fx.settings(kind, inbound=False), inbound=False)
+        await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, client), 65536)
+
+    async def wait_logs(self, n: int) -> None:
+        for _ in range(100):
+            if len(self.logs.lines) >= n:
+                return
+            await task.deferLater(reactor, 0.02, lambda: None)
+
+    async def test_tls_garbage(self) -> None:
+        port = await self.server("tls")
+        answer = await self.raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertNotIn(b"HTTP", answer)
+        await self.wait_logs(1)
+        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        self.assertIn("TLS handshake with 127.0.0.1", self.logs.lines[0])
+        await self.still_serving("tls", port)
+
+    async def test_tls_stalled(self) -> None:
+        self.patch(tls.TLSLayer, "handshakeTimeout", 0.3)
+        port = await self.server("tls")
+        await self.raw(port, b"\x16\x03\x01", wait=3)
+        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        self.assertIn("no handshake within 0.3 s", self.logs.lines[0])
+        await self.still_serving("tls", port)
+
+    async def test_ws_stalled(self) -> None:
+        self.patch(ws.WSServerLayer, "handshakeTimeout", 0.3)
+        port = await self.server("ws")
+        await self.raw(port, b"GET /tunnel HTTP/1.1\r\n", wait=3)
+        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        await self.still_serving("ws", port)
+
+    async def test_wss_bad_upgrade(self) -> None:
+        port = await self.server("wss")
+        client = stream_settings(self.fx.settings("tls", inbound=False), inbound=False)
+        endpoint = tls.wrap_client_endpoint(reactor, TCP4ClientEndpoint(reactor, "127.0.0.1",
+                                                                         port),
+                                            "127.0.0.1", client.tls, ["http/1.1"])
+        collector = Collect(b"who am i\r\n\r\n")  # not HTTP
+        await endpoint.connect(Factory.forProtocol(lambda: collector))
+        answer = await collector.done
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request"), answer)
+        await self.wait_logs(1)
+        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        await self.still_serving("wss", port)
+
+    async def test_ws_wrong_path_404(self) -> None:
+        port = await self.server("ws")
+        answer = await self.raw(port, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 404 Not Found\r\n"), answer)
+        await self.still_serving("ws", port)
+
+    async def test_ws_oversized_frame(self) -> None:
+        port = await self.server("ws")
+        from tests.test_transport_layers import masked_frame, upgrade_request
+
+        answer = await self.raw(port, upgrade_request("/tunnel") + masked_frame(9, b"x" * 200))
+        self.assertIn(b"\x88\x02\x03\xea", answer)  # close 1002 after the 101
+        await self.still_serving("ws", port)
+
+    async def test_http_header_wrong_path(self) -> None:
+        port = await self.server("http")
+        answer = await self.raw(port, b"GET /nope HTTP/1.1\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 404 Not Found\r\n"), answer)
+        await self.still_serving("http", port)
+
+    async def test_client_untrusted(self) -> None:
+        port = await self.server("tls")
+        client = stream_settings({"security": "tls", "tlsSettings": {"serverName":
+                                                                      "example.test"}}, False)
+        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port, client)
+        with self.assertRaises(LayerHandshakeError) as caught:
+            await endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertIn("untrusted certificate chain", str(caught.exception))
+
+    async def test_client_wrong_name(self) -> None:
+        port = await self.server("tls")
+        client = stream_settings({"security": "tls", "tlsSettings": self.fx.tls_client(
+            "other.test")}, False)
+        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port, client)
+        with self.assertRaises(LayerHandshakeError) as caught:
+            await endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertIn("does not match the name 'other.test'", str(caught.exception))
+        insecure = stream_settings({"security": "tls", "tlsSettings": self.fx.tls_client(
+            "other.test", allowInsecure=True)}, False)
+        await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, insecure), 1000)
+
+    async def test_ip_name_checked(self) -> None:
+        port = await self.server("tls")
+        client = stream_settings({"security": "tls", "tlsSettings": self.fx.tls_client("")},
+                                 False)
+        # no serverName: the address 127.0.0.1 is checked against the IP SAN
+        await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, client), 1000)
