@@ -271,3 +271,36 @@ class BadInputTests(TransportTestCase):
                                  False)
         # no serverName: the address 127.0.0.1 is checked against the IP SAN
         await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, client), 1000)
+
+
+class EndpointStringTests(TransportTestCase):
+    """``ws:`` and ``wss:`` client endpoint strings (the twisted.plugins dropin)."""
+
+    async def server(self, kind: str) -> int:
+        settings = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, settings),
+                                 Factory.forProtocol(Echo))
+        return port.getHost().port
+
+    async def test_ws(self) -> None:
+        from twisted.internet.endpoints import clientFromString
+
+        port = await self.server("ws")
+        endpoint = clientFromString(reactor, f"ws:host=127.0.0.1:port={port}:path=/tunnel")
+        await self.transfer(endpoint, 100000)
+
+    async def test_wss(self) -> None:
+        from twisted.internet.endpoints import clientFromString
+
+        port = await self.server("wss")
+        ca = self.fx.ca_file.replace(":", "\\:")
+        endpoint = clientFromString(
+            reactor, f"wss:127.0.0.1:{port}:path=tunnel:serverName=example.test:caFile={ca}")
+        await self.transfer(endpoint, 100000)
+
+    def test_errors(self) -> None:
+        from twisted.internet.endpoints import clientFromString
+
+        self.assertRaises(ValueError, clientFromString, reactor, "ws:port=80")
+        self.assertRaises(ValueError, clientFromString, reactor, "ws:h:80:bogus=1")
+        self.assertRaises(ValueError, clientFromString, reactor, "ws:h:80:allowInsecure=true")
