@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="record py-spy profiles of the vtwist processes into DIR")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = p.parse_args(argv)
     for name in args.suites:
         if name not in SUITES:
@@ -80,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vtwist-bench-"))
     sink, sink_port = start_sink(workdir)
     ctx = Context(workdir=workdir, sink_port=sink_port, reps=reps, quick=args.quick,
-                  verify=args.verify or args.quick, profile_dir=args.profile)
+                  verify=args.verify or args.quick, profile_dir=args.profile,
+                  verbose=args.verbose)
     ctx.say(f"vtwist benchmarks: {' '.join(suites)}; {reps} run(s) per metric, median; "
-            f"{os.cpu_count()} CPUs; work dir {workdir}")
+            f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; work dir {workdir}")
     started = time.monotonic()
     failed = False
     try:
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             ctx.say(f"work dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    ctx.say(f"\ndone in {time.monotonic() - started:.0f} s")
+    ctx.say(f"\ndone in {time.monotonic() - started:.0f} s; "
+            f"load average {os.getloadavg()[0]:.2f} (other work on the machine skews figures)")
     return 1 if failed else 0
 
 

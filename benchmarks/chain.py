@@ -15,7 +15,7 @@ def chain_metrics(ctx: Context, total: int, stream_counts: tuple[int, ...]) -> l
         result.append(metrics.throughput("up", n, total, ctx.verify))
     result.append(metrics.conn_rate(40 if ctx.quick else 1000))
     echoes = 50 if ctx.quick else 1000
-    result += [metrics.echo(echoes, 0.5), metrics.echo(echoes, 0.99)]
+    result.append(metrics.echo(echoes))
     return result
 
 

@@ -27,15 +27,36 @@ MB = 1_000_000
 
 
 @dataclass
-class Metric:
-    """One measurement. ``run`` returns the value; ``moved`` is the bytes it moves (CPU/MB)."""
+class Output:
+    """A further figure one metric run yields (for example p99 beside p50)."""
 
     key: str
     label: str
     unit: str
-    run: Callable[[Target], float]
+    higher_better: bool = True
+
+
+@dataclass
+class Outcome:
+    """What a metric run may return instead of a bare float: more figures and a note."""
+
+    value: float
+    extra: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class Metric:
+    """One measurement. ``run`` returns the value (or an :class:`Outcome` with the ``also``
+    figures); ``moved`` is the bytes one run moves (for CPU seconds per MB)."""
+
+    key: str
+    label: str
+    unit: str
+    run: Callable[[Target], float | Outcome]
     higher_better: bool = True
     moved: int = 0
+    also: list[Output] = field(default_factory=list)
 
 
 @dataclass
@@ -48,6 +69,7 @@ class Context:
     quick: bool
     verify: bool
     profile_dir: Path | None = None
+    verbose: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)
     out: Any = sys.stdout
 
@@ -149,55 +171,12 @@ def run_group(ctx: Context, group: Group) -> None:
         if ctx.profile_dir is not None:
             profiler = _Profiler(ctx.profile_dir, group)
         names = [s.name for s in group.setups]
-        subject = group.setups[0]
         header = f"{'metric':34}" + "".join(f"{n:>12}" for n in names) + "".join(
-            f"{subject.name + '/' + n:>16}" for n in names[1:])
+            f"{names[0] + '/' + n:>16}" for n in names[1:])
         ctx.say(header)
         peaks: dict[str, int] = {}
         for metric in group.metrics:
-            values: dict[str, list[float]] = {s.name: [] for s in group.setups}
-            cpu: dict[str, list[float]] = {s.name: [] for s in group.setups}
-            errors: dict[str, str] = {}
-            for _rep in range(ctx.reps):
-                for setup in live:
-                    if setup.name in errors:
-                        continue
-                    for p in setup.procs:
-                        p.reset_peak_rss()
-                    cpu0 = sum(p.cpu_seconds() for p in setup.procs)
-                    try:
-                        value = metric.run(Target(setup.socks_port, ctx.sink_port))
-                    except Exception as e:  # noqa: BLE001 - recorded, shown as n/a
-                        errors[setup.name] = f"{type(e).__name__}: {e}"
-                        if ctx.out is sys.stdout and "-v" in sys.argv:
-                            traceback.print_exc()
-                        continue
-                    cpu[setup.name].append(sum(p.cpu_seconds() for p in setup.procs) - cpu0)
-                    values[setup.name].append(value)
-                    for p in setup.procs:
-                        key = f"{setup.name}:{p.name}"
-                        peaks[key] = max(peaks.get(key, 0), p.status_kb("VmHWM"))
-            medians = {n: (statistics.median(v) if v else None) for n, v in values.items()}
-            ratios = {}
-            for n in names[1:]:
-                a, b = medians[subject.name], medians[n]
-                ratios[n] = (a / b) if a and b else None
-            ctx.say(f"{metric.label + ' (' + metric.unit + ')':34}"
-                    + "".join(f"{_fmt(medians[n]):>12}" for n in names)
-                    + "".join(f"{_fmt(ratios[n]):>16}" for n in names[1:]))
-            cpu_per_mb = {}
-            if metric.moved:
-                cpu_per_mb = {n: statistics.median(c) / (metric.moved / MB) if c else None
-                              for n, c in cpu.items()}
-            for n, err in errors.items():
-                ctx.say(f"   ! {n}: {err}")
-            ctx.results.append({
-                "suite": group.suite, "group": group.title, "metric": metric.key,
-                "label": metric.label, "unit": metric.unit, "higher_better": metric.higher_better,
-                "values": values, "median": medians,
-                "ratio": {f"{subject.name}/{n}": r for n, r in ratios.items()},
-                "cpu_s": cpu, "cpu_s_per_MB": cpu_per_mb, "errors": errors,
-            })
+            _run_metric(ctx, group, live, metric, peaks)
         _report_resources(ctx, group, peaks)
     finally:
         if profiler is not None:
@@ -209,6 +188,71 @@ def run_group(ctx: Context, group: Group) -> None:
                 summary_path.write_text(summary)
                 ctx.say(f"   profile: {path} (summary {summary_path})")
         procs.close()
+
+
+def _run_metric(ctx: Context, group: Group, live: list[Setup], metric: Metric,
+                peaks: dict[str, int]) -> None:
+    """Run ``metric`` A B A B on the live setups; print and record each output's medians."""
+    names = [s.name for s in group.setups]
+    subject = names[0]
+    outputs = [Output(metric.key, metric.label, metric.unit, metric.higher_better),
+               *metric.also]
+    values: dict[str, dict[str, list[float]]] = {o.key: {n: [] for n in names} for o in outputs}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    errors: dict[str, str] = {}
+    notes: dict[str, list[str]] = {n: [] for n in names}
+    for _rep in range(ctx.reps):
+        for setup in live:
+            if setup.name in errors:
+                continue
+            for p in setup.procs:
+                p.reset_peak_rss()
+            cpu0 = sum(p.cpu_seconds() for p in setup.procs)
+            try:
+                outcome = metric.run(Target(setup.socks_port, ctx.sink_port))
+            except Exception as e:  # noqa: BLE001 - recorded, shown as n/a
+                errors[setup.name] = f"{type(e).__name__}: {e}"
+                if ctx.verbose:
+                    traceback.print_exc()
+                continue
+            cpu[setup.name].append(sum(p.cpu_seconds() for p in setup.procs) - cpu0)
+            if not isinstance(outcome, Outcome):
+                outcome = Outcome(outcome)
+            values[metric.key][setup.name].append(outcome.value)
+            for key, value in outcome.extra.items():
+                values[key][setup.name].append(value)
+            if outcome.note:
+                notes[setup.name].append(outcome.note)
+            for p in setup.procs:
+                key = f"{setup.name}:{p.name}"
+                peaks[key] = max(peaks.get(key, 0), p.status_kb("VmHWM"))
+    for out in outputs:
+        vals = values[out.key]
+        medians = {n: (statistics.median(v) if v else None) for n, v in vals.items()}
+        ratios = {}
+        for n in names[1:]:
+            a, b = medians[subject], medians[n]
+            ratios[n] = (a / b) if a and b else None
+        ctx.say(f"{out.label + ' (' + out.unit + ')':34}"
+                + "".join(f"{_fmt(medians[n]):>12}" for n in names)
+                + "".join(f"{_fmt(ratios[n]):>16}" for n in names[1:]))
+        cpu_per_mb = {}
+        if metric.moved and out.key == metric.key:
+            cpu_per_mb = {n: statistics.median(c) / (metric.moved / MB) if c else None
+                          for n, c in cpu.items()}
+        ctx.results.append({
+            "suite": group.suite, "group": group.title, "metric": out.key,
+            "label": out.label, "unit": out.unit, "higher_better": out.higher_better,
+            "values": vals, "median": medians,
+            "ratio": {f"{subject}/{n}": r for n, r in ratios.items()},
+            "cpu_s": cpu if out.key == metric.key else {}, "cpu_s_per_MB": cpu_per_mb,
+            "errors": errors, "notes": notes,
+        })
+    for n, err in errors.items():
+        ctx.say(f"   ! {n}: {err}")
+    for n, found in notes.items():
+        for note in sorted(set(found)):
+            ctx.say(f"   note {n}: {note}")
 
 
 def _per_gb(per_mb: float | None) -> float | None:

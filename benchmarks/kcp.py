@@ -1,0 +1,83 @@
+"""Suite ``kcp`` (issue 4): VMess over mKCP, vtwist<->vtwist vs V2Ray<->V2Ray, same kcpSettings.
+
+Two parts:
+
+* on plain loopback (no relay), V2Ray's defaults: 1 KiB echo p50/p99, single-stream
+  download, and whether 64 parallel downloads over one mKCP port all complete;
+* through the userspace UDP impairment relay (:mod:`benchmarks.relay`, a process of its
+  own) with 20 ms one-way delay and 0 %, 1 %, 5 % loss: goodput both ways, and CPU seconds
+  per MB of the two proxy processes.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+from benchmarks import metrics
+from benchmarks.configs import kcp_stream
+from benchmarks.core import MB, Context, Group, Metric
+from benchmarks.loadgen import Target, parallel_complete
+from benchmarks.procs import Proc, ProcessGroup, free_port
+from benchmarks.setups import Chain
+
+SECURITY = "aes-128-gcm"
+DEFAULTS: dict[str, Any] = {}
+# Same for both implementations: V2Ray's defaults with 20 MB/s each way, so the 5 MB/s default
+# uplink is not what limits goodput.
+LOSSY: dict[str, Any] = {"uplinkCapacity": 20, "downlinkCapacity": 20}
+DELAY_MS = 20
+
+
+def parallel_streams(streams: int, per_stream: int, timeout: float) -> Metric:
+    """How many of ``streams`` parallel downloads finish within ``timeout`` s."""
+
+    def run(target: Target) -> float:
+        return float(parallel_complete(target, streams, per_stream, timeout)[0])
+
+    return Metric(f"par{streams}", f"{streams} parallel downloads done", f"of {streams}", run)
+
+
+def relay_middle(loss: float, delay_ms: int, seed: int = 1):
+    """A ``Chain`` middle: starts the impairment relay in front of the server's UDP port."""
+
+    def start(group: ProcessGroup, server_port: int) -> tuple[Proc | None, int]:
+        port = free_port(socket.SOCK_DGRAM)
+        proc = group.spawn(f"relay-{server_port}", [
+            sys.executable, "-m", "benchmarks.relay", "--listen", str(port),
+            "--to", str(server_port), "--loss", str(loss), "--delay", str(delay_ms / 1000),
+            "--seed", str(seed)])
+        return proc, port
+
+    return start
+
+
+def groups(ctx: Context) -> list[Group]:
+    """Loopback comparison, then one comparison per loss rate."""
+    direct_size = (2 if ctx.quick else 32) * MB
+    lossy_size = (1 if ctx.quick else 16) * MB
+    echoes = 50 if ctx.quick else 500
+    plain = kcp_stream(**DEFAULTS)
+    result = [Group(
+        "kcp", "SOCKS5 -> VMess over mKCP (V2Ray defaults, header none) on loopback",
+        [Chain(impl, SECURITY, "kcp-plain", plain, plain, server_tcp=False)
+         for impl in ("vtwist", "v2ray")],
+        [metrics.echo(echoes),
+         metrics.throughput("down", 1, direct_size, ctx.verify),
+         parallel_streams(8 if ctx.quick else 64, (64 if ctx.quick else 1024) * 1024,
+                          20 if ctx.quick else 60)],
+        ["targets: 1 KiB echo p50 < 10 ms (V2Ray ~100 ms); 64 parallel streams complete"])]
+    lossy = kcp_stream(**LOSSY)
+    for loss in ((0.0, 5.0) if ctx.quick else (0.0, 1.0, 5.0)):
+        result.append(Group(
+            "kcp", f"mKCP through the impairment relay: {loss:g}% loss, {DELAY_MS} ms one-way, "
+                   f"{lossy_size // MB} MB each way, kcpSettings {LOSSY}",
+            [Chain(impl, SECURITY, f"kcp-loss{loss:g}", lossy, lossy,
+                   middle=relay_middle(loss / 100, DELAY_MS), server_tcp=False)
+             for impl in ("vtwist", "v2ray")],
+            [metrics.throughput("down", 1, lossy_size, ctx.verify),
+             metrics.throughput("up", 1, lossy_size, ctx.verify)],
+            ["target at 5% loss: vtwist goodput >= V2Ray's"]))
+    return result
+

@@ -30,6 +30,6 @@ def groups(ctx: Context) -> list[Group]:
              metrics.throughput("up", 1, total, ctx.verify),
              metrics.throughput("down", 8, total, ctx.verify),
              metrics.conn_rate(40 if ctx.quick else 500),
-             metrics.echo(echoes, 0.5)],
+             metrics.echo(echoes)],
             ["target: single-stream throughput >= 0.5x V2Ray"]))
     return result

@@ -30,7 +30,7 @@ class SocksQuickTests(SynchronousTestCase):
             results = json.loads(out.read_text())["results"]
         metrics = [r for r in results if "median" in r]
         self.assertEqual({r["metric"] for r in metrics},
-                         {"up1", "down1", "up16", "down16", "cps"})
+                         {"up1", "down1", "up16", "down16", "cps", "setup_p50"})
         for r in metrics:
             self.assertEqual(r["errors"], {}, r)
             for setup in ("vtwist", "pproxy", "v2ray"):
