@@ -191,6 +191,31 @@ class LinkEndToEndTests(SynchronousTestCase):
         """vtwist serves; V2Ray 4.34 runs the client config ``config from-link`` makes."""
         self.round_trip(["--transport", "ws", "--tls"], real_client=True)
 
+    def test_twistd_subscription_pick(self) -> None:
+        """``twistd -n vtwist --subscription FILE --pick NAME --socks ...`` (the plugin)."""
+        path, link, _ = self.make_server("--transport", "tcp", "--name", "wanted")
+        decoy = replace(link, ps="decoy", port=free_port())
+        body = links.encode_subscription(["ss://YWVzOnB3@127.0.0.1:1#ss", decoy.to_link(),
+                                          link.to_link()])
+        sub = os.path.join(self.dir, "subscription.txt")
+        with open(sub, "w", encoding="utf-8") as f:
+            f.write(body)
+        config = links.client_config_from_subscription(body, "wanted", "127.0.0.1:1",
+                                                       warn=lambda m: None)
+        assert_loopback(config)
+        server = self.run_server(path, link)
+        socks = free_port()
+        log = self.log_file("twistd.log")
+        client = Subprocess(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "--nodaemon", "--pidfile=", "vtwist",
+             "--subscription", sub, "--pick", "wanted", "--socks", f"127.0.0.1:{socks}"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
+        self.addCleanup(client.stop)
+        client.log = log  # type: ignore[attr-defined]
+        wait_tcp(socks, proc=client.proc)
+        self.curl(socks, [server, client])
+
     def test_blob_is_checked(self) -> None:
         """The check can fail: a client pointed at a closed port gets nothing."""
         closed = free_port()
