@@ -153,6 +153,22 @@ class CurlTests(ServiceTestBase):
         self.assertIn(b"(5)", err)
 
     @defer.inlineCallbacks
+    def test_target_never_answers(self) -> Any:
+        """A target whose accept queue is full drops SYNs: the connect timeout answers 6."""
+        self.service.inbound_services[0].factory.connect_timeout = 0.5
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        self.addCleanup(silent.close)
+        filler = socket.socket()
+        self.addCleanup(filler.close)
+        filler.connect(silent.getsockname())  # fills the queue; later SYNs go unanswered
+        out, err, code = yield self.curl("--socks5", f"127.0.0.1:{self.socks_port}",
+                                         f"http://127.0.0.1:{silent.getsockname()[1]}/")
+        self.assertEqual(code, 97)
+        self.assertIn(b"(6)", err)
+
+    @defer.inlineCallbacks
     def test_parallel(self) -> Any:
         results = yield defer.gatherResults([
             self.curl("--socks5-hostname", f"127.0.0.1:{self.socks_port}",
@@ -168,7 +184,7 @@ class HalfCloseTests(ServiceTestBase):
         """The client sends, shuts its write side, and still receives the whole reply."""
         server = reactor.listenTCP(0, Factory.forProtocol(ReplyAfterEOF), interface="127.0.0.1")
         self.addCleanup(server.stopListening)
-        request = os.urandom(300_000)
+        request = os.urandom(4_000_000)
 
         def client() -> bytes:
             with socks_connect(self.socks_port, "127.0.0.1", server.getHost().port) as sock:
