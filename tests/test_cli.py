@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -55,6 +56,7 @@ class CLITestCase(SynchronousTestCase):
     def run_cli(self, *argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         self.patch(sys, "stderr", err)
+        self.patch(sys, "stdout", out)
         status = cli.main(list(argv), out)
         return status, out.getvalue(), err.getvalue()
 
@@ -83,6 +85,14 @@ class SimpleCommandTests(CLITestCase):
         self.assertIn("invalid choice", self.usage_error("frobnicate"))
         self.assertIn("required", self.usage_error("link"))
         self.assertIn("invalid choice", self.usage_error("config", "server", "--transport", "h2"))
+
+    def test_console_script(self) -> None:
+        """``vtwist`` is installed (pyproject's console script; tools/test.sh installs it)."""
+        exe = shutil.which("vtwist")
+        self.assertIsNotNone(exe, "the vtwist console script is not installed: pip install -e .")
+        done = subprocess.run([exe, "uuid"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        uuid.UUID(done.stdout.strip())
 
     def test_module_and_script_entry(self) -> None:
         env = {**os.environ, "PYTHONPATH": ROOT}
@@ -300,6 +310,27 @@ class ConfigCommandTests(CLITestCase):
         ):
             self.assertEqual(self.run_cli("config", "server", *extra),
                              (2, "", f"vtwist: {message}\n"), extra)
+
+
+class RealCheckTests(CLITestCase):
+    """``check`` with the real runner on the configs this CLI generates."""
+
+    def test_generated_configs_check_ok(self) -> None:
+        for extra in (["--transport", "kcp", "--header", "dtls"], ["--transport", "ws", "--tls"],
+                      ["--transport", "tcp", "--header", "http"]):
+            path = self.mktemp()
+            status, out, err = self.run_cli("config", "server", *extra, "-o", path)
+            self.assertEqual(status, 0, err)
+            self.assertEqual(self.run_cli("check", path)[:2], (0, "Configuration OK.\n"))
+            client = self.mktemp()
+            self.assertEqual(self.run_cli("config", "from-link", out.strip(), "-o", client)[0], 0)
+            self.assertEqual(self.run_cli("check", client)[:2], (0, "Configuration OK.\n"))
+
+    def test_invalid_config_fails(self) -> None:
+        path = self.write(json.dumps({"outbounds": [{"protocol": "carrier-pigeon"}]}))
+        status, out, err = self.run_cli("check", path)
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("carrier-pigeon", err)
 
 
 class RunCheckTests(CLITestCase):
