@@ -98,6 +98,33 @@ class EchoTests(TransportTestCase):
         self.assertEqual(await app.done, b"who am i")
 
 
+    async def test_half_close_is_noop_over_tls(self) -> None:
+        server = stream_settings(self.fx.settings("https", inbound=True), inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+                                 Factory.forProtocol(Echo))
+        client = stream_settings(self.fx.settings("https", inbound=False), inbound=False)
+        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
+        app = await endpoint.connect(Factory.forProtocol(lambda: Collect(b"")))
+        app.transport.loseWriteConnection()  # TLS below: nothing to half-close, no error
+        app.transport.write(b"still open")
+        self.assertEqual(await app.done, b"still open")
+
+    async def test_sni_picks_certificate(self) -> None:
+        a = self.fx.ca.issue("a.test")
+        b = self.fx.ca.issue("b.test")
+        files = [x.write(self.fx.dir, name) for x, name in ((a, "a"), (b, "b"))]
+        server = stream_settings({"security": "tls", "tlsSettings": {"certificates": [
+            {"certificateFile": c, "keyFile": k} for c, k in files]}}, inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+                                 Factory.forProtocol(Echo))
+        for name in ("a.test", "b.test"):
+            client = stream_settings({"security": "tls",
+                                      "tlsSettings": self.fx.tls_client(name)}, False)
+            endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port,
+                                              client)
+            await self.transfer(endpoint, 1000)
+
+
 class ProxyProtocolTests(TransportTestCase):
     """acceptProxyProtocol: getPeer() through every layer reports the address in the header."""
 

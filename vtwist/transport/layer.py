@@ -227,8 +227,8 @@ class Layer(Protocol):
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
-        """The consumer is gone: close."""
-        self.transport.stopProducing()
+        """The consumer is gone: close (gracefully, at this layer too)."""
+        self.loseConnection()
 
     def logPrefix(self) -> str:
         """Log lines name the layer."""
@@ -254,8 +254,10 @@ class HalfCloseLayer(Layer):
             self.app.writeConnectionLost()
 
     def loseWriteConnection(self) -> None:
-        """Half-close: we send no more, the peer may go on."""
-        self.transport.loseWriteConnection()
+        """Half-close: we send no more, the peer may go on (a no-op over TLS or ws)."""
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
 
 
 class LayerFactory(Factory):
