@@ -125,6 +125,23 @@ class EchoTests(TransportTestCase):
             await self.transfer(endpoint, 1000)
 
 
+    async def test_wss_ipv6(self) -> None:
+        cert = self.fx.ca.issue("::1")
+        cert_file, key_file = cert.write(self.fx.dir, "v6")
+        server_json = self.fx.settings("wss", inbound=True)
+        server_json["tlsSettings"] = {"certificates": [{"certificateFile": cert_file,
+                                                        "keyFile": key_file}]}
+        server = stream_settings(server_json, inbound=True)
+        port = await self.listen(stream.server_endpoint(reactor, "::1", 0, server),
+                                 Factory.forProtocol(Echo))
+        client_json = self.fx.settings("wss", inbound=False)
+        client_json["tlsSettings"] = self.fx.tls_client("")  # checks the IP SAN ::1
+        client_json["wsSettings"].pop("headers")  # Host: [::1]:port
+        client = stream_settings(client_json, inbound=False)
+        endpoint = stream.client_endpoint(reactor, "::1", port.getHost().port, client)
+        await self.transfer(endpoint, 100000)
+
+
 class ProxyProtocolTests(TransportTestCase):
     """acceptProxyProtocol: getPeer() through every layer reports the address in the header."""
 
