@@ -182,6 +182,13 @@ class LinkCommandTests(CLITestCase):
         if decoded:
             self.assertEqual(decoded, DESIGN_LINK)
 
+    def test_qr_light_background(self) -> None:
+        status, out, _ = self.run_cli("link", "qr", "--light", DESIGN_LINK)
+        self.assertEqual(status, 0)
+        inverted = [[not m for m in row] for row in terminal_to_matrix(out)]
+        expected = qr.qr_matrix(DESIGN_LINK)
+        self.assertEqual(inverted[:len(expected)], expected)
+
     def test_qr_png_decodes(self) -> None:
         path = self.mktemp()
         status, out, err = self.run_cli("link", "qr", DESIGN_LINK, "--png", path, "--scale", "3")

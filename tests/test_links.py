@@ -528,12 +528,12 @@ def vmess_links(draw: st.DrawFn, url_form: bool = False) -> VmessLink:
 class PropertyTests(SynchronousTestCase):
     """Round trips for every supported combination."""
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(vmess_links())
     def test_link_text_round_trip(self, link: VmessLink) -> None:
         self.assertEqual(parse_link(link.to_link()), link)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(vmess_links())
     def test_outbound_round_trip(self, link: VmessLink) -> None:
         canonical = link.canonical()
@@ -545,14 +545,14 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(canonical.to_outbound(), outbound)
         self.assertEqual(canonical.canonical(), canonical)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(vmess_links(url_form=True))
     def test_url_round_trip(self, link: VmessLink) -> None:
         canonical = link.canonical()
         self.assertEqual(parse_link(canonical.to_url()), canonical)
         self.assertEqual(parse_link(link.to_url()), canonical)
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(vmess_links(), st.booleans(), st.booleans(), st.booleans())
     def test_encoding_variants(self, link: VmessLink, numbers: bool, urlsafe: bool,
                                pad: bool) -> None:
@@ -567,7 +567,7 @@ class PropertyTests(SynchronousTestCase):
         body = links.encode_subscription([i.to_link() for i in items])
         self.assertEqual(links.parse_subscription(body, self.fail), items)
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(st.text(max_size=60))
     def test_garbage_gives_link_error(self, text: str) -> None:
         for candidate in (text, "vmess://" + text):

@@ -153,7 +153,7 @@ def cmd_link_qr(args: argparse.Namespace, out: TextIO) -> int:
             raise CLIError(f"cannot write {args.png}: {e.strerror}") from None
         print(f"wrote {args.png} ({len(matrix)}x{len(matrix)} modules)", file=sys.stderr)
     else:
-        out.write(render_terminal(matrix))
+        out.write(render_terminal(matrix, dark_background=not args.light))
     return 0
 
 
@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("link", metavar="LINK")
     p.add_argument("--png", metavar="FILE", help="write a PNG instead of drawing")
     p.add_argument("--scale", type=int, default=8, help="PNG pixels per module (default 8)")
+    p.add_argument("--light", action="store_true", help="draw for a light terminal background")
     p.set_defaults(func=cmd_link_qr)
 
     cfg = sub.add_parser("config", help="make configs: a client from a link, or a server")

@@ -24,8 +24,13 @@ def qr_matrix(text: str, border: int = 4) -> Matrix:
     return [[bool(m) for m in row] for row in code.get_matrix()]
 
 
-def render_terminal(matrix: Matrix) -> str:
-    """Two module rows per text line with half blocks, light modules drawn (dark terminals)."""
+def render_terminal(matrix: Matrix, dark_background: bool = True) -> str:
+    """Two module rows per text line with half blocks.
+
+    On a dark background the light modules are drawn as ink; otherwise the dark ones.
+    """
+    if not dark_background:
+        matrix = [[not m for m in row] for row in matrix]
     lines = []
     rows = matrix + ([[False] * len(matrix[0])] if len(matrix) % 2 else [])
     for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
