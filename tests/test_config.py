@@ -25,6 +25,9 @@ def config(**extra):
     return base
 
 
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
 class CommentTests(SynchronousTestCase):
     def test_line_block_and_hash_comments(self) -> None:
         text = """{
@@ -162,7 +165,7 @@ class CheckCommandTests(SynchronousTestCase):
         return path
 
     def run_twistd(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "twisted", "vtwist", *args],
+        return subprocess.run([*TWISTD, "vtwist", *args],
                               capture_output=True, text=True, timeout=60, check=False)
 
     def test_valid(self) -> None:

@@ -190,3 +190,4 @@ class RelayProtocolFactory(Factory):
     """Builds :class:`RelayProtocol` for an outbound connection."""
 
     protocol = RelayProtocol
+    noisy = False

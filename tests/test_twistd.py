@@ -1,0 +1,111 @@
+"""The twistd plugin and the service tree, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import Data
+
+from tests.netutil import free_port, wait_for_port
+from vtwist.config.loader import parse_config
+from vtwist.service import build_service
+
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class TwistdTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        root = Resource()
+        root.putChild(b"hello", Data(b"hello via twistd\n", "text/plain"))
+        web = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        self.addCleanup(web.stopListening)
+        self.web_port = web.getHost().port
+
+    @defer.inlineCallbacks
+    def test_run_curl_and_stop(self) -> Any:
+        """``twistd -n vtwist -c FILE`` serves SOCKS5, logs access lines, stops on SIGTERM."""
+        socks_port = free_port()
+        fd, path = tempfile.mkstemp(suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"log": {"loglevel": "info"},
+                       "inbounds": [{"tag": "socks-in", "protocol": "socks",
+                                     "listen": "127.0.0.1", "port": socks_port}],
+                       "outbounds": [{"tag": "direct", "protocol": "freedom"}]}, f)
+        self.addCleanup(os.unlink, path)
+        out = tempfile.TemporaryFile()
+        proc = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "vtwist", "-c", path],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
+
+        def cleanup() -> None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.addCleanup(cleanup)
+        wait_for_port(socks_port)
+        body, err, code = yield getProcessOutputAndValue(
+            "curl", ["-sS", "--max-time", "10", "--socks5-hostname",
+                     f"127.0.0.1:{socks_port}", f"http://localhost:{self.web_port}/hello"],
+            env=dict(os.environ))
+        self.assertEqual((body, code), (b"hello via twistd\n", 0), err)
+        proc.send_signal(signal.SIGTERM)
+        # twistd shuts down cleanly, then re-raises SIGTERM to report how it ended.
+        self.assertIn(proc.wait(timeout=20), (0, -signal.SIGTERM))
+        out.seek(0)
+        log = out.read().decode()
+        self.assertIn(f"accepted tcp:localhost:{self.web_port} [socks-in >> direct]", log)
+        self.assertIn("Server Shut Down.", log)
+        self.assertNotIn("Traceback", log)
+
+
+class _Hold(Protocol):
+    lost: defer.Deferred[None]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+class ServiceStopTests(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_stop_closes_listeners_and_connections(self) -> Any:
+        """Stopping the MultiService stops listening and closes open relays cleanly."""
+        target = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(target.stopListening)
+        socks_port = free_port()
+        service = build_service(parse_config({
+            "inbounds": [{"tag": "in", "protocol": "socks", "listen": "127.0.0.1",
+                          "port": socks_port}],
+            "outbounds": [{"protocol": "freedom"}]}), reactor)
+        service.startService()
+        yield service.whenListening()
+
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        client = _Hold()
+        client.lost = defer.Deferred()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", socks_port), client)
+        port = target.getHost().port
+        client.transport.write(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01"
+                               + port.to_bytes(2, "big"))
+        yield service.stopService()
+        yield client.lost
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", socks_port), timeout=1).close()
