@@ -21,6 +21,7 @@ from tests.interop.kcp_support import (
     wait_started,
 )
 from tests.interop.transport_support import Echo, TransportTestCase, wait_port
+from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint
 from vtwist.transport.kcp.session import State
@@ -128,3 +129,54 @@ class KCPRawInteropTests(TransportTestCase):
     def test_v2ray_client_srtp(self) -> defer.Deferred:
         return defer.ensureDeferred(self._from_v2ray("srtp", None, 300_000))
 
+
+
+class KCPLossyInteropTests(TransportTestCase):
+    """10 MB each way through 10% loss with reordering and duplication, against V2Ray."""
+
+    timeout = 120
+
+    IMPAIR = dict(loss=0.10, delay=0.002, jitter=0.002, reorder=0.05, reorder_gap=0.004,
+                  duplicate=0.05)
+
+    async def _relay(self, target_port: int) -> tuple[UDPImpairmentRelay, int]:
+        imp = Impairment(**self.IMPAIR)
+        relay = UDPImpairmentRelay(reactor, ("127.0.0.1", target_port), imp, imp, seed=11)
+        port = relay.start()
+        self.addCleanup(relay.stop)
+        return relay, port
+
+    def _check_relay(self, relay: UDPImpairmentRelay) -> None:
+        for d in relay.stats.values():
+            self.assertGreater(d.dropped, 0)
+            self.assertGreater(d.duplicated, 0)
+            self.assertGreater(d.reordered, 0)
+
+    def test_vtwist_client_to_v2ray_lossy(self) -> defer.Deferred:
+        async def run() -> None:
+            echo = await self.echo_server()
+            kport = free_udp_port()
+            proc = self.v2ray(kcp_inbound_to_tcp(kport, echo, kcp_settings("dtls")))
+            await wait_started(proc)
+            relay, rport = await self._relay(kport)
+            ep = KCPClientEndpoint(reactor, "127.0.0.1", rport, KCPConfig(header_type="dtls"),
+                                   linger=LINGER)
+            client = await self.transfer(ep, 10_000_000)
+            await client.transport.terminated
+            self._check_relay(relay)
+        return defer.ensureDeferred(run())
+
+    def test_v2ray_client_to_vtwist_lossy(self) -> defer.Deferred:
+        async def run() -> None:
+            kport = free_udp_port()
+            port = await self.listen(
+                KCPServerEndpoint(reactor, kport, "127.0.0.1", KCPConfig(header_type="dtls")),
+                protocol.Factory.forProtocol(Echo))
+            relay, rport = await self._relay(kport)
+            tport = free_udp_port()
+            proc = self.v2ray(tcp_inbound_to_kcp(tport, rport, kcp_settings("dtls")))
+            await wait_port(tport, proc)
+            await self.transfer(TCP4ClientEndpoint(reactor, "127.0.0.1", tport), 10_000_000)
+            self._check_relay(relay)
+            self.assertEqual(port.listener.packer.auth_failures, 0)
+        return defer.ensureDeferred(run())
