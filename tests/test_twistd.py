@@ -23,7 +23,6 @@ from tests.netutil import free_port, wait_for_port
 from vtwist.config.loader import parse_config
 from vtwist.service import build_service
 
-
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
