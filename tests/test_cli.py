@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +18,8 @@ from tests.test_links import DESIGN_LINK, UID, b64link, fields
 from vtwist import cli, links, qr, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The design link pointed at loopback: used wherever a command could start something.
+LOCAL_LINK = replace(links.parse_link(DESIGN_LINK), add="127.0.0.1").to_link()
 
 
 def decode_qr(matrix: list[list[bool]]) -> str:
@@ -348,11 +351,11 @@ class RunCheckTests(CLITestCase):
         self.patch(runner, "run_config", lambda config: self.ran.append(config) or 0)
 
     def test_run_link(self) -> None:
-        self.assertEqual(self.run_cli("run", "--link", DESIGN_LINK), (0, "", ""))
-        self.assertEqual(self.ran, [links.client_config_from_link(DESIGN_LINK)])
+        self.assertEqual(self.run_cli("run", "--link", LOCAL_LINK), (0, "", ""))
+        self.assertEqual(self.ran, [links.client_config_from_link(LOCAL_LINK)])
 
     def test_run_link_socks(self) -> None:
-        self.run_cli("run", "--link", DESIGN_LINK, "--socks", "127.0.0.1:9999")
+        self.run_cli("run", "--link", LOCAL_LINK, "--socks", "127.0.0.1:9999")
         self.assertEqual(self.ran[0]["inbounds"][0]["port"], 9999)
 
     def test_run_subscription(self) -> None:
@@ -368,7 +371,7 @@ class RunCheckTests(CLITestCase):
         self.assertEqual(self.ran[1]["outbounds"][0]["tag"], "a")
 
     def test_run_config_and_default(self) -> None:
-        config = links.client_config_from_link(DESIGN_LINK)
+        config = links.client_config_from_link(LOCAL_LINK)
         path = self.write(json.dumps(config))
         self.run_cli("run", "--config", path)
         self.run_cli("run")
@@ -376,9 +379,9 @@ class RunCheckTests(CLITestCase):
 
     def test_run_errors(self) -> None:
         for argv, status, message in (
-            (["--link", DESIGN_LINK, "--config", "x"], 2,
+            (["--link", LOCAL_LINK, "--config", "x"], 2,
              "use only one of --config, --link, --subscription"),
-            (["--link", DESIGN_LINK, "--pick", "x"], 2, "--pick goes with --subscription"),
+            (["--link", LOCAL_LINK, "--pick", "x"], 2, "--pick goes with --subscription"),
             (["--config", "x", "--socks", "1"], 2,
              "--socks goes with --link or --subscription (a config names its inbounds)"),
             (["--link", "vmess://e30"], 2, "invalid vmess link: add: is missing (the server "
@@ -398,7 +401,7 @@ class RunCheckTests(CLITestCase):
 
     def test_run_status_passes_through(self) -> None:
         self.patch(runner, "run_config", lambda config: 3)
-        self.assertEqual(self.run_cli("run", "--link", DESIGN_LINK)[0], 3)
+        self.assertEqual(self.run_cli("run", "--link", LOCAL_LINK)[0], 3)
 
     def test_check_delegates(self) -> None:
         checked: list[dict[str, Any]] = []
