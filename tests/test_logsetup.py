@@ -1,0 +1,55 @@
+"""Log configuration: levels for the error log, access lines to their own file."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+from twisted.logger import Logger, LogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from vtwist.config.model import LogConfig
+from vtwist.logsetup import file_observers, observers
+
+
+class LogSetupTests(SynchronousTestCase):
+    def publish(self, config: LogConfig, out: io.StringIO) -> None:
+        publisher = LogPublisher(*observers(config, out))
+        Logger(namespace="vtwist.test", observer=publisher).debug("debug line")
+        Logger(namespace="vtwist.test", observer=publisher).warn("warn line")
+        Logger(namespace="vtwist.access", observer=publisher).info(
+            "from 127.0.0.1:1 accepted tcp:a:1 [in >> out]")
+
+    def test_levels(self) -> None:
+        out = io.StringIO()
+        self.publish(LogConfig(loglevel="warning"), out)
+        text = out.getvalue()
+        self.assertIn("warn line", text)
+        self.assertNotIn("debug line", text)
+        self.assertIn("accepted tcp:a:1 [in >> out]", text)
+
+    def test_debug_and_none(self) -> None:
+        out = io.StringIO()
+        self.publish(LogConfig(loglevel="debug"), out)
+        self.assertIn("debug line", out.getvalue())
+        out = io.StringIO()
+        self.publish(LogConfig(loglevel="none"), out)
+        self.assertNotIn("warn line", out.getvalue())
+        self.assertIn("accepted", out.getvalue())
+
+    def test_files(self) -> None:
+        directory = tempfile.mkdtemp()
+        access = os.path.join(directory, "access.log")
+        error = os.path.join(directory, "error.log")
+        out = io.StringIO()
+        self.publish(LogConfig(loglevel="info", access=access, error=error), out)
+        self.assertEqual(out.getvalue(), "")
+        with open(access) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(lines[0], r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d from 127.0.0.1:1 accepted")
+        with open(error) as f:
+            self.assertIn("warn line", f.read())
+        self.assertEqual(len(file_observers(LogConfig(access=access))), 1)
+        self.assertEqual(file_observers(LogConfig()), [])
