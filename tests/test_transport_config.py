@@ -104,6 +104,10 @@ class TLSConfigTests(SynchronousTestCase):
         _, warnings = self.tls([], inbound=False, disableSystemRoot=True)
         self.assertEqual(len(warnings), 1)
 
+    def test_pinning_warns(self) -> None:
+        _, warnings = self.tls([], inbound=False, pinnedPeerCertificateChainSha256=["x"])
+        self.assertIn("not supported", warnings[0])
+
     def test_unknown_field_warns(self) -> None:
         _, warnings = self.tls([], inbound=False, serverNme="x")
         self.assertIn("serverNme", warnings[0])

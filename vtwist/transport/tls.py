@@ -138,8 +138,9 @@ def parse_tls_settings(node: Node, inbound: bool) -> TLSSettings:
     settings.allow_insecure = node.bool("allowInsecure", False)
     settings.disable_system_root = node.bool("disableSystemRoot", False)
     node.bool("enableSessionResumption", False)
-    node.has("allowInsecureCiphers")
-    node.has("pinnedPeerCertificateChainSha256")
+    for later in ("pinnedPeerCertificateChainSha256", "allowInsecureCiphers", "fingerprint"):
+        if node.has(later):
+            node.warn(f"{later} is not in V2Ray 4.34 and not supported by vtwist; ignored")
     for item in node.get("certificates", []).items():
         settings.certificates.append(_parse_certificate(item, inbound))
     if inbound and not settings.server_certificates:
