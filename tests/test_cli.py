@@ -116,6 +116,17 @@ class LinkCommandTests(CLITestCase):
         self.assertEqual(json.loads(out), links.link_to_outbound(DESIGN_LINK))
         self.assertTrue(out.startswith("{\n  \"protocol\": \"vmess\""))
 
+    def test_decode_notes_ignored_fields(self) -> None:
+        link = b64link(fields(net="ws", type="dtls", sni="s", fp="chrome", allowInsecure=True))
+        status, _, err = self.run_cli("link", "decode", link)
+        self.assertEqual(status, 0)
+        self.assertEqual(err.splitlines(), [
+            "warning: fp 'chrome': V2Ray 4.34 has no TLS fingerprint setting; ignored",
+            "warning: sni 's' means nothing for ws; ignored",
+            "warning: type 'dtls' means nothing for ws; ignored",
+            "warning: allowInsecure without tls; ignored",
+        ])
+
     def test_decode_fields(self) -> None:
         status, out, _ = self.run_cli("link", "decode", "--fields", DESIGN_LINK)
         self.assertEqual(status, 0)

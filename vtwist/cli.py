@@ -121,6 +121,8 @@ def cmd_link_decode(args: argparse.Namespace, out: TextIO) -> int:
 
     link = parse_link(_link_arg(args.link))
     _dump(link.to_json() if args.fields else link.to_outbound(), out)
+    for note in link.ignored():
+        _warn(note)
     return 0
 
 

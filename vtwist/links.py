@@ -129,6 +129,22 @@ class VmessLink:
         return replace(self, v="2", type=header, host=host, path=path, sni=sni, alpn=alpn,
                        allow_insecure=insecure, fp="")
 
+    def ignored(self) -> list[str]:
+        """Notes on fields this link sets that its outbound cannot use (for warnings)."""
+        link = self.canonical()
+        notes = []
+        if self.fp:
+            notes.append(f"fp {self.fp!r}: V2Ray 4.34 has no TLS fingerprint setting; ignored")
+        for name in ("host", "path", "sni", "alpn"):
+            if getattr(self, name) and not getattr(link, name):
+                notes.append(f"{name} {getattr(self, name)!r} means nothing for "
+                             f"{self.net}{'+tls' if self.tls else ''}; ignored")
+        if self.type != link.type:
+            notes.append(f"type {self.type!r} means nothing for {self.net}; ignored")
+        if self.allow_insecure and not link.allow_insecure:
+            notes.append("allowInsecure without tls; ignored")
+        return notes
+
     # -- outbound ----------------------------------------------------------
     def to_outbound(self, tag: str | None = None) -> dict[str, Any]:
         """The V2Ray 4.34 outbound dict (``tag`` defaults to ``ps``; omitted when empty)."""
