@@ -73,7 +73,7 @@ class UDPAssociation(DatagramProtocol):
         """A datagram from the client: check its origin, decode it, send it on."""
         if self.closed:
             return
-        if normalize_host(addr[0]) != self.client_host:
+        if addr != self.client_addr and normalize_host(addr[0]) != self.client_host:
             self.dropped += 1
             log.debug("UDP from {addr} dropped: not the association's client", addr=addr)
             return
