@@ -12,8 +12,10 @@ from typing import Any
 
 from twisted.internet import error
 from twisted.internet.address import IPv6Address
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.address import Destination
@@ -399,3 +401,61 @@ class MiscTests(SynchronousTestCase):
         self.assertEqual(format_address(IPv6Address("TCP", "::1", 5)), "[::1]:5")
         self.assertEqual(format_address(IPv6Address("TCP", "::ffff:1.2.3.4", 5)), "1.2.3.4:5")
         self.assertEqual(format_address(None), "unknown")
+
+
+class _Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+class _Client(Protocol):
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+class IOSimTests(SynchronousTestCase):
+    """Client, proxy and target joined by iosim pumps: the whole path in memory."""
+
+    def test_echo_through_the_proxy_then_close(self) -> None:
+        clock = Clock()
+        outbound = FakeOutbound()
+        factory = SocksServerFactory(clock, Dispatcher([outbound]), policy=POLICY)
+        server = factory.buildProtocol(None)
+        client = _Client()
+        front = iosim.connect(server, iosim.makeFakeServer(server), client,
+                              iosim.makeFakeClient(client), clock=clock)
+        client.transport.write(GREETING + connect_request("192.0.2.7", 7) + b"hello ")
+        front.flush()
+        pending = outbound.connects[0]
+        relay_side = pending.factory.buildProtocol(None)
+        target = _Echo()
+        back = iosim.connect(target, iosim.makeFakeServer(target), relay_side,
+                             iosim.makeFakeClient(relay_side), clock=clock)
+        pending.deferred.callback(relay_side)
+
+        def pump() -> None:
+            for _ in range(50):
+                if not (front.pump() | back.pump()):
+                    return
+
+        pump()
+        client.transport.write(b"world")
+        pump()
+        self.assertEqual(client.received[:2], OK_METHOD)
+        reply = codec.parse_reply(client.received[2:])
+        self.assertEqual(reply[0], 0)
+        self.assertEqual(client.received[2 + reply[3]:], b"hello world")
+        client.transport.loseConnection()
+        pump()
+        self.assertTrue(target.lost)
+        self.assertEqual(clock.getDelayedCalls(), [])
