@@ -26,6 +26,8 @@ from vtwist.config.loader import parse_config
 from vtwist.proxy.socks import codec
 from vtwist.service import build_service
 
+from .socks_helpers import LogCapture
+
 TIMEOUT = 10
 BIG = os.urandom(1 << 20)
 
@@ -147,10 +149,16 @@ class CurlTests(ServiceTestBase):
     def test_refused_target(self) -> Any:
         """A closed port: curl reports the proxy's "connection refused" reply (5)."""
         dead = free_port()
+        logs = LogCapture()
+        self.addCleanup(logs.stop)
         out, err, code = yield self.curl("--socks5", f"127.0.0.1:{self.socks_port}",
                                          f"http://127.0.0.1:{dead}/")
         self.assertEqual(code, 97)
         self.assertIn(b"(5)", err)
+        # One line says why (besides the access line); no traceback.
+        [line] = logs.lines()
+        self.assertIn("connection refused", line)
+        self.assertEqual(logs.failures(), [])
 
     @defer.inlineCallbacks
     def test_target_never_answers(self) -> Any:
