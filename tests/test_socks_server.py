@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import error
 from twisted.internet.address import IPv6Address
 from twisted.internet.protocol import Protocol
@@ -459,3 +461,38 @@ class IOSimTests(SynchronousTestCase):
         pump()
         self.assertTrue(target.lost)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class FuzzTests(SynchronousTestCase):
+    """Arbitrary client bytes, however they end: at most one line, nothing left behind."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([
+        GREETING, codec.client_greeting((2,)), connect_request(), b"\x05\x01\x00\x03",
+        codec.client_credentials(b"alice", b"secret"), codec.client_request4(1, "a.b", 1)])),
+        max_size=6), st.sampled_from(["fin", "timeout", "lost"]), st.booleans())
+    def test_random_input(self, chunks: list[bytes], ending: str, auth: bool) -> None:
+        clock = Clock()
+        outbound = FakeOutbound()
+        factory = SocksServerFactory(clock, Dispatcher([outbound]), policy=POLICY,
+                                     accounts={b"alice": b"secret"} if auth else None)
+        protocol = factory.buildProtocol(None)
+        transport = HalfCloseTransport()
+        logs = LogCapture()
+        try:
+            protocol.makeConnection(transport)
+            for chunk in chunks:
+                protocol.dataReceived(chunk)
+            if ending == "fin":
+                protocol.readConnectionLost()
+            elif ending == "timeout":
+                clock.advance(POLICY.handshake + factory.connect_timeout + 1)
+                self.assertTrue(transport.disconnecting)  # nobody lingers past the timeouts
+            protocol.connectionLost(Failure(error.ConnectionDone()))
+            self.assertEqual(clock.getDelayedCalls(), [])
+            for pending in outbound.connects:
+                self.assertTrue(pending.cancelled or pending.deferred.called)
+            self.assertLessEqual(len(logs.lines()), 1, logs.lines())
+            self.assertEqual(logs.failures(), [])
+        finally:
+            logs.stop()
