@@ -61,6 +61,9 @@ class VMessServerState:
     def __init__(self, accounts: list[Account], legacy: bool = True,
                  disable_insecure: bool = False, guard: ProbeGuard | None = None) -> None:
         self.users = UserTable(accounts, legacy=legacy)
+        if legacy and accounts:
+            # Build the legacy hash table now rather than stall on the first legacy header.
+            self.users.legacy_table.update(time.time())
         self.auth_filter = AuthIDFilter()
         self.sessions = SessionHistory()
         self.disable_insecure = disable_insecure
@@ -98,6 +101,8 @@ class VMessServerProtocol(Protocol):
     def connectionMade(self) -> None:
         """Start the handshake deadline."""
         f = self.factory
+        f.protocols.add(self)
+        self._start = self.reactor.seconds()
         self.handshake = ServerHandshake(f.state.users, f.state.auth_filter,
                                          f.state.sessions, clock=f.now)
         self._timer = self.reactor.callLater(f.policy.level(0).handshake, self._timeout)
@@ -261,7 +266,7 @@ class VMessServerProtocol(Protocol):
 
     # -- probes ----------------------------------------------------------------------------
     def _probe(self, reason: str) -> None:
-        """Never answer: discard input, FIN after a random delay, keep reading till EOF."""
+        """Never answer: discard input, FIN after a bounded random delay, read until EOF."""
         self._cancelTimer()
         self.state = _PROBE
         guard = self.factory.state.guard
@@ -273,7 +278,11 @@ class VMessServerProtocol(Protocol):
             return
         guard.held += 1
         self._held = True
-        self._timer = self.reactor.callLater(guard.delay(), self._probeFin)
+        # FIN at start + handshake deadline + random delay, whenever (and whether) a verdict
+        # was reached: the timing tells a prober nothing about its bytes.
+        deadline = self._start + self.factory.policy.level(0).handshake
+        wait = max(0.0, deadline - self.reactor.seconds()) + guard.delay()
+        self._timer = self.reactor.callLater(wait, self._probeFin)
 
     def _probeFin(self) -> None:
         self._timer = self.reactor.callLater(self.factory.state.guard.linger,
@@ -313,6 +322,7 @@ class VMessServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Release everything this connection held."""
+        self.factory.protocols.discard(self)
         self._cancelTimer()
         if self._held:
             self._held = False
@@ -345,6 +355,8 @@ class VMessServerFactory(Factory):
         self.tag = tag
         self.now = now or time.time
         self.refused = 0
+        #: live connections (for shutdown and tests)
+        self.protocols: set[VMessServerProtocol] = set()
         #: accepted requests by (AEAD header?, security value, command)
         self.accepted: Counter[tuple[bool, int, int]] = Counter()
 
