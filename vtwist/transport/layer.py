@@ -67,7 +67,13 @@ class Layer(Protocol):
 
     # -- lower side ---------------------------------------------------------------
     def connectionMade(self) -> None:
-        """Start the handshake (and its timer)."""
+        """Start the handshake (and its timer). Nagle is off, as in Go: handshakes are small."""
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            try:
+                no_delay(True)
+            except OSError:  # pragma: no cover - not a TCP socket after all
+                pass
         if self.handshakeTimeout is not None:
             clock = self.clock or _default_clock()
             self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)
