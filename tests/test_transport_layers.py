@@ -478,3 +478,39 @@ class HTTPHeaderTests(SynchronousTestCase):
         pump.flush()
         self.assertEqual(bytes(app.data), b"ping")
         self.assertTrue(hasattr(app.transport, "loseWriteConnection"))
+
+
+class WSFramingProperties(SynchronousTestCase):
+    """Whatever the message sizes and however TCP splits the bytes, the stream is intact."""
+
+    def test_any_split(self) -> None:
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        @settings(max_examples=60, deadline=None)
+        @given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=8),
+               st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=20),
+               st.booleans())
+        def check(messages: list[bytes], cuts: list[int], fragment: bool) -> None:
+            apps = Recording()
+            layer = WSServerLayer(apps.factory(), WSSettings(path="/ws"), Clock())
+            transport = StringTransport()
+            layer.makeConnection(transport)
+            wire = upgrade_request()
+            for m in messages:
+                if fragment and len(m) > 1:
+                    half = len(m) // 2
+                    wire += masked_frame(2, m[:half], fin=False) + masked_frame(0, m[half:])
+                else:
+                    wire += masked_frame(2, m)
+            i = 0
+            for cut in cuts * (len(wire) // max(1, sum(cuts)) + 1):
+                if i >= len(wire):
+                    break
+                layer.dataReceived(wire[i:i + cut])
+                i += cut
+            if i < len(wire):
+                layer.dataReceived(wire[i:])
+            self.assertEqual(bytes(apps.built[0].data), b"".join(messages))
+
+        check()
