@@ -114,6 +114,7 @@ class KCPTransport:
         self._timer: Any = None
         self._timer_at: float | None = None
         self._in_flush = False
+        self._flush_again = False
         self.producer: Any = None
         #: Fires (with None) once the session is Terminated and its resources are freed.
         self.terminated: defer.Deferred = defer.Deferred()
@@ -214,7 +215,9 @@ class KCPTransport:
     # ---------------------------------------------------------------- engine
     def schedule_flush(self) -> None:
         """Run :meth:`flush` once at the end of this reactor iteration."""
-        if self._flush_call is None and not self._in_flush:
+        if self._in_flush:
+            self._flush_again = True
+        elif self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
 
     def segments_received(self, segments: list, now: float) -> None:
@@ -246,10 +249,15 @@ class KCPTransport:
         finally:
             self._in_flush = False
         self._after_flush()
+        if self._flush_again:
+            self._flush_again = False
+            if not self.disconnected:
+                self.schedule_flush()
 
     def _deliver(self) -> None:
         session = self.session
-        while not self._paused and self.protocol is not None and not self._lost_sent:
+        while (not self._paused and not self.disconnecting and self.protocol is not None
+               and not self._lost_sent):
             chunks = session.read()
             if not chunks:
                 break
