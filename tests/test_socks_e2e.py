@@ -327,6 +327,18 @@ class RawClientTests(ServiceTestBase):
         self.assertTrue(data.endswith(b"hello through socks\n"))
 
     @defer.inlineCallbacks
+    def test_nagle_off_both_sides(self) -> Any:
+        """Like V2Ray (Go's default), relayed sockets have TCP_NODELAY set."""
+        sock = yield threads.deferToThread(socks_connect, self.socks_port, "127.0.0.1",
+                                           self.web_port)
+        self.addCleanup(sock.close)
+        [protocol] = list(self.service.inbound_services[0].connections)
+        relay = protocol.relay
+        for transport in relay.transports:
+            handle = transport.getHandle()
+            self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    @defer.inlineCallbacks
     def test_ipv6_target(self) -> Any:
         try:
             server = reactor.listenTCP(0, Factory.forProtocol(ReplyAfterEOF), interface="::1")

@@ -86,6 +86,16 @@ def format_address(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _no_delay(transport: Any) -> None:
+    """Disable Nagle (as Go, hence V2Ray, does): relayed small writes must not wait."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        try:
+            set_no_delay(True)
+        except OSError:
+            pass
+
+
 class Phase(Enum):
     """Lifecycle of one SOCKS connection."""
 
@@ -118,6 +128,7 @@ class SocksServerProtocol(Protocol):
     def connectionMade(self) -> None:
         """Start the handshake clock."""
         self.source = format_address(self.transport.getPeer())
+        _no_delay(self.transport)
         self._timer = self.factory.reactor.callLater(
             self.factory.policy.handshake, self._handshakeTimeout)
 
@@ -279,6 +290,7 @@ class SocksServerProtocol(Protocol):
         if self.phase is not Phase.CONNECTING:  # the client left meanwhile
             outbound.transport.loseConnection()
             return
+        _no_delay(outbound.transport)
         bound = outbound.transport.getHost()
         host = getattr(bound, "host", None)
         host = normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
