@@ -5,7 +5,7 @@ process-wide counter (random start, +1 per dial), like V2Ray's dialer.  Endpoint
 
 * server: ``kcp:port=9000[:interface=127.0.0.1][:header=dtls][:seed=abc][:mtu=1350]
   [:tti=50][:uplink=5][:downlink=20][:congestion=1][:writeBuffer=2]``
-* client: ``kcp:host=example.com:port=9000[:...same options]``
+* client: ``kcp:host=example.com:port=9000[:bindAddress=...][:linger=8][:...same options]``
 
 ``seed=`` with an empty value selects AES-GCM with the empty seed; leave ``seed`` out for
 the simple authenticator.
@@ -162,8 +162,10 @@ def server_from_string(reactor: Any, port: str | None = None, interface: str = "
 
 
 def client_from_string(reactor: Any, host: str | None = None, port: str | None = None,
-                       bindAddress: str | None = None, **kwargs: str) -> KCPClientEndpoint:
+                       bindAddress: str | None = None, linger: str = "8",
+                       **kwargs: str) -> KCPClientEndpoint:
     """Build a client endpoint from ``clientFromString`` arguments."""
     if host is None or port is None:
         raise ValueError("kcp client endpoint needs host= and port=")
-    return KCPClientEndpoint(reactor, host, int(port), config_from_kwargs(kwargs), bindAddress)
+    return KCPClientEndpoint(reactor, host, int(port), config_from_kwargs(kwargs), bindAddress,
+                             float(linger))
