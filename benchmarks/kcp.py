@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from typing import Any
 
 from benchmarks import metrics
@@ -48,6 +49,11 @@ def relay_middle(loss: float, delay_ms: int, seed: int = 1):
             sys.executable, "-m", "benchmarks.relay", "--listen", str(port),
             "--to", str(server_port), "--loss", str(loss), "--delay", str(delay_ms / 1000),
             "--seed", str(seed)])
+        deadline = time.monotonic() + 30
+        while "relay listening" not in proc.log_tail(5):
+            if time.monotonic() > deadline or not proc.alive():
+                raise RuntimeError("the impairment relay did not start:\n" + proc.log_tail())
+            time.sleep(0.05)
         return proc, port
 
     return start

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         upstream=Impairment(loss=args.loss, delay=args.delay),
         downstream=Impairment(loss=args.loss, delay=args.delay),
         seed=args.seed, listen_port=args.listen)
-    relay.start()
+    port = relay.start()
+    print(f"relay listening on {port}", flush=True)
 
     def report() -> None:
         for name, st in relay.stats.items():
