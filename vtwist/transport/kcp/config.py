@@ -119,8 +119,8 @@ def parse_kcp_settings(node: Node) -> KCPConfig:
     read_mb = node.int("readBufferSize", 2, 0, 4095)
     write_mb = node.int("writeBufferSize", 2, 0, 4095)
     header_type = "none"
-    if node.has("header"):
-        header = node.get("header", {})
+    if node.has("header") and node.value.get("header") is not None:
+        header = node.get("header")
         header.require_object()
         header_type = header.str("type", lower=True)
         if header_type not in HEADER_SIZES:
