@@ -59,6 +59,32 @@ NONE_STREAM_SLICE = 8192
 MAX_PADDING = 64
 
 _pack_u16 = struct.Struct(">H").pack
+_unpack_hh = struct.Struct(">HH").unpack_from
+
+
+class _RandomPool:
+    """Cheap random padding bytes: slices of a refilled os.urandom block.
+
+    Padding content is never checked (V2Ray fills it from math/rand); this avoids one
+    system call per chunk.
+    """
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def __call__(self, n: int) -> bytes:
+        pos = self._pos
+        if pos + n > len(self._buf):
+            self._buf = os.urandom(max(65536, n))
+            pos = 0
+        self._pos = pos + n
+        return self._buf[pos:pos + n]
+
+
+padding_bytes = _RandomPool()
 RandomBytes = Callable[[int], bytes]
 
 
@@ -94,6 +120,15 @@ class ShakeStream:
         self._pos = pos + 2
         buf = self._buf
         return (buf[pos] << 8) | buf[pos + 1]
+
+    def next_pair(self) -> tuple[int, int]:
+        """The next two words (padding word, then mask word)."""
+        pos = self._pos
+        if pos + 4 > len(self._buf):
+            self._buf = self._buf[pos:] + self._xof.squeeze(self._BLOCK)
+            pos = 0
+        self._pos = pos + 4
+        return _unpack_hh(self._buf, pos)
 
     def read(self, n: int) -> bytes:
         """The next ``n`` bytes of the stream (for tests and diagnostics)."""
@@ -164,7 +199,7 @@ class BodyEncoder:
     """
 
     def __init__(self, security: int, option: int, key: bytes, iv: bytes, *,
-                 packet: bool = False, random_bytes: RandomBytes = os.urandom,
+                 packet: bool = False, random_bytes: RandomBytes = padding_bytes,
                  cfb: object | None = None) -> None:
         f = self._f = _Framing(security, option, key, iv, packet, cfb, encrypt=True)
         self._random = random_bytes
@@ -177,16 +212,19 @@ class BodyEncoder:
 
     def _seal(self, payload) -> bytes:
         f = self._f
-        pad = f.shake.next_word() % MAX_PADDING if f.padding else 0
+        if f.padding:
+            pad, mask = f.shake.next_pair()
+            pad %= MAX_PADDING
+        else:
+            pad = 0
+            mask = f.shake.next_word() if f.masking else 0
         if f.aead is not None:
             sealed = f.aead.encrypt(f.nonce(), payload, None)
         elif f.security == SEC_LEGACY:
             sealed = struct.pack(">I", fnv1a_32(bytes(payload))) + bytes(payload)
         else:
             sealed = bytes(payload)
-        size = len(sealed) + pad
-        if f.masking:
-            size ^= f.shake.next_word()
+        size = (len(sealed) + pad) ^ mask
         if pad:
             return b"".join((_pack_u16(size), sealed, self._random(pad)))
         return _pack_u16(size) + sealed
@@ -301,9 +339,14 @@ class BodyDecoder:
                         break
                     size = (buf[pos] << 8) | buf[pos + 1]
                     pos += 2
-                    pad = shake.next_word() % MAX_PADDING if f.padding else 0
-                    if f.masking:
-                        size ^= shake.next_word()
+                    if f.padding:
+                        pad, mask = shake.next_pair()
+                        pad %= MAX_PADDING
+                        size ^= mask
+                    else:
+                        pad = 0
+                        if f.masking:
+                            size ^= shake.next_word()
                     if f.none_stream:
                         if size == 0:
                             self._eos(pos, end, 0)

@@ -30,6 +30,7 @@ from vtwist.proxy.vmess.body import (
     BodyEncoder,
     BodyError,
     check_options,
+    padding_bytes,
 )
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.users import Account, UserTable, resolve_security
@@ -86,7 +87,7 @@ class RequestParsed:
         return BodyDecoder(h.security, h.option, h.body_key, h.body_iv,
                            packet=h.command == H.CMD_UDP)
 
-    def response_writer(self, random_bytes: Callable[[int], bytes] = os.urandom
+    def response_writer(self, random_bytes: Callable[[int], bytes] = padding_bytes
                         ) -> tuple[bytes, BodyEncoder]:
         """(response header bytes, encoder for the response body)."""
         h = self.header
@@ -336,8 +337,9 @@ class ClientSession:
 
     def body_encoder(self) -> BodyEncoder:
         """Encoder for the request body."""
+        rnd = padding_bytes if self.random_bytes is os.urandom else self.random_bytes
         return BodyEncoder(self.security, self.option, self.body_key, self.body_iv,
-                           packet=self.command == H.CMD_UDP, random_bytes=self.random_bytes)
+                           packet=self.command == H.CMD_UDP, random_bytes=rnd)
 
     def feed_response(self, data: bytes) -> tuple[H.ResponseHeader, BodyDecoder, bytes] | None:
         """Feed response bytes until the header is complete.

@@ -135,6 +135,7 @@ class VMessServerProtocol(Protocol):
             result = self.handshake.feed(data)
             if result is NEED_MORE:
                 return
+            self.handshake = None  # free the header buffer
             if isinstance(result, Rejected):
                 self._probe(result.reason)
             else:
