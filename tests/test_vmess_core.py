@@ -327,6 +327,8 @@ class Handshake(SynchronousTestCase):
         self.assertEqual(resolve_security("none"), SEC_NONE)
         self.assertIn(resolve_security("auto"), (SEC_AES128_GCM, SEC_CHACHA20_POLY1305))
         self.assertEqual(resolve_security("zero"), resolve_security("auto"))
+        self.assertEqual(resolve_security("legacy"), resolve_security("auto"))
+        self.assertEqual(resolve_security("AES-128-GCM"), SEC_AES128_GCM)
 
 
 class ReplayFilters(SynchronousTestCase):

@@ -43,10 +43,12 @@ def parse_account(node: Node, default_level: int = 0, default_alter: int = 0,
     alter = node.int("alterId", default_alter, 0, 65535)
     level = node.int("level", default_level, 0)
     email = node.str("email", "")
-    security = node.str("security", "auto", lower=True) if with_security else "auto"
-    if with_security:
-        node.has("experiments")
-        node.has("testsEnabled")
+    # V2Ray's account JSON has "security" for inbound clients too (unused there).
+    security = node.str("security", "auto", lower=True)
+    if not with_security:
+        security = "auto"
+    node.has("experiments")
+    node.has("testsEnabled")
     node.warn_unknown()
     return Account(raw, alter, level, email, security)
 
@@ -73,6 +75,8 @@ def parse_inbound_settings(node: Node) -> VMessInboundSettings:
     settings.legacy = node.bool("legacyHeader", True)
     if node.has("detour"):
         node.warn("detour (dynamic port) is not supported; ignored")
+    if node.has("features"):
+        node.warn("features (detour) is not supported; ignored")
     node.warn_unknown()
     return settings
 

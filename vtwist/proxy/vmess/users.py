@@ -13,12 +13,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from vtwist.proxy.vmess import ids
-from vtwist.proxy.vmess.body import (
-    SEC_AES128_GCM,
-    SEC_CHACHA20_POLY1305,
-    SEC_LEGACY,
-    SEC_NONE,
-)
+from vtwist.proxy.vmess.body import SEC_AES128_GCM, SEC_CHACHA20_POLY1305, SEC_NONE
 from vtwist.proxy.vmess.header import AUTH_ID_WINDOW, auth_id_key, check_auth_id_plain
 from vtwist.proxy.vmess.legacy import LegacyAuthTable, LegacyMatch
 
@@ -26,8 +21,8 @@ from vtwist.proxy.vmess.legacy import LegacyAuthTable, LegacyMatch
 def resolve_security(name: str) -> int:
     """The wire security for a client's ``security`` string, resolved like V2Ray 4.34.
 
-    ``auto``, empty and unknown strings become AES-128-GCM on amd64/arm64/s390x and
-    ChaCha20-Poly1305 elsewhere.
+    ``auto``, empty and unknown strings (``zero``, ``legacy``, ``aes-128-cfb`` too) become
+    AES-128-GCM on amd64/arm64/s390x and ChaCha20-Poly1305 elsewhere.
     """
     name = (name or "").lower()
     if name == "aes-128-gcm":
@@ -36,8 +31,6 @@ def resolve_security(name: str) -> int:
         return SEC_CHACHA20_POLY1305
     if name == "none":
         return SEC_NONE
-    if name == "legacy":  # only reachable through SwitchAccount in V2Ray; kept for tests
-        return SEC_LEGACY
     machine = platform.machine().lower()
     if machine in ("x86_64", "amd64", "aarch64", "arm64", "s390x"):
         return SEC_AES128_GCM
