@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, endpoints, protocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
@@ -287,3 +289,25 @@ class AgentThroughVMess(TestCase):
 
     def test_agent_fetches_page(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._fetch())
+
+
+class ClientFuzz(SynchronousTestCase):
+    """Random bytes from a 'server': never an exception, never data to the application."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(data=st.binary(max_size=2000), cuts=st.lists(st.integers(1, 300), max_size=10))
+    def test_random_response(self, data: bytes, cuts: list[int]) -> None:
+        lower = FakeEndpoint()
+        ep = VMessClientEndpoint(lower, Account(os.urandom(16)), Destination.tcp("a.b", 1),
+                                 reactor=Clock(), clock=lambda: NOW)
+        app = self.successResultOf(ep.connect(protocol.Factory.forProtocol(App)))
+        app.transport.write(b"hi")
+        pos = 0
+        for cut in cuts + [len(data)]:
+            lower.protocol.dataReceived(data[pos:pos + cut])
+            pos += cut
+            if pos >= len(data):
+                break
+        lower.protocol.connectionLost(None)
+        self.assertEqual(app.data, [])
+        self.assertTrue(app.lost.check(ConnectionLost))
