@@ -145,16 +145,19 @@ class RelayProtocol(Protocol):
         """Start forwarding into ``relay`` as ``side``, replaying anything held back."""
         self.relay = relay
         self.side = side
+        # Resume before replaying: the replayed write may legitimately pause us again, and
+        # resuming afterwards would undo that. Transports deliver resumed reads later, on
+        # the reactor, so the replayed bytes still come first.
+        if (self._pendingLost is None and not self._pendingEOF
+                and self.transport is not None):
+            self.transport.resumeProducing()
         pending, self._pending = self._pending, []
         if pending:
             relay.receivedSequence(side, pending)
         if self._pendingLost is not None:
             relay.lost(side, self._pendingLost)
-            return
-        if self._pendingEOF:
+        elif self._pendingEOF:
             relay.eof(side)
-        elif self.transport is not None and not relay.finished:
-            self.transport.resumeProducing()
 
     def connectionMade(self) -> None:
         """Hold the data until attached (the inbound may still be replying)."""
