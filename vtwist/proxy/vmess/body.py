@@ -210,6 +210,11 @@ class BodyEncoder:
         else:
             self.max_payload = MAX_CHUNK - 2 - f.overhead - (MAX_PADDING if f.padding else 0)
 
+    @property
+    def packet(self) -> bool:
+        """True in UDP mode (one datagram per chunk)."""
+        return self._f.packet
+
     def _seal(self, payload) -> bytes:
         f = self._f
         if f.padding:

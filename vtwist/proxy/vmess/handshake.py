@@ -140,6 +140,11 @@ class ServerHandshake:
         self._legacy_plain = bytearray()
         self._legacy_used = 0  # ciphertext bytes decrypted after the auth
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received so far."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> _NeedMore | RequestParsed | Rejected:
         """Add bytes; returns the current verdict. Call again only after NEED_MORE."""
         if self._state == self._DONE:

@@ -121,7 +121,7 @@ class VMessServerProtocol(Protocol):
         self._timer = None
         if self.state == _HANDSHAKE:
             self._probe(f"no complete header within the handshake timeout "
-                        f"({len(self.handshake._buf)} bytes)")
+                        f"({self.handshake.buffered} bytes)")
         elif self.state == _CONNECTING:
             self.transport.loseConnection()
 

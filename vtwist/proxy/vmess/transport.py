@@ -74,7 +74,7 @@ class VMessTransport:
 
     def writeSequence(self, data: Any) -> None:
         """Encode several pieces as one write (stream mode)."""
-        if self.encoder._f.packet:
+        if self.encoder.packet:
             for piece in data:
                 self.write(piece)
             return
