@@ -140,6 +140,8 @@ def parse_tcp_settings(node: Node, inbound: bool) -> TCPSettings:
     """Validate ``tcpSettings`` (``header.type`` none or http, with request/response)."""
     settings = TCPSettings()
     settings.accept_proxy_protocol = node.bool("acceptProxyProtocol", False)
+    if settings.accept_proxy_protocol and not inbound:
+        node.warn("acceptProxyProtocol only applies to inbounds; ignored")
     header = node.get("header", {})
     settings.header_type = header.str("type", "none", lower=True)
     if settings.header_type not in ("none", "http"):
