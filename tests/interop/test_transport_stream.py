@@ -7,31 +7,54 @@
 
 from __future__ import annotations
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.interop.transport_support import TransportTestCase, free_port, stream_settings, wait_port
 from vtwist.transport import stream
 
 SIZE = 4 * 1024 * 1024
-KINDS = ("tls", "ws", "wss", "http", "https")
+
+
+def _on(network: str | None, settings: dict) -> dict:
+    """``settings`` moved onto another base network (kcp: TLS over mKCP)."""
+    if network is not None:
+        settings["network"] = network
+    return settings
 
 
 class VTwistClientToV2RayServer(TransportTestCase):
     """vtwist's client endpoints against V2Ray's listeners."""
 
-    async def check(self, kind: str) -> None:
+    async def check(self, kind: str, network: str | None = None) -> None:
         echo = await self.echo_server()
         port = free_port()
         proc = self.v2ray({
             "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "dokodemo-door",
                           "settings": {"address": "127.0.0.1", "port": echo, "network": "tcp"},
-                          "streamSettings": self.fx.settings(kind, inbound=True)}],
+                          "streamSettings": _on(network, self.fx.settings(kind, inbound=True))}],
             "outbounds": [{"protocol": "freedom"}],
         })
-        await wait_port(port, proc)
-        settings = stream_settings(self.fx.settings(kind, inbound=False), inbound=False)
-        await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, settings), SIZE)
+        if network == "kcp":
+            await task.deferLater(reactor, 0.5, lambda: None)  # UDP: nothing to poll
+        else:
+            await wait_port(port, proc)
+        settings = stream_settings(_on(network, self.fx.settings(kind, inbound=False)),
+                                   inbound=False)
+        if network != "kcp":
+            await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, settings),
+                                SIZE)
+            return
+        from vtwist.transport import tls
+        from vtwist.transport.kcp.endpoints import KCPClientEndpoint
+
+        kcp = KCPClientEndpoint(reactor, "127.0.0.1", port, settings.kcp, linger=0.2)
+        client = await self.transfer(
+            tls.wrap_client_endpoint(reactor, kcp, "127.0.0.1", settings.tls), SIZE)
+        await client.transport.transport.transport.terminated  # TLS layer, TLS, mKCP
+
+    async def test_tls_over_kcp(self) -> None:
+        await self.check("tls", "kcp")
 
     async def test_tls(self) -> None:
         await self.check("tls")
@@ -52,25 +75,32 @@ class VTwistClientToV2RayServer(TransportTestCase):
 class V2RayClientToVTwistServer(TransportTestCase):
     """V2Ray's dialers (freedom + streamSettings) against vtwist's server endpoints."""
 
-    async def check(self, kind: str) -> None:
+    async def check(self, kind: str, network: str | None = None) -> None:
         from twisted.internet.protocol import Factory
 
         from tests.interop.transport_support import Echo
 
-        settings = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
-        server = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, settings),
-                                   Factory.forProtocol(Echo))
-        target = server.getHost().port
+        settings = stream_settings(_on(network, self.fx.settings(kind, inbound=True)),
+                                   inbound=True)
+        target = free_port() if network == "kcp" else 0
+        server = await self.listen(
+            stream.server_endpoint(reactor, "127.0.0.1", target, settings),
+            Factory.forProtocol(Echo))
+        target = target or server.getHost().port
         port = free_port()
         proc = self.v2ray({
             "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "dokodemo-door",
                           "settings": {"address": "127.0.0.1", "port": target,
                                        "network": "tcp"}}],
             "outbounds": [{"protocol": "freedom",
-                           "streamSettings": self.fx.settings(kind, inbound=False)}],
+                           "streamSettings": _on(network, self.fx.settings(kind,
+                                                                           inbound=False))}],
         })
         await wait_port(port, proc)
         await self.transfer(TCP4ClientEndpoint(reactor, "127.0.0.1", port), SIZE)
+
+    async def test_tls_over_kcp(self) -> None:
+        await self.check("tls", "kcp")
 
     async def test_tls(self) -> None:
         await self.check("tls")
