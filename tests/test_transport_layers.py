@@ -139,6 +139,10 @@ class WSServerTests(SynchronousTestCase):
         app.transport.write(b"world")
         self.assertEqual(self.transport.value(), b"\x82\x05world")
 
+    def test_subprotocol_echoed(self) -> None:
+        self.layer.dataReceived(upgrade_request(extra="Sec-WebSocket-Protocol: a, b\r\n"))
+        self.assertIn(b"\r\nSec-WebSocket-Protocol: a\r\n", self.transport.value())
+
     def test_query_ignored(self) -> None:
         self.layer.dataReceived(upgrade_request("/ws?ed=2048"))
         self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 101 "))

@@ -1,11 +1,12 @@
 """``network: "ws"``: wsSettings and WebSocket server/client endpoint wrappers (wsproto).
 
 Like V2Ray 4.34 (gorilla/websocket): binary messages carry the stream (any message type is
-accepted on receive), each write is one message, the server answers only GET upgrades on its
-``path`` (query ignored) and gives a plain HTTP 404 for other paths and 400 for anything that
-is not a valid upgrade; closing sends close code 1000 and drops the TCP connection. There is no
-half-close in WebSocket, so these transports have no ``loseWriteConnection``. The server's
-``getPeer()`` reports the first ``X-Forwarded-For`` address when there is one, as V2Ray does.
+accepted on receive) and each write is one message. The server answers only GET upgrades on
+its ``path`` (query ignored), echoes the first offered subprotocol, and gives a plain HTTP 404
+for other paths and 400 for anything that is not a valid upgrade. Closing sends close code 1000
+and drops the TCP connection. There is no half-close in WebSocket, so these transports have no
+``loseWriteConnection``. The server's ``getPeer()`` reports the first ``X-Forwarded-For``
+address when there is one, as V2Ray does.
 """
 
 from __future__ import annotations
@@ -267,7 +268,10 @@ class WSServerLayer(_WSLayer):
             self.handshakeFailed(f"bad Sec-WebSocket-Key {key[:40]!r}", _bad_request())
             return
         self.forwardedFor = _forwarded_for(event.headers)
-        self.transport.write(handshake.send(AcceptConnection()))
+        # Echo the first offered subprotocol: clients that offer one refuse an answer without
+        # it (V2Ray 4.34 offers none; later clients put early data there, see the report).
+        subprotocol = request.subprotocols[0] if request.subprotocols else None
+        self.transport.write(handshake.send(AcceptConnection(subprotocol=subprotocol)))
         self.conn = handshake.connection
         leftover = self.http.trailing_data[0]
         self.http = None  # type: ignore[assignment]
