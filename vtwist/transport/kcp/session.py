@@ -471,7 +471,8 @@ class Session:
             x = self.srtt + self.rttvar
         if x > 10000:
             x = 10000
-        self.rto = x * 5 // 4
+        # never 0 (a 0 ms first sample on loopback would make every tick resend)
+        self.rto = max(1, x * 5 // 4)
         self._rto_updated = ms
 
     # ---------------------------------------------------------------- output
