@@ -11,7 +11,6 @@ name (``serverName``, else the address) is checked with service-identity through
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +176,14 @@ def _names(cert: x509.Certificate) -> list[str]:
     return [n.lower() for n in names]
 
 
+def _name_matches(pattern: str, name: str) -> bool:
+    """A certificate name against an SNI name; ``*.`` covers exactly one label."""
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
 def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> CertificateOptions:
     """A CertificateOptions for a server: SNI picks among the certificates, ALPN as set."""
     alpn = [p.encode() for p in (settings.alpn or default_alpn)]
@@ -199,8 +206,7 @@ def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> Ce
                 return
             wanted = name.decode("ascii", "replace").lower()
             for names, opts in options:
-                if any(n == wanted or fnmatch.fnmatchcase(wanted, n)
-                       for n in names if not n.startswith("*") or "." in n):
+                if any(_name_matches(n, wanted) for n in names):
                     conn.set_context(opts.getContext())
                     return
 
