@@ -202,6 +202,21 @@ class KCPEndpointTests(TestCase):
             self.assertEqual(port.listener.sessions, {})
         return defer.ensureDeferred(run())
 
+    def test_ipv6(self) -> defer.Deferred:
+        async def run() -> None:
+            port = await KCPServerEndpoint(reactor, 0, "::1").listen(
+                protocol.Factory.forProtocol(Echo))
+            self.addCleanup(port.stopListening)
+            ep = KCPClientEndpoint(reactor, "::1", port.getHost().port, linger=LINGER)
+            c = await ep.connect(protocol.Factory.forProtocol(Collector))
+            self.addCleanup(self._abort, c)
+            c.transport.write(b"six" * 1000)
+            await c.wait(3000)
+            self.assertEqual(bytes(c.buf), b"six" * 1000)
+            self.assertEqual(c.transport.getPeer().host, "::1")
+            await self.close_client(c)
+        return defer.ensureDeferred(run())
+
     def test_close_terminates_both_sides(self) -> defer.Deferred:
         async def run() -> None:
             sink = Sink()
