@@ -82,6 +82,7 @@ class VMessServerProtocol(Protocol):
         self.state = _HANDSHAKE
         self.request: RequestParsed | None = None
         self.inner: VMessTransport | None = None
+        self.decoder: Any = None
         self.relay: Relay | None = None
         self.discarded = 0
         self._timer: Any = None
@@ -148,13 +149,13 @@ class VMessServerProtocol(Protocol):
         self.request = r
         f = self.factory
         acct = r.account
-        f.accepted[(r.aead, r.security, r.command)] += 1
         if f.state.disable_insecure and r.security in (SEC_NONE, SEC_LEGACY):
             self._probe(f"insecure encryption refused for user {acct.label}")
             return
         if r.command == CMD_MUX:
             self._probe(f"Mux.Cool is not supported (user {acct.label})")
             return
+        f.accepted[(r.aead, r.security, r.command)] += 1
         self.decoder = r.body_decoder()
         header, encoder = r.response_writer()
         self.inner = VMessTransport(self.transport, encoder, lambda: header)
