@@ -163,6 +163,7 @@ class Session:
         self._ack_heap: list[int] = []
         self._ack_new: list[int] = []
         self._ack_dirty = False
+        self._ack_cleared = False
         self._advertised_end = self.rcv_wnd
         # output and timers
         self._out: list[bytes] = []
@@ -376,7 +377,9 @@ class Session:
             if acks.pop(heappop(heap), None) is not None:
                 removed = True
         if removed:
-            self._ack_dirty = True
+            # V2Ray then sends an (often empty) ACK on its next tick; vtwist does the same
+            # on ticks but not eagerly, which would answer every una PING with an ACK.
+            self._ack_cleared = True
 
     def _process_receiving_next(self, receiving_next: int) -> None:
         win = self._window
@@ -489,7 +492,8 @@ class Session:
 
     def _flush_acks(self, ms: int, full: bool) -> None:
         acks = self._acks
-        if not acks and not self._ack_dirty:
+        dirty = self._ack_dirty or (full and self._ack_cleared)
+        if not acks and not dirty:
             return
         interval = max(self.rto // 2, 20)
         due: list[int] = []
@@ -512,15 +516,18 @@ class Session:
                 self._emit_ack(due, ts)
                 due = []
                 ts = 0
-                self._ack_dirty = False
+                dirty = False
         self._ack_new.clear()
-        if self._ack_dirty or due:
+        if dirty or due:
             for n in later:
                 if len(due) >= ACK_MAX_NUMBERS:
                     break
                 due.append(n)
             self._emit_ack(due, ts)
-            self._ack_dirty = False
+        elif not full:
+            return
+        self._ack_dirty = False
+        self._ack_cleared = False
 
     def _transmit(self, seg: _Seg, ms: int) -> None:
         seg.timeout = ms + self.rto
