@@ -290,6 +290,17 @@ class StateTests(SynchronousTestCase):
         self.assertEqual(s.state, State.TERMINATED)
         self.assertLessEqual(t, 14.5)
 
+    def test_abort_sends_one_terminate(self) -> None:
+        s = make_session()
+        s.write(b"pending")
+        s.abort(0.5)
+        segs = segments_of(s, s.datagrams_to_send(0.5))
+        self.assertEqual([(x.cmd, x.option) for x in segs], [(CMD_TERMINATE, 0)])
+        self.assertEqual(s.state, State.TERMINATED)
+        self.assertIsNone(s.next_timer())
+        s.abort(0.6)
+        self.assertEqual(s.datagrams_to_send(0.6), [])
+
     def test_no_empty_data_segment(self) -> None:
         s = make_session()
         s.write(b"")

@@ -163,12 +163,16 @@ class KCPTransport:
         self.loseConnection()
 
     def abortConnection(self) -> None:
-        """Drop the session at once (no TERMINATE)."""
+        """Drop the session at once, telling the peer with a single TERMINATE."""
         if self.session.state == State.TERMINATED and self._lost_sent:
             return
         self.disconnecting = True
         self._aborted = True
-        self.session.abort(self.clock.seconds())
+        now = self.clock.seconds()
+        self.session.abort(now)
+        datagrams = self.session.datagrams_to_send(now)
+        if datagrams:
+            self.owner.send_datagrams(datagrams, self.peer)
         self._after_flush()
 
     def getPeer(self) -> address.IPv4Address | address.IPv6Address:

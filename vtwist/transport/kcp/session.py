@@ -269,9 +269,14 @@ class Session:
             return False
         return True
 
-    def abort(self, now: float) -> None:
-        """Forget everything at once (no TERMINATE is sent)."""
-        self._set_state(State.TERMINATED, self._ms(now))
+    def abort(self, now: float, notify: bool = True) -> None:
+        """Forget everything at once; with ``notify`` one TERMINATE is queued for the peer."""
+        if self.state == State.TERMINATED:
+            return
+        ms = self._ms(now)
+        self._set_state(State.TERMINATED, ms)
+        if notify:
+            self._send_cmd(CMD_TERMINATE, ms)
 
     # ---------------------------------------------------------------- states
     def _set_state(self, state: State, ms: int) -> None:
