@@ -195,7 +195,7 @@ class VMessSecurity(TestCase):
             self.assertIsNotNone(p.fin_at)
             # handshake deadline + [0.2, 0.6] s, whatever the probe's length or content
             self.assertGreaterEqual(p.fin_at, HANDSHAKE + 0.15, len(p.data))
-            self.assertLess(p.fin_at, HANDSHAKE + 0.6 + 1.0, len(p.data))
+            self.assertLess(p.fin_at, HANDSHAKE + 0.6 + 3.0, len(p.data))  # slack for CI load
         self.assertEqual(factory.refused, 80)
         for _ in range(100):
             if not factory.state.guard.held:
@@ -234,8 +234,8 @@ class VMessSecurity(TestCase):
                                             timeout=1.5))
         try:
             await d
-        except Exception:  # noqa: BLE001 - the recorder never answers
-            pass
+        except (RuntimeError, defer.TimeoutError, defer.CancelledError):
+            pass  # the recorder never answers
         wire = b"".join(recorded)
         self.assertGreater(len(wire), 42)
         factory, port = await self.listen()
@@ -244,7 +244,10 @@ class VMessSecurity(TestCase):
             p = Probe(wire)
             await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
                 protocol.Factory.forProtocol(lambda p=p: p))
-            await sleep(0.3)
+            for _ in range(50):  # up to 5 s for the echo of the served request
+                await sleep(0.1)
+                if p.received or factory.refused:
+                    break
             p.transport.loseConnection()
             await p.ended
             replies.append(p.received)
@@ -264,7 +267,7 @@ class VMessSecurity(TestCase):
         v2 = _v2ray_client(socks_port, port, self.account.uuid_text)
         self.addCleanup(v2.stop)
         d = defer.ensureDeferred(socks_echo(reactor, socks_port, "127.0.0.1", echo_port,
-                                            10_000, timeout=1.5))
+                                            10_000, timeout=30 if ok else 1.5))
         if ok:
             sent, got, _ = await d
             self.assertEqual(sent, got)

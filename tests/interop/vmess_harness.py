@@ -274,7 +274,12 @@ async def socks_echo(reactor: Any, socks_port: int, host: str, port: int, size: 
         p.transport.write(piece)
         remaining -= len(piece)
         i += 1
-    received = await got
+    try:
+        received = await got
+    except BaseException:
+        p.transport.abortConnection()
+        await p.closed
+        raise
     elapsed = time.monotonic() - start
     p.transport.loseConnection()
     await p.closed
