@@ -56,6 +56,7 @@ class RelayTests(SynchronousTestCase):
         self.relay.received(OUTBOUND, b"reply")
         self.assertEqual(self.a.value(), b"reply")
         self.relay.eof(OUTBOUND)
+        self.assertTrue(self.a.writeClosed)
         self.assertTrue(self.a.disconnecting)
         self.assertTrue(self.b.disconnecting)
         self.assertEqual(self.finished, [True])

@@ -77,13 +77,13 @@ class Relay:
         if self.finished or self.eofs[side]:
             return
         self.eofs[side] = True
-        if all(self.eofs):
-            self.finish()
-            return
         other = self.transports[1 - side]
         half_close = getattr(other, "loseWriteConnection", None)
         if half_close is not None:
-            half_close()
+            half_close()  # e.g. VMess sends its end-of-stream chunk, TCP a FIN
+        if all(self.eofs):
+            self.finish()
+            return
         # After the uplink (side 0) ends only the downlink may go on, and vice versa.
         self._timeout = self.policy.downlink_only if side == INBOUND else self.policy.uplink_only
         self._active = False
