@@ -206,6 +206,9 @@ class KCPTransport:
         """Producer writing into this transport."""
         if self.producer is not None:
             raise RuntimeError("a producer is already registered")
+        if self._lost_sent:
+            producer.stopProducing()
+            return
         self.producer = producer
         self._streaming = streaming
         self._producer_paused = False
