@@ -31,6 +31,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vtwist.transport.passthrough import PassThroughMixin
+
 
 class LayerHandshakeError(error.ConnectError):
     """A transport layer's handshake failed (the message names the layer and reason)."""
@@ -43,7 +45,7 @@ def _default_clock() -> IReactorTime:
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
-class Layer(Protocol):
+class Layer(PassThroughMixin, Protocol):
     """Base class: one layer's handshake below, a plain stream transport above.
 
     Subclasses override :meth:`handshakeStarted`, :meth:`handshakeData`, :meth:`streamData`,
@@ -64,6 +66,11 @@ class Layer(Protocol):
         self.failed = False
         self.disconnecting = False
         self._timer: Any = None
+
+    @property
+    def lowerTransport(self) -> Any:
+        """The transport this layer's handshake runs on."""
+        return self.transport
 
     # -- lower side ---------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -207,30 +214,6 @@ class Layer(Protocol):
         """Drop the connection now."""
         self.disconnecting = True
         self.transport.abortConnection()
-
-    def getPeer(self) -> Any:
-        """The lower transport's peer (the real client behind a PROXY header)."""
-        return self.transport.getPeer()
-
-    def getHost(self) -> Any:
-        """The lower transport's local address."""
-        return self.transport.getHost()
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        """The application's producer is paused when the lower transport is full."""
-        self.transport.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        """Forget the application's producer."""
-        self.transport.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        """Stop reading from the lower transport."""
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        """Read from the lower transport again."""
-        self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """The consumer is gone: close (gracefully, at this layer too)."""

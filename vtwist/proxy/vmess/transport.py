@@ -21,10 +21,11 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from vtwist.proxy.vmess.body import BodyEncoder
+from vtwist.transport.passthrough import PassThroughMixin
 
 
 @implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableDescriptor)
-class VMessTransport:
+class VMessTransport(PassThroughMixin):
     """Plain side of one VMess connection; ``lower`` carries the wire bytes.
 
     ``header`` is a callable giving the header bytes (request header on the client,
@@ -41,6 +42,11 @@ class VMessTransport:
         self.disconnecting = False
         self.writeClosed = False
         self.bytesWritten = 0
+
+    @property
+    def lowerTransport(self) -> Any:
+        """The transport carrying the wire bytes."""
+        return self.lower
 
     # -- writing -------------------------------------------------------------------
     def _takeHeader(self) -> list[bytes]:
@@ -106,31 +112,6 @@ class VMessTransport:
             abort()
         else:
             self.lower.loseConnection()
-
-    # -- pass-through ----------------------------------------------------------------
-    def getPeer(self) -> Any:
-        """The lower transport's peer."""
-        return self.lower.getPeer()
-
-    def getHost(self) -> Any:
-        """The lower transport's host."""
-        return self.lower.getHost()
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        """Register on the lower transport: its buffer is where the bytes wait."""
-        self.lower.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        """Unregister from the lower transport."""
-        self.lower.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        """Stop reading the lower transport."""
-        self.lower.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        """Resume reading the lower transport."""
-        self.lower.resumeProducing()
 
     def stopProducing(self) -> None:
         """Stop for good: close."""
