@@ -379,6 +379,19 @@ class SimulatedLinkTests(SynchronousTestCase):
         _transfer(self, pair, rng.randbytes(300_000), b"", 120)
         _close(self, pair)
 
+    def test_close_with_data_outstanding(self) -> None:
+        pair = _pair(8, 0.1, 0.05, 0.01)
+        a, b = pair.a, pair.b
+        data = random.Random(8).randbytes(300_000)
+        a.write(data)
+        a.close(0.0)
+        pair.pump(a)
+        self.assertTrue(pair.run_until(lambda: b.read_closed and not b.has_data(), 60))
+        self.assertEqual(bytes(pair.received[id(b)]), data)
+        b.close(pair.now)
+        pair.pump(b)
+        self.assertTrue(pair.run_until(pair.both_terminated, pair.now + 30))
+
     def test_slow_reader_shrinks_window(self) -> None:
         pair = _pair(7, 0.0, 0.0, 0.0, downlink_capacity=1)
         a, b = pair.a, pair.b
