@@ -159,8 +159,10 @@ class KCPEndpointTests(TestCase):
 
         code = ("import sys; import twisted.plugins.vtwist_kcp_endpoints; "
                 "print(any(m.startswith('vtwist') for m in sys.modules))")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=root)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True)
+                             check=True, cwd=root, env=env)
         self.assertEqual(out.stdout.strip(), "False")
 
     def test_echo_latency(self) -> defer.Deferred:
