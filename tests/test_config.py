@@ -145,6 +145,25 @@ class ConfigTests(SynchronousTestCase):
                             "settings": {"response": {"type": "teapot"}}}]},
             "outbounds[0].settings.response.type: expected one of none, http, got \"teapot\"")
 
+    def test_global_transport_settings(self) -> None:
+        """Top-level ``transport`` settings apply where a stream has none of its own."""
+        c = parse_config({
+            "transport": {"kcpSettings": {"mtu": 1200, "header": {"type": "dtls"}}},
+            "inbounds": [
+                {"protocol": "socks", "port": 1080, "streamSettings": {"network": "kcp"}},
+                {"protocol": "socks", "port": 1081,
+                 "streamSettings": {"network": "kcp", "kcpSettings": {"mtu": 1000}}}],
+            "outbounds": [{"protocol": "freedom"}]})
+        self.assertEqual(c.inbounds[0].stream.kcp.mtu, 1200)
+        self.assertEqual(c.inbounds[0].stream.kcp.header_type, "dtls")
+        self.assertEqual(c.inbounds[1].stream.kcp.mtu, 1000)
+        self.assertEqual(c.inbounds[1].stream.kcp.header_type, "none")
+        self.assertConfigError(
+            config(transport={"kcpSettings": {"mtu": 9000}},
+                   inbounds=[{"protocol": "socks", "port": 1,
+                              "streamSettings": {"network": "kcp"}}]),
+            "transport.kcpSettings.mtu: expected an integer 576-1460, got 9000")
+
     def test_node_int_message(self) -> None:
         node = Node({"port": "abc"}, "outbounds[0].settings.vnext[0]")
         with self.assertRaises(ConfigError) as cm:

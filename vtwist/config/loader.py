@@ -20,8 +20,10 @@ from vtwist.transport.stream import parse_stream_settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
 # Top-level sections V2Ray knows but vtwist does not act on yet: a warning, not an error.
-UNSUPPORTED_SECTIONS = ("routing", "dns", "stats", "api", "reverse", "fakedns", "transport",
+UNSUPPORTED_SECTIONS = ("routing", "dns", "stats", "api", "reverse", "fakedns",
                         "observatory", "browserForwarder")
+TRANSPORT_KEYS = ("tcpSettings", "kcpSettings", "wsSettings", "httpSettings", "dsSettings",
+                  "quicSettings", "grpcSettings")
 
 
 def strip_comments(text: str) -> str:
@@ -137,7 +139,7 @@ def parse_policy(node: Node) -> Policy:
     return Policy(levels)
 
 
-def parse_inbound(node: Node) -> InboundConfig:
+def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
     """One ``inbounds[]`` entry."""
     protocol = node.str("protocol", lower=True)
     module = inbound_module(protocol)
@@ -149,7 +151,8 @@ def parse_inbound(node: Node) -> InboundConfig:
     inbound.listen = node.str("listen", "0.0.0.0") or "0.0.0.0"
     inbound.tag = node.str("tag", "")
     inbound.settings = module.parse_inbound_settings(node.get("settings", {}))
-    inbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=True)
+    inbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=True,
+                                           transport=transport)
     if node.has("sniffing"):
         node.warn("sniffing is not supported by vtwist and is ignored")
     node.has("allocate")
@@ -157,7 +160,7 @@ def parse_inbound(node: Node) -> InboundConfig:
     return inbound
 
 
-def parse_outbound(node: Node) -> OutboundConfig:
+def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
     """One ``outbounds[]`` entry."""
     protocol = node.str("protocol", lower=True)
     module = outbound_module(protocol)
@@ -167,7 +170,8 @@ def parse_outbound(node: Node) -> OutboundConfig:
     outbound = OutboundConfig(protocol=protocol, path=node.path)
     outbound.tag = node.str("tag", "")
     outbound.settings = module.parse_outbound_settings(node.get("settings", {}))
-    outbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=False)
+    outbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=False,
+                                            transport=transport)
     outbound.send_through = node.str("sendThrough", "") or None
     if node.has("mux") and node.get("mux").bool("enabled", False):
         node.warn("mux is not supported by vtwist; connections are not multiplexed")
@@ -189,9 +193,13 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
     root.require_object()
     config.log = parse_log(root.get("log", None))
     config.policy = parse_policy(root.get("policy", None))
-    config.inbounds = [parse_inbound(n) for n in root.get("inbounds", []).items()]
-    # V2Ray 3.x single "inbound"/"outbound" keys are not accepted by 4.x either.
-    config.outbounds = [parse_outbound(n) for n in root.get("outbounds", []).items()]
+    transport = root.get("transport", {})
+    transport.require_object()
+    for key in TRANSPORT_KEYS:
+        transport.has(key)
+    transport.warn_unknown()
+    config.inbounds = [parse_inbound(n, transport) for n in root.get("inbounds", []).items()]
+    config.outbounds = [parse_outbound(n, transport) for n in root.get("outbounds", []).items()]
     if not config.outbounds:
         raise ConfigError("outbounds", "at least one outbound is required")
     tags = [o.tag for o in config.outbounds if o.tag]

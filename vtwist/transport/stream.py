@@ -38,10 +38,21 @@ class StreamSettings:
         return bool(getattr(part, "accept_proxy_protocol", False))
 
 
-def parse_stream_settings(node: Node, inbound: bool) -> StreamSettings:
-    """Validate a ``streamSettings`` object (``node`` may wrap None for the default)."""
+def parse_stream_settings(node: Node, inbound: bool,
+                          transport: Node | None = None) -> StreamSettings:
+    """Validate a ``streamSettings`` object (``node`` may wrap None for the default).
+
+    ``transport`` is the top-level ``transport`` object: like V2Ray, its ``tcpSettings``,
+    ``kcpSettings`` and ``wsSettings`` apply where the stream gives none of its own.
+    """
     if node.value is None:
         node = Node({}, node.path, node._warn)
+
+    def part(name: str) -> Node:
+        if node.has(name) or transport is None or not transport.has(name):
+            return node.get(name, {})
+        return transport.get(name, {})
+
     network_name = node.str("network", "tcp", lower=True)
     if network_name in UNSUPPORTED_NETWORKS:
         raise node.error(f"network {network_name!r} is not supported by vtwist", "network")
@@ -59,17 +70,17 @@ def parse_stream_settings(node: Node, inbound: bool) -> StreamSettings:
 
     from vtwist.transport import tcp
 
-    settings.tcp = tcp.parse_tcp_settings(node.get("tcpSettings", {}), inbound)
+    settings.tcp = tcp.parse_tcp_settings(part("tcpSettings"), inbound)
     if settings.network == "kcp":
         from vtwist.transport.kcp import config as kcp_config
 
-        settings.kcp = kcp_config.parse_kcp_settings(node.get("kcpSettings", {}))
+        settings.kcp = kcp_config.parse_kcp_settings(part("kcpSettings"))
     else:
         node.has("kcpSettings")
     if settings.network == "ws":
         from vtwist.transport import ws
 
-        settings.ws = ws.parse_ws_settings(node.get("wsSettings", {}), inbound)
+        settings.ws = ws.parse_ws_settings(part("wsSettings"), inbound)
     else:
         node.has("wsSettings")
     if settings.security == "tls":
