@@ -1,0 +1,136 @@
+"""freedom (domainStrategy, redirect, UDP) and blackhole (none, http) on real loopback sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.error import DNSLookupError
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from vtwist.address import Destination
+from vtwist.proxy.blackhole import HTTP_RESPONSE, BlackholeOutbound, BlackholeSettings
+from vtwist.proxy.freedom import FreedomOutbound, FreedomSettings
+
+
+class Greeter(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.write(b"hello from %d" % self.transport.getHost().port)
+        self.transport.loseConnection()
+
+
+class Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.data)
+
+
+class UDPEcho(DatagramProtocol):
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.transport.write(data.upper(), addr)
+
+
+class FreedomTests(TestCase):
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.server = reactor.listenTCP(0, Factory.forProtocol(Greeter), interface="127.0.0.1")
+        self.addCleanup(self.server.stopListening)
+        self.port = self.server.getHost().port
+
+    @defer.inlineCallbacks
+    def fetch(self, outbound: FreedomOutbound, destination: Destination) -> Any:
+        collector = Collect()
+        yield outbound.endpointFor(destination).connect(Factory.forProtocol(lambda: collector))
+        data = yield collector.done
+        return data
+
+    @defer.inlineCallbacks
+    def test_ip_and_domain_as_is(self) -> Any:
+        outbound = FreedomOutbound(reactor)
+        expected = b"hello from %d" % self.port
+        self.assertEqual((yield self.fetch(outbound, Destination.tcp("127.0.0.1", self.port))),
+                         expected)
+        self.assertEqual((yield self.fetch(outbound, Destination.tcp("localhost", self.port))),
+                         expected)
+
+    @defer.inlineCallbacks
+    def test_use_ipv4_resolves_first(self) -> Any:
+        outbound = FreedomOutbound(reactor, settings=FreedomSettings(domain_strategy="UseIPv4"))
+        self.assertEqual((yield self.fetch(outbound, Destination.tcp("localhost", self.port))),
+                         b"hello from %d" % self.port)
+
+    @defer.inlineCallbacks
+    def test_use_ipv6_refuses_ipv4_only_name(self) -> Any:
+        """This machine's ``localhost`` has no IPv6 address: UseIPv6 must not fall back."""
+        outbound = FreedomOutbound(reactor, settings=FreedomSettings(domain_strategy="UseIPv6"))
+        with self.assertRaises(DNSLookupError):
+            yield self.fetch(outbound, Destination.tcp("localhost", self.port))
+
+    @defer.inlineCallbacks
+    def test_redirect(self) -> Any:
+        """redirect sends every connection to its address; port 0 keeps the original port."""
+        outbound = FreedomOutbound(
+            reactor, settings=FreedomSettings(redirect=("127.0.0.1", self.port)))
+        self.assertEqual((yield self.fetch(outbound, Destination.tcp("example.invalid", 9))),
+                         b"hello from %d" % self.port)
+        keep_port = FreedomOutbound(reactor, settings=FreedomSettings(redirect=("127.0.0.1", 0)))
+        self.assertEqual(
+            (yield self.fetch(keep_port, Destination.tcp("example.invalid", self.port))),
+            b"hello from %d" % self.port)
+
+    @defer.inlineCallbacks
+    def test_udp_to_ip_and_domain(self) -> Any:
+        echo = reactor.listenUDP(0, UDPEcho(), interface="127.0.0.1", maxPacketSize=65535)
+        self.addCleanup(echo.stopListening)
+        port = echo.getHost().port
+        replies: defer.DeferredQueue[tuple[bytes, Destination]] = defer.DeferredQueue()
+        session = FreedomOutbound(reactor).packetSession(
+            lambda data, source: replies.put((data, source)), lambda: None)
+        self.addCleanup(session.close)
+        session.send(b"ping", Destination.udp("127.0.0.1", port))
+        self.assertEqual((yield replies.get()), (b"PING", Destination.udp("127.0.0.1", port)))
+        session.send(b"big" * 10000, Destination.udp("localhost", port))
+        data, source = yield replies.get()
+        self.assertEqual((data, source), (b"BIG" * 10000, Destination.udp("127.0.0.1", port)))
+
+
+class BlackholeTests(SynchronousTestCase):
+    def connect(self, response: str, clock: Clock) -> Collect:
+        collector = Collect()
+        outbound = BlackholeOutbound(clock, "block", BlackholeSettings(response))
+        d = outbound.endpointFor(Destination.tcp("example.com", 80)).connect(
+            Factory.forProtocol(lambda: collector))
+        self.assertIs(self.successResultOf(d), collector)
+        collector.transport.write(b"GET / HTTP/1.1\r\n\r\n")  # swallowed
+        return collector
+
+    def test_none_closes_at_once(self) -> None:
+        clock = Clock()
+        collector = self.connect("none", clock)
+        clock.advance(0)
+        self.assertEqual(self.successResultOf(collector.done), b"")
+
+    def test_http_answers_403_then_closes(self) -> None:
+        clock = Clock()
+        collector = self.connect("http", clock)
+        self.assertEqual(collector.data, HTTP_RESPONSE)
+        self.assertTrue(HTTP_RESPONSE.startswith(b"HTTP/1.1 403 Forbidden\r\n"))
+        clock.advance(0.9)
+        self.assertNoResult(collector.done)
+        clock.advance(0.2)
+        self.assertEqual(self.successResultOf(collector.done), HTTP_RESPONSE)
+
+    def test_udp_dropped(self) -> None:
+        session = BlackholeOutbound(Clock()).packetSession(
+            lambda *a: self.fail("no reply expected"), lambda: None)
+        session.send(b"x", Destination.udp("1.2.3.4", 53))
+        session.close()
