@@ -1,36 +1,97 @@
-"""Small helpers for tests that use real loopback sockets."""
+"""Small helpers for tests that use real loopback sockets: free ports, port waits, echo."""
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+
+from twisted.internet import protocol
 
 
-def free_port(udp_too: bool = False, host: str = "127.0.0.1") -> int:
-    """A port that is free for TCP (and for UDP too when asked) on ``host`` right now."""
+def _bindable(family: int, kind: int, host: str, port: int) -> bool:
+    try:
+        with socket.socket(family, kind) as s:
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port(udp_too: bool = False, host: str = "127.0.0.1", ipv6_too: bool = False) -> int:
+    """A port that is free for TCP (and for UDP too when asked) on ``host`` right now.
+
+    With ``ipv6_too`` the port is also free on ``::1`` (for servers bound on both).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(100):
+    kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp_too else [])
+    for _ in range(200):
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-        if not udp_too:
+        places = [(family, host)] + ([(socket.AF_INET6, "::1")] if ipv6_too else [])
+        if all(_bindable(fam, kind, where, port)
+               for fam, where in places for kind in kinds):
             return port
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as u:
-                u.bind((host, port))
-            return port
-        except OSError:
-            continue
     raise RuntimeError("no free port found")
 
 
-def wait_for_port(port: int, timeout: float = 20, host: str = "127.0.0.1") -> None:
-    """Block until something accepts TCP connections on ``host:port``."""
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port`` right now."""
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def wait_for_port(port: int, timeout: float = 20, host: str = "127.0.0.1",
+                  alive: Callable[[], None] | None = None) -> None:
+    """Block until something accepts TCP connections on ``host:port``.
+
+    ``alive`` is called between tries; it raises if the server being waited for died.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
+        if alive is not None:
+            alive()
+        if accepts(port, host):
             return
-        except OSError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     raise AssertionError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+async def wait_until(ready: Callable[[], bool], what: str | Callable[[], str],
+                     timeout: float = 10.0, alive: Callable[[], None] | None = None) -> None:
+    """Without blocking the reactor, wait until ``ready()`` is true (``alive`` as above).
+
+    On timeout, fail with ``what`` (or ``what()``, computed then).
+    """
+    from twisted.internet import reactor, task
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        if ready():
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    if callable(what):
+        what = what()
+    raise AssertionError(f"{what} after {timeout}s")
+
+
+async def wait_for_port_async(port: int, timeout: float = 10.0, host: str = "127.0.0.1",
+                              alive: Callable[[], None] | None = None) -> None:
+    """:func:`wait_for_port` for reactor tests: the reactor keeps running meanwhile."""
+    await wait_until(lambda: accepts(port, host), f"nothing listening on {host}:{port}",
+                     timeout, alive)
+
+
+class Echo(protocol.Protocol):
+    """Echo server protocol: writes back whatever arrives."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)

@@ -13,6 +13,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.trial.unittest import TestCase
 
+from tests.netutil import Echo
 from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint
@@ -25,11 +26,6 @@ LINGER = 0.3
 
 def sleep(seconds: float) -> defer.Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
-
-
-class Echo(protocol.Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
 
 
 class Sink(protocol.Protocol):

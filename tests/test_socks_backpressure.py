@@ -20,7 +20,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .test_socks_e2e import free_port, socks_connect
+from .netutil import free_port
+from .test_socks_e2e import socks_connect
 
 TOTAL = 200 * 1024 * 1024
 CHUNK = 1 << 20

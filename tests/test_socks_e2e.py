@@ -26,16 +26,11 @@ from vtwist.config.loader import parse_config
 from vtwist.proxy.socks import codec
 from vtwist.service import build_service
 
+from .netutil import free_port
 from .socks_helpers import LogCapture
 
 TIMEOUT = 10
 BIG = os.urandom(1 << 20)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:

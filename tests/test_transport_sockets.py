@@ -13,7 +13,8 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from tests.interop.transport_support import Echo, TransportTestCase, stream_settings
+from tests.interop.transport_support import TransportTestCase, stream_settings
+from tests.netutil import Echo
 from tests.test_transport_layers import LogCapture
 from vtwist.transport import stream, tls, ws
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerHandshakeError

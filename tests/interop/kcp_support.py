@@ -1,27 +1,10 @@
-"""Helpers for the mKCP interop tests: V2Ray configs that expose raw mKCP, readiness waits."""
+"""Helpers for the mKCP interop tests: V2Ray configs that expose raw mKCP, a collector."""
 
 from __future__ import annotations
 
-import socket
-import time
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor, task
-
-
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that was free a moment ago (TCP too, for dokodemo)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-        try:
-            with socket.socket() as t:
-                t.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
+from twisted.internet import defer, protocol
 
 
 def kcp_settings(header: str = "none", seed: str | None = None, **extra: Any) -> dict:
@@ -56,18 +39,6 @@ def tcp_inbound_to_kcp(tcp_port: int, kcp_port: int, kcp: dict) -> dict:
         "outbounds": [{"protocol": "freedom",
                        "streamSettings": {"network": "kcp", "kcpSettings": kcp}}],
     }
-
-
-async def wait_started(proc: Any, timeout: float = 10.0) -> None:
-    """Wait until V2Ray logged that it started."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise AssertionError(f"v2ray exited early:\n{proc.output()}")
-        if "started" in proc.output():
-            return
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"v2ray did not start:\n{proc.output()}")
 
 
 class Collector(protocol.Protocol):

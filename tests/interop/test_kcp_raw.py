@@ -14,13 +14,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.interop.kcp_support import (
     Collector,
-    free_udp_port,
     kcp_inbound_to_tcp,
     kcp_settings,
     tcp_inbound_to_kcp,
-    wait_started,
 )
-from tests.interop.transport_support import Echo, TransportTestCase, wait_port
+from tests.interop.transport_support import TransportTestCase
+from tests.netutil import Echo, free_port
 from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint
@@ -35,9 +34,9 @@ class KCPRawInteropTests(TransportTestCase):
 
     async def _v2ray_listener(self, header: str, seed: str | None) -> int:
         echo = await self.echo_server()
-        kport = free_udp_port()
+        kport = free_port(udp_too=True)
         proc = self.v2ray(kcp_inbound_to_tcp(kport, echo, kcp_settings(header, seed)))
-        await wait_started(proc)
+        await proc.wait_started()
         return kport
 
     async def _to_v2ray(self, header: str, seed: str | None, size: int) -> None:
@@ -102,13 +101,13 @@ class KCPRawInteropTests(TransportTestCase):
         return defer.ensureDeferred(run())
 
     async def _from_v2ray(self, header: str, seed: str | None, size: int) -> None:
-        kport = free_udp_port()
+        kport = free_port(udp_too=True)
         cfg = KCPConfig(header_type=header, seed=seed)
         port = await self.listen(KCPServerEndpoint(reactor, kport, "127.0.0.1", cfg),
                                  protocol.Factory.forProtocol(Echo))
-        tport = free_udp_port()
+        tport = free_port(udp_too=True)
         proc = self.v2ray(tcp_inbound_to_kcp(tport, kport, kcp_settings(header, seed)))
-        await wait_port(tport, proc)
+        await proc.wait_port(tport)
         await self.transfer(TCP4ClientEndpoint(reactor, "127.0.0.1", tport), size)
         listener = port.listener
         self.assertEqual(listener.packer.auth_failures, 0)
@@ -155,9 +154,9 @@ class KCPLossyInteropTests(TransportTestCase):
     def test_vtwist_client_to_v2ray_lossy(self) -> defer.Deferred:
         async def run() -> None:
             echo = await self.echo_server()
-            kport = free_udp_port()
+            kport = free_port(udp_too=True)
             proc = self.v2ray(kcp_inbound_to_tcp(kport, echo, kcp_settings("dtls")))
-            await wait_started(proc)
+            await proc.wait_started()
             relay, rport = await self._relay(kport)
             ep = KCPClientEndpoint(reactor, "127.0.0.1", rport, KCPConfig(header_type="dtls"),
                                    linger=LINGER)
@@ -168,14 +167,14 @@ class KCPLossyInteropTests(TransportTestCase):
 
     def test_v2ray_client_to_vtwist_lossy(self) -> defer.Deferred:
         async def run() -> None:
-            kport = free_udp_port()
+            kport = free_port(udp_too=True)
             port = await self.listen(
                 KCPServerEndpoint(reactor, kport, "127.0.0.1", KCPConfig(header_type="dtls")),
                 protocol.Factory.forProtocol(Echo))
             relay, rport = await self._relay(kport)
-            tport = free_udp_port()
+            tport = free_port(udp_too=True)
             proc = self.v2ray(tcp_inbound_to_kcp(tport, rport, kcp_settings("dtls")))
-            await wait_port(tport, proc)
+            await proc.wait_port(tport)
             await self.transfer(TCP4ClientEndpoint(reactor, "127.0.0.1", tport), 10_000_000)
             self._check_relay(relay)
             self.assertEqual(port.listener.packer.auth_failures, 0)

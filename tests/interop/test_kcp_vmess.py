@@ -13,8 +13,9 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.interop.kcp_support import free_udp_port, kcp_settings, wait_started
-from tests.interop.transport_support import HashingClient, TransportTestCase, wait_port
+from tests.interop.kcp_support import kcp_settings
+from tests.interop.transport_support import HashingClient, TransportTestCase
+from tests.netutil import free_port
 from vtwist.address import Destination
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.users import Account
@@ -62,7 +63,7 @@ class VMessOverKCPInterop(TransportTestCase):
         from vtwist.config.loader import parse_config
         from vtwist.service import build_service
 
-        port = free_udp_port()
+        port = free_port(udp_too=True)
         service = build_service(parse_config(server_config(port, kcp)), reactor)
         service.startService()
         self.addCleanup(service.stopService)
@@ -70,9 +71,9 @@ class VMessOverKCPInterop(TransportTestCase):
         return port, service
 
     async def v2ray_server(self, kcp: dict[str, Any]) -> int:
-        port = free_udp_port()
+        port = free_port(udp_too=True)
         proc = self.v2ray(server_config(port, kcp))
-        await wait_started(proc)
+        await proc.wait_started()
         return port
 
     def vtwist_client(self, server_port: int, echo: int, kcp: dict[str, Any]) -> Any:
@@ -88,7 +89,7 @@ class VMessOverKCPInterop(TransportTestCase):
         return defer.gatherResults([t.terminated for t in ep.transports])
 
     async def v2ray_client(self, server_port: int, echo: int, kcp: dict[str, Any]) -> Any:
-        port = free_udp_port()
+        port = free_port(udp_too=True)
         proc = self.v2ray({
             "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "dokodemo-door",
                           "settings": {"address": "127.0.0.1", "port": echo,
@@ -98,7 +99,7 @@ class VMessOverKCPInterop(TransportTestCase):
                 "users": [{"id": UUID, "alterId": 0, "security": SECURITY}]}]},
                 "streamSettings": stream_json(kcp)}],
         })
-        await wait_port(port, proc)
+        await proc.wait_port(port)
         return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
 
     async def run_pair(self, kcp: dict[str, Any], client: str, server: str, size: int,

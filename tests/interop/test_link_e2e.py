@@ -26,7 +26,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.vmess_harness import Subprocess, V2Ray, free_port, wait_tcp
+from tests.interop.v2ray_runner import Subprocess, V2Ray
+from tests.netutil import free_port, wait_for_port
 from tests.test_links import DESIGN_LINK, UID
 from vtwist import cli, links
 
@@ -110,7 +111,7 @@ class LinkEndToEndTests(SynchronousTestCase):
             return server
         server = self.spawn_vtwist("server", "--config", path)
         for port in wait:
-            wait_tcp(port, proc=server.proc)
+            wait_for_port(port, timeout=10, alive=server.check_alive)
         return server
 
     def run_client(self, link_text: str, real: bool = False) -> tuple[Any, int]:
@@ -123,7 +124,7 @@ class LinkEndToEndTests(SynchronousTestCase):
             return client, socks
         client = self.spawn_vtwist("client", "--link", link_text, "--socks",
                                    f"127.0.0.1:{socks}")
-        wait_tcp(socks, proc=client.proc)
+        wait_for_port(socks, timeout=10, alive=client.check_alive)
         return client, socks
 
     def curl(self, socks: int, procs: list[Any]) -> None:
@@ -213,7 +214,7 @@ class LinkEndToEndTests(SynchronousTestCase):
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
         self.addCleanup(client.stop)
         client.log = log  # type: ignore[attr-defined]
-        wait_tcp(socks, proc=client.proc)
+        wait_for_port(socks, timeout=10, alive=client.check_alive)
         self.curl(socks, [server, client])
 
     def test_blob_is_checked(self) -> None:

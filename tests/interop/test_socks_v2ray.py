@@ -16,7 +16,8 @@ from typing import Any
 from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
-from tests.interop.vmess_harness import EchoServer, V2Ray, free_port
+from tests.interop.v2ray_runner import EchoServer, V2Ray
+from tests.netutil import free_port
 from tests.socks_helpers import LogCapture
 from vtwist.config.loader import parse_config
 from vtwist.service import build_service

@@ -10,7 +10,8 @@ from __future__ import annotations
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.interop.transport_support import TransportTestCase, free_port, stream_settings, wait_port
+from tests.interop.transport_support import TransportTestCase, stream_settings
+from tests.netutil import Echo, free_port
 from vtwist.transport import stream
 
 SIZE = 4 * 1024 * 1024
@@ -38,7 +39,7 @@ class VTwistClientToV2RayServer(TransportTestCase):
         if network == "kcp":
             await task.deferLater(reactor, 0.5, lambda: None)  # UDP: nothing to poll
         else:
-            await wait_port(port, proc)
+            await proc.wait_port(port)
         settings = stream_settings(_on(network, self.fx.settings(kind, inbound=False)),
                                    inbound=False)
         if network != "kcp":
@@ -78,7 +79,6 @@ class V2RayClientToVTwistServer(TransportTestCase):
     async def check(self, kind: str, network: str | None = None) -> None:
         from twisted.internet.protocol import Factory
 
-        from tests.interop.transport_support import Echo
 
         settings = stream_settings(_on(network, self.fx.settings(kind, inbound=True)),
                                    inbound=True)
@@ -96,7 +96,7 @@ class V2RayClientToVTwistServer(TransportTestCase):
                            "streamSettings": _on(network, self.fx.settings(kind,
                                                                            inbound=False))}],
         })
-        await wait_port(port, proc)
+        await proc.wait_port(port)
         await self.transfer(TCP4ClientEndpoint(reactor, "127.0.0.1", port), SIZE)
 
     async def test_tls_over_kcp(self) -> None:

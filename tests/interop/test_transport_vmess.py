@@ -13,12 +13,8 @@ from typing import Any
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.interop.transport_support import (
-    TransportTestCase,
-    free_port,
-    stream_settings,
-    wait_port,
-)
+from tests.interop.transport_support import TransportTestCase, stream_settings
+from tests.netutil import free_port
 from vtwist.address import Destination
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.users import Account
@@ -61,7 +57,7 @@ class VMessTransportInterop(TransportTestCase):
     async def v2ray_server(self, kind: str) -> int:
         port = free_port()
         proc = self.v2ray(server_config(port, self.fx.settings(kind, inbound=True)))
-        await wait_port(port, proc)
+        await proc.wait_port(port)
         return port
 
     def vtwist_client(self, server_port: int, echo: int, kind: str,
@@ -89,7 +85,7 @@ class VMessTransportInterop(TransportTestCase):
                 "users": [{"id": UUID, "alterId": 0, "security": SECURITY}]}]},
                 "streamSettings": settings_json}],
         })
-        await wait_port(port, proc)
+        await proc.wait_port(port)
         self.client_proc = proc
         return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
 

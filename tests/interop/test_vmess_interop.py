@@ -25,7 +25,9 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.interop.vmess_harness import EchoServer, V2Ray, free_port, socks_echo, socks_udp_echo
+from tests.interop.v2ray_runner import EchoServer, V2Ray
+from tests.interop.vmess_harness import socks_echo, socks_udp_echo
+from tests.netutil import free_port
 from vtwist.config.loader import parse_config
 from vtwist.service import build_service
 

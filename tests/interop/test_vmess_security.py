@@ -27,14 +27,9 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from tests.interop.vmess_harness import (
-    EchoServer,
-    Subprocess,
-    V2Ray,
-    free_port,
-    socks_echo,
-    wait_tcp,
-)
+from tests.interop.v2ray_runner import EchoServer, Subprocess, V2Ray
+from tests.interop.vmess_harness import socks_echo
+from tests.netutil import Echo, free_port, wait_for_port
 from vtwist.address import Destination
 from vtwist.dispatch import Dispatcher
 from vtwist.policy import LevelPolicy, Policy
@@ -72,11 +67,6 @@ class Probe(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.ended.callback([reason])
-
-
-class Echo(protocol.Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
 
 
 class Collect(protocol.Protocol):
@@ -345,7 +335,7 @@ class IdleMemory(TestCase):
         proc = Subprocess([sys.executable, "-m", "vtwist", "run", "-c", tmp.name],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(proc.stop)
-        wait_tcp(port, proc=proc.proc)
+        wait_for_port(port, timeout=10, alive=proc.check_alive)
         account = Account(user.bytes)
         time.sleep(0.3)
         base = _rss_kib(proc.proc.pid)

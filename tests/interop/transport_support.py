@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
 
 from tests.certs import shared_ca, shared_server_cert
+from tests.interop.v2ray_runner import V2Ray
+from tests.netutil import Echo
 from vtwist.config.node import Node
 from vtwist.transport import stream
 
-V2RAY = shutil.which("v2ray") or "/usr/bin/v2ray"
 SERVER_NAME = "example.test"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Echo(protocol.Protocol):
-    """Echo server protocol."""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
 
 
 class HashingClient(protocol.Protocol):
@@ -139,44 +123,6 @@ class TransportFixture:
         return out
 
 
-class V2RayProcess:
-    """A running ``v2ray -config FILE``; ``stop()`` kills it."""
-
-    def __init__(self, config: dict[str, Any], directory: str) -> None:
-        if not os.path.exists(V2RAY):
-            raise AssertionError(f"v2ray binary not found at {V2RAY}; install V2Ray 4.34")
-        self.path = os.path.join(directory, f"v2ray-{id(self)}.json")
-        with open(self.path, "w") as f:
-            json.dump(config, f)
-        self.log_path = self.path + ".log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([V2RAY, "-config", self.path], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        self.log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self.log.close()
-
-
-async def wait_port(port: int, proc: V2RayProcess | None = None, timeout: float = 10.0) -> None:
-    """Wait until something accepts on 127.0.0.1:port."""
-    for _ in range(int(timeout / 0.05)):
-        if proc is not None and proc.proc.poll() is not None:
-            raise AssertionError(f"v2ray exited early:\n{proc.output()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"nothing listening on {port} after {timeout}s")
-
-
 class TransportTestCase(TestCase):
     """A TestCase with the fixture, listening ports and processes cleaned up."""
 
@@ -186,9 +132,9 @@ class TransportTestCase(TestCase):
         self.fx = TransportFixture()
         self.addCleanup(self.fx.cleanup)
 
-    def v2ray(self, config: dict[str, Any]) -> V2RayProcess:
+    def v2ray(self, config: dict[str, Any]) -> V2Ray:
         config.setdefault("log", {"loglevel": "warning"})
-        proc = V2RayProcess(config, self.fx.dir)
+        proc = V2Ray(config)
         self.addCleanup(proc.stop)
         return proc
 

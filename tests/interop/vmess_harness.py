@@ -1,149 +1,16 @@
-"""Helpers for the VMess interop tests: the real v2ray, an echo server, SOCKS5 clients."""
+"""SOCKS5 clients (Twisted) for the interop tests: streams hashed both ways, UDP ASSOCIATE."""
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import ipaddress
-import json
 import os
-import shutil
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
-
-V2RAY = "/usr/bin/v2ray"
-HERE = Path(__file__).resolve().parent
-
-
-def free_port(udp_too: bool = False) -> int:
-    """A port free on 127.0.0.1 and ::1 (TCP, and UDP if asked)."""
-    for _ in range(200):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        ok = True
-        kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp_too else [])
-        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-            for kind in kinds:
-                t = socket.socket(family, kind)
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    ok = False
-                finally:
-                    t.close()
-        if ok:
-            return port
-    raise RuntimeError("no free port")
-
-
-def wait_tcp(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
-             proc: subprocess.Popen | None = None) -> None:
-    """Block until something accepts on ``host:port``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {host}:{port}")
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-_RUNNING: list[Subprocess] = []
-
-
-@atexit.register
-def _stop_all() -> None:
-    for child in list(_RUNNING):
-        child.stop()
-
-
-class Subprocess:
-    """A child process killed on :meth:`stop`, at exit, or when this process dies."""
-
-    def __init__(self, args: list[str], **kw: Any) -> None:
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, preexec_fn=_die_with_parent,
-                                     **kw)
-        _RUNNING.append(self)
-
-    def stop(self) -> None:
-        """Kill and reap."""
-        if self in _RUNNING:
-            _RUNNING.remove(self)
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-class V2Ray(Subprocess):
-    """``v2ray -config FILE`` with a config written to a temp file."""
-
-    def __init__(self, config: dict[str, Any], wait_ports: list[int]) -> None:
-        if not os.path.exists(V2RAY) and shutil.which("v2ray") is None:
-            raise RuntimeError(f"{V2RAY} is missing: apt-get install -y v2ray")
-        self.dir = tempfile.mkdtemp(prefix="vtwist-v2ray-")
-        path = os.path.join(self.dir, "config.json")
-        with open(path, "w") as f:
-            json.dump(config, f)
-        self.log = open(os.path.join(self.dir, "v2ray.log"), "w+b")  # noqa: SIM115
-        exe = V2RAY if os.path.exists(V2RAY) else shutil.which("v2ray")
-        super().__init__([exe, "-config", path], stdout=self.log, stderr=subprocess.STDOUT)
-        for port in wait_ports:
-            wait_tcp(port, proc=self.proc)
-
-    def output(self) -> str:
-        """What v2ray printed so far."""
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        """Kill v2ray and remove its files."""
-        super().stop()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class EchoServer(Subprocess):
-    """tests/interop/echo_server.py on a free port (TCP and UDP, IPv4 and IPv6)."""
-
-    def __init__(self) -> None:
-        self.port = free_port(udp_too=True)
-        super().__init__([sys.executable, str(HERE / "echo_server.py"), str(self.port)],
-                         stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline()
-        if b"ready" not in line:
-            raise RuntimeError("echo server did not start")
-
 
 # -- SOCKS5 clients (Twisted) --------------------------------------------------------------
 
