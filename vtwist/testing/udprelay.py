@@ -21,15 +21,14 @@ impairment really happened.
 from __future__ import annotations
 
 import random
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+from vtwist.transport.kcp.protocol import tune_socket
+
 BUFFER_BYTES = 16 * 1024 * 1024
 
 
@@ -81,19 +80,7 @@ class _Direction:
 
 def enlarge_buffers(port: Any, size: int = BUFFER_BYTES) -> None:
     """Big kernel buffers on a Twisted UDP port (forced past rmem_max when root)."""
-    sock = getattr(port, "socket", None)
-    if sock is None:
-        return
-    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except OSError:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)
-            except OSError:
-                pass
-    if hasattr(port, "maxThroughput"):
-        port.maxThroughput = 64 * 1024 * 1024
+    tune_socket(port, size)
 
 
 class _ClientSide(DatagramProtocol):
