@@ -171,7 +171,7 @@ def run_group(ctx: Context, group: Group) -> None:
         if ctx.profile_dir is not None:
             profiler = _Profiler(ctx.profile_dir, group)
         names = [s.name for s in group.setups]
-        header = f"{'metric':34}" + "".join(f"{n:>12}" for n in names) + "".join(
+        header = f"{'metric':42}" + "".join(f"{n:>12}" for n in names) + "".join(
             f"{names[0] + '/' + n:>16}" for n in names[1:])
         ctx.say(header)
         peaks: dict[str, int] = {}
@@ -233,7 +233,7 @@ def _run_metric(ctx: Context, group: Group, live: list[Setup], metric: Metric,
         for n in names[1:]:
             a, b = medians[subject], medians[n]
             ratios[n] = (a / b) if a and b else None
-        ctx.say(f"{out.label + ' (' + out.unit + ')':34}"
+        ctx.say(f"{out.label + ' (' + out.unit + ')':42}"
                 + "".join(f"{_fmt(medians[n]):>12}" for n in names)
                 + "".join(f"{_fmt(ratios[n]):>16}" for n in names[1:]))
         cpu_per_mb = {}
@@ -281,7 +281,7 @@ def _report_resources(ctx: Context, group: Group, peaks: dict[str, int]) -> None
         names = [s.name for s in group.setups]
         ctx.say("CPU seconds per GB (all proxy processes of a setup, median run):")
         for r in moved:
-            ctx.say(f"  {r['label']:32}" + "".join(
+            ctx.say(f"  {r['label']:40}" + "".join(
                 f"{_fmt(_per_gb(r['cpu_s_per_MB'][n])):>12}"
                 for n in names))
     if peaks:
