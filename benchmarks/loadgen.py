@@ -83,7 +83,14 @@ def transfer(target: Target, direction: str, total: int, streams: int,
     """
     per_stream = total // streams
     op = do_upload if direction == "up" else do_download
-    socks = [open_stream(target) for _ in range(streams)]
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(streams):
+            socks.append(open_stream(target))
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
     errors: list[BaseException] = []
     barrier = threading.Barrier(streams + 1)
 
@@ -101,8 +108,9 @@ def transfer(target: Target, direction: str, total: int, streams: int,
             t.start()
         barrier.wait(IO_TIMEOUT)
         start = time.perf_counter()
+        deadline = time.monotonic() + IO_TIMEOUT * 2
         for t in threads:
-            t.join(IO_TIMEOUT * 2)
+            t.join(max(0.0, deadline - time.monotonic()))
         elapsed = time.perf_counter() - start
     finally:
         for s in socks:
