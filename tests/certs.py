@@ -7,8 +7,6 @@ EC P-256 so making them is fast; everything is cached per process.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -16,16 +14,14 @@ from functools import cache
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+from vtwist.genconfig import (
+    certificate_builder,
+    generate_key,
+    private_key_pem,
+    server_certificate_builder,
+)
 
 
 @dataclass
@@ -41,7 +37,7 @@ class Cert:
 
     @property
     def key_pem(self) -> bytes:
-        return _key_pem(self.key)
+        return private_key_pem(self.key)
 
     def write(self, directory: str, name: str) -> tuple[str, str]:
         """Write ``name.crt`` and ``name.key`` into ``directory``; return their paths."""
@@ -59,24 +55,9 @@ class CA(Cert):
 
     def issue(self, *names: str, days: int = 30) -> Cert:
         """A server certificate for DNS names and/or IP addresses ``names``."""
-        key = _key()
-        now = datetime.datetime.now(datetime.UTC)
-        alt: list[x509.GeneralName] = []
-        for n in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(n)))
-            except ValueError:
-                alt.append(x509.DNSName(n))
+        key = generate_key()
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            server_certificate_builder(names, key.public_key(), days, issuer=self.cert.subject)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
@@ -90,17 +71,9 @@ class CA(Cert):
 
 def make_ca(name: str = "vtwist test CA") -> CA:
     """A new self-signed CA."""
-    key = _key()
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    key = generate_key()
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        certificate_builder(name, key.public_key(), 365)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, content_commitment=False, key_encipherment=False,

@@ -11,10 +11,15 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vtwist.links import KCP_HEADERS, LinkError, VmessLink
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 TRANSPORTS = ("tcp", "kcp", "ws")
 
@@ -41,44 +46,71 @@ class ServerSpec:
     name: str = ""
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+def generate_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh EC P-256 private key (fast to make)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """``key`` as unencrypted PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def certificate_builder(common_name: str, public_key: ec.EllipticCurvePublicKey, days: int,
+                        issuer: x509.Name | None = None) -> x509.CertificateBuilder:
+    """A certificate for ``common_name`` valid from a day ago for ``days`` (no extensions).
+
+    Without ``issuer`` it is self-issued.
+    """
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+
+
+def server_certificate_builder(names: Sequence[str], public_key: ec.EllipticCurvePublicKey,
+                               days: int, issuer: x509.Name | None = None
+                               ) -> x509.CertificateBuilder:
+    """:func:`certificate_builder` for a server: CN ``names[0]``, every name (DNS name or IP)
+    as a subject alternative name, and not a CA."""
+    from cryptography import x509
+
+    alt: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            alt.append(x509.DNSName(n))
+    return (
+        certificate_builder(names[0], public_key, days, issuer)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
 
 
 def self_signed_certificate(names: list[str], days: int = 3650) -> tuple[str, str]:
     """A self-signed EC P-256 certificate for ``names`` (DNS names or IPs): (cert, key) PEM."""
-    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    alt: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names
-    ]
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key = generate_key()
+    cert = server_certificate_builder(names, key.public_key(), days).sign(key, hashes.SHA256())
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()).decode("ascii")
-    return cert_pem, key_pem
+    return cert_pem, private_key_pem(key).decode("ascii")
 
 
 def server_link(spec: ServerSpec) -> VmessLink:
