@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vtwist.links import KCP_HEADERS, LinkError, VmessLink
+from vtwist.links import KCP_HEADERS, SUPPORTED_NETWORKS, TCP_HEADERS, LinkError, VmessLink
 
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
 
-TRANSPORTS = ("tcp", "kcp", "ws")
+#: The transports a link (and so a generated server) can use.
+TRANSPORTS = SUPPORTED_NETWORKS
 
 
 @dataclass
@@ -122,7 +123,7 @@ def server_link(spec: ServerSpec) -> VmessLink:
     if spec.transport == "kcp" and header not in KCP_HEADERS:
         raise LinkError("--header", f"mKCP headers are {', '.join(KCP_HEADERS)}; "
                                     f"got {header!r}", "bad server options")
-    if spec.transport == "tcp" and header not in ("none", "http"):
+    if spec.transport == "tcp" and header not in TCP_HEADERS:
         raise LinkError("--header", f"tcp headers are none, http; got {header!r}",
                         "bad server options")
     if spec.transport == "ws" and header != "none":
