@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.relay import RelayProtocol, RelayProtocolFactory
+from vtwist.resolver import Resolver
+from vtwist.routing import Route, RouteContext, Router, split_source
 
 access_log = Logger(namespace="vtwist.access")
+log = Logger(namespace="vtwist.dispatch")
 
 
 class NoOutbound(Exception):
@@ -20,47 +25,136 @@ class NoOutbound(Exception):
 
 
 class Dispatcher:
-    """Chooses an outbound for each destination (first outbound by default) and connects.
+    """Chooses an outbound for each destination and connects.
 
-    Routing rules will plug in here: :meth:`outboundFor` is the one place that decides.
+    With a :class:`~vtwist.routing.Router`, its rules pick the outbound (first match wins);
+    otherwise, or when no rule matches, the default (first) outbound takes the traffic.
+    ``resolver`` looks up a domain's IPs when a rule needs them (``IPIfNonMatch`` /
+    ``IPOnDemand``); without one, IP rules see IP-literal destinations only.
     """
 
-    def __init__(self, outbounds: Sequence[IOutbound], default_tag: str | None = None) -> None:
+    def __init__(self, outbounds: Sequence[IOutbound], default_tag: str | None = None,
+                 router: Router | None = None, resolver: Resolver | None = None) -> None:
         self.outbounds = list(outbounds)
         self.by_tag = {o.tag: o for o in self.outbounds if o.tag}
         self.default = self.by_tag[default_tag] if default_tag else (
             self.outbounds[0] if self.outbounds else None)
+        self.router = router if router is not None and router.rules else None
+        self.resolver = resolver
 
-    def outboundFor(self, destination: Destination, inbound_tag: str | None = None) -> IOutbound:
-        """The outbound that carries traffic to ``destination`` from ``inbound_tag``."""
+    @staticmethod
+    def context(destination: Destination, inbound_tag: str | None = None, source: str = "",
+                email: str | None = None) -> RouteContext:
+        """The routing context of one connection or UDP session."""
+        source_ip, source_port = split_source(source)
+        return RouteContext(destination.network, destination.host, destination.port,
+                            inbound_tag or "", source_ip, source_port, email or "")
+
+    def outboundFor(self, destination: Destination, inbound_tag: str | None = None, *,
+                    source: str = "", email: str | None = None) -> IOutbound:
+        """The outbound for ``destination`` from ``inbound_tag`` (and ``source``, ``email``).
+
+        Synchronous: rules that need a domain's IPs see none here; :meth:`route` resolves.
+        """
         if self.default is None:
             raise NoOutbound("no outbound configured")
-        return self.default
+        if self.router is None:
+            return self.default
+        ctx = self.context(destination, inbound_tag, source, email)
+        return self._outbound(self.router.decide(ctx).tag, destination)
+
+    def route(self, destination: Destination, inbound_tag: str | None = None, *,
+              source: str = "", email: str | None = None) -> Deferred[IOutbound]:
+        """Like :meth:`outboundFor`, resolving the destination domain when a rule needs it.
+
+        Fires at once (synchronously) unless a lookup is needed.
+        """
+        try:
+            chosen = self._choose(destination, inbound_tag, source, email)
+        except NoOutbound as e:
+            return _failed(e)
+        return chosen if isinstance(chosen, Deferred) else succeed(chosen)
+
+    def _choose(self, destination: Destination, inbound_tag: str | None, source: str,
+                email: str | None) -> IOutbound | Deferred[IOutbound]:
+        """The outbound now, or a Deferred when the destination must be resolved first."""
+        if self.default is None:
+            raise NoOutbound("no outbound configured")
+        router = self.router
+        if router is None:
+            return self.default
+        ctx = self.context(destination, inbound_tag, source, email)
+        decision = router.route(ctx)
+        if isinstance(decision, Route):
+            return self._outbound(decision.tag, destination)
+        if self.resolver is None:
+            return self._outbound(router.decide(ctx).tag, destination)
+
+        def resolved(ips: list[str]) -> IOutbound:
+            again = router.route(ctx.with_resolved(ips))
+            tag = again.tag if isinstance(again, Route) else None
+            return self._outbound(tag, destination)
+
+        return self.resolver(decision.domain).addCallback(resolved)
+
+    def _outbound(self, tag: str | None, destination: Destination) -> IOutbound:
+        assert self.default is not None
+        if tag is None:
+            return self.default
+        outbound = self.by_tag.get(tag)
+        if outbound is None:  # the loader checks tags; only a hand-built Dispatcher gets here
+            log.warn("routing: no outbound tagged {tag!r} for {dest}; using the default",
+                     tag=tag, dest=destination)
+            return self.default
+        return outbound
 
     def connect(self, destination: Destination, *, inbound_tag: str | None = None,
                 source: str = "", email: str | None = None) -> Deferred[RelayProtocol]:
         """Connect to ``destination``; fires with a paused, unattached :class:`RelayProtocol`.
 
-        Logs a V2Ray-style access line.
+        Logs a V2Ray-style access line naming the chosen outbound.
         """
         try:
-            outbound = self.outboundFor(destination, inbound_tag)
+            chosen = self._choose(destination, inbound_tag, source, email)
         except NoOutbound as e:
             return _failed(e)
-        self.logAccess(source, destination, inbound_tag, outbound, email)
+
+        def connectThrough(outbound: IOutbound) -> Deferred[RelayProtocol]:
+            self.logAccess(source, destination, inbound_tag, outbound, email)
+            return outbound.endpointFor(destination).connect(RelayProtocolFactory())
+
+        if isinstance(chosen, Deferred):
+            return chosen.addCallback(connectThrough)
         try:
-            endpoint = outbound.endpointFor(destination)
+            return connectThrough(chosen)
         except Exception as e:  # noqa: BLE001 - becomes the caller's errback
             return _failed(e)
-        return endpoint.connect(RelayProtocolFactory())
 
     def packetSession(self, destination: Destination, onPacket: Callable[[bytes, Destination], None],
                       onClose: Callable[[], None], *, inbound_tag: str | None = None,
                       source: str = "", email: str | None = None) -> IPacketSession:
-        """Open a UDP session for traffic whose first packet goes to ``destination``."""
-        outbound = self.outboundFor(destination, inbound_tag)
-        self.logAccess(source, destination, inbound_tag, outbound, email)
-        return outbound.packetSession(onPacket, onClose)
+        """Open a UDP session for traffic whose first packet goes to ``destination``.
+
+        When routing must resolve first, the session queues a few packets meanwhile.
+        """
+        chosen = self._choose(destination, inbound_tag, source, email)
+        if not isinstance(chosen, Deferred):
+            self.logAccess(source, destination, inbound_tag, chosen, email)
+            return chosen.packetSession(onPacket, onClose)
+        pending = PendingPacketSession(onPacket, onClose)
+
+        def opened(outbound: IOutbound) -> None:
+            if not pending.closed:
+                self.logAccess(source, destination, inbound_tag, outbound, email)
+            pending.open(outbound)
+
+        def failed(failure: Failure) -> None:
+            if not pending.closed:
+                log.info("UDP to {dest}: {why}", dest=destination, why=failure.getErrorMessage())
+            pending.fail()
+
+        pending.deciding = chosen.addCallbacks(opened, failed)
+        return pending
 
     @staticmethod
     def logAccess(source: str, destination: Destination, inbound_tag: str | None,
@@ -76,3 +170,59 @@ def _failed(error: Exception) -> Deferred[Any]:
     d: Deferred[Any] = Deferred()
     d.errback(error)
     return d
+
+
+@implementer(IPacketSession)
+class PendingPacketSession:
+    """A UDP session whose outbound is still being chosen: packets wait (a few) meanwhile."""
+
+    MAX_QUEUED = 64
+
+    def __init__(self, onPacket: Callable[[bytes, Destination], None],
+                 onClose: Callable[[], None]) -> None:
+        self.onPacket = onPacket
+        self.onClose = onClose
+        self.queue: list[tuple[bytes, Destination]] = []
+        self.session: IPacketSession | None = None
+        self.deciding: Deferred[Any] | None = None
+        self.closed = False
+
+    def send(self, data: bytes, destination: Destination) -> None:
+        """Send now, or queue until the outbound is known (beyond MAX_QUEUED: dropped)."""
+        if self.closed:
+            return
+        if self.session is not None:
+            self.session.send(data, destination)
+        elif len(self.queue) < self.MAX_QUEUED:
+            self.queue.append((data, destination))
+
+    def open(self, outbound: IOutbound) -> None:
+        """The outbound is known: open its session and send what waited."""
+        self.deciding = None
+        if self.closed:
+            return
+        self.session = outbound.packetSession(self.onPacket, self.onClose)
+        queue, self.queue = self.queue, []
+        for data, destination in queue:
+            if self.closed:
+                break
+            self.session.send(data, destination)
+
+    def fail(self) -> None:
+        """No outbound: the session ends on its own."""
+        self.deciding = None
+        if not self.closed:
+            self.closed = True
+            self.queue = []
+            self.onClose()
+
+    def close(self) -> None:
+        """End the session, whether or not its outbound is known yet."""
+        if self.closed:
+            return
+        self.closed = True
+        self.queue = []
+        if self.session is not None:
+            self.session.close()
+        elif self.deciding is not None:
+            self.deciding.cancel()
