@@ -101,10 +101,10 @@ class ConfigTests(SynchronousTestCase):
     def test_unknown_keys_warn_with_path(self) -> None:
         warnings: list[str] = []
         parse_config({"outbounds": [{"protocol": "freedom", "setings": {}}], "foo": 1,
-                      "routing": {}}, warnings.append)
+                      "dns": {}}, warnings.append)
         self.assertIn("outbounds[0].setings: unknown field, ignored", warnings)
         self.assertIn("foo: unknown field, ignored", warnings)
-        self.assertIn("routing: not supported by vtwist yet, ignored", warnings)
+        self.assertIn("dns: not supported by vtwist yet, ignored", warnings)
 
     def assertConfigError(self, data, message: str) -> None:
         with self.assertRaises(ConfigError) as cm:

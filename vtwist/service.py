@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from vtwist.config.model import BuildContext, Config, InboundConfig
 from vtwist.config.registry import inbound_module, outbound_module
 from vtwist.dispatch import Dispatcher
+from vtwist.resolver import system_resolver
 from vtwist.transport.stream import server_endpoint
 
 log = Logger(namespace="vtwist.service")
@@ -80,7 +81,8 @@ class VTwistService(MultiService):
         ctx = BuildContext(reactor=reactor, dispatcher=None, policy=config.policy)
         outbounds = [outbound_module(o.protocol).build_outbound(o, ctx)  # type: ignore[union-attr]
                      for o in config.outbounds]
-        self.dispatcher = Dispatcher(outbounds)
+        self.dispatcher = Dispatcher(outbounds, router=config.routing,
+                                     resolver=system_resolver(reactor))
         ctx.dispatcher = self.dispatcher
         self.inbound_services: list[InboundService] = []
         for inbound in config.inbounds:

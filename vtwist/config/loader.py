@@ -16,11 +16,12 @@ from vtwist.config.registry import (
     outbound_module,
 )
 from vtwist.policy import LevelPolicy, Policy
+from vtwist.routing import parse_routing
 from vtwist.transport.stream import parse_stream_settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
 # Top-level sections V2Ray knows but vtwist does not act on yet: a warning, not an error.
-UNSUPPORTED_SECTIONS = ("routing", "dns", "stats", "api", "reverse", "fakedns",
+UNSUPPORTED_SECTIONS = ("dns", "stats", "api", "reverse", "fakedns",
                         "observatory", "browserForwarder")
 TRANSPORT_KEYS = ("tcpSettings", "kcpSettings", "wsSettings", "httpSettings", "dsSettings",
                   "quicSettings", "grpcSettings")
@@ -206,6 +207,7 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
     for tag in set(tags):
         if tags.count(tag) > 1:
             raise ConfigError("outbounds", f"duplicate outbound tag {tag!r}")
+    config.routing = parse_routing(root.get("routing", None), tags)
     for section in UNSUPPORTED_SECTIONS:
         if root.has(section):
             collect(f"{section}: not supported by vtwist yet, ignored")

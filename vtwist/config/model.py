@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vtwist.policy import DEFAULT_POLICY, Policy
+from vtwist.routing import Router
 from vtwist.transport.stream import StreamSettings
 
 
@@ -51,6 +52,7 @@ class Config:
     inbounds: list[InboundConfig] = field(default_factory=list)
     outbounds: list[OutboundConfig] = field(default_factory=list)
     policy: Policy = DEFAULT_POLICY
+    routing: Router = field(default_factory=Router)
     warnings: list[str] = field(default_factory=list)
 
 
