@@ -31,17 +31,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vtwist.reactors import resolve_reactor
 from vtwist.transport.passthrough import PassThroughMixin
 
 
 class LayerHandshakeError(error.ConnectError):
     """A transport layer's handshake failed (the message names the layer and reason)."""
-
-
-def _default_clock() -> IReactorTime:
-    from twisted.internet import reactor
-
-    return reactor  # type: ignore[return-value]
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -82,7 +77,7 @@ class Layer(PassThroughMixin, Protocol):
             except OSError:  # pragma: no cover - not a TCP socket after all
                 pass
         if self.handshakeTimeout is not None:
-            clock = self.clock or _default_clock()
+            clock = resolve_reactor(self.clock)
             self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)
         self.handshakeStarted()
 

@@ -57,6 +57,7 @@ from vtwist.proxy.vmess.body import BodyError
 from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.transport import VMessTransport
 from vtwist.proxy.vmess.users import Account
+from vtwist.reactors import resolve_reactor
 
 log = Logger(namespace="vtwist.vmess.outbound")
 
@@ -223,15 +224,11 @@ class VMessClientEndpoint:
                  security: str | int | None = None, *, reactor: Any = None,
                  command: int = H.CMD_TCP, header_delay: float = HEADER_DELAY,
                  clock: Callable[[], float] = time.time) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.transport_endpoint = transport_endpoint
         self.account = account
         self.destination = destination
         self.command = command
-        self.reactor = reactor
+        self.reactor = resolve_reactor(reactor)
         self.header_delay = header_delay
         self.clock = clock
         if isinstance(security, int):

@@ -34,6 +34,7 @@ from vtwist.proxy.vmess.header import CMD_MUX, CMD_TCP, CMD_UDP
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.transport import VMessTransport
 from vtwist.proxy.vmess.users import Account, UserTable
+from vtwist.reactors import resolve_reactor
 from vtwist.relay import INBOUND, Relay
 
 log = Logger(namespace="vtwist.vmess.inbound")
@@ -346,13 +347,9 @@ class VMessServerFactory(Factory):
     def __init__(self, state: VMessServerState, dispatcher: Any, reactor: Any = None,
                  policy: Policy = DEFAULT_POLICY, tag: str = "",
                  now: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.state = state
         self.dispatcher = dispatcher
-        self.reactor = reactor
+        self.reactor = resolve_reactor(reactor)
         self.policy = policy
         self.tag = tag
         self.now = now or time.time
