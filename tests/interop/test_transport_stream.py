@@ -24,7 +24,32 @@ def _on(network: str | None, settings: dict) -> dict:
     return settings
 
 
-class VTwistClientToV2RayServer(TransportTestCase):
+class _EveryKind:
+    """One test per transport combination, each run through the subclass's ``check``."""
+
+    async def check(self, kind: str, network: str | None = None) -> None:
+        raise NotImplementedError
+
+    async def test_tls_over_kcp(self) -> None:
+        await self.check("tls", "kcp")
+
+    async def test_tls(self) -> None:
+        await self.check("tls")
+
+    async def test_ws(self) -> None:
+        await self.check("ws")
+
+    async def test_wss(self) -> None:
+        await self.check("wss")
+
+    async def test_http_header(self) -> None:
+        await self.check("http")
+
+    async def test_http_header_tls(self) -> None:
+        await self.check("https")
+
+
+class VTwistClientToV2RayServer(_EveryKind, TransportTestCase):
     """vtwist's client endpoints against V2Ray's listeners."""
 
     async def check(self, kind: str, network: str | None = None) -> None:
@@ -54,31 +79,12 @@ class VTwistClientToV2RayServer(TransportTestCase):
             tls.wrap_client_endpoint(reactor, kcp, "127.0.0.1", settings.tls), SIZE)
         await client.transport.transport.transport.terminated  # TLS layer, TLS, mKCP
 
-    async def test_tls_over_kcp(self) -> None:
-        await self.check("tls", "kcp")
 
-    async def test_tls(self) -> None:
-        await self.check("tls")
-
-    async def test_ws(self) -> None:
-        await self.check("ws")
-
-    async def test_wss(self) -> None:
-        await self.check("wss")
-
-    async def test_http_header(self) -> None:
-        await self.check("http")
-
-    async def test_http_header_tls(self) -> None:
-        await self.check("https")
-
-
-class V2RayClientToVTwistServer(TransportTestCase):
+class V2RayClientToVTwistServer(_EveryKind, TransportTestCase):
     """V2Ray's dialers (freedom + streamSettings) against vtwist's server endpoints."""
 
     async def check(self, kind: str, network: str | None = None) -> None:
         from twisted.internet.protocol import Factory
-
 
         settings = stream_settings(_on(network, self.fx.settings(kind, inbound=True)),
                                    inbound=True)
@@ -98,21 +104,3 @@ class V2RayClientToVTwistServer(TransportTestCase):
         })
         await proc.wait_port(port)
         await self.transfer(TCP4ClientEndpoint(reactor, "127.0.0.1", port), SIZE)
-
-    async def test_tls_over_kcp(self) -> None:
-        await self.check("tls", "kcp")
-
-    async def test_tls(self) -> None:
-        await self.check("tls")
-
-    async def test_ws(self) -> None:
-        await self.check("ws")
-
-    async def test_wss(self) -> None:
-        await self.check("wss")
-
-    async def test_http_header(self) -> None:
-        await self.check("http")
-
-    async def test_http_header_tls(self) -> None:
-        await self.check("https")
