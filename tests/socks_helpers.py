@@ -5,28 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tests import fakes
 from vtwist.address import Destination
 from vtwist.interfaces import IOutbound, IPacketSession
 
 
-class HalfCloseTransport(StringTransport):
-    """A StringTransport that records half-closes."""
+class HalfCloseTransport(fakes.HalfCloseTransport):
+    """:class:`tests.fakes.HalfCloseTransport` with a local SOCKS server's addresses."""
 
     def __init__(self, host: tuple[str, int] = ("127.0.0.1", 1080),
                  peer: tuple[str, int] = ("127.0.0.1", 50000)) -> None:
-        super().__init__(hostAddress=IPv4Address("TCP", *host),
-                         peerAddress=IPv4Address("TCP", *peer))
-        self.writeClosed = False
-
-    def loseWriteConnection(self) -> None:
-        self.writeClosed = True
+        super().__init__(host, peer)
 
 
 class PendingConnect:

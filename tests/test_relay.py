@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakes import HalfCloseTransport
 from vtwist.policy import LevelPolicy
 from vtwist.relay import INBOUND, OUTBOUND, Relay, RelayProtocol
-
-
-class HalfCloseTransport(StringTransport):
-    """A StringTransport that records half-closes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writeClosed = False
-
-    def loseWriteConnection(self) -> None:
-        self.writeClosed = True
-
 
 POLICY = LevelPolicy(handshake=4, conn_idle=300, uplink_only=2, downlink_only=5)
 

@@ -11,7 +11,6 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
@@ -19,6 +18,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from tests.fakes import HalfCloseTransport
 from vtwist.address import Destination
 from vtwist.dispatch import Dispatcher
 from vtwist.proxy.freedom import FreedomOutbound
@@ -31,15 +31,6 @@ from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account, UserTable
 
 NOW = 1_700_000_000.0
-
-
-class HalfCloseTransport(StringTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writeClosed = False
-
-    def loseWriteConnection(self) -> None:
-        self.writeClosed = True
 
 
 class FakeEndpoint:

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakes import HalfCloseTransport
 from vtwist.address import Destination
 from vtwist.policy import LevelPolicy, Policy
 from vtwist.proxy.vmess import header as H
@@ -25,17 +25,6 @@ from vtwist.relay import RelayProtocol
 
 NOW = 1_700_000_000.0
 POLICY = Policy({0: LevelPolicy(handshake=4, conn_idle=300, uplink_only=2, downlink_only=5)})
-
-
-class HalfCloseTransport(StringTransport):
-    """A StringTransport that records half-closes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writeClosed = False
-
-    def loseWriteConnection(self) -> None:
-        self.writeClosed = True
 
 
 class FakeDispatcher:
