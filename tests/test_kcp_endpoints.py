@@ -6,14 +6,13 @@ import hashlib
 import os
 import random
 import socket
-import time
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.trial.unittest import TestCase
 
-from tests.netutil import Echo
+from tests.netutil import Collector, Echo
 from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint
@@ -39,31 +38,6 @@ class Sink(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.hash.update(data)
         self.count += len(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback([reason])
-
-
-class Collector(protocol.Protocol):
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.waiter: defer.Deferred | None = None
-        self.want = 0
-        self.lost: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.buf += data
-        if self.waiter is not None and len(self.buf) >= self.want:
-            w, self.waiter = self.waiter, None
-            w.callback(None)
-
-    def wait(self, n: int) -> defer.Deferred:
-        self.want = n
-        d = self.waiter = defer.Deferred()
-        if len(self.buf) >= n:
-            self.waiter = None
-            d.callback(None)
-        return d
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost.callback([reason])
@@ -166,14 +140,7 @@ class KCPEndpointTests(TestCase):
             port = await self.server(protocol.Factory.forProtocol(Echo),
                                      KCPConfig(header_type="dtls"))
             c = await self.client(port.getHost().port, Collector(), KCPConfig(header_type="dtls"))
-            times = []
-            for _ in range(50):
-                c.buf.clear()
-                t = time.perf_counter()
-                c.transport.write(os.urandom(1024))
-                await c.wait(1024)
-                times.append(time.perf_counter() - t)
-            times.sort()
+            times = await c.echo_times(50)
             self.assertLess(times[25], 0.010, f"1 KiB echo p50 {times[25] * 1000:.2f} ms")
             await self.close_client(c)
         return defer.ensureDeferred(run())

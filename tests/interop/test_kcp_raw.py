@@ -6,20 +6,16 @@
 
 from __future__ import annotations
 
-import os
-import time
-
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.interop.kcp_support import (
-    Collector,
     kcp_inbound_to_tcp,
     kcp_settings,
     tcp_inbound_to_kcp,
 )
 from tests.interop.transport_support import TransportTestCase
-from tests.netutil import Echo, free_port
+from tests.netutil import Collector, Echo, free_port
 from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint
@@ -85,14 +81,7 @@ class KCPRawInteropTests(TransportTestCase):
             c = Collector()
             await KCPClientEndpoint(reactor, "127.0.0.1", kport, KCPConfig(
                 header_type="dtls"), linger=LINGER).connect(protocol.Factory.forProtocol(lambda: c))
-            times = []
-            for _ in range(20):
-                c.buf.clear()
-                t = time.perf_counter()
-                c.transport.write(os.urandom(1024))
-                await c.wait(1024)
-                times.append(time.perf_counter() - t)
-            times.sort()
+            times = await c.echo_times(20)
             # V2Ray's own side still waits for its tti tick: ~ one tti (50 ms) per echo.
             self.assertLess(times[10], 0.2)
             c.transport.loseConnection()
