@@ -24,9 +24,9 @@ from zope.interface import implementer
 
 from vtwist.config.loader import parse_config
 from vtwist.proxy.socks import codec
-from vtwist.service import build_service
 
 from .netutil import free_port
+from .services import start_service
 from .socks_helpers import LogCapture
 
 TIMEOUT = 10
@@ -108,10 +108,7 @@ class ServiceTestBase(TestCase):
             "inbounds": [{"tag": "socks-in", "protocol": "socks", "listen": "127.0.0.1",
                           "port": self.socks_port, "settings": self.settings}],
             "outbounds": [{"tag": "direct", "protocol": "freedom"}]})
-        self.service = build_service(config, reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        yield self.service.whenListening()
+        self.service = yield start_service(config, self)
 
     def curl(self, *args: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
         return getProcessOutputAndValue(

@@ -20,8 +20,7 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from tests.netutil import free_port, wait_for_port
-from vtwist.config.loader import parse_config
-from vtwist.service import build_service
+from tests.services import start_service
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -89,12 +88,10 @@ class ServiceStopTests(TestCase):
         target = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         self.addCleanup(target.stopListening)
         socks_port = free_port()
-        service = build_service(parse_config({
+        service = yield start_service({
             "inbounds": [{"tag": "in", "protocol": "socks", "listen": "127.0.0.1",
                           "port": socks_port}],
-            "outbounds": [{"protocol": "freedom"}]}), reactor)
-        service.startService()
-        yield service.whenListening()
+            "outbounds": [{"protocol": "freedom"}]})
 
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 

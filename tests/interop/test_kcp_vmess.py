@@ -16,6 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from tests.interop.kcp_support import kcp_settings
 from tests.interop.transport_support import HashingClient, TransportTestCase
 from tests.netutil import free_port
+from tests.services import start_service
 from vtwist.address import Destination
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.users import Account
@@ -60,14 +61,8 @@ class VMessOverKCPInterop(TransportTestCase):
     timeout = 120
 
     async def vtwist_server(self, kcp: dict[str, Any]) -> tuple[int, Any]:
-        from vtwist.config.loader import parse_config
-        from vtwist.service import build_service
-
         port = free_port(udp_too=True)
-        service = build_service(parse_config(server_config(port, kcp)), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        await service.whenListening()
+        service = await start_service(server_config(port, kcp), self)
         return port, service
 
     async def v2ray_server(self, kcp: dict[str, Any]) -> int:

@@ -13,14 +13,14 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from tests.interop.v2ray_runner import EchoServer, V2Ray
 from tests.netutil import free_port
+from tests.services import start_service
 from tests.socks_helpers import LogCapture
 from vtwist.config.loader import parse_config
-from vtwist.service import build_service
 
 TIMEOUT = 10
 
@@ -51,10 +51,7 @@ class V2RayClientTests(TestCase):
                           "settings": {"auth": "password", "udp": True,
                                        "accounts": [{"user": "alice", "pass": "s3cret"}]}}],
             "outbounds": [{"tag": "direct", "protocol": "freedom"}]})
-        self.service = build_service(config, reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        yield self.service.whenListening()
+        self.service = yield start_service(config, self)
         self.door = free_port(udp_too=True)
         self.v2ray = yield threads.deferToThread(V2Ray, {
             "log": {"loglevel": "warning"},

@@ -15,6 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.interop.transport_support import TransportTestCase, stream_settings
 from tests.netutil import free_port
+from tests.services import start_service
 from vtwist.address import Destination
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.users import Account
@@ -43,15 +44,8 @@ class VMessTransportInterop(TransportTestCase):
     timeout = 120
 
     async def vtwist_server(self, kind: str) -> int:
-        from vtwist.config.loader import parse_config
-        from vtwist.service import build_service
-
         port = free_port()
-        config = parse_config(server_config(port, self.fx.settings(kind, inbound=True)))
-        service = build_service(config, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        await service.whenListening()
+        await start_service(server_config(port, self.fx.settings(kind, inbound=True)), self)
         return port
 
     async def v2ray_server(self, kind: str) -> int:

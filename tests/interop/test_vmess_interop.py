@@ -28,8 +28,7 @@ from twisted.trial.unittest import TestCase
 from tests.interop.v2ray_runner import EchoServer, V2Ray
 from tests.interop.vmess_harness import socks_echo, socks_udp_echo
 from tests.netutil import free_port
-from vtwist.config.loader import parse_config
-from vtwist.service import build_service
+from tests.services import start_service
 
 SECURITIES = ["aes-128-gcm", "chacha20-poly1305", "none", "auto"]
 ALTER_IDS = [0, 4]
@@ -71,14 +70,6 @@ def _socks_inbound(port: int, tag: str = "") -> dict[str, Any]:
     return inbound
 
 
-async def start_vtwist(config: dict[str, Any]) -> Any:
-    """Build and start a vtwist service in this process; returns it."""
-    service = build_service(parse_config(config), reactor)
-    service.startService()
-    await service.whenListening()
-    return service
-
-
 class _Pairing(TestCase):
     """Shared machinery: an echo server; subclasses add V2Ray and vtwist sides."""
 
@@ -99,9 +90,7 @@ class _Pairing(TestCase):
         """Start the class's V2Ray process (if it needs one)."""
 
     async def vtwist(self, config: dict[str, Any]) -> Any:
-        service = await start_vtwist(config)
-        self.addCleanup(service.stopService)
-        return service
+        return await start_service(config, self)
 
     async def socksPort(self, sec: str, alter: int) -> int:
         """The SOCKS port whose traffic uses (sec, alter) for this pairing."""
