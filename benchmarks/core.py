@@ -128,7 +128,7 @@ class _Profiler:
             for proc in setup.procs:
                 out = directory / f"{group.suite}-{proc.name}.txt"
                 cmd = ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
-                       "--rate", "250", "--nonblocking", "-o", str(out)]
+                       "--rate", "250", "-o", str(out)]
                 popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
                 self.runs.append((popen, out))

@@ -1,0 +1,93 @@
+"""One vtwist setup, one load, py-spy on every vtwist process: where does this load's time go?
+
+``python -m benchmarks.focus SETUP LOAD [--mb N] [--conns N] [--out DIR]``
+
+SETUP: ``socks`` (SOCKS5 -> freedom) or a VMess body security for the TCP chain
+(``aes-128-gcm``, ``chacha20-poly1305``, ``none``). LOAD: ``up`` / ``down`` (one stream of
+``--mb`` MB) or ``connect`` (``--conns`` connections from 8 workers). Prints the rate, the CPU
+per GB or per connection of each process, and the summary of each process's profile
+(main thread, blocking sampling at 400 Hz; idle ``epoll_wait`` left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.__main__ import start_sink, stop_sink
+from benchmarks.loadgen import Target, connect_rate, transfer
+from benchmarks.procs import ProcessGroup
+from benchmarks.profiling import summarize
+from benchmarks.setups import Chain, Setup, SocksProxy
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one focused, profiled load."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.focus", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("setup")
+    p.add_argument("load", choices=["up", "down", "connect"])
+    p.add_argument("--mb", type=int, default=512)
+    p.add_argument("--conns", type=int, default=3000)
+    p.add_argument("--out", type=Path, default=Path("focus-profiles"))
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="vtwist-focus-"))
+    sink, sink_port = start_sink(workdir)
+    group = ProcessGroup(workdir)
+    spies: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        setup: Setup = SocksProxy("vtwist") if args.setup == "socks" else \
+            Chain("vtwist", args.setup, f"focus-{args.setup}")
+        setup.start(group)
+        target = Target(setup.socks_port, sink_port)
+        if args.load == "connect":
+            connect_rate(target, 200)
+        else:
+            transfer(target, args.load, 16_000_000, 1)
+        for proc in setup.procs:
+            out = args.out / f"{args.setup}-{args.load}-{proc.name}.txt"
+            spies.append((subprocess.Popen(
+                ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "400",
+                 "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
+        time.sleep(1.0)
+        cpu0 = [proc.cpu_seconds() for proc in setup.procs]
+        if args.load == "connect":
+            rate, _, failed = connect_rate(target, args.conns)
+            cpu = [proc.cpu_seconds() - c for proc, c in zip(setup.procs, cpu0, strict=True)]
+            print(f"{args.setup} connect: {rate:.0f} conn/s ({failed} failed) while profiled; "
+                  "CPU ms per connection: " + ", ".join(
+                      f"{proc.name} {1000 * c / args.conns:.2f}"
+                      for proc, c in zip(setup.procs, cpu, strict=True)))
+        else:
+            seconds = transfer(target, args.load, args.mb * 1_000_000, 1)
+            cpu = [proc.cpu_seconds() - c for proc, c in zip(setup.procs, cpu0, strict=True)]
+            print(f"{args.setup} {args.load}: {args.mb / seconds:.0f} MB/s while profiled; "
+                  "CPU s per GB: " + ", ".join(
+                      f"{proc.name} {1000 * c / args.mb:.2f}"
+                      for proc, c in zip(setup.procs, cpu, strict=True)))
+    finally:
+        for spy, _ in spies:
+            if spy.poll() is None:
+                spy.send_signal(signal.SIGINT)
+        for spy, _ in spies:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        group.close()
+        stop_sink(sink)
+        shutil.rmtree(workdir, ignore_errors=True)
+    for _, out in spies:
+        if out.exists():
+            print()
+            print(summarize(out, 25))
+
+
+if __name__ == "__main__":
+    main()
