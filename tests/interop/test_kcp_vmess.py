@@ -14,7 +14,12 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.interop.kcp_support import kcp_settings
-from tests.interop.transport_support import HashingClient, TransportTestCase
+from tests.interop.transport_support import (
+    HashingClient,
+    TransportTestCase,
+    vmess_client_config,
+    vmess_server_config,
+)
 from tests.netutil import free_port
 from tests.services import start_service
 from vtwist.address import Destination
@@ -35,13 +40,7 @@ def stream_json(kcp: dict[str, Any]) -> dict[str, Any]:
 
 def server_config(port: int, kcp: dict[str, Any]) -> dict[str, Any]:
     """A VMess-over-mKCP server config for vtwist or V2Ray."""
-    return {
-        "log": {"loglevel": "warning"},
-        "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "vmess",
-                      "settings": {"clients": [{"id": UUID, "alterId": 0}]},
-                      "streamSettings": stream_json(kcp)}],
-        "outbounds": [{"protocol": "freedom"}],
-    }
+    return vmess_server_config(port, UUID, stream_json(kcp))
 
 
 class _RecordingKCPClient(KCPClientEndpoint):
@@ -85,15 +84,8 @@ class VMessOverKCPInterop(TransportTestCase):
 
     async def v2ray_client(self, server_port: int, echo: int, kcp: dict[str, Any]) -> Any:
         port = free_port(udp_too=True)
-        proc = self.v2ray({
-            "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "dokodemo-door",
-                          "settings": {"address": "127.0.0.1", "port": echo,
-                                       "network": "tcp"}}],
-            "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
-                "address": "127.0.0.1", "port": server_port,
-                "users": [{"id": UUID, "alterId": 0, "security": SECURITY}]}]},
-                "streamSettings": stream_json(kcp)}],
-        })
+        proc = self.v2ray(vmess_client_config(port, echo, server_port, UUID, SECURITY,
+                                              stream_json(kcp)))
         await proc.wait_port(port)
         return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
 

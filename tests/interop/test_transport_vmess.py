@@ -13,7 +13,12 @@ from typing import Any
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.interop.transport_support import TransportTestCase, stream_settings
+from tests.interop.transport_support import (
+    TransportTestCase,
+    stream_settings,
+    vmess_client_config,
+    vmess_server_config,
+)
 from tests.netutil import free_port
 from tests.services import start_service
 from vtwist.address import Destination
@@ -29,13 +34,7 @@ SECURITY = "aes-128-gcm"
 
 def server_config(port: int, stream_settings: dict[str, Any]) -> dict[str, Any]:
     """A VMess server config (vmess inbound, freedom outbound) for vtwist or V2Ray."""
-    return {
-        "log": {"loglevel": "warning"},
-        "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "vmess",
-                      "settings": {"clients": [{"id": UUID, "alterId": 0}]},
-                      "streamSettings": stream_settings}],
-        "outbounds": [{"protocol": "freedom"}],
-    }
+    return vmess_server_config(port, UUID, stream_settings)
 
 
 class VMessTransportInterop(TransportTestCase):
@@ -70,15 +69,8 @@ class VMessTransportInterop(TransportTestCase):
         settings_json = self.fx.settings(kind, inbound=False)
         if tls_override is not None:
             settings_json["tlsSettings"] = tls_override
-        proc = self.v2ray({
-            "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "dokodemo-door",
-                          "settings": {"address": "127.0.0.1", "port": echo,
-                                       "network": "tcp"}}],
-            "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
-                "address": "127.0.0.1", "port": server_port,
-                "users": [{"id": UUID, "alterId": 0, "security": SECURITY}]}]},
-                "streamSettings": settings_json}],
-        })
+        proc = self.v2ray(vmess_client_config(port, echo, server_port, UUID, SECURITY,
+                                              settings_json))
         await proc.wait_port(port)
         self.client_proc = proc
         return TCP4ClientEndpoint(reactor, "127.0.0.1", port)

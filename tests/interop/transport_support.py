@@ -86,6 +86,31 @@ def stream_settings(obj: dict[str, Any], inbound: bool) -> stream.StreamSettings
     return stream.parse_stream_settings(Node(obj, "streamSettings", warn), inbound)
 
 
+def vmess_server_config(port: int, user_id: str, stream: dict[str, Any]) -> dict[str, Any]:
+    """A VMess server config (vmess inbound, freedom outbound) for vtwist or V2Ray."""
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "vmess",
+                      "settings": {"clients": [{"id": user_id, "alterId": 0}]},
+                      "streamSettings": stream}],
+        "outbounds": [{"protocol": "freedom"}],
+    }
+
+
+def vmess_client_config(port: int, target: int, server_port: int, user_id: str,
+                        security: str, stream: dict[str, Any]) -> dict[str, Any]:
+    """V2Ray as VMess client: dokodemo-door on ``port`` to ``target`` via ``server_port``."""
+    return {
+        "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "dokodemo-door",
+                      "settings": {"address": "127.0.0.1", "port": target,
+                                   "network": "tcp"}}],
+        "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
+            "address": "127.0.0.1", "port": server_port,
+            "users": [{"id": user_id, "alterId": 0, "security": security}]}]},
+            "streamSettings": stream}],
+    }
+
+
 class TransportFixture:
     """Files for TLS (CA + server certificate) and stream settings for each combination."""
 
