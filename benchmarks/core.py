@@ -99,7 +99,7 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def _warm_up(setup: Setup, target: Target, timeout: float = 20.0) -> None:
+def warm_up(setup: Setup, target: Target, timeout: float = 20.0) -> None:
     """A few echoes through the setup, retried until it answers (bounded)."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -160,7 +160,7 @@ def run_group(ctx: Context, group: Group) -> None:
         for setup in group.setups:
             try:
                 setup.start(procs)
-                _warm_up(setup, Target(setup.socks_port, ctx.sink_port))
+                warm_up(setup, Target(setup.socks_port, ctx.sink_port))
                 live.append(setup)
             except Exception as e:  # noqa: BLE001 - one broken setup must not stop the rest
                 setup.error = f"{type(e).__name__}: {e}"

@@ -2,8 +2,9 @@
 
 ``python -m benchmarks.focus SETUP LOAD [--mb N] [--conns N] [--out DIR]``
 
-SETUP: ``socks`` (SOCKS5 -> freedom) or a VMess body security for the TCP chain
-(``aes-128-gcm``, ``chacha20-poly1305``, ``none``). LOAD: ``up`` / ``down`` (one stream of
+SETUP: ``socks`` (SOCKS5 -> freedom), ``kcp`` (the VMess aes-128-gcm chain over mKCP with
+V2Ray's default kcpSettings) or a VMess body security for the TCP chain (``aes-128-gcm``,
+``chacha20-poly1305``, ``none``). LOAD: ``up`` / ``down`` (one stream of
 ``--mb`` MB) or ``connect`` (``--conns`` connections from 8 workers). Prints the rate, the CPU
 per GB or per connection of each process, and the summary of each process's profile
 (main thread, blocking sampling at 400 Hz; idle ``epoll_wait`` left out).
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 from benchmarks.__main__ import start_sink, stop_sink
+from benchmarks.configs import kcp_stream
+from benchmarks.core import warm_up
 from benchmarks.loadgen import Target, connect_rate, transfer
 from benchmarks.procs import ProcessGroup
 from benchmarks.profiling import summarize
@@ -42,10 +45,17 @@ def main(argv: list[str] | None = None) -> None:
     group = ProcessGroup(workdir)
     spies: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        setup: Setup = SocksProxy("vtwist") if args.setup == "socks" else \
-            Chain("vtwist", args.setup, f"focus-{args.setup}")
+        setup: Setup
+        if args.setup == "socks":
+            setup = SocksProxy("vtwist")
+        elif args.setup == "kcp":
+            stream = kcp_stream()
+            setup = Chain("vtwist", "aes-128-gcm", "focus-kcp", stream, stream, server_tcp=False)
+        else:
+            setup = Chain("vtwist", args.setup, f"focus-{args.setup}")
         setup.start(group)
         target = Target(setup.socks_port, sink_port)
+        warm_up(setup, target)
         if args.load == "connect":
             connect_rate(target, 200)
         else:
