@@ -1,9 +1,12 @@
-"""In-memory test doubles shared across the test modules."""
+"""In-memory test doubles and log capture shared across the test modules."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 
 
 class HalfCloseTransport(StringTransport):
@@ -20,3 +23,17 @@ class HalfCloseTransport(StringTransport):
 
     def loseWriteConnection(self) -> None:
         self.writeClosed = True
+
+
+def log_lines(test: Any, namespace: str = "") -> list[str]:
+    """A list that collects the formatted log lines of namespaces starting with
+    ``namespace`` from now until ``test``'s cleanup."""
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if str(event.get("log_namespace", "")).startswith(namespace):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    test.addCleanup(globalLogPublisher.removeObserver, observe)
+    return lines

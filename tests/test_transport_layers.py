@@ -12,11 +12,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakes import log_lines
 from vtwist.transport.layer import LayerHandshakeError
 from vtwist.transport.tcp import (
     HTTPHeaderClientLayer,
@@ -71,19 +71,6 @@ class Recording:
         return p
 
 
-class LogCapture:
-    """Collect formatted log lines from vtwist.transport loggers during a test."""
-
-    def __init__(self, test: SynchronousTestCase) -> None:
-        self.lines: list[str] = []
-        globalLogPublisher.addObserver(self)
-        test.addCleanup(globalLogPublisher.removeObserver, self)
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if str(event.get("log_namespace", "")).startswith("vtwist.transport"):
-            self.lines.append(formatEvent(event))
-
-
 def upgrade_request(path: str = "/ws", key: bytes | None = None, version: str = "13",
                     extra: str = "") -> bytes:
     if key is None:
@@ -113,7 +100,7 @@ class WSServerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.apps = Recording()
-        self.logs = LogCapture(self)
+        self.logs = log_lines(self, "vtwist.transport")
         self.layer = WSServerLayer(self.apps.factory(), WSSettings(path="/ws"), self.clock)
         self.transport = StringTransport()
         self.layer.makeConnection(self.transport)
@@ -129,7 +116,7 @@ class WSServerTests(SynchronousTestCase):
                         self.transport.value())
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.apps.built, [])
-        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        self.assertEqual(len(self.logs), 1, self.logs)
 
     def test_upgrade(self) -> None:
         app = self.upgraded()
@@ -150,7 +137,7 @@ class WSServerTests(SynchronousTestCase):
     def test_wrong_path_404(self) -> None:
         self.layer.dataReceived(upgrade_request("/other"))
         self.assertRefused(b"404 Not Found")
-        self.assertIn("/other", self.logs.lines[0])
+        self.assertIn("/other", self.logs[0])
 
     def test_plain_http_400(self) -> None:
         self.layer.dataReceived(b"GET /ws HTTP/1.1\r\nHost: example.test\r\n\r\n")
@@ -163,7 +150,7 @@ class WSServerTests(SynchronousTestCase):
     def test_bad_key(self) -> None:
         self.layer.dataReceived(upgrade_request(key=b"not-a-key"))
         self.assertRefused(b"400 Bad Request")
-        self.assertIn("Sec-WebSocket-Key", self.logs.lines[0])
+        self.assertIn("Sec-WebSocket-Key", self.logs[0])
 
     def test_bad_version(self) -> None:
         self.layer.dataReceived(upgrade_request(version="8"))
@@ -188,8 +175,8 @@ class WSServerTests(SynchronousTestCase):
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(0.2)
         self.assertEqual(self.apps.built, [])
-        self.assertEqual(len(self.logs.lines), 1)
-        self.assertIn("no handshake within 4 s", self.logs.lines[0])
+        self.assertEqual(len(self.logs), 1)
+        self.assertIn("no handshake within 4 s", self.logs[0])
 
     def test_ping_pong(self) -> None:
         self.upgraded()
@@ -221,7 +208,7 @@ class WSServerTests(SynchronousTestCase):
         self.layer.dataReceived(frame)
         self.assertTrue(self.transport.value().startswith(b"\x88\x02\x03\xea"))  # close 1002
         self.assertTrue(self.transport.disconnecting)
-        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        self.assertEqual(len(self.logs), 1, self.logs)
         self.layer.connectionLost(Failure(error.ConnectionDone()))
         self.assertIsInstance(app.lost.value, error.ConnectionLost)
 
@@ -369,7 +356,7 @@ class HTTPHeaderTests(SynchronousTestCase):
     """V2Ray's HTTP header disguise."""
 
     def setUp(self) -> None:
-        self.logs = LogCapture(self)
+        self.logs = log_lines(self, "vtwist.transport")
         self.settings = TCPSettings(header_type="http")
         self.settings.request.paths = ["/a", "/b"]
 
@@ -421,13 +408,13 @@ class HTTPHeaderTests(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 Not Found\r\n"))
         self.assertIn(b"Connection: close", transport.value())
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(len(self.logs.lines), 1)
+        self.assertEqual(len(self.logs), 1)
 
     def test_server_garbage(self) -> None:
         layer, transport, apps = self.server()
         layer.dataReceived(os.urandom(100).replace(b"\r", b"") + b"\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
-        self.assertEqual(len(self.logs.lines), 1)
+        self.assertEqual(len(self.logs), 1)
 
     def test_server_too_long(self) -> None:
         layer, transport, apps = self.server()
@@ -449,7 +436,7 @@ class HTTPHeaderTests(SynchronousTestCase):
         layer.makeConnection(transport)
         clock.advance(5)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(len(self.logs.lines), 1)
+        self.assertEqual(len(self.logs), 1)
 
     def test_client(self) -> None:
         apps = Recording()

@@ -13,9 +13,9 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
+from tests.fakes import log_lines
 from tests.interop.transport_support import TransportTestCase, stream_settings
 from tests.netutil import Echo
-from tests.test_transport_layers import LogCapture
 from vtwist.transport import stream, tls, ws
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerHandshakeError
 
@@ -192,7 +192,7 @@ class BadInputTests(TransportTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.logs = LogCapture(self)  # type: ignore[arg-type]
+        self.logs = log_lines(self, "vtwist.transport")
 
     async def server(self, kind: str) -> int:
         settings = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
@@ -227,7 +227,7 @@ class BadInputTests(TransportTestCase):
 
     async def wait_logs(self, n: int) -> None:
         for _ in range(100):
-            if len(self.logs.lines) >= n:
+            if len(self.logs) >= n:
                 return
             await task.deferLater(reactor, 0.02, lambda: None)
 
@@ -236,23 +236,23 @@ class BadInputTests(TransportTestCase):
         answer = await self.raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertNotIn(b"HTTP", answer)
         await self.wait_logs(1)
-        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
-        self.assertIn("TLS handshake with 127.0.0.1", self.logs.lines[0])
+        self.assertEqual(len(self.logs), 1, self.logs)
+        self.assertIn("TLS handshake with 127.0.0.1", self.logs[0])
         await self.still_serving("tls", port)
 
     async def test_tls_stalled(self) -> None:
         self.patch(tls.TLSLayer, "handshakeTimeout", 0.3)
         port = await self.server("tls")
         await self.raw(port, b"\x16\x03\x01", wait=3)
-        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
-        self.assertIn("no handshake within 0.3 s", self.logs.lines[0])
+        self.assertEqual(len(self.logs), 1, self.logs)
+        self.assertIn("no handshake within 0.3 s", self.logs[0])
         await self.still_serving("tls", port)
 
     async def test_ws_stalled(self) -> None:
         self.patch(ws.WSServerLayer, "handshakeTimeout", 0.3)
         port = await self.server("ws")
         await self.raw(port, b"GET /tunnel HTTP/1.1\r\n", wait=3)
-        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        self.assertEqual(len(self.logs), 1, self.logs)
         await self.still_serving("ws", port)
 
     async def test_wss_bad_upgrade(self) -> None:
@@ -266,7 +266,7 @@ class BadInputTests(TransportTestCase):
         answer = await collector.done
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request"), answer)
         await self.wait_logs(1)
-        self.assertEqual(len(self.logs.lines), 1, self.logs.lines)
+        self.assertEqual(len(self.logs), 1, self.logs)
         await self.still_serving("wss", port)
 
     async def test_ws_wrong_path_404(self) -> None:

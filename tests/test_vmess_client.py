@@ -11,14 +11,13 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from tests.fakes import HalfCloseTransport
+from tests.fakes import HalfCloseTransport, log_lines
 from vtwist.address import Destination
 from vtwist.dispatch import Dispatcher
 from vtwist.proxy.freedom import FreedomOutbound
@@ -195,12 +194,7 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(app.data, [])
 
     def test_switch_account_command_logged(self) -> None:
-        logs: list[str] = []
-        def observe(event: dict) -> None:
-            logs.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        logs = log_lines(self)
         app = self.open(App)
         app.transport.write(b"req")
         req = self.server_side(self.lower.transport.value())

@@ -11,10 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.fakes import HalfCloseTransport
+from tests.fakes import HalfCloseTransport, log_lines
 from vtwist.address import Destination
 from vtwist.policy import LevelPolicy, Policy
 from vtwist.proxy.vmess import header as H
@@ -78,16 +77,7 @@ class ServerTestBase(SynchronousTestCase):
         self.now = NOW
         self.factory = VMessServerFactory(self.state, self.dispatcher, self.clock, POLICY,
                                           tag="vmess-in", now=lambda: self.now)
-        self.logs: list[str] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if event.get("log_namespace", "").startswith("vtwist.vmess"):
-                from twisted.logger import formatEvent
-
-                self.logs.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.logs = log_lines(self, "vtwist.vmess")
 
     def connect(self) -> tuple[Any, HalfCloseTransport]:
         proto = self.factory.buildProtocol(None)

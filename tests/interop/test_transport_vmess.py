@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
+from tests.fakes import log_lines
 from tests.interop.transport_support import (
     TransportTestCase,
     stream_settings,
@@ -125,18 +126,10 @@ class ServerNameChecks(TransportTestCase):
         endpoint = await VMessTransportInterop.v2ray_client(
             self, server_port, echo, "tls", tls_override=bad)  # type: ignore[arg-type]
         from twisted.internet.protocol import Factory
-        from twisted.logger import formatEvent, globalLogPublisher
 
         from tests.interop.transport_support import HashingClient
 
-        lines: list[str] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if str(event.get("log_namespace", "")).startswith("vtwist.transport.tls"):
-                lines.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        lines = log_lines(self, "vtwist.transport.tls")
         client = HashingClient(1024)
         await endpoint.connect(Factory.forProtocol(lambda: client))
         await client.done
