@@ -208,6 +208,14 @@ class RuleTests(SynchronousTestCase):
         self.assertEqual(r.route(ctx(port=80)), Route("block", 1))
         self.assertEqual(r.route(ctx(host="other.test", port=80)), Route(None))
 
+    def test_empty_lists_add_no_condition(self) -> None:
+        """As V2Ray: ``[]`` is no condition; a list of only empty strings never matches."""
+        r = router([field(domain=[], ip=[], user=[], inboundTag=[], network=[], port="443")])
+        self.assertEqual(tag(r, ctx()), "block")
+        r = router([field(user=[""], port="443")])
+        self.assertIsNone(tag(r, ctx(user="")))
+        self.assertRaises(ConfigError, router, [field(domain=[])])  # nothing left: no condition
+
     def test_protocol_rule_warns_and_never_matches(self) -> None:
         warnings: list[str] = []
         r = router([field(protocol=["bittorrent"]), field("proxy", port="443")],

@@ -303,6 +303,13 @@ def _entries(rule: Node, key: str) -> list[tuple[str, str]]:
     return [(item.as_str().strip(), item.path) for item in node.items()]
 
 
+def _present(rule: Node, key: str) -> list[tuple[str, str]]:
+    """:func:`_entries` at ``key``, or nothing when the key is absent or null."""
+    if not rule.has(key) or rule.value[key] is None:
+        return []
+    return _entries(rule, key)
+
+
 def parse_port_ranges(node: Node) -> list[tuple[int, int]]:
     """``53``, ``"53"``, ``"1000-2000"`` or ``"80,443,1000-2000"`` -> ranges."""
     value = node.value
@@ -407,18 +414,18 @@ def parse_rule(node: Node, outbound_tags: Sequence[str]) -> Rule:
                          "outboundTag")
     rule = Rule(outbound_tag=tag, path=node.path)
     conditions = 0
-    for key in ("domain", "domains"):
-        if node.has(key) and node.value[key] is not None:
-            if rule.domains is None:
-                rule.domains = DomainMatcher()
-            for entry, path in _entries(node, key):
-                parse_domain(rule.domains, entry, path)
-            conditions += 1
-    if node.has("ip") and node.value["ip"] is not None:
-        rule.ips = parse_ip_entries(_entries(node, "ip"))
+    # As in V2Ray, an absent, null or empty list adds no condition.
+    domain_entries = _present(node, "domain") + _present(node, "domains")
+    if domain_entries:
+        rule.domains = DomainMatcher()
+        for entry, path in domain_entries:
+            parse_domain(rule.domains, entry, path)
         conditions += 1
-    if node.has("source") and node.value["source"] is not None:
-        rule.sources = parse_ip_entries(_entries(node, "source"))
+    if entries := _present(node, "ip"):
+        rule.ips = parse_ip_entries(entries)
+        conditions += 1
+    if entries := _present(node, "source"):
+        rule.sources = parse_ip_entries(entries)
         conditions += 1
     if node.has("port") and node.value["port"] is not None:
         rule.ports = parse_port_ranges(node.get("port"))
@@ -426,19 +433,19 @@ def parse_rule(node: Node, outbound_tags: Sequence[str]) -> Rule:
     if node.has("sourcePort") and node.value["sourcePort"] is not None:
         rule.source_ports = parse_port_ranges(node.get("sourcePort"))
         conditions += 1
-    if node.has("network") and node.value["network"] is not None:
+    if entries := _present(node, "network"):
         networks = set()
-        for entry, path in _entries(node, "network"):
+        for entry, path in entries:
             if entry.lower() not in ("tcp", "udp"):
                 raise ConfigError(path, f'expected "tcp", "udp" or "tcp,udp", got {entry!r}')
             networks.add(entry.lower())
         rule.networks = frozenset(networks)
         conditions += 1
-    if node.has("user") and node.value["user"] is not None:
-        rule.users = frozenset(e for e, _ in _entries(node, "user") if e)
+    if entries := _present(node, "user"):
+        rule.users = frozenset(e for e, _ in entries if e)
         conditions += 1
-    if node.has("inboundTag") and node.value["inboundTag"] is not None:
-        rule.inbound_tags = frozenset(e for e, _ in _entries(node, "inboundTag") if e)
+    if entries := _present(node, "inboundTag"):
+        rule.inbound_tags = frozenset(e for e, _ in entries if e)
         conditions += 1
     for key, why in (("protocol", "protocol matching needs sniffing"),
                      ("attrs", "attrs matching needs sniffing")):
