@@ -91,11 +91,11 @@ class RouteContext:
     source_port: int = 0
     user: str = ""
     resolved: tuple[IPAddress, ...] | None = None
+    target_ip: IPAddress | None = field(init=False, default=None)
+    """The target as an IP when it is an IP literal (parsed once)."""
 
-    @property
-    def target_ip(self) -> IPAddress | None:
-        """The target as an IP when it is an IP literal."""
-        return ip_of(self.host)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_ip", ip_of(self.host))
 
     def with_resolved(self, ips: Iterable[str | IPAddress]) -> RouteContext:
         """The same context with the target domain's IPs (unparseable ones dropped)."""
