@@ -388,6 +388,10 @@ class DispatcherTests(SynchronousTestCase):
             "from 127.0.0.1:5000 accepted tcp:x.ads.test:443 [socks-in >> block]",
             "from 127.0.0.1:5001 accepted tcp:example.com:443 [socks-in >> direct]"])
         self.assertEqual(self.resolver.asked, [])
+        from twisted.logger import formatEvent
+
+        debug = [formatEvent(e) for e in self.logs.events if e["log_namespace"] == "vtwist.dispatch"]
+        self.assertEqual(debug, ["routing: tcp:x.ads.test:443 matches routing.rules[0] -> block"])
 
     def test_outbound_for_uses_source_user_and_inbound(self) -> None:
         d = self.dispatcher([field("block", user=["bad@x"]),

@@ -61,7 +61,7 @@ class Dispatcher:
         if self.router is None:
             return self.default
         ctx = self.context(destination, inbound_tag, source, email)
-        return self._outbound(self.router.decide(ctx).tag, destination)
+        return self._routed(self.router.decide(ctx), destination)
 
     def route(self, destination: Destination, inbound_tag: str | None = None, *,
               source: str = "", email: str | None = None) -> Deferred[IOutbound]:
@@ -86,16 +86,23 @@ class Dispatcher:
         ctx = self.context(destination, inbound_tag, source, email)
         decision = router.route(ctx)
         if isinstance(decision, Route):
-            return self._outbound(decision.tag, destination)
+            return self._routed(decision, destination)
         if self.resolver is None:
-            return self._outbound(router.decide(ctx).tag, destination)
+            return self._routed(router.decide(ctx), destination)
 
         def resolved(ips: list[str]) -> IOutbound:
+            log.debug("routing: {host} is {ips}", host=decision.domain, ips=", ".join(ips))
             again = router.route(ctx.with_resolved(ips))
-            tag = again.tag if isinstance(again, Route) else None
-            return self._outbound(tag, destination)
+            return self._routed(again if isinstance(again, Route) else Route(None), destination)
 
         return self.resolver(decision.domain).addCallback(resolved)
+
+    def _routed(self, route: Route, destination: Destination) -> IOutbound:
+        if route.rule is not None and self.router is not None:
+            log.debug("routing: {dest} matches {rule} -> {tag}", dest=destination,
+                      rule=self.router.rules[route.rule].path or f"rule {route.rule}",
+                      tag=route.tag)
+        return self._outbound(route.tag, destination)
 
     def _outbound(self, tag: str | None, destination: Destination) -> IOutbound:
         assert self.default is not None
