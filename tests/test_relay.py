@@ -88,6 +88,32 @@ class RelayTests(SynchronousTestCase):
         self.assertFalse(self.b.writeClosed)
 
 
+class WriteHighWaterTests(SynchronousTestCase):
+    def test_socket_under_layers(self) -> None:
+        """The TCP connection under wrapping layers pauses its producer past 256 KiB only."""
+        from twisted.internet.tcp import Connection
+
+        from vtwist.relay import WRITE_HIGH_WATER, raise_write_high_water
+
+        tcp = object.__new__(Connection)
+        tcp.dataBuffer = b""
+        tcp._tempDataLen = 0
+        tcp.bufferSize = 65536
+
+        class Layer:
+            lowerTransport = tcp
+
+        class Outer:
+            transport = Layer()
+
+        raise_write_high_water(Outer())
+        tcp._tempDataLen = 200_000
+        self.assertFalse(tcp._isSendBufferFull())
+        tcp._tempDataLen = WRITE_HIGH_WATER + 1
+        self.assertTrue(tcp._isSendBufferFull())
+        raise_write_high_water(HalfCloseTransport())  # not a socket: left alone, no error
+
+
 class RelayProtocolTests(SynchronousTestCase):
     def test_holds_until_attached(self) -> None:
         """Bytes and EOF that arrive before attach are replayed in order, then reading resumes."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -31,6 +32,11 @@ from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
 
 INBOUND = 0
 OUTBOUND = 1
+
+#: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
+#: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
+#: other side (epoll churn); reads stay 64 KiB.
+WRITE_HIGH_WATER = 256 * 1024
 
 log = Logger(namespace="vtwist.relay")
 
@@ -51,6 +57,8 @@ class Relay:
         self._active = False
         self._timer: IDelayedCall | None = None
         self._timeout = policy.conn_idle
+        for transport in self.transports:
+            raise_write_high_water(transport)
         outbound.registerProducer(inbound, True)
         inbound.registerProducer(outbound, True)
         self._arm(self._timeout)
@@ -127,6 +135,22 @@ class Relay:
             return
         log.debug("relay idle for {timeout}s, closing", timeout=self._timeout)
         self.finish()
+
+
+def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> None:
+    """Let the socket under ``transport`` (through any wrapping layers) buffer ``limit`` bytes
+    before it pauses its producer. Reads keep their size."""
+    for _ in range(8):
+        if isinstance(transport, Connection):
+            def full(t: Connection = transport) -> bool:
+                return len(t.dataBuffer) + t._tempDataLen > limit
+
+            transport._isSendBufferFull = full  # type: ignore[method-assign]
+            return
+        transport = getattr(transport, "lowerTransport", None) or getattr(
+            transport, "transport", None)
+        if transport is None:
+            return
 
 
 @implementer(IHalfCloseableProtocol)
