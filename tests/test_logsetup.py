@@ -38,6 +38,14 @@ class LogSetupTests(SynchronousTestCase):
         self.assertNotIn("warn line", out.getvalue())
         self.assertIn("accepted", out.getvalue())
 
+    def test_access_none(self) -> None:
+        """``"access": "none"`` turns the access log off, as in V2Ray."""
+        out = io.StringIO()
+        self.publish(LogConfig(loglevel="warning", access="none"), out)
+        self.assertIn("warn line", out.getvalue())
+        self.assertNotIn("accepted", out.getvalue())
+        self.assertEqual(file_observers(LogConfig(access="none")), [])
+
     def test_files(self) -> None:
         directory = tempfile.mkdtemp()
         access = os.path.join(directory, "access.log")

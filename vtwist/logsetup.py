@@ -54,6 +54,8 @@ def observers(config: LogConfig, stdout: IO[str] = sys.stdout) -> list[ILogObser
             return PredicateResult.no if _is_access(event) else PredicateResult.maybe
 
         result.append(FilteringLogObserver(textFileLogObserver(error_out), [not_access, level]))
+    if config.access == "none":  # V2Ray's way to turn the access log off
+        return result
     access_out = open(config.access, "a", encoding="utf-8") if config.access else stdout  # noqa: SIM115
     result.append(FilteringLogObserver(
         _AccessLineObserver(access_out),
@@ -71,6 +73,8 @@ def file_observers(config: LogConfig) -> list[ILogObserver]:
 
 def _targets(config: LogConfig) -> list[bool]:
     kinds = [bool(config.error)] if config.loglevel != "none" else []
+    if config.access == "none":
+        return kinds
     return kinds + [bool(config.access)]
 
 

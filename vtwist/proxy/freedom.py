@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, threads
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import DatagramProtocol
@@ -18,6 +17,7 @@ from zope.interface import implementer
 from vtwist.address import Destination, parse_ip
 from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.transport.tcp import tcp_client_endpoint
 
 log = Logger(namespace="vtwist.freedom")
 
@@ -81,15 +81,8 @@ class ResolvingEndpoint:
         """Resolve, then connect."""
         async def go() -> Any:
             ip = await resolve(self.reactor, self.host, self.strategy)
-            return await ip_endpoint(self.reactor, ip, self.port).connect(protocolFactory)
+            return await tcp_client_endpoint(self.reactor, ip, self.port).connect(protocolFactory)
         return defer.Deferred.fromCoroutine(go())
-
-
-def ip_endpoint(reactor: Any, ip: str, port: int, timeout: float = 30) -> IStreamClientEndpoint:
-    """A TCP endpoint to an IP literal of either family."""
-    if ":" in ip:
-        return TCP6ClientEndpoint(reactor, ip, port, timeout=timeout)
-    return TCP4ClientEndpoint(reactor, ip, port, timeout=timeout)
 
 
 class _UDPSocket(DatagramProtocol):
@@ -187,12 +180,9 @@ class FreedomOutbound:
     def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
         """An endpoint to ``destination`` (TCP)."""
         destination = self.redirected(destination)
-        if not destination.is_domain:
-            return ip_endpoint(self.reactor, destination.host, destination.port,
-                               self.connect_timeout)
-        if self.settings.domain_strategy == "AsIs":
-            return HostnameEndpoint(self.reactor, destination.host, destination.port,
-                                    timeout=self.connect_timeout)
+        if not destination.is_domain or self.settings.domain_strategy == "AsIs":
+            return tcp_client_endpoint(self.reactor, destination.host, destination.port,
+                                       self.connect_timeout)
         return ResolvingEndpoint(self.reactor, destination.host, destination.port,
                                  self.settings.domain_strategy)
 

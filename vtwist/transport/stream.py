@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 
 from vtwist.address import parse_ip
@@ -137,7 +137,9 @@ def client_endpoint(reactor: Any, host: str, port: int,
 
         endpoint: IStreamClientEndpoint = KCPClientEndpoint(reactor, host, port, stream.kcp)
     else:
-        endpoint = HostnameEndpoint(reactor, host, port)
+        from vtwist.transport.tcp import tcp_client_endpoint
+
+        endpoint = tcp_client_endpoint(reactor, host, port)
     if stream.security == "tls":
         from vtwist.transport import tls
 

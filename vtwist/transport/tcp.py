@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamClientEndpoint,
@@ -24,6 +25,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 
+from vtwist.address import parse_ip
 from vtwist.config.node import Node
 from vtwist.transport.layer import HalfCloseLayer, LayerClientEndpoint, LayerServerEndpoint
 
@@ -33,6 +35,21 @@ MAX_HEADER_BYTES = 8192
 SERVER_HANDSHAKE_TIMEOUT = 4.0
 
 Headers = list[tuple[str, list[str]]]
+
+
+def tcp_client_endpoint(reactor: Any, host: str, port: int,
+                        timeout: float = 30) -> IStreamClientEndpoint:
+    """A TCP client endpoint: straight to an IP literal, through the resolver for a name.
+
+    ``HostnameEndpoint`` costs a resolver-thread round trip per connection even for an IP
+    literal, so literals get ``TCP4ClientEndpoint`` / ``TCP6ClientEndpoint``.
+    """
+    ip = parse_ip(host)
+    if ip is None:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if ip.version == 6:
+        return TCP6ClientEndpoint(reactor, str(ip), port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, str(ip), port, timeout=timeout)
 
 DEFAULT_REQUEST_HEADERS: Headers = [
     ("Host", ["www.baidu.com", "www.bing.com"]),

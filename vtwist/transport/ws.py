@@ -359,9 +359,8 @@ def client_from_string(reactor: Any, secure: bool, *args: str, **kwargs: str) ->
     ``caFile`` adds a trusted CA (PEM) to the system roots, ``allowInsecure=true`` skips
     verification. The Deferred fires after the upgrade, as with the other ws endpoints.
     """
-    from twisted.internet.endpoints import HostnameEndpoint
-
     from vtwist.transport import tls
+    from vtwist.transport.tcp import tcp_client_endpoint
 
     positional = list(args)
     host = kwargs.pop("host", None) or (positional.pop(0) if positional else None)
@@ -379,7 +378,7 @@ def client_from_string(reactor: Any, secure: bool, *args: str, **kwargs: str) ->
     insecure = kwargs.pop("allowInsecure", "false").lower() in ("1", "true", "yes")
     if kwargs:
         raise ValueError(f"unknown ws endpoint options: {', '.join(sorted(kwargs))}")
-    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint: Any = tcp_client_endpoint(reactor, host, port, timeout=timeout)
     if secure:
         tls_settings = tls.TLSSettings(server_name=server_name, allow_insecure=insecure)
         if ca_file:
