@@ -12,6 +12,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
@@ -21,6 +22,8 @@ from twisted.web.static import Data
 
 from tests.netutil import free_port, wait_for_port
 from tests.services import start_service
+from vtwist.config.loader import parse_config
+from vtwist.service import build_service
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -105,3 +108,18 @@ class ServiceStopTests(TestCase):
         yield client.lost
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", socks_port), timeout=1).close()
+
+    @defer.inlineCallbacks
+    def test_port_in_use_fails_clearly(self) -> Any:
+        """An inbound that cannot bind makes whenListening fail and marks the service."""
+        busy = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(busy.stopListening)
+        config = {"inbounds": [{"protocol": "socks", "listen": "127.0.0.1",
+                                "port": busy.getHost().port}],
+                  "outbounds": [{"protocol": "freedom"}]}
+        service = build_service(parse_config(config), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        with self.assertRaises(CannotListenError):
+            yield service.whenListening()
+        self.assertTrue(service.failed)

@@ -34,13 +34,15 @@ class Dispatcher:
     """
 
     def __init__(self, outbounds: Sequence[IOutbound], default_tag: str | None = None,
-                 router: Router | None = None, resolver: Resolver | None = None) -> None:
+                 router: Router | None = None, resolver: Resolver | None = None,
+                 log_access: bool = True) -> None:
         self.outbounds = list(outbounds)
         self.by_tag = {o.tag: o for o in self.outbounds if o.tag}
         self.default = self.by_tag[default_tag] if default_tag else (
             self.outbounds[0] if self.outbounds else None)
         self.router = router if router is not None and router.rules else None
         self.resolver = resolver
+        self.log_access = log_access
 
     @staticmethod
     def context(destination: Destination, inbound_tag: str | None = None, source: str = "",
@@ -163,10 +165,11 @@ class Dispatcher:
         pending.deciding = chosen.addCallbacks(opened, failed)
         return pending
 
-    @staticmethod
-    def logAccess(source: str, destination: Destination, inbound_tag: str | None,
+    def logAccess(self, source: str, destination: Destination, inbound_tag: str | None,
                   outbound: IOutbound, email: str | None = None) -> None:
         """``from 127.0.0.1:50000 accepted tcp:example.com:443 [socks-in >> direct]``."""
+        if not self.log_access:
+            return
         line = f"from {source} accepted {destination} [{inbound_tag or ''} >> {outbound.tag or ''}]"
         if email:
             line += f" email: {email}"

@@ -77,4 +77,4 @@ def run_config(config: dict[str, Any]) -> int:
     for sig in (signal.SIGTERM,):
         signal.signal(sig, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run()
-    return 0
+    return 1 if service.failed else 0

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from vtwist.config.model import BuildContext, Config, InboundConfig
 from vtwist.config.registry import inbound_module, outbound_module
 from vtwist.dispatch import Dispatcher
+from vtwist.reactors import resolve_reactor
 from vtwist.resolver import system_resolver
 from vtwist.transport.stream import server_endpoint
 
@@ -21,7 +22,10 @@ log = Logger(namespace="vtwist.service")
 class InboundService(Service):
     """Listens for one inbound on one port; stopping closes the port and its connections."""
 
-    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+    def __init__(self, endpoint: Any, factory: Any, description: str,
+                 reactor: Any = None) -> None:
+        self.reactor = resolve_reactor(reactor)
+        self.failure: Any = None
         self.endpoint = endpoint
         self.factory = factory
         self.description = description
@@ -49,12 +53,11 @@ class InboundService(Service):
             return port
 
         def failed(failure: Any) -> None:
+            self.failure = failure
             log.error("{what}: cannot listen: {why}", what=self.description,
                       why=failure.getErrorMessage())
-            from twisted.internet import reactor
-
-            if reactor.running:  # type: ignore[attr-defined]
-                reactor.stop()  # type: ignore[attr-defined]
+            if getattr(self.reactor, "running", False):
+                self.reactor.stop()
 
         self.listening.addCallbacks(listened, failed)
 
@@ -82,7 +85,8 @@ class VTwistService(MultiService):
         outbounds = [outbound_module(o.protocol).build_outbound(o, ctx)  # type: ignore[union-attr]
                      for o in config.outbounds]
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
-                                     resolver=system_resolver(reactor))
+                                     resolver=system_resolver(reactor),
+                                     log_access=config.log.access != "none")
         ctx.dispatcher = self.dispatcher
         self.inbound_services: list[InboundService] = []
         for inbound in config.inbounds:
@@ -90,10 +94,22 @@ class VTwistService(MultiService):
                 service.setServiceParent(self)
                 self.inbound_services.append(service)
 
+    @property
+    def failed(self) -> bool:
+        """True when an inbound could not listen."""
+        return any(s.failure is not None for s in self.inbound_services)
+
     def whenListening(self) -> Deferred[Any]:
-        """Fires when every inbound port is listening (after ``startService``)."""
+        """Fires when every inbound port is listening (after ``startService``); fails with
+        the first inbound's bind error otherwise."""
+        def check(result: Any) -> Any:
+            for service in self.inbound_services:
+                if service.failure is not None:
+                    return service.failure
+            return result
+
         return DeferredList([s.listening for s in self.inbound_services if s.listening],
-                            fireOnOneErrback=True, consumeErrors=True)
+                            consumeErrors=True).addCallback(check)
 
 
 def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundService]:
@@ -105,14 +121,10 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
         endpoint = server_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
         what = f"{inbound.protocol} inbound {inbound.tag!r}" if inbound.tag else \
             f"{inbound.protocol} inbound"
-        services.append(InboundService(endpoint, factory, what))
+        services.append(InboundService(endpoint, factory, what, ctx.reactor))
     return services
 
 
 def build_service(config: Config, reactor: Any = None) -> VTwistService:
     """The whole service tree for ``config``."""
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
-    return VTwistService(config, reactor)
+    return VTwistService(config, resolve_reactor(reactor))
