@@ -60,6 +60,10 @@ class TLSSettings:
     allow_insecure: bool = False
     disable_system_root: bool = False
     certificates: list[TLSCertificate] = field(default_factory=list)
+    #: Client connection creators built from these settings, per (server name, ALPN): an
+    #: OpenSSL context and its trust store are built once, not per connection.
+    creators: dict[tuple[str, tuple[str, ...]], Any] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def server_certificates(self) -> list[TLSCertificate]:
@@ -360,6 +364,9 @@ def wrap_client_endpoint(reactor: Any, endpoint: IStreamClientEndpoint, host: st
     if default_alpn is None:
         default_alpn = ["h2", "http/1.1"]
     server_name = settings.server_name or host
-    creator = client_creator(server_name, settings, default_alpn)
+    key = (server_name, tuple(default_alpn))
+    creator = settings.creators.get(key)
+    if creator is None:
+        creator = settings.creators[key] = client_creator(server_name, settings, default_alpn)
     return LayerClientEndpoint(_TLSWrappedClientEndpoint(endpoint, creator),
                                lambda f, ready: TLSLayer(f, ready, server_name, clock=reactor))
