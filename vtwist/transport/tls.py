@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet._sslverify import IOpenSSLTrustRoot  # public name, private module
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
@@ -239,8 +241,6 @@ class _InsecureClientCreator:
     """allowInsecure: send SNI and ALPN, verify nothing."""
 
     def __init__(self, server_name: str, alpn: list[bytes]) -> None:
-        from twisted.internet.abstract import isIPAddress, isIPv6Address
-
         self.sni = None if isIPAddress(server_name) or isIPv6Address(server_name) \
             else server_name.encode("idna")
         self.context = CertificateOptions(
@@ -280,8 +280,6 @@ def describe_tls_failure(reason: Failure, server_name: str | None = None) -> str
         if "certificate verify failed" in text:
             return f"untrusted certificate chain ({text})"
         return text
-    from twisted.internet.error import ConnectionDone, ConnectionLost
-
     if reason.check(ConnectionDone, ConnectionLost):
         return "connection closed during the handshake"
     return str(reason.value) or reason.type.__name__
@@ -307,14 +305,6 @@ class TLSLayer(Layer):
     def describeFailure(self, reason: Failure) -> str:
         """Name the TLS reason: untrusted chain, name mismatch, garbage ..."""
         return describe_tls_failure(reason, self.server_name)
-
-    def write(self, data: bytes) -> None:
-        """Encrypt and send."""
-        self.transport.write(data)
-
-    def writeSequence(self, data: Any) -> None:
-        """Encrypt and send several buffers."""
-        self.transport.writeSequence(data)
 
     @property
     def negotiatedProtocol(self) -> bytes | None:
