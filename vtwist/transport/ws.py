@@ -126,14 +126,17 @@ def _valid_key(key: bytes) -> bool:
         return False
 
 
-def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Address | None:
+    """The first X-Forwarded-For address as a peer address (port 0, as V2Ray), if valid."""
     for name, value in headers:
         if name.lower() == b"x-forwarded-for":
             first = value.split(b",")[0].strip().decode("latin-1")
             try:
-                return str(ipaddress.ip_address(first))
+                ip = ipaddress.ip_address(first)
             except ValueError:
                 return None
+            cls = IPv6Address if ip.version == 6 else IPv4Address
+            return cls("TCP", str(ip), 0)
     return None
 
 
@@ -224,7 +227,7 @@ class WSServerLayer(_WSLayer):
         self.settings = settings
         self.http = h11.Connection(h11.SERVER)
         self.received = 0
-        self.forwardedFor: str | None = None
+        self.forwardedFor: IPv4Address | IPv6Address | None = None
 
     def handshakeData(self, data: bytes) -> None:
         """Parse the request with h11; check the path, then the upgrade with wsproto."""
@@ -275,16 +278,12 @@ class WSServerLayer(_WSLayer):
         self.conn = handshake.connection
         leftover = self.http.trailing_data[0]
         self.http = None  # type: ignore[assignment]
-        self.handshakeDone()
-        if leftover and self.app is not None:
-            self.streamData(leftover)
+        self.handshakeDone(leftover)
 
     def getPeer(self) -> Any:
         """The X-Forwarded-For client when given (port 0, as V2Ray), else the real peer."""
         if self.forwardedFor is not None:
-            ip = ipaddress.ip_address(self.forwardedFor)
-            cls = IPv6Address if ip.version == 6 else IPv4Address
-            return cls("TCP", self.forwardedFor, 0)
+            return self.forwardedFor
         return self.transport.getPeer()
 
 
