@@ -38,6 +38,14 @@ class StreamSettings:
         return bool(getattr(part, "accept_proxy_protocol", False))
 
 
+def v2ray_string_list(node: Node, key: str) -> list[str]:
+    """V2Ray's StringList at ``key``: an array of strings, or one string split at commas."""
+    item = node.get(key, [])
+    if isinstance(item.value, str):
+        return item.value.split(",")
+    return [i.as_str() for i in item.items()]
+
+
 def parse_stream_settings(node: Node, inbound: bool,
                           transport: Node | None = None) -> StreamSettings:
     """Validate a ``streamSettings`` object (``node`` may wrap None for the default).

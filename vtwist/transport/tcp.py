@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from vtwist.address import parse_ip
 from vtwist.config.node import Node
 from vtwist.transport.layer import HalfCloseLayer, LayerClientEndpoint, LayerServerEndpoint
+from vtwist.transport.stream import v2ray_string_list
 
 log = Logger(namespace="vtwist.transport.tcp")
 
@@ -104,16 +105,6 @@ class TCPSettings:
     accept_proxy_protocol: bool = False
 
 
-def _string_list(node: Node, key: str) -> list[str] | None:
-    """V2Ray's StringList (array, or a string split at commas); None when absent."""
-    if not node.has(key) or node.value.get(key) is None:
-        return None
-    item = node.get(key)
-    if isinstance(item.value, str):
-        return item.value.split(",")
-    return [i.as_str() for i in item.items()]
-
-
 def _headers(node: Node) -> Headers | None:
     if not node.has("headers"):
         return None
@@ -122,7 +113,7 @@ def _headers(node: Node) -> Headers | None:
     for name in sorted(headers_node.keys()):
         if headers_node.value[name] is None:
             raise headers_node.error("empty HTTP header value", name)
-        values = _string_list(headers_node, name) or []
+        values = v2ray_string_list(headers_node, name)
         result.append((name, values))
     return result or None
 
@@ -131,7 +122,7 @@ def _parse_request(node: Node) -> HTTPRequestConfig:
     request = HTTPRequestConfig()
     request.version = node.str("version", "") or request.version
     request.method = node.str("method", "") or request.method
-    paths = _string_list(node, "path")
+    paths = v2ray_string_list(node, "path")
     if paths:
         request.paths = paths
     headers = _headers(node)

@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from vtwist.config.node import Node
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
+from vtwist.transport.stream import v2ray_string_list
 
 log = Logger(namespace="vtwist.transport.tls")
 
@@ -71,14 +72,6 @@ class TLSSettings:
     def server_certificates(self) -> list[TLSCertificate]:
         """Certificates a server presents (usage encipherment)."""
         return [c for c in self.certificates if c.usage == "encipherment"]
-
-
-def v2ray_string_list(node: Node, key: str) -> list[str]:
-    """V2Ray's StringList: an array of strings, or one string split at commas."""
-    item = node.get(key, [])
-    if isinstance(item.value, str):
-        return item.value.split(",")
-    return [i.as_str() for i in item.items()]
 
 
 def _read_pem(node: Node, file_key: str, inline_key: str, what: str) -> bytes | None:
