@@ -196,10 +196,10 @@ def create_auth_id(cmd_key: bytes, timestamp: int, rand4: bytes | None = None) -
     return enc.update(auth_id_plain(timestamp, rand4))
 
 
-def check_auth_id_plain(block: bytes, now: float, window: int = AUTH_ID_WINDOW) -> int | None:
-    """The timestamp of a decrypted AuthID block if its CRC matches; else None.
+def check_auth_id_plain(block: bytes) -> int | None:
+    """The timestamp of a decrypted AuthID block if its CRC matches and it is not negative.
 
-    The caller compares it with ``now`` (see :func:`auth_id_skew`).
+    The caller compares it with its clock (see :meth:`UserTable.match_aead`).
     """
     if zlib.crc32(block[:12]) != int.from_bytes(block[12:16], "big"):
         return None

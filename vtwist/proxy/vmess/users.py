@@ -118,7 +118,7 @@ class UserTable:
         skewed: AEADMatch | None = None
         for index, dec in enumerate(self._decryptors):
             plain = dec.update(block)
-            ts = check_auth_id_plain(plain, now)
+            ts = check_auth_id_plain(plain)
             if ts is None:
                 continue
             skew = ts - now
