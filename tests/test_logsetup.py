@@ -60,4 +60,6 @@ class LogSetupTests(SynchronousTestCase):
         with open(error) as f:
             self.assertIn("warn line", f.read())
         self.assertEqual(len(file_observers(LogConfig(access=access))), 1)
+        self.assertEqual(len(file_observers(LogConfig(access=access, error=error))), 2)
+        self.assertEqual(file_observers(LogConfig(loglevel="none", error=error)), [])
         self.assertEqual(file_observers(LogConfig()), [])

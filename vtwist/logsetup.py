@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import IO, Any
 
 from twisted.logger import (
@@ -36,54 +37,42 @@ class _AccessLineObserver:
         self.out = out
 
     def __call__(self, event: dict[str, Any]) -> None:
-        import time
-
         stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(event.get("log_time", 0)))
         self.out.write(f"{stamp} {formatEvent(event)}\n")
         self.out.flush()
 
 
-def observers(config: LogConfig, stdout: IO[str] = sys.stdout) -> list[ILogObserver]:
-    """Observers for ``config``: the error log at its level, and the access log."""
+def _open(path: str | None, stdout: IO[str] | None) -> IO[str] | None:
+    """The log file at ``path`` (appended to), else ``stdout``."""
+    return open(path, "a", encoding="utf-8") if path else stdout  # noqa: SIM115
+
+
+def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout) -> list[ILogObserver]:
+    """Observers for ``config``: the error log at its level, and the access log.
+
+    A log without a file goes to ``stdout``; with ``stdout`` None it is left out.
+    """
     result: list[ILogObserver] = []
-    if config.loglevel != "none":
-        error_out = open(config.error, "a", encoding="utf-8") if config.error else stdout  # noqa: SIM115
+    error_out = _open(config.error, stdout) if config.loglevel != "none" else None
+    if error_out is not None:
         level = LogLevelFilterPredicate(LEVELS[config.loglevel])
 
         def not_access(event: dict[str, Any]) -> PredicateResult:
             return PredicateResult.no if _is_access(event) else PredicateResult.maybe
 
         result.append(FilteringLogObserver(textFileLogObserver(error_out), [not_access, level]))
-    if config.access == "none":  # V2Ray's way to turn the access log off
-        return result
-    access_out = open(config.access, "a", encoding="utf-8") if config.access else stdout  # noqa: SIM115
-    result.append(FilteringLogObserver(
-        _AccessLineObserver(access_out),
-        [lambda e: PredicateResult.yes if _is_access(e) else PredicateResult.no]))
+    # "none" is V2Ray's way to turn the access log off.
+    access_out = _open(config.access, stdout) if config.access != "none" else None
+    if access_out is not None:
+        result.append(FilteringLogObserver(
+            _AccessLineObserver(access_out),
+            [lambda e: PredicateResult.yes if _is_access(e) else PredicateResult.no]))
     return result
 
 
 def file_observers(config: LogConfig) -> list[ILogObserver]:
     """Only the observers that write to the config's log files (twistd keeps its own stdout)."""
-    if not (config.access or config.error):
-        return []
-    found = observers(config, stdout=_NullOut())
-    return [o for o, to_file in zip(found, _targets(config), strict=True) if to_file]
-
-
-def _targets(config: LogConfig) -> list[bool]:
-    kinds = [bool(config.error)] if config.loglevel != "none" else []
-    if config.access == "none":
-        return kinds
-    return kinds + [bool(config.access)]
-
-
-class _NullOut:
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
+    return observers(config, stdout=None)
 
 
 def begin_logging(config: LogConfig, stdout: IO[str] = sys.stdout) -> None:
