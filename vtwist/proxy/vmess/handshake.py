@@ -309,7 +309,7 @@ class ClientSession:
         self.response_key, self.response_iv = H.response_key_iv(
             self.body_key, self.body_iv, self.aead)
         self._resp_buf = bytearray()
-        self._resp_dec = None  # legacy CFB decryptor
+        self._resp_keys: tuple[bytes, bytes, bytes, bytes] | None = None  # AEAD header keys
         self._resp_len: int | None = None
         self.response: H.ResponseHeader | None = None
 
@@ -359,7 +359,8 @@ class ClientSession:
             if self._resp_len is None:
                 if len(buf) < 18:
                     return None
-                lk, ln, pk, pn = H.response_header_keys(self.response_key, self.response_iv)
+                self._resp_keys = H.response_header_keys(self.response_key, self.response_iv)
+                lk, ln, _, _ = self._resp_keys
                 try:
                     raw = AESGCM(lk).decrypt(ln, bytes(buf[:18]), None)
                 except InvalidTag:
@@ -368,7 +369,7 @@ class ClientSession:
             end = 18 + self._resp_len + 16
             if len(buf) < end:
                 return None
-            _, _, pk, pn = H.response_header_keys(self.response_key, self.response_iv)
+            _, _, pk, pn = self._resp_keys
             try:
                 plain = AESGCM(pk).decrypt(pn, bytes(buf[18:end]), None)
             except InvalidTag:
