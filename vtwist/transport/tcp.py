@@ -249,32 +249,28 @@ class HTTPHeaderServerLayer(_HTTPHeaderLayer):
         start = max(0, len(self.buffer) - 3)
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n", start)
-        if end < 0:
-            if len(self.buffer) > MAX_HEADER_BYTES:
-                self.header = None
-                self.handshakeFailed(f"request header longer than {MAX_HEADER_BYTES} bytes",
-                                     _error_response("400", "Bad Request"))
+        if end < 0 and len(self.buffer) <= MAX_HEADER_BYTES:
             return
-        if end + 4 > MAX_HEADER_BYTES:
-            self.header = None
-            self.handshakeFailed(f"request header longer than {MAX_HEADER_BYTES} bytes",
-                                 _error_response("400", "Bad Request"))
+        if end < 0 or end + 4 > MAX_HEADER_BYTES:
+            self._refuse(f"request header longer than {MAX_HEADER_BYTES} bytes",
+                         "400", "Bad Request")
             return
         path = request_path(bytes(self.buffer[:end + 2]))
         if path is None:
-            self.header = None
-            self.handshakeFailed("malformed HTTP request header",
-                                 _error_response("400", "Bad Request"))
+            self._refuse("malformed HTTP request header", "400", "Bad Request")
             return
         if path not in self.settings.request.paths:
-            self.header = None
-            self.handshakeFailed(f"request for {path!r}, expected one of"
-                                 f" {self.settings.request.paths}",
-                                 _error_response("404", "Not Found"))
+            self._refuse(f"request for {path!r}, expected one of {self.settings.request.paths}",
+                         "404", "Not Found")
             return
         leftover = bytes(self.buffer[end + 4:])
         self.buffer = bytearray()
         self.handshakeDone(leftover)
+
+    def _refuse(self, why: str, status: str, reason: str) -> None:
+        """Answer with an HTTP error instead of the configured response, and close."""
+        self.header = None
+        self.handshakeFailed(why, _error_response(status, reason))
 
     def closeLayer(self) -> None:
         """Closing before answering sends 400, like V2Ray."""
