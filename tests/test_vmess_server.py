@@ -180,6 +180,16 @@ class RelayThroughServer(ServerTestBase):
         _, dec, rest = cs.feed_response(t.value())
         self.assertEqual(b"".join(dec.feed(rest)), b"reply")
 
+    def test_client_gone_while_connecting(self) -> None:
+        """The pending connect is cancelled quietly: no 'failed' line, nothing written."""
+        proto, t = self.connect()
+        proto.dataReceived(self.session().request_header(NOW))
+        d = self.dispatcher.connects[0][2]
+        proto.connectionLost(None)
+        self.assertTrue(d.called)
+        self.assertFalse(any("failed" in line for line in self.logs), self.logs)
+        self.assertEqual(t.value(), b"")
+
     def test_udp(self) -> None:
         dest = Destination.udp("8.8.8.8", 53)
         cs = self.session(dest=dest, command=H.CMD_UDP)

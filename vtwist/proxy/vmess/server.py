@@ -325,6 +325,7 @@ class VMessServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Release everything this connection held."""
+        self.state = _DONE  # before cancelling: a cancelled connect is not a failure to log
         self.factory.protocols.discard(self)
         self._cancelTimer()
         if self._held:
@@ -338,7 +339,6 @@ class VMessServerProtocol(Protocol):
             session.close()
         if self.relay is not None:
             self.relay.lost(INBOUND, reason)
-        self.state = _DONE
 
 
 class VMessServerFactory(Factory):
