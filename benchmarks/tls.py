@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmarks import metrics
-from benchmarks.certs import make_server_cert
 from benchmarks.configs import tls_stream
 from benchmarks.core import MB, Context, Group
 from benchmarks.setups import Chain
+from vtwist.genconfig import (
+    certificate_builder,
+    generate_key,
+    private_key_pem,
+    server_certificate_builder,
+)
 
 SECURITY = "aes-128-gcm"
+
+
+def make_server_cert(directory: Path) -> tuple[str, str]:
+    """Write ``server.pem`` (a ``localhost`` leaf, then its throwaway CA) and ``server.key``
+    into ``directory``; returns their paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca_key = generate_key()
+    ca = (certificate_builder("vtwist bench CA", ca_key.public_key(), 30)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = generate_key()
+    leaf = (server_certificate_builder(["localhost", "127.0.0.1"], key.public_key(), 30,
+                                       issuer=ca.subject)
+            .sign(ca_key, hashes.SHA256()))
+    cert_path = directory / "server.pem"
+    key_path = directory / "server.key"
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM)
+                          + ca.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(private_key_pem(key))
+    return str(cert_path), str(key_path)
 
 
 def groups(ctx: Context) -> list[Group]:
