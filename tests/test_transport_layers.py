@@ -8,15 +8,18 @@ import struct
 from typing import Any
 
 from twisted.internet import error
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from tests.fakes import log_lines
+from tests.fakes import HalfCloseTransport, log_lines
 from vtwist.transport.layer import LayerHandshakeError
 from vtwist.transport.tcp import (
     HTTPHeaderClientLayer,
@@ -45,6 +48,17 @@ class Recorder(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = reason
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseApp(Recorder):
+    readLost = False
+
+    def readConnectionLost(self) -> None:
+        self.readLost = True
+
+    def writeConnectionLost(self) -> None:
+        pass
 
 
 class EchoApp(Recorder):
@@ -255,7 +269,17 @@ class WSServerTests(SynchronousTestCase):
     def test_forwarded_for(self) -> None:
         self.layer.dataReceived(upgrade_request(extra="X-Forwarded-For: 203.0.113.9, 10.0.0.1\r\n"))
         app = self.apps.built[0]
-        self.assertEqual(app.transport.getPeer().host, "203.0.113.9")
+        self.assertEqual(app.transport.getPeer(), IPv4Address("TCP", "203.0.113.9", 0))
+
+    def test_forwarded_for_ipv6_and_invalid(self) -> None:
+        self.layer.dataReceived(upgrade_request(extra="X-Forwarded-For: 2001:db8::1\r\n"))
+        self.assertEqual(self.apps.built[0].transport.getPeer(),
+                         IPv6Address("TCP", "2001:db8::1", 0))
+        other = WSServerLayer(self.apps.factory(), WSSettings(path="/ws"), self.clock)
+        lower = StringTransport()
+        other.makeConnection(lower)
+        other.dataReceived(upgrade_request(extra="X-Forwarded-For: not-an-ip\r\n"))
+        self.assertEqual(self.apps.built[1].transport.getPeer(), lower.getPeer())
 
     def test_pipelined_frame(self) -> None:
         self.layer.dataReceived(upgrade_request() + masked_frame(2, b"early"))
@@ -306,8 +330,21 @@ class WSClientServerTests(SynchronousTestCase):
         self.assertIsInstance(self.servers.built[0].lost.value, error.ConnectionDone)
 
     def test_request_headers(self) -> None:
+        received: list[bytes] = []
+        original = WSServerLayer.handshakeData
+
+        def record(layer: WSServerLayer, data: bytes) -> None:
+            received.append(data)
+            original(layer, data)
+
+        self.patch(WSServerLayer, "handshakeData", record)
         client, server, pump = self.connect(host="cdn.example")
-        self.assertIsNotNone(self.servers.built)
+        request = b"".join(received)
+        self.assertTrue(request.startswith(b"GET /ws HTTP/1.1\r\n"), request)
+        self.assertIn(b"\r\nHost: cdn.example\r\n", request)
+        self.assertNotIn(b"example.test:8443", request)  # the Host header replaces the address
+        self.assertIn(b"\r\nUser-Agent: vtwist-test\r\n", request)
+        self.assertEqual(len(self.servers.built), 1)
         self.assertEqual(self.servers.built[0].transport.getPeer(), server.transport.getPeer())
 
     def test_rejected(self) -> None:
@@ -468,7 +505,28 @@ class HTTPHeaderTests(SynchronousTestCase):
         app.transport.write(b"ping")
         pump.flush()
         self.assertEqual(bytes(app.data), b"ping")
-        self.assertTrue(hasattr(app.transport, "loseWriteConnection"))
+        # iosim cannot half-close; check each side against a recording transport instead.
+        lower = HalfCloseTransport()
+        client_layer = HTTPHeaderClientLayer(Recording().factory(), None, self.settings)
+        client_layer.makeConnection(lower)
+        client_layer.app.transport.loseWriteConnection()
+        self.assertTrue(lower.writeClosed)
+        self.assertFalse(lower.disconnecting)
+        aware = Recording(HalfCloseApp)
+        server_layer = HTTPHeaderServerLayer(aware.factory(), self.settings, Clock())
+        server_layer.makeConnection(HalfCloseTransport())
+        server_layer.dataReceived(b"GET /a HTTP/1.1\r\n\r\n")
+        server_layer.readConnectionLost()
+        self.assertTrue(aware.built[0].readLost)
+        self.assertFalse(server_layer.transport.disconnecting)
+
+    def test_server_too_long_in_one_piece(self) -> None:
+        layer, transport, apps = self.server()
+        layer.dataReceived(b"GET /a HTTP/1.1\r\n" + b"X: y\r\n" * 2000 + b"\r\nbody")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(apps.built, [])
+        self.assertEqual(len(self.logs), 1)
 
 
 class WSFramingProperties(SynchronousTestCase):
