@@ -31,12 +31,14 @@ MAX_DATAGRAM = 65535
 
 
 class _Session:
-    """The packet session for one destination, with its idle timer."""
+    """The packet session for one destination, with its idle timer and reply header."""
 
-    __slots__ = ("destination", "packets", "active", "timer")
+    __slots__ = ("destination", "header", "packets", "active", "timer")
 
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
+        #: Replies are "from" the destination the client named: one header per session.
+        self.header = build_datagram(destination.host, destination.port, b"")
         self.packets: Any = None
         self.active = False
         self.timer: IDelayedCall | None = None
@@ -136,9 +138,8 @@ class UDPAssociation(DatagramProtocol):
         if self.closed or self.client_addr is None or self.port is None:
             return
         session.active = True
-        dest = session.destination
         try:
-            self.port.write(build_datagram(dest.host, dest.port, data), self.client_addr)
+            self.port.write(session.header + data, self.client_addr)
         except OSError as e:
             log.debug("UDP to client {addr} failed: {e}", addr=self.client_addr, e=e)
 
