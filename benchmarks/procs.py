@@ -43,12 +43,8 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None,
 
 
 def vtwist_command(config_path: str) -> list[str]:
-    """How to run vtwist on a config file: ``python -m vtwist run`` when the CLI exists."""
-    if (REPO / "vtwist" / "cli.py").exists() and (REPO / "vtwist" / "__main__.py").exists():
-        return [sys.executable, "-m", "vtwist", "run", "--config", config_path]
-    code = ("import sys; from vtwist.runner import run_config, load_config_file; "
-            "sys.exit(run_config(load_config_file(sys.argv[1])))")
-    return [sys.executable, "-c", code, config_path]
+    """How to run vtwist on a config file: ``python -m vtwist run --config FILE``."""
+    return [sys.executable, "-m", "vtwist", "run", "--config", config_path]
 
 
 class Proc:

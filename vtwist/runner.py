@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from importlib import resources
 from typing import Any
@@ -74,7 +73,5 @@ def run_config(config: dict[str, Any]) -> int:
     begin_logging(parsed.log)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    for sig in (signal.SIGTERM,):
-        signal.signal(sig, lambda *_: reactor.callFromThread(reactor.stop))
-    reactor.run()
+    reactor.run()  # its own SIGINT/SIGTERM handlers stop it
     return 1 if service.failed else 0
