@@ -35,6 +35,16 @@ from vtwist.reactors import resolve_reactor
 from vtwist.transport.passthrough import PassThroughMixin
 
 
+def set_no_delay(transport: Any) -> None:
+    """Disable Nagle on ``transport`` if it is (or wraps) a TCP socket, as Go (V2Ray) does."""
+    no_delay = getattr(transport, "setTcpNoDelay", None)
+    if no_delay is not None:
+        try:
+            no_delay(True)
+        except OSError:  # pragma: no cover - not a TCP socket after all
+            pass
+
+
 class LayerHandshakeError(error.ConnectError):
     """A transport layer's handshake failed (the message names the layer and reason)."""
 
@@ -70,12 +80,7 @@ class Layer(PassThroughMixin, Protocol):
     # -- lower side ---------------------------------------------------------------
     def connectionMade(self) -> None:
         """Start the handshake (and its timer). Nagle is off, as in Go: handshakes are small."""
-        no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if no_delay is not None:
-            try:
-                no_delay(True)
-            except OSError:  # pragma: no cover - not a TCP socket after all
-                pass
+        set_no_delay(self.transport)
         if self.handshakeTimeout is not None:
             clock = resolve_reactor(self.clock)
             self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)

@@ -43,6 +43,7 @@ from vtwist.proxy.socks.codec import (
 )
 from vtwist.proxy.socks.udp import UDP_IDLE_TIMEOUT, UDPAssociation
 from vtwist.relay import INBOUND, Relay
+from vtwist.transport.layer import set_no_delay
 
 log = Logger(namespace="vtwist.socks")
 
@@ -86,16 +87,6 @@ def format_address(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _no_delay(transport: Any) -> None:
-    """Disable Nagle (as Go, hence V2Ray, does): relayed small writes must not wait."""
-    set_no_delay = getattr(transport, "setTcpNoDelay", None)
-    if set_no_delay is not None:
-        try:
-            set_no_delay(True)
-        except OSError:
-            pass
-
-
 class Phase(Enum):
     """Lifecycle of one SOCKS connection."""
 
@@ -128,7 +119,7 @@ class SocksServerProtocol(Protocol):
     def connectionMade(self) -> None:
         """Start the handshake clock."""
         self.source = format_address(self.transport.getPeer())
-        _no_delay(self.transport)
+        set_no_delay(self.transport)
         self._timer = self.factory.reactor.callLater(
             self.factory.policy.handshake, self._handshakeTimeout)
 
@@ -290,7 +281,7 @@ class SocksServerProtocol(Protocol):
         if self.phase is not Phase.CONNECTING:  # the client left meanwhile
             outbound.transport.loseConnection()
             return
-        _no_delay(outbound.transport)
+        set_no_delay(outbound.transport)  # relayed small writes must not wait
         bound = outbound.transport.getHost()
         host = getattr(bound, "host", None)
         host = normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
@@ -376,9 +367,7 @@ class SocksServerFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> SocksServerProtocol:
         """A protocol for one client."""
-        protocol = SocksServerProtocol(self)
-        protocol.factory = self
-        return protocol
+        return SocksServerProtocol(self)
 
     def udp_interface(self) -> str:
         """Where association sockets bind: the inbound's listen address."""
