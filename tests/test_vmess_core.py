@@ -30,6 +30,7 @@ from vtwist.proxy.vmess.handshake import (
     RequestParsed,
     ServerHandshake,
 )
+from vtwist.proxy.vmess.legacy import LegacyAuthTable, legacy_auth
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.users import Account, UserTable, resolve_security
 
@@ -329,6 +330,36 @@ class Handshake(SynchronousTestCase):
         self.assertEqual(resolve_security("zero"), resolve_security("auto"))
         self.assertEqual(resolve_security("legacy"), resolve_security("auto"))
         self.assertEqual(resolve_security("AES-128-GCM"), SEC_AES128_GCM)
+
+
+class LegacyTable(SynchronousTestCase):
+    """The legacy HMAC table follows the clock both ways and forgets expired taints."""
+
+    def test_clock_steps_back_and_forth(self) -> None:
+        u = os.urandom(16)
+        t = LegacyAuthTable([[u]], window=5)
+        t.update(100)
+        self.assertEqual(len(t), 11)
+        self.assertIsNone(t.lookup(legacy_auth(u, 92), 100))
+        self.assertEqual(t.lookup(legacy_auth(u, 92), 97).timestamp, 92)  # stepped back
+        self.assertIsNone(t.lookup(legacy_auth(u, 103), 97))
+        self.assertEqual(t.lookup(legacy_auth(u, 105), 100).timestamp, 105)
+        for now in (100, 97, 100, 130, 40, 41):
+            t.update(now)
+            self.assertEqual([s[0] for s in t._seconds], list(range(now - 5, now + 6)))
+            self.assertEqual(len(t), 11)
+
+    def test_taint_lasts_while_its_second_is_in_the_window(self) -> None:
+        u = os.urandom(16)
+        t = LegacyAuthTable([[u]], window=5)
+        auth = legacy_auth(u, 98)
+        self.assertIsNotNone(t.lookup(auth, 100))
+        t.taint(auth)
+        self.assertIsNone(t.lookup(auth, 102))
+        self.assertIsNone(t.lookup(auth, 103))
+        t.update(104)  # second 98 left the window, and its taint with it
+        self.assertEqual(t._tainted, {})
+        self.assertEqual(t.lookup(auth, 100).timestamp, 98)
 
 
 class ReplayFilters(SynchronousTestCase):

@@ -93,7 +93,7 @@ class LegacyAuthTable:
                        for ii, id_bytes in enumerate(id_list)]
         self._window = window
         self._seconds: deque[tuple[int, bytes, array]] = deque()
-        self._tainted: set[bytes] = set()
+        self._tainted: dict[bytes, int] = {}  # auth -> its second, in taint order
         self._count = 0
         self._lo: int | None = None
         self._hi: int | None = None
@@ -101,7 +101,7 @@ class LegacyAuthTable:
     def __len__(self) -> int:
         return self._count
 
-    def _add_second(self, ts: int) -> None:
+    def _second(self, ts: int) -> tuple[int, bytes, array]:
         msg = struct.pack(">Q", ts & 0xFFFFFFFFFFFFFFFF)
         entries = []
         append = entries.append
@@ -114,25 +114,33 @@ class LegacyAuthTable:
         entries.sort()
         blob = b"".join(e[0] for e in entries)
         values = array("I", (e[1] for e in entries))
-        self._seconds.append((ts, blob, values))
         self._count += len(values)
+        return ts, blob, values
 
     def update(self, now: float) -> None:
-        """Slide the window to ``now``."""
+        """Slide the window to ``now`` (either way: the wall clock may step back)."""
         now_s = int(now)
         lo, hi = now_s - self._window, now_s + self._window
-        if self._hi is None or lo > self._hi or hi < (self._lo or 0):
-            self._seconds.clear()
+        seconds = self._seconds
+        if self._lo is None or self._hi is None or lo > self._hi or hi < self._lo:
+            seconds.clear()
             self._tainted.clear()
             self._count = 0
-            for ts in range(lo, hi + 1):
-                self._add_second(ts)
+            seconds.extend(self._second(ts) for ts in range(lo, hi + 1))
         else:
             for ts in range(self._hi + 1, hi + 1):
-                self._add_second(ts)
-            while self._seconds and self._seconds[0][0] < lo:
-                _, blob, values = self._seconds.popleft()
-                self._count -= len(values)
+                seconds.append(self._second(ts))
+            for ts in range(self._lo - 1, lo - 1, -1):
+                seconds.appendleft(self._second(ts))
+            dropped = False
+            while seconds[0][0] < lo:
+                self._count -= len(seconds.popleft()[2])
+                dropped = True
+            while seconds[-1][0] > hi:
+                self._count -= len(seconds.pop()[2])
+                dropped = True
+            if dropped and self._tainted:
+                self._tainted = {k: t for k, t in self._tainted.items() if lo <= t <= hi}
         self._lo, self._hi = lo, hi
 
     def _find(self, key: bytes) -> LegacyMatch | None:
@@ -158,10 +166,11 @@ class LegacyAuthTable:
         return self._find(key)
 
     def taint(self, auth: bytes) -> None:
-        """Refuse this auth value from now on (until it leaves the window)."""
+        """Refuse this auth value from now on (until its second leaves the window)."""
         key = bytes(auth)
-        if self._find(key) is not None:
-            self._tainted.add(key)
+        match = self._find(key)
+        if match is not None:
+            self._tainted[key] = match.timestamp
             if len(self._tainted) > 100_000:  # bounded: forget the oldest half
                 for k in list(self._tainted)[:50_000]:
-                    self._tainted.discard(k)
+                    del self._tainted[k]
