@@ -76,6 +76,19 @@ class FreedomTests(TestCase):
             yield self.fetch(outbound, Destination.tcp("localhost", self.port))
 
     @defer.inlineCallbacks
+    def test_unencodable_name_is_a_lookup_error(self) -> Any:
+        """A name the IDNA codec refuses (a 64-character label) fails as a DNS lookup, so
+        the SOCKS reply says host unreachable rather than general failure."""
+        outbound = FreedomOutbound(reactor, settings=FreedomSettings(domain_strategy="UseIP"))
+        with self.assertRaises(DNSLookupError):
+            yield self.fetch(outbound, Destination.tcp("a" * 64 + ".test", self.port))
+
+    def test_resolving_endpoint_keeps_the_connect_timeout(self) -> None:
+        outbound = FreedomOutbound(reactor, settings=FreedomSettings(domain_strategy="UseIP"),
+                                   connect_timeout=7)
+        self.assertEqual(outbound.endpointFor(Destination.tcp("localhost", 1)).timeout, 7)
+
+    @defer.inlineCallbacks
     def test_redirect(self) -> Any:
         """redirect sends every connection to its address; port 0 keeps the original port."""
         outbound = FreedomOutbound(

@@ -17,8 +17,12 @@ from twisted.python.failure import Failure
 Resolver = Callable[[str], "Deferred[list[str]]"]
 
 
-def _lookup(host: str) -> list[str]:
-    infos = socket.getaddrinfo(host, 0, socket.AF_UNSPEC, socket.SOCK_STREAM)
+def lookup(host: str, family: int = socket.AF_UNSPEC) -> list[str]:
+    """``host``'s addresses of ``family`` (getaddrinfo order, no duplicates, no IPv6 scope).
+
+    Blocking: call it in a thread. Raises ``OSError`` or ``UnicodeError`` (a bad name).
+    """
+    infos = socket.getaddrinfo(host, 0, family, socket.SOCK_STREAM)
     seen: dict[str, None] = {}
     for info in infos:
         seen.setdefault(str(info[4][0]).split("%", 1)[0], None)
@@ -34,7 +38,7 @@ def system_resolver(reactor: Any) -> Resolver:
     """A resolver using ``getaddrinfo`` off the reactor thread; failures give an empty list."""
 
     def resolve(host: str) -> Deferred[list[str]]:
-        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _lookup, host)
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), lookup, host)
         d.addErrback(_nothing)
         return d
 

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from vtwist.address import Destination, parse_ip
 from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.resolver import lookup
 from vtwist.transport.tcp import tcp_client_endpoint
 
 log = Logger(namespace="vtwist.freedom")
@@ -60,28 +61,30 @@ async def resolve(reactor: Any, host: str, strategy: str) -> str:
     """Resolve ``host`` to one IP address following a domainStrategy (not AsIs)."""
     family = _FAMILIES.get(strategy, socket.AF_UNSPEC)
     try:
-        infos = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), socket.getaddrinfo, host, 0, family,
-            socket.SOCK_STREAM)
-    except OSError as e:
+        ips = await threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), lookup, host, family)
+    except (OSError, UnicodeError) as e:  # UnicodeError: a label the IDNA codec refuses
         raise DNSLookupError(f"{host}: {e}") from e
-    if not infos:
+    if not ips:
         raise DNSLookupError(host)
-    return infos[0][4][0]
+    return ips[0]
 
 
 @implementer(IStreamClientEndpoint)
 class ResolvingEndpoint:
     """Resolve a domain per a domainStrategy, then connect to that one address."""
 
-    def __init__(self, reactor: Any, host: str, port: int, strategy: str) -> None:
+    def __init__(self, reactor: Any, host: str, port: int, strategy: str,
+                 timeout: float = 30) -> None:
         self.reactor, self.host, self.port, self.strategy = reactor, host, port, strategy
+        self.timeout = timeout
 
     def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
         """Resolve, then connect."""
         async def go() -> Any:
             ip = await resolve(self.reactor, self.host, self.strategy)
-            return await tcp_client_endpoint(self.reactor, ip, self.port).connect(protocolFactory)
+            return await tcp_client_endpoint(self.reactor, ip, self.port,
+                                             self.timeout).connect(protocolFactory)
         return defer.Deferred.fromCoroutine(go())
 
 
@@ -184,7 +187,7 @@ class FreedomOutbound:
             return tcp_client_endpoint(self.reactor, destination.host, destination.port,
                                        self.connect_timeout)
         return ResolvingEndpoint(self.reactor, destination.host, destination.port,
-                                 self.settings.domain_strategy)
+                                 self.settings.domain_strategy, self.connect_timeout)
 
     def packetSession(self, onPacket: Callable[[bytes, Destination], None],
                       onClose: Callable[[], None]) -> FreedomPacketSession:
