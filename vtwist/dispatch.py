@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -56,7 +56,8 @@ class Dispatcher:
                     source: str = "", email: str | None = None) -> IOutbound:
         """The outbound for ``destination`` from ``inbound_tag`` (and ``source``, ``email``).
 
-        Synchronous: rules that need a domain's IPs see none here; :meth:`route` resolves.
+        Synchronous: rules that need a domain's IPs see none here; :meth:`connect` and
+        :meth:`packetSession` resolve.
         """
         if self.default is None:
             raise NoOutbound("no outbound configured")
@@ -64,18 +65,6 @@ class Dispatcher:
             return self.default
         ctx = self.context(destination, inbound_tag, source, email)
         return self._routed(self.router.decide(ctx), destination)
-
-    def route(self, destination: Destination, inbound_tag: str | None = None, *,
-              source: str = "", email: str | None = None) -> Deferred[IOutbound]:
-        """Like :meth:`outboundFor`, resolving the destination domain when a rule needs it.
-
-        Fires at once (synchronously) unless a lookup is needed.
-        """
-        try:
-            chosen = self._choose(destination, inbound_tag, source, email)
-        except NoOutbound as e:
-            return _failed(e)
-        return chosen if isinstance(chosen, Deferred) else succeed(chosen)
 
     def _choose(self, destination: Destination, inbound_tag: str | None, source: str,
                 email: str | None) -> IOutbound | Deferred[IOutbound]:
@@ -126,7 +115,7 @@ class Dispatcher:
         try:
             chosen = self._choose(destination, inbound_tag, source, email)
         except NoOutbound as e:
-            return _failed(e)
+            return fail(e)
 
         def connectThrough(outbound: IOutbound) -> Deferred[RelayProtocol]:
             self.logAccess(source, destination, inbound_tag, outbound, email)
@@ -137,7 +126,7 @@ class Dispatcher:
         try:
             return connectThrough(chosen)
         except Exception as e:  # noqa: BLE001 - becomes the caller's errback
-            return _failed(e)
+            return fail(e)
 
     def packetSession(self, destination: Destination, onPacket: Callable[[bytes, Destination], None],
                       onClose: Callable[[], None], *, inbound_tag: str | None = None,
@@ -174,12 +163,6 @@ class Dispatcher:
         if email:
             line += f" email: {email}"
         access_log.info("{line}", line=line)
-
-
-def _failed(error: Exception) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
 
 
 @implementer(IPacketSession)

@@ -202,11 +202,6 @@ class Rule:
     never: bool = False  # conditions vtwist cannot evaluate (protocol, attrs): never matches
     path: str = ""
 
-    @property
-    def needs_ips(self) -> bool:
-        """True when this rule looks at target IPs."""
-        return self.ips is not None
-
     def match(self, ctx: RouteContext, ips: tuple[IPAddress, ...] | None) -> bool | None:
         """True / False, or None when only the target IPs (``ips`` None: unknown) decide."""
         if self.never:
