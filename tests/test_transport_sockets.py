@@ -253,6 +253,7 @@ class BadInputTests(TransportTestCase):
         port = await self.server("ws")
         await self.raw(port, b"GET /tunnel HTTP/1.1\r\n", wait=3)
         self.assertEqual(len(self.logs), 1, self.logs)
+        self.assertIn("no handshake within 0.3 s", self.logs[0])
         await self.still_serving("ws", port)
 
     async def test_wss_bad_upgrade(self) -> None:
@@ -349,3 +350,9 @@ class EndpointStringTests(TransportTestCase):
         self.assertRaises(ValueError, clientFromString, reactor, "ws:port=80")
         self.assertRaises(ValueError, clientFromString, reactor, "ws:h:80:bogus=1")
         self.assertRaises(ValueError, clientFromString, reactor, "ws:h:80:allowInsecure=true")
+        with self.assertRaises(ValueError) as caught:
+            clientFromString(reactor, "wss:h:443:caFile=/nonexistent/ca.pem")
+        self.assertIn("/nonexistent/ca.pem", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            clientFromString(reactor, f"wss:h:443:caFile={self.fx.key_file}")  # not a cert
+        self.assertIn("caFile", str(caught.exception))

@@ -381,11 +381,14 @@ def client_from_string(reactor: Any, secure: bool, *args: str, **kwargs: str) ->
     if secure:
         tls_settings = tls.TLSSettings(server_name=server_name, allow_insecure=insecure)
         if ca_file:
-            with open(ca_file, "rb") as f:
-                from cryptography import x509
+            from cryptography import x509
 
-                tls_settings.certificates.append(tls.TLSCertificate(
-                    "verify", x509.load_pem_x509_certificates(f.read())))
+            try:
+                with open(ca_file, "rb") as f:
+                    chain = x509.load_pem_x509_certificates(f.read())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"caFile {ca_file!r}: {e}") from None
+            tls_settings.certificates.append(tls.TLSCertificate("verify", chain))
         endpoint = tls.wrap_client_endpoint(reactor, endpoint, host, tls_settings,
                                             default_alpn=["http/1.1"])
     elif server_name or ca_file or insecure:
