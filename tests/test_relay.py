@@ -73,12 +73,16 @@ class RelayTests(SynchronousTestCase):
         self.assertFalse(self.a.disconnecting)
         self.clock.advance(0.2)
         self.assertTrue(self.a.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_uplink_only_after_downlink_ends(self) -> None:
         self.relay.eof(OUTBOUND)
         self.assertTrue(self.a.writeClosed)
-        self.clock.advance(4)
+        self.clock.advance(1.9)
+        self.assertFalse(self.b.disconnecting)
+        self.clock.advance(0.2)
         self.assertTrue(self.b.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_nothing_after_finish(self) -> None:
         self.relay.finish()
