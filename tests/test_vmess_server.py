@@ -388,6 +388,25 @@ class ManyUsersAndMemory(ServerTestBase):
         self.assertLess(per_conn, 48 * 1024)
 
 
+class LegacyRefresh(ServerTestBase):
+    def test_listening_factory_keeps_legacy_table_current(self) -> None:
+        table = self.state.users.legacy_table
+        self.factory.doStart()
+        self.assertEqual(table._hi, int(NOW) + 120)
+        self.now += 25
+        self.clock.advance(10)
+        self.assertEqual(table._hi, int(NOW) + 25 + 120)
+        self.factory.doStop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_refresh_without_legacy(self) -> None:
+        factory = VMessServerFactory(VMessServerState(self.accounts, legacy=False),
+                                     self.dispatcher, self.clock, POLICY)
+        factory.doStart()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        factory.doStop()
+
+
 class Fuzz(ServerTestBase):
     """Any input, split anywhere, ending any way: no byte out, no exception, closed."""
 

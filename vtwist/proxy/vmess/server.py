@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -38,6 +39,11 @@ from vtwist.reactors import resolve_reactor
 from vtwist.relay import INBOUND, Relay
 
 log = Logger(namespace="vtwist.vmess.inbound")
+
+#: How often a listening inbound slides the legacy auth table (V2Ray refreshes every 10 s),
+#: so a legacy header or a probe after a quiet spell finds it current instead of stalling
+#: the reactor while up to 241 seconds of hashes are computed.
+LEGACY_REFRESH = 10.0
 
 
 @dataclass
@@ -358,9 +364,22 @@ class VMessServerFactory(Factory):
         self.protocols: set[VMessServerProtocol] = set()
         #: accepted requests by (AEAD header?, security value, command)
         self.accepted: Counter[tuple[bool, int, int]] = Counter()
+        self._refresh: LoopingCall | None = None
+
+    def startFactory(self) -> None:
+        """Keep the legacy auth table current while listening."""
+        users = self.state.users
+        if users.legacy_enabled and len(users):
+            self._refresh = LoopingCall(lambda: users.legacy_table.update(self.now()))
+            self._refresh.clock = self.reactor
+            self._refresh.start(LEGACY_REFRESH, now=True)
+
+    def stopFactory(self) -> None:
+        """Stop refreshing the legacy table."""
+        if self._refresh is not None:
+            refresh, self._refresh = self._refresh, None
+            refresh.stop()
 
     def buildProtocol(self, addr: Any) -> VMessServerProtocol:
         """A protocol for one connection."""
-        p = VMessServerProtocol(self)
-        p.factory = self
-        return p
+        return VMessServerProtocol(self)
