@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vtwist.links import KCP_HEADERS, SUPPORTED_NETWORKS, TCP_HEADERS, LinkError, VmessLink
+from vtwist.links import (
+    KCP_HEADERS,
+    SUPPORTED_NETWORKS,
+    TCP_HEADERS,
+    LinkError,
+    VmessLink,
+    link_from_json,
+)
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -143,8 +150,6 @@ def server_link(spec: ServerSpec) -> VmessLink:
         "tls": "tls" if spec.tls else "", "sni": spec.sni, "alpn": spec.alpn,
         "allowInsecure": insecure,
     }
-    from vtwist.links import link_from_json
-
     return link_from_json(data).canonical()
 
 

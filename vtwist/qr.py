@@ -24,6 +24,11 @@ def qr_matrix(text: str, border: int = 4) -> Matrix:
     return [[bool(m) for m in row] for row in code.get_matrix()]
 
 
+# (top, bottom) module -> half-block character; light (not dark) modules are drawn as ink.
+_HALF_BLOCKS = {(False, False): "\u2588", (False, True): "\u2580",
+                (True, False): "\u2584", (True, True): " "}
+
+
 def render_terminal(matrix: Matrix, dark_background: bool = True) -> str:
     """Two module rows per text line with half blocks.
 
@@ -34,12 +39,7 @@ def render_terminal(matrix: Matrix, dark_background: bool = True) -> str:
     lines = []
     rows = matrix + ([[False] * len(matrix[0])] if len(matrix) % 2 else [])
     for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
-        line = []
-        for t, b in zip(top, bottom, strict=True):
-            # Light (not dark) modules are printed as ink: inverted for dark backgrounds.
-            line.append({(False, False): "\u2588", (False, True): "\u2580",
-                         (True, False): "\u2584", (True, True): " "}[(t, b)])
-        lines.append("".join(line))
+        lines.append("".join(_HALF_BLOCKS[pair] for pair in zip(top, bottom, strict=True)))
     return "\n".join(lines) + "\n"
 
 
