@@ -55,8 +55,9 @@ from vtwist.address import Destination
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess.body import BodyError
 from vtwist.proxy.vmess.handshake import ClientSession
+from vtwist.proxy.vmess.ids import format_uuid
 from vtwist.proxy.vmess.transport import VMessTransport
-from vtwist.proxy.vmess.users import Account
+from vtwist.proxy.vmess.users import Account, resolve_security
 from vtwist.reactors import resolve_reactor
 
 log = Logger(namespace="vtwist.vmess.outbound")
@@ -145,8 +146,6 @@ class VMessClientProtocol(Protocol):
         if cmd is None:
             log.info("vmess: ignoring response command {id}", id=response.command)
             return
-        from vtwist.proxy.vmess.ids import format_uuid
-
         log.info("vmess: server offers SwitchAccount to {host}:{port} id {id} alterId "
                  "{alter} level {ulevel} for {mins} min (not used)",
                  host=cmd.host or "(same server)", port=cmd.port, id=format_uuid(cmd.uuid),
@@ -234,8 +233,6 @@ class VMessClientEndpoint:
         if isinstance(security, int):
             self.security_value = security
         else:
-            from vtwist.proxy.vmess.users import resolve_security
-
             self.security_value = resolve_security(security or account.security)
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:

@@ -29,6 +29,7 @@ from vtwist.proxy.vmess.body import (
     BodyDecoder,
     BodyEncoder,
     BodyError,
+    aes_cfb,
     check_options,
     padding_bytes,
 )
@@ -378,7 +379,7 @@ class ClientSession:
         else:
             if len(buf) < 4:
                 return None
-            dec = L.aes_cfb(self.response_key, self.response_iv, encrypt=False)
+            dec = aes_cfb(self.response_key, self.response_iv, encrypt=False)
             first = dec.update(bytes(buf[:4]))
             m = first[3] if first[2] else 0
             if len(buf) < 4 + m:

@@ -15,7 +15,7 @@ from vtwist.address import Destination
 from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.vmess.client import VMessClientEndpoint
-from vtwist.proxy.vmess.header import CMD_UDP
+from vtwist.proxy.vmess.header import CMD_TCP, CMD_UDP
 from vtwist.proxy.vmess.inbound import parse_account
 from vtwist.proxy.vmess.users import Account
 
@@ -158,7 +158,7 @@ class VMessOutbound:
         """A VMessClientEndpoint through the next server/user to ``destination``."""
         server, account = next(self._choices)
         if command is None:
-            command = CMD_UDP if destination.network == "udp" else 1
+            command = CMD_UDP if destination.network == "udp" else CMD_TCP
         return VMessClientEndpoint(self.transportEndpoint(server), account, destination,
                                    reactor=self.reactor, command=command)
 
