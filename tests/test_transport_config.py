@@ -190,3 +190,27 @@ class TCPHeaderConfigTests(SynchronousTestCase):
             parse({"tcpSettings": {"header": {"type": "http",
                                               "request": {"headers": {"Host": None}}}}})
         self.assertIn("empty HTTP header value", str(caught.exception))
+
+
+class ServerALPNTests(SynchronousTestCase):
+    """The ALPN a TLS server offers by default depends on the network, as in V2Ray 4.34."""
+
+    def test_defaults(self) -> None:
+        from vtwist.transport import tls
+
+        cert = shared_server_cert("example.test", "127.0.0.1")
+        offered: dict[str, list[str]] = {}
+
+        def capture(endpoint: Any, settings: Any, default_alpn: Any = None) -> Any:
+            offered[network] = default_alpn
+            return endpoint
+
+        self.patch(tls, "wrap_server_endpoint", capture)
+        tls_settings = {"certificates": [{"certificate": pem_lines(cert.cert_pem),
+                                          "key": pem_lines(cert.key_pem)}]}
+        for network in ("tcp", "kcp", "ws"):
+            settings, _ = parse({"network": network, "security": "tls",
+                                 "tlsSettings": tls_settings})
+            stream.server_endpoint(None, "127.0.0.1", 0, settings)
+        self.assertEqual(offered, {"tcp": ["h2"], "kcp": ["h2", "http/1.1"],
+                                   "ws": ["http/1.1"]})

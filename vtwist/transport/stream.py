@@ -123,8 +123,9 @@ def server_endpoint(reactor: Any, listen: str, port: int,
     if stream.security == "tls":
         from vtwist.transport import tls
 
-        # V2Ray offers h2 on tcp; a WebSocket server can only speak http/1.1.
-        alpn = ["http/1.1"] if stream.network == "ws" else ["h2"]
+        # V2Ray's defaults: h2 on tcp, h2 and http/1.1 on mKCP; a WebSocket server can
+        # only speak http/1.1 (V2Ray's offers h2 too, which a ws client never takes).
+        alpn = {"ws": ["http/1.1"], "tcp": ["h2"]}.get(stream.network, ["h2", "http/1.1"])
         endpoint = tls.wrap_server_endpoint(endpoint, stream.tls, default_alpn=alpn)
     if stream.network == "ws":
         from vtwist.transport import ws
