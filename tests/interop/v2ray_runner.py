@@ -84,8 +84,12 @@ class V2Ray(Subprocess):
             json.dump(config, f)
         self.log = open(os.path.join(self.dir, "v2ray.log"), "w+b")  # noqa: SIM115
         super().__init__([V2RAY, "-config", path], stdout=self.log, stderr=subprocess.STDOUT)
-        for port in wait_ports:
-            wait_for_port(port, timeout=10, alive=self.check_alive)
+        try:
+            for port in wait_ports:
+                wait_for_port(port, timeout=10, alive=self.check_alive)
+        except BaseException:
+            self.stop()  # the caller never gets the object to clean up
+            raise
 
     def output(self) -> str:
         """What v2ray printed so far."""
@@ -124,4 +128,5 @@ class EchoServer(Subprocess):
                          stdout=subprocess.PIPE)
         line = self.proc.stdout.readline()
         if b"ready" not in line:
+            self.stop()
             raise AssertionError("echo server did not start")
