@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, endpoints, protocol
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -215,6 +215,14 @@ class ClientTests(SynchronousTestCase):
         req = self._respond(app, [b"legacy"], eos=True)
         self.assertFalse(req.aead)
         self.assertEqual(b"".join(app.data), b"legacy")
+
+    def test_destination_vmess_cannot_carry_fails_the_connect(self) -> None:
+        for host in ("bücher.example", "a" * 256):
+            self.dest = Destination.tcp(host, 80)
+            ep = VMessClientEndpoint(self.lower, self.account, self.dest, reactor=self.clock)
+            f = self.failureResultOf(ep.connect(protocol.Factory.forProtocol(App)))
+            self.assertTrue(f.check(ConnectError), host)
+        self.assertIsNone(self.lower.protocol)  # nothing was connected
 
     def test_udp_datagrams_keep_boundaries(self) -> None:
         self.dest = Destination.udp("1.1.1.1", 53)

@@ -43,8 +43,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -236,7 +236,16 @@ class VMessClientEndpoint:
             self.security_value = resolve_security(security or account.security)
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
-        """Connect the lower endpoint, then start the wrapped protocol at once."""
+        """Connect the lower endpoint, then start the wrapped protocol at once.
+
+        A destination VMess cannot carry (a non-ASCII or over-long domain) fails the
+        Deferred at once, before any connection is made.
+        """
+        if self.command != H.CMD_MUX:
+            try:
+                H.encode_address(self.destination)
+            except ValueError as e:  # UnicodeEncodeError is a ValueError
+                return fail(ConnectError(f"VMess cannot carry {self.destination}: {e}"))
         d = self.transport_endpoint.connect(_VMessClientFactory(self, protocolFactory))
 
         def unwrap(p: VMessClientProtocol) -> Any:
