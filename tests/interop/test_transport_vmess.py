@@ -12,9 +12,11 @@ from typing import Any
 
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
 
 from tests.fakes import log_lines
 from tests.interop.transport_support import (
+    HashingClient,
     TransportTestCase,
     stream_settings,
     vmess_client_config,
@@ -38,8 +40,8 @@ def server_config(port: int, stream_settings: dict[str, Any]) -> dict[str, Any]:
     return vmess_server_config(port, UUID, stream_settings)
 
 
-class VMessTransportInterop(TransportTestCase):
-    """The matrix: transports x (vtwist|V2Ray client) x (vtwist|V2Ray server)."""
+class VMessPairs(TransportTestCase):
+    """Starts VMess servers and builds VMess clients, vtwist's or V2Ray's, over a transport."""
 
     timeout = 120
 
@@ -76,6 +78,10 @@ class VMessTransportInterop(TransportTestCase):
         self.client_proc = proc
         return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
 
+
+class VMessTransportInterop(VMessPairs):
+    """The matrix: transports x (vtwist|V2Ray client) x (vtwist|V2Ray server)."""
+
     async def run_pair(self, kind: str, client: str, server: str) -> None:
         echo = await self.echo_server()
         server_port = await (self.vtwist_server(kind) if server == "vtwist"
@@ -102,33 +108,26 @@ for _kind in ("tls", "ws", "wss", "http"):
         setattr(VMessTransportInterop, _t.__name__, _t)
 
 
-class ServerNameChecks(TransportTestCase):
+class ServerNameChecks(VMessPairs):
     """A wrong serverName fails the TLS handshake unless allowInsecure is set."""
 
     async def test_vtwist_client_wrong_name_fails(self) -> None:
         echo = await self.echo_server()
-        server_port = await VMessTransportInterop.v2ray_server(self, "tls")  # type: ignore[arg-type]
+        server_port = await self.v2ray_server("tls")
         bad = self.fx.tls_client("wrong.test")
-        endpoint = VMessTransportInterop.vtwist_client(
-            self, server_port, echo, "tls", tls_override=bad)  # type: ignore[arg-type]
+        endpoint = self.vtwist_client(server_port, echo, "tls", tls_override=bad)
         with self.assertRaises(LayerHandshakeError) as caught:
             await self.transfer(endpoint, 1024)
         self.assertIn("wrong.test", str(caught.exception))
         ok = self.fx.tls_client("wrong.test", allowInsecure=True)
-        endpoint = VMessTransportInterop.vtwist_client(
-            self, server_port, echo, "tls", tls_override=ok)  # type: ignore[arg-type]
+        endpoint = self.vtwist_client(server_port, echo, "tls", tls_override=ok)
         await self.transfer(endpoint, 1024 * 1024)
 
     async def test_v2ray_client_wrong_name_fails(self) -> None:
         echo = await self.echo_server()
-        server_port = await VMessTransportInterop.vtwist_server(self, "tls")  # type: ignore[arg-type]
+        server_port = await self.vtwist_server("tls")
         bad = self.fx.tls_client("wrong.test")
-        endpoint = await VMessTransportInterop.v2ray_client(
-            self, server_port, echo, "tls", tls_override=bad)  # type: ignore[arg-type]
-        from twisted.internet.protocol import Factory
-
-        from tests.interop.transport_support import HashingClient
-
+        endpoint = await self.v2ray_client(server_port, echo, "tls", tls_override=bad)
         lines = log_lines(self, "vtwist.transport.tls")
         client = HashingClient(1024)
         await endpoint.connect(Factory.forProtocol(lambda: client))
@@ -144,6 +143,5 @@ class ServerNameChecks(TransportTestCase):
             self.assertIn("TLS handshake with 127.0.0.1", line)
             self.assertIn("failed: ", line)
         ok = self.fx.tls_client("wrong.test", allowInsecure=True)
-        endpoint = await VMessTransportInterop.v2ray_client(
-            self, server_port, echo, "tls", tls_override=ok)  # type: ignore[arg-type]
+        endpoint = await self.v2ray_client(server_port, echo, "tls", tls_override=ok)
         await self.transfer(endpoint, 1024 * 1024)
