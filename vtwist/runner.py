@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import load_file, parse_config
 from vtwist.config.model import Config
+
+if TYPE_CHECKING:
+    from vtwist.service import VTwistService
 
 
 def default_config() -> dict[str, Any]:
@@ -37,19 +40,28 @@ def validate(config: dict[str, Any], err: Any = None) -> Config | None:
         return None
 
 
-def check_config(config: dict[str, Any]) -> int:
-    """Validate like ``v2ray -test``: 0 when valid, 1 otherwise."""
+def build(config: dict[str, Any]) -> VTwistService | None:
+    """Validate ``config`` and build its service on the global reactor (not started).
+
+    None, after printing why (no traceback), when the config is invalid.
+    """
     parsed = validate(config)
     if parsed is None:
-        return 1
+        return None
+    from twisted.internet import reactor
+
+    from vtwist.service import build_service
+
     try:
-        from twisted.internet import reactor
-
-        from vtwist.service import build_service
-
-        build_service(parsed, reactor)
+        return build_service(parsed, reactor)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return None
+
+
+def check_config(config: dict[str, Any]) -> int:
+    """Validate like ``v2ray -test``: 0 when valid, 1 otherwise."""
+    if build(config) is None:
         return 1
     print("Configuration OK.")
     return 0
@@ -57,20 +69,14 @@ def check_config(config: dict[str, Any]) -> int:
 
 def run_config(config: dict[str, Any]) -> int:
     """Run ``config`` until SIGINT/SIGTERM; returns the exit status."""
-    parsed = validate(config)
-    if parsed is None:
+    service = build(config)
+    if service is None:
         return 1
     from twisted.internet import reactor
 
     from vtwist.logsetup import begin_logging
-    from vtwist.service import build_service
 
-    try:
-        service = build_service(parsed, reactor)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 1
-    begin_logging(parsed.log)
+    begin_logging(service.config.log)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()  # its own SIGINT/SIGTERM handlers stop it

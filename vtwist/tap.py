@@ -60,23 +60,13 @@ def makeService(options: Options) -> Any:
         raise SystemExit(1) from None
     if options["test"]:
         raise SystemExit(runner.check_config(config))
-    parsed = runner.validate(config)
-    if parsed is None:
+    service = runner.build(config)
+    if service is None:
         raise SystemExit(1)
-    from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
 
-    from vtwist.service import build_service
+    from vtwist.logsetup import file_observers
 
-    try:
-        service = build_service(parsed, reactor)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    if parsed.log.access or parsed.log.error:
-        from twisted.logger import globalLogPublisher
-
-        from vtwist.logsetup import file_observers
-
-        for observer in file_observers(parsed.log):
-            globalLogPublisher.addObserver(observer)
+    for observer in file_observers(service.config.log):  # twistd logs the rest to stdout
+        globalLogPublisher.addObserver(observer)
     return service
