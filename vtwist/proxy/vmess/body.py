@@ -226,7 +226,8 @@ class BodyEncoder:
         if f.aead is not None:
             sealed = f.aead.encrypt(f.nonce(), payload, None)
         elif f.security == SEC_LEGACY:
-            sealed = struct.pack(">I", fnv1a_32(bytes(payload))) + bytes(payload)
+            payload = bytes(payload)
+            sealed = struct.pack(">I", fnv1a_32(payload)) + payload
         else:
             sealed = bytes(payload)
         size = (len(sealed) + pad) ^ mask
