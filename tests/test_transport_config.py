@@ -62,6 +62,12 @@ class TLSConfigTests(SynchronousTestCase):
         self.assertError("not a PEM certificate", "certificates[0].certificate",
                          [{"certificate": ["garbage"], "key": ["x"]}])
 
+    def test_bad_pem_file(self) -> None:
+        self.assertError("not a PEM certificate", "certificates[0].certificateFile",
+                         [{"certificateFile": self.key_file, "keyFile": self.key_file}])
+        self.assertError("not an unencrypted PEM private key", "certificates[0].keyFile",
+                         [{"certificateFile": self.cert_file, "keyFile": self.cert_file}])
+
     def test_bad_key_pem(self) -> None:
         self.assertError("not an unencrypted PEM private key", "certificates[0].key",
                          [{"certificateFile": self.cert_file, "key": ["garbage"]}])

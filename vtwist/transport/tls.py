@@ -74,20 +74,22 @@ class TLSSettings:
         return [c for c in self.certificates if c.usage == "encipherment"]
 
 
-def _read_pem(node: Node, file_key: str, inline_key: str, what: str) -> bytes | None:
+def _read_pem(node: Node, file_key: str, inline_key: str,
+              what: str) -> tuple[bytes | None, str]:
+    """The PEM from ``file_key`` (a path) or else ``inline_key``, and the key it came from."""
     path = node.str(file_key, "")
     lines = node.get(inline_key, [])
     if path:
         try:
             with open(path, "rb") as f:
-                return f.read()
+                return f.read(), file_key
         except OSError as e:
             raise node.error(f"cannot read {what} file {path!r}: {e.strerror or e}",
                              file_key) from None
     if isinstance(lines.value, str):
-        return lines.value.encode()
+        return lines.value.encode(), inline_key
     text = "\n".join(i.as_str() for i in lines.items())
-    return text.encode() if text else None
+    return (text.encode() if text else None), inline_key
 
 
 def _parse_certificate(node: Node, inbound: bool) -> TLSCertificate:
@@ -98,19 +100,16 @@ def _parse_certificate(node: Node, inbound: bool) -> TLSCertificate:
     if usage == "issue":
         raise node.error("usage 'issue' (issuing certificates on the fly) is not supported"
                          " by vtwist", "usage")
-    data = _read_pem(node, "certificateFile", "certificate", "certificate")
+    data, where = _read_pem(node, "certificateFile", "certificate", "certificate")
     if data is None:
         raise node.error("needs certificateFile or certificate")
-    where = "certificateFile" if node.has("certificateFile") and node.value.get(
-        "certificateFile") else "certificate"
     try:
         chain = x509.load_pem_x509_certificates(data)
     except ValueError as e:
         raise node.error(f"not a PEM certificate: {e}", where) from None
-    key_data = _read_pem(node, "keyFile", "key", "key")
+    key_data, kwhere = _read_pem(node, "keyFile", "key", "key")
     key = None
     if key_data is not None:
-        kwhere = "keyFile" if node.has("keyFile") and node.value.get("keyFile") else "key"
         try:
             key = serialization.load_pem_private_key(key_data, password=None)
         except (ValueError, TypeError) as e:
