@@ -119,7 +119,8 @@ class _Profiler:
     """py-spy record (raw collapsed stacks) on the vtwist processes of a group."""
 
     def __init__(self, directory: Path, group: Group) -> None:
-        self.directory = directory
+        from benchmarks.profiling import start_spy
+
         self.runs: list[tuple[subprocess.Popen[bytes], Path]] = []
         directory.mkdir(parents=True, exist_ok=True)
         for setup in group.setups:
@@ -127,24 +128,13 @@ class _Profiler:
                 continue
             for proc in setup.procs:
                 out = directory / f"{group.suite}-{proc.name}.txt"
-                cmd = ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
-                       "--rate", "250", "-o", str(out)]
-                popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
-                self.runs.append((popen, out))
+                self.runs.append((start_spy(proc.pid, out, 250), out))
 
     def stop(self) -> list[Path]:
-        import signal
+        """Stop recording; the profiles that were written."""
+        from benchmarks.profiling import stop_spies
 
-        for popen, _ in self.runs:
-            if popen.poll() is None:
-                popen.send_signal(signal.SIGINT)
-        for popen, _ in self.runs:
-            try:
-                popen.wait(15)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(5)
+        stop_spies([popen for popen, _ in self.runs], 15)
         return [out for _, out in self.runs if out.exists()]
 
 

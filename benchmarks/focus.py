@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,7 @@ from benchmarks.configs import kcp_stream
 from benchmarks.core import warm_up
 from benchmarks.loadgen import Target, connect_rate, transfer
 from benchmarks.procs import ProcessGroup
-from benchmarks.profiling import summarize
+from benchmarks.profiling import start_spy, stop_spies, summarize
 from benchmarks.setups import Chain, Setup, SocksProxy
 
 
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             transfer(target, args.load, 16_000_000, 1)
         for proc in setup.procs:
             out = args.out / f"{args.setup}-{args.load}-{proc.name}.txt"
-            spies.append((subprocess.Popen(
-                ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "400",
-                 "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
+            spies.append((start_spy(proc.pid, out, 400), out))
         time.sleep(1.0)
         cpu0 = [proc.cpu_seconds() for proc in setup.procs]
         if args.load == "connect":
@@ -82,14 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{proc.name} {1000 * c / args.mb:.2f}"
                       for proc, c in zip(setup.procs, cpu, strict=True)))
     finally:
-        for spy, _ in spies:
-            if spy.poll() is None:
-                spy.send_signal(signal.SIGINT)
-        for spy, _ in spies:
-            try:
-                spy.wait(30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
+        stop_spies([spy for spy, _ in spies])
         group.close()
         stop_sink(sink)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -9,6 +9,8 @@ thread-pool threads are reported as a total. Percentages are of the busy main-th
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -19,6 +21,26 @@ _IDLE = ("EPollReactor.doPoll", "PollReactor.doPoll", "SelectReactor.doSelect")
 _PLUMBING = ("<frozen runpy>", "runner.py:run_config", "cli.py:", "vtwist/__main__.py",
              "ReactorBase.run", "ReactorBase.mainLoop", "log.py:callWithLogger",
              "log.py:callWithContext", "context.py:", "_PollLikeMixin._doReadOrWrite", "doPoll")
+
+
+def start_spy(pid: int, out: Path, rate: int) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of process ``pid`` (raw collapsed stacks) into ``out``."""
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw",
+                             "--rate", str(rate), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_spies(spies: list[subprocess.Popen[bytes]], wait: float = 30) -> None:
+    """SIGINT every spy (py-spy then writes its file); kill one that takes over ``wait`` s."""
+    for spy in spies:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(wait)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(5)
 
 
 def _short(frame: str) -> str:

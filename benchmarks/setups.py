@@ -7,6 +7,7 @@ and exposes the SOCKS5 port where the load enters. ``family`` is ``vtwist``, ``v
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -90,7 +91,7 @@ class Chain(Setup):
                  client_stream: dict[str, Any] | None = None,
                  server_stream: dict[str, Any] | None = None,
                  middle: Middle | None = None, server_tcp: bool = True) -> None:
-        super().__init__(f"{impl}", impl)
+        super().__init__(impl, impl)
         self.security = security
         self.variant = variant
         self.client_stream = client_stream
@@ -100,10 +101,7 @@ class Chain(Setup):
 
     def start(self, group: ProcessGroup) -> None:
         """Server first, then the optional middle, then the client."""
-        kind = "udp" if not self.server_tcp else "tcp"
-        import socket
-
-        server_port = free_port(socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+        server_port = free_port(socket.SOCK_STREAM if self.server_tcp else socket.SOCK_DGRAM)
         tag = f"{self.variant}-{self.family}"
         spath = group.write_config(f"{tag}-server", configs.vmess_server(
             server_port, str(group.workdir / f"{tag}-server-access.log"), self.server_stream))
@@ -113,9 +111,7 @@ class Chain(Setup):
             wait_port(server_port, server.popen)
         dial = server_port
         if self.middle is not None:
-            relay, dial = self.middle(group, server_port)
-            if relay is not None:
-                self.relay = relay
+            _relay, dial = self.middle(group, server_port)  # the group owns (and stops) it
         self.socks_port = free_port()
         cpath = group.write_config(f"{tag}-client", configs.vmess_client(
             self.socks_port, dial, self.security,
