@@ -151,13 +151,24 @@ class SeedTests(SynchronousTestCase):
         wire[20] ^= 1
         self.assertIsNone(auth.open(bytes(wire)))
 
+    def test_simple_tamper_rejected(self) -> None:
+        auth = crypt.SimpleAuthenticator()
+        wire = auth.seal(bytes(range(37)))
+        self.assertEqual(auth.open(wire), bytes(range(37)))
+        for i in range(len(wire)):
+            bad = bytearray(wire)
+            bad[i] ^= 0x40
+            self.assertIsNone(auth.open(bytes(bad)), i)
+        self.assertIsNone(auth.open(wire[:-1]), "length field must match")
+        self.assertIsNone(auth.open(wire + b"\x00"), "length field must match")
+
 
 class XorChainTests(SynchronousTestCase):
     def test_matches_bytewise_model(self) -> None:
         import random
 
         rng = random.Random(3)
-        for n in list(range(7, 40)) + [1349, 1350, 2000]:
+        for n in list(range(0, 40)) + [1349, 1350, 2000]:
             data = bytes(rng.getrandbits(8) for _ in range(n))
             x = bytearray(data)
             for i in range(4, n):

@@ -18,30 +18,24 @@ from fnv_hash_fast import fnv1a_32
 def _prefix_xor_words(data: bytes) -> bytes:
     """Forward chain: ``X[i] ^= X[i-4]`` (new values) for every i >= 4.
 
-    Viewing the (zero padded) buffer as 32-bit big-endian words w0..wn, word k of
-    the result is w0 ^ w1 ^ ... ^ wk: a prefix XOR, done in log2(n) big-int steps.
+    As one big-endian integer, shifting right by 32 bits moves byte i to byte i+4, so
+    the chain is ``v ^ v>>32 ^ v>>64 ^ ...``: a prefix XOR done in log2(n/4) doubling
+    steps.  No padding is needed whatever ``len(data) % 4`` is.
     """
     n = len(data)
-    pad = (-n) & 3
-    total = n + pad
-    v = int.from_bytes(data, "big") << (8 * pad)
-    words = total >> 2
+    v = int.from_bytes(data, "big")
     shift = 32
-    limit = 32 * words
+    limit = 8 * n
     while shift < limit:
         v ^= v >> shift
         shift <<= 1
-    return v.to_bytes(total, "big")[:n]
+    return v.to_bytes(n, "big")
 
 
 def _unchain_words(data: bytes) -> bytes:
     """Reverse chain: ``P[i] = C[i] ^ C[i-4]`` for i >= 4, using received bytes."""
-    n = len(data)
-    pad = (-n) & 3
-    total = n + pad
-    v = int.from_bytes(data, "big") << (8 * pad)
-    v ^= v >> 32
-    return v.to_bytes(total, "big")[:n]
+    v = int.from_bytes(data, "big")
+    return (v ^ (v >> 32)).to_bytes(len(data), "big")
 
 
 class SimpleAuthenticator:
@@ -52,8 +46,7 @@ class SimpleAuthenticator:
 
     def seal(self, plain: bytes) -> bytes:
         """Wrap ``plain`` (at most 65535 bytes)."""
-        n = len(plain)
-        body = bytes(((n >> 8) & 0xFF, n & 0xFF)) + plain
+        body = len(plain).to_bytes(2, "big") + plain
         return _prefix_xor_words(fnv1a_32(body).to_bytes(4, "big") + body)
 
     def open(self, data: bytes) -> bytes | None:
@@ -61,10 +54,11 @@ class SimpleAuthenticator:
         n = len(data)
         if n <= self.overhead:
             return None
-        p = _unchain_words(data)
-        if int.from_bytes(p[:4], "big") != fnv1a_32(p[4:]):
+        # the hash is in clear and the length is C[4:6] ^ C[0:2]: reject cheaply first
+        if (((data[4] ^ data[0]) << 8) | (data[5] ^ data[1])) != n - 6:
             return None
-        if ((p[4] << 8) | p[5]) != n - 6:
+        p = _unchain_words(data)
+        if int.from_bytes(data[:4], "big") != fnv1a_32(p[4:]):
             return None
         return p[6:]
 
