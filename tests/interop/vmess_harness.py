@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import struct
 import time
@@ -12,44 +11,9 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-# -- SOCKS5 clients (Twisted) --------------------------------------------------------------
+from vtwist.proxy.socks import codec
 
-def socks_address(host: str, port: int) -> bytes:
-    """SOCKS5 ATYP + address + port."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raw = host.encode()
-        return b"\x03" + bytes([len(raw)]) + raw + struct.pack(">H", port)
-    if ip.version == 4:
-        return b"\x01" + ip.packed + struct.pack(">H", port)
-    return b"\x04" + ip.packed + struct.pack(">H", port)
-
-
-def _parse_reply(buf: bytes) -> tuple[int, str, int] | None:
-    """(reply code, bound host, bound port) from a SOCKS5 reply, or None if incomplete."""
-    if len(buf) < 5:
-        return None
-    atyp = buf[3]
-    if atyp == 1:
-        n = 4 + 4 + 2
-        if len(buf) < n:
-            return None
-        return buf[1], str(ipaddress.IPv4Address(buf[4:8])), struct.unpack(">H", buf[8:10])[0]
-    if atyp == 4:
-        n = 4 + 16 + 2
-        if len(buf) < n:
-            return None
-        return buf[1], str(ipaddress.IPv6Address(buf[4:20])), struct.unpack(">H", buf[20:22])[0]
-    n = 5 + buf[4] + 2
-    if len(buf) < n:
-        return None
-    return buf[1], buf[5:5 + buf[4]].decode(), struct.unpack(">H", buf[n - 2:n])[0]
-
-
-def _reply_len(buf: bytes) -> int:
-    atyp = buf[3]
-    return {1: 10, 4: 22}.get(atyp, 7 + buf[4])
+# -- SOCKS5 clients (Twisted), framed by vtwist's own SOCKS codec ----------------------------
 
 
 class SocksStream(protocol.Protocol):
@@ -67,7 +31,7 @@ class SocksStream(protocol.Protocol):
         self.done: defer.Deferred[Any] | None = None
 
     def connectionMade(self) -> None:
-        self.transport.write(b"\x05\x01\x00")
+        self.transport.write(codec.client_greeting())
 
     def dataReceived(self, data: bytes) -> None:
         if self.state == 2:
@@ -84,19 +48,18 @@ class SocksStream(protocol.Protocol):
                 return
             self.buf = self.buf[2:]
             self.state = 1
-            self.transport.write(b"\x05" + bytes([self.cmd]) + b"\x00"
-                                 + socks_address(self.host, self.port))
+            self.transport.write(codec.client_request(self.cmd, self.host, self.port))
         if self.state == 1:
-            reply = _parse_reply(self.buf)
+            reply = codec.parse_reply(self.buf)
             if reply is None:
                 return
-            rest = self.buf[_reply_len(self.buf):]
+            rest = self.buf[reply[3]:]
             self.buf = b""
             self.state = 2
             if reply[0] != 0:
                 self.ready.errback(RuntimeError(f"SOCKS reply code {reply[0]}"))
                 return
-            self.ready.callback(reply)
+            self.ready.callback(reply[:3])
             if rest:
                 self.dataReceived(rest)
 
@@ -185,17 +148,10 @@ async def socks_udp_echo(reactor: Any, socks_port: int, host: str, port: int,
     udp = reactor.listenUDP(0, client, interface="127.0.0.1")
     try:
         out = []
-        header = b"\x00\x00\x00" + socks_address(host, port)
         for payload in payloads:
-            udp.write(header + payload, (bnd_host, bnd_port))
+            udp.write(codec.build_datagram(host, port, payload), (bnd_host, bnd_port))
             reply = await client.next().addTimeout(timeout, reactor)
-            if reply[3] == 1:
-                body = reply[10:]
-            elif reply[3] == 4:
-                body = reply[22:]
-            else:
-                body = reply[7 + reply[4]:]
-            out.append(body)
+            out.append(codec.parse_datagram(reply).payload)
         return out
     finally:
         await udp.stopListening()
