@@ -17,10 +17,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from vtwist.config.loader import parse_config
-from vtwist.service import build_service
-
 from .netutil import free_port
+from .services import start_service
 from .socks_helpers import LogCapture
 
 TIMEOUT = 10
@@ -40,22 +38,20 @@ class RoutingCurlTests(TestCase):
         self.addCleanup(web.stopListening)
         self.web_port = web.getHost().port
         self.socks_port = free_port()
-        config = parse_config({
+        config = {
             "log": {"loglevel": "warning"},
             "inbounds": [{"tag": "socks-in", "protocol": "socks", "listen": "127.0.0.1",
                           "port": self.socks_port, "settings": {"auth": "noauth"}}],
             "outbounds": [{"tag": "direct", "protocol": "freedom"},
                           {"tag": "block", "protocol": "blackhole",
                            "settings": {"response": {"type": "http"}}}],
-            "routing": self.routing})
+            "routing": self.routing}
         self.logs = LogCapture()
         self.addCleanup(self.logs.stop)
-        self.service = build_service(config, reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
+        listening = start_service(config, self)
         # The blackhole closes its connections a second after its 403 (as V2Ray does).
         self.addCleanup(task.deferLater, reactor, 1.1, lambda: None)
-        yield self.service.whenListening()
+        yield listening
 
     def get(self, host: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
         """GET /hello via the proxy, the domain resolved by the proxy; prints the status."""

@@ -21,8 +21,7 @@ from twisted.web.static import Data
 
 from tests.interop.v2ray_runner import V2Ray
 from tests.netutil import free_port
-from vtwist.config.loader import parse_config
-from vtwist.service import build_service
+from tests.services import start_service
 
 TIMEOUT = 10
 
@@ -46,11 +45,9 @@ class _RoutingInterop:
         self.addCleanup(web.stopListening)
         self.web_port = web.getHost().port
         self.vtwist_port, self.v2ray_port = free_port(), free_port()
-        self.service = build_service(parse_config(self.config(self.vtwist_port)), reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
+        listening = start_service(self.config(self.vtwist_port), self)
         self.addCleanup(task.deferLater, reactor, 1.1, lambda: None)  # blackhole's close delay
-        yield self.service.whenListening()
+        yield listening
         self.v2ray = V2Ray(self.config(self.v2ray_port))
         self.addCleanup(self.v2ray.stop)
         yield defer.Deferred.fromCoroutine(self.v2ray.wait_port(self.v2ray_port))
