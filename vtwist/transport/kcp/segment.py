@@ -242,7 +242,3 @@ def parse_segments(buf: bytes | bytearray | memoryview) -> list[Segment]:
             pos += CMD_SIZE
     return out
 
-
-def first_conv(buf: bytes | bytearray | memoryview) -> int:
-    """The conv of the first segment (caller checked the length is >= 2)."""
-    return (buf[0] << 8) | buf[1]

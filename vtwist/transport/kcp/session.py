@@ -99,14 +99,13 @@ def _wrap_ge(a: int, b: int) -> bool:
 
 
 class _Seg:
-    __slots__ = ("number", "payload", "timeout", "transmit", "timestamp", "acked")
+    __slots__ = ("number", "payload", "timeout", "transmit", "acked")
 
     def __init__(self, number: int, payload: bytes) -> None:
         self.number = number
         self.payload = payload
         self.timeout = 0
         self.transmit = 0
-        self.timestamp = 0
         self.acked = False
 
 
@@ -536,7 +535,6 @@ class Session:
 
     def _transmit(self, seg: _Seg, ms: int) -> None:
         seg.timeout = ms + self.rto
-        seg.timestamp = ms
         seg.transmit += 1
         self.segments_sent += 1
         self._out.append(
