@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.trial.unittest import TestCase
@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from tests.interop.v2ray_runner import EchoServer, Subprocess, V2Ray
 from tests.interop.vmess_harness import socks_echo
-from tests.netutil import Echo, free_port, wait_for_port
+from tests.netutil import Collector, Echo, free_port, wait_for_port
 from vtwist.address import Destination
 from vtwist.dispatch import Dispatcher
 from vtwist.policy import LevelPolicy, Policy
@@ -69,18 +69,6 @@ class Probe(protocol.Protocol):
         self.ended.callback([reason])
 
 
-class Collect(protocol.Protocol):
-    def __init__(self) -> None:
-        self.data = b""
-        self.got: defer.Deferred[bytes] = defer.Deferred()
-        self.want = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        if len(self.data) >= self.want and not self.got.called:
-            self.got.callback(self.data)
-
-
 class Recorder(protocol.Protocol):
     """Keeps everything a client sends and never answers."""
 
@@ -92,9 +80,7 @@ class Recorder(protocol.Protocol):
 
 
 async def sleep(seconds: float) -> None:
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    await d
+    await task.deferLater(reactor, seconds, lambda: None)
 
 
 async def close_all(factory: VMessServerFactory) -> None:
@@ -151,12 +137,11 @@ class VMessSecurity(TestCase):
         ep = VMessClientEndpoint(
             endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server_port), self.account,
             Destination.tcp("127.0.0.1", echo_port), reactor=reactor)
-        c = await ep.connect(protocol.Factory.forProtocol(Collect))
-        c.want = len(payload)
+        c = await ep.connect(protocol.Factory.forProtocol(Collector))
         c.transport.write(payload)
-        data = await c.got.addTimeout(10, reactor)
+        await c.wait(len(payload)).addTimeout(10, reactor)
         c.transport.loseConnection()
-        return data
+        return bytes(c.buf)
 
     # -- probes --------------------------------------------------------------------------
     async def _probes(self) -> None:
