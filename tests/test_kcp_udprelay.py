@@ -92,5 +92,13 @@ class RelayTests(TestCase):
         async def run() -> None:
             relay, echo, _ = await self.run_relay(Impairment(corrupt=1.0), Impairment(), 3, 100)
             self.assertEqual(relay.stats["c2s"].corrupted, 100)
-            self.assertTrue(all(d[4:] != b"x" * 100 or d[:4] != b"" for d in echo.got))
+            self.assertEqual(len(echo.got), 100)
+            for d in echo.got:
+                # exactly one byte flipped: in the payload, or in the index (which then
+                # reads >= 100, since every index byte of 0..99 flips to a big value)
+                flipped = sum(b != ord("x") for b in d[4:])
+                index = int.from_bytes(d[:4], "big")
+                self.assertEqual(len(d), 104)
+                self.assertTrue((flipped == 1 and index < 100) or (flipped == 0 and index >= 100),
+                                d.hex())
         return defer.ensureDeferred(run())

@@ -113,8 +113,8 @@ class SimulatedPair:
             if self.now >= limit or steps >= max_steps:
                 return False
             if not self.step(limit):
-                if self.now >= limit:
-                    return predicate()
+                # past the limit, or idle (both Terminated, nothing in flight): no event left
+                return predicate()
             steps += 1
         return True
 
