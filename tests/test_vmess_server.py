@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import HalfCloseTransport, log_lines
+from tests.socks_helpers import FakePacketSession
 from vtwist.address import Destination
 from vtwist.policy import LevelPolicy, Policy
 from vtwist.proxy.vmess import header as H
@@ -43,19 +44,6 @@ class FakeDispatcher:
         s = FakePacketSession(onPacket, onClose)
         self.sessions.append(s)
         return s
-
-
-class FakePacketSession:
-    def __init__(self, onPacket: Any, onClose: Any) -> None:
-        self.onPacket, self.onClose = onPacket, onClose
-        self.sent: list[tuple[bytes, Destination]] = []
-        self.closed = False
-
-    def send(self, data: bytes, destination: Destination) -> None:
-        self.sent.append((data, destination))
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _target() -> tuple[RelayProtocol, HalfCloseTransport]:
