@@ -45,13 +45,6 @@ SEC_AES128_GCM = 3
 SEC_CHACHA20_POLY1305 = 4
 SEC_NONE = 5
 
-SECURITY_NAMES = {
-    SEC_LEGACY: "legacy",
-    SEC_AES128_GCM: "aes-128-gcm",
-    SEC_CHACHA20_POLY1305: "chacha20-poly1305",
-    SEC_NONE: "none",
-}
-
 #: V2Ray's buffer size: a chunk (length field, sealed payload, padding) never exceeds it.
 MAX_CHUNK = 2048
 #: V2Ray's slice size for unpadded, unauthenticated NONE stream chunks.
@@ -301,11 +294,6 @@ class BodyDecoder:
         if self.eof:
             return self._discard == 0
         return self._pending is None and len(self._buf) - self._pos == 0
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet decoded."""
-        return len(self._buf) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> list:
         """Decode as many complete chunks as ``data`` completes."""

@@ -41,7 +41,6 @@ class VMessTransport(PassThroughMixin):
         self._header = header
         self.disconnecting = False
         self.writeClosed = False
-        self.bytesWritten = 0
 
     @property
     def lowerTransport(self) -> Any:
@@ -52,11 +51,6 @@ class VMessTransport(PassThroughMixin):
     def _takeHeader(self) -> list[bytes]:
         header, self._header = self._header, None
         return [header()] if header is not None else []
-
-    @property
-    def headerSent(self) -> bool:
-        """True once the header has gone out."""
-        return self._header is None
 
     def flushHeader(self) -> None:
         """Send the header now, alone, if it has not gone out yet."""
@@ -72,7 +66,6 @@ class VMessTransport(PassThroughMixin):
         """Encode and send (one datagram per call in UDP mode)."""
         if self.writeClosed or self.disconnecting or not data:
             return
-        self.bytesWritten += len(data)
         pieces = self._takeHeader()
         pieces += self.encoder.encode(data)
         if pieces:
