@@ -279,6 +279,24 @@ class StateTests(SynchronousTestCase):
         self.assertIn(CMD_TERMINATE, [c for _, c in seen])
         self.assertIsNone(s.next_timer())
 
+    def test_ready_to_close_gives_up_after_15s(self) -> None:
+        s = make_session()
+        s.write(b"never acked")
+        s.datagrams_to_send(0.0)
+        s.close(1.0)
+        t = 1.0
+        first_terminate = None
+        while s.state != State.TERMINATED and t < 60:
+            t = s.next_timer()
+            s.handle_timer(t)
+            segs = segments_of(s, s.datagrams_to_send(t))
+            if first_terminate is None and any(x.cmd == CMD_TERMINATE for x in segs):
+                first_terminate = t
+        self.assertTrue(s.timed_out)
+        self.assertEqual(s.state, State.TERMINATED)
+        self.assertTrue(16.0 <= first_terminate <= 16.1, first_terminate)
+        self.assertTrue(24.0 <= t <= 25.1, t)
+
     def test_peer_terminating_times_out(self) -> None:
         s = make_session()
         feed(s, [CmdSegment(0x1234, CMD_TERMINATE, 0, 0, 0, 100)], 0.0)

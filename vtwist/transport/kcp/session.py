@@ -617,24 +617,20 @@ class Session:
             # not in V2Ray: a PeerClosed session whose peer vanished would live forever
             self.timed_out = True
             self._set_state(State.TERMINATING, ms)
-        if self.state == State.READY_TO_CLOSE and not self._index:
+        st = self.state
+        if st == State.READY_TO_CLOSE:
+            if not self._index:
+                self._set_state(State.TERMINATING, ms)
+            elif ms - self._state_since > READY_TO_CLOSE_MS:
+                self.timed_out = True
+                self._set_state(State.TERMINATING, ms)
+        elif st == State.PEER_TERMINATING and ms - self._state_since > PEER_TERMINATING_MS:
             self._set_state(State.TERMINATING, ms)
         if self.state == State.TERMINATING:
             self._need_terminate = False
             self._send_cmd(CMD_TERMINATE, ms)
             if ms - self._state_since > self.terminating_ms:
                 self._set_state(State.TERMINATED, ms)
-            return
-        if self.state == State.PEER_TERMINATING and ms - self._state_since > PEER_TERMINATING_MS:
-            self._set_state(State.TERMINATING, ms)
-            self._need_terminate = False
-            self._send_cmd(CMD_TERMINATE, ms)
-            return
-        if self.state == State.READY_TO_CLOSE and ms - self._state_since > READY_TO_CLOSE_MS:
-            self.timed_out = True
-            self._set_state(State.TERMINATING, ms)
-            self._need_terminate = False
-            self._send_cmd(CMD_TERMINATE, ms)
             return
         self._flush_acks(ms, True)
         self._flush_data(ms, True)
