@@ -156,3 +156,22 @@ class ListenerTests(SynchronousTestCase):
         h.run(10, step=0.5)
         self.assertEqual(h.listener.sessions, {})
         self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_dataReceived_error_aborts_session(self) -> None:
+        h = ListenerHarness()
+
+        def boom(data: bytes) -> None:
+            raise ZeroDivisionError("app bug")
+
+        h.peer.write(b"x")
+        h.peer_send()
+        conn = next(iter(h.listener.sessions.values()))
+        h.apps[0].dataReceived = boom  # type: ignore[method-assign]
+        h.clock.advance(0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(conn.session.state, State.TERMINATED)
+        self.assertTrue(h.apps[0].reason.check(ZeroDivisionError))
+        self.assertIn(2, [s.cmd for s in h.replies()], "the peer is told with TERMINATE")
+        self.assertEqual(h.listener.sessions, {})
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertTrue(conn.terminated.called)

@@ -109,6 +109,7 @@ class KCPTransport:
         self.disconnected = False
         self._lost_sent = False
         self._aborted = False
+        self._failure: Failure | None = None
         self._paused = False
         self._flush_call: Any = None
         self._timer: Any = None
@@ -269,7 +270,14 @@ class KCPTransport:
             if not chunks:
                 break
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.protocol.dataReceived(data)
+            try:
+                self.protocol.dataReceived(data)
+            except Exception:
+                # as a TCP transport does: log, drop the connection, report the error
+                self._failure = Failure()
+                log.failure("dataReceived failed; aborting the mKCP session",
+                            self._failure)
+                self.abortConnection()
 
     def _check_ending(self) -> None:
         session = self.session
@@ -334,7 +342,9 @@ class KCPTransport:
         self._lost_sent = True
         self.connected = False
         self.disconnecting = True
-        if self.session.timed_out:
+        if self._failure is not None:
+            reason = self._failure
+        elif self.session.timed_out:
             reason = Failure(error.ConnectionLost("mKCP peer timed out"))
         elif self._aborted:
             reason = Failure(error.ConnectionAborted())
