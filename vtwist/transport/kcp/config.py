@@ -109,7 +109,7 @@ def parse_kcp_settings(node: Node) -> KCPConfig:
     if node.value is None:
         from vtwist.config.node import Node as _Node
 
-        node = _Node({}, node.path, node._warn)
+        node = _Node({}, node.path)  # an empty object has nothing to warn about
     node.require_object()
     mtu = node.int("mtu", 1350, 576, 1460)
     tti = node.int("tti", 50, 10, 100)
@@ -119,19 +119,12 @@ def parse_kcp_settings(node: Node) -> KCPConfig:
     read_mb = node.int("readBufferSize", 2, 0, 4095)
     write_mb = node.int("writeBufferSize", 2, 0, 4095)
     header_type = "none"
-    if node.has("header") and node.value.get("header") is not None:
-        header = node.get("header")
-        header.require_object()
-        header_type = header.str("type", lower=True)
-        if header_type not in HEADER_SIZES:
-            raise header.error(
-                "expected one of " + ", ".join(HEADER_SIZES) + f", got {header_type!r}", "type")
-        header.keys()  # V2Ray ignores other keys in the header object
-    seed: str | None = None
-    if node.has("seed"):
-        seed_node = node.get("seed", None)
-        if seed_node.value is not None:
-            seed = seed_node.as_str()
+    header = node.get("header", None)
+    if header.value is not None:
+        # V2Ray reads only "type" and ignores the header object's other keys
+        header_type = header.str("type", choices=tuple(HEADER_SIZES), lower=True)
+    seed_node = node.get("seed", None)
+    seed = None if seed_node.value is None else seed_node.as_str()
     node.warn_unknown()
     return KCPConfig(
         mtu=mtu,
