@@ -207,8 +207,7 @@ class KCPEndpointTests(TestCase):
             port = await self.server(protocol.Factory.forProtocol(lambda: sink), cfg)
             data = random.Random(9).randbytes(8_000_000)
             pusher = Pusher(data)
-            for _ in range(1):
-                await self.client(port.getHost().port, pusher, cfg)
+            await self.client(port.getHost().port, pusher, cfg)
             await sleep(0.05)
             (server_conn,) = port.listener.sessions.values()
             server_conn.pauseProducing()

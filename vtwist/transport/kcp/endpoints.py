@@ -53,10 +53,7 @@ class KCPServerEndpoint:
         """Start listening; fires with an IListeningPort."""
         listener = KCPListener(self.config, protocolFactory, self.reactor)
         try:
-            interface = self.interface
-            if interface in ("", "0.0.0.0"):
-                interface = ""
-            udp = self.reactor.listenUDP(self.port, listener, interface=interface,
+            udp = self.reactor.listenUDP(self.port, listener, interface=self.interface,
                                          maxPacketSize=65536)
         except error.CannotListenError:
             return defer.fail()
