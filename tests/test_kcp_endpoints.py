@@ -8,7 +8,7 @@ import random
 import socket
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, error, protocol, reactor, task, udp
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.trial.unittest import TestCase
 
@@ -122,6 +122,29 @@ class KCPEndpointTests(TestCase):
         self.assertIsNone(clientFromString(reactor, "kcp:host=h:port=1").config.seed)
         self.assertRaises(ValueError, clientFromString, reactor, "kcp:host=h:port=1:bogus=1")
         self.assertRaises(ValueError, serverFromString, reactor, "kcp:port=1:mtu=100")
+
+    def test_factory_failure_closes_the_socket(self) -> defer.Deferred:
+        class Failing(protocol.Factory):
+            def buildProtocol(self, addr: Any) -> Any:
+                raise ZeroDivisionError("factory bug")
+
+        class Refusing(protocol.Factory):
+            def buildProtocol(self, addr: Any) -> Any:
+                return None
+
+        async def run() -> None:
+            def udp_ports() -> set:
+                return {r for r in reactor.getReaders() if isinstance(r, udp.Port)}
+
+            before = udp_ports()
+            ep = KCPClientEndpoint(reactor, "127.0.0.1", 9, linger=LINGER)
+            with self.assertRaises(ZeroDivisionError):
+                await ep.connect(Failing())
+            with self.assertRaises(error.ConnectionRefusedError):
+                await ep.connect(Refusing())
+            await sleep(0)
+            self.assertEqual(udp_ports(), before, "UDP sockets left open")
+        return defer.ensureDeferred(run())
 
     def test_plugin_module_is_cheap(self) -> None:
         import subprocess

@@ -113,10 +113,13 @@ class KCPClientEndpoint:
             peer: Any = address.IPv6Address("UDP", ip, self.port)
         else:
             peer = address.IPv4Address("UDP", ip, self.port)
-        app = factory.buildProtocol(peer)
-        if app is None:
+        try:
+            app = factory.buildProtocol(peer)
+            if app is None:
+                raise error.ConnectionRefusedError("factory returned no protocol")
+        except BaseException:
             udp.stopListening()
-            raise error.ConnectionRefusedError("factory returned no protocol")
+            raise
         proto.start(app)
         return app
 
