@@ -42,6 +42,26 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None,
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+def wait_udp_bound(port: int, proc: subprocess.Popen[bytes] | None = None,
+                   timeout: float = 20.0) -> None:
+    """Block until something has bound UDP 127.0.0.1:``port`` (bounded by ``timeout``).
+
+    A UDP server cannot be polled like a TCP one; binding the port ourselves fails once the
+    server holds it. Clients started earlier would meet ICMP port unreachable.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with status {proc.returncode} before binding")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing bound UDP 127.0.0.1:{port} after {timeout:.0f} s")
+
+
 def vtwist_command(config_path: str) -> list[str]:
     """How to run vtwist on a config file: ``python -m vtwist run --config FILE``."""
     return [sys.executable, "-m", "vtwist", "run", "--config", config_path]

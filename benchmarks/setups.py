@@ -12,7 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import configs
-from benchmarks.procs import Proc, ProcessGroup, free_port, vtwist_command, wait_port
+from benchmarks.procs import (
+    Proc,
+    ProcessGroup,
+    free_port,
+    vtwist_command,
+    wait_port,
+    wait_udp_bound,
+)
 
 V2RAY = "/usr/bin/v2ray"
 
@@ -84,7 +91,8 @@ class Chain(Setup):
 
     ``client_stream`` / ``server_stream`` are the two ``streamSettings``; ``middle``, when
     given, starts something between them (the UDP impairment relay) and returns the port the
-    client must dial. ``server_tcp`` says whether the server port can be polled over TCP.
+    client must dial. ``server_tcp`` says whether the server listens on TCP (else UDP); the
+    client starts only once the server's port is taken.
     """
 
     def __init__(self, impl: str, security: str, variant: str,
@@ -109,6 +117,8 @@ class Chain(Setup):
         self.procs = [server]
         if self.server_tcp:
             wait_port(server_port, server.popen)
+        else:
+            wait_udp_bound(server_port, server.popen)
         dial = server_port
         if self.middle is not None:
             _relay, dial = self.middle(group, server_port)  # the group owns (and stops) it
