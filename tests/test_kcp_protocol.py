@@ -175,3 +175,18 @@ class ListenerTests(SynchronousTestCase):
         self.assertEqual(h.listener.sessions, {})
         self.assertEqual(h.clock.getDelayedCalls(), [])
         self.assertTrue(conn.terminated.called)
+
+    def test_connectionMade_error_aborts_session(self) -> None:
+        class BadApp(App):
+            def connectionMade(self) -> None:
+                raise ZeroDivisionError("app bug")
+
+        h = ListenerHarness()
+        h.listener.factory = protocol.Factory.forProtocol(BadApp)
+        h.peer.write(b"x")
+        h.peer_send()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(h.listener.sessions, {}, "no session left without a timer")
+        self.assertIn(2, [s.cmd for s in h.replies()], "the peer is told with TERMINATE")
+        h.clock.advance(0)
+        self.assertEqual(h.clock.getDelayedCalls(), [])

@@ -127,7 +127,11 @@ class KCPTransport:
         """Connect the application protocol."""
         self.protocol = protocol
         self.connected = True
-        protocol.makeConnection(self)  # type: ignore[attr-defined]
+        try:
+            protocol.makeConnection(self)  # type: ignore[attr-defined]
+        except Exception:
+            self._fail("connectionMade failed; aborting the mKCP session")
+            return
         self.schedule_flush()
 
     @property
@@ -273,11 +277,13 @@ class KCPTransport:
             try:
                 self.protocol.dataReceived(data)
             except Exception:
-                # as a TCP transport does: log, drop the connection, report the error
-                self._failure = Failure()
-                log.failure("dataReceived failed; aborting the mKCP session",
-                            self._failure)
-                self.abortConnection()
+                self._fail("dataReceived failed; aborting the mKCP session")
+
+    def _fail(self, message: str) -> None:
+        """The application raised: log, abort the session, report the error to it."""
+        self._failure = Failure()
+        log.failure(message, self._failure)
+        self.abortConnection()
 
     def _check_ending(self) -> None:
         session = self.session
