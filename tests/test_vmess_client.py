@@ -25,6 +25,7 @@ from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess.body import BodyEncoder
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.handshake import RequestParsed, ServerHandshake
+from vtwist.proxy.vmess.outbound import VMessOutbound, VMessOutboundSettings, VMessServer
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account, UserTable
@@ -236,6 +237,75 @@ class ClientTests(SynchronousTestCase):
         self.lower.protocol.dataReceived(header + b"".join(enc.encode(b"r1"))
                                          + b"".join(enc.encode(b"r22")))
         self.assertEqual(app.data, [b"r1", b"r22"])
+
+
+class _PendingEndpoint:
+    """Connects only when the test says so (``succeed``/``fail``)."""
+
+    def __init__(self) -> None:
+        self.transport = HalfCloseTransport()
+        self.deferred: defer.Deferred[Any] = defer.Deferred()
+        self.factory: Any = None
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        self.factory = factory
+        return self.deferred
+
+    def succeed(self) -> Any:
+        proto = self.factory.buildProtocol(None)
+        proto.makeConnection(self.transport)
+        self.deferred.callback(proto)
+        return proto
+
+
+class PacketSessionTests(SynchronousTestCase):
+    """VMess UDP from the outbound side: one VMess UDP connection per destination."""
+
+    def setUp(self) -> None:
+        self.account = Account(os.urandom(16), security="aes-128-gcm")
+        settings = VMessOutboundSettings([VMessServer("127.0.0.1", 1, [self.account])])
+        self.outbound = VMessOutbound(Clock(), "out", settings)
+        self.endpoints: list[_PendingEndpoint] = []
+
+        def transport_endpoint(server: Any) -> _PendingEndpoint:
+            self.endpoints.append(_PendingEndpoint())
+            return self.endpoints[-1]
+        self.outbound.transportEndpoint = transport_endpoint  # type: ignore[method-assign]
+        self.replies: list[tuple[bytes, Destination]] = []
+        self.session = self.outbound.packetSession(
+            lambda data, src: self.replies.append((data, src)), lambda: None)
+        self.dest = Destination.udp("8.8.8.8", 53)
+
+    def test_queued_until_connected_then_datagrams(self) -> None:
+        for i in range(70):
+            self.session.send(b"q%d" % i, self.dest)
+        self.assertEqual(len(self.endpoints), 1)  # one connection per destination
+        lower = self.endpoints[0]
+        vmess = lower.succeed()
+        self.session.send(b"late", self.dest)
+        hs = ServerHandshake(UserTable([self.account]), AuthIDFilter(), SessionHistory())
+        req = hs.feed(lower.transport.value())
+        self.assertIsInstance(req, RequestParsed)
+        self.assertEqual((req.command, req.destination), (H.CMD_UDP, self.dest))
+        got = req.body_decoder().feed(req.leftover)
+        self.assertEqual(got, [b"q%d" % i for i in range(64)] + [b"late"])  # queue capped
+        header, enc = req.response_writer()
+        vmess.dataReceived(header + b"".join(enc.encode(b"answer")))
+        self.assertEqual(self.replies, [(b"answer", self.dest)])
+        self.session.close()
+        self.assertTrue(lower.transport.disconnecting)
+        self.session.send(b"after close", self.dest)
+        self.assertEqual(len(self.endpoints), 1)
+
+    def test_failed_connect_drops_queue_and_retries_later(self) -> None:
+        self.session.send(b"lost", self.dest)
+        self.endpoints[0].deferred.errback(ConnectError("refused"))
+        self.session.send(b"again", self.dest)
+        self.assertEqual(len(self.endpoints), 2)
+        self.endpoints[1].succeed()
+        req = ServerHandshake(UserTable([self.account]), AuthIDFilter(), SessionHistory()
+                              ).feed(self.endpoints[1].transport.value())
+        self.assertEqual(req.body_decoder().feed(req.leftover), [b"again"])
 
 
 class _Page(resource.Resource):
