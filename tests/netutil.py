@@ -66,6 +66,21 @@ def wait_for_port(port: int, timeout: float = 20, host: str = "127.0.0.1",
     raise AssertionError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def wait_for_udp_bound(port: int, timeout: float = 20, host: str = "127.0.0.1",
+                       alive: Callable[[], None] | None = None) -> None:
+    """Block until something has bound UDP ``host:port`` (an mKCP server, say): binding it
+    here fails once the server holds it. ``alive`` as in :func:`wait_for_port`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        if not _bindable(family, socket.SOCK_DGRAM, host, port):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing bound UDP {host}:{port} after {timeout}s")
+
+
 async def wait_until(ready: Callable[[], bool], what: str | Callable[[], str],
                      timeout: float = 10.0, alive: Callable[[], None] | None = None) -> None:
     """Without blocking the reactor, wait until ``ready()`` is true (``alive`` as above).

@@ -27,7 +27,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.interop.v2ray_runner import Subprocess, V2Ray
-from tests.netutil import free_port, wait_for_port
+from tests.netutil import free_port, wait_for_port, wait_for_udp_bound
 from tests.test_links import DESIGN_LINK, UID
 from vtwist import cli, links
 
@@ -103,15 +103,15 @@ class LinkEndToEndTests(SynchronousTestCase):
         return child
 
     def run_server(self, path: str, link: links.VmessLink, real: bool = False) -> Any:
-        wait = [] if link.net == "kcp" else [link.port]
         if real:
             with open(path, encoding="utf-8") as f:
-                server = V2Ray(json.load(f), wait)
+                server: Any = V2Ray(json.load(f))
             self.addCleanup(server.stop)
-            return server
-        server = self.spawn_vtwist("server", "--config", path)
-        for port in wait:
-            wait_for_port(port, timeout=10, alive=server.check_alive)
+        else:
+            server = self.spawn_vtwist("server", "--config", path)
+        # A client must not start before the server's port is taken (mKCP: UDP).
+        wait = wait_for_udp_bound if link.net == "kcp" else wait_for_port
+        wait(link.port, timeout=10, alive=server.check_alive)
         return server
 
     def run_client(self, link_text: str, real: bool = False) -> tuple[Any, int]:
