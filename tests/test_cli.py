@@ -227,6 +227,13 @@ class LinkCommandTests(CLITestCase):
         self.assertEqual((status, out), (2, ""))
         self.assertEqual(err, "vtwist: invalid vmess link: body: nothing after vmess://\n")
 
+    def test_qr_scale_must_be_positive(self) -> None:
+        """A zero or negative --scale is a usage error, not a traceback from the PNG writer."""
+        for scale in ("0", "-1", "x"):
+            err = self.usage_error("link", "qr", LOCAL_LINK, "--png", self.mktemp(),
+                                   "--scale", scale)
+            self.assertIn("--scale: expected a whole number >= 1", err)
+
 
 class ConfigCommandTests(CLITestCase):
     def test_from_link(self) -> None:

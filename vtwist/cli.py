@@ -40,6 +40,17 @@ def _read_text(path: str) -> str:
         raise CLIError(f"cannot read {path}: {e.strerror}") from None
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _link_arg(value: str) -> str:
     return sys.stdin.read().strip() if value == "-" else value
 
@@ -247,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = lsub.add_parser("qr", help="draw a link as a QR code (terminal or --png)")
     p.add_argument("link", metavar="LINK")
     p.add_argument("--png", metavar="FILE", help="write a PNG instead of drawing")
-    p.add_argument("--scale", type=int, default=8, help="PNG pixels per module (default 8)")
+    p.add_argument("--scale", type=_positive, default=8, help="PNG pixels per module (default 8)")
     p.add_argument("--light", action="store_true", help="draw for a light terminal background")
     p.set_defaults(func=cmd_link_qr)
 
