@@ -315,6 +315,18 @@ class ConfigCommandTests(CLITestCase):
         self.assertEqual(config["inbounds"][0]["streamSettings"]["tlsSettings"],
                          {"certificates": [{"certificateFile": "/c.pem", "keyFile": "/k.pem"}]})
 
+    def test_server_tls_idn(self) -> None:
+        """A non-ASCII name goes into the self-signed certificate as its A-label."""
+        from cryptography import x509
+
+        config, link, _ = self.server("--tls", "--sni", "b\u00fccher.test")
+        self.assertEqual(link.sni, "b\u00fccher.test")
+        pem = "\n".join(config["inbounds"][0]["streamSettings"]["tlsSettings"]
+                        ["certificates"][0]["certificate"])
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertIn("xn--bcher-kva.test", names.get_values_for_type(x509.DNSName))
+
     def test_server_stdout(self) -> None:
         status, out, _ = self.run_cli("config", "server", "--transport", "kcp", "--url")
         self.assertEqual(status, 0)
@@ -335,6 +347,9 @@ class ConfigCommandTests(CLITestCase):
             (["--port", "0"], "invalid vmess link: port: port out of range 1-65535: 0"),
             (["--id", "nope"], "invalid vmess link: id: not a valid UUID: 'nope'"),
             (["--cert", "/c.pem"], "--cert and --key go together"),
+            (["--tls", "--sni", "\u00fc" * 70 + ".test"],
+             "bad server options: --sni: cannot go in a certificate: encoding with 'idna' codec "
+             "failed (UnicodeError: label empty or too long)"),
         ):
             self.assertEqual(self.run_cli("config", "server", *extra),
                              (2, "", f"vtwist: {message}\n"), extra)

@@ -103,7 +103,8 @@ def server_certificate_builder(names: Sequence[str], public_key: ec.EllipticCurv
         try:
             alt.append(x509.IPAddress(ipaddress.ip_address(n)))
         except ValueError:
-            alt.append(x509.DNSName(n))
+            # An internationalised name goes in as its A-label (UnicodeError if it has none).
+            alt.append(x509.DNSName(n if n.isascii() else n.encode("idna").decode("ascii")))
     return (
         certificate_builder(names[0], public_key, days, issuer)
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
@@ -166,7 +167,11 @@ def server_config(spec: ServerSpec) -> tuple[dict[str, Any], VmessLink]:
                                     "keyFile": spec.key_file or spec.cert_file}]
         else:
             names = [n for n in (link.sni, spec.address) if n] or ["localhost"]
-            cert, key = self_signed_certificate(list(dict.fromkeys(names)))
+            try:
+                cert, key = self_signed_certificate(list(dict.fromkeys(names)))
+            except ValueError as e:  # a name no certificate can hold
+                raise LinkError("--sni" if link.sni else "--address",
+                                f"cannot go in a certificate: {e}", "bad server options") from None
             tls["certificates"] = [{"certificate": cert.splitlines(),
                                     "key": key.splitlines()}]
         stream["tlsSettings"] = tls
