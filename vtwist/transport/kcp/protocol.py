@@ -299,8 +299,7 @@ class KCPTransport:
         producer = self.producer
         if producer is None or self._lost_sent:
             return
-        low = self.session.config.send_buffer_segs // 2
-        if self.session.send_queue_segments <= low:
+        if self.session.send_queue_low:
             if self._streaming:
                 if self._producer_paused:
                     self._producer_paused = False

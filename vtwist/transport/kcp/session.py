@@ -131,6 +131,7 @@ class Session:
         self._tti = config.tti
         self._mss = config.mss
         self._budget = config.plain_budget
+        self._send_buffer_segs = config.send_buffer_segs
         self.state = State.ACTIVE
         self._state_since = 0
         self._last_incoming = 0
@@ -194,9 +195,14 @@ class Session:
         return len(self._index)
 
     @property
+    def send_queue_low(self) -> bool:
+        """True when the send window is at most half full (writers may resume)."""
+        return len(self._index) <= self._send_buffer_segs // 2
+
+    @property
     def send_buffer_full(self) -> bool:
         """True when the send window holds more than ``send_buffer_segs``."""
-        return len(self._index) > self.config.send_buffer_segs
+        return len(self._index) > self._send_buffer_segs
 
     def write(self, data: bytes) -> bool:
         """Queue application bytes; False (data dropped) unless state is Active."""
