@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
@@ -73,6 +73,35 @@ class TwistdTests(TestCase):
         self.assertIn(f"accepted tcp:localhost:{self.web_port} [socks-in >> direct]", log)
         self.assertIn("Server Shut Down.", log)
         self.assertNotIn("Traceback", log)
+
+
+class PortInUseTests(SynchronousTestCase):
+    """A process whose inbound cannot bind stops (instead of running with nothing to serve)."""
+
+    def run_busy(self, *command: str) -> subprocess.CompletedProcess[str]:
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        fd, path = tempfile.mkstemp(suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"inbounds": [{"protocol": "socks", "listen": "127.0.0.1",
+                                     "port": busy.getsockname()[1]}],
+                       "outbounds": [{"protocol": "freedom"}]}, f)
+        self.addCleanup(os.unlink, path)
+        return subprocess.run([*command, path], capture_output=True, text=True, timeout=30,
+                              cwd=tempfile.gettempdir())
+
+    def test_python_m_vtwist_run_exits_1(self) -> None:
+        done = self.run_busy(sys.executable, "-m", "vtwist", "run", "-c")
+        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertIn("cannot listen", done.stdout + done.stderr)
+
+    def test_twistd_stops(self) -> None:
+        """twistd has no exit status of its own for this; it must at least stop."""
+        done = self.run_busy(*TWISTD, "-n", "--pidfile=", "vtwist", "-c")
+        self.assertIn("cannot listen", done.stdout + done.stderr)
+        self.assertIn("Server Shut Down.", done.stdout + done.stderr)
 
 
 class _Hold(Protocol):

@@ -78,6 +78,7 @@ def run_config(config: dict[str, Any]) -> int:
 
     begin_logging(service.config.log)
     service.startService()
+    service.stopReactorIfUnbound()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()  # its own SIGINT/SIGTERM handlers stop it
     return 1 if service.failed else 0

@@ -22,9 +22,7 @@ log = Logger(namespace="vtwist.service")
 class InboundService(Service):
     """Listens for one inbound on one port; stopping closes the port and its connections."""
 
-    def __init__(self, endpoint: Any, factory: Any, description: str,
-                 reactor: Any = None) -> None:
-        self.reactor = resolve_reactor(reactor)
+    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
         self.failure: Any = None
         self.endpoint = endpoint
         self.factory = factory
@@ -43,7 +41,7 @@ class InboundService(Service):
         factory.buildProtocol = tracked
 
     def startService(self) -> None:
-        """Start listening; a failure to bind is logged and stops the process."""
+        """Start listening; a failure to bind is logged and kept in ``failure``."""
         super().startService()
         self.listening = self.endpoint.listen(self.factory)
 
@@ -56,8 +54,6 @@ class InboundService(Service):
             self.failure = failure
             log.error("{what}: cannot listen: {why}", what=self.description,
                       why=failure.getErrorMessage())
-            if getattr(self.reactor, "running", False):
-                self.reactor.stop()
 
         self.listening.addCallbacks(listened, failed)
 
@@ -111,6 +107,18 @@ class VTwistService(MultiService):
         return DeferredList([s.listening for s in self.inbound_services if s.listening],
                             consumeErrors=True).addCallback(check)
 
+    def stopReactorIfUnbound(self) -> None:
+        """For a process that runs only this service: once the reactor runs, stop it if an
+        inbound could not listen (the bind error is logged; :attr:`failed` says so)."""
+        def check() -> None:
+            def stop(_: Any) -> None:
+                if self.reactor.running:
+                    self.reactor.stop()
+
+            self.whenListening().addErrback(stop)
+
+        self.reactor.callWhenRunning(check)
+
 
 def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundService]:
     """One :class:`InboundService` per port of an inbound."""
@@ -121,7 +129,7 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
         endpoint = server_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
         what = f"{inbound.protocol} inbound {inbound.tag!r}" if inbound.tag else \
             f"{inbound.protocol} inbound"
-        services.append(InboundService(endpoint, factory, what, ctx.reactor))
+        services.append(InboundService(endpoint, factory, what))
     return services
 
 

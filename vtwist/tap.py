@@ -63,6 +63,7 @@ def makeService(options: Options) -> Any:
     service = runner.build(config)
     if service is None:
         raise SystemExit(1)
+    service.stopReactorIfUnbound()  # twistd starts the service before the reactor
     from twisted.logger import globalLogPublisher
 
     from vtwist.logsetup import file_observers
