@@ -306,8 +306,6 @@ class Session:
 
     def _close_write(self) -> None:
         self._write_closed = True
-        for seg in self._window:
-            seg.acked = True
         self._window.clear()
         self._index.clear()
         self._unsent.clear()
