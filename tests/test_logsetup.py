@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 
 from twisted.logger import Logger, LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -47,7 +46,8 @@ class LogSetupTests(SynchronousTestCase):
         self.assertEqual(file_observers(LogConfig(access="none")), [])
 
     def test_files(self) -> None:
-        directory = tempfile.mkdtemp()
+        directory = self.mktemp()
+        os.makedirs(directory)
         access = os.path.join(directory, "access.log")
         error = os.path.join(directory, "error.log")
         out = io.StringIO()

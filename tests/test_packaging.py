@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class WheelTests(SynchronousTestCase):
     def test_wheel_contents(self) -> None:
         out = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, out, True)
         result = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
              "-w", out, ROOT], capture_output=True, text=True, check=False, timeout=300)
