@@ -116,6 +116,61 @@ class FreedomTests(TestCase):
         self.assertEqual((data, source), (b"BIG" * 10000, Destination.udp("127.0.0.1", port)))
 
 
+class FreedomUDPLookupTests(SynchronousTestCase):
+    """Datagrams to a name being resolved wait for the one lookup (no lookup per datagram)."""
+
+    def setUp(self) -> None:
+        from vtwist.proxy import freedom
+
+        self.lookups: list[defer.Deferred[str]] = []
+
+        async def resolve(reactor: Any, host: str, strategy: str) -> str:
+            d: defer.Deferred[str] = defer.Deferred()
+            self.lookups.append(d)
+            return await d
+
+        self.patch(freedom, "resolve", resolve)
+        self.written: list[tuple[bytes, Any]] = []
+        written = self.written
+
+        class Port:
+            def write(self, data: bytes, addr: Any) -> None:
+                written.append((data, addr))
+
+            def stopListening(self) -> None:
+                pass
+
+        class Reactor:
+            def listenUDP(self, *args: Any, **kwargs: Any) -> Port:
+                return Port()
+
+        self.session = FreedomOutbound(Reactor()).packetSession(lambda *a: None, lambda: None)
+
+    def test_one_lookup_per_name(self) -> None:
+        for i in range(3):
+            self.session.send(b"%d" % i, Destination.udp("dns.test", 53 + i))
+        self.assertEqual(len(self.lookups), 1)
+        self.assertEqual(self.written, [])
+        self.lookups[0].callback("10.0.0.1")
+        self.assertEqual(self.written, [(b"0", ("10.0.0.1", 53)), (b"1", ("10.0.0.1", 54)),
+                                        (b"2", ("10.0.0.1", 55))])
+        self.session.send(b"later", Destination.udp("dns.test", 53))
+        self.assertEqual(len(self.lookups), 1)
+        self.assertEqual(self.written[-1], (b"later", ("10.0.0.1", 53)))
+
+    def test_waiting_is_bounded_and_a_failed_lookup_drops_it(self) -> None:
+        from vtwist.proxy.freedom import FreedomPacketSession
+
+        for _ in range(FreedomPacketSession.MAX_WAITING + 10):
+            self.session.send(b"x", Destination.udp("dns.test", 53))
+        self.assertEqual(len(self.session._resolving["dns.test"]),
+                         FreedomPacketSession.MAX_WAITING)
+        self.lookups[0].errback(DNSLookupError("dns.test"))
+        self.assertEqual((self.written, self.session._resolving), ([], {}))
+        self.session.send(b"again", Destination.udp("dns.test", 53))
+        self.assertEqual(len(self.lookups), 2)  # a new datagram tries again
+
+
 class BlackholeTests(SynchronousTestCase):
     def connect(self, response: str, clock: Clock) -> Collect:
         collector = Collect()

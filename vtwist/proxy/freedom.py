@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, threads
-from twisted.internet.error import DNSLookupError
+from twisted.internet.error import CannotListenError, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.address import Destination, parse_ip
@@ -100,6 +101,9 @@ class _UDPSocket(DatagramProtocol):
 class FreedomPacketSession:
     """UDP straight out: one socket per address family, opened on first use."""
 
+    #: Datagrams kept per name while it is being resolved; beyond this they are dropped.
+    MAX_WAITING = 64
+
     def __init__(self, outbound: FreedomOutbound, onPacket: Callable[[bytes, Destination], None],
                  onClose: Callable[[], None]) -> None:
         self.outbound = outbound
@@ -107,6 +111,7 @@ class FreedomPacketSession:
         self.onClose = onClose
         self._ports: dict[int, Any] = {}
         self._resolved: dict[str, str] = {}
+        self._resolving: dict[str, list[tuple[bytes, int]]] = {}
         self.closed = False
 
     def _port(self, family: int) -> Any:
@@ -127,20 +132,32 @@ class FreedomPacketSession:
         if ip is not None:
             self._sendTo(data, str(ip), destination.port)
             return
-        known = self._resolved.get(destination.host)
+        host = destination.host
+        known = self._resolved.get(host)
         if known is not None:
             self._sendTo(data, known, destination.port)
             return
+        waiting = self._resolving.get(host)
+        if waiting is not None:  # one lookup per name: later datagrams wait for it
+            if len(waiting) < self.MAX_WAITING:
+                waiting.append((data, destination.port))
+            return
+        self._resolving[host] = [(data, destination.port)]
         strategy = self.outbound.settings.domain_strategy
         d = defer.Deferred.fromCoroutine(resolve(
-            self.outbound.reactor, destination.host, "UseIP" if strategy == "AsIs" else strategy))
+            self.outbound.reactor, host, "UseIP" if strategy == "AsIs" else strategy))
 
         def resolved(address: str) -> None:
-            self._resolved[destination.host] = address
-            self._sendTo(data, address, destination.port)
+            self._resolved[host] = address
+            for payload, port in self._resolving.pop(host, []):
+                self._sendTo(payload, address, port)
 
-        d.addCallbacks(resolved, lambda f: log.info(
-            "UDP to {dest}: cannot resolve: {why}", dest=destination, why=f.getErrorMessage()))
+        def failed(failure: Failure) -> None:
+            self._resolving.pop(host, None)
+            log.info("UDP to {dest}: cannot resolve: {why}", dest=destination,
+                     why=failure.getErrorMessage())
+
+        d.addCallbacks(resolved, failed)
 
     def _sendTo(self, data: bytes, ip: str, port: int) -> None:
         if self.closed:
@@ -148,7 +165,7 @@ class FreedomPacketSession:
         family = 6 if ":" in ip else 4
         try:
             self._port(family).write(data, (ip, port))
-        except OSError as e:
+        except (OSError, CannotListenError) as e:  # e.g. no IPv6 on this machine
             log.info("UDP to {ip}:{port} failed: {e}", ip=ip, port=port, e=e)
 
     def close(self) -> None:
@@ -156,6 +173,7 @@ class FreedomPacketSession:
         if self.closed:
             return
         self.closed = True
+        self._resolving.clear()
         for port in self._ports.values():
             port.stopListening()
         self._ports.clear()
