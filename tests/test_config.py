@@ -106,6 +106,18 @@ class ConfigTests(SynchronousTestCase):
         self.assertIn("foo: unknown field, ignored", warnings)
         self.assertIn("dns: not supported by vtwist yet, ignored", warnings)
 
+    def test_send_through_warns(self) -> None:
+        """V2Ray's sendThrough (the source address) is not honoured: say so."""
+        warnings: list[str] = []
+        parse_config({"outbounds": [{"protocol": "freedom", "sendThrough": "0.0.0.0"}]},
+                     warnings.append)
+        self.assertEqual(warnings, [])
+        parse_config({"outbounds": [{"protocol": "freedom", "sendThrough": "10.0.0.2"}]},
+                     warnings.append)
+        self.assertEqual(warnings, ["outbounds[0]: sendThrough is not supported by vtwist and "
+                                    "is ignored; connections leave from the system's choice "
+                                    "of source address"])
+
     def assertConfigError(self, data, message: str) -> None:
         with self.assertRaises(ConfigError) as cm:
             parse_config(data)

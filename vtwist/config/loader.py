@@ -173,7 +173,9 @@ def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
     outbound.settings = module.parse_outbound_settings(node.get("settings", {}))
     outbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=False,
                                             transport=transport)
-    outbound.send_through = node.str("sendThrough", "") or None
+    if node.str("sendThrough", "") not in ("", "0.0.0.0"):
+        node.warn("sendThrough is not supported by vtwist and is ignored; connections leave "
+                  "from the system's choice of source address")
     if node.has("mux") and node.get("mux").bool("enabled", False):
         node.warn("mux is not supported by vtwist; connections are not multiplexed")
     node.has("proxySettings")

@@ -40,7 +40,6 @@ class OutboundConfig:
     tag: str = ""
     settings: Any = None
     stream: StreamSettings = field(default_factory=StreamSettings)
-    send_through: str | None = None
     path: str = ""
 
 
