@@ -147,8 +147,7 @@ def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
     if module is None:
         raise node.error(f"unsupported inbound protocol {protocol!r} (vtwist has: "
                          f"{', '.join(sorted(INBOUND_MODULES))})", "protocol")
-    inbound = InboundConfig(protocol=protocol, ports=parse_ports(node.get("port")),
-                            path=node.path)
+    inbound = InboundConfig(protocol=protocol, ports=parse_ports(node.get("port")))
     inbound.listen = node.str("listen", "0.0.0.0") or "0.0.0.0"
     inbound.tag = node.str("tag", "")
     inbound.settings = module.parse_inbound_settings(node.get("settings", {}))
@@ -168,7 +167,7 @@ def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
     if module is None:
         raise node.error(f"unsupported outbound protocol {protocol!r} (vtwist has: "
                          f"{', '.join(sorted(OUTBOUND_MODULES))})", "protocol")
-    outbound = OutboundConfig(protocol=protocol, path=node.path)
+    outbound = OutboundConfig(protocol=protocol)
     outbound.tag = node.str("tag", "")
     outbound.settings = module.parse_outbound_settings(node.get("settings", {}))
     outbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=False,

@@ -29,7 +29,6 @@ class InboundConfig:
     tag: str = ""
     settings: Any = None
     stream: StreamSettings = field(default_factory=StreamSettings)
-    path: str = ""
 
 
 @dataclass
@@ -40,7 +39,6 @@ class OutboundConfig:
     tag: str = ""
     settings: Any = None
     stream: StreamSettings = field(default_factory=StreamSettings)
-    path: str = ""
 
 
 @dataclass
