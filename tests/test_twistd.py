@@ -75,6 +75,26 @@ class TwistdTests(TestCase):
         self.assertNotIn("Traceback", log)
 
 
+class OptionsTests(SynchronousTestCase):
+    """``twistd vtwist`` options refuse combinations that mean nothing (as ``vtwist run``)."""
+
+    def test_conflicts(self) -> None:
+        from twisted.python.usage import UsageError
+
+        from vtwist.tap import Options
+
+        for argv, message in (
+                (["-c", "a.json", "--link", "vmess://x"],
+                 "use only one of --config, --link, --subscription"),
+                (["--link", "vmess://x", "--pick", "name"], "--pick goes with --subscription")):
+            with self.assertRaises(UsageError) as cm:
+                Options().parseOptions(argv)
+            self.assertEqual(str(cm.exception), message)
+        options = Options()
+        options.parseOptions(["--subscription", "subs.txt", "--pick", "name"])
+        self.assertEqual((options["subscription"], options["pick"]), ("subs.txt", "name"))
+
+
 class PortInUseTests(SynchronousTestCase):
     """A process whose inbound cannot bind stops (instead of running with nothing to serve)."""
 

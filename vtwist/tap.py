@@ -24,10 +24,12 @@ class Options(usage.Options):
     optFlags = [["test", "t", "validate the config and exit 0 (valid) or 1, like v2ray -test"]]
 
     def postOptions(self) -> None:
-        """Only one config source at a time."""
+        """Only one config source at a time; --pick only with --subscription."""
         sources = [k for k in ("config", "link", "subscription") if self[k]]
         if len(sources) > 1:
             raise usage.UsageError("use only one of --config, --link, --subscription")
+        if self["pick"] is not None and not self["subscription"]:
+            raise usage.UsageError("--pick goes with --subscription")
 
 
 def config_from_options(options: Options) -> dict[str, Any]:
