@@ -6,9 +6,11 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import uuid
+import zlib
 from dataclasses import replace
 from typing import Any
 
@@ -39,6 +41,31 @@ def decode_qr(matrix: list[list[bool]]) -> str:
     results = zxingcpp.read_barcodes(image)
     assert len(results) == 1, results
     return results[0].text
+
+
+def read_png_grey(data: bytes) -> list[bytes]:
+    """Pixel rows of a PNG written by :func:`vtwist.qr.png_bytes`."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("not a PNG")
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, _height, depth, colour, _, filt, interlace = struct.unpack(">IIBBBBB", body)
+            if (depth, colour, filt, interlace) != (8, 0, 0, 0):
+                raise ValueError("only 8-bit greyscale, non-interlaced PNGs are read")
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width + 1
+    rows = []
+    for i in range(0, len(raw), stride):
+        if raw[i] != 0:
+            raise ValueError("only filter type 0 is read")
+        rows.append(raw[i + 1:i + stride])
+    return rows
 
 
 def terminal_to_matrix(drawing: str) -> list[list[bool]]:
@@ -209,7 +236,7 @@ class LinkCommandTests(CLITestCase):
         self.assertEqual((status, out), (0, ""))
         self.assertIn(f"wrote {path}", err)
         with open(path, "rb") as f:
-            rows = qr.read_png_grey(f.read())
+            rows = read_png_grey(f.read())
         expected = qr.qr_matrix(DESIGN_LINK)
         self.assertEqual(len(rows), len(expected) * 3)
         matrix = [[px == 0 for px in row[::3]] for row in rows[::3]]

@@ -58,28 +58,3 @@ def png_bytes(matrix: Matrix, scale: int = 8) -> bytes:
     header = struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
             + _chunk(b"IDAT", zlib.compress(bytes(raw), 9)) + _chunk(b"IEND", b""))
-
-
-def read_png_grey(data: bytes) -> list[bytes]:
-    """Pixel rows of a PNG written by :func:`png_bytes` (for tests and checks)."""
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise ValueError("not a PNG")
-    pos, idat, width = 8, b"", 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            width, _height, depth, colour, _, filt, interlace = struct.unpack(">IIBBBBB", body)
-            if (depth, colour, filt, interlace) != (8, 0, 0, 0):
-                raise ValueError("only 8-bit greyscale, non-interlaced PNGs are read")
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = width + 1
-    rows = []
-    for i in range(0, len(raw), stride):
-        if raw[i] != 0:
-            raise ValueError("only filter type 0 is read")
-        rows.append(raw[i + 1:i + stride])
-    return rows
