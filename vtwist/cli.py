@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vtwist.links import LinkError
+from vtwist.links import SUPPORTED_NETWORKS, LinkError
 
 EXIT_USAGE = 2
 
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE")
     p.set_defaults(func=cmd_config_from_link)
     p = csub.add_parser("server", help="a VMess server config with a fresh UUID, and its link")
-    p.add_argument("--transport", choices=("tcp", "kcp", "ws"), default="tcp")
+    p.add_argument("--transport", choices=SUPPORTED_NETWORKS, default="tcp")
     p.add_argument("--header", default="none", help="tcp: none|http; kcp: none|srtp|utp|"
                    "wechat-video|dtls|wireguard")
     p.add_argument("--tls", action="store_true", help="TLS (self-signed unless --cert/--key)")
