@@ -8,6 +8,7 @@ import os
 from twisted.logger import Logger, LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from vtwist.config.errors import ConfigError
 from vtwist.config.model import LogConfig
 from vtwist.logsetup import file_observers, observers
 
@@ -63,3 +64,11 @@ class LogSetupTests(SynchronousTestCase):
         self.assertEqual(len(file_observers(LogConfig(access=access, error=error))), 2)
         self.assertEqual(file_observers(LogConfig(loglevel="none", error=error)), [])
         self.assertEqual(file_observers(LogConfig()), [])
+
+    def test_unopenable_file(self) -> None:
+        """A log file that cannot be opened is a ConfigError naming the key, not an OSError."""
+        missing = os.path.join(self.mktemp(), "no-such-dir", "access.log")
+        with self.assertRaises(ConfigError) as cm:
+            file_observers(LogConfig(access=missing))
+        self.assertEqual(str(cm.exception),
+                         f"log.access: cannot open {missing}: No such file or directory")

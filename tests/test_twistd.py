@@ -98,7 +98,7 @@ class OptionsTests(SynchronousTestCase):
 class PortInUseTests(SynchronousTestCase):
     """A process whose inbound cannot bind stops (instead of running with nothing to serve)."""
 
-    def run_busy(self, *command: str) -> subprocess.CompletedProcess[str]:
+    def run_busy(self, *command: str, **extra: Any) -> subprocess.CompletedProcess[str]:
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
@@ -107,10 +107,21 @@ class PortInUseTests(SynchronousTestCase):
         with os.fdopen(fd, "w") as f:
             json.dump({"inbounds": [{"protocol": "socks", "listen": "127.0.0.1",
                                      "port": busy.getsockname()[1]}],
-                       "outbounds": [{"protocol": "freedom"}]}, f)
+                       "outbounds": [{"protocol": "freedom"}], **extra}, f)
         self.addCleanup(os.unlink, path)
         return subprocess.run([*command, path], capture_output=True, text=True, timeout=30,
                               cwd=tempfile.gettempdir())
+
+    def test_unopenable_log_file(self) -> None:
+        """A log file that cannot be opened: one error line and status 1, no traceback."""
+        bad = {"log": {"access": "/nonexistent-vtwist/access.log"}}
+        for command in ((sys.executable, "-m", "vtwist", "run", "-c"),
+                        (*TWISTD, "-n", "--pidfile=", "vtwist", "-c")):
+            done = self.run_busy(*command, **bad)
+            self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+            self.assertIn("config error: log.access: cannot open /nonexistent-vtwist/access.log",
+                          done.stderr)
+            self.assertNotIn("Traceback", done.stdout + done.stderr)
 
     def test_python_m_vtwist_run_exits_1(self) -> None:
         done = self.run_busy(sys.executable, "-m", "vtwist", "run", "-c")

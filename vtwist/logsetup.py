@@ -18,6 +18,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from vtwist.config.errors import ConfigError
 from vtwist.config.model import LogConfig
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warning": LogLevel.warn,
@@ -42,18 +43,25 @@ class _AccessLineObserver:
         self.out.flush()
 
 
-def _open(path: str | None, stdout: IO[str] | None) -> IO[str] | None:
-    """The log file at ``path`` (appended to), else ``stdout``."""
-    return open(path, "a", encoding="utf-8") if path else stdout  # noqa: SIM115
+def _open(path: str | None, stdout: IO[str] | None, key: str) -> IO[str] | None:
+    """The log file at ``path`` (appended to), else ``stdout``; ConfigError (naming
+    ``log.<key>``) when it cannot be opened."""
+    if not path:
+        return stdout
+    try:
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life
+    except OSError as e:
+        raise ConfigError(f"log.{key}", f"cannot open {path}: {e.strerror}") from None
 
 
 def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout) -> list[ILogObserver]:
     """Observers for ``config``: the error log at its level, and the access log.
 
-    A log without a file goes to ``stdout``; with ``stdout`` None it is left out.
+    A log without a file goes to ``stdout``; with ``stdout`` None it is left out. Raises
+    :class:`ConfigError` when a log file cannot be opened.
     """
     result: list[ILogObserver] = []
-    error_out = _open(config.error, stdout) if config.loglevel != "none" else None
+    error_out = _open(config.error, stdout, "error") if config.loglevel != "none" else None
     if error_out is not None:
         level = LogLevelFilterPredicate(LEVELS[config.loglevel])
 
@@ -62,7 +70,7 @@ def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout) -> list[IL
 
         result.append(FilteringLogObserver(textFileLogObserver(error_out), [not_access, level]))
     # "none" is V2Ray's way to turn the access log off.
-    access_out = _open(config.access, stdout) if config.access != "none" else None
+    access_out = _open(config.access, stdout, "access") if config.access != "none" else None
     if access_out is not None:
         result.append(FilteringLogObserver(
             _AccessLineObserver(access_out),

@@ -76,7 +76,11 @@ def run_config(config: dict[str, Any]) -> int:
 
     from vtwist.logsetup import begin_logging
 
-    begin_logging(service.config.log)
+    try:
+        begin_logging(service.config.log)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 1
     service.startService()
     service.stopReactorIfUnbound()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

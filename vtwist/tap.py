@@ -70,6 +70,11 @@ def makeService(options: Options) -> Any:
 
     from vtwist.logsetup import file_observers
 
-    for observer in file_observers(service.config.log):  # twistd logs the rest to stdout
+    try:
+        observers = file_observers(service.config.log)  # twistd logs the rest to stdout
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for observer in observers:
         globalLogPublisher.addObserver(observer)
     return service
