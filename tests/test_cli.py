@@ -459,6 +459,17 @@ class RunCheckTests(CLITestCase):
         self.assertEqual(status, 1)
         self.assertTrue(err.startswith("vtwist: config error: cannot read"), err)
 
+    def test_files_that_are_not_utf8(self) -> None:
+        """Binary junk as a config or subscription is one line, not a UnicodeDecodeError."""
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"\xff\xfe{}")
+        self.assertEqual(self.run_cli("run", "--config", path),
+                         (1, "", f"vtwist: config error: cannot read {path}: not UTF-8 text "
+                                 "(byte 0)\n"))
+        self.assertEqual(self.run_cli("run", "--subscription", path),
+                         (2, "", f"vtwist: cannot read {path}: not UTF-8 text (byte 0)\n"))
+
     def test_run_status_passes_through(self) -> None:
         self.patch(runner, "run_config", lambda config: 3)
         self.assertEqual(self.run_cli("run", "--link", LOCAL_LINK)[0], 3)

@@ -11,7 +11,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.config.errors import ConfigError
-from vtwist.config.loader import loads, parse_config, parse_ports, strip_comments
+from vtwist.config.loader import load_file, loads, parse_config, parse_ports, strip_comments
 from vtwist.config.node import Node
 from vtwist.proxy.blackhole import BlackholeSettings
 from vtwist.proxy.freedom import FreedomSettings
@@ -44,6 +44,12 @@ class CommentTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as cm:
             loads('{\n  "a": 1,\n  "b": \n}')
         self.assertIn("line 4", str(cm.exception))
+
+    def test_file_with_bom_loads(self) -> None:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b'\xef\xbb\xbf// comment\n{"a": 1}')
+        self.assertEqual(load_file(path), {"a": 1})
 
     def test_unterminated_block_comment(self) -> None:
         self.assertRaises(ConfigError, strip_comments, "{ /* oops }")

@@ -34,10 +34,12 @@ def _read_text(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return f.read()
     except OSError as e:
         raise CLIError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise CLIError(f"cannot read {path}: not UTF-8 text (byte {e.start})") from None
 
 
 def _positive(text: str) -> int:

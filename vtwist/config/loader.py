@@ -73,10 +73,12 @@ def loads(text: str) -> Any:
 def load_file(path: str) -> Any:
     """Read and parse a config file."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a leading BOM is tolerated
             text = f.read()
     except OSError as e:
         raise ConfigError("", f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"cannot read {path}: not UTF-8 text (byte {e.start})") from None
     return loads(text)
 
 
