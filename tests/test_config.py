@@ -45,6 +45,11 @@ class CommentTests(SynchronousTestCase):
             loads('{\n  "a": 1,\n  "b": \n}')
         self.assertIn("line 4", str(cm.exception))
 
+    def test_too_deep(self) -> None:
+        with self.assertRaises(ConfigError) as cm:
+            loads("[" * 100_000)
+        self.assertEqual(str(cm.exception), "invalid JSON: nested too deeply")
+
     def test_file_with_bom_loads(self) -> None:
         path = self.mktemp()
         with open(path, "wb") as f:

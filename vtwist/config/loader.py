@@ -68,6 +68,8 @@ def loads(text: str) -> Any:
         return json.loads(strip_comments(text))
     except json.JSONDecodeError as e:
         raise ConfigError("", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise ConfigError("", "invalid JSON: nested too deeply") from None
 
 
 def load_file(path: str) -> Any:
