@@ -310,6 +310,8 @@ class ErrorTests(SynchronousTestCase):
             ("vmess://" + base64.b64encode(b"{nope").decode(), "body",
              "not valid JSON after base64 decoding: Expecting property name enclosed in "
              "double quotes at column 2"),
+            ("vmess://" + base64.b64encode(b"[" * 100_000).decode(), "body",
+             "not valid JSON after base64 decoding: nested too deeply"),
             ("vmess://" + base64.b64encode(b"[1]").decode(), "body",
              "expected a JSON object, got list"),
             (b64link({"port": 1, "id": UID}), "add", "is missing (the server address)"),

@@ -409,6 +409,9 @@ def _parse_base64_form(body: str) -> VmessLink:
     except json.JSONDecodeError as e:
         raise LinkError("body", f"not valid JSON after base64 decoding: {e.msg} "
                                 f"at column {e.colno}") from None
+    except RecursionError:
+        raise LinkError("body", "not valid JSON after base64 decoding: nested too "
+                                "deeply") from None
     return link_from_json(data)
 
 
