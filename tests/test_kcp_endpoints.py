@@ -123,6 +123,23 @@ class KCPEndpointTests(TestCase):
         self.assertRaises(ValueError, clientFromString, reactor, "kcp:host=h:port=1:bogus=1")
         self.assertRaises(ValueError, serverFromString, reactor, "kcp:port=1:mtu=100")
 
+    @defer.inlineCallbacks
+    def test_client_before_server_listens(self) -> Any:
+        """The server's port is closed for the first datagrams (ICMP unreachable), then opens:
+        the client's socket survives and the session goes through once the server is up."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        client = Collector()
+        yield defer.ensureDeferred(self.client(port, client))
+        client.transport.write(b"early hello")
+        yield sleep(0.5)  # several (re)transmissions hit the closed port meanwhile
+        listening = yield KCPServerEndpoint(reactor, port, "127.0.0.1").listen(
+            protocol.Factory.forProtocol(Echo))
+        self.addCleanup(listening.stopListening)
+        yield client.wait(len(b"early hello"))
+        self.assertEqual(bytes(client.buf), b"early hello")
+
     def test_factory_failure_closes_the_socket(self) -> defer.Deferred:
         class Failing(protocol.Factory):
             def buildProtocol(self, addr: Any) -> Any:

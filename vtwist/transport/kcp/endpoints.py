@@ -103,11 +103,6 @@ class KCPClientEndpoint:
             udp = self.reactor.listenUDP(0, proto, interface=interface, maxPacketSize=65536)
         except error.CannotListenError as e:
             raise error.ConnectError(string=str(e)) from e
-        try:
-            udp.connect(ip, self.port)
-        except Exception as e:
-            udp.stopListening()
-            raise error.ConnectError(string=str(e)) from e
         proto.port = udp
         if v6:
             peer: Any = address.IPv6Address("UDP", ip, self.port)

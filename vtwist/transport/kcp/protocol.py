@@ -504,7 +504,13 @@ class KCPListener(_KCPSocketProtocol):
 
 
 class KCPClientProtocol(_KCPSocketProtocol):
-    """The connected UDP socket of one client mKCP connection."""
+    """The UDP socket of one client mKCP connection.
+
+    The socket is deliberately not ``connect()``-ed: on a connected UDP socket an ICMP "port
+    unreachable" (the server not listening yet, or restarting) becomes a socket error that
+    Twisted's epoll reactor treats as the port being lost. Datagrams from anyone but the peer
+    are dropped instead.
+    """
 
     def __init__(self, config: KCPConfig, conv: int, peer: tuple[str, int], clock: Any,
                  linger: float = 8.0) -> None:
@@ -516,10 +522,12 @@ class KCPClientProtocol(_KCPSocketProtocol):
         self.conn: KCPTransport | None = None
         self.port: Any = None
 
-    def startProtocol(self) -> None:
-        """Tune the socket; the transport is already connected."""
-        super().startProtocol()
-        self._connected = True
+    def stopProtocol(self) -> None:
+        """The socket is gone (closed by us or lost): the session cannot go on."""
+        conn = self.conn
+        self.port = None
+        if conn is not None and not conn.disconnected:
+            conn.abortConnection()
 
     def start(self, protocol: IProtocol) -> KCPTransport:
         """Create the session and attach the application protocol."""
@@ -530,10 +538,13 @@ class KCPClientProtocol(_KCPSocketProtocol):
         return self.conn
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
-        """Everything on this socket belongs to our one session."""
+        """Everything from the peer belongs to our one session."""
         self.stats.datagrams_in += 1
         conn = self.conn
         if conn is None or conn.disconnected:
+            return
+        if addr[0] != self.peer[0] or addr[1] != self.peer[1]:
+            self.stats.undecodable += 1
             return
         plain = self.packer.unpack(data)
         if plain is None:
