@@ -98,3 +98,13 @@ def normalize_host(host: str) -> str:
 def is_valid_domain(host: str) -> bool:
     """True for a domain made only of the characters V2Ray accepts (``[0-9A-Za-z._-]``)."""
     return 0 < len(host) <= 255 and all(c in _DOMAIN_CHARS for c in host)
+
+
+def format_address(address: object) -> str:
+    """``ip:port`` (IPv6 in brackets) of a Twisted address object, or ``"unknown"``."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None or port is None:
+        return "unknown"
+    host = normalize_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

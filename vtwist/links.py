@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
+from vtwist.transport.kcp.obfs import HEADER_TYPES
+
 SCHEME = "vmess://"
 SUPPORTED_NETWORKS = ("tcp", "kcp", "ws")
 UNSUPPORTED_NETWORKS = ("h2", "quic", "grpc", "domainsocket")
@@ -37,7 +39,7 @@ NETWORK_ALIASES = {
     "h2": "h2", "http": "h2", "quic": "quic", "grpc": "grpc", "gun": "grpc",
     "ds": "domainsocket", "domainsocket": "domainsocket",
 }
-KCP_HEADERS = ("none", "srtp", "utp", "wechat-video", "dtls", "wireguard")
+KCP_HEADERS = tuple(HEADER_TYPES)  # none, srtp, utp, wechat-video, dtls, wireguard
 TCP_HEADERS = ("none", "http")
 SECURITIES = ("auto", "aes-128-gcm", "chacha20-poly1305", "none", "zero")
 

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vtwist.address import format_address
 from vtwist.reactors import resolve_reactor
 from vtwist.transport.passthrough import PassThroughMixin
 
@@ -191,8 +192,7 @@ class Layer(PassThroughMixin, Protocol):
             peer = self.transport.getPeer()
         except Exception:  # noqa: BLE001 - a transport without a peer is fine in a log line
             return "?"
-        host = getattr(peer, "host", None)
-        return f"{host}:{peer.port}" if host is not None else str(peer)
+        return format_address(peer)
 
     # -- ITransport for the application ----------------------------------------------
     def write(self, data: bytes) -> None:

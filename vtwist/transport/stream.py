@@ -27,7 +27,7 @@ class StreamSettings:
     network: str = "tcp"
     security: str = "none"
     tcp: Any = None  # vtwist.transport.tcp.TCPSettings
-    kcp: Any = None  # vtwist.transport.kcp.config.KCPSettings
+    kcp: Any = None  # vtwist.transport.kcp.config.KCPConfig
     ws: Any = None  # vtwist.transport.ws.WSSettings
     tls: Any = None  # vtwist.transport.tls.TLSSettings
 

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import Destination, normalize_host, parse_ip
+from vtwist.address import Destination, format_address, normalize_host, parse_ip
 from vtwist.dispatch import access_log
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
 from vtwist.proxy.socks.codec import (
@@ -75,16 +75,6 @@ def reply_for_failure(failure: Failure) -> ReplyCode:
     if isinstance(e, error.NoRouteError):
         return ReplyCode.HOST_UNREACHABLE
     return ReplyCode.GENERAL_FAILURE
-
-
-def format_address(address: Any) -> str:
-    """``ip:port`` (IPv6 in brackets) of a Twisted address, or ``"unknown"``."""
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None or port is None:
-        return "unknown"
-    host = normalize_host(host)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Phase(Enum):

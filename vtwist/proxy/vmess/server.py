@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import Destination
+from vtwist.address import Destination, format_address
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
 from vtwist.proxy.vmess.handshake import (
@@ -116,9 +116,7 @@ class VMessServerProtocol(Protocol):
         self._timer = self.reactor.callLater(f.policy.level(0).handshake, self._timeout)
 
     def _peer(self) -> str:
-        peer = self.transport.getPeer()
-        host, port = getattr(peer, "host", "?"), getattr(peer, "port", "?")
-        return f"{host}:{port}"
+        return format_address(self.transport.getPeer())
 
     def _cancelTimer(self) -> None:
         if self._timer is not None and self._timer.active():

@@ -96,10 +96,6 @@ def buffer_bytes(mb: int) -> int:
     return 512 * 1024 if mb == 0 else mb * MIB
 
 
-#: Alias used by :mod:`vtwist.transport.stream`.
-KCPSettings = KCPConfig
-
-
 def parse_kcp_settings(node: Node) -> KCPConfig:
     """Validate a ``kcpSettings`` object the way V2Ray 4.34 does.
 
