@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import os
 
-from twisted.logger import Logger, LogPublisher
+from twisted.logger import Logger, LogPublisher, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.model import LogConfig
-from vtwist.logsetup import file_observers, observers
+from vtwist.logsetup import file_observers, filter_next_observers, observers
 
 
 class LogSetupTests(SynchronousTestCase):
@@ -72,3 +72,31 @@ class LogSetupTests(SynchronousTestCase):
             file_observers(LogConfig(access=missing))
         self.assertEqual(str(cm.exception),
                          f"log.access: cannot open {missing}: No such file or directory")
+
+
+class TwistdStdoutTests(SynchronousTestCase):
+    """twistd owns the stdout observer: the config's level and access settings still apply."""
+
+    def events(self, config: LogConfig) -> list[str]:
+        class Beginner:
+            def beginLoggingTo(self, observers, *args, **kwargs):
+                self.observers = observers
+
+        beginner = Beginner()
+        filter_next_observers(config, beginner)
+        lines: list[str] = []
+        beginner.beginLoggingTo([lambda e: lines.append(formatEvent(e))])
+        self.assertNotIn("beginLoggingTo", vars(beginner))  # one-shot
+        publisher = LogPublisher(*beginner.observers)
+        Logger(namespace="vtwist.test", observer=publisher).info("info line")
+        Logger(namespace="vtwist.test", observer=publisher).error("error line")
+        Logger(namespace="vtwist.access", observer=publisher).info("access line")
+        return lines
+
+    def test_levels_and_access(self) -> None:
+        self.assertEqual(self.events(LogConfig(loglevel="info")),
+                         ["info line", "error line", "access line"])
+        self.assertEqual(self.events(LogConfig(loglevel="error")), ["error line", "access line"])
+        self.assertEqual(self.events(LogConfig(loglevel="none", access="none")), [])
+        self.assertEqual(self.events(LogConfig(loglevel="warning", access="/x", error="/y")), [])
+

@@ -130,7 +130,8 @@ class PortInUseTests(SynchronousTestCase):
 
     def test_twistd_stops(self) -> None:
         """twistd has no exit status of its own for this; it must at least stop."""
-        done = self.run_busy(*TWISTD, "-n", "--pidfile=", "vtwist", "-c")
+        done = self.run_busy(*TWISTD, "-n", "--pidfile=", "vtwist", "-c",
+                             log={"loglevel": "info"})  # twistd's own lines are info
         self.assertIn("cannot listen", done.stdout + done.stderr)
         self.assertIn("Server Shut Down.", done.stdout + done.stderr)
 

@@ -83,6 +83,36 @@ def file_observers(config: LogConfig) -> list[ILogObserver]:
     return observers(config, stdout=None)
 
 
+def stdout_predicate(config: LogConfig) -> Any:
+    """What a stdout observer we do not own (twistd's) may print under ``config``: access
+    lines unless they go to a file or are off; other events at the config's level unless
+    they go to the error file."""
+    level = LogLevelFilterPredicate(LEVELS.get(config.loglevel, LogLevel.critical))
+
+    def predicate(event: dict[str, Any]) -> PredicateResult:
+        if _is_access(event):
+            return PredicateResult.no if config.access else PredicateResult.yes
+        if config.loglevel == "none" or config.error:
+            return PredicateResult.no
+        return level(event)
+
+    return predicate
+
+
+def filter_next_observers(config: LogConfig, beginner: Any = globalLogBeginner) -> None:
+    """Make the observers the next ``beginLoggingTo`` installs (twistd's, which starts logging
+    after building our service) honour ``config``'s level and access settings."""
+    original = beginner.beginLoggingTo
+    predicate = stdout_predicate(config)
+
+    def begin(observers: Any, *args: Any, **kwargs: Any) -> Any:
+        del beginner.beginLoggingTo  # one-shot: back to the class's method
+        wrapped = [FilteringLogObserver(o, [predicate]) for o in observers]
+        return original(wrapped, *args, **kwargs)
+
+    beginner.beginLoggingTo = begin  # type: ignore[method-assign]
+
+
 def begin_logging(config: LogConfig, stdout: IO[str] = sys.stdout) -> None:
     """Start global logging (for ``python -m vtwist run``; twistd has its own)."""
     globalLogBeginner.beginLoggingTo(observers(config, stdout), redirectStandardIO=False)

@@ -68,7 +68,7 @@ def makeService(options: Options) -> Any:
     service.stopReactorIfUnbound()  # twistd starts the service before the reactor
     from twisted.logger import globalLogPublisher
 
-    from vtwist.logsetup import file_observers
+    from vtwist.logsetup import file_observers, filter_next_observers
 
     try:
         observers = file_observers(service.config.log)  # twistd logs the rest to stdout
@@ -77,4 +77,5 @@ def makeService(options: Options) -> Any:
         raise SystemExit(1) from None
     for observer in observers:
         globalLogPublisher.addObserver(observer)
+    filter_next_observers(service.config.log)  # twistd's stdout follows loglevel/access too
     return service
