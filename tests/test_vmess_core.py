@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import time
 
@@ -30,6 +32,7 @@ from vtwist.proxy.vmess.handshake import (
     RequestParsed,
     ServerHandshake,
 )
+from vtwist.proxy.vmess.kdf import kdf
 from vtwist.proxy.vmess.legacy import LegacyAuthTable, legacy_auth
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.users import Account, UserTable, resolve_security
@@ -57,6 +60,27 @@ def _encode_all(enc: BodyEncoder, writes: list[bytes]) -> tuple[bytes, list[int]
         wire += piece
         bounds.append(len(wire))
     return bytes(wire), bounds
+
+
+def reference_kdf(key: bytes, *path: bytes) -> bytes:
+    """The KDF exactly as the reference spells it: nested ``hmac`` objects."""
+    def make(level: int):
+        if level == 0:
+            return lambda: hmac.new(b"VMess AEAD KDF", digestmod=hashlib.sha256)
+        parent = make(level - 1)
+        return lambda: hmac.new(path[level - 1], digestmod=parent)
+
+    h = make(len(path))()
+    h.update(key)
+    return h.digest()
+
+
+class KDFProperty(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=48), st.lists(st.binary(max_size=64), max_size=4))
+    def test_matches_nested_hmac(self, key: bytes, path: list[bytes]) -> None:
+        """The flattened SHA-256-state KDF equals the nested-HMAC definition."""
+        self.assertEqual(kdf(key, *path), reference_kdf(key, *path))
 
 
 class BodyRoundTrip(SynchronousTestCase):

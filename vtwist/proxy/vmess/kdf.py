@@ -4,14 +4,14 @@
 with p1) over HMAC-SHA256 keyed with the constant, applied to ``key`` as the message. Each
 layer uses the layer below as its hash function (block size 64, output 32).
 
-Speed: the HMAC object for a path prefix is built once and cached; each derivation copies
-the prepared object (``.copy()``) instead of re-keying every layer.
+Speed: the stack is kept as plain SHA-256 states (the innermost state absorbs every layer's
+inner pad; each layer keeps one state primed with its outer pad), so a derivation is a few
+``hashlib`` copies rather than copies of nested HMAC objects. The label's layer is cached.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from functools import lru_cache
 from typing import Any
 
@@ -27,68 +27,81 @@ RESP_HEADER_LEN_IV = b"AEAD Resp Header Len IV"
 RESP_HEADER_KEY = b"AEAD Resp Header Key"
 RESP_HEADER_IV = b"AEAD Resp Header IV"
 
-_ROOT = hmac.new(ROOT_KEY, digestmod=hashlib.sha256)
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
+_BLOCK = 64
 
 
-class _Layer:
-    """HMAC whose hash function is a prepared lower layer (block 64, digest 32)."""
+def _pad(key: bytes) -> bytes:
+    return bytes(key).ljust(_BLOCK, b"\0")
 
-    __slots__ = ("inner", "outer")
 
-    def __init__(self, inner: Any, outer: Any) -> None:
-        self.inner = inner
-        self.outer = outer
+# Level 0 is HMAC-SHA256 keyed with ROOT_KEY: its inner and outer SHA-256 states.
+_INNER0 = hashlib.sha256(_pad(ROOT_KEY).translate(_IPAD))
+_OUTER0 = hashlib.sha256(_pad(ROOT_KEY).translate(_OPAD))
 
-    @classmethod
-    def keyed(cls, parent: Any, key: bytes) -> _Layer:
-        key = bytes(key)
-        if len(key) > 64:
-            h = parent.copy()
-            h.update(key)
-            key = h.digest()
-        key = key.ljust(64, b"\0")
-        inner = parent.copy()
-        inner.update(key.translate(_IPAD))
-        outer = parent.copy()
-        outer.update(key.translate(_OPAD))
-        return cls(inner, outer)
 
-    def copy(self) -> _Layer:
-        return _Layer(self.inner.copy(), self.outer.copy())
-
-    def update(self, data: bytes) -> None:
-        self.inner.update(data)
-
-    def digest(self) -> bytes:
-        outer = self.outer.copy()
-        outer.update(self.inner.digest())
+def _digest(state: Any, outers: tuple[Any, ...]) -> bytes:
+    """The digest of the HMAC stack whose innermost SHA-256 ``state`` has absorbed the inner
+    pads of every layer and then the message; ``outers[j]`` is a fresh layer-j object that has
+    absorbed layer j+1's outer pad (so HMAC_k(m) = H_{k-1}(opad_k || H_{k-1}(ipad_k || m)))."""
+    if not outers:
+        outer = _OUTER0.copy()
+        outer.update(state.digest())
         return outer.digest()
+    below = outers[:-1]
+    top = outers[-1].copy()
+    top.update(_digest(state, below))
+    return _digest(top, below)
+
+
+class _Chain:
+    """A keyed stack of layers as plain SHA-256 states: nothing but hashlib copies per use."""
+
+    __slots__ = ("inner", "outers")
+
+    def __init__(self, inner: Any, outers: tuple[Any, ...]) -> None:
+        self.inner = inner
+        self.outers = outers
+
+    def keyed(self, key: bytes) -> _Chain:
+        """One more layer on top, keyed with ``key``."""
+        key = bytes(key)
+        if len(key) > _BLOCK:  # never for VMess's labels, IDs and nonces; HMAC's rule anyway
+            state = self.inner.copy()
+            state.update(key)
+            key = _digest(state, self.outers)
+        key = _pad(key)
+        outer = self.inner.copy()
+        outer.update(key.translate(_OPAD))
+        inner = self.inner.copy()
+        inner.update(key.translate(_IPAD))
+        return _Chain(inner, (*self.outers, outer))
+
+    def derive(self, message: bytes) -> bytes:
+        """The stack's digest of ``message``."""
+        state = self.inner.copy()
+        state.update(message)
+        return _digest(state, self.outers)
+
+
+_ROOT = _Chain(_INNER0, ())
 
 
 @lru_cache(maxsize=256)
-def _prefix(path: tuple[bytes, ...]) -> Any:
-    """The prepared (keyed, nothing absorbed) object for a constant path prefix."""
-    if not path:
-        return _ROOT
-    return _Layer.keyed(_prefix(path[:-1]), path[-1])
-
-
-def _build(path: tuple[bytes, ...], n_cached: int) -> Any:
-    obj = _prefix(path[:n_cached])
-    for element in path[n_cached:]:
-        obj = _Layer.keyed(obj, element)
-    return obj
+def _label(label: bytes) -> _Chain:
+    """The chain for a constant first path element (a label), built once."""
+    return _ROOT.keyed(label)
 
 
 def kdf(key: bytes, *path: bytes) -> bytes:
-    """KDF(key, path...) -> 32 bytes. Constant leading labels are cached automatically."""
-    # Cache only the first element (labels); later elements (auth IDs, nonces) vary.
-    n_cached = 1 if path else 0
-    h = _build(tuple(path), n_cached).copy()
-    h.update(key)
-    return h.digest()
+    """KDF(key, path...) -> 32 bytes. The leading label's layer is cached."""
+    if not path:
+        return _ROOT.derive(key)
+    chain = _label(bytes(path[0]))
+    for element in path[1:]:
+        chain = chain.keyed(element)
+    return chain.derive(key)
 
 
 def kdf16(key: bytes, *path: bytes) -> bytes:
