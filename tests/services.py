@@ -23,3 +23,20 @@ def start_service(config: Any, test: Any = None) -> defer.Deferred[Any]:
     if test is not None:
         test.addCleanup(service.stopService)
     return service.whenListening().addCallback(lambda _: service)
+
+
+def serve_web(test: Any, pages: dict[bytes, bytes], port: int = 0,
+              interface: str = "127.0.0.1") -> int:
+    """A local web server with ``pages`` (path segment -> body) until ``test``'s cleanup;
+    returns its port."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+    from twisted.web.static import Data
+
+    root = Resource()
+    for name, body in pages.items():
+        root.putChild(name, Data(body, "application/octet-stream"))
+    web = reactor.listenTCP(port, Site(root), interface=interface)
+    test.addCleanup(web.stopListening)
+    return web.getHost().port
+

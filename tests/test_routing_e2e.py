@@ -13,12 +13,9 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.static import Data
 
 from .netutil import free_port
-from .services import start_service
+from .services import serve_web, start_service
 from .socks_helpers import LogCapture
 
 TIMEOUT = 10
@@ -32,11 +29,7 @@ class RoutingCurlTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        root = Resource()
-        root.putChild(b"hello", Data(b"hello through socks\n", "text/plain"))
-        web = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-        self.addCleanup(web.stopListening)
-        self.web_port = web.getHost().port
+        self.web_port = serve_web(self, {b"hello": b"hello through socks\n"})
         self.socks_port = free_port()
         config = {
             "log": {"loglevel": "warning"},
@@ -99,10 +92,7 @@ class ResolvingRoutingCurlTests(RoutingCurlTests):
         out, err, code = yield self.get("127.0.0.1")
         self.assertEqual((code, out), (0, b"\n403"), err)
         # Another loopback address is outside the rule: it goes direct.
-        root = Resource()
-        root.putChild(b"hello", Data(b"other loopback\n", "text/plain"))
-        web = reactor.listenTCP(self.web_port, Site(root), interface="127.0.0.2")
-        self.addCleanup(web.stopListening)
+        serve_web(self, {b"hello": b"other loopback\n"}, self.web_port, "127.0.0.2")
         out, err, code = yield self.get("127.0.0.2")
         self.assertEqual((code, out), (0, b"other loopback\n\n200"), err)
         lines = self.access()

@@ -17,16 +17,13 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.static import Data
 from zope.interface import implementer
 
 from vtwist.config.loader import parse_config
 from vtwist.proxy.socks import codec
 
 from .netutil import free_port
-from .services import start_service
+from .services import serve_web, start_service
 from .socks_helpers import LogCapture
 
 TIMEOUT = 10
@@ -96,12 +93,7 @@ class ServiceTestBase(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        root = Resource()
-        root.putChild(b"hello", Data(b"hello through socks\n", "text/plain"))
-        root.putChild(b"big", Data(BIG, "application/octet-stream"))
-        web = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-        self.addCleanup(web.stopListening)
-        self.web_port = web.getHost().port
+        self.web_port = serve_web(self, {b"hello": b"hello through socks\n", b"big": BIG})
         self.socks_port = free_port()
         config = parse_config({
             "log": {"loglevel": "warning"},

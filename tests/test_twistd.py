@@ -16,12 +16,9 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.static import Data
 
 from tests.netutil import free_port, wait_for_port
-from tests.services import start_service
+from tests.services import serve_web, start_service
 from vtwist.config.loader import parse_config
 from vtwist.service import build_service
 
@@ -32,11 +29,7 @@ class TwistdTests(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        root = Resource()
-        root.putChild(b"hello", Data(b"hello via twistd\n", "text/plain"))
-        web = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-        self.addCleanup(web.stopListening)
-        self.web_port = web.getHost().port
+        self.web_port = serve_web(self, {b"hello": b"hello via twistd\n"})
 
     @defer.inlineCallbacks
     def test_run_curl_and_stop(self) -> Any:

@@ -15,13 +15,10 @@ from typing import Any
 from twisted.internet import defer, reactor, task
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.static import Data
 
 from tests.interop.v2ray_runner import V2Ray
 from tests.netutil import free_port
-from tests.services import start_service
+from tests.services import serve_web, start_service
 
 TIMEOUT = 10
 
@@ -39,11 +36,7 @@ class _RoutingInterop:
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        root = Resource()
-        root.putChild(b"hello", Data(b"hello\n", "text/plain"))
-        web = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-        self.addCleanup(web.stopListening)
-        self.web_port = web.getHost().port
+        self.web_port = serve_web(self, {b"hello": b"hello\n"})
         self.vtwist_port, self.v2ray_port = free_port(), free_port()
         listening = start_service(self.config(self.vtwist_port), self)
         self.addCleanup(task.deferLater, reactor, 1.1, lambda: None)  # blackhole's close delay
