@@ -1,4 +1,16 @@
-"""The interfaces that join inbounds, the dispatcher and outbounds."""
+"""The interfaces that join inbounds, the tunnel service, outbounds and networks.
+
+Each is a zope interface so that tests can fake one side in one way and so that a new
+protocol or network is one module plus one registry entry:
+
+- :class:`IInbound`: a protocol name, its settings parser and its factory builder.
+- :class:`IDispatcher`: picks the outbound for a destination (routing).
+- :class:`IOutbound`: where traffic leaves; gives an ordinary stream endpoint per destination.
+- :class:`IPacketSession`: a UDP association through an outbound.
+- :class:`INetwork`: one entry of the network registry (tcp, kcp, ws, ...).
+- :class:`IStreamLayer`: a layer (TLS, WebSocket, the HTTP disguise) that wraps endpoints.
+- :class:`IInboundReply`: the inbound's own answer once the outbound is known.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +31,86 @@ class IOutbound(Interface):
     """Where traffic leaves: freedom, blackhole, vmess ...
 
     ``endpointFor`` gives an ordinary ``IStreamClientEndpoint`` to the destination, so the
-    same outbound can serve the relay and any other Twisted client.
+    same outbound can serve the tunnel service and any other Twisted client. The
+    destination's network (tcp or udp) says what kind of stream it is.
     """
 
     tag = Attribute("The outbound's tag (str, may be empty)")
 
     def endpointFor(destination: object) -> object:
-        """An IStreamClientEndpoint that reaches the TCP ``destination``."""
+        """An IStreamClientEndpoint that reaches ``destination``."""
 
     def packetSession(onPacket: object, onClose: object) -> IPacketSession:
         """Open a UDP session; ``onPacket(data, source_destination)`` gets replies,
         ``onClose()`` is called once when the session ends on its own."""
+
+
+class IDispatcher(Interface):
+    """Chooses the outbound for each connection or UDP session (the router's front)."""
+
+    log_access = Attribute("True when access lines are written")
+
+    def choose(destination: object, inbound_tag: str = "", source: str = "",
+               email: str = "") -> object:
+        """The :class:`IOutbound` for ``destination`` now, or a Deferred firing with it
+        when routing must resolve the domain first. Raises when there is no outbound."""
+
+
+class IInboundReply(Interface):
+    """An inbound's own answer to its client once the tunnel knows the outcome.
+
+    SOCKS writes its reply, HTTP its ``200 Connection established``; VMess writes nothing
+    here (its response header rides the first downlink bytes).
+    """
+
+    def succeeded(bound: object) -> None:
+        """The outbound connected; ``bound`` is its local address (an ``IAddress``)."""
+
+    def failed(reason: object, timed_out: bool) -> None:
+        """The outbound could not be reached (``reason`` is a Failure)."""
+
+
+class IInbound(Interface):
+    """An inbound protocol: ``socks``, ``vmess``, ``http`` ...
+
+    The config registry maps a protocol name to the module that provides this.
+    """
+
+    name = Attribute("The protocol name in V2Ray's JSON (str)")
+
+    def parse_settings(node: object) -> object:
+        """Validate ``settings`` (a :class:`vtwist.config.node.Node`) into plain data."""
+
+    def build_factory(inbound: object, context: object) -> object:
+        """An ``IProtocolFactory`` for one port of ``inbound`` (an InboundConfig);
+        ``context`` carries the reactor, the tunnel service and the policy."""
+
+
+class INetwork(Interface):
+    """One network of the registry: everything vtwist knows about ``tcp``, ``kcp``, ``ws``..."""
+
+    name = Attribute("The canonical name (str), as V2Ray's streamSettings.network")
+    aliases = Attribute("Other names that select it (tuple of str)")
+    settings_key = Attribute("Its key in streamSettings / transport, e.g. 'kcpSettings'")
+    endpoint_prefix = Attribute("Its endpoint-string prefix (str), or None")
+
+    def parse_settings(node: object, inbound: bool) -> object:
+        """Validate its settings object into plain data."""
+
+    def server_endpoint(reactor: object, listen: str, port: int, stream: object) -> object:
+        """An ``IStreamServerEndpoint`` listening on ``listen:port`` for ``stream``."""
+
+    def client_endpoint(reactor: object, host: str, port: int, stream: object) -> object:
+        """An ``IStreamClientEndpoint`` reaching ``host:port`` for ``stream``."""
+
+
+class IStreamLayer(Interface):
+    """A layer that runs its own handshake and then carries a plain stream."""
+
+    name = Attribute("The layer's name (str), for log lines")
+
+    def wrapServer(endpoint: object, settings: object) -> object:
+        """Wrap an ``IStreamServerEndpoint``."""
+
+    def wrapClient(endpoint: object, settings: object) -> object:
+        """Wrap an ``IStreamClientEndpoint``."""
