@@ -23,10 +23,9 @@ from vtwist.routing import (
     Route,
     RouteContext,
     Router,
-    parse_port_ranges,
-    parse_routing,
     split_source,
 )
+from vtwist.routing.parse import parse_port_ranges, parse_routing
 
 from .socks_helpers import FakeOutbound, LogCapture
 

@@ -16,7 +16,7 @@ from vtwist.config.registry import (
     outbound_module,
 )
 from vtwist.policy import LevelPolicy, Policy
-from vtwist.routing import parse_routing
+from vtwist.routing.parse import parse_routing
 from vtwist.transport.stream import parse_stream_settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")

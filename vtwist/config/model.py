@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vtwist.policy import DEFAULT_POLICY, Policy
-from vtwist.routing import Router
+from vtwist.routing.matcher import Router
 from vtwist.transport.stream import StreamSettings
 
 
