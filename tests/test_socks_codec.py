@@ -29,6 +29,7 @@ from vtwist.proxy.socks.codec import (
     ServerCodec,
     State,
 )
+from vtwist.sansio import Event
 
 DOMAIN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
@@ -63,7 +64,7 @@ class AddressRoundTrip(SynchronousTestCase):
         self.assertEqual(codec.decode_address(wire), (host, port, len(wire)))
         # Every proper prefix is "incomplete", never an error or a wrong answer.
         for i in range(len(wire)):
-            self.assertIsNone(codec.decode_address(wire[:i]))
+            self.assertIs(codec.decode_address(wire[:i]), codec.NEED_DATA)
 
     def test_domain_that_is_an_ip(self) -> None:
         """A domain spelling an IP literal is that IP, as in V2Ray (curl --socks5-hostname)."""
@@ -107,6 +108,7 @@ class Socks5RoundTrip(SynchronousTestCase):
                 self.assertEqual(conn.send(MethodChoice(METHOD_NO_AUTH)), b"\x05\x00")
                 events.extend(conn.receive_data(b""))
         self.assertEqual(events, [Greeting(tuple(methods)), Request(5, command, host, port)])
+        self.assertTrue(all(isinstance(e, Event) for e in events))
         self.assertIs(conn.state, State.REPLY)
         reply = conn.send(Reply(ReplyCode.SUCCEEDED, host, port))
         self.assertEqual(codec.parse_reply(reply), (0, host, port, len(reply)))
@@ -133,6 +135,8 @@ class Socks5RoundTrip(SynchronousTestCase):
         conn.receive_data(codec.client_request(1, "example.com", 80))
         wire = conn.send(Reply(code, host, port))
         self.assertEqual(codec.parse_reply(wire), (int(code), host, port, len(wire)))
+        for i in range(len(wire)):  # a client reading the reply: every prefix asks for more
+            self.assertIs(codec.parse_reply(wire[:i]), codec.NEED_DATA)
         self.assertIs(conn.state, State.ESTABLISHED if code == 0 else State.CLOSED)
 
     def test_request_destination(self) -> None:
@@ -158,6 +162,7 @@ class Socks4RoundTrip(SynchronousTestCase):
         self.assertEqual(events, [Request(4, command, host, port, userid)])
         reply = conn.send(Reply(ReplyCode.SUCCEEDED))
         self.assertEqual(codec.parse_reply4(reply), (90, "0.0.0.0", 0))
+        self.assertIs(codec.parse_reply4(reply[:7]), codec.NEED_DATA)
         self.assertEqual(conn.take_trailing_data(), payload)
 
     def test_rejected_reply(self) -> None:

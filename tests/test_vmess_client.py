@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from hypothesis import given, settings
@@ -85,9 +86,8 @@ class ClientTests(SynchronousTestCase):
         return self.successResultOf(ep.connect(protocol.Factory.forProtocol(app_cls)))
 
     def server_side(self, wire: bytes) -> RequestParsed:
-        hs = ServerHandshake(UserTable([self.account]), AuthIDFilter(), SessionHistory(),
-                             clock=lambda: NOW)
-        result = hs.feed(wire)
+        hs = ServerHandshake(UserTable([self.account]), AuthIDFilter(), SessionHistory())
+        result = hs.feed(wire, NOW)
         self.assertIsInstance(result, RequestParsed)
         return result
 
@@ -284,7 +284,7 @@ class PacketSessionTests(SynchronousTestCase):
         vmess = lower.succeed()
         self.session.send(b"late", self.dest)
         hs = ServerHandshake(UserTable([self.account]), AuthIDFilter(), SessionHistory())
-        req = hs.feed(lower.transport.value())
+        req = hs.feed(lower.transport.value(), time.time())
         self.assertIsInstance(req, RequestParsed)
         self.assertEqual((req.command, req.destination), (H.CMD_UDP, self.dest))
         got = req.body_decoder().feed(req.leftover)
@@ -304,7 +304,7 @@ class PacketSessionTests(SynchronousTestCase):
         self.assertEqual(len(self.endpoints), 2)
         self.endpoints[1].succeed()
         req = ServerHandshake(UserTable([self.account]), AuthIDFilter(), SessionHistory()
-                              ).feed(self.endpoints[1].transport.value())
+                              ).feed(self.endpoints[1].transport.value(), time.time())
         self.assertEqual(req.body_decoder().feed(req.leftover), [b"again"])
 
 

@@ -26,7 +26,6 @@ from vtwist.proxy.vmess.body import (
     BodyError,
 )
 from vtwist.proxy.vmess.handshake import (
-    NEED_MORE,
     ClientSession,
     Rejected,
     RequestParsed,
@@ -36,6 +35,7 @@ from vtwist.proxy.vmess.kdf import kdf
 from vtwist.proxy.vmess.legacy import LegacyAuthTable, legacy_auth
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.users import Account, UserTable, resolve_security
+from vtwist.sansio import NEED_DATA, Event
 
 NOW = 1_700_000_000
 SECURITIES = [SEC_AES128_GCM, SEC_CHACHA20_POLY1305, SEC_NONE, SEC_LEGACY]
@@ -202,9 +202,8 @@ def _users(n: int = 1, alter: int = 0) -> list[Account]:
     return [Account(os.urandom(16), alter_id=alter, email=f"u{i}@x") for i in range(n)]
 
 
-def _server(accounts: list[Account], now: list[float], legacy: bool = True) -> ServerHandshake:
-    return ServerHandshake(UserTable(accounts, legacy=legacy), AuthIDFilter(), SessionHistory(),
-                           clock=lambda: now[0])
+def _server(accounts: list[Account], legacy: bool = True) -> ServerHandshake:
+    return ServerHandshake(UserTable(accounts, legacy=legacy), AuthIDFilter(), SessionHistory())
 
 
 destinations = st.one_of(
@@ -225,52 +224,50 @@ class Handshake(SynchronousTestCase):
            udp=st.booleans(), split=st.integers(1, 80))
     def test_round_trip(self, dest, security, aead, udp, split) -> None:
         accounts = _users(3, alter=2)
-        now = [float(NOW)]
-        hs = _server(accounts, now)
+        hs = _server(accounts)
         if udp:
             dest = dest.with_network("udp")
         cs = ClientSession(accounts[1], dest, command=H.CMD_UDP if udp else H.CMD_TCP,
                            security=security, aead=aead)
         wire = cs.request_header(NOW) + b"tail"
-        result = NEED_MORE
+        result = NEED_DATA
         for k in range(0, len(wire), split):
-            result = hs.feed(wire[k:k + split])
-            if result is not NEED_MORE:
+            result = hs.feed(wire[k:k + split], NOW)
+            if result is not NEED_DATA:
                 break
         self.assertIsInstance(result, RequestParsed)
+        self.assertIsInstance(result, Event)
         self.assertEqual(result.account, accounts[1])
         self.assertEqual(result.aead, aead)
         self.assertEqual(result.destination, dest)
         self.assertTrue(b"tail".startswith(result.leftover))
         # response header both ways
         rw, _enc = result.response_writer()
-        got = cs.feed_response(rw + b"x")
-        self.assertIsNotNone(got)
+        self.assertIs(cs.feed_response(rw[:-1]), NEED_DATA)
+        got = cs.feed_response(rw[-1:] + b"x")
+        self.assertIsNot(got, NEED_DATA)
         self.assertEqual(got[2], b"x")
 
     def test_replay_refused(self) -> None:
         accounts = _users()
-        now = [float(NOW)]
         wire = ClientSession(accounts[0], Destination.tcp("example.com", 80)).request_header(NOW)
-        self.assertIsInstance(_server(accounts, now).feed(wire), RequestParsed)
-        hs1 = ServerHandshake(UserTable(accounts), AuthIDFilter(), SessionHistory(),
-                              clock=lambda: now[0])
-        self.assertIsInstance(hs1.feed(wire), RequestParsed)
+        self.assertIsInstance(_server(accounts).feed(wire, NOW), RequestParsed)
+        hs1 = ServerHandshake(UserTable(accounts), AuthIDFilter(), SessionHistory())
+        self.assertIsInstance(hs1.feed(wire, NOW), RequestParsed)
         # same filters, second time: replay
-        hs2 = ServerHandshake(hs1.users, hs1.auth_filter, hs1.sessions, clock=lambda: now[0])
-        result = hs2.feed(wire)
+        hs2 = ServerHandshake(hs1.users, hs1.auth_filter, hs1.sessions)
+        result = hs2.feed(wire, NOW)
         self.assertIsInstance(result, Rejected)
         self.assertIn("replay", result.reason)
         self.assertTrue(result.drain)
 
     def test_same_session_new_auth_id_refused(self) -> None:
         accounts = _users()
-        now = [float(NOW)]
         table, af, sh = UserTable(accounts), AuthIDFilter(), SessionHistory()
         cs = ClientSession(accounts[0], Destination.tcp("example.com", 80))
-        self.assertIsInstance(ServerHandshake(table, af, sh, lambda: now[0]).feed(
-            cs.request_header(NOW)), RequestParsed)
-        result = ServerHandshake(table, af, sh, lambda: now[0]).feed(cs.request_header(NOW))
+        self.assertIsInstance(ServerHandshake(table, af, sh).feed(
+            cs.request_header(NOW), NOW), RequestParsed)
+        result = ServerHandshake(table, af, sh).feed(cs.request_header(NOW), NOW)
         self.assertIsInstance(result, Rejected)
         self.assertIn("duplicate session", result.reason)
 
@@ -278,9 +275,8 @@ class Handshake(SynchronousTestCase):
         accounts = _users()
         for skew, ok in ((119, True), (-119, True), (120, True), (-120, True),
                          (121, False), (125, False), (-125, False)):
-            now = [float(NOW)]
             cs = ClientSession(accounts[0], Destination.tcp("example.com", 80))
-            result = _server(accounts, now, legacy=False).feed(cs.request_header(NOW + skew))
+            result = _server(accounts, legacy=False).feed(cs.request_header(NOW + skew), NOW)
             if ok:
                 self.assertIsInstance(result, RequestParsed, skew)
             else:
@@ -288,37 +284,35 @@ class Handshake(SynchronousTestCase):
                 self.assertIn(f"clock skew of {skew:+d} s for user u0@x", result.reason)
 
     def test_unknown_user(self) -> None:
-        result = _server(_users(), [float(NOW)]).feed(os.urandom(64))
+        result = _server(_users()).feed(os.urandom(64), NOW)
         self.assertIsInstance(result, Rejected)
         self.assertIn("unknown user", result.reason)
         self.assertEqual(result.consumed, 64)
 
     def test_legacy_switch_and_taint(self) -> None:
         accounts = _users(1, alter=4)
-        now = [float(NOW)]
         cs = ClientSession(accounts[0], Destination.tcp("example.com", 80), aead=False)
         wire = cs.request_header(NOW)
-        self.assertIsInstance(_server(accounts, now, legacy=False).feed(wire), Rejected)
+        self.assertIsInstance(_server(accounts, legacy=False).feed(wire, NOW), Rejected)
         table, af, sh = UserTable(accounts), AuthIDFilter(), SessionHistory()
         # corrupt the checksum region: the auth entry gets tainted
         bad = bytearray(wire)
         bad[-1] ^= 1
-        r = ServerHandshake(table, af, sh, lambda: now[0]).feed(bytes(bad))
+        r = ServerHandshake(table, af, sh).feed(bytes(bad), NOW)
         self.assertIsInstance(r, Rejected)
         self.assertTrue(r.drain)
-        r2 = ServerHandshake(table, af, sh, lambda: now[0]).feed(wire)
+        r2 = ServerHandshake(table, af, sh).feed(wire, NOW)
         self.assertIsInstance(r2, Rejected)
         self.assertIn("unknown user", r2.reason)
         # a fresh legacy header (other timestamp) still works
         cs2 = ClientSession(accounts[0], Destination.tcp("example.com", 80), aead=False)
         wire2 = cs2.request_header(NOW, legacy_timestamp=NOW + 3)
-        self.assertIsInstance(ServerHandshake(table, af, sh, lambda: now[0]).feed(wire2),
-                              RequestParsed)
+        self.assertIsInstance(ServerHandshake(table, af, sh).feed(wire2, NOW), RequestParsed)
 
     def test_legacy_main_id_accepted_with_alter_id_zero(self) -> None:
         accounts = _users(1, alter=0)
         cs = ClientSession(accounts[0], Destination.tcp("example.com", 80), aead=False)
-        result = _server(accounts, [float(NOW)]).feed(cs.request_header(NOW))
+        result = _server(accounts).feed(cs.request_header(NOW), NOW)
         self.assertIsInstance(result, RequestParsed)
         self.assertFalse(result.aead)
 
@@ -327,20 +321,19 @@ class Handshake(SynchronousTestCase):
         cs = ClientSession(accounts[0], Destination.tcp("example.com", 80),
                            option=OPT_CHUNK_STREAM)
         object.__setattr__(cs, "option", OPT_CHUNK_STREAM | OPT_GLOBAL_PADDING)
-        result = _server(accounts, [float(NOW)]).feed(cs.request_header(NOW))
+        result = _server(accounts).feed(cs.request_header(NOW), NOW)
         self.assertIsInstance(result, Rejected)
         self.assertIn("GlobalPadding", result.reason)
 
     def test_thousand_users(self) -> None:
         accounts = _users(1000)
         table = UserTable(accounts, legacy=False)
-        now = [float(NOW)]
         picks = [0, 499, 999]
         start = time.perf_counter()
         for idx in picks:
             cs = ClientSession(accounts[idx], Destination.tcp("example.com", 80))
-            r = ServerHandshake(table, AuthIDFilter(), SessionHistory(),
-                                lambda: now[0]).feed(cs.request_header(NOW))
+            r = ServerHandshake(table, AuthIDFilter(), SessionHistory()).feed(
+                cs.request_header(NOW), NOW)
             self.assertIsInstance(r, RequestParsed)
             self.assertIs(r.account, accounts[idx])
         per = (time.perf_counter() - start) / len(picks)

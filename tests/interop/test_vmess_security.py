@@ -154,7 +154,7 @@ class VMessSecurity(TestCase):
                 data = rng.randbytes(rng.choice([10, 100, 1500, 2100, 5000, 20000, 65536]))
             else:
                 header = bytearray(ClientSession(self.account, Destination.tcp("a.b", 1),
-                                                 aead=i % 4 == 0).request_header())
+                                                 aead=i % 4 == 0).request_header(time.time()))
                 header[rng.randrange(len(header))] ^= 0xFF
                 data = bytes(header) + rng.randbytes(rng.randint(0, 4000))
             p = Probe(data)
@@ -328,7 +328,7 @@ class IdleMemory(TestCase):
         for _ in range(n):
             s = socket.create_connection(("127.0.0.1", port))
             cs = ClientSession(account, Destination.tcp("127.0.0.1", echo.port))
-            s.sendall(cs.request_header() + b"".join(cs.body_encoder().encode(b"ping")))
+            s.sendall(cs.request_header(time.time()) + b"".join(cs.body_encoder().encode(b"ping")))
             socks.append(s)
         for s in socks:  # every connection relayed: the echo came back
             s.settimeout(10)

@@ -51,7 +51,7 @@ class SocksStream(protocol.Protocol):
             self.transport.write(codec.client_request(self.cmd, self.host, self.port))
         if self.state == 1:
             reply = codec.parse_reply(self.buf)
-            if reply is None:
+            if reply is codec.NEED_DATA:
                 return
             rest = self.buf[reply[3]:]
             self.buf = b""

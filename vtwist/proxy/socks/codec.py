@@ -1,9 +1,10 @@
 """Sans-IO SOCKS server codec: SOCKS5 (RFC 1928, RFC 1929 auth) and SOCKS4/4a.
 
 In the style of h11/wsproto: feed the client's bytes to :meth:`ServerCodec.receive_data`, which
-returns the events they complete (:class:`Greeting`, :class:`Credentials`, :class:`Request`);
-answer each with :meth:`ServerCodec.send` (:class:`MethodChoice`, :class:`AuthResult`,
-:class:`Reply`), which returns the bytes to write. Malformed input raises
+returns the events they complete (:class:`Greeting`, :class:`Credentials`, :class:`Request`;
+an empty list means "feed more"); answer each with :meth:`ServerCodec.send`
+(:class:`MethodChoice`, :class:`AuthResult`, :class:`Reply`), which returns the bytes to write.
+All of these subclass :class:`vtwist.sansio.Event`. Malformed input raises
 :class:`ProtocolError`, whose ``reply`` holds the bytes (possibly empty) to write before
 closing. After a successful :class:`Reply`, :meth:`ServerCodec.take_trailing_data` hands over
 bytes the client sent early (its first payload), and the codec has no more to do.
@@ -12,7 +13,9 @@ Policy (which auth method, whether an account is valid, which commands are serve
 caller's: the codec only speaks the wire format. No I/O, no reactor.
 
 Also here: the UDP ASSOCIATE datagram header and small client-side encoders (used by tests and
-by anything that speaks SOCKS as a client).
+by anything that speaks SOCKS as a client). Decoders of a possibly incomplete prefix
+(:func:`decode_address`, :func:`parse_reply`, :func:`parse_reply4`) answer
+:data:`~vtwist.sansio.NEED_DATA` until it is complete.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 
 from vtwist.address import Destination, is_valid_domain, parse_ip
+from vtwist.sansio import NEED_DATA, Event, NeedData
 
 SOCKS4 = 4
 SOCKS5 = 5
@@ -66,14 +70,14 @@ class ReplyCode(IntEnum):
 
 # -- events -----------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Greeting:
+class Greeting(Event):
     """SOCKS5 client greeting: the authentication methods it offers."""
 
     methods: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(Event):
     """RFC 1929 username/password sub-negotiation."""
 
     username: bytes
@@ -81,7 +85,7 @@ class Credentials:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class Request(Event):
     """A SOCKS4/4a/5 request. ``host`` is an IP literal (no brackets) or a domain."""
 
     version: int
@@ -99,21 +103,21 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
-class MethodChoice:
+class MethodChoice(Event):
     """Server: the chosen method (``METHOD_NO_ACCEPTABLE`` refuses and ends the session)."""
 
     method: int
 
 
 @dataclass(frozen=True, slots=True)
-class AuthResult:
+class AuthResult(Event):
     """Server: the RFC 1929 verdict (a failure ends the session)."""
 
     success: bool
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(Event):
     """Server: the answer to a request. For SOCKS4 any non-zero code means "rejected"."""
 
     code: int
@@ -169,34 +173,34 @@ def encode_address(host: str, port: int) -> bytes:
 
 
 def decode_address(data: bytes | bytearray | memoryview, offset: int = 0
-                   ) -> tuple[str, int, int] | None:
-    """Decode ATYP/address/port at ``offset``: ``(host, port, end)``, or None if incomplete.
+                   ) -> tuple[str, int, int] | NeedData:
+    """Decode ATYP/address/port at ``offset``: ``(host, port, end)``, or NEED_DATA.
 
     Raises :class:`AddressError` for an unknown address type or an invalid domain. A domain
     that spells an IP literal becomes that IP, as in V2Ray.
     """
     n = len(data)
     if offset >= n:
-        return None
+        return NEED_DATA
     atyp = data[offset]
     if atyp == ATYP_IPV4:
         end = offset + 7
         if n < end:
-            return None
+            return NEED_DATA
         host = str(ipaddress.IPv4Address(bytes(data[offset + 1:offset + 5])))
     elif atyp == ATYP_IPV6:
         end = offset + 19
         if n < end:
-            return None
+            return NEED_DATA
         ip6 = ipaddress.IPv6Address(bytes(data[offset + 1:offset + 17]))
         host = str(ip6.ipv4_mapped) if ip6.ipv4_mapped is not None else str(ip6)
     elif atyp == ATYP_DOMAIN:
         if n < offset + 2:
-            return None
+            return NEED_DATA
         length = data[offset + 1]
         end = offset + 2 + length + 2
         if n < end:
-            return None
+            return NEED_DATA
         host = _domain(bytes(data[offset + 2:offset + 2 + length]))
     else:
         raise AddressError(f"unsupported address type {atyp}",
@@ -238,7 +242,7 @@ class ServerCodec:
         events: list[Greeting | Credentials | Request] = []
         while True:
             event = self._next_event()
-            if event is None:
+            if event is NEED_DATA:
                 return events
             events.append(event)
 
@@ -253,7 +257,7 @@ class ServerCodec:
         self._buf.clear()
         return ProtocolError(message, reply)
 
-    def _next_event(self) -> Greeting | Credentials | Request | None:
+    def _next_event(self) -> Greeting | Credentials | Request | NeedData:
         state = self.state
         if state is State.GREETING:
             return self._greeting()
@@ -261,14 +265,14 @@ class ServerCodec:
             return self._credentials()
         if state is State.REQUEST:
             return self._request5()
-        return None
+        return NEED_DATA
 
-    def _greeting(self) -> Greeting | Request | None:
+    def _greeting(self) -> Greeting | Request | NeedData:
         buf = self._buf
         if len(buf) < 2:
             if buf and buf[0] not in (SOCKS4, SOCKS5):
                 raise self._fail(f"unknown SOCKS version {buf[0]}")
-            return None
+            return NEED_DATA
         version = buf[0]
         if version == SOCKS5:
             nmethods = buf[1]
@@ -276,7 +280,7 @@ class ServerCodec:
                 raise self._fail("SOCKS5 greeting offers no methods",
                                  bytes((SOCKS5, METHOD_NO_ACCEPTABLE)))
             if len(buf) < 2 + nmethods:
-                return None
+                return NEED_DATA
             methods = tuple(buf[2:2 + nmethods])
             del buf[:2 + nmethods]
             self.version = SOCKS5
@@ -286,16 +290,16 @@ class ServerCodec:
             return self._request4()
         raise self._fail(f"unknown SOCKS version {version}")
 
-    def _request4(self) -> Request | None:
+    def _request4(self) -> Request | NeedData:
         buf = self._buf
         reject = _socks4_reply(SOCKS4_REJECTED)
         if len(buf) < 9:
-            return None
+            return NEED_DATA
         userid_end = buf.find(b"\x00", 8, 8 + MAX_SOCKS4_USERID + 1)
         if userid_end < 0:
             if len(buf) > 8 + MAX_SOCKS4_USERID:
                 raise self._fail("SOCKS4 user id too long", reject)
-            return None
+            return NEED_DATA
         command = buf[1]
         port = (buf[2] << 8) | buf[3]
         end = userid_end + 1
@@ -304,7 +308,7 @@ class ServerCodec:
             if domain_end < 0:
                 if len(buf) > end + MAX_SOCKS4_DOMAIN:
                     raise self._fail("SOCKS4a domain too long", reject)
-                return None
+                return NEED_DATA
             try:
                 host = _domain(bytes(buf[end:domain_end]))
             except AddressError as e:
@@ -318,29 +322,29 @@ class ServerCodec:
         self.state = State.REPLY
         return Request(SOCKS4, command, host, port, userid)
 
-    def _credentials(self) -> Credentials | None:
+    def _credentials(self) -> Credentials | NeedData:
         buf = self._buf
         if len(buf) < 2:
-            return None
+            return NEED_DATA
         if buf[0] != 0x01:
             raise self._fail(f"unknown username/password version {buf[0]}", b"\x01\x01")
         ulen = buf[1]
         if len(buf) < 3 + ulen:
-            return None
+            return NEED_DATA
         plen = buf[2 + ulen]
         end = 3 + ulen + plen
         if len(buf) < end:
-            return None
+            return NEED_DATA
         username = bytes(buf[2:2 + ulen])
         password = bytes(buf[3 + ulen:end])
         del buf[:end]
         self.state = State.AUTH_RESULT
         return Credentials(username, password)
 
-    def _request5(self) -> Request | None:
+    def _request5(self) -> Request | NeedData:
         buf = self._buf
         if len(buf) < 4:
-            return None
+            return NEED_DATA
         if buf[0] != SOCKS5:
             raise self._fail(f"SOCKS5 request with version {buf[0]}",
                              _socks5_reply(ReplyCode.GENERAL_FAILURE))
@@ -350,8 +354,8 @@ class ServerCodec:
             decoded = decode_address(buf, 3)
         except AddressError as e:
             raise self._fail(str(e), _socks5_reply(e.code)) from None
-        if decoded is None:
-            return None
+        if decoded is NEED_DATA:
+            return NEED_DATA
         host, port, end = decoded
         del buf[:end]
         self.state = State.REPLY
@@ -423,7 +427,7 @@ def parse_datagram(data: bytes) -> Datagram:
         decoded = decode_address(data, 3)
     except AddressError as e:
         raise ProtocolError(f"UDP datagram: {e}") from None
-    if decoded is None:
+    if decoded is NEED_DATA:
         raise ProtocolError("UDP datagram header truncated")
     host, port, end = decoded
     return Datagram(data[2], host, port, data[end:])
@@ -459,19 +463,19 @@ def client_request4(command: int, host: str, port: int, userid: bytes = b"") -> 
     return head + b"\x00\x00\x00\x01" + userid + b"\x00" + host.encode("ascii") + b"\x00"
 
 
-def parse_reply(data: bytes) -> tuple[int, str, int, int] | None:
-    """Decode a SOCKS5 reply: ``(code, host, port, length)``, or None if incomplete."""
+def parse_reply(data: bytes) -> tuple[int, str, int, int] | NeedData:
+    """Decode a SOCKS5 reply: ``(code, host, port, length)``, or NEED_DATA if incomplete."""
     if len(data) < 4:
-        return None
+        return NEED_DATA
     decoded = decode_address(data, 3)
-    if decoded is None:
-        return None
+    if decoded is NEED_DATA:
+        return NEED_DATA
     host, port, end = decoded
     return data[1], host, port, end
 
 
-def parse_reply4(data: bytes) -> tuple[int, str, int] | None:
-    """Decode a SOCKS4 reply: ``(code, host, port)``, or None if incomplete."""
+def parse_reply4(data: bytes) -> tuple[int, str, int] | NeedData:
+    """Decode a SOCKS4 reply: ``(code, host, port)``, or NEED_DATA if incomplete."""
     if len(data) < 8:
-        return None
+        return NEED_DATA
     return data[1], str(ipaddress.IPv4Address(data[4:8])), (data[2] << 8) | data[3]

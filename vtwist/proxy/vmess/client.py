@@ -40,7 +40,6 @@ A close by the server at a chunk boundary is a normal end of the response.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -59,6 +58,7 @@ from vtwist.proxy.vmess.ids import format_uuid
 from vtwist.proxy.vmess.transport import VMessTransport
 from vtwist.proxy.vmess.users import Account, resolve_security
 from vtwist.reactors import resolve_reactor
+from vtwist.sansio import NEED_DATA, Clock
 
 log = Logger(namespace="vtwist.vmess.outbound")
 
@@ -117,7 +117,7 @@ class VMessClientProtocol(Protocol):
             except H.HeaderError as e:
                 self._fail(e.reason)
                 return
-            if got is None:
+            if got is NEED_DATA:
                 return
             response, self.decoder, data = got
             if response.command:
@@ -215,14 +215,15 @@ class VMessClientEndpoint:
 
     ``transport_endpoint`` reaches the VMess server; ``account`` carries the UUID, alterId
     (0 means the AEAD header, as in 4.34) and ``security``; the ``security`` argument
-    overrides it. ``command`` is ``CMD_TCP`` (default) or ``CMD_UDP``.
+    overrides it. ``command`` is ``CMD_TCP`` (default) or ``CMD_UDP``. ``clock`` gives the
+    wall-clock seconds stamped into the request header (``time.time`` by default).
     The Deferred fires with the application's protocol once the transport is connected.
     """
 
     def __init__(self, transport_endpoint: Any, account: Account, destination: Destination,
                  security: str | int | None = None, *, reactor: Any = None,
                  command: int = H.CMD_TCP, header_delay: float = HEADER_DELAY,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Clock = time.time) -> None:
         self.transport_endpoint = transport_endpoint
         self.account = account
         self.destination = destination

@@ -1,18 +1,22 @@
 """Sans-IO VMess handshakes.
 
-Server: :class:`ServerHandshake` is fed the bytes of a new connection and answers
-:data:`NEED_MORE`, :class:`RequestParsed` or :class:`Rejected`.
+Server: :class:`ServerHandshake` is fed the bytes of a new connection with the current
+wall-clock time and answers :data:`~vtwist.sansio.NEED_DATA`, :class:`RequestParsed` or
+:class:`Rejected`.
 
-Client: :class:`ClientSession` builds the request header and the body codecs, and decodes
-the response header.
+Client: :class:`ClientSession` builds the request header (for a given time) and the body
+codecs, and decodes the response header.
+
+No clock is read here: VMess timestamps are wall-clock seconds, which the caller passes as
+``now`` (``time.time()`` at the Twisted edge, a fixed value in tests).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -35,24 +39,14 @@ from vtwist.proxy.vmess.body import (
 )
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.users import Account, UserTable, resolve_security
+from vtwist.sansio import NEED_DATA, Event, NeedData
 
-Clock = Callable[[], float]
-
-
-class _NeedMore:
-    """More bytes are needed."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_MORE"
-
-
-NEED_MORE = _NeedMore()
+# Transitional alias for callers not yet moved to vtwist.sansio.NEED_DATA; to be removed.
+NEED_MORE = NEED_DATA
 
 
 @dataclass(frozen=True, slots=True)
-class RequestParsed:
+class RequestParsed(Event):
     """A valid request: who sent it, what it asks for, and the first body bytes."""
 
     account: Account
@@ -107,7 +101,7 @@ class RequestParsed:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(Event):
     """A request that must not be answered.
 
     ``drain`` says whether V2Ray 4.34 would drain (True) or close at once (False);
@@ -120,19 +114,29 @@ class Rejected:
     account: Account | None = None
 
 
-class ServerHandshake:
-    """Decodes one request header (AEAD first, then legacy) with replay protection."""
+class _Phase(Enum):
+    """Where a :class:`ServerHandshake` is."""
 
-    _AUTH, _AEAD_LEN, _AEAD_BODY, _LEGACY, _DONE = range(5)
+    AUTH = "auth"              # waiting for the 16-byte AuthID (or legacy auth)
+    AEAD_LEN = "aead-len"      # waiting for the sealed length and nonce
+    AEAD_BODY = "aead-body"    # waiting for the sealed instruction
+    LEGACY = "legacy"          # decrypting a legacy (CFB) instruction
+    DONE = "done"              # decided
+
+
+class ServerHandshake:
+    """Decodes one request header (AEAD first, then legacy) with replay protection.
+
+    Sans-IO: :meth:`feed` takes the bytes and the current wall-clock time in seconds.
+    """
 
     def __init__(self, users: UserTable, auth_filter: AuthIDFilter,
-                 sessions: SessionHistory, clock: Clock = time.time) -> None:
+                 sessions: SessionHistory) -> None:
         self.users = users
         self.auth_filter = auth_filter
         self.sessions = sessions
-        self.clock = clock
         self._buf = bytearray()
-        self._state = self._AUTH
+        self._state = _Phase.AUTH
         self._account: Account | None = None
         self._auth_id = b""
         self._timestamp = 0
@@ -146,25 +150,27 @@ class ServerHandshake:
         """Bytes received so far."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> _NeedMore | RequestParsed | Rejected:
-        """Add bytes; returns the current verdict. Call again only after NEED_MORE."""
-        if self._state == self._DONE:
+    def feed(self, data: bytes, now: float) -> NeedData | RequestParsed | Rejected:
+        """Add bytes received at ``now`` (wall-clock seconds); returns the verdict so far.
+
+        Call again only after :data:`~vtwist.sansio.NEED_DATA`.
+        """
+        if self._state is _Phase.DONE:
             raise RuntimeError("handshake already decided")
         self._buf += data
-        result = self._step()
-        if result is not NEED_MORE:
-            self._state = self._DONE
+        result = self._step(now)
+        if result is not NEED_DATA:
+            self._state = _Phase.DONE
         return result
 
     def _reject(self, reason: str, drain: bool) -> Rejected:
         return Rejected(reason, drain, len(self._buf), self._account)
 
-    def _step(self):
+    def _step(self, now: float) -> NeedData | RequestParsed | Rejected:
         buf = self._buf
-        if self._state == self._AUTH:
+        if self._state is _Phase.AUTH:
             if len(buf) < 16:
-                return NEED_MORE
-            now = self.clock()
+                return NEED_DATA
             auth = bytes(buf[:16])
             self._auth_id = auth
             m = self.users.match_aead(auth, now)
@@ -173,7 +179,7 @@ class ServerHandshake:
                 self._timestamp = m.timestamp
                 if not self.auth_filter.check_and_add(auth, m.timestamp, now):
                     return self._reject(f"replayed AuthID for user {self._account.label}", True)
-                self._state = self._AEAD_LEN
+                self._state = _Phase.AEAD_LEN
             else:
                 lm = self.users.match_legacy(auth, now)
                 if lm is None:
@@ -186,10 +192,10 @@ class ServerHandshake:
                 self._account = self.users.accounts[lm.user_index]
                 self._timestamp = lm.timestamp
                 self._legacy_dec = L.header_decryptor(self._account.cmd_key, lm.timestamp)
-                self._state = self._LEGACY
-        if self._state == self._AEAD_LEN:
+                self._state = _Phase.LEGACY
+        if self._state is _Phase.AEAD_LEN:
             if len(buf) < 42:
-                return NEED_MORE
+                return NEED_DATA
             acct = self._account
             nonce = bytes(buf[34:42])
             try:
@@ -197,23 +203,24 @@ class ServerHandshake:
                                                     bytes(buf[16:34]), nonce)
             except H.HeaderError as e:
                 return self._reject(f"{e.reason} for user {acct.label}", True)
-            self._state = self._AEAD_BODY
-        if self._state == self._AEAD_BODY:
+            self._state = _Phase.AEAD_BODY
+        if self._state is _Phase.AEAD_BODY:
             end = 42 + self._length + 16
             if len(buf) < end:
-                return NEED_MORE
+                return NEED_DATA
             acct = self._account
             try:
                 plain = H.open_header_payload(acct.cmd_key, self._auth_id, bytes(buf[34:42]),
                                               bytes(buf[42:end]))
             except H.HeaderError as e:
                 return self._reject(f"{e.reason} for user {acct.label}", True)
-            return self._finish_aead(plain, bytes(buf[end:]))
-        if self._state == self._LEGACY:
-            return self._step_legacy()
-        return NEED_MORE
+            return self._finish_aead(plain, bytes(buf[end:]), now)
+        if self._state is _Phase.LEGACY:
+            return self._step_legacy(now)
+        return NEED_DATA
 
-    def _finish_aead(self, plain: bytes, leftover: bytes):
+    def _finish_aead(self, plain: bytes, leftover: bytes, now: float
+                     ) -> RequestParsed | Rejected:
         acct = self._account
         try:
             need = H.instruction_needed(plain)
@@ -221,9 +228,9 @@ class ServerHandshake:
             return self._reject(f"{e.reason} from user {acct.label}", False)
         if len(plain) < need:
             return self._reject(f"AEAD header too short from user {acct.label}", False)
-        return self._finish(plain[:need], leftover, aead=True)
+        return self._finish(plain[:need], leftover, True, now)
 
-    def _step_legacy(self):
+    def _step_legacy(self, now: float) -> NeedData | RequestParsed | Rejected:
         buf = self._buf
         acct = self._account
         plain = self._legacy_plain
@@ -237,18 +244,19 @@ class ServerHandshake:
             avail = len(buf) - 16 - self._legacy_used
             take = min(avail, need - len(plain))
             if take <= 0:
-                return NEED_MORE
+                return NEED_DATA
             start = 16 + self._legacy_used
             plain += self._legacy_dec.update(bytes(buf[start:start + take]))
             self._legacy_used += take
         leftover = bytes(buf[16 + self._legacy_used:])
-        return self._finish(bytes(plain), leftover, aead=False)
+        return self._finish(bytes(plain), leftover, False, now)
 
-    def _finish(self, plain: bytes, leftover: bytes, aead: bool):
+    def _finish(self, plain: bytes, leftover: bytes, aead: bool, now: float
+                ) -> RequestParsed | Rejected:
         acct = self._account
         mode = "" if aead else " (legacy)"
         key, iv = plain[17:33], plain[1:17]
-        if not self.sessions.check_and_add((acct.uuid, key, iv), self.clock()):
+        if not self.sessions.check_and_add((acct.uuid, key, iv), now):
             if not aead:
                 self.users.taint_legacy(self._auth_id)
             return self._reject(f"duplicate session for user {acct.label}{mode}", not aead)
@@ -325,11 +333,13 @@ class ClientSession:
         """The instruction plaintext."""
         return H.encode_instruction(self.request, self.header_padding)
 
-    def request_header(self, now: float | None = None, *, rand4: bytes | None = None,
+    def request_header(self, now: float, *, rand4: bytes | None = None,
                        nonce: bytes | None = None, legacy_timestamp: int | None = None,
                        legacy_id_index: int | None = None) -> bytes:
-        """The wire request header (AEAD or legacy by ``self.aead``)."""
-        now = time.time() if now is None else now
+        """The wire request header (AEAD or legacy by ``self.aead``) sent at ``now``.
+
+        ``now`` is the wall-clock time in seconds (VMess timestamps are Unix seconds).
+        """
         if self.aead:
             return H.seal_request_header(self.account.cmd_key, self.instruction(), int(now),
                                          rand4, nonce)
@@ -347,10 +357,12 @@ class ClientSession:
         return BodyEncoder(self.security, self.option, self.body_key, self.body_iv,
                            packet=self.command == H.CMD_UDP, random_bytes=rnd)
 
-    def feed_response(self, data: bytes) -> tuple[H.ResponseHeader, BodyDecoder, bytes] | None:
+    def feed_response(self, data: bytes
+                      ) -> tuple[H.ResponseHeader, BodyDecoder, bytes] | NeedData:
         """Feed response bytes until the header is complete.
 
-        Returns None while incomplete, then (header, body decoder, leftover body bytes).
+        Returns :data:`~vtwist.sansio.NEED_DATA` while incomplete, then (header, body
+        decoder, leftover body bytes).
         Raises HeaderError on a bad tag or a V mismatch.
         """
         buf = self._resp_buf
@@ -359,7 +371,7 @@ class ClientSession:
         if self.aead:
             if self._resp_len is None:
                 if len(buf) < 18:
-                    return None
+                    return NEED_DATA
                 self._resp_keys = H.response_header_keys(self.response_key, self.response_iv)
                 lk, ln, _, _ = self._resp_keys
                 try:
@@ -369,7 +381,7 @@ class ClientSession:
                 self._resp_len = (raw[0] << 8) | raw[1]
             end = 18 + self._resp_len + 16
             if len(buf) < end:
-                return None
+                return NEED_DATA
             _, _, pk, pn = self._resp_keys
             try:
                 plain = AESGCM(pk).decrypt(pn, bytes(buf[18:end]), None)
@@ -378,12 +390,12 @@ class ClientSession:
             leftover = bytes(buf[end:])
         else:
             if len(buf) < 4:
-                return None
+                return NEED_DATA
             dec = aes_cfb(self.response_key, self.response_iv, encrypt=False)
             first = dec.update(bytes(buf[:4]))
             m = first[3] if first[2] else 0
             if len(buf) < 4 + m:
-                return None
+                return NEED_DATA
             plain = first + dec.update(bytes(buf[4:4 + m]))
             leftover = bytes(buf[4 + m:])
             if self.security == SEC_LEGACY:
