@@ -88,6 +88,9 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/transport/kcp/obfs.py",
     "vtwist/transport/kcp/config.py",
     "vtwist/transport/kcp/session.py",
+    "vtwist/transport/kcp/sender.py",
+    "vtwist/transport/kcp/receiver.py",
+    "vtwist/transport/kcp/rtt.py",
     "vtwist/routing/matcher.py",
 )
 
