@@ -1,15 +1,12 @@
-"""Small helpers for tests that use real loopback sockets: free ports, port waits, echo,
-a byte collector."""
+"""Small helpers for tests that use real loopback sockets: free ports and port waits.
+
+Echo and collector protocols live in :mod:`vtwist.testing.doubles`."""
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
-
-from twisted.internet import defer, protocol
 
 
 def _bindable(family: int, kind: int, host: str, port: int) -> bool:
@@ -106,55 +103,3 @@ async def wait_for_port_async(port: int, timeout: float = 10.0, host: str = "127
     """:func:`wait_for_port` for reactor tests: the reactor keeps running meanwhile."""
     await wait_until(lambda: accepts(port, host), f"nothing listening on {host}:{port}",
                      timeout, alive)
-
-
-class Echo(protocol.Protocol):
-    """Echo server protocol: writes back whatever arrives."""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class Collector(protocol.Protocol):
-    """Collects received bytes; ``wait(n)`` fires when n bytes arrived."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self._want = 0
-        self._waiter: defer.Deferred | None = None
-        self.lost: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.buf += data
-        self._check()
-
-    def _check(self) -> None:
-        if self._waiter is not None and len(self.buf) >= self._want:
-            w, self._waiter = self._waiter, None
-            w.callback(None)
-
-    def wait(self, n: int) -> defer.Deferred:
-        self._want = n
-        self._waiter = defer.Deferred()
-        d = self._waiter
-        self._check()
-        return d
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if not self.lost.called:
-            self.lost.callback([reason])
-        if self._waiter is not None:
-            w, self._waiter = self._waiter, None
-            w.errback(AssertionError(f"connection lost with {len(self.buf)} bytes: {reason}"))
-
-    async def echo_times(self, count: int, size: int = 1024) -> list[float]:
-        """Round-trip times (sorted) of ``count`` echoes of ``size`` random bytes."""
-        times = []
-        for _ in range(count):
-            self.buf.clear()
-            t = time.perf_counter()
-            self.transport.write(os.urandom(size))
-            await self.wait(size)
-            times.append(time.perf_counter() - t)
-        times.sort()
-        return times

@@ -10,6 +10,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.helpers import ConfigErrorMixin
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import load_file, loads, parse_config, parse_ports, strip_comments
 from vtwist.config.node import Node
@@ -74,7 +75,7 @@ class PortTests(SynchronousTestCase):
             self.assertTrue(str(cm.exception).startswith("inbounds[0].port: "), str(cm.exception))
 
 
-class ConfigTests(SynchronousTestCase):
+class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
     def test_minimal(self) -> None:
         c = parse_config(config())
         self.assertEqual(c.outbounds[0].tag, "direct")
@@ -128,11 +129,6 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(warnings, ["outbounds[0]: sendThrough is not supported by vtwist and "
                                     "is ignored; connections leave from the system's choice "
                                     "of source address"])
-
-    def assertConfigError(self, data, message: str) -> None:
-        with self.assertRaises(ConfigError) as cm:
-            parse_config(data)
-        self.assertEqual(str(cm.exception), message)
 
     def test_error_paths(self) -> None:
         self.assertConfigError({"outbounds": []}, "outbounds: at least one outbound is required")

@@ -12,7 +12,7 @@ from twisted.internet import defer, error, protocol, reactor, task, udp
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.trial.unittest import TestCase
 
-from tests.netutil import Collector, Echo
+from vtwist.testing.doubles import Collector, Echo
 from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint

@@ -7,27 +7,13 @@ from typing import Any
 from twisted.internet import protocol, task
 from twisted.trial.unittest import SynchronousTestCase
 
+from vtwist.testing.doubles import FakeUDPPort
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.protocol import KCPListener, make_packer
 from vtwist.transport.kcp.segment import AckSegment, parse_segments
 from vtwist.transport.kcp.session import Session, State
 
 PEER = ("127.0.0.1", 40000)
-
-
-class FakeUDP:
-    """Collects written datagrams."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, Any]] = []
-
-    def write(self, data: bytes, addr: Any = None) -> None:
-        self.sent.append((data, addr))
-
-    def getHost(self) -> Any:
-        from twisted.internet.address import IPv4Address
-
-        return IPv4Address("UDP", "127.0.0.1", 9000)
 
 
 class App(protocol.Protocol):
@@ -54,7 +40,7 @@ class ListenerHarness:
             return a
 
         self.listener = KCPListener(self.cfg, protocol.Factory.forProtocol(build), self.clock)
-        self.udp = FakeUDP()
+        self.udp = FakeUDPPort(port=9000)
         self.listener.makeConnection(self.udp)
         self.peer = Session(0x77, self.cfg, make_packer(self.cfg), 0.0)
 
@@ -68,10 +54,10 @@ class ListenerHarness:
 
     def replies(self) -> list:
         out = []
-        for d, addr in self.udp.sent:
+        for d, addr in self.udp.written:
             self.assertAddr(addr)
             out.extend(parse_segments(self.peer.packer.unpack(d)))
-        self.udp.sent.clear()
+        self.udp.written.clear()
         return out
 
     @staticmethod
@@ -112,7 +98,7 @@ class ListenerTests(SynchronousTestCase):
         h.listener.datagramReceived(b"short", PEER)
         self.assertEqual(h.listener.auth_failures, 2)
         self.assertEqual(h.listener.sessions, {})
-        self.assertEqual(h.udp.sent, [])
+        self.assertEqual(h.udp.written, [])
 
     def test_paused_reader_shrinks_advertised_window(self) -> None:
         cfg = KCPConfig(downlink_capacity=1)  # window 38 segments

@@ -7,16 +7,8 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial.unittest import TestCase
 
+from vtwist.testing.doubles import UDPEcho
 from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
-
-
-class _Echo(protocol.DatagramProtocol):
-    def __init__(self) -> None:
-        self.got: list[bytes] = []
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.got.append(data)
-        self.transport.write(data, addr)
 
 
 class _Client(protocol.DatagramProtocol):
@@ -31,8 +23,8 @@ class RelayTests(TestCase):
     timeout = 30
 
     async def run_relay(self, up: Impairment, down: Impairment, seed: int,
-                        n: int = 1000) -> tuple[UDPImpairmentRelay, _Echo, _Client]:
-        echo = _Echo()
+                        n: int = 1000) -> tuple[UDPImpairmentRelay, UDPEcho, _Client]:
+        echo = UDPEcho()
         eport = reactor.listenUDP(0, echo, interface="127.0.0.1")
         self.addCleanup(eport.stopListening)
         relay = UDPImpairmentRelay(reactor, ("127.0.0.1", eport.getHost().port), up, down,

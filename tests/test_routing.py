@@ -27,6 +27,7 @@ from vtwist.routing import (
 )
 from vtwist.routing.parse import parse_port_ranges, parse_routing
 
+from .helpers import ConfigErrorMixin
 from .socks_helpers import FakeOutbound, LogCapture
 
 TAGS = ("direct", "block", "proxy")
@@ -274,11 +275,9 @@ class DomainStrategyTests(SynchronousTestCase):
 OUTBOUNDS = [{"protocol": "freedom", "tag": "direct"}, {"protocol": "blackhole", "tag": "block"}]
 
 
-class ConfigTests(SynchronousTestCase):
-    def assertConfigError(self, routing: Any, message: str) -> None:
-        with self.assertRaises(ConfigError) as cm:
-            parse_config({"outbounds": OUTBOUNDS, "routing": routing})
-        self.assertEqual(str(cm.exception), message)
+class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
+    def configFor(self, routing: Any) -> Any:
+        return {"outbounds": OUTBOUNDS, "routing": routing}
 
     def test_errors_name_the_path(self) -> None:
         ok = field(domain=["a.test"])

@@ -14,17 +14,17 @@ from typing import Any
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from vtwist.config.loader import parse_config
 from vtwist.proxy.socks import codec
+from vtwist.testing.doubles import LogCapture, UDPEcho
 
 from .netutil import free_port
 from .services import serve_web, start_service
-from .socks_helpers import LogCapture
 
 TIMEOUT = 10
 BIG = os.urandom(1 << 20)
@@ -61,11 +61,6 @@ def socks_connect(port: int, host: str, target_port: int,
     code, _, _ = recv_reply(sock)
     assert code == 0, f"reply {code}"
     return sock
-
-
-class UDPEcho(DatagramProtocol):
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.transport.write(b"echo:" + data, addr)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -223,7 +218,8 @@ class UDPTests(ServiceTestBase):
     def test_udp_echo(self) -> Any:
         """A real UDP client: ASSOCIATE, datagrams to an echo server, replies back, then the
         association ends with its TCP connection."""
-        echo = reactor.listenUDP(0, UDPEcho(), interface="127.0.0.1", maxPacketSize=65535)
+        echo = reactor.listenUDP(0, UDPEcho(lambda data: b"echo:" + data), interface="127.0.0.1",
+                                 maxPacketSize=65535)
         self.addCleanup(echo.stopListening)
         echo_port = echo.getHost().port
 

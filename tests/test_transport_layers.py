@@ -10,16 +10,20 @@ from typing import Any
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
-from tests.fakes import HalfCloseTransport, log_lines
+from vtwist.testing.doubles import (
+    EchoRecorder,
+    HalfCloseRecorder,
+    HalfCloseTransport,
+    Recorder,
+    log_lines,
+)
 from vtwist.transport.layer import LayerHandshakeError
 from vtwist.transport.tcp import (
     HTTPHeaderClientLayer,
@@ -30,41 +34,6 @@ from vtwist.transport.tcp import (
     response_header,
 )
 from vtwist.transport.ws import WSClientLayer, WSServerLayer, WSSettings
-
-
-class Recorder(Protocol):
-    """Keeps what it receives and how the connection ended."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.lost: Failure | None = None
-        self.made = False
-
-    def connectionMade(self) -> None:
-        self.made = True
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.lost = reason
-
-
-@implementer(IHalfCloseableProtocol)
-class HalfCloseApp(Recorder):
-    readLost = False
-
-    def readConnectionLost(self) -> None:
-        self.readLost = True
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-
-class EchoApp(Recorder):
-    def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
-        self.transport.write(data)
 
 
 class Recording:
@@ -302,7 +271,7 @@ class WSClientServerTests(SynchronousTestCase):
     """A client layer and a server layer joined by iosim."""
 
     def connect(self, client_path: str = "/ws", host: str | None = None) -> Any:
-        self.servers = Recording(EchoApp)
+        self.servers = Recording(EchoRecorder)
         self.clients = Recording()
         self.ready: Deferred = Deferred()
         self.outcome: list[Any] = []
@@ -496,7 +465,7 @@ class HTTPHeaderTests(SynchronousTestCase):
         self.assertEqual(bytes(app.data), b"bodymore")
 
     def test_client_server_half_close(self) -> None:
-        servers = Recording(EchoApp)
+        servers = Recording(EchoRecorder)
         clients = Recording()
         client, server, pump = iosim.connectedServerAndClient(
             lambda: HTTPHeaderServerLayer(servers.factory(), self.settings, Clock()),
@@ -512,7 +481,7 @@ class HTTPHeaderTests(SynchronousTestCase):
         client_layer.app.transport.loseWriteConnection()
         self.assertTrue(lower.writeClosed)
         self.assertFalse(lower.disconnecting)
-        aware = Recording(HalfCloseApp)
+        aware = Recording(HalfCloseRecorder)
         server_layer = HTTPHeaderServerLayer(aware.factory(), self.settings, Clock())
         server_layer.makeConnection(HalfCloseTransport())
         server_layer.dataReceived(b"GET /a HTTP/1.1\r\n\r\n")

@@ -9,13 +9,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from tests.fakes import log_lines
 from tests.interop.transport_support import TransportTestCase, stream_settings
-from tests.netutil import Echo
+from vtwist.testing.doubles import CollectUntilClosed, Echo, log_lines
 from vtwist.transport import stream, tls, ws
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerHandshakeError
 
@@ -40,23 +39,9 @@ class ProxyHeaderLayer(Layer):
         self.handshakeDone()
 
 
-class Collect(Protocol):
+def Collect(message: bytes = b"who am i") -> CollectUntilClosed:
     """Sends ``message``, keeps the first answer, closes."""
-
-    def __init__(self, message: bytes = b"who am i") -> None:
-        self.message = message
-        self.data = b""
-        self.done: defer.Deferred = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.message)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.data)
+    return CollectUntilClosed(message, hangUpOnData=True)
 
 
 class EchoTests(TransportTestCase):

@@ -15,7 +15,8 @@ from tests.interop.kcp_support import (
     tcp_inbound_to_kcp,
 )
 from tests.interop.transport_support import TransportTestCase
-from tests.netutil import Collector, Echo, free_port
+from tests.netutil import free_port
+from vtwist.testing.doubles import Collector, Echo
 from vtwist.testing.udprelay import Impairment, UDPImpairmentRelay
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint

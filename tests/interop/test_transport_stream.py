@@ -11,7 +11,8 @@ from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.interop.transport_support import TransportTestCase, stream_settings
-from tests.netutil import Echo, free_port
+from tests.netutil import free_port
+from vtwist.testing.doubles import Echo
 from vtwist.transport import stream
 
 SIZE = 4 * 1024 * 1024

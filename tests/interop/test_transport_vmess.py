@@ -14,7 +14,6 @@ from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 
-from tests.fakes import log_lines
 from tests.interop.transport_support import (
     HashingClient,
     TransportTestCase,
@@ -27,6 +26,7 @@ from tests.services import start_service
 from vtwist.address import Destination
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.users import Account
+from vtwist.testing.doubles import log_lines
 from vtwist.transport import stream
 from vtwist.transport.layer import LayerHandshakeError
 

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from tests.interop.v2ray_runner import EchoServer, Subprocess, V2Ray
 from tests.interop.vmess_harness import socks_echo
-from tests.netutil import Collector, Echo, free_port, wait_for_port
+from tests.netutil import free_port, wait_for_port
 from vtwist.address import Destination
 from vtwist.dispatch import Dispatcher
 from vtwist.policy import LevelPolicy, Policy
@@ -38,6 +38,7 @@ from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.server import ProbeGuard, VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account
+from vtwist.testing.doubles import Collector, Echo
 
 
 @implementer(IHalfCloseableProtocol)

@@ -13,8 +13,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.certs import shared_ca, shared_server_cert
 from tests.interop.v2ray_runner import V2Ray
-from tests.netutil import Echo
 from vtwist.config.node import Node
+from vtwist.testing.doubles import Echo
 from vtwist.transport import stream
 
 SERVER_NAME = "example.test"
