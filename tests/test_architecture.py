@@ -215,6 +215,15 @@ class _Visitor(ast.NodeVisitor):
                 if _single_underscore(alias.name) and not _private_component(module):
                     self.info.private.append((node.lineno, f"imports {full}"))
 
+    def visit_Call(self, node: ast.Call) -> None:
+        # getattr(t, "_tempDataLen"), setattr(t, "_isSendBufferFull", f), ...
+        func = node.func
+        if (isinstance(func, ast.Name) and func.id in ("getattr", "setattr", "hasattr", "delattr")
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in TWISTED_PRIVATE_ATTRS):
+            self.info.private.append((node.lineno, f"uses {ast.unparse(node)}"))
+        self.generic_visit(node)
+
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if _single_underscore(node.attr):
             value = node.value
@@ -455,7 +464,7 @@ class CheckerTests(SynchronousTestCase):
             "from twisted.internet._sslverify import IOpenSSLTrustRoot\n"
             "from twisted.internet.tcp import Connection\n"
             "def f(t):\n    t._tempDataLen\n    Connection._isSendBufferFull\n"
-            "    self._fine\n    t.node._mine\n"),
+            "    self._fine\n    t.node._mine\n    getattr(t, '_tempDataBuffer', None)\n"),
         "stray.py": "",
     }
     TABLE = {"__init__.py": "base", "low.py": "base", "clockish.py": "base", "helper.py": "base",
@@ -506,5 +515,6 @@ class CheckerTests(SynchronousTestCase):
             "pkg/poke.py:1 imports twisted.internet._sslverify",
             "pkg/poke.py:4 uses t._tempDataLen",
             "pkg/poke.py:5 uses Connection._isSendBufferFull",
+            "pkg/poke.py:8 uses getattr(t, '_tempDataBuffer', None)",
         ])
         self.assertEqual(private_twisted(self.modules, frozenset({"pkg/poke.py"})), [])
