@@ -16,11 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
+from vtwist.dispatch import Dispatcher
 from zope.interface import implementer
 
-from tests.fakes import HalfCloseTransport, log_lines
 from vtwist.address import Destination
-from vtwist.dispatch import Dispatcher
 from vtwist.proxy.freedom import FreedomOutbound
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess.body import BodyEncoder
@@ -30,6 +29,7 @@ from vtwist.proxy.vmess.outbound import VMessOutbound, VMessOutboundSettings, VM
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account, UserTable
+from vtwist.testing.doubles import HalfCloseTransport, log_lines
 
 NOW = 1_700_000_000.0
 
