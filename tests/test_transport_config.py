@@ -11,12 +11,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.certs import pem_lines, shared_ca, shared_server_cert
 from vtwist.config.errors import ConfigError
 from vtwist.config.node import Node
-from vtwist.transport import stream
+from vtwist.transport import settings as stream_settings
+from vtwist.transport import stack
 
 
-def parse(obj: Any, inbound: bool = True) -> tuple[stream.StreamSettings, list[str]]:
+def parse(obj: Any, inbound: bool = True) -> tuple[stream_settings.StreamSettings, list[str]]:
     warnings: list[str] = []
-    return stream.parse_stream_settings(Node(obj, "streamSettings", warnings.append),
+    return stream_settings.parse_stream_settings(Node(obj, "streamSettings", warnings.append),
                                         inbound), warnings
 
 
@@ -217,6 +218,6 @@ class ServerALPNTests(SynchronousTestCase):
         for network in ("tcp", "kcp", "ws"):
             settings, _ = parse({"network": network, "security": "tls",
                                  "tlsSettings": tls_settings})
-            stream.server_endpoint(None, "127.0.0.1", 0, settings)
+            stack.server_endpoint(None, "127.0.0.1", 0, settings)
         self.assertEqual(offered, {"tcp": ["h2"], "kcp": ["h2", "http/1.1"],
                                    "ws": ["http/1.1"]})

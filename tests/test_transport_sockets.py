@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from tests.interop.transport_support import TransportTestCase, stream_settings
 from vtwist.testing.doubles import CollectUntilClosed, Echo, log_lines
-from vtwist.transport import stream, tls, ws
+from vtwist.transport import stack, tls, ws
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerHandshakeError
 
 SIZE = 1024 * 1024
@@ -49,10 +49,10 @@ class EchoTests(TransportTestCase):
 
     async def echo(self, kind: str) -> None:
         server = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+        port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, server),
                                  Factory.forProtocol(Echo))
         client = stream_settings(self.fx.settings(kind, inbound=False), inbound=False)
-        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
+        endpoint = stack.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
         await self.transfer(endpoint, SIZE)
 
     async def test_tcp(self) -> None:
@@ -75,10 +75,10 @@ class EchoTests(TransportTestCase):
 
     async def test_alpn(self) -> None:
         server = stream_settings(self.fx.settings("tls", inbound=True), inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+        port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, server),
                                  Factory.forProtocol(Echo))
         client = stream_settings(self.fx.settings("tls", inbound=False), inbound=False)
-        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
+        endpoint = stack.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
         app = await endpoint.connect(Factory.forProtocol(Collect))
         self.assertEqual(app.transport.negotiatedProtocol, b"h2")  # as V2Ray's tcp+tls
         self.assertEqual(await app.done, b"who am i")
@@ -86,10 +86,10 @@ class EchoTests(TransportTestCase):
 
     async def test_half_close_is_noop_over_tls(self) -> None:
         server = stream_settings(self.fx.settings("https", inbound=True), inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+        port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, server),
                                  Factory.forProtocol(Echo))
         client = stream_settings(self.fx.settings("https", inbound=False), inbound=False)
-        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
+        endpoint = stack.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
         app = await endpoint.connect(Factory.forProtocol(lambda: Collect(b"")))
         app.transport.loseWriteConnection()  # TLS below: nothing to half-close, no error
         app.transport.write(b"still open")
@@ -101,12 +101,12 @@ class EchoTests(TransportTestCase):
         files = [x.write(self.fx.dir, name) for x, name in ((a, "a"), (b, "b"))]
         server = stream_settings({"security": "tls", "tlsSettings": {"certificates": [
             {"certificateFile": c, "keyFile": k} for c, k in files]}}, inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+        port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, server),
                                  Factory.forProtocol(Echo))
         for name in ("a.test", "b.test"):
             client = stream_settings({"security": "tls",
                                       "tlsSettings": self.fx.tls_client(name)}, False)
-            endpoint = stream.client_endpoint(reactor, "127.0.0.1", port.getHost().port,
+            endpoint = stack.client_endpoint(reactor, "127.0.0.1", port.getHost().port,
                                               client)
             await self.transfer(endpoint, 1000)
 
@@ -118,13 +118,13 @@ class EchoTests(TransportTestCase):
         server_json["tlsSettings"] = {"certificates": [{"certificateFile": cert_file,
                                                         "keyFile": key_file}]}
         server = stream_settings(server_json, inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "::1", 0, server),
+        port = await self.listen(stack.server_endpoint(reactor, "::1", 0, server),
                                  Factory.forProtocol(Echo))
         client_json = self.fx.settings("wss", inbound=False)
         client_json["tlsSettings"] = self.fx.tls_client("")  # checks the IP SAN ::1
         client_json["wsSettings"].pop("headers")  # Host: [::1]:port
         client = stream_settings(client_json, inbound=False)
-        endpoint = stream.client_endpoint(reactor, "::1", port.getHost().port, client)
+        endpoint = stack.client_endpoint(reactor, "::1", port.getHost().port, client)
         await self.transfer(endpoint, 100000)
 
 
@@ -136,7 +136,7 @@ class ProxyProtocolTests(TransportTestCase):
         part = "wsSettings" if kind in ("ws", "wss") else "tcpSettings"
         settings_json.setdefault(part, {})["acceptProxyProtocol"] = True
         server = stream_settings(settings_json, inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, server),
+        port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, server),
                                  Factory.forProtocol(PeerReporter))
         number = port.getHost().port
         endpoint: Any = LayerClientEndpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", number),
@@ -181,7 +181,7 @@ class BadInputTests(TransportTestCase):
 
     async def server(self, kind: str) -> int:
         settings = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, settings),
+        port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, settings),
                                  Factory.forProtocol(Echo))
         return port.getHost().port
 
@@ -208,7 +208,7 @@ class BadInputTests(TransportTestCase):
 
     async def still_serving(self, kind: str, port: int) -> None:
         client = stream_settings(self.fx.settings(kind, inbound=False), inbound=False)
-        await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, client), 65536)
+        await self.transfer(stack.client_endpoint(reactor, "127.0.0.1", port, client), 65536)
 
     async def wait_logs(self, n: int) -> None:
         for _ in range(100):
@@ -279,7 +279,7 @@ class BadInputTests(TransportTestCase):
         port = await self.server("tls")
         client = stream_settings({"security": "tls", "tlsSettings": {"serverName":
                                                                       "example.test"}}, False)
-        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port, client)
+        endpoint = stack.client_endpoint(reactor, "127.0.0.1", port, client)
         with self.assertRaises(LayerHandshakeError) as caught:
             await endpoint.connect(Factory.forProtocol(Protocol))
         self.assertIn("untrusted certificate chain", str(caught.exception))
@@ -288,20 +288,20 @@ class BadInputTests(TransportTestCase):
         port = await self.server("tls")
         client = stream_settings({"security": "tls", "tlsSettings": self.fx.tls_client(
             "other.test")}, False)
-        endpoint = stream.client_endpoint(reactor, "127.0.0.1", port, client)
+        endpoint = stack.client_endpoint(reactor, "127.0.0.1", port, client)
         with self.assertRaises(LayerHandshakeError) as caught:
             await endpoint.connect(Factory.forProtocol(Protocol))
         self.assertIn("does not match the name 'other.test'", str(caught.exception))
         insecure = stream_settings({"security": "tls", "tlsSettings": self.fx.tls_client(
             "other.test", allowInsecure=True)}, False)
-        await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, insecure), 1000)
+        await self.transfer(stack.client_endpoint(reactor, "127.0.0.1", port, insecure), 1000)
 
     async def test_ip_name_checked(self) -> None:
         port = await self.server("tls")
         client = stream_settings({"security": "tls", "tlsSettings": self.fx.tls_client("")},
                                  False)
         # no serverName: the address 127.0.0.1 is checked against the IP SAN
-        await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, client), 1000)
+        await self.transfer(stack.client_endpoint(reactor, "127.0.0.1", port, client), 1000)
 
 
 class EndpointStringTests(TransportTestCase):
@@ -309,7 +309,7 @@ class EndpointStringTests(TransportTestCase):
 
     async def server(self, kind: str) -> int:
         settings = stream_settings(self.fx.settings(kind, inbound=True), inbound=True)
-        port = await self.listen(stream.server_endpoint(reactor, "127.0.0.1", 0, settings),
+        port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, settings),
                                  Factory.forProtocol(Echo))
         return port.getHost().port
 

@@ -93,15 +93,32 @@ class INetwork(Interface):
     aliases = Attribute("Other names that select it (tuple of str)")
     settings_key = Attribute("Its key in streamSettings / transport, e.g. 'kcpSettings'")
     endpoint_prefix = Attribute("Its endpoint-string prefix (str), or None")
+    endpoint_strings = Attribute("Its endpoint-string prefixes and their parsers (tuple)")
+    server_alpn = Attribute("The ALPN a TLS server offers on it by default (tuple of str)")
+    client_alpn = Attribute("The ALPN a TLS client offers on it by default (tuple of str)")
+    link_fields = Attribute("What a share link's type/host/path mean for it (a "
+                            "vtwist.transport.linkfields.LinkFields), or None")
 
     def parse_settings(node: object, inbound: bool) -> object:
         """Validate its settings object into plain data."""
 
     def server_endpoint(reactor: object, listen: str, port: int, stream: object) -> object:
-        """An ``IStreamServerEndpoint`` listening on ``listen:port`` for ``stream``."""
+        """An ``IStreamServerEndpoint`` listening on ``listen:port`` for ``stream``.
+
+        This is the base endpoint: :mod:`vtwist.transport.stack` puts TLS above it, then
+        :meth:`wrap_server`."""
 
     def client_endpoint(reactor: object, host: str, port: int, stream: object) -> object:
-        """An ``IStreamClientEndpoint`` reaching ``host:port`` for ``stream``."""
+        """An ``IStreamClientEndpoint`` reaching ``host:port`` for ``stream``.
+
+        This is the base endpoint: :mod:`vtwist.transport.stack` puts TLS above it, then
+        :meth:`wrap_client`."""
+
+    def wrap_server(endpoint: object, stream: object) -> object:
+        """The server ``endpoint`` (base, maybe with TLS) with the network's own layer."""
+
+    def wrap_client(endpoint: object, host: str, port: int, stream: object) -> object:
+        """The client ``endpoint`` (base, maybe with TLS) with the network's own layer."""
 
 
 class IStreamLayer(Interface):

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from tests.interop.transport_support import TransportTestCase, stream_settings
 from tests.netutil import free_port
 from vtwist.testing.doubles import Echo
-from vtwist.transport import stream
+from vtwist.transport import stack
 
 SIZE = 4 * 1024 * 1024
 
@@ -69,7 +69,7 @@ class VTwistClientToV2RayServer(_EveryKind, TransportTestCase):
         settings = stream_settings(_on(network, self.fx.settings(kind, inbound=False)),
                                    inbound=False)
         if network != "kcp":
-            await self.transfer(stream.client_endpoint(reactor, "127.0.0.1", port, settings),
+            await self.transfer(stack.client_endpoint(reactor, "127.0.0.1", port, settings),
                                 SIZE)
             return
         from vtwist.transport import tls
@@ -91,7 +91,7 @@ class V2RayClientToVTwistServer(_EveryKind, TransportTestCase):
                                    inbound=True)
         target = free_port() if network == "kcp" else 0
         server = await self.listen(
-            stream.server_endpoint(reactor, "127.0.0.1", target, settings),
+            stack.server_endpoint(reactor, "127.0.0.1", target, settings),
             Factory.forProtocol(Echo))
         target = target or server.getHost().port
         port = free_port()

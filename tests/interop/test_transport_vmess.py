@@ -27,7 +27,7 @@ from vtwist.address import Destination
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.users import Account
 from vtwist.testing.doubles import log_lines
-from vtwist.transport import stream
+from vtwist.transport import stack
 from vtwist.transport.layer import LayerHandshakeError
 
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
@@ -62,7 +62,7 @@ class VMessPairs(TransportTestCase):
         if tls_override is not None:
             settings_json["tlsSettings"] = tls_override
         settings = stream_settings(settings_json, inbound=False)
-        transport = stream.client_endpoint(reactor, "127.0.0.1", server_port, settings)
+        transport = stack.client_endpoint(reactor, "127.0.0.1", server_port, settings)
         return VMessClientEndpoint(transport, Account.from_text(UUID, security=SECURITY),
                                    Destination.tcp("127.0.0.1", echo), reactor=reactor)
 

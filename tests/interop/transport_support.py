@@ -15,7 +15,7 @@ from tests.certs import shared_ca, shared_server_cert
 from tests.interop.v2ray_runner import V2Ray
 from vtwist.config.node import Node
 from vtwist.testing.doubles import Echo
-from vtwist.transport import stream
+from vtwist.transport.settings import StreamSettings, parse_stream_settings
 
 SERVER_NAME = "example.test"
 
@@ -78,12 +78,12 @@ class HashingClient(protocol.Protocol):
             self.done.callback(self)
 
 
-def stream_settings(obj: dict[str, Any], inbound: bool) -> stream.StreamSettings:
+def stream_settings(obj: dict[str, Any], inbound: bool) -> StreamSettings:
     """Parse a streamSettings dict (warnings raise, so tests see typos)."""
     def warn(msg: str) -> None:
         raise AssertionError(f"config warning: {msg}")
 
-    return stream.parse_stream_settings(Node(obj, "streamSettings", warn), inbound)
+    return parse_stream_settings(Node(obj, "streamSettings", warn), inbound)
 
 
 def vmess_server_config(port: int, user_id: str, stream: dict[str, Any]) -> dict[str, Any]:

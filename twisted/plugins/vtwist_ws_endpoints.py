@@ -2,7 +2,8 @@
 ``clientFromString(reactor, "ws:host=example.com:port=80:path=/tunnel")`` and
 ``clientFromString(reactor, "wss:host=example.com:path=/tunnel:caFile=ca.pem")``.
 
-Kept cheap to import: vtwist is loaded only when a "ws:"/"wss:" string is parsed.
+Kept cheap to import: vtwist is loaded only when a "ws:"/"wss:" string is parsed, and then
+the prefix's parser comes from vtwist's network registry.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from zope.interface import implementer
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
-class _WSClientParser:
-    def __init__(self, prefix: str, secure: bool) -> None:
+class _ClientParser:
+    def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.secure = secure
 
     def parseStreamClient(self, reactor: Any, *args: Any, **kwargs: Any) -> Any:
-        from vtwist.transport.ws import client_from_string
+        from vtwist.transport.endpoint_strings import parse_client
 
-        return client_from_string(reactor, self.secure, *args, **kwargs)
+        return parse_client(self.prefix, reactor, *args, **kwargs)
 
 
-wsClientParser = _WSClientParser("ws", False)
-wssClientParser = _WSClientParser("wss", True)
+wsClientParser = _ClientParser("ws")
+wssClientParser = _ClientParser("wss")

@@ -14,17 +14,16 @@ from vtwist.config.registry import (
     OUTBOUND_MODULES,
     inbound_module,
     outbound_module,
+    stream_settings_parser,
+    transport_keys,
 )
 from vtwist.policy import LevelPolicy, Policy
 from vtwist.routing.parse import parse_routing
-from vtwist.transport.stream import parse_stream_settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
 # Top-level sections V2Ray knows but vtwist does not act on yet: a warning, not an error.
 UNSUPPORTED_SECTIONS = ("dns", "stats", "api", "reverse", "fakedns",
                         "observatory", "browserForwarder")
-TRANSPORT_KEYS = ("tcpSettings", "kcpSettings", "wsSettings", "httpSettings", "dsSettings",
-                  "quicSettings", "grpcSettings")
 
 
 def strip_comments(text: str) -> str:
@@ -155,8 +154,8 @@ def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
     inbound.listen = node.str("listen", "0.0.0.0") or "0.0.0.0"
     inbound.tag = node.str("tag", "")
     inbound.settings = module.parse_inbound_settings(node.get("settings", {}))
-    inbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=True,
-                                           transport=transport)
+    inbound.stream = stream_settings_parser()(node.get("streamSettings", {}),
+                                               inbound=True, transport=transport)
     if node.has("sniffing"):
         node.warn("sniffing is not supported by vtwist and is ignored")
     node.has("allocate")
@@ -174,8 +173,8 @@ def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
     outbound = OutboundConfig(protocol=protocol)
     outbound.tag = node.str("tag", "")
     outbound.settings = module.parse_outbound_settings(node.get("settings", {}))
-    outbound.stream = parse_stream_settings(node.get("streamSettings", {}), inbound=False,
-                                            transport=transport)
+    outbound.stream = stream_settings_parser()(node.get("streamSettings", {}),
+                                                inbound=False, transport=transport)
     if node.str("sendThrough", "") not in ("", "0.0.0.0"):
         node.warn("sendThrough is not supported by vtwist and is ignored; connections leave "
                   "from the system's choice of source address")
@@ -201,7 +200,7 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
     config.policy = parse_policy(root.get("policy", None))
     transport = root.get("transport", {})
     transport.require_object()
-    for key in TRANSPORT_KEYS:
+    for key in transport_keys():
         transport.has(key)
     transport.warn_unknown()
     config.inbounds = [parse_inbound(n, transport) for n in root.get("inbounds", []).items()]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.routing.matcher import Router
-from vtwist.transport.stream import StreamSettings
+
+if TYPE_CHECKING:
+    from vtwist.transport.settings import StreamSettings
 
 
 @dataclass
@@ -28,7 +30,8 @@ class InboundConfig:
     listen: str = "0.0.0.0"
     tag: str = ""
     settings: Any = None
-    stream: StreamSettings = field(default_factory=StreamSettings)
+    #: Filled by the loader; None means the default (plain tcp).
+    stream: StreamSettings | None = None
 
 
 @dataclass
@@ -38,7 +41,8 @@ class OutboundConfig:
     protocol: str
     tag: str = ""
     settings: Any = None
-    stream: StreamSettings = field(default_factory=StreamSettings)
+    #: Filled by the loader; None means the default (plain tcp).
+    stream: StreamSettings | None = None
 
 
 @dataclass

@@ -26,7 +26,8 @@ class Node:
     def __init__(self, value: Any, path: str = "", warn: Callable[[str], None] | None = None):
         self.value = value
         self.path = path
-        self._warn = warn or (lambda message: None)
+        #: Where warnings go (shared by every node read from this one).
+        self.warn_sink: Callable[[str], None] = warn or (lambda message: None)
         self._seen: set[str] = set()
 
     # -- structure ---------------------------------------------------------
@@ -36,13 +37,19 @@ class Node:
             return f"{self.path}[{key}]"
         return f"{self.path}.{key}" if self.path else key
 
+    def or_empty(self) -> Node:
+        """This node, or an empty object at the same path (and warning sink) if it is null."""
+        if self.value is not None:
+            return self
+        return Node({}, self.path, self.warn_sink)
+
     def error(self, message: str, key: str | int | None = None) -> ConfigError:
         """A ConfigError at this node (or at one of its keys)."""
         return ConfigError(self.path if key is None else self.child_path(key), message)
 
     def warn(self, message: str) -> None:
         """Emit a warning about this node."""
-        self._warn(f"{self.path}: {message}" if self.path else message)
+        self.warn_sink(f"{self.path}: {message}" if self.path else message)
 
     def has(self, key: str) -> bool:
         """True if this object has ``key`` (and marks it as known)."""
@@ -54,10 +61,10 @@ class Node:
         obj = self.require_object()
         self._seen.add(key)
         if key in obj and obj[key] is not None:
-            return Node(obj[key], self.child_path(key), self._warn)
+            return Node(obj[key], self.child_path(key), self.warn_sink)
         if default is _MISSING:
             raise self.error("is required", key)
-        return Node(default, self.child_path(key), self._warn)
+        return Node(default, self.child_path(key), self.warn_sink)
 
     def require_object(self) -> dict[str, Any]:
         """The value as a dict, or a ConfigError."""
@@ -70,7 +77,7 @@ class Node:
         if not isinstance(self.value, list):
             raise self.error(f"expected an array, got {_describe(self.value)}")
         for i, v in enumerate(self.value):
-            yield Node(v, self.child_path(i), self._warn)
+            yield Node(v, self.child_path(i), self.warn_sink)
 
     def keys(self) -> list[str]:
         """Keys of a JSON object (marking them all as known)."""
@@ -84,7 +91,7 @@ class Node:
             return
         for key in self.value:
             if key not in self._seen and key not in known:
-                self._warn(f"{self.child_path(key)}: unknown field, ignored")
+                self.warn_sink(f"{self.child_path(key)}: unknown field, ignored")
 
     # -- scalar readers ----------------------------------------------------
     def int(self, key: str, default: Any = _MISSING, lo: int | None = None,
@@ -140,6 +147,13 @@ class Node:
         if isinstance(node.value, str):
             return [node.value]
         return [item.as_str() for item in node.items()]
+
+    def comma_list(self, key: str) -> list[str]:
+        """V2Ray's StringList at ``key``: an array of strings, or one string split at commas."""
+        item = self.get(key, [])
+        if isinstance(item.value, str):
+            return item.value.split(",")
+        return [i.as_str() for i in item.items()]
 
     def port(self, key: str, default: Any = _MISSING) -> int:
         """A TCP/UDP port 1-65535 at ``key``."""

@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
+    TCP6ServerEndpoint,
+)
 from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamClientEndpoint,
@@ -28,7 +34,6 @@ from twisted.logger import Logger
 from vtwist.address import parse_ip
 from vtwist.config.node import Node
 from vtwist.transport.layer import HalfCloseLayer, LayerClientEndpoint, LayerServerEndpoint
-from vtwist.transport.stream import v2ray_string_list
 
 log = Logger(namespace="vtwist.transport.tcp")
 
@@ -113,7 +118,7 @@ def _headers(node: Node) -> Headers | None:
     for name in sorted(headers_node.keys()):
         if headers_node.value[name] is None:
             raise headers_node.error("empty HTTP header value", name)
-        values = v2ray_string_list(headers_node, name)
+        values = headers_node.comma_list(name)
         result.append((name, values))
     return result or None
 
@@ -122,7 +127,7 @@ def _parse_request(node: Node) -> HTTPRequestConfig:
     request = HTTPRequestConfig()
     request.version = node.str("version", "") or request.version
     request.method = node.str("method", "") or request.method
-    paths = v2ray_string_list(node, "path")
+    paths = node.comma_list("path")
     if paths:
         request.paths = paths
     headers = _headers(node)
@@ -326,3 +331,41 @@ def HTTPHeaderClientEndpoint(endpoint: IStreamClientEndpoint,
     """``endpoint`` (tcp or tls) speaking V2Ray's HTTP request disguise."""
     return LayerClientEndpoint(endpoint,
                                lambda f, ready: HTTPHeaderClientLayer(f, ready, settings))
+
+
+# -- registry hooks (vtwist.transport.registry) ---------------------------------------------
+def server_base(reactor: Any, listen: str, port: int, stream: Any) -> IStreamServerEndpoint:
+    """The TCP listening endpoint under ``stream`` (tcp and ws), PROXY protocol if asked."""
+    ip = parse_ip(listen)
+    endpoint: IStreamServerEndpoint
+    if ip is not None and ip.version == 6:
+        endpoint = TCP6ServerEndpoint(reactor, port, interface=str(ip))
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, port, interface=listen)
+    if stream.accept_proxy_protocol:
+        from twisted.protocols.haproxy import proxyEndpoint
+
+        endpoint = proxyEndpoint(endpoint)
+    return endpoint
+
+
+def client_base(reactor: Any, host: str, port: int, stream: Any) -> IStreamClientEndpoint:
+    """The TCP connecting endpoint under ``stream`` (tcp and ws)."""
+    return tcp_client_endpoint(reactor, host, port)
+
+
+def server_layer(endpoint: IStreamServerEndpoint, stream: Any) -> IStreamServerEndpoint:
+    """The HTTP header disguise above TCP (and TLS) when ``tcpSettings`` asks for it."""
+    settings = stream.network_settings.get("tcp")
+    if settings is not None and settings.header_type == "http":
+        return HTTPHeaderServerEndpoint(endpoint, settings)
+    return endpoint
+
+
+def client_layer(endpoint: IStreamClientEndpoint, host: str, port: int,
+                 stream: Any) -> IStreamClientEndpoint:
+    """The HTTP header disguise above TCP (and TLS) when ``tcpSettings`` asks for it."""
+    settings = stream.network_settings.get("tcp")
+    if settings is not None and settings.header_type == "http":
+        return HTTPHeaderClientEndpoint(endpoint, settings)
+    return endpoint

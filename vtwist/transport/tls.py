@@ -11,6 +11,7 @@ name (``serverName``, else the address) is checked with service-identity through
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,6 @@ from zope.interface import implementer
 
 from vtwist.config.node import Node
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
-from vtwist.transport.stream import v2ray_string_list
 
 log = Logger(namespace="vtwist.transport.tls")
 
@@ -63,10 +63,6 @@ class TLSSettings:
     allow_insecure: bool = False
     disable_system_root: bool = False
     certificates: list[TLSCertificate] = field(default_factory=list)
-    #: Client connection creators built from these settings, per (server name, ALPN): an
-    #: OpenSSL context and its trust store are built once, not per connection.
-    creators: dict[tuple[str, tuple[str, ...]], Any] = field(
-        default_factory=dict, repr=False, compare=False)
 
     @property
     def server_certificates(self) -> list[TLSCertificate]:
@@ -127,11 +123,10 @@ def _parse_certificate(node: Node, inbound: bool) -> TLSCertificate:
 
 def parse_tls_settings(node: Node, inbound: bool) -> TLSSettings:
     """Validate ``tlsSettings`` for a server (``inbound``) or a client."""
-    if node.value is None:
-        node = Node({}, node.path, node._warn)
+    node = node.or_empty()
     settings = TLSSettings()
     settings.server_name = node.str("serverName", "")
-    settings.alpn = [p for p in v2ray_string_list(node, "alpn") if p]
+    settings.alpn = [p for p in node.comma_list("alpn") if p]
     settings.allow_insecure = node.bool("allowInsecure", False)
     settings.disable_system_root = node.bool("disableSystemRoot", False)
     node.bool("enableSessionResumption", False)
@@ -259,6 +254,37 @@ def client_creator(server_name: str, settings: TLSSettings,
                                acceptableProtocols=alpn or None)
 
 
+class ClientCreatorCache:
+    """Client connection creators per TLSSettings object (by identity) and (name, ALPN).
+
+    An OpenSSL context and its trust store are built once per settings object, not per
+    connection. The settings stay plain data: the cache lives here, and an entry goes when
+    its settings object is garbage-collected.
+    """
+
+    def __init__(self) -> None:
+        self._by_settings: dict[int, dict[tuple[str, tuple[str, ...]], Any]] = {}
+
+    def get(self, settings: TLSSettings, server_name: str, default_alpn: list[str]) -> Any:
+        """The creator for ``settings`` reaching ``server_name``, built on first use."""
+        per = self._by_settings.get(id(settings))
+        if per is None:
+            per = self._by_settings[id(settings)] = {}
+            weakref.finalize(settings, self._by_settings.pop, id(settings), None)
+        key = (server_name, tuple(default_alpn))
+        creator = per.get(key)
+        if creator is None:
+            creator = per[key] = client_creator(server_name, settings, default_alpn)
+        return creator
+
+    def __len__(self) -> int:
+        return len(self._by_settings)
+
+
+#: The process-wide cache :func:`wrap_client_endpoint` uses.
+CLIENT_CREATORS = ClientCreatorCache()
+
+
 # -- the layer -------------------------------------------------------------------------
 def describe_tls_failure(reason: Failure, server_name: str | None = None) -> str:
     """A one-line reason for a failed TLS handshake."""
@@ -346,9 +372,6 @@ def wrap_client_endpoint(reactor: Any, endpoint: IStreamClientEndpoint, host: st
     if default_alpn is None:
         default_alpn = ["h2", "http/1.1"]
     server_name = settings.server_name or host
-    key = (server_name, tuple(default_alpn))
-    creator = settings.creators.get(key)
-    if creator is None:
-        creator = settings.creators[key] = client_creator(server_name, settings, default_alpn)
+    creator = CLIENT_CREATORS.get(settings, server_name, default_alpn)
     return LayerClientEndpoint(_TLSWrappedClientEndpoint(endpoint, creator),
                                lambda f, ready: TLSLayer(f, ready, server_name, clock=reactor))

@@ -72,8 +72,7 @@ def normalize_path(path: str) -> str:
 
 def parse_ws_settings(node: Node, inbound: bool) -> WSSettings:
     """Validate ``wsSettings`` (``Path`` is V2Ray's old misspelling of ``path``)."""
-    if node.value is None:
-        node = Node({}, node.path, node._warn)
+    node = node.or_empty()
     settings = WSSettings()
     path = node.str("path", "")
     if not path:
@@ -351,46 +350,15 @@ def WebSocketClientEndpoint(endpoint: IStreamClientEndpoint, host: str, port: in
         endpoint, lambda f, ready: WSClientLayer(f, ready, host_header, settings, clock))
 
 
-def client_from_string(reactor: Any, secure: bool, *args: str, **kwargs: str) -> Any:
-    """``ws:host=H:port=P:path=/p:hostHeader=cdn`` and ``wss:...:serverName=N:caFile=F``.
+# -- registry hooks (vtwist.transport.registry) ---------------------------------------------
+def server_layer(endpoint: IStreamServerEndpoint, stream: Any) -> IStreamServerEndpoint:
+    """WebSocket above TCP (and TLS), as ``stream.ws`` says."""
+    return WebSocketServerEndpoint(endpoint, stream.network_settings.get("ws") or WSSettings())
 
-    ``host`` and ``port`` may also be given positionally (``ws:example.com:80``). For wss,
-    ``caFile`` adds a trusted CA (PEM) to the system roots, ``allowInsecure=true`` skips
-    verification. The Deferred fires after the upgrade, as with the other ws endpoints.
-    """
-    from vtwist.transport import tls
-    from vtwist.transport.tcp import tcp_client_endpoint
 
-    positional = list(args)
-    host = kwargs.pop("host", None) or (positional.pop(0) if positional else None)
-    if not host:
-        raise ValueError("ws endpoint needs host=")
-    port_text = kwargs.pop("port", None) or (positional.pop(0) if positional else None)
-    port = int(port_text) if port_text else (443 if secure else 80)
-    if positional:
-        raise ValueError(f"unexpected arguments {positional}")
-    settings = WSSettings(path=normalize_path(kwargs.pop("path", "/")),
-                          host=kwargs.pop("hostHeader", None))
-    timeout = float(kwargs.pop("timeout", "30"))
-    server_name = kwargs.pop("serverName", "")
-    ca_file = kwargs.pop("caFile", None)
-    insecure = kwargs.pop("allowInsecure", "false").lower() in ("1", "true", "yes")
-    if kwargs:
-        raise ValueError(f"unknown ws endpoint options: {', '.join(sorted(kwargs))}")
-    endpoint: Any = tcp_client_endpoint(reactor, host, port, timeout=timeout)
-    if secure:
-        tls_settings = tls.TLSSettings(server_name=server_name, allow_insecure=insecure)
-        if ca_file:
-            from cryptography import x509
-
-            try:
-                with open(ca_file, "rb") as f:
-                    chain = x509.load_pem_x509_certificates(f.read())
-            except (OSError, ValueError) as e:
-                raise ValueError(f"caFile {ca_file!r}: {e}") from None
-            tls_settings.certificates.append(tls.TLSCertificate("verify", chain))
-        endpoint = tls.wrap_client_endpoint(reactor, endpoint, host, tls_settings,
-                                            default_alpn=["http/1.1"])
-    elif server_name or ca_file or insecure:
-        raise ValueError("serverName, caFile and allowInsecure need wss:")
-    return WebSocketClientEndpoint(endpoint, host, port, settings, secure=secure)
+def client_layer(endpoint: IStreamClientEndpoint, host: str, port: int,
+                 stream: Any) -> IStreamClientEndpoint:
+    """WebSocket above TCP (and TLS), as ``stream.ws`` says."""
+    return WebSocketClientEndpoint(endpoint, host, port,
+                                   stream.network_settings.get("ws") or WSSettings(),
+                                   secure=stream.security == "tls")

@@ -102,10 +102,7 @@ def parse_kcp_settings(node: Node) -> KCPConfig:
     ``seed`` present (even ``""``) selects AES-GCM; absent or null selects the simple
     authenticator.  Errors are ConfigErrors naming the JSON path.
     """
-    if node.value is None:
-        from vtwist.config.node import Node as _Node
-
-        node = _Node({}, node.path)  # an empty object has nothing to warn about
+    node = node.or_empty()
     node.require_object()
     mtu = node.int("mtu", 1350, 576, 1460)
     tti = node.int("tti", 50, 10, 100)

@@ -1,0 +1,104 @@
+"""streamSettings: which network (tcp, kcp, ws ...) and security (tls) a connection rides.
+
+:class:`StreamSettings` is plain data. :func:`parse_stream_settings` validates the JSON,
+asking the network registry (:mod:`vtwist.transport.registry`) which networks exist and how
+each one's ``*Settings`` object is parsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vtwist.config.node import Node
+from vtwist.transport import registry
+
+SECURITIES = ("none", "tls")
+#: streamSettings keys vtwist accepts and ignores (besides the unsupported networks' settings).
+IGNORED_KEYS = ("sockopt",)
+
+
+@dataclass
+class StreamSettings:
+    """Validated streamSettings. Each network's settings are its own module's type."""
+
+    network: str = "tcp"
+    security: str = "none"
+    #: Parsed ``*Settings`` objects by network name (e.g. ``"tcp"`` -> TCPSettings).
+    network_settings: dict[str, Any] = field(default_factory=dict)
+    tls: Any = None  # vtwist.transport.tls.TLSSettings when security is tls
+
+    @property
+    def settings(self) -> Any:
+        """The settings of the network in use (None when it has none)."""
+        return self.network_settings.get(self.network)
+
+    @property
+    def tcp(self) -> Any:
+        """``tcpSettings`` (a TCPSettings)."""
+        return self.network_settings.get("tcp")
+
+    @property
+    def kcp(self) -> Any:
+        """``kcpSettings`` (a KCPConfig) when the network is kcp."""
+        return self.network_settings.get("kcp")
+
+    @property
+    def ws(self) -> Any:
+        """``wsSettings`` (a WSSettings) when the network is ws."""
+        return self.network_settings.get("ws")
+
+    @property
+    def accept_proxy_protocol(self) -> bool:
+        """True when the inbound expects a PROXY protocol header first."""
+        return bool(getattr(self.settings, "accept_proxy_protocol", False))
+
+
+def parse_stream_settings(node: Node, inbound: bool,
+                          transport: Node | None = None) -> StreamSettings:
+    """Validate a ``streamSettings`` object (``node`` may wrap None for the default).
+
+    ``transport`` is the top-level ``transport`` object: like V2Ray, its ``*Settings`` apply
+    where the stream gives none of its own.
+    """
+    node = node.or_empty()
+
+    def part(key: str) -> Node:
+        if node.has(key) or transport is None or not transport.has(key):
+            return node.get(key, {})
+        return transport.get(key, {})
+
+    network_name = node.str("network", "tcp", lower=True)
+    network = registry.lookup(network_name)
+    if network is None:
+        if registry.unsupported(network_name) is not None:
+            raise node.error(f"network {network_name!r} is not supported by vtwist", "network")
+        raise node.error(f"expected one of {', '.join(registry.all_names())}, "
+                         f"got {network_name!r}", "network")
+    settings = StreamSettings(network=network.name)
+    settings.security = node.str("security", "none", lower=True)
+    if settings.security == "":
+        settings.security = "none"
+    if settings.security == "xtls":
+        raise node.error("security 'xtls' is not supported by vtwist", "security")
+    if settings.security not in SECURITIES:
+        raise node.error(f"expected none or tls, got {settings.security!r}", "security")
+
+    for entry in registry.networks():
+        if entry.settings_key is None:
+            continue
+        if entry is network or entry.always_parsed:
+            settings.network_settings[entry.name] = entry.parse_settings(
+                part(entry.settings_key), inbound)
+        else:
+            node.has(entry.settings_key)
+    if settings.security == "tls":
+        from vtwist.transport import tls
+
+        settings.tls = tls.parse_tls_settings(node.get("tlsSettings", {}), inbound)
+    else:
+        node.has("tlsSettings")
+    for ignored in IGNORED_KEYS + registry.unsupported_settings_keys():
+        node.has(ignored)
+    node.warn_unknown()
+    return settings
