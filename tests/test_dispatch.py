@@ -1,4 +1,4 @@
-"""The dispatcher's access lines."""
+"""The tunnel service's access lines."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import log_lines
 from vtwist.address import Destination
-from vtwist.dispatch import Dispatcher
 from vtwist.proxy.blackhole import BlackholeOutbound
+from vtwist.tunnel.access import AccessLog
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.service import TunnelService
 
 
 class AccessLogTests(SynchronousTestCase):
@@ -16,8 +18,23 @@ class AccessLogTests(SynchronousTestCase):
         lines = log_lines(self, "vtwist.access")
         outbound = BlackholeOutbound(Clock(), "block")
         dest = Destination.tcp("example.com", 443)
-        Dispatcher([outbound]).logAccess("127.0.0.1:50000", dest, "socks-in", outbound, "a@b")
+        AccessLog().accepted("127.0.0.1:50000", dest, "socks-in", outbound.tag, "a@b")
         self.assertEqual(lines, ["from 127.0.0.1:50000 accepted tcp:example.com:443 "
                                  "[socks-in >> block] email: a@b"])
-        Dispatcher([outbound], log_access=False).logAccess("x:1", dest, "in", outbound)
+        AccessLog(enabled=False).accepted("x:1", dest, "in", outbound.tag)
         self.assertEqual(len(lines), 1)
+
+    def test_the_service_follows_the_dispatchers_switch(self) -> None:
+        """``log.access: "none"`` (the dispatcher's ``log_access``) silences accepted and
+        rejected lines alike."""
+        lines = log_lines(self, "vtwist.access")
+        clock = Clock()
+        quiet = TunnelService(Dispatcher([BlackholeOutbound(clock, "b")], log_access=False), clock)
+        quiet.connect(Destination.tcp("example.com", 80), source="x:1")
+        quiet.reject("x:2", "socks", "no")
+        self.assertEqual(lines, [])
+        loud = TunnelService(Dispatcher([BlackholeOutbound(clock, "b")]), clock)
+        loud.connect(Destination.tcp("example.com", 80), inbound_tag="in", source="x:1")
+        loud.reject("x:2", "socks", "no")
+        self.assertEqual(lines, ["from x:1 accepted tcp:example.com:80 [in >> b]",
+                                 "from x:2 rejected socks: no"])

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from vtwist.address import Destination
 from vtwist.proxy.blackhole import HTTP_RESPONSE, BlackholeOutbound, BlackholeSettings
 from vtwist.proxy.freedom import FreedomOutbound, FreedomSettings
+from vtwist.tunnel.packets import MAX_QUEUED
 
 
 class Greeter(Protocol):
@@ -159,12 +160,11 @@ class FreedomUDPLookupTests(SynchronousTestCase):
         self.assertEqual(self.written[-1], (b"later", ("10.0.0.1", 53)))
 
     def test_waiting_is_bounded_and_a_failed_lookup_drops_it(self) -> None:
-        from vtwist.proxy.freedom import FreedomPacketSession
 
-        for _ in range(FreedomPacketSession.MAX_WAITING + 10):
+        for _ in range(MAX_QUEUED + 10):
             self.session.send(b"x", Destination.udp("dns.test", 53))
         self.assertEqual(len(self.session._resolving["dns.test"]),
-                         FreedomPacketSession.MAX_WAITING)
+                         MAX_QUEUED)
         self.lookups[0].errback(DNSLookupError("dns.test"))
         self.assertEqual((self.written, self.session._resolving), ([], {}))
         self.session.send(b"again", Destination.udp("dns.test", 53))

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import HalfCloseTransport
 from vtwist.policy import LevelPolicy
-from vtwist.relay import INBOUND, OUTBOUND, Relay, RelayProtocol
+from vtwist.tunnel.relay import INBOUND, OUTBOUND, Relay, RelayProtocol
 
 POLICY = LevelPolicy(handshake=4, conn_idle=300, uplink_only=2, downlink_only=5)
 
@@ -97,7 +97,7 @@ class WriteHighWaterTests(SynchronousTestCase):
         """The TCP connection under wrapping layers pauses its producer past 256 KiB only."""
         from twisted.internet.tcp import Connection
 
-        from vtwist.relay import WRITE_HIGH_WATER, raise_write_high_water
+        from vtwist.tunnel.sockets import WRITE_HIGH_WATER, raise_write_high_water
 
         tcp = object.__new__(Connection)
         tcp.dataBuffer = b""

@@ -8,13 +8,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.address import Destination
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import parse_config
 from vtwist.config.node import Node
-from vtwist.dispatch import Dispatcher, NoOutbound, PendingPacketSession
 from vtwist.routing import (
     PRIVATE,
     DomainMatcher,
@@ -26,6 +26,9 @@ from vtwist.routing import (
     split_source,
 )
 from vtwist.routing.parse import parse_port_ranges, parse_routing
+from vtwist.tunnel.dispatcher import Dispatcher, NoOutbound
+from vtwist.tunnel.packets import MAX_QUEUED, PacketTunnel
+from vtwist.tunnel.service import TunnelService
 
 from .helpers import ConfigErrorMixin
 from .socks_helpers import FakeOutbound, LogCapture
@@ -348,6 +351,11 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
         self.assertEqual(warnings, ["routing.rules[0].prot: unknown field, ignored"])
 
 
+def tunnels(dispatcher: Dispatcher) -> TunnelService:
+    """The tunnel service over ``dispatcher``: it connects and opens UDP sessions."""
+    return TunnelService(dispatcher, Clock())
+
+
 class FakeResolver:
     def __init__(self) -> None:
         self.asked: list[tuple[str, Deferred[list[str]]]] = []
@@ -376,9 +384,9 @@ class DispatcherTests(SynchronousTestCase):
 
     def test_connect_follows_rules_and_logs_the_outbound(self) -> None:
         d = self.dispatcher([field(domain=["domain:ads.test"])])
-        d.connect(Destination.tcp("x.ads.test", 443), inbound_tag="socks-in",
+        tunnels(d).connect(Destination.tcp("x.ads.test", 443), inbound_tag="socks-in",
                   source="127.0.0.1:5000")
-        d.connect(Destination.tcp("example.com", 443), inbound_tag="socks-in",
+        tunnels(d).connect(Destination.tcp("example.com", 443), inbound_tag="socks-in",
                   source="127.0.0.1:5001")
         self.assertEqual(len(self.block.connects), 1)
         self.assertEqual(len(self.direct.connects), 1)
@@ -408,13 +416,13 @@ class DispatcherTests(SynchronousTestCase):
         self.assertIs(d.outboundFor(Destination.tcp("a.test", 1)), self.direct)
         d = Dispatcher([], router=router([field(port="1")]))
         self.assertRaises(NoOutbound, d.outboundFor, Destination.tcp("a.test", 1))
-        self.failureResultOf(d.connect(Destination.tcp("a.test", 1)), NoOutbound)
-        self.assertRaises(NoOutbound, d.packetSession, Destination.udp("a.test", 1),
+        self.failureResultOf(tunnels(d).connect(Destination.tcp("a.test", 1)), NoOutbound)
+        self.assertRaises(NoOutbound, tunnels(d).openPackets, Destination.udp("a.test", 1),
                           lambda *a: None, lambda: None)
 
     def test_resolves_only_when_needed_then_connects(self) -> None:
         d = self.dispatcher([field("proxy", ip=["10.0.0.0/8"]), field(port="25")], "IPOnDemand")
-        result = d.connect(Destination.tcp("intranet.test", 80), inbound_tag="in")
+        result = tunnels(d).connect(Destination.tcp("intranet.test", 80), inbound_tag="in")
         self.assertNoResult(result)
         self.assertEqual([h for h, _ in self.resolver.asked], ["intranet.test"])
         self.assertEqual(self.access(), [])
@@ -422,16 +430,16 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(len(self.proxy.connects), 1)
         self.assertIn("[in >> proxy]", self.access()[0])
         # A target that resolves elsewhere falls through to the port rule / the default.
-        d.connect(Destination.tcp("mail.test", 25))
+        tunnels(d).connect(Destination.tcp("mail.test", 25))
         self.resolver.asked[1][1].callback(["1.1.1.1"])
         self.assertEqual(len(self.block.connects), 1)
-        d.connect(Destination.tcp("10.0.0.1", 80))  # an IP target needs no lookup
+        tunnels(d).connect(Destination.tcp("10.0.0.1", 80))  # an IP target needs no lookup
         self.assertEqual(len(self.resolver.asked), 2)
         self.assertEqual(len(self.proxy.connects), 2)
 
     def test_timeout_cancels_the_lookup(self) -> None:
         d = self.dispatcher([field("proxy", ip=["10.0.0.0/8"])], "IPIfNonMatch")
-        result = d.connect(Destination.tcp("slow.test", 80))
+        result = tunnels(d).connect(Destination.tcp("slow.test", 80))
         result.cancel()
         self.failureResultOf(result)
         self.assertEqual(self.direct.connects + self.proxy.connects, [])
@@ -439,20 +447,20 @@ class DispatcherTests(SynchronousTestCase):
     def test_without_resolver_ip_rules_see_no_ips(self) -> None:
         d = Dispatcher([self.direct, self.block], router=router(
             [field(ip=["0.0.0.0/0"])], "IPOnDemand"))
-        d.connect(Destination.tcp("a.test", 80))
+        tunnels(d).connect(Destination.tcp("a.test", 80))
         self.assertEqual(len(self.direct.connects), 1)
 
     def test_udp_waits_for_the_decision(self) -> None:
         d = self.dispatcher([field("proxy", ip=["10.0.0.0/8"])], "IPOnDemand")
         dest = Destination.udp("dns.test", 53)
         got: list[Any] = []
-        session = d.packetSession(dest, lambda data, src: got.append(data), lambda: None)
-        self.assertIsInstance(session, PendingPacketSession)
-        for i in range(PendingPacketSession.MAX_QUEUED + 5):
+        session = tunnels(d).openPackets(dest, lambda data, src: got.append(data), lambda: None)
+        self.assertIsInstance(session, PacketTunnel)
+        for i in range(MAX_QUEUED + 5):
             session.send(b"%d" % i, dest)
         self.resolver.asked[0][1].callback(["10.0.0.53"])
         [real] = self.proxy.sessions
-        self.assertEqual(len(real.sent), PendingPacketSession.MAX_QUEUED)
+        self.assertEqual(len(real.sent), MAX_QUEUED)
         self.assertEqual(real.sent[0], (b"0", dest))
         session.send(b"later", dest)
         self.assertEqual(real.sent[-1], (b"later", dest))
@@ -464,7 +472,7 @@ class DispatcherTests(SynchronousTestCase):
     def test_udp_closed_before_the_decision(self) -> None:
         d = self.dispatcher([field("proxy", ip=["10.0.0.0/8"])], "IPOnDemand")
         closes: list[int] = []
-        session = d.packetSession(Destination.udp("dns.test", 53), lambda *a: None,
+        session = tunnels(d).openPackets(Destination.udp("dns.test", 53), lambda *a: None,
                                   lambda: closes.append(1))
         session.send(b"x", Destination.udp("dns.test", 53))
         session.close()
@@ -474,6 +482,6 @@ class DispatcherTests(SynchronousTestCase):
 
     def test_udp_decided_at_once(self) -> None:
         d = self.dispatcher([field(network="udp", port="53")])
-        session = d.packetSession(Destination.udp("dns.test", 53), lambda *a: None,
+        session = tunnels(d).openPackets(Destination.udp("dns.test", 53), lambda *a: None,
                                   lambda: None)
-        self.assertEqual(self.block.sessions, [session])
+        self.assertEqual(self.block.sessions, [session.session])

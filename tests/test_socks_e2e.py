@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer, reactor, threads
@@ -142,7 +143,8 @@ class CurlTests(ServiceTestBase):
     @defer.inlineCallbacks
     def test_target_never_answers(self) -> Any:
         """A target whose accept queue is full drops SYNs: the connect timeout answers 6."""
-        self.service.inbound_services[0].factory.connect_timeout = 0.5
+        factory = self.service.inbound_services[0].factory
+        factory.policy = replace(factory.policy, connect_timeout=0.5)
         silent = socket.socket()
         silent.bind(("127.0.0.1", 0))
         silent.listen(0)
@@ -312,8 +314,8 @@ class RawClientTests(ServiceTestBase):
         sock = yield threads.deferToThread(socks_connect, self.socks_port, "127.0.0.1",
                                            self.web_port)
         self.addCleanup(sock.close)
-        [protocol] = list(self.service.inbound_services[0].connections)
-        relay = protocol.relay
+        [protocol] = list(self.service.inbound_services[0].factory.connections)
+        relay = protocol.tunnel.relay
         for transport in relay.transports:
             handle = transport.getHandle()
             self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))

@@ -7,12 +7,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import parse_config
-from vtwist.config.model import BuildContext, InboundConfig
+from vtwist.config.model import InboundConfig
 from vtwist.config.node import Node
-from vtwist.dispatch import Dispatcher
 from vtwist.policy import DEFAULT_POLICY, LevelPolicy, Policy
 from vtwist.proxy.socks.inbound import SocksSettings, build_inbound_factory, parse_inbound_settings
 from vtwist.proxy.socks.server import SocksServerFactory
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.inbound import BuildContext
+from vtwist.tunnel.service import TunnelService
 
 
 def parse(value: object) -> tuple[SocksSettings, list[str]]:
@@ -74,7 +76,8 @@ class FactoryTests(SynchronousTestCase):
     def build(self, settings: SocksSettings, policy: Policy = DEFAULT_POLICY) -> SocksServerFactory:
         inbound = InboundConfig("socks", [1080], listen="127.0.0.2", tag="socks-in",
                                 settings=settings)
-        ctx = BuildContext(reactor=Clock(), dispatcher=Dispatcher([]), policy=policy)
+        clock = Clock()
+        ctx = BuildContext(clock, TunnelService(Dispatcher([]), clock), policy)
         factory = build_inbound_factory(inbound, ctx)
         self.assertIsInstance(factory, SocksServerFactory)
         return factory

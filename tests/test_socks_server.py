@@ -21,7 +21,6 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.address import Destination
-from vtwist.dispatch import Dispatcher
 from vtwist.policy import LevelPolicy
 from vtwist.proxy.socks import codec
 from vtwist.proxy.socks.server import (
@@ -31,6 +30,8 @@ from vtwist.proxy.socks.server import (
     format_address,
     reply_for_failure,
 )
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.service import TunnelService
 
 from .socks_helpers import FakeOutbound, HalfCloseTransport, LogCapture
 
@@ -52,7 +53,7 @@ class ServerTestBase(SynchronousTestCase):
         self.outbound = FakeOutbound()
         self.dispatcher = Dispatcher([self.outbound])
         self.factory = SocksServerFactory(
-            self.clock, self.dispatcher, tag="socks-in", accounts=self.accounts, udp=self.udp,
+            TunnelService(self.dispatcher, self.clock), tag="socks-in", accounts=self.accounts, udp=self.udp,
             listen="127.0.0.1", policy=POLICY)
         self.logs = LogCapture()
         self.addCleanup(self.logs.stop)
@@ -102,7 +103,7 @@ class ConnectTests(ServerTestBase):
         reply = codec.parse_reply(self.written())
         self.assertEqual(reply[:3], (0, "10.0.0.5", 40000))
         self.assertEqual(self.transport.producerState, "producing")
-        self.assertIs(self.protocol.phase, Phase.RELAY)
+        self.assertIs(self.protocol.phase, Phase.TUNNEL)
         # Both ways, with the transports producing for each other.
         self.protocol.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
         self.assertEqual(pending.transport.value(), b"GET / HTTP/1.0\r\n\r\n")
@@ -233,7 +234,7 @@ class FailureReplyTests(ServerTestBase):
     def test_target_never_answers(self) -> None:
         """The connect timeout cancels the attempt and answers 0x06."""
         pending = self.handshake()
-        self.clock.advance(self.factory.connect_timeout - 0.1)
+        self.clock.advance(self.factory.policy.connect_timeout - 0.1)
         self.assertEqual(self.written(), b"")
         self.clock.advance(0.2)
         self.assertTrue(pending.cancelled)
@@ -431,7 +432,7 @@ class IOSimTests(SynchronousTestCase):
     def test_echo_through_the_proxy_then_close(self) -> None:
         clock = Clock()
         outbound = FakeOutbound()
-        factory = SocksServerFactory(clock, Dispatcher([outbound]), policy=POLICY)
+        factory = SocksServerFactory(TunnelService(Dispatcher([outbound]), clock), policy=POLICY)
         server = factory.buildProtocol(None)
         client = _Client()
         front = iosim.connect(server, iosim.makeFakeServer(server), client,
@@ -474,7 +475,7 @@ class FuzzTests(SynchronousTestCase):
     def test_random_input(self, chunks: list[bytes], ending: str, auth: bool) -> None:
         clock = Clock()
         outbound = FakeOutbound()
-        factory = SocksServerFactory(clock, Dispatcher([outbound]), policy=POLICY,
+        factory = SocksServerFactory(TunnelService(Dispatcher([outbound]), clock), policy=POLICY,
                                      accounts={b"alice": b"secret"} if auth else None)
         protocol = factory.buildProtocol(None)
         transport = HalfCloseTransport()
@@ -486,7 +487,7 @@ class FuzzTests(SynchronousTestCase):
             if ending == "fin":
                 protocol.readConnectionLost()
             elif ending == "timeout":
-                clock.advance(POLICY.handshake + factory.connect_timeout + 1)
+                clock.advance(POLICY.handshake + POLICY.connect_timeout + 1)
                 self.assertTrue(transport.disconnecting)  # nobody lingers past the timeouts
             protocol.connectionLost(Failure(error.ConnectionDone()))
             self.assertEqual(clock.getDelayedCalls(), [])

@@ -11,11 +11,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.address import Destination
-from vtwist.dispatch import Dispatcher
 from vtwist.policy import LevelPolicy
 from vtwist.proxy.socks import codec
 from vtwist.proxy.socks.server import Phase, SocksServerFactory
 from vtwist.proxy.socks.udp import UDPAssociation
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.service import TunnelService
 
 from .socks_helpers import FakeOutbound, HalfCloseTransport, LogCapture
 
@@ -66,7 +67,7 @@ class AssociationTests(SynchronousTestCase):
         self.outbound = FakeOutbound()
         self.logs = LogCapture()
         self.addCleanup(self.logs.stop)
-        self.assoc = UDPAssociation(self.clock, Dispatcher([self.outbound]), "127.0.0.1",
+        self.assoc = UDPAssociation(self.clock, TunnelService(Dispatcher([self.outbound]), self.clock), "127.0.0.1",
                                     inbound_tag="socks-in", source="127.0.0.1:50000",
                                     idle_timeout=60)
         self.port_number = self.assoc.listen("127.0.0.1")
@@ -172,7 +173,7 @@ class AssociationTests(SynchronousTestCase):
         self.assertEqual(self.port.written, [])
 
     def test_no_outbound(self) -> None:
-        self.assoc.dispatcher = Dispatcher([])
+        self.assoc.tunnels = TunnelService(Dispatcher([]), self.clock)
         self.send("8.8.8.8", 53, b"a")
         self.assertEqual(len(self.logs.lines()), 1)
         self.assertEqual(self.assoc.sessions, {})
@@ -189,7 +190,7 @@ class AssociateCommandTests(SynchronousTestCase):
 
     def start(self, listen: str = "127.0.0.1", udp_address: str | None = None,
               local: str = "127.0.0.1") -> tuple[Any, HalfCloseTransport]:
-        factory = SocksServerFactory(self.clock, Dispatcher([self.outbound]), tag="socks-in",
+        factory = SocksServerFactory(TunnelService(Dispatcher([self.outbound]), self.clock), tag="socks-in",
                                      udp=True, udp_address=udp_address, listen=listen,
                                      policy=LevelPolicy())
         protocol = factory.buildProtocol(None)

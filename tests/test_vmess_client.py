@@ -16,7 +16,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
-from vtwist.dispatch import Dispatcher
 from zope.interface import implementer
 
 from vtwist.address import Destination
@@ -30,6 +29,8 @@ from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account, UserTable
 from vtwist.testing.doubles import HalfCloseTransport, log_lines
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.service import TunnelService
 
 NOW = 1_700_000_000.0
 
@@ -325,8 +326,8 @@ class AgentThroughVMess(TestCase):
             server.Site(_Page()))
         self.addCleanup(web.stopListening)
         account = Account(os.urandom(16), security="chacha20-poly1305")
-        factory = VMessServerFactory(VMessServerState([account]),
-                                     Dispatcher([FreedomOutbound(reactor)]), reactor)
+        factory = VMessServerFactory(
+            VMessServerState([account]), TunnelService(Dispatcher([FreedomOutbound(reactor)]), reactor))
         vmess = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             factory)
         self.addCleanup(vmess.stopListening)

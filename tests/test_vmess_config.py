@@ -9,11 +9,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import parse_config
-from vtwist.config.model import BuildContext
-from vtwist.dispatch import Dispatcher
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.inbound import build_inbound_factory
 from vtwist.proxy.vmess.outbound import VMessOutbound, VMessPacketSession, build_outbound
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.inbound import BuildContext
+from vtwist.tunnel.service import TunnelService
 
 ID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 ID2 = "01234567-89ab-cdef-0123-456789abcdef"
@@ -48,13 +49,18 @@ class InboundConfig(SynchronousTestCase):
         s = parse_config(inbound({"clients": [{"id": ID}], "legacyHeader": False})
                          ).inbounds[0].settings
         self.assertFalse(s.legacy)
-        self.assertFalse(s.state().users.legacy_enabled)
+        c = parse_config(inbound({"clients": [{"id": ID}], "legacyHeader": False}))
+        factory = build_inbound_factory(c.inbounds[0], BuildContext(
+            Clock(), TunnelService(Dispatcher([]), Clock())))
+        self.assertFalse(factory.state.users.legacy_enabled)
 
     def test_state_shared_between_ports(self) -> None:
-        c = parse_config(inbound({"clients": [{"id": ID}]}))
-        ctx = BuildContext(reactor=Clock(), dispatcher=Dispatcher([]))
-        f1 = build_inbound_factory(c.inbounds[0], ctx)
-        f2 = build_inbound_factory(c.inbounds[0], ctx)
+        from vtwist.service import build_service
+
+        data = inbound({"clients": [{"id": ID}]})
+        data["inbounds"][0]["port"] = "10000-10001"
+        service = build_service(parse_config(data), Clock())
+        f1, f2 = (s.factory for s in service.inbound_services)
         self.assertIs(f1.state, f2.state)  # one replay filter for all ports
 
     def test_errors_name_the_path(self) -> None:
@@ -118,7 +124,7 @@ class OutboundConfig(SynchronousTestCase):
 
         c = parse_config(outbound({"vnext": [
             {"address": "127.0.0.1", "port": 1, "users": [{"id": ID}, {"id": ID2}]}]}))
-        ob = build_outbound(c.outbounds[0], BuildContext(reactor=Clock(), dispatcher=None))
+        ob = build_outbound(c.outbounds[0], BuildContext(reactor=Clock()))
         self.assertIsInstance(ob, VMessOutbound)
         dest = Destination.tcp("example.com", 80)
         e1, e2, e3 = (ob.endpointFor(dest) for _ in range(3))

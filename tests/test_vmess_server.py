@@ -9,41 +9,21 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import HalfCloseTransport, log_lines
-from tests.socks_helpers import FakePacketSession
 from vtwist.address import Destination
 from vtwist.policy import LevelPolicy, Policy
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.server import ProbeGuard, VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account
-from vtwist.relay import RelayProtocol
+from vtwist.testing.tunnels import RecordingTunnels
+from vtwist.tunnel.relay import RelayProtocol
 
 NOW = 1_700_000_000.0
 POLICY = Policy({0: LevelPolicy(handshake=4, conn_idle=300, uplink_only=2, downlink_only=5)})
-
-
-class FakeDispatcher:
-    """Records connect()/packetSession() calls; tests fire the Deferreds."""
-
-    def __init__(self) -> None:
-        self.connects: list[tuple[Destination, dict[str, Any], Deferred[Any]]] = []
-        self.sessions: list[FakePacketSession] = []
-
-    def connect(self, destination: Destination, **kw: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.connects.append((destination, kw, d))
-        return d
-
-    def packetSession(self, destination: Destination, onPacket: Any, onClose: Any,
-                      **kw: Any) -> FakePacketSession:
-        s = FakePacketSession(onPacket, onClose)
-        self.sessions.append(s)
-        return s
 
 
 def _target() -> tuple[RelayProtocol, HalfCloseTransport]:
@@ -61,11 +41,11 @@ class ServerTestBase(SynchronousTestCase):
         self.guard = ProbeGuard(min_delay=2, max_delay=8, linger=10, max_held=100_000,
                                 rng=random.Random(1))
         self.state = VMessServerState(self.accounts, guard=self.guard)
-        self.dispatcher = FakeDispatcher()
+        self.tunnels = RecordingTunnels(self.clock)
         self.now = NOW
-        self.factory = VMessServerFactory(self.state, self.dispatcher, self.clock, POLICY,
+        self.factory = VMessServerFactory(self.state, self.tunnels, POLICY,
                                           tag="vmess-in", now=lambda: self.now)
-        self.logs = log_lines(self, "vtwist.vmess")
+        self.logs = log_lines(self, "vtwist")
 
     def connect(self) -> tuple[Any, HalfCloseTransport]:
         proto = self.factory.buildProtocol(None)
@@ -85,8 +65,8 @@ class RelayThroughServer(ServerTestBase):
         enc = cs.body_encoder()
         proto, t = self.connect()
         proto.dataReceived(cs.request_header(NOW) + b"".join(enc.encode(b"GET / HTTP/1.0\r\n")))
-        self.assertEqual(len(self.dispatcher.connects), 1)
-        dest, kw, d = self.dispatcher.connects[0]
+        self.assertEqual(len(self.tunnels.connects), 1)
+        dest, kw, d = self.tunnels.connects[0]
         self.assertEqual(dest, Destination.tcp("example.com", 443))
         self.assertEqual(kw["email"], "user0@test")
         self.assertEqual(kw["inbound_tag"], "vmess-in")
@@ -116,7 +96,7 @@ class RelayThroughServer(ServerTestBase):
         proto, t = self.connect()
         proto.dataReceived(cs.request_header(NOW))
         out, target = _target()
-        self.dispatcher.connects[0][2].callback(out)
+        self.tunnels.connects[0][2].callback(out)
         out.dataReceived(b"data")
         out.readConnectionLost()
         _, dec, rest = cs.feed_response(t.value())
@@ -129,7 +109,7 @@ class RelayThroughServer(ServerTestBase):
         proto, t = self.connect()
         proto.dataReceived(cs.request_header(NOW))
         out, target = _target()
-        self.dispatcher.connects[0][2].callback(out)
+        self.tunnels.connects[0][2].callback(out)
         # target transport's producer is the VMess connection, and vice versa
         self.assertIsNotNone(target.producer)
         target.producer.pauseProducing()
@@ -141,7 +121,7 @@ class RelayThroughServer(ServerTestBase):
         proto, t = self.connect()
         proto.dataReceived(cs.request_header(NOW))
         out, target = _target()
-        self.dispatcher.connects[0][2].callback(out)
+        self.tunnels.connects[0][2].callback(out)
         self.assertEqual(t.value(), b"")
         out.readConnectionLost()  # target EOF without data: header + end-of-stream
         _, dec, rest = cs.feed_response(t.value())
@@ -162,7 +142,7 @@ class RelayThroughServer(ServerTestBase):
         proto, t = self.connect()
         proto.dataReceived(cs.request_header(NOW) + b"".join(cs.body_encoder().encode(b"x")))
         out, target = _target()
-        self.dispatcher.connects[0][2].callback(out)
+        self.tunnels.connects[0][2].callback(out)
         self.assertEqual(target.value(), b"x")
         out.dataReceived(b"reply")
         _, dec, rest = cs.feed_response(t.value())
@@ -172,7 +152,7 @@ class RelayThroughServer(ServerTestBase):
         """The pending connect is cancelled quietly: no 'failed' line, nothing written."""
         proto, t = self.connect()
         proto.dataReceived(self.session().request_header(NOW))
-        d = self.dispatcher.connects[0][2]
+        d = self.tunnels.connects[0][2]
         proto.connectionLost(None)
         self.assertTrue(d.called)
         self.assertFalse(any("failed" in line for line in self.logs), self.logs)
@@ -185,7 +165,7 @@ class RelayThroughServer(ServerTestBase):
         proto, t = self.connect()
         proto.dataReceived(cs.request_header(NOW) + b"".join(enc.encode(b"q1"))
                            + b"".join(enc.encode(b"q22")))
-        session = self.dispatcher.sessions[0]
+        session = self.tunnels.sessions[0]
         self.assertEqual(session.sent, [(b"q1", dest), (b"q22", dest)])
         session.onPacket(b"a1", dest)
         session.onPacket(b"a22", dest)
@@ -200,7 +180,7 @@ class RelayThroughServer(ServerTestBase):
         self.state.disable_insecure = True
         proto, t = self.connect()
         proto.dataReceived(self.session(security=5).request_header(NOW))
-        self.assertEqual(self.dispatcher.connects, [])
+        self.assertEqual(self.tunnels.connects, [])
         self.assertTrue(any("insecure encryption" in line for line in self.logs))
         self.clock.advance(30)
         self.assertEqual(t.value(), b"")
@@ -247,13 +227,13 @@ class Probes(ServerTestBase):
                 good, gt = self.connect()
                 good.dataReceived(cs.request_header(NOW))
                 out, target = _target()
-                self.dispatcher.connects[-1][2].callback(out)
+                self.tunnels.connects[-1][2].callback(out)
                 out.dataReceived(b"ok")
                 _, dec, rest = cs.feed_response(gt.value())
                 self.assertEqual(dec.feed(rest), [b"ok"])
                 real_ok += 1
         self.assertEqual(real_ok, 10)
-        self.assertEqual(len(self.dispatcher.connects), 10)
+        self.assertEqual(len(self.tunnels.connects), 10)
         self._finish(transports)
         self.assertEqual(self.guard.held, 1000 - sum(
             1 for t in transports if t.disconnecting and not t.writeClosed))
@@ -306,20 +286,20 @@ class Probes(ServerTestBase):
         wire = self.session().request_header(NOW)
         p1, t1 = self.connect()
         p1.dataReceived(wire)
-        self.assertEqual(len(self.dispatcher.connects), 1)
+        self.assertEqual(len(self.tunnels.connects), 1)
         p2, t2 = self.connect()
         p2.dataReceived(wire)
-        self.assertEqual(len(self.dispatcher.connects), 1)
+        self.assertEqual(len(self.tunnels.connects), 1)
         self.assertTrue(any("replayed AuthID for user user0@test" in line
                             for line in self.logs), self.logs)
         self._finish([t2])
 
     def test_clock_skew(self) -> None:
         for skew, ok in ((119, True), (-119, True), (125, False), (-125, False)):
-            before = len(self.dispatcher.connects)
+            before = len(self.tunnels.connects)
             proto, t = self.connect()
             proto.dataReceived(self.session().request_header(NOW + skew))
-            self.assertEqual(len(self.dispatcher.connects) - before, int(ok), skew)
+            self.assertEqual(len(self.tunnels.connects) - before, int(ok), skew)
             if not ok:
                 self.assertTrue(any(f"clock skew of {skew:+d} s for user user0@test" in line
                                     for line in self.logs), self.logs)
@@ -337,7 +317,7 @@ class Probes(ServerTestBase):
         object.__setattr__(cs, "option", 0x01 | 0x08)
         proto, t = self.connect()
         proto.dataReceived(cs.request_header(NOW))
-        self.assertEqual(self.dispatcher.connects, [])
+        self.assertEqual(self.tunnels.connects, [])
         self._finish([t])
 
 
@@ -345,14 +325,14 @@ class ManyUsersAndMemory(ServerTestBase):
     def test_thousand_users_on_one_port(self) -> None:
         accounts = [Account(os.urandom(16), email=f"u{i}") for i in range(1000)]
         state = VMessServerState(accounts, legacy=False)
-        factory = VMessServerFactory(state, self.dispatcher, self.clock, POLICY,
+        factory = VMessServerFactory(state, self.tunnels, POLICY,
                                      now=lambda: NOW)
         for idx in (0, 1, 500, 999):
             proto = factory.buildProtocol(None)
             proto.makeConnection(HalfCloseTransport())
             proto.dataReceived(ClientSession(accounts[idx], Destination.tcp("x.y", 1))
                                .request_header(NOW))
-            self.assertEqual(self.dispatcher.connects[-1][1]["email"], f"u{idx}")
+            self.assertEqual(self.tunnels.connects[-1][1]["email"], f"u{idx}")
 
     def test_idle_connection_memory(self) -> None:
         """Memory held by an idle, relayed VMess connection (reported in the issue)."""
@@ -366,7 +346,7 @@ class ManyUsersAndMemory(ServerTestBase):
             proto, t = self.connect()
             proto.dataReceived(wire)
             out, target = _target()
-            self.dispatcher.connects[-1][2].callback(out)
+            self.tunnels.connects[-1][2].callback(out)
             keep.append((proto, t, out, target))
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
@@ -389,7 +369,7 @@ class LegacyRefresh(ServerTestBase):
 
     def test_no_refresh_without_legacy(self) -> None:
         factory = VMessServerFactory(VMessServerState(self.accounts, legacy=False),
-                                     self.dispatcher, self.clock, POLICY)
+                                     self.tunnels, POLICY)
         factory.doStart()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         factory.doStop()
@@ -420,9 +400,9 @@ class Fuzz(ServerTestBase):
         if not prefix_header:
             self.assertEqual(t.value(), b"")
         if ending != "lost":
-            self.assertTrue(t.disconnecting or t.writeClosed or self.dispatcher.connects,
-                            (len(data), cuts, prefix_header, ending, proto.state))
-        for _, _, d in self.dispatcher.connects:
+            self.assertTrue(t.disconnecting or t.writeClosed or self.tunnels.connects,
+                            (len(data), cuts, prefix_header, ending, proto.phase))
+        for _, _, d in self.tunnels.connects:
             if not d.called:
                 d.cancel()
-        self.dispatcher.connects.clear()
+        self.tunnels.connects.clear()

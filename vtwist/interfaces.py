@@ -66,8 +66,10 @@ class IInboundReply(Interface):
     def succeeded(bound: object) -> None:
         """The outbound connected; ``bound`` is its local address (an ``IAddress``)."""
 
-    def failed(reason: object, timed_out: bool) -> None:
-        """The outbound could not be reached (``reason`` is a Failure)."""
+    def failed(kind: object, reason: object) -> None:
+        """The outbound could not be reached: ``kind`` is a
+        :class:`vtwist.tunnel.failures.ConnectFailure`, ``reason`` the Failure. The reply
+        answers the client and closes the inbound connection."""
 
 
 class IInbound(Interface):

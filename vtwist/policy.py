@@ -14,6 +14,8 @@ class LevelPolicy:
     uplink_only: float = 2.0
     downlink_only: float = 5.0
     buffer_size: int | None = None  # KiB; None means the default
+    #: vtwist's: how long an outbound may take to connect (V2Ray's system dialer uses 16 s)
+    connect_timeout: float = 16.0
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,29 @@
-"""Config -> a running ``MultiService``: outbounds, the dispatcher, one service per inbound port."""
+"""Config -> a running ``MultiService``: outbounds, the dispatcher and tunnel service, one
+service per inbound port."""
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
-from vtwist.config.model import BuildContext, Config, InboundConfig
-from vtwist.config.registry import inbound_module, outbound_module
-from vtwist.dispatch import Dispatcher
+from vtwist.config.model import Config, InboundConfig
+from vtwist.config.registry import inbound_spec, outbound_module
 from vtwist.reactors import resolve_reactor
 from vtwist.resolver import system_resolver
 from vtwist.transport.stream import server_endpoint
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.inbound import BuildContext
+from vtwist.tunnel.service import TunnelService
 
 log = Logger(namespace="vtwist.service")
 
 
 class InboundService(Service):
-    """Listens for one inbound on one port; stopping closes the port and its connections."""
+    """Listens for one inbound on one port; stopping closes the port and the inbound's
+    connections (its factory, an :class:`~vtwist.tunnel.inbound.InboundFactory`, tracks them)."""
 
     def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
         self.failure: Any = None
@@ -28,17 +31,7 @@ class InboundService(Service):
         self.factory = factory
         self.description = description
         self.port: Any = None
-        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self.listening: Deferred[Any] | None = None
-        build = factory.buildProtocol
-
-        def tracked(addr: Any) -> Any:
-            protocol = build(addr)
-            if protocol is not None:
-                self.connections.add(protocol)
-            return protocol
-
-        factory.buildProtocol = tracked
 
     def startService(self) -> None:
         """Start listening; a failure to bind is logged and kept in ``failure``."""
@@ -60,10 +53,7 @@ class InboundService(Service):
     def stopService(self) -> Deferred[Any] | None:
         """Stop listening and close every connection this inbound accepted."""
         super().stopService()
-        for protocol in list(self.connections):
-            transport = getattr(protocol, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
+        self.factory.closeAll()
         if self.port is not None:
             port, self.port = self.port, None
             return maybeDeferred(port.stopListening)
@@ -77,13 +67,13 @@ class VTwistService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        ctx = BuildContext(reactor=reactor, dispatcher=None, policy=config.policy)
+        ctx = BuildContext(reactor=reactor, policy=config.policy)
         outbounds = [outbound_module(o.protocol).build_outbound(o, ctx)  # type: ignore[union-attr]
                      for o in config.outbounds]
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
                                      resolver=system_resolver(reactor),
                                      log_access=config.log.access != "none")
-        ctx.dispatcher = self.dispatcher
+        self.tunnels = ctx.tunnels = TunnelService(self.dispatcher, reactor)
         self.inbound_services: list[InboundService] = []
         for inbound in config.inbounds:
             for service in inbound_services(inbound, ctx):
@@ -121,11 +111,10 @@ class VTwistService(MultiService):
 
 
 def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundService]:
-    """One :class:`InboundService` per port of an inbound."""
-    module = inbound_module(inbound.protocol)
+    """One :class:`InboundService` per port of an inbound; the ports share one factory."""
+    factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
     services = []
     for port in inbound.ports:
-        factory = module.build_inbound_factory(inbound, ctx)  # type: ignore[union-attr]
         endpoint = server_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
         what = f"{inbound.protocol} inbound {inbound.tag!r}" if inbound.tag else \
             f"{inbound.protocol} inbound"

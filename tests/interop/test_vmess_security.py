@@ -31,7 +31,6 @@ from tests.interop.v2ray_runner import EchoServer, Subprocess, V2Ray
 from tests.interop.vmess_harness import socks_echo
 from tests.netutil import free_port, wait_for_port
 from vtwist.address import Destination
-from vtwist.dispatch import Dispatcher
 from vtwist.policy import LevelPolicy, Policy
 from vtwist.proxy.freedom import FreedomOutbound
 from vtwist.proxy.vmess.client import VMessClientEndpoint
@@ -39,6 +38,8 @@ from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.server import ProbeGuard, VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account
 from vtwist.testing.doubles import Collector, Echo
+from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.service import TunnelService
 
 
 @implementer(IHalfCloseableProtocol)
@@ -119,7 +120,8 @@ class VMessSecurity(TestCase):
     async def listen(self, accounts: list[Account] | None = None, now: Any = None,
                      guard: ProbeGuard | None = None) -> tuple[VMessServerFactory, int]:
         state = VMessServerState(accounts or [self.account], guard=guard or self.guard)
-        factory = VMessServerFactory(state, Dispatcher([FreedomOutbound(reactor)]), reactor,
+        factory = VMessServerFactory(state, TunnelService(Dispatcher([FreedomOutbound(reactor)]),
+                                                          reactor),
                                      policy=Policy({0: LevelPolicy(handshake=HANDSHAKE)}),
                                      now=now)
         port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(

@@ -1,7 +1,8 @@
 """Which module implements each protocol name.
 
-An inbound module provides ``parse_inbound_settings(node) -> settings`` and
-``build_inbound_factory(inbound: InboundConfig, ctx: BuildContext) -> IProtocolFactory``.
+An inbound module provides ``inbound``, an :class:`InboundSpec` (``IInbound``): its name,
+``parse_settings(node) -> settings`` and ``build_factory(inbound: InboundConfig,
+ctx: BuildContext) -> IProtocolFactory``.
 An outbound module provides ``parse_outbound_settings(node) -> settings`` and
 ``build_outbound(outbound: OutboundConfig, ctx: BuildContext) -> IOutbound``.
 Modules are imported only when a config names them.
@@ -11,8 +12,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+from zope.interface import implementer
+
+from vtwist.config.node import Node
+from vtwist.interfaces import IInbound
 
 INBOUND_MODULES = {
     "socks": "vtwist.proxy.socks.inbound",
@@ -36,6 +43,24 @@ def outbound_module(protocol: str) -> ModuleType | None:
     """The module for outbound ``protocol``, or None if vtwist has none."""
     name = OUTBOUND_MODULES.get(protocol)
     return importlib.import_module(name) if name else None
+
+
+@implementer(IInbound)
+@dataclass(frozen=True)
+class InboundSpec:
+    """An inbound protocol as the registry knows it: its name, settings parser and factory
+    builder. A protocol module names its spec ``inbound``; building may import Twisted,
+    parsing must not."""
+
+    name: str
+    parse_settings: Callable[[Node], Any]
+    build_factory: Callable[[Any, Any], Any]
+
+
+def inbound_spec(protocol: str) -> IInbound | None:
+    """The :class:`InboundSpec` of inbound ``protocol``, or None if vtwist has none."""
+    module = inbound_module(protocol)
+    return module.inbound if module is not None else None  # type: ignore[no-any-return]
 
 
 #: The module that parses streamSettings (``parse_stream_settings``) and knows the network

@@ -20,6 +20,7 @@ from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.resolver import lookup
 from vtwist.transport.tcp import tcp_client_endpoint
+from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.freedom")
 
@@ -101,9 +102,6 @@ class _UDPSocket(DatagramProtocol):
 class FreedomPacketSession:
     """UDP straight out: one socket per address family, opened on first use."""
 
-    #: Datagrams kept per name while it is being resolved; beyond this they are dropped.
-    MAX_WAITING = 64
-
     def __init__(self, outbound: FreedomOutbound, onPacket: Callable[[bytes, Destination], None],
                  onClose: Callable[[], None]) -> None:
         self.outbound = outbound
@@ -111,7 +109,7 @@ class FreedomPacketSession:
         self.onClose = onClose
         self._ports: dict[int, Any] = {}
         self._resolved: dict[str, str] = {}
-        self._resolving: dict[str, list[tuple[bytes, int]]] = {}
+        self._resolving: dict[str, PacketQueue] = {}
         self.closed = False
 
     def _port(self, family: int) -> Any:
@@ -139,17 +137,18 @@ class FreedomPacketSession:
             return
         waiting = self._resolving.get(host)
         if waiting is not None:  # one lookup per name: later datagrams wait for it
-            if len(waiting) < self.MAX_WAITING:
-                waiting.append((data, destination.port))
+            waiting.push((data, destination.port))
             return
-        self._resolving[host] = [(data, destination.port)]
+        waiting = self._resolving[host] = PacketQueue()
+        waiting.push((data, destination.port))
         strategy = self.outbound.settings.domain_strategy
         d = defer.Deferred.fromCoroutine(resolve(
             self.outbound.reactor, host, "UseIP" if strategy == "AsIs" else strategy))
 
         def resolved(address: str) -> None:
             self._resolved[host] = address
-            for payload, port in self._resolving.pop(host, []):
+            waiting = self._resolving.pop(host, None)
+            for payload, port in waiting.take() if waiting is not None else ():
                 self._sendTo(payload, address, port)
 
         def failed(failure: Failure) -> None:

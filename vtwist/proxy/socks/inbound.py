@@ -7,6 +7,7 @@ from typing import Any
 
 from vtwist.address import is_valid_domain, normalize_host, parse_ip
 from vtwist.config.node import Node
+from vtwist.config.registry import InboundSpec
 
 AUTH_METHODS = ("noauth", "password")
 
@@ -72,5 +73,8 @@ def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
     if settings.auth == "password":
         accounts = {u.encode(): p.encode() for u, p in settings.accounts.items()}
     return SocksServerFactory(
-        ctx.reactor, ctx.dispatcher, tag=inbound.tag, accounts=accounts, udp=settings.udp,
+        ctx.tunnels, tag=inbound.tag, accounts=accounts, udp=settings.udp,
         udp_address=settings.ip, listen=inbound.listen, policy=policy)
+
+
+inbound = InboundSpec("socks", parse_inbound_settings, build_inbound_factory)

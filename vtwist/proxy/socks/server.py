@@ -1,28 +1,27 @@
-"""The SOCKS inbound's Protocol and Factory: handshake, connect, then relay.
+"""The SOCKS inbound's Protocol and Factory: handshake, then a tunnel or a UDP association.
 
 :class:`SocksServerProtocol` drives a :class:`~vtwist.proxy.socks.codec.ServerCodec` under the
-policy's handshake timeout. For CONNECT it pauses its transport (keeping any early bytes), asks
-the dispatcher to connect, answers with the reply code that matches the outcome, then joins the
-two transports in a :class:`~vtwist.relay.Relay` as side 0. For UDP ASSOCIATE it opens a
-:class:`~vtwist.proxy.socks.udp.UDPAssociation` that lives as long as the TCP connection.
-Every refused or broken handshake is one access line (``from ... rejected ...``) and a close.
+policy's handshake timeout. For CONNECT it hands its transport, the destination and any early
+bytes to the tunnel service (:mod:`vtwist.tunnel`), which connects, answers through
+:class:`SocksReply` with the reply code that matches the outcome, and relays. For UDP
+ASSOCIATE it opens a :class:`~vtwist.proxy.socks.udp.UDPAssociation` that lives as long as the
+TCP connection. Every refused or broken handshake is one access line (``from ... rejected
+...``) and a close.
 """
 
 from __future__ import annotations
 
-import errno
 from enum import Enum
 from typing import Any
 
-from twisted.internet import defer, error
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.address import Destination, format_address, normalize_host, parse_ip
-from vtwist.dispatch import access_log
+from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
 from vtwist.proxy.socks.codec import (
     CMD_CONNECT,
@@ -42,47 +41,33 @@ from vtwist.proxy.socks.codec import (
     ServerCodec,
 )
 from vtwist.proxy.socks.udp import UDP_IDLE_TIMEOUT, UDPAssociation
-from vtwist.relay import INBOUND, Relay
 from vtwist.transport.layer import set_no_delay
+from vtwist.tunnel.failures import ConnectFailure, classify
+from vtwist.tunnel.inbound import InboundFactory
+from vtwist.tunnel.service import TunnelService
+from vtwist.tunnel.stream import StreamTunnel
 
 log = Logger(namespace="vtwist.socks")
 
-#: Seconds to wait for the outbound to connect (V2Ray's system dialer uses 16 s).
-CONNECT_TIMEOUT = 16.0
-
-_ERRNO_REPLIES = {
-    errno.ECONNREFUSED: ReplyCode.CONNECTION_REFUSED,
-    errno.ENETUNREACH: ReplyCode.NETWORK_UNREACHABLE,
-    errno.EHOSTUNREACH: ReplyCode.HOST_UNREACHABLE,
-    errno.ETIMEDOUT: ReplyCode.TTL_EXPIRED,
+_KIND_REPLIES = {
+    ConnectFailure.REFUSED: ReplyCode.CONNECTION_REFUSED,
+    ConnectFailure.TIMED_OUT: ReplyCode.TTL_EXPIRED,
+    ConnectFailure.HOST_UNREACHABLE: ReplyCode.HOST_UNREACHABLE,
+    ConnectFailure.NETWORK_UNREACHABLE: ReplyCode.NETWORK_UNREACHABLE,
+    ConnectFailure.OTHER: ReplyCode.GENERAL_FAILURE,
 }
 
 
 def reply_for_failure(failure: Failure) -> ReplyCode:
     """The SOCKS5 reply code that describes why an outbound connection failed."""
-    e = failure.value
-    if isinstance(e, error.ConnectionRefusedError):
-        return ReplyCode.CONNECTION_REFUSED
-    if isinstance(e, (error.TimeoutError, error.TCPTimedOutError, defer.TimeoutError,
-                      defer.CancelledError, error.ConnectingCancelledError)):
-        return ReplyCode.TTL_EXPIRED
-    if isinstance(e, (error.DNSLookupError, error.UnknownHostError)):
-        return ReplyCode.HOST_UNREACHABLE
-    number = getattr(e, "osError", None) if isinstance(e, error.ConnectError) else \
-        getattr(e, "errno", None)
-    if number in _ERRNO_REPLIES:
-        return _ERRNO_REPLIES[number]
-    if isinstance(e, error.NoRouteError):
-        return ReplyCode.HOST_UNREACHABLE
-    return ReplyCode.GENERAL_FAILURE
+    return _KIND_REPLIES[classify(failure)]
 
 
 class Phase(Enum):
     """Lifecycle of one SOCKS connection."""
 
     HANDSHAKE = "handshake"
-    CONNECTING = "connecting"
-    RELAY = "relay"
+    TUNNEL = "tunnel"
     UDP = "udp"
     CLOSED = "closed"
 
@@ -97,13 +82,9 @@ class SocksServerProtocol(Protocol):
         self.phase = Phase.HANDSHAKE
         self.source = "unknown"
         self.email: str | None = None
-        self.relay: Relay | None = None
+        self.tunnel: StreamTunnel | None = None
         self.association: UDPAssociation | None = None
         self._timer: IDelayedCall | None = None
-        self._connecting: defer.Deferred[Any] | None = None
-        self._early: list[bytes] = []
-        self._early_eof = False
-        self._timed_out = False
 
     # -- connection events -------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -114,23 +95,19 @@ class SocksServerProtocol(Protocol):
             self.factory.policy.handshake, self._handshakeTimeout)
 
     def dataReceived(self, data: bytes) -> None:
-        """Handshake bytes, early payload, or relayed payload, depending on the phase."""
+        """Handshake bytes, or the tunnel's payload, depending on the phase."""
         phase = self.phase
-        if phase is Phase.RELAY:
-            self.relay.received(INBOUND, data)  # type: ignore[union-attr]
+        if phase is Phase.TUNNEL:
+            self.tunnel.received(data)  # type: ignore[union-attr]
         elif phase is Phase.HANDSHAKE:
             self._handshake(data)
-        elif phase is Phase.CONNECTING:
-            self._early.append(data)
         # UDP: the control connection carries nothing; CLOSED: ignore.
 
     def readConnectionLost(self) -> None:
         """The client half-closed its side."""
         phase = self.phase
-        if phase is Phase.RELAY:
-            self.relay.eof(INBOUND)  # type: ignore[union-attr]
-        elif phase is Phase.CONNECTING:
-            self._early_eof = True
+        if phase is Phase.TUNNEL:
+            self.tunnel.eof()  # type: ignore[union-attr]
         elif phase is Phase.HANDSHAKE:
             self._reject("connection closed during the handshake")
         elif phase is Phase.UDP:
@@ -143,14 +120,10 @@ class SocksServerProtocol(Protocol):
         """Free everything this connection holds."""
         phase, self.phase = self.phase, Phase.CLOSED
         self._cancelTimer()
-        if self._connecting is not None:
-            d, self._connecting = self._connecting, None
-            d.cancel()
         if self.association is not None:
             self.association.close()
-        if phase is Phase.RELAY and self.relay is not None:
-            self.relay.lost(INBOUND, reason)
-        self._early.clear()
+        if phase is Phase.TUNNEL and self.tunnel is not None:
+            self.tunnel.lost(reason)
 
     # -- handshake ---------------------------------------------------------------------
     def _handshake(self, data: bytes) -> None:
@@ -216,7 +189,7 @@ class SocksServerProtocol(Protocol):
 
     def _reject(self, why: str) -> None:
         """One access line, then close."""
-        access_log.info("{line}", line=f"from {self.source} rejected socks: {why}")
+        self.factory.tunnels.reject(self.source, "socks", why)
         self._close()
 
     def _handshakeTimeout(self) -> None:
@@ -241,68 +214,13 @@ class SocksServerProtocol(Protocol):
     # -- CONNECT -----------------------------------------------------------------------
     def _connect(self, destination: Destination) -> None:
         self._cancelTimer()
-        self.phase = Phase.CONNECTING
-        self.transport.pauseProducing()
+        self.phase = Phase.TUNNEL
         early = self.codec.take_trailing_data()
-        if early:
-            self._early.append(early)
         factory = self.factory
-        try:
-            d = factory.dispatcher.connect(destination, inbound_tag=factory.tag,
-                                           source=self.source, email=self.email)
-        except Exception:  # noqa: BLE001 - becomes a failure reply
-            d = defer.fail()
-        self._connecting = d
-        if not d.called:
-            self._timer = factory.reactor.callLater(factory.connect_timeout,
-                                                    self._connectTimeout)
-        d.addCallbacks(self._connected, self._connectFailed, callbackArgs=(destination,),
-                       errbackArgs=(destination,))
-
-    def _connectTimeout(self) -> None:
-        self._timer = None
-        if self._connecting is not None:
-            self._timed_out = True
-            self._connecting.cancel()
-
-    def _connected(self, outbound: Any, destination: Destination) -> None:
-        self._connecting = None
-        self._cancelTimer()
-        if self.phase is not Phase.CONNECTING:  # the client left meanwhile
-            outbound.transport.loseConnection()
-            return
-        set_no_delay(outbound.transport)  # relayed small writes must not wait
-        bound = outbound.transport.getHost()
-        host = getattr(bound, "host", None)
-        host = normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
-        port = getattr(bound, "port", 0) or 0
-        self.transport.write(self.codec.send(Reply(ReplyCode.SUCCEEDED, host, port)))
-        self.phase = Phase.RELAY
-        relay = Relay(self.transport, outbound.transport, self.factory.reactor,
-                      self.factory.policy)
-        self.relay = relay
-        outbound.attach(relay)
-        if relay.finished:
-            return
-        # Resume before replaying: a big early write may pause us again, and that must stick.
-        self.transport.resumeProducing()
-        early, self._early = self._early, []
-        if early:
-            relay.receivedSequence(INBOUND, early)
-        if self._early_eof:
-            relay.eof(INBOUND)
-
-    def _connectFailed(self, failure: Failure, destination: Destination) -> None:
-        self._connecting = None
-        self._cancelTimer()
-        if self.phase is not Phase.CONNECTING:
-            return
-        code = ReplyCode.TTL_EXPIRED if self._timed_out else reply_for_failure(failure)
-        why = "timed out" if self._timed_out else failure.getErrorMessage()
-        log.info("socks: {source} to {dest} failed ({code}): {why}", source=self.source,
-                 dest=destination, code=code.name.lower().replace("_", " "), why=why)
-        self.transport.write(self.codec.send(Reply(code)))
-        self._close()
+        self.tunnel = factory.tunnels.openStream(
+            self.transport, destination, SocksReply(self), early=[early] if early else None,
+            inbound_tag=factory.tag, source=self.source, email=self.email,
+            policy=factory.policy)
 
     # -- UDP ASSOCIATE -----------------------------------------------------------------
     def _associate(self, request: Request) -> None:
@@ -310,7 +228,7 @@ class SocksServerProtocol(Protocol):
         factory = self.factory
         peer = self.transport.getPeer()
         association = UDPAssociation(
-            factory.reactor, factory.dispatcher, getattr(peer, "host", ""),
+            factory.reactor, factory.tunnels, getattr(peer, "host", ""),
             inbound_tag=factory.tag, source=self.source, email=self.email,
             idle_timeout=factory.udp_idle_timeout)
         try:
@@ -327,7 +245,30 @@ class SocksServerProtocol(Protocol):
         log.debug("socks: {source} UDP associate on port {port}", source=self.source, port=port)
 
 
-class SocksServerFactory(Factory):
+@implementer(IInboundReply)
+class SocksReply:
+    """The SOCKS reply once the tunnel knows whether the outbound connected."""
+
+    def __init__(self, protocol: SocksServerProtocol) -> None:
+        self.protocol = protocol
+
+    def succeeded(self, bound: Any) -> None:
+        """``SUCCEEDED`` with the outbound's local address (0.0.0.0:0 when it has none)."""
+        host = getattr(bound, "host", None)
+        host = normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
+        port = getattr(bound, "port", 0) or 0
+        protocol = self.protocol
+        protocol.transport.write(protocol.codec.send(Reply(ReplyCode.SUCCEEDED, host, port)))
+
+    def failed(self, kind: ConnectFailure, reason: Failure) -> None:
+        """The reply code that describes the failure, then close."""
+        code = _KIND_REPLIES[kind]
+        protocol = self.protocol
+        protocol.transport.write(protocol.codec.send(Reply(code)))
+        protocol._close()
+
+
+class SocksServerFactory(InboundFactory):
     """Builds :class:`SocksServerProtocol` for one socks inbound.
 
     ``accounts`` maps user name to password (bytes); ``None`` means no authentication.
@@ -337,27 +278,19 @@ class SocksServerFactory(Factory):
     """
 
     protocol = SocksServerProtocol  # type: ignore[assignment]
-    noisy = False
 
-    def __init__(self, reactor: Any, dispatcher: Any, *, tag: str = "",
+    def __init__(self, tunnels: TunnelService, *, tag: str = "",
                  accounts: dict[bytes, bytes] | None = None, udp: bool = False,
                  udp_address: str | None = None, listen: str = "0.0.0.0",
-                 policy: LevelPolicy = DEFAULT_LEVEL, connect_timeout: float = CONNECT_TIMEOUT,
+                 policy: LevelPolicy = DEFAULT_LEVEL,
                  udp_idle_timeout: float = UDP_IDLE_TIMEOUT) -> None:
-        self.reactor = reactor
-        self.dispatcher = dispatcher
-        self.tag = tag
+        super().__init__(tunnels, tag)
         self.accounts = accounts
         self.udp = udp
         self.udp_address = udp_address
         self.listen = listen
         self.policy = policy
-        self.connect_timeout = connect_timeout
         self.udp_idle_timeout = udp_idle_timeout
-
-    def buildProtocol(self, addr: Any) -> SocksServerProtocol:
-        """A protocol for one client."""
-        return SocksServerProtocol(self)
 
     def udp_interface(self) -> str:
         """Where association sockets bind: the inbound's listen address."""

@@ -41,9 +41,6 @@ from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.users import Account, UserTable, resolve_security
 from vtwist.sansio import NEED_DATA, Event, NeedData
 
-# Transitional alias for callers not yet moved to vtwist.sansio.NEED_DATA; to be removed.
-NEED_MORE = NEED_DATA
-
 
 @dataclass(frozen=True, slots=True)
 class RequestParsed(Event):

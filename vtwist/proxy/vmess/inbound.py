@@ -1,88 +1,24 @@
-"""Config for the ``vmess`` inbound: parse ``settings`` and build the server factory."""
+"""The ``vmess`` inbound's registry entry: its settings parser and the server factory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from vtwist.config.node import Node
-from vtwist.proxy.vmess.ids import parse_uuid
-from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
-from vtwist.proxy.vmess.users import Account
+from vtwist.config.registry import InboundSpec
+from vtwist.proxy.vmess.settings import VMessInboundSettings, parse_inbound_settings
+
+__all__ = ["inbound", "parse_inbound_settings", "build_inbound_factory"]
 
 
-@dataclass
-class VMessInboundSettings:
-    """Validated ``settings`` of a vmess inbound.
+def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
+    """The server factory of a vmess inbound; all its ports share it (and its users and
+    replay filters)."""
+    from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
 
-    ``legacyHeader`` (vtwist extension, default true like 4.34) switches the MD5/CFB
-    legacy header off when false: only AEAD headers are accepted then.
-    """
-
-    clients: list[Account] = field(default_factory=list)
-    disable_insecure: bool = False
-    legacy: bool = True
-    _state: VMessServerState | None = field(default=None, repr=False)
-
-    def state(self) -> VMessServerState:
-        """The shared server state (users, replay filters), built once for all ports."""
-        if self._state is None:
-            self._state = VMessServerState(self.clients, legacy=self.legacy,
-                                           disable_insecure=self.disable_insecure)
-        return self._state
-
-
-def parse_account(node: Node, default_level: int = 0, default_alter: int = 0,
-                  with_security: bool = False) -> Account:
-    """One ``clients[]`` / ``users[]`` entry."""
-    text = node.str("id")
-    try:
-        raw = parse_uuid(text)
-    except ValueError:
-        raise node.error(f"expected a UUID, got {text!r}", "id") from None
-    alter = node.int("alterId", default_alter, 0, 65535)
-    level = node.int("level", default_level, 0)
-    email = node.str("email", "")
-    # V2Ray's account JSON has "security" for inbound clients too (unused there).
-    security = node.str("security", "auto", lower=True)
-    if not with_security:
-        security = "auto"
-    node.has("experiments")
-    node.has("testsEnabled")
-    node.warn_unknown()
-    return Account(raw, alter, level, email, security)
-
-
-def parse_inbound_settings(node: Node) -> VMessInboundSettings:
-    """Validate ``clients``, ``default``, ``disableInsecureEncryption``, ``legacyHeader``."""
-    settings = VMessInboundSettings()
-    if node.value is None:
-        return settings
-    default_level, default_alter = 0, 0
-    if node.has("default"):
-        d = node.get("default")
-        default_level = d.int("level", 0, 0)
-        default_alter = d.int("alterId", 0, 0, 65535)
-        d.warn_unknown()
-    clients = node.get("clients", [])
-    settings.clients = [parse_account(c, default_level, default_alter) for c in clients.items()]
-    seen: dict[bytes, str] = {}
-    for c, item in zip(settings.clients, clients.items(), strict=True):
-        if c.uuid in seen:
-            item.warn(f"duplicate client id (also at {seen[c.uuid]})")
-        seen.setdefault(c.uuid, item.path)
-    settings.disable_insecure = node.bool("disableInsecureEncryption", False)
-    settings.legacy = node.bool("legacyHeader", True)
-    if node.has("detour"):
-        node.warn("detour (dynamic port) is not supported; ignored")
-    if node.has("features"):
-        node.warn("features (detour) is not supported; ignored")
-    node.warn_unknown()
-    return settings
-
-
-def build_inbound_factory(inbound: Any, ctx: Any) -> VMessServerFactory:
-    """Registry hook: the server factory for one port of a vmess inbound."""
     settings: VMessInboundSettings = inbound.settings
-    return VMessServerFactory(settings.state(), ctx.dispatcher, ctx.reactor, ctx.policy,
-                              inbound.tag)
+    state = VMessServerState(settings.clients, legacy=settings.legacy,
+                             disable_insecure=settings.disable_insecure)
+    return VMessServerFactory(state, ctx.tunnels, ctx.policy, inbound.tag)
+
+
+inbound = InboundSpec("vmess", parse_inbound_settings, build_inbound_factory)

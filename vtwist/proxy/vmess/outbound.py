@@ -16,8 +16,9 @@ from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.header import CMD_TCP, CMD_UDP
-from vtwist.proxy.vmess.inbound import parse_account
+from vtwist.proxy.vmess.settings import parse_account
 from vtwist.proxy.vmess.users import Account
+from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.vmess.outbound")
 
@@ -84,7 +85,7 @@ class VMessPacketSession:
         self.onClose = onClose
         self.closed = False
         self._conns: dict[Destination, Any] = {}
-        self._queued: dict[Destination, list[bytes]] = {}
+        self._queued: dict[Destination, PacketQueue] = {}
 
     def send(self, data: bytes, destination: Destination) -> None:
         """Send one datagram to ``destination`` (connecting on first use)."""
@@ -97,20 +98,20 @@ class VMessPacketSession:
             return
         queue = self._queued.get(dest)
         if queue is not None:
-            if len(queue) < 64:
-                queue.append(data)
+            queue.push(data)
             return
-        self._queued[dest] = [data]
-        endpoint = self.outbound.endpointFor(dest, command=CMD_UDP)
+        queue = self._queued[dest] = PacketQueue()
+        queue.push(data)
+        endpoint = self.outbound.endpointFor(dest)
         d = endpoint.connect(Factory.forProtocol(lambda: _Datagrams(self, dest)))
 
         def connected(proto: _Datagrams) -> None:
-            queued = self._queued.pop(dest, [])
+            queued = self._queued.pop(dest)
             if self.closed:
                 proto.transport.loseConnection()
                 return
             self._conns[dest] = proto
-            for packet in queued:
+            for packet in queued.take():
                 proto.transport.write(packet)
 
         def failed(f: Any) -> None:
@@ -153,12 +154,11 @@ class VMessOutbound:
         return client_endpoint(self.reactor, server.address, server.port,
                                self.stream or StreamSettings())
 
-    def endpointFor(self, destination: Destination, command: int | None = None
-                    ) -> VMessClientEndpoint:
-        """A VMessClientEndpoint through the next server/user to ``destination``."""
+    def endpointFor(self, destination: Destination) -> VMessClientEndpoint:
+        """A VMessClientEndpoint through the next server/user to ``destination``
+        (a VMess UDP connection for a udp destination)."""
         server, account = next(self._choices)
-        if command is None:
-            command = CMD_UDP if destination.network == "udp" else CMD_TCP
+        command = CMD_UDP if destination.network == "udp" else CMD_TCP
         return VMessClientEndpoint(self.transportEndpoint(server), account, destination,
                                    reactor=self.reactor, command=command)
 

@@ -1,42 +1,42 @@
-"""VMess inbound: many users on one port, dispatch, relay with backpressure.
+"""VMess inbound: many users on one port; after the header, a tunnel or a packet session.
 
-After a valid header the decoded stream is handed to the relay as an ordinary transport
-(:class:`~vtwist.proxy.vmess.transport.VMessTransport`). A bad header, a replay or a
-clock out of the window is never answered: the connection is read and discarded, then
-closed after a bounded random delay with a FIN (never a reset), and one log line says why.
-How many such connections are held at once is capped.
+After a valid header the decoded stream is handed to the tunnel service as an ordinary
+transport (:class:`~vtwist.proxy.vmess.transport.VMessTransport`), or, for command 2 (UDP),
+to a :class:`~vtwist.proxy.vmess.server_udp.VMessPacketSide`. A bad header, a replay or a
+clock out of the window is never answered: :mod:`vtwist.proxy.vmess.guard` holds the
+connection, and one access line says why it was refused.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import Destination, format_address
+from vtwist.address import format_address
+from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
-from vtwist.proxy.vmess.handshake import (
-    NEED_MORE,
-    Rejected,
-    RequestParsed,
-    ServerHandshake,
-)
+from vtwist.proxy.vmess.guard import ProbeGuard, ProbeHold
+from vtwist.proxy.vmess.handshake import Rejected, RequestParsed, ServerHandshake
 from vtwist.proxy.vmess.header import CMD_MUX, CMD_TCP, CMD_UDP
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
+from vtwist.proxy.vmess.server_udp import VMessPacketSide
 from vtwist.proxy.vmess.transport import VMessTransport
 from vtwist.proxy.vmess.users import Account, UserTable
-from vtwist.reactors import resolve_reactor
-from vtwist.relay import INBOUND, Relay
+from vtwist.sansio import NEED_DATA, Clock
+from vtwist.tunnel.inbound import InboundFactory
+from vtwist.tunnel.service import TunnelService
+
+__all__ = ["ProbeGuard", "VMessServerFactory", "VMessServerProtocol", "VMessServerState"]
 
 log = Logger(namespace="vtwist.vmess.inbound")
 
@@ -46,38 +46,45 @@ log = Logger(namespace="vtwist.vmess.inbound")
 LEGACY_REFRESH = 10.0
 
 
-@dataclass
-class ProbeGuard:
-    """How refused connections are held: random close delay and a cap on how many."""
-
-    min_delay: float = 2.0
-    max_delay: float = 8.0
-    linger: float = 10.0  # after our FIN, how long we keep reading before closing anyway
-    max_held: int = 512
-    held: int = 0
-    rng: random.Random = field(default_factory=random.SystemRandom)
-
-    def delay(self) -> float:
-        """A close delay drawn uniformly from [min_delay, max_delay]."""
-        return self.rng.uniform(self.min_delay, self.max_delay)
-
-
 class VMessServerState:
     """What all connections of one inbound share: users, replay filters, probe guard."""
 
     def __init__(self, accounts: list[Account], legacy: bool = True,
-                 disable_insecure: bool = False, guard: ProbeGuard | None = None) -> None:
+                 disable_insecure: bool = False, guard: ProbeGuard | None = None,
+                 now: Clock = time.time) -> None:
         self.users = UserTable(accounts, legacy=legacy)
         if legacy and accounts:
             # Build the legacy hash table now rather than stall on the first legacy header.
-            self.users.legacy_table.update(time.time())
+            self.users.legacy_table.update(now())
         self.auth_filter = AuthIDFilter()
         self.sessions = SessionHistory()
         self.disable_insecure = disable_insecure
         self.guard = guard or ProbeGuard()
 
 
-_HANDSHAKE, _PROBE, _CONNECTING, _RELAY, _UDP, _DONE = range(6)
+class Phase(Enum):
+    """Where one VMess connection is."""
+
+    HANDSHAKE = "handshake"
+    PROBE = "probe"
+    STREAM = "stream"
+    PACKETS = "packets"
+    DONE = "done"
+
+
+@implementer(IInboundReply)
+class _NoReply:
+    """VMess answers nothing of its own: the response header rides the first downlink bytes."""
+
+    def __init__(self, protocol: VMessServerProtocol) -> None:
+        self.protocol = protocol
+
+    def succeeded(self, bound: Any) -> None:
+        """Nothing to send yet."""
+
+    def failed(self, kind: Any, reason: Failure) -> None:
+        """Close (with the end-of-stream chunk, as V2Ray)."""
+        self.protocol._close()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -86,34 +93,32 @@ class VMessServerProtocol(Protocol):
 
     def __init__(self, factory: VMessServerFactory) -> None:
         self.factory = factory
-        self.state = _HANDSHAKE
+        self.phase = Phase.HANDSHAKE
+        self.handshake: ServerHandshake | None = None
         self.request: RequestParsed | None = None
         self.inner: VMessTransport | None = None
         self.decoder: Any = None
-        self.relay: Relay | None = None
-        self.discarded = 0
-        self._timer: Any = None
-        self._held = False
-        self._pending: list[Any] = []
-        self._pendingEOF = False
-        self._connecting: Any = None
-        self._session: Any = None
-        self._udp_uplink_done = False
+        #: the StreamTunnel or VMessPacketSide the decoded body goes to
+        self.side: Any = None
+        self.hold: ProbeHold | None = None
+        self._timer: IDelayedCall | None = None
 
-    # -- set-up ----------------------------------------------------------------------
     @property
     def reactor(self) -> Any:
         """The factory's reactor (a Clock in tests)."""
         return self.factory.reactor
 
+    @property
+    def discarded(self) -> int:
+        """Bytes read and dropped from a refused connection."""
+        return self.hold.discarded if self.hold is not None else 0
+
     def connectionMade(self) -> None:
         """Start the handshake deadline."""
         f = self.factory
-        f.protocols.add(self)
         self._start = self.reactor.seconds()
-        self.handshake = ServerHandshake(f.state.users, f.state.auth_filter,
-                                         f.state.sessions, clock=f.now)
-        self._timer = self.reactor.callLater(f.policy.level(0).handshake, self._timeout)
+        self.handshake = ServerHandshake(f.state.users, f.state.auth_filter, f.state.sessions)
+        self._timer = self.reactor.callLater(f.policy.level(0).handshake, self._handshakeTimeout)
 
     def _peer(self) -> str:
         return format_address(self.transport.getPeer())
@@ -123,31 +128,29 @@ class VMessServerProtocol(Protocol):
             self._timer.cancel()
         self._timer = None
 
-    def _timeout(self) -> None:
+    def _handshakeTimeout(self) -> None:
         self._timer = None
-        if self.state == _HANDSHAKE:
-            self._probe(f"no complete header within the handshake timeout "
-                        f"({self.handshake.buffered} bytes)")
-        elif self.state == _CONNECTING:
-            self.transport.loseConnection()
+        if self.phase is Phase.HANDSHAKE:
+            self._refuse(f"no complete header within the handshake timeout "
+                         f"({self.handshake.buffered} bytes)")  # type: ignore[union-attr]
 
     # -- input -------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
-        """Handshake, then body decoding; discarded in probe mode."""
-        state = self.state
-        if state == _RELAY or state == _CONNECTING or state == _UDP:
+        """Handshake, then body decoding; discarded when refused."""
+        phase = self.phase
+        if phase is Phase.STREAM or phase is Phase.PACKETS:
             self._body(data)
-        elif state == _HANDSHAKE:
-            result = self.handshake.feed(data)
-            if result is NEED_MORE:
+        elif phase is Phase.HANDSHAKE:
+            result = self.handshake.feed(data, self.factory.now())  # type: ignore[union-attr]
+            if result is NEED_DATA:
                 return
             self.handshake = None  # free the header buffer
             if isinstance(result, Rejected):
-                self._probe(result.reason)
+                self._refuse(result.reason)
             else:
-                self._accept(result)
-        else:
-            self.discarded += len(data)
+                self._accept(result)  # type: ignore[arg-type]
+        elif self.hold is not None:
+            self.hold.discard(data)
 
     def _accept(self, r: RequestParsed) -> None:
         self._cancelTimer()
@@ -155,28 +158,33 @@ class VMessServerProtocol(Protocol):
         f = self.factory
         acct = r.account
         if f.state.disable_insecure and r.security in (SEC_NONE, SEC_LEGACY):
-            self._probe(f"insecure encryption refused for user {acct.label}")
+            self._refuse(f"insecure encryption refused for user {acct.label}")
             return
         if r.command == CMD_MUX:
-            self._probe(f"Mux.Cool is not supported (user {acct.label})")
+            self._refuse(f"Mux.Cool is not supported (user {acct.label})")
             return
         f.accepted[(r.aead, r.security, r.command)] += 1
         self.decoder = r.body_decoder()
         header, encoder = r.response_writer()
         self.inner = VMessTransport(self.transport, encoder, lambda: header)
+        policy = f.policy.level(acct.level)
+        email = acct.email or None
         if r.command == CMD_TCP:
-            self.state = _CONNECTING
-            self.transport.pauseProducing()
-            self._timer = self.reactor.callLater(f.policy.level(acct.level).handshake + 30,
-                                                 self._timeout)
-            d = f.dispatcher.connect(r.destination, inbound_tag=f.tag, source=self._peer(),
-                                     email=acct.email or None)
-            self._connecting = d
-            d.addCallbacks(self._connected, self._connectFailed)
+            self.phase = Phase.STREAM
+            self.side = f.tunnels.openStream(
+                self.inner, r.destination, _NoReply(self), inbound_tag=f.tag,
+                source=self._peer(), email=email, policy=policy)
         elif r.command == CMD_UDP:
-            self.state = _UDP
-            self._openUDP(r.destination)
-        if r.leftover:
+            self.phase = Phase.PACKETS
+            try:
+                self.side = VMessPacketSide(f.tunnels, self.inner, r.destination, policy,
+                                            self._close, inbound_tag=f.tag,
+                                            source=self._peer(), email=email)
+            except Exception as e:  # noqa: BLE001 - no outbound: close quietly
+                log.info("vmess UDP {dest}: {why}", dest=r.destination, why=e)
+                self._close()
+                return
+        if r.leftover and self.phase is not Phase.DONE:
             self._body(r.leftover)
 
     def _body(self, data: bytes) -> None:
@@ -187,127 +195,37 @@ class VMessServerProtocol(Protocol):
             self._close(abort=True)
             return
         if payloads:
-            if self.state == _RELAY:
-                self.relay.receivedSequence(INBOUND, payloads)
-            elif self.state == _UDP:
-                for p in payloads:
-                    self._session.send(bytes(p), self.request.destination)
-                self._activity = True
-            else:
-                self._pending.extend(payloads)
+            self.side.receivedSequence(payloads)
         if self.decoder.eof:
-            self._uplinkEnded()
+            self.side.eof()
 
-    def _uplinkEnded(self) -> None:
-        if self.state == _RELAY:
-            self.relay.eof(INBOUND)
-        elif self.state == _CONNECTING:
-            self._pendingEOF = True
-        elif self.state == _UDP and not self._udp_uplink_done:
-            self._udp_uplink_done = True
-            self._activity = False
-            self._armUDP(self.factory.policy.level(self.request.account.level).downlink_only)
-
-    # -- TCP relay -----------------------------------------------------------------------
-    def _connected(self, outbound: Any) -> None:
-        self._connecting = None
-        if self.state != _CONNECTING:
-            outbound.transport.loseConnection()
-            return
+    # -- refusals --------------------------------------------------------------------------
+    def _refuse(self, reason: str) -> None:
+        """Never answer: one access line, then the guard holds the connection."""
         self._cancelTimer()
-        self.state = _RELAY
-        acct = self.request.account
-        self.relay = Relay(self.inner, outbound.transport, self.reactor,
-                           self.factory.policy.level(acct.level))
-        outbound.attach(self.relay)
-        pending, self._pending = self._pending, []
-        if pending:
-            self.relay.receivedSequence(INBOUND, pending)
-        if self._pendingEOF:
-            self.relay.eof(INBOUND)
-        if not self.relay.finished:
-            self.transport.resumeProducing()
-
-    def _connectFailed(self, failure: Failure) -> None:
-        self._connecting = None
-        if self.state != _CONNECTING:
-            return
-        log.info("vmess: {dest} for user {user} failed: {why}", dest=self.request.destination,
-                 user=self.request.account.label, why=failure.getErrorMessage())
-        self._close()
-
-    # -- UDP -------------------------------------------------------------------------------
-    def _openUDP(self, dest: Destination) -> None:
+        self.phase = Phase.PROBE
         f = self.factory
-        acct = self.request.account
-        self._activity = False
-        try:
-            self._session = f.dispatcher.packetSession(
-                dest, self._udpReply, self._close, inbound_tag=f.tag, source=self._peer(),
-                email=acct.email or None)
-        except Exception as e:  # noqa: BLE001 - no outbound: close quietly
-            log.info("vmess UDP {dest}: {why}", dest=dest, why=e)
-            self._close()
-            return
-        self._armUDP(f.policy.level(acct.level).conn_idle)
-
-    def _udpReply(self, data: bytes, source: Destination) -> None:
-        if self.state == _UDP and self.inner is not None:
-            self._activity = True
-            self.inner.write(data)
-
-    def _armUDP(self, timeout: float) -> None:
-        self._cancelTimer()
-        self._udpTimeout = timeout
-        self._timer = self.reactor.callLater(timeout, self._udpCheck)
-
-    def _udpCheck(self) -> None:
-        self._timer = None
-        if self.state != _UDP:
-            return
-        if self._activity:
-            self._activity = False
-            self._armUDP(self._udpTimeout)
-            return
-        self._close()
-
-    # -- probes ----------------------------------------------------------------------------
-    def _probe(self, reason: str) -> None:
-        """Never answer: discard input, FIN after a bounded random delay, read until EOF."""
-        self._cancelTimer()
-        self.state = _PROBE
-        guard = self.factory.state.guard
-        log.info("vmess: refused connection from {peer}: {reason}", peer=self._peer(),
-                 reason=reason)
-        self.factory.refused += 1
-        if guard.held >= guard.max_held:
-            self.transport.loseConnection()
-            return
-        guard.held += 1
-        self._held = True
+        f.tunnels.reject(self._peer(), "vmess", reason)
+        f.refused += 1
         # FIN at start + handshake deadline + random delay, whenever (and whether) a verdict
         # was reached: the timing tells a prober nothing about its bytes.
-        deadline = self._start + self.factory.policy.level(0).handshake
-        wait = max(0.0, deadline - self.reactor.seconds()) + guard.delay()
-        self._timer = self.reactor.callLater(wait, self._probeFin)
-
-    def _probeFin(self) -> None:
-        self._timer = self.reactor.callLater(self.factory.state.guard.linger,
-                                             self.transport.loseConnection)
-        self.transport.loseWriteConnection()
+        self.hold = f.state.guard.hold(self.transport, self.reactor,
+                                       self._start + f.policy.level(0).handshake)
 
     # -- ending ----------------------------------------------------------------------------
     def _close(self, abort: bool = False) -> None:
-        if self.state == _DONE:
+        if self.phase is Phase.DONE:
             return
-        if self.relay is not None and not abort:
-            self.relay.finish()
+        side = self.side
+        if self.phase is Phase.STREAM and side is not None and side.relay is not None \
+                and not abort:
+            side.close()  # the relay flushes both sides
             return
-        self.state = _DONE
+        self.phase = Phase.DONE
         self._cancelTimer()
-        if self._session is not None:
-            session, self._session = self._session, None
-            session.close()
+        if side is not None:
+            self.side = None
+            side.lost(None)
         if self.inner is not None and not abort:
             self.inner.loseConnection()
         else:
@@ -315,12 +233,12 @@ class VMessServerProtocol(Protocol):
 
     def readConnectionLost(self) -> None:
         """The client half-closed TCP: at a chunk boundary that ends the uplink."""
-        if self.state in (_PROBE, _HANDSHAKE, _DONE):
+        if self.phase in (Phase.PROBE, Phase.HANDSHAKE, Phase.DONE):
             self.transport.loseConnection()
             return
         if self.decoder.at_boundary:
             if not self.decoder.eof:
-                self._uplinkEnded()
+                self.side.eof()
         else:
             self._close(abort=True)
 
@@ -329,40 +247,36 @@ class VMessServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Release everything this connection held."""
-        self.state = _DONE  # before cancelling: a cancelled connect is not a failure to log
-        self.factory.protocols.discard(self)
+        self.phase = Phase.DONE  # before cancelling: a cancelled connect is not a failure
         self._cancelTimer()
-        if self._held:
-            self._held = False
-            self.factory.state.guard.held -= 1
-        if self._connecting is not None:
-            d, self._connecting = self._connecting, None
-            d.cancel()
-        if self._session is not None:
-            session, self._session = self._session, None
-            session.close()
-        if self.relay is not None:
-            self.relay.lost(INBOUND, reason)
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            hold.release()
+        if self.side is not None:
+            side, self.side = self.side, None
+            side.lost(reason)
 
 
-class VMessServerFactory(Factory):
-    """Builds :class:`VMessServerProtocol`; one per inbound port, state may be shared."""
+class VMessServerFactory(InboundFactory):
+    """Builds :class:`VMessServerProtocol`; one per inbound (all its ports share it)."""
 
-    def __init__(self, state: VMessServerState, dispatcher: Any, reactor: Any = None,
-                 policy: Policy = DEFAULT_POLICY, tag: str = "",
-                 now: Any = None) -> None:
+    protocol = VMessServerProtocol  # type: ignore[assignment]
+
+    def __init__(self, state: VMessServerState, tunnels: TunnelService,
+                 policy: Policy = DEFAULT_POLICY, tag: str = "", now: Clock | None = None) -> None:
+        super().__init__(tunnels, tag)
         self.state = state
-        self.dispatcher = dispatcher
-        self.reactor = resolve_reactor(reactor)
         self.policy = policy
-        self.tag = tag
         self.now = now or time.time
         self.refused = 0
-        #: live connections (for shutdown and tests)
-        self.protocols: set[VMessServerProtocol] = set()
         #: accepted requests by (AEAD header?, security value, command)
         self.accepted: Counter[tuple[bool, int, int]] = Counter()
         self._refresh: LoopingCall | None = None
+
+    @property
+    def protocols(self) -> set[VMessServerProtocol]:
+        """The live connections."""
+        return set(self.connections)  # type: ignore[arg-type]
 
     def startFactory(self) -> None:
         """Keep the legacy auth table current while listening."""
@@ -377,7 +291,3 @@ class VMessServerFactory(Factory):
         if self._refresh is not None:
             refresh, self._refresh = self._refresh, None
             refresh.stop()
-
-    def buildProtocol(self, addr: Any) -> VMessServerProtocol:
-        """A protocol for one connection."""
-        return VMessServerProtocol(self)

@@ -1,0 +1,111 @@
+"""The tunnel service: the one place that connects an inbound to an outbound.
+
+Every inbound (SOCKS, VMess, and every protocol and Mux.Cool sub-stream to come) calls
+:meth:`TunnelService.openStream` for a stream and :meth:`TunnelService.openPackets` for UDP.
+The service asks the dispatcher for an outbound, writes the access line, connects within the
+policy's deadline and joins both sides; inbounds report refused clients through
+:meth:`TunnelService.reject`, so every access line, accepted or rejected, comes from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from vtwist.address import Destination
+from vtwist.interfaces import IDispatcher, IInboundReply, IOutbound
+from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
+from vtwist.tunnel.access import AccessLog
+from vtwist.tunnel.packets import PacketTunnel
+from vtwist.tunnel.relay import RelayProtocol, RelayProtocolFactory
+from vtwist.tunnel.stream import StreamTunnel
+
+log = Logger(namespace="vtwist.dispatch")
+
+
+class TunnelService:
+    """Joins inbound streams and UDP sessions to the outbounds the dispatcher picks."""
+
+    def __init__(self, dispatcher: IDispatcher, clock: IReactorTime,
+                 access: AccessLog | None = None) -> None:
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.access = access if access is not None else AccessLog(
+            getattr(dispatcher, "log_access", True))
+
+    # -- streams ----------------------------------------------------------------------
+    def openStream(self, transport: Any, destination: Destination, reply: IInboundReply, *,
+                   early: list[Any] | None = None, inbound_tag: str = "", source: str = "",
+                   email: str | None = None, policy: LevelPolicy = DEFAULT_LEVEL
+                   ) -> StreamTunnel:
+        """Join the inbound ``transport`` to ``destination``.
+
+        ``early`` holds the bytes the client sent after its handshake. The inbound then
+        reports its side's events to the returned tunnel. ``reply`` answers the client once
+        the outcome is known; on failure it also closes the inbound connection.
+        """
+        tunnel = StreamTunnel(self, transport, destination, reply, policy,
+                              inbound_tag=inbound_tag, source=source, email=email)
+        tunnel.start(early or [])
+        return tunnel
+
+    def connect(self, destination: Destination, *, inbound_tag: str | None = None,
+                source: str = "", email: str | None = None) -> Deferred[RelayProtocol]:
+        """Route ``destination`` and connect; fires with a paused, unattached
+        :class:`~vtwist.tunnel.relay.RelayProtocol`. Writes the accepted access line."""
+        try:
+            chosen = self.dispatcher.choose(destination, inbound_tag, source, email)
+        except Exception:  # noqa: BLE001 - NoOutbound and friends become the errback
+            return fail()
+
+        def connectThrough(outbound: IOutbound) -> Deferred[RelayProtocol]:
+            self.access.accepted(source, destination, inbound_tag, outbound.tag, email)
+            return outbound.endpointFor(destination).connect(RelayProtocolFactory())
+
+        if isinstance(chosen, Deferred):
+            return chosen.addCallback(connectThrough)
+        try:
+            return connectThrough(chosen)
+        except Exception:  # noqa: BLE001 - becomes the caller's errback
+            return fail()
+
+    # -- packets ----------------------------------------------------------------------
+    def openPackets(self, destination: Destination,
+                    onPacket: Callable[[bytes, Destination], None],
+                    onClose: Callable[[], None], *, inbound_tag: str | None = None,
+                    source: str = "", email: str | None = None,
+                    idle_timeout: float | None = None) -> PacketTunnel:
+        """A UDP session for traffic whose first datagram goes to ``destination``.
+
+        Datagrams wait (a bounded few) while routing resolves. Raises
+        :class:`~vtwist.tunnel.dispatcher.NoOutbound` when there is no outbound at all.
+        """
+        chosen = self.dispatcher.choose(destination, inbound_tag, source, email)
+        tunnel = PacketTunnel(self.clock, onPacket, onClose, idle_timeout)
+        if not isinstance(chosen, Deferred):
+            self.access.accepted(source, destination, inbound_tag, chosen.tag, email)
+            tunnel.open(chosen)
+            return tunnel
+
+        def opened(outbound: IOutbound) -> None:
+            if not tunnel.closed:
+                self.access.accepted(source, destination, inbound_tag, outbound.tag, email)
+            tunnel.open(outbound)
+
+        def failed(failure: Failure) -> None:
+            if not tunnel.closed:
+                log.info("UDP to {dest}: {why}", dest=destination, why=failure.getErrorMessage())
+            tunnel.fail(failure.getErrorMessage())
+
+        tunnel.deciding = chosen.addCallbacks(opened, failed)
+        return tunnel
+
+    # -- refusals ---------------------------------------------------------------------
+    def reject(self, source: str, protocol: str, why: str) -> None:
+        """An inbound refused a client: one access line."""
+        self.access.rejected(source, protocol, why)

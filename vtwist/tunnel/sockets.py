@@ -1,0 +1,33 @@
+"""The one place that touches Twisted's private names: socket write buffers.
+
+Twisted's ``tcp.Connection`` pauses its producer once its buffer passes one read's worth
+(64 KiB). A relay would then pause and resume the other side on nearly every read, so
+:func:`raise_write_high_water` lets the socket buffer more before it pushes back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.tcp import Connection
+
+#: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
+#: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
+#: other side (epoll churn); reads stay 64 KiB.
+WRITE_HIGH_WATER = 256 * 1024
+
+
+def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> None:
+    """Let the socket under ``transport`` (through any wrapping layers) buffer ``limit`` bytes
+    before it pauses its producer. Reads keep their size."""
+    for _ in range(8):
+        if isinstance(transport, Connection):
+            def full(t: Connection = transport) -> bool:
+                return len(t.dataBuffer) + t._tempDataLen > limit
+
+            transport._isSendBufferFull = full  # type: ignore[method-assign]
+            return
+        transport = getattr(transport, "lowerTransport", None) or getattr(
+            transport, "transport", None)
+        if transport is None:
+            return

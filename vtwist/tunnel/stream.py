@@ -1,0 +1,160 @@
+"""One inbound connection joined to its outbound: :class:`StreamTunnel`.
+
+The inbound protocol hands over its transport after its handshake and from then on reports
+its side's events here (:meth:`~StreamTunnel.received`, :meth:`~StreamTunnel.eof`,
+:meth:`~StreamTunnel.lost`). While the outbound connects, the inbound's transport is paused
+and what it already sent is held; once connected, the inbound's reply goes out, the relay
+joins both transports, and the held input is replayed (resume, then replay).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from vtwist.address import Destination
+from vtwist.interfaces import IInboundReply
+from vtwist.policy import LevelPolicy
+from vtwist.transport.layer import set_no_delay
+from vtwist.tunnel.failures import ConnectFailure, classify
+from vtwist.tunnel.held import HeldInput
+from vtwist.tunnel.relay import INBOUND, Relay, RelayProtocol
+
+if TYPE_CHECKING:
+    from vtwist.tunnel.service import TunnelService
+
+log = Logger(namespace="vtwist.tunnel")
+
+
+class Phase(Enum):
+    """Where one tunnel is."""
+
+    CONNECTING = "connecting"
+    RELAY = "relay"
+    CLOSED = "closed"
+
+
+class StreamTunnel:
+    """One stream from an inbound through the outbound the dispatcher picks."""
+
+    def __init__(self, service: TunnelService, transport: Any, destination: Destination,
+                 reply: IInboundReply, policy: LevelPolicy, *, inbound_tag: str = "",
+                 source: str = "", email: str | None = None) -> None:
+        self.service = service
+        self.transport = transport
+        self.destination = destination
+        self.reply = reply
+        self.policy = policy
+        self.inbound_tag = inbound_tag
+        self.source = source
+        self.email = email
+        self.phase = Phase.CONNECTING
+        self.relay: Relay | None = None
+        self.held: HeldInput | None = HeldInput()
+        self.timedOut = False
+        self._connecting: Deferred[RelayProtocol] | None = None
+        self._deadline: IDelayedCall | None = None
+
+    def start(self, early: list[Any]) -> None:
+        """Pause the inbound, keep ``early``, and connect within the policy's deadline."""
+        self.transport.pauseProducing()
+        if early:
+            self.held.extend(early)  # type: ignore[union-attr]
+        d = self.service.connect(self.destination, inbound_tag=self.inbound_tag,
+                                 source=self.source, email=self.email)
+        if not d.called:
+            self._connecting = d
+            self._deadline = self.service.clock.callLater(self.policy.connect_timeout,
+                                                          self._timeout)
+        d.addCallbacks(self._connected, self._failed)
+
+    # -- the inbound side's events ------------------------------------------------------
+    def received(self, data: Any) -> None:
+        """Bytes from the inbound's client."""
+        relay = self.relay
+        if relay is not None:
+            relay.received(INBOUND, data)
+        elif self.held is not None:
+            self.held.data(data)
+
+    def receivedSequence(self, chunks: list[Any]) -> None:
+        """Several pieces from the inbound's client at once."""
+        relay = self.relay
+        if relay is not None:
+            relay.receivedSequence(INBOUND, chunks)
+        elif self.held is not None:
+            self.held.extend(chunks)
+
+    def eof(self) -> None:
+        """The inbound's client will send no more."""
+        if self.relay is not None:
+            self.relay.eof(INBOUND)
+        elif self.held is not None:
+            self.held.eof = True
+
+    def lost(self, reason: Failure | None = None) -> None:
+        """The inbound's connection is gone."""
+        phase, self.phase = self.phase, Phase.CLOSED
+        self._cancelDeadline()
+        self.held = None
+        if self._connecting is not None:
+            d, self._connecting = self._connecting, None
+            d.cancel()
+        if phase is Phase.RELAY and self.relay is not None:
+            self.relay.lost(INBOUND, reason)
+
+    def close(self) -> None:
+        """The inbound ends the tunnel (e.g. its stream turned out malformed)."""
+        if self.relay is not None:
+            self.relay.finish()
+        else:
+            self.lost(None)
+            self.transport.loseConnection()
+
+    # -- the outbound side ----------------------------------------------------------------
+    def _timeout(self) -> None:
+        self._deadline = None
+        if self._connecting is not None:
+            self.timedOut = True
+            self._connecting.cancel()
+
+    def _cancelDeadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _connected(self, outbound: RelayProtocol) -> None:
+        self._connecting = None
+        self._cancelDeadline()
+        if self.phase is not Phase.CONNECTING:  # the client left meanwhile
+            outbound.transport.loseConnection()
+            return
+        self.phase = Phase.RELAY
+        set_no_delay(outbound.transport)  # relayed small writes must not wait
+        self.reply.succeeded(outbound.transport.getHost())
+        relay = Relay(self.transport, outbound.transport, self.service.clock, self.policy)
+        self.relay = relay
+        outbound.attach(relay)
+        held, self.held = self.held, None
+        if not relay.finished and held is not None:
+            held.replay(relay, INBOUND, self.transport)
+
+    def _failed(self, failure: Failure) -> None:
+        self._connecting = None
+        self._cancelDeadline()
+        if self.phase is not Phase.CONNECTING:
+            return
+        self.phase = Phase.CLOSED
+        self.held = None
+        kind = ConnectFailure.TIMED_OUT if self.timedOut else classify(failure)
+        why = f"no connection within {self.policy.connect_timeout:g}s" if self.timedOut \
+            else failure.getErrorMessage()
+        log.info("{source} to {dest} failed ({kind}): {why}", source=self.source,
+                 dest=self.destination, kind=kind.value, why=why)
+        self.reply.failed(kind, failure)
