@@ -17,11 +17,16 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_links import DESIGN_LINK, UID, b64link, fields
-from vtwist import cli, links, qr, runner
+from vtwist import cli, runner
+from vtwist.genconfig import client_config, client_config_from_link
+from vtwist.share import qr
+from vtwist.share.link import VmessLink, parse_link
+from vtwist.share.outbound import link_to_outbound
+from vtwist.share.subscription import encode_subscription
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The design link pointed at loopback: used wherever a command could start something.
-LOCAL_LINK = replace(links.parse_link(DESIGN_LINK), add="127.0.0.1").to_link()
+LOCAL_LINK = replace(parse_link(DESIGN_LINK), add="127.0.0.1").to_link()
 
 
 def decode_qr(matrix: list[list[bool]]) -> str:
@@ -44,7 +49,7 @@ def decode_qr(matrix: list[list[bool]]) -> str:
 
 
 def read_png_grey(data: bytes) -> list[bytes]:
-    """Pixel rows of a PNG written by :func:`vtwist.qr.png_bytes`."""
+    """Pixel rows of a PNG written by :func:`vtwist.share.qr.png_bytes`."""
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise ValueError("not a PNG")
     pos, idat, width = 8, b"", 0
@@ -69,7 +74,7 @@ def read_png_grey(data: bytes) -> list[bytes]:
 
 
 def terminal_to_matrix(drawing: str) -> list[list[bool]]:
-    """Undo :func:`vtwist.qr.render_terminal` (light modules are the ink)."""
+    """Undo :func:`vtwist.share.qr.render_terminal` (light modules are the ink)."""
     table = {"\u2588": (False, False), "\u2580": (False, True), "\u2584": (True, False),
              " ": (True, True)}
     matrix: list[list[bool]] = []
@@ -129,7 +134,7 @@ class SimpleCommandTests(CLITestCase):
         done = subprocess.run([sys.executable, "-m", "vtwist", "link", "decode", DESIGN_LINK],
                               capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
         self.assertEqual(done.returncode, 0, done.stderr)
-        self.assertEqual(json.loads(done.stdout), links.link_to_outbound(DESIGN_LINK))
+        self.assertEqual(json.loads(done.stdout), link_to_outbound(DESIGN_LINK))
         done = subprocess.run([sys.executable, "-m", "vtwist", "link", "decode", "vmess://x@y"],
                               capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
         self.assertEqual(done.returncode, 2)
@@ -140,7 +145,7 @@ class LinkCommandTests(CLITestCase):
     def test_decode(self) -> None:
         status, out, err = self.run_cli("link", "decode", DESIGN_LINK)
         self.assertEqual((status, err), (0, ""))
-        self.assertEqual(json.loads(out), links.link_to_outbound(DESIGN_LINK))
+        self.assertEqual(json.loads(out), link_to_outbound(DESIGN_LINK))
         self.assertTrue(out.startswith("{\n  \"protocol\": \"vmess\""))
 
     def test_decode_notes_ignored_fields(self) -> None:
@@ -163,7 +168,7 @@ class LinkCommandTests(CLITestCase):
     def test_decode_stdin(self) -> None:
         self.patch(sys, "stdin", io.StringIO(DESIGN_LINK + "\n"))
         status, out, _ = self.run_cli("link", "decode", "-")
-        self.assertEqual(json.loads(out), links.link_to_outbound(DESIGN_LINK))
+        self.assertEqual(json.loads(out), link_to_outbound(DESIGN_LINK))
 
     def test_decode_errors(self) -> None:
         for link, message in (
@@ -180,21 +185,21 @@ class LinkCommandTests(CLITestCase):
             self.assertEqual(self.run_cli("link", "decode", link), (2, "", f"vtwist: {message}\n"))
 
     def test_encode(self) -> None:
-        link = links.parse_link(b64link(fields(ps="srv", net="ws", path="/p", tls="tls")))
-        config = links.client_config(link.to_outbound())
+        link = parse_link(b64link(fields(ps="srv", net="ws", path="/p", tls="tls")))
+        config = client_config(link.to_outbound())
         config["outbounds"].insert(0, {"protocol": "freedom", "tag": "first"})
         path = self.write("// a comment V2Ray allows\n" + json.dumps(config))
         status, out, err = self.run_cli("link", "encode", "--config", path)
         self.assertEqual((status, err), (0, ""))
-        self.assertEqual(links.parse_link(out.strip()), link.canonical())
+        self.assertEqual(parse_link(out.strip()), link.canonical())
         self.assertTrue(out.startswith("vmess://ey"))
         status, out, _ = self.run_cli("link", "encode", "--config", path, "--outbound", "srv",
                                       "--url")
-        self.assertEqual(links.parse_link(out.strip()), link.canonical())
+        self.assertEqual(parse_link(out.strip()), link.canonical())
         self.assertTrue(out.startswith(f"vmess://{UID}@127.0.0.1:1234?type=ws"))
 
     def test_encode_warns_and_errors(self) -> None:
-        outbound = links.parse_link(b64link(fields(net="kcp"))).to_outbound()
+        outbound = parse_link(b64link(fields(net="kcp"))).to_outbound()
         outbound["streamSettings"]["kcpSettings"]["tti"] = 20
         path = self.write(json.dumps({"outbounds": [outbound]}))
         status, out, err = self.run_cli("link", "encode", "--config", path)
@@ -266,7 +271,7 @@ class ConfigCommandTests(CLITestCase):
     def test_from_link(self) -> None:
         status, out, _ = self.run_cli("config", "from-link", DESIGN_LINK)
         self.assertEqual(status, 0)
-        self.assertEqual(json.loads(out), links.client_config_from_link(DESIGN_LINK))
+        self.assertEqual(json.loads(out), client_config_from_link(DESIGN_LINK))
         path = self.mktemp()
         status, out, _ = self.run_cli("config", "from-link", DESIGN_LINK, "--socks",
                                       "127.0.0.1:2080", "-o", path)
@@ -278,15 +283,15 @@ class ConfigCommandTests(CLITestCase):
         self.assertEqual(self.run_cli("config", "from-link", DESIGN_LINK, "--socks", "x"),
                          (2, "", "vtwist: bad address: --socks: expected HOST:PORT, got 'x'\n"))
 
-    def server(self, *extra: str) -> tuple[dict[str, Any], links.VmessLink, str]:
+    def server(self, *extra: str) -> tuple[dict[str, Any], VmessLink, str]:
         path = self.mktemp()
         status, out, err = self.run_cli("config", "server", "-o", path, *extra)
         self.assertEqual(status, 0, err)
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
-        return config, links.parse_link(out.strip()), err
+        return config, parse_link(out.strip()), err
 
-    def check_pair(self, config: dict[str, Any], link: links.VmessLink) -> None:
+    def check_pair(self, config: dict[str, Any], link: VmessLink) -> None:
         inbound = config["inbounds"][0]
         self.assertEqual(inbound["protocol"], "vmess")
         self.assertEqual(inbound["settings"]["clients"], [{"id": link.id, "alterId": 0,
@@ -360,7 +365,7 @@ class ConfigCommandTests(CLITestCase):
         text, _, link = out.rstrip("\n").rpartition("\n\n")
         config = json.loads(text)
         self.assertTrue(link.startswith("vmess://"))
-        self.check_pair(config, links.parse_link(link))
+        self.check_pair(config, parse_link(link))
 
     def test_server_errors(self) -> None:
         for extra, message in (
@@ -412,14 +417,14 @@ class RunCheckTests(CLITestCase):
 
     def test_run_link(self) -> None:
         self.assertEqual(self.run_cli("run", "--link", LOCAL_LINK), (0, "", ""))
-        self.assertEqual(self.ran, [links.client_config_from_link(LOCAL_LINK)])
+        self.assertEqual(self.ran, [client_config_from_link(LOCAL_LINK)])
 
     def test_run_link_socks(self) -> None:
         self.run_cli("run", "--link", LOCAL_LINK, "--socks", "127.0.0.1:9999")
         self.assertEqual(self.ran[0]["inbounds"][0]["port"], 9999)
 
     def test_run_subscription(self) -> None:
-        body = links.encode_subscription(["ss://x@h:1", b64link(fields(ps="a")),
+        body = encode_subscription(["ss://x@h:1", b64link(fields(ps="a")),
                                           b64link(fields(ps="b", net="ws"))])
         path = self.write(body)
         status, _, err = self.run_cli("run", "--subscription", path, "--pick", "b")
@@ -431,7 +436,7 @@ class RunCheckTests(CLITestCase):
         self.assertEqual(self.ran[1]["outbounds"][0]["tag"], "a")
 
     def test_run_config_and_default(self) -> None:
-        config = links.client_config_from_link(LOCAL_LINK)
+        config = client_config_from_link(LOCAL_LINK)
         path = self.write(json.dumps(config))
         self.run_cli("run", "--config", path)
         self.run_cli("run")

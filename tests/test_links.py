@@ -12,8 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from vtwist import links
-from vtwist.links import LinkError, UnsupportedTransportError, VmessLink, parse_link
+from vtwist.genconfig import client_config_from_link, client_config_from_subscription, parse_socks
+from vtwist.share.errors import LinkError, UnsupportedTransportError
+from vtwist.share.fields import SECURITIES
+from vtwist.share.link import VmessLink, parse_link
+from vtwist.share.outbound import find_outbound, link_to_outbound, outbound_to_link
+from vtwist.share.subscription import (
+    encode_subscription,
+    parse_subscription,
+    subscription_outbounds,
+)
+from vtwist.transport import linkfields, registry
 
 # The link from the original design notes (a public server; never contacted by any test).
 DESIGN_LINK = (
@@ -54,7 +63,7 @@ class DesignLinkTests(SynchronousTestCase):
             scy="auto", net="kcp", type="dtls", host="", path="", tls=""))
 
     def test_outbound(self) -> None:
-        self.assertEqual(links.link_to_outbound(DESIGN_LINK), {
+        self.assertEqual(link_to_outbound(DESIGN_LINK), {
             "protocol": "vmess",
             "tag": "ip_207.246.108.36",
             "settings": {"vnext": [{
@@ -66,17 +75,17 @@ class DesignLinkTests(SynchronousTestCase):
         })
 
     def test_client_config(self) -> None:
-        config = links.client_config_from_link(DESIGN_LINK)
+        config = client_config_from_link(DESIGN_LINK)
         self.assertEqual(config["inbounds"], [{
             "tag": "socks-in", "listen": "127.0.0.1", "port": 1080, "protocol": "socks",
             "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"},
         }])
-        self.assertEqual(config["outbounds"][0], links.link_to_outbound(DESIGN_LINK))
+        self.assertEqual(config["outbounds"][0], link_to_outbound(DESIGN_LINK))
         self.assertEqual(config["outbounds"][1],
                          {"tag": "direct", "protocol": "freedom", "settings": {}})
 
     def test_client_config_other_socks(self) -> None:
-        config = links.client_config_from_link(DESIGN_LINK, socks="0.0.0.0:7777")
+        config = client_config_from_link(DESIGN_LINK, socks="0.0.0.0:7777")
         inbound = config["inbounds"][0]
         self.assertEqual((inbound["listen"], inbound["port"], inbound["settings"]["ip"]),
                          ("0.0.0.0", 7777, "127.0.0.1"))
@@ -84,7 +93,7 @@ class DesignLinkTests(SynchronousTestCase):
     def test_round_trips(self) -> None:
         link = parse_link(DESIGN_LINK)
         self.assertEqual(parse_link(link.to_link()), link)
-        self.assertEqual(links.outbound_to_link(link.to_outbound()), link)
+        self.assertEqual(outbound_to_link(link.to_outbound()), link)
         self.assertEqual(parse_link(link.to_url()), link)
 
 
@@ -165,7 +174,7 @@ class MappingTests(SynchronousTestCase):
         outbound = link.to_outbound()
         self.assertEqual(outbound["streamSettings"], stream)
         warnings: list[str] = []
-        self.assertEqual(links.outbound_to_link(outbound, warnings.append), link.canonical())
+        self.assertEqual(outbound_to_link(outbound, warnings.append), link.canonical())
         self.assertEqual(warnings, [])
         return link
 
@@ -187,7 +196,7 @@ class MappingTests(SynchronousTestCase):
             "tcpSettings": {"header": {"type": "http", "request": {}}}})
 
     def test_kcp_headers_and_seed(self) -> None:
-        for header in links.KCP_HEADERS:
+        for header in linkfields.KCP.header_types:
             self.check(fields(net="kcp", type=header, path="the seed", host="ignored"), {
                 "network": "kcp", "security": "none",
                 "kcpSettings": {"header": {"type": header}, "seed": "the seed"}})
@@ -243,7 +252,7 @@ class MappingTests(SynchronousTestCase):
             e = self.assertRaises(UnsupportedTransportError, link.to_outbound)
             self.assertEqual(e.field, "net")
             self.assertIn(f"transport {name!r} is not supported", str(e))
-            self.assertRaises(UnsupportedTransportError, links.client_config_from_link,
+            self.assertRaises(UnsupportedTransportError, client_config_from_link,
                               b64link(fields(net=net)))
 
     def test_outbound_spelling_variants(self) -> None:
@@ -255,7 +264,7 @@ class MappingTests(SynchronousTestCase):
                                "wsSettings": {"headers": {"host": "x"}},
                                "tlsSettings": {"alpn": "h2", "allowInsecure": "true"}},
         }
-        self.assertEqual(links.outbound_to_link(outbound, lambda m: None), VmessLink(
+        self.assertEqual(outbound_to_link(outbound, lambda m: None), VmessLink(
             add="h.example", port=443, id=UID, ps="t", net="ws", host="x", tls="tls",
             sni="x", alpn="h2", allow_insecure=True))
 
@@ -266,7 +275,7 @@ class MappingTests(SynchronousTestCase):
         outbound["settings"]["vnext"].append(outbound["settings"]["vnext"][0])
         outbound["mux"] = {"enabled": True}
         warnings: list[str] = []
-        link = links.outbound_to_link(outbound, warnings.append)
+        link = outbound_to_link(outbound, warnings.append)
         self.assertEqual(link.type, "dtls")
         self.assertEqual(sorted(warnings), sorted([
             "settings.vnext: a vmess link holds one server; using the first of 2",
@@ -278,12 +287,12 @@ class MappingTests(SynchronousTestCase):
     def test_find_outbound(self) -> None:
         vm = parse_link(b64link(fields())).to_outbound()
         config = {"outbounds": [{"protocol": "freedom", "tag": "direct"}, vm]}
-        self.assertIs(links.find_outbound(config), vm)
-        self.assertIs(links.find_outbound(config, "n"), vm)
-        e = self.assertRaises(LinkError, links.find_outbound, config, "nope")
+        self.assertIs(find_outbound(config), vm)
+        self.assertIs(find_outbound(config, "n"), vm)
+        e = self.assertRaises(LinkError, find_outbound, config, "nope")
         self.assertEqual(str(e), "cannot make a vmess link: --outbound: no outbound tagged "
                                  "'nope' (tags: direct, n)")
-        e = self.assertRaises(LinkError, links.find_outbound, {"outbounds": config["outbounds"][:1]})
+        e = self.assertRaises(LinkError, find_outbound, {"outbounds": config["outbounds"][:1]})
         self.assertEqual(str(e), "cannot make a vmess link: outbounds: the config has no vmess "
                                  "outbound")
 
@@ -364,7 +373,7 @@ class ErrorTests(SynchronousTestCase):
             self.assertEqual((e.field, e.message), (field, message), link)
 
     def test_unsupported_transport_message(self) -> None:
-        e = self.assertRaises(LinkError, links.link_to_outbound, b64link(fields(net="grpc")))
+        e = self.assertRaises(LinkError, link_to_outbound, b64link(fields(net="grpc")))
         self.assertEqual(str(e), "invalid vmess link: net: transport 'grpc' is not supported "
                                  "by vtwist yet (supported: tcp, kcp, ws)")
 
@@ -387,18 +396,18 @@ class ErrorTests(SynchronousTestCase):
              "vtwist (expected tls or empty)"),
         ]
         for outbound, message in cases:
-            e = self.assertRaises(LinkError, links.outbound_to_link, outbound, lambda m: None)
+            e = self.assertRaises(LinkError, outbound_to_link, outbound, lambda m: None)
             self.assertEqual(str(e), message)
 
     def test_socks_errors(self) -> None:
-        self.assertEqual(links.parse_socks("1080"), ("127.0.0.1", 1080))
-        self.assertEqual(links.parse_socks("[::1]:1081"), ("::1", 1081))
-        self.assertEqual(links.parse_socks("0.0.0.0:1"), ("0.0.0.0", 1))
+        self.assertEqual(parse_socks("1080"), ("127.0.0.1", 1080))
+        self.assertEqual(parse_socks("[::1]:1081"), ("::1", 1081))
+        self.assertEqual(parse_socks("0.0.0.0:1"), ("0.0.0.0", 1))
         for bad, message in (("nope", "expected HOST:PORT, got 'nope'"),
                              ("h:0", "port out of range 1-65535 in 'h:0'"),
                              ("h:x", "port out of range 1-65535 in 'h:x'"),
                              ("[::1]1080", "expected HOST:PORT, got '[::1]1080'")):
-            e = self.assertRaises(LinkError, links.parse_socks, bad)
+            e = self.assertRaises(LinkError, parse_socks, bad)
             self.assertEqual(str(e), f"bad address: --socks: {message}")
 
 
@@ -423,7 +432,7 @@ class SubscriptionTests(SynchronousTestCase):
 
     def test_outbounds(self) -> None:
         warnings: list[str] = []
-        outbounds = links.subscription_outbounds(self.body(), warnings.append)
+        outbounds = subscription_outbounds(self.body(), warnings.append)
         self.assertEqual([o["tag"] for o in outbounds],
                          ["alpha", "beta", "alpha #2", "gamma", "127.0.0.1:1234"])
         self.assertEqual(outbounds[1]["streamSettings"]["kcpSettings"],
@@ -441,37 +450,37 @@ class SubscriptionTests(SynchronousTestCase):
         plain = "\n".join([b64link(fields(ps="a")), b64link(fields(ps="b"))])
         b64 = base64.urlsafe_b64encode(plain.encode()).decode().rstrip("=")
         for body in (plain, b64, "\n" + b64 + "\n"):
-            names = [o["tag"] for o in links.subscription_outbounds(body, lambda m: None)]
+            names = [o["tag"] for o in subscription_outbounds(body, lambda m: None)]
             self.assertEqual(names, ["a", "b"])
 
     def test_pick(self) -> None:
         body = self.body()
         quiet = {"warn": lambda m: None}
-        first = links.client_config_from_subscription(body, None, "127.0.0.1:1", **quiet)
+        first = client_config_from_subscription(body, None, "127.0.0.1:1", **quiet)
         self.assertEqual(first["outbounds"][0]["tag"], "alpha")
         self.assertEqual(first["inbounds"][0]["port"], 1)
-        self.assertEqual(links.client_config_from_subscription(
+        self.assertEqual(client_config_from_subscription(
             body, "beta", "127.0.0.1:1", **quiet)["outbounds"][0]["tag"], "beta")
-        self.assertEqual(links.client_config_from_subscription(
+        self.assertEqual(client_config_from_subscription(
             body, "GAMMA", "127.0.0.1:1", **quiet)["outbounds"][0]["tag"], "gamma")
-        self.assertEqual(links.client_config_from_subscription(
+        self.assertEqual(client_config_from_subscription(
             body, "3", "127.0.0.1:1", **quiet)["outbounds"][0]["tag"], "alpha #2")
-        e = self.assertRaises(LinkError, links.client_config_from_subscription,
+        e = self.assertRaises(LinkError, client_config_from_subscription,
                               body, "delta", "127.0.0.1:1", **quiet)
         self.assertEqual(str(e), "invalid subscription: --pick: no link named 'delta' (names: "
                                  "'alpha', 'beta', 'alpha #2', 'gamma', '127.0.0.1:1234')")
 
     def test_errors(self) -> None:
-        e = self.assertRaises(LinkError, links.subscription_outbounds, "%%%", lambda m: None)
+        e = self.assertRaises(LinkError, subscription_outbounds, "%%%", lambda m: None)
         self.assertEqual(str(e), "invalid subscription: body: not base64 and not a list of links")
-        only_ss = links.encode_subscription(["ss://x@h:1"])
-        e = self.assertRaises(LinkError, links.client_config_from_subscription, only_ss, None,
+        only_ss = encode_subscription(["ss://x@h:1"])
+        e = self.assertRaises(LinkError, client_config_from_subscription, only_ss, None,
                               "127.0.0.1:1080", lambda m: None)
         self.assertEqual(str(e), "invalid subscription: links: no usable vmess links")
 
     def test_encode(self) -> None:
         items = [b64link(fields(ps="a")), b64link(fields(ps="b"))]
-        parsed = links.parse_subscription(links.encode_subscription(items), lambda m: None)
+        parsed = parse_subscription(encode_subscription(items), lambda m: None)
         self.assertEqual([p.ps for p in parsed], ["a", "b"])
 
     def test_default_warning_goes_to_twisted_log(self) -> None:
@@ -480,7 +489,7 @@ class SubscriptionTests(SynchronousTestCase):
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        links.subscription_outbounds(links.encode_subscription(
+        subscription_outbounds(encode_subscription(
             ["trojan://x@h:1", b64link(fields())]))
         self.assertEqual([e.get("text") for e in events if e.get("log_namespace") ==
                           "vtwist.links"],
@@ -504,8 +513,8 @@ lists = st.lists(st.text(st.characters(exclude_categories=("Cs",), exclude_chara
 
 @st.composite
 def vmess_links(draw: st.DrawFn, url_form: bool = False) -> VmessLink:
-    net = draw(st.sampled_from(links.SUPPORTED_NETWORKS))
-    header = {"tcp": st.sampled_from(links.TCP_HEADERS), "kcp": st.sampled_from(links.KCP_HEADERS),
+    net = draw(st.sampled_from(registry.link_names()))
+    header = {"tcp": st.sampled_from(linkfields.TCP.header_types), "kcp": st.sampled_from(linkfields.KCP.header_types),
               "ws": st.just("none")}[net]
     tls = draw(st.sampled_from(["", "tls"]))
     return VmessLink(
@@ -514,7 +523,7 @@ def vmess_links(draw: st.DrawFn, url_form: bool = False) -> VmessLink:
         id=str(draw(st.uuids())),
         ps=draw(texts),
         aid=0 if url_form else draw(st.integers(0, 65535)),
-        scy=draw(st.sampled_from(links.SECURITIES)),
+        scy=draw(st.sampled_from(SECURITIES)),
         net=net,
         type=draw(header),
         host=draw(lists if net == "tcp" else texts),
@@ -542,7 +551,7 @@ class PropertyTests(SynchronousTestCase):
         outbound = link.to_outbound()
         json.dumps(outbound)
         warnings: list[str] = []
-        self.assertEqual(links.outbound_to_link(outbound, warnings.append), canonical)
+        self.assertEqual(outbound_to_link(outbound, warnings.append), canonical)
         self.assertEqual(warnings, [])
         self.assertEqual(canonical.to_outbound(), outbound)
         self.assertEqual(canonical.canonical(), canonical)
@@ -566,8 +575,8 @@ class PropertyTests(SynchronousTestCase):
     @settings(max_examples=100, deadline=None)
     @given(st.lists(vmess_links(), min_size=1, max_size=5))
     def test_subscription_round_trip(self, items: list[VmessLink]) -> None:
-        body = links.encode_subscription([i.to_link() for i in items])
-        self.assertEqual(links.parse_subscription(body, self.fail), items)
+        body = encode_subscription([i.to_link() for i in items])
+        self.assertEqual(parse_subscription(body, self.fail), items)
 
     @settings(max_examples=100, deadline=None)
     @given(st.text(max_size=60))

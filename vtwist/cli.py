@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vtwist.links import SUPPORTED_NETWORKS, LinkError
+from vtwist.share.errors import LinkError
+from vtwist.transport import registry
 
 EXIT_USAGE = 2
 
@@ -92,7 +93,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _config_for_run(args: argparse.Namespace) -> dict[str, Any]:
-    from vtwist import links, runner
+    from vtwist import genconfig, runner
 
     sources = [k for k in ("config", "link", "subscription") if getattr(args, k)]
     if len(sources) > 1:
@@ -105,12 +106,12 @@ def _config_for_run(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         return _load_config(args.config)
     if args.link:
-        return links.client_config_from_link(_link_arg(args.link), socks)
+        return genconfig.client_config_from_link(_link_arg(args.link), socks)
     if args.subscription:
-        return links.client_config_from_subscription(
+        return genconfig.client_config_from_subscription(
             _read_text(args.subscription), args.pick, socks, warn=_warn)
     if args.socks is not None:
-        return links.client_config(
+        return genconfig.client_config(
             {"tag": "direct", "protocol": "freedom", "settings": {}}, socks)
     return runner.default_config()
 
@@ -130,7 +131,7 @@ def cmd_uuid(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_link_decode(args: argparse.Namespace, out: TextIO) -> int:
     """Print the outbound a link stands for (or its raw fields with --fields)."""
-    from vtwist.links import parse_link
+    from vtwist.share.link import parse_link
 
     link = parse_link(_link_arg(args.link))
     _dump(link.to_json() if args.fields else link.to_outbound(), out)
@@ -141,7 +142,7 @@ def cmd_link_decode(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_link_encode(args: argparse.Namespace, out: TextIO) -> int:
     """Print the link of a config's VMess outbound."""
-    from vtwist.links import find_outbound, outbound_to_link
+    from vtwist.share.outbound import find_outbound, outbound_to_link
 
     config = _load_config(args.config, EXIT_USAGE)
     link = outbound_to_link(find_outbound(config, args.outbound), warn=_warn)
@@ -151,8 +152,8 @@ def cmd_link_encode(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_link_qr(args: argparse.Namespace, out: TextIO) -> int:
     """Draw a link as a QR code in the terminal, or write it as a PNG."""
-    from vtwist.links import parse_link
-    from vtwist.qr import png_bytes, qr_matrix, render_terminal
+    from vtwist.share.link import parse_link
+    from vtwist.share.qr import png_bytes, qr_matrix, render_terminal
 
     text = _link_arg(args.link).strip()
     parse_link(text).canonical()  # refuse to draw a link that would not work
@@ -174,7 +175,7 @@ def cmd_link_qr(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_config_from_link(args: argparse.Namespace, out: TextIO) -> int:
     """Print a complete client config for a link."""
-    from vtwist.links import client_config_from_link
+    from vtwist.genconfig import client_config_from_link
 
     config = client_config_from_link(_link_arg(args.link), args.socks)
     _write_or_print(json.dumps(config, indent=2, ensure_ascii=False) + "\n", args.output, out)
@@ -214,6 +215,16 @@ def cmd_config_server(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------
+def _header_help() -> str:
+    """``tcp: none|http; kcp: none|srtp|...`` from the network registry."""
+    parts = []
+    for name in registry.link_names():
+        fields = registry.lookup(name).link_fields  # type: ignore[union-attr]
+        if fields.header_types:
+            parts.append(f"{name}: {'|'.join(fields.header_types)}")
+    return "; ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree for every command."""
     parser = argparse.ArgumentParser(
@@ -272,9 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE")
     p.set_defaults(func=cmd_config_from_link)
     p = csub.add_parser("server", help="a VMess server config with a fresh UUID, and its link")
-    p.add_argument("--transport", choices=SUPPORTED_NETWORKS, default="tcp")
-    p.add_argument("--header", default="none", help="tcp: none|http; kcp: none|srtp|utp|"
-                   "wechat-video|dtls|wireguard")
+    p.add_argument("--transport", choices=registry.link_names(), default="tcp")
+    p.add_argument("--header", default="none", help=_header_help())
     p.add_argument("--tls", action="store_true", help="TLS (self-signed unless --cert/--key)")
     p.add_argument("--cert", metavar="FILE")
     p.add_argument("--key", metavar="FILE")

@@ -1,9 +1,11 @@
-"""Make a VMess server config (fresh UUID) and the share link that points at it.
+"""Make configs: a VMess server (fresh UUID) with the share link that points at it, and a
+client that serves SOCKS5 and sends everything through a link.
 
 ``vtwist config server`` uses :func:`server_config`: the inbound mirrors what
-:meth:`vtwist.links.VmessLink.to_outbound` builds for the client, so the pair always
+:meth:`vtwist.share.link.VmessLink.to_outbound` builds for the client, so the pair always
 matches. Without a certificate a self-signed one is made (and the link gets
-``allowInsecure``, since nothing can verify it).
+``allowInsecure``, since nothing can verify it). ``vtwist run --link`` and ``config
+from-link`` use :func:`client_config`.
 """
 
 from __future__ import annotations
@@ -15,22 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vtwist.links import (
-    KCP_HEADERS,
-    SUPPORTED_NETWORKS,
-    TCP_HEADERS,
-    LinkError,
-    VmessLink,
-    link_from_json,
-)
+from vtwist.share.errors import LinkError, Warn
+from vtwist.share.link import VmessLink, link_from_json
+from vtwist.share.outbound import link_to_outbound
+from vtwist.share.subscription import pick_outbound, subscription_outbounds
+from vtwist.transport import registry
 
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
-
-#: The transports a link (and so a generated server) can use.
-TRANSPORTS = SUPPORTED_NETWORKS
-
 
 @dataclass
 class ServerSpec:
@@ -124,22 +119,23 @@ def self_signed_certificate(names: list[str], days: int = 3650) -> tuple[str, st
 
 def server_link(spec: ServerSpec) -> VmessLink:
     """The client link for ``spec`` (validated; raises :class:`LinkError`)."""
-    if spec.transport not in TRANSPORTS:
-        raise LinkError("--transport", f"expected one of {', '.join(TRANSPORTS)}, "
+    transports = registry.link_names()
+    network = registry.lookup(spec.transport) if spec.transport in transports else None
+    fields = network.link_fields if network is not None else None
+    if fields is None:
+        raise LinkError("--transport", f"expected one of {', '.join(transports)}, "
                                        f"got {spec.transport!r}", "bad server options")
     header = spec.header or "none"
-    if spec.transport == "kcp" and header not in KCP_HEADERS:
-        raise LinkError("--header", f"mKCP headers are {', '.join(KCP_HEADERS)}; "
-                                    f"got {header!r}", "bad server options")
-    if spec.transport == "tcp" and header not in TCP_HEADERS:
-        raise LinkError("--header", f"tcp headers are none, http; got {header!r}",
+    if not fields.header_types and header != "none":
+        raise LinkError("--header", f"{fields.label} has no header type", "bad server options")
+    if fields.header_types and header not in fields.header_types:
+        raise LinkError("--header", f"{fields.label} headers are "
+                                    f"{', '.join(fields.header_types)}; got {header!r}",
                         "bad server options")
-    if spec.transport == "ws" and header != "none":
-        raise LinkError("--header", "ws has no header type", "bad server options")
-    if spec.seed and spec.transport != "kcp":
+    if spec.seed and not fields.path_is_seed:
         raise LinkError("--seed", "only mKCP has a seed", "bad server options")
-    path = spec.seed if spec.transport == "kcp" else spec.path
-    if spec.transport == "ws" and not path:
+    path = spec.seed if fields.path_is_seed else spec.path
+    if fields.random_path and not path:
         path = "/" + uuid.uuid4().hex[:8]
     insecure = spec.tls and not spec.cert_file
     name = spec.name or "vtwist-" + spec.transport + (
@@ -188,3 +184,52 @@ def server_config(spec: ServerSpec) -> tuple[dict[str, Any], VmessLink]:
         "outbounds": [{"tag": "direct", "protocol": "freedom", "settings": {}}],
     }
     return config, link
+
+
+# -- client configs --------------------------------------------------------------------
+def parse_socks(socks: str) -> tuple[str, int]:
+    """``"HOST:PORT"``, ``"[::1]:PORT"`` or ``"PORT"`` -> (host, port)."""
+    text = socks.strip()
+    if text.isdigit():
+        host, port_text = "127.0.0.1", text
+    elif text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise LinkError("--socks", f"expected HOST:PORT, got {socks!r}", "bad address")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise LinkError("--socks", f"expected HOST:PORT, got {socks!r}", "bad address")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise LinkError("--socks", f"port out of range 1-65535 in {socks!r}", "bad address")
+    return host, int(port_text)
+
+
+def client_config(outbound: dict[str, Any], socks: str = "127.0.0.1:1080") -> dict[str, Any]:
+    """A complete client config: SOCKS5 inbound (UDP on), ``outbound``, then freedom."""
+    host, port = parse_socks(socks)
+    reply_ip = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    outbound = dict(outbound)
+    if not outbound.get("tag"):
+        outbound = {"protocol": outbound.get("protocol"), "tag": "proxy",
+                    **{k: v for k, v in outbound.items() if k not in ("protocol", "tag")}}
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [{
+            "tag": "socks-in", "listen": host, "port": port, "protocol": "socks",
+            "settings": {"auth": "noauth", "udp": True, "ip": reply_ip},
+        }],
+        "outbounds": [outbound, {"tag": "direct", "protocol": "freedom", "settings": {}}],
+    }
+
+
+def client_config_from_link(link: str, socks: str = "127.0.0.1:1080") -> dict[str, Any]:
+    """The client config that serves SOCKS5 on ``socks`` and sends everything via ``link``."""
+    return client_config(link_to_outbound(link), socks)
+
+
+def client_config_from_subscription(text: str, pick: str | None = None,
+                                    socks: str = "127.0.0.1:1080",
+                                    warn: Warn | None = None) -> dict[str, Any]:
+    """The client config for the first link of a subscription, or the one named ``pick``."""
+    return client_config(pick_outbound(subscription_outbounds(text, warn), pick), socks)

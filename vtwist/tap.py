@@ -39,11 +39,11 @@ def config_from_options(options: Options) -> dict[str, Any]:
     if options["config"]:
         return runner.load_config_file(options["config"])
     if options["link"]:
-        from vtwist.links import client_config_from_link
+        from vtwist.genconfig import client_config_from_link
 
         return client_config_from_link(options["link"], socks=options["socks"])
     if options["subscription"]:
-        from vtwist.links import client_config_from_subscription
+        from vtwist.genconfig import client_config_from_subscription
 
         with open(options["subscription"], encoding="utf-8") as f:
             text = f.read()

@@ -29,7 +29,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.interop.v2ray_runner import Subprocess, V2Ray
 from tests.netutil import free_port, wait_for_port, wait_for_udp_bound
 from tests.test_links import DESIGN_LINK, UID
-from vtwist import cli, links
+from vtwist import cli
+from vtwist.genconfig import client_config_from_link, client_config_from_subscription
+from vtwist.share.link import VmessLink, parse_link
+from vtwist.share.subscription import encode_subscription
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BLOB = os.urandom(256 * 1024)
@@ -75,7 +78,7 @@ class LinkEndToEndTests(SynchronousTestCase):
             "PYTHONPATH", "")}
 
     # -- pieces ---------------------------------------------------------------------------
-    def make_server(self, *args: str) -> tuple[str, links.VmessLink, int]:
+    def make_server(self, *args: str) -> tuple[str, VmessLink, int]:
         """``vtwist config server ARGS``: (config path, parsed link, port)."""
         port = free_port(udp_too=True)
         path = os.path.join(self.dir, "server.json")
@@ -87,7 +90,7 @@ class LinkEndToEndTests(SynchronousTestCase):
         self.assertEqual(status, 0, err.getvalue())
         with open(path, encoding="utf-8") as f:
             assert_loopback(json.load(f))
-        return path, links.parse_link(out.getvalue().strip()), port
+        return path, parse_link(out.getvalue().strip()), port
 
     def log_file(self, name: str) -> Any:
         f = open(os.path.join(self.dir, name), "w+b")  # noqa: SIM115
@@ -102,7 +105,7 @@ class LinkEndToEndTests(SynchronousTestCase):
         child.log = log  # type: ignore[attr-defined]
         return child
 
-    def run_server(self, path: str, link: links.VmessLink, real: bool = False) -> Any:
+    def run_server(self, path: str, link: VmessLink, real: bool = False) -> Any:
         if real:
             with open(path, encoding="utf-8") as f:
                 server: Any = V2Ray(json.load(f))
@@ -116,7 +119,7 @@ class LinkEndToEndTests(SynchronousTestCase):
 
     def run_client(self, link_text: str, real: bool = False) -> tuple[Any, int]:
         socks = free_port()
-        config = links.client_config_from_link(link_text, f"127.0.0.1:{socks}")
+        config = client_config_from_link(link_text, f"127.0.0.1:{socks}")
         assert_loopback(config)
         if real:
             client = V2Ray(config, [socks])
@@ -149,7 +152,7 @@ class LinkEndToEndTests(SynchronousTestCase):
         self.fail(f"curl through the link failed: {last}\n" + "\n---\n".join(logs))
 
     def round_trip(self, server_args: list[str], real_server: bool = False,
-                   real_client: bool = False) -> links.VmessLink:
+                   real_client: bool = False) -> VmessLink:
         path, link, _ = self.make_server(*server_args)
         text = link.to_link()
         server = self.run_server(path, link, real_server)
@@ -164,7 +167,7 @@ class LinkEndToEndTests(SynchronousTestCase):
 
     def test_design_link_kcp_dtls(self) -> None:
         """The design notes' link, its address rewritten to 127.0.0.1 before anything runs."""
-        original = links.parse_link(DESIGN_LINK)
+        original = parse_link(DESIGN_LINK)
         self.assertEqual((original.net, original.type, original.id), ("kcp", "dtls", UID))
         path, server_link, port = self.make_server("--transport", "kcp", "--header", "dtls",
                                                    "--id", UID)
@@ -196,12 +199,12 @@ class LinkEndToEndTests(SynchronousTestCase):
         """``twistd -n vtwist --subscription FILE --pick NAME --socks ...`` (the plugin)."""
         path, link, _ = self.make_server("--transport", "tcp", "--name", "wanted")
         decoy = replace(link, ps="decoy", port=free_port())
-        body = links.encode_subscription(["ss://YWVzOnB3@127.0.0.1:1#ss", decoy.to_link(),
+        body = encode_subscription(["ss://YWVzOnB3@127.0.0.1:1#ss", decoy.to_link(),
                                           link.to_link()])
         sub = os.path.join(self.dir, "subscription.txt")
         with open(sub, "w", encoding="utf-8") as f:
             f.write(body)
-        config = links.client_config_from_subscription(body, "wanted", "127.0.0.1:1",
+        config = client_config_from_subscription(body, "wanted", "127.0.0.1:1",
                                                        warn=lambda m: None)
         assert_loopback(config)
         server = self.run_server(path, link)
@@ -220,7 +223,7 @@ class LinkEndToEndTests(SynchronousTestCase):
     def test_blob_is_checked(self) -> None:
         """The check can fail: a client pointed at a closed port gets nothing."""
         closed = free_port()
-        link = links.VmessLink(add="127.0.0.1", port=closed, id=UID).to_link()
+        link = VmessLink(add="127.0.0.1", port=closed, id=UID).to_link()
         client, socks = self.run_client(link)
         done = subprocess.run(
             ["curl", "-sS", "--max-time", "5", "--socks5-hostname", f"127.0.0.1:{socks}",

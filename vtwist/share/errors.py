@@ -1,0 +1,36 @@
+"""Link errors, and where link warnings go by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vtwist.transport import registry
+from vtwist.transport.linkfields import LinkFieldError
+
+Warn = Callable[[str], None]
+
+
+class LinkError(LinkFieldError):
+    """A malformed or unsupported link (or outbound); ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str, what: str = "invalid vmess link"):
+        self.field = field
+        self.message = message
+        self.what = what
+        ValueError.__init__(self, f"{what}: {field}: {message}")
+
+
+class UnsupportedTransportError(LinkError):
+    """The link asks for a transport vtwist does not implement (h2, quic, grpc)."""
+
+    def __init__(self, network: str, field: str = "net"):
+        self.network = network
+        super().__init__(field, f"transport {network!r} is not supported by vtwist yet "
+                                f"(supported: {', '.join(registry.link_names())})")
+
+
+def default_warn(message: str) -> None:
+    """Log a link warning through Twisted's logger."""
+    from twisted.logger import Logger
+
+    Logger(namespace="vtwist.links").warn("{text}", text=message)
