@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.routing.matcher import Router
-
-if TYPE_CHECKING:
-    from vtwist.transport.settings import StreamSettings
 
 
 @dataclass
@@ -30,8 +27,9 @@ class InboundConfig:
     listen: str = "0.0.0.0"
     tag: str = ""
     settings: Any = None
-    #: Filled by the loader; None means the default (plain tcp).
-    stream: StreamSettings | None = None
+    #: A vtwist.transport.settings.StreamSettings, filled by the loader; None means the
+    #: default (plain tcp). Typed Any: the config layer does not import the transport layer.
+    stream: Any = None
 
 
 @dataclass
@@ -41,8 +39,9 @@ class OutboundConfig:
     protocol: str
     tag: str = ""
     settings: Any = None
-    #: Filled by the loader; None means the default (plain tcp).
-    stream: StreamSettings | None = None
+    #: A vtwist.transport.settings.StreamSettings, filled by the loader; None means the
+    #: default (plain tcp). Typed Any: the config layer does not import the transport layer.
+    stream: Any = None
 
 
 @dataclass
