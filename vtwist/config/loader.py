@@ -12,7 +12,7 @@ from vtwist.config.node import Node
 from vtwist.config.registry import (
     INBOUND_MODULES,
     OUTBOUND_MODULES,
-    inbound_module,
+    inbound_spec,
     outbound_module,
     stream_settings_parser,
     transport_keys,
@@ -146,14 +146,14 @@ def parse_policy(node: Node) -> Policy:
 def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
     """One ``inbounds[]`` entry."""
     protocol = node.str("protocol", lower=True)
-    module = inbound_module(protocol)
-    if module is None:
+    spec = inbound_spec(protocol)
+    if spec is None:
         raise node.error(f"unsupported inbound protocol {protocol!r} (vtwist has: "
                          f"{', '.join(sorted(INBOUND_MODULES))})", "protocol")
     inbound = InboundConfig(protocol=protocol, ports=parse_ports(node.get("port")))
     inbound.listen = node.str("listen", "0.0.0.0") or "0.0.0.0"
     inbound.tag = node.str("tag", "")
-    inbound.settings = module.parse_inbound_settings(node.get("settings", {}))
+    inbound.settings = spec.parse_settings(node.get("settings", {}))
     inbound.stream = stream_settings_parser()(node.get("streamSettings", {}),
                                                inbound=True, transport=transport)
     if node.has("sniffing"):
