@@ -1,18 +1,14 @@
 """Compatibility names for code written against ``vtwist.links``.
 
-Share links live in :mod:`vtwist.share` (``link``, ``outbound``, ``subscription``, ``qr``) and
-client-config generation in :mod:`vtwist.genconfig`; which networks links can name comes from
-:mod:`vtwist.transport.registry`. New code imports from those.
+Share links live in :mod:`vtwist.share` (``link``, ``outbound``, ``subscription``, ``qr``);
+which networks links can name comes from :mod:`vtwist.transport.registry`. New code imports
+from those. Client-config generation (``client_config``, ``client_config_from_link``,
+``client_config_from_subscription``, ``parse_socks``) moved to :mod:`vtwist.genconfig`, an
+application module this share-layer alias may not import.
 """
 
 from __future__ import annotations
 
-from vtwist.genconfig import (
-    client_config,
-    client_config_from_link,
-    client_config_from_subscription,
-    parse_socks,
-)
 from vtwist.share.errors import LinkError, UnsupportedTransportError
 from vtwist.share.fields import SECURITIES
 from vtwist.share.link import SCHEME, VmessLink, link_from_json, parse_link
@@ -35,8 +31,7 @@ TCP_HEADERS = linkfields.TCP.header_types
 __all__ = [
     "LinkError", "UnsupportedTransportError", "VmessLink", "parse_link", "link_from_json",
     "link_to_outbound", "outbound_to_link", "find_outbound", "decode_subscription",
-    "parse_subscription", "subscription_outbounds", "pick_outbound", "parse_socks",
-    "client_config", "client_config_from_link", "client_config_from_subscription",
-    "encode_subscription", "SCHEME", "SECURITIES", "CANNOT_ENCODE", "SUPPORTED_NETWORKS",
+    "parse_subscription", "subscription_outbounds", "pick_outbound", "encode_subscription",
+    "SCHEME", "SECURITIES", "CANNOT_ENCODE", "SUPPORTED_NETWORKS",
     "UNSUPPORTED_NETWORKS", "KCP_HEADERS", "TCP_HEADERS",
 ]
