@@ -54,13 +54,13 @@ class RTOTests(SynchronousTestCase):
             s = make_session(tti=trace["tti_minRtt"])
             self.assertEqual(s.rto, trace["initial"]["rto"])
             for i, step in enumerate(trace["steps"]):
-                s._rtt_update(step["rtt_sample"], 1000 * i)
+                s.rtt.update(step["rtt_sample"], 1000 * i)
                 self.assertEqual((s.rto, s.srtt, s.rttvar),
                                  (step["rto"], step["srtt"], step["variation"]), step)
 
     def test_peer_rto_adopted_after_3s(self) -> None:
         s = make_session()
-        s._rtt_update(20, 0)
+        s.rtt.update(20, 0)
         rto = s.rto
         feed(s, [CmdSegment(0x1234, CMD_PING, 0, 0, 0, 999)], 1.0)
         self.assertEqual(s.rto, rto)
@@ -149,11 +149,11 @@ class SenderTests(SynchronousTestCase):
         s = make_session()
         s.write(b"f" * 1326 * 4)
         s.datagrams_to_send(0.0)
-        before = s._index[0].timeout
+        before = s.sender.index[0].timeout
         feed(s, [AckSegment(0x1234, 0, 776, 0, 0, [2])], 0.01)
-        self.assertLess(s._index[0].timeout, before)
-        self.assertLess(s._index[1].timeout, before)
-        self.assertEqual(s._index[3].timeout, before)
+        self.assertLess(s.sender.index[0].timeout, before)
+        self.assertLess(s.sender.index[1].timeout, before)
+        self.assertEqual(s.sender.index[3].timeout, before)
 
     def test_receiving_next_clears_window(self) -> None:
         s = make_session()
@@ -191,7 +191,7 @@ class ReceiverTests(SynchronousTestCase):
                      if isinstance(x, AckSegment) and x.numbers]
         self.assertGreaterEqual(len(acks), 2)
         feed(s, [CmdSegment(0x1234, CMD_PING, 0, 1, 0, 100)], 0.25)
-        self.assertEqual(s._acks, {})
+        self.assertEqual(s.receiver.acks, {})
 
     def test_out_of_window_dropped_without_ack(self) -> None:
         s = make_session(downlink_capacity=0)  # window 8
@@ -419,7 +419,7 @@ class SimulatedLinkTests(SynchronousTestCase):
         pair.pump(a)
         pair.run_until(lambda: False, 3.0)
         wnd = b.rcv_wnd
-        self.assertEqual(len(b._rcv_buf), wnd, "receiver holds exactly one window")
+        self.assertEqual(len(b.receiver.buffer), wnd, "receiver holds exactly one window")
         self.assertLessEqual(a.una, wnd + 1)
         pair.read_enabled[id(b)] = True
         pair.pump(b)
