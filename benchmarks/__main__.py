@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="record py-spy profiles of the vtwist processes into DIR")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="also run the vtwist source tree in DIR (e.g. an older commit "
+                        "checked out there) beside this one, for before/after figures")
     p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = p.parse_args(argv)
     for name in args.suites:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     sink, sink_port = start_sink(workdir)
     ctx = Context(workdir=workdir, sink_port=sink_port, reps=reps, quick=args.quick,
                   verify=args.verify or args.quick, profile_dir=args.profile,
-                  verbose=args.verbose)
+                  verbose=args.verbose, baseline=args.baseline)
     ctx.say(f"vtwist benchmarks: {' '.join(suites)}; {reps} run(s) per metric, median; "
             f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; work dir {workdir}")
     started = time.monotonic()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import metrics
-from benchmarks.core import MB, Context, Group, Metric
+from benchmarks.core import MB, Context, Group, Metric, baseline
 from benchmarks.setups import Chain
 
 
@@ -29,6 +29,8 @@ def groups(ctx: Context) -> list[Group]:
             "chain", f"SOCKS5 -> VMess/TCP ({security}) -> VMess -> freedom, "
                      f"{total // MB} MB each way",
             [Chain("vtwist", security, f"vmess-{security}"),
+             *baseline(ctx, lambda env, s=security: Chain(  # type: ignore[misc]
+                 "vtwist", s, f"vmess-{s}", name="vtwist@base", env=env)),
              Chain("v2ray", security, f"vmess-{security}")],
             chain_metrics(ctx, total, counts),
             ["target: single-stream throughput >= 0.5x V2Ray"]))

@@ -70,6 +70,8 @@ class Context:
     verify: bool
     profile_dir: Path | None = None
     verbose: bool = False
+    #: a vtwist source tree (an older commit) to run beside the current one
+    baseline: Path | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     out: Any = sys.stdout
 
@@ -87,6 +89,13 @@ class Group:
     setups: list[Setup]
     metrics: list[Metric]
     notes: list[str] = field(default_factory=list)
+
+
+def baseline(ctx: Context, build: Callable[[dict[str, str]], Setup]) -> list[Setup]:
+    """The baseline vtwist setup (``--baseline DIR``), or nothing."""
+    if ctx.baseline is None:
+        return []
+    return [build({"PYTHONPATH": str(ctx.baseline)})]
 
 
 def _fmt(value: float | None) -> str:
@@ -161,8 +170,8 @@ def run_group(ctx: Context, group: Group) -> None:
         if ctx.profile_dir is not None:
             profiler = _Profiler(ctx.profile_dir, group)
         names = [s.name for s in group.setups]
-        header = f"{'metric':42}" + "".join(f"{n:>12}" for n in names) + "".join(
-            f"{names[0] + '/' + n:>16}" for n in names[1:])
+        header = f"{'metric':42}" + "".join(f" {n:>12}" for n in names) + "".join(
+            f"{names[0] + '/' + n:>20}" for n in names[1:])
         ctx.say(header)
         peaks: dict[str, int] = {}
         for metric in group.metrics:
@@ -224,8 +233,8 @@ def _run_metric(ctx: Context, group: Group, live: list[Setup], metric: Metric,
             a, b = medians[subject], medians[n]
             ratios[n] = (a / b) if a and b else None
         ctx.say(f"{out.label + ' (' + out.unit + ')':42}"
-                + "".join(f"{_fmt(medians[n]):>12}" for n in names)
-                + "".join(f"{_fmt(ratios[n]):>16}" for n in names[1:]))
+                + "".join(f"{_fmt(medians[n]):>13}" for n in names)
+                + "".join(f"{_fmt(ratios[n]):>20}" for n in names[1:]))
         cpu_per_mb = {}
         if metric.moved and out.key == metric.key:
             cpu_per_mb = {n: statistics.median(c) / (metric.moved / MB) if c else None
@@ -272,7 +281,7 @@ def _report_resources(ctx: Context, group: Group, peaks: dict[str, int]) -> None
         ctx.say("CPU seconds per GB (all proxy processes of a setup, median run):")
         for r in moved:
             ctx.say(f"  {r['label']:40}" + "".join(
-                f"{_fmt(_per_gb(r['cpu_s_per_MB'][n])):>12}"
+                f"{_fmt(_per_gb(r['cpu_s_per_MB'][n])):>13}"
                 for n in names))
     if peaks:
         ctx.say("peak RSS, MB (VmHWM, max over the runs): " + ", ".join(

@@ -36,12 +36,19 @@ def impl_argv(impl: str, config_path: str) -> list[str]:
 class Setup:
     """Something with a SOCKS5 entry port that forwards to the sink."""
 
-    def __init__(self, name: str, family: str) -> None:
+    def __init__(self, name: str, family: str, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.family = family
+        #: extra environment of its processes (``PYTHONPATH`` of a baseline vtwist tree)
+        self.env = env
         self.procs: list[Proc] = []
         self.socks_port = 0
         self.error: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """The name as a file-name part."""
+        return self.name.replace("@", "-")
 
     def start(self, group: ProcessGroup) -> None:
         """Start the processes and wait until the entry port listens."""
@@ -55,16 +62,17 @@ class Setup:
 class SocksProxy(Setup):
     """vtwist or V2Ray running SOCKS5 in, freedom out."""
 
-    def __init__(self, impl: str) -> None:
-        super().__init__(impl, impl)
+    def __init__(self, impl: str, name: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(name or impl, impl, env)
 
     def start(self, group: ProcessGroup) -> None:
         """One process on one config."""
         self.socks_port = free_port()
-        tag = f"socks-{self.name}"
+        tag = f"socks-{self.tag}"
         path = group.write_config(tag, configs.socks_freedom(
             self.socks_port, str(group.workdir / f"{tag}-access.log")))
-        proc = group.spawn(tag, impl_argv(self.family, path))
+        proc = group.spawn(tag, impl_argv(self.family, path), env=self.env)
         self.procs = [proc]
         wait_port(self.socks_port, proc.popen)
 
@@ -98,8 +106,9 @@ class Chain(Setup):
     def __init__(self, impl: str, security: str, variant: str,
                  client_stream: dict[str, Any] | None = None,
                  server_stream: dict[str, Any] | None = None,
-                 middle: Middle | None = None, server_tcp: bool = True) -> None:
-        super().__init__(impl, impl)
+                 middle: Middle | None = None, server_tcp: bool = True,
+                 name: str | None = None, env: dict[str, str] | None = None) -> None:
+        super().__init__(name or impl, impl, env)
         self.security = security
         self.variant = variant
         self.client_stream = client_stream
@@ -110,10 +119,10 @@ class Chain(Setup):
     def start(self, group: ProcessGroup) -> None:
         """Server first, then the optional middle, then the client."""
         server_port = free_port(socket.SOCK_STREAM if self.server_tcp else socket.SOCK_DGRAM)
-        tag = f"{self.variant}-{self.family}"
+        tag = f"{self.variant}-{self.tag}"
         spath = group.write_config(f"{tag}-server", configs.vmess_server(
             server_port, str(group.workdir / f"{tag}-server-access.log"), self.server_stream))
-        server = group.spawn(f"{tag}-server", impl_argv(self.family, spath))
+        server = group.spawn(f"{tag}-server", impl_argv(self.family, spath), env=self.env)
         self.procs = [server]
         if self.server_tcp:
             wait_port(server_port, server.popen)
@@ -126,6 +135,6 @@ class Chain(Setup):
         cpath = group.write_config(f"{tag}-client", configs.vmess_client(
             self.socks_port, dial, self.security,
             str(group.workdir / f"{tag}-client-access.log"), self.client_stream))
-        client = group.spawn(f"{tag}-client", impl_argv(self.family, cpath))
+        client = group.spawn(f"{tag}-client", impl_argv(self.family, cpath), env=self.env)
         self.procs = [client, server]
         wait_port(self.socks_port, client.popen)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import metrics
-from benchmarks.core import MB, Context, Group
+from benchmarks.core import MB, Context, Group, baseline
 from benchmarks.setups import PProxy, SocksProxy
 
 
@@ -13,7 +13,8 @@ def groups(ctx: Context) -> list[Group]:
     conns = 50 if ctx.quick else 2000
     return [Group(
         "socks", f"SOCKS5 -> freedom, {total // MB} MB each way",
-        [SocksProxy("vtwist"), PProxy(), SocksProxy("v2ray")],
+        [SocksProxy("vtwist"), *baseline(ctx, lambda env: SocksProxy("vtwist", "vtwist@base", env)),
+         PProxy(), SocksProxy("v2ray")],
         [metrics.throughput("up", 1, total, ctx.verify),
          metrics.throughput("down", 1, total, ctx.verify),
          metrics.throughput("up", 16, total, ctx.verify),
