@@ -14,11 +14,11 @@ from vtwist.config.registry import (
     OUTBOUND_MODULES,
     inbound_spec,
     outbound_module,
+    routing_parser,
     stream_settings_parser,
     transport_keys,
 )
 from vtwist.policy import LevelPolicy, Policy
-from vtwist.routing.parse import parse_routing
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
 # Top-level sections V2Ray knows but vtwist does not act on yet: a warning, not an error.
@@ -211,7 +211,7 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
     for tag in set(tags):
         if tags.count(tag) > 1:
             raise ConfigError("outbounds", f"duplicate outbound tag {tag!r}")
-    config.routing = parse_routing(root.get("routing", None), tags)
+    config.routing = routing_parser()(root.get("routing", None), tags)
     for section in UNSUPPORTED_SECTIONS:
         if root.has(section):
             collect(f"{section}: not supported by vtwist yet, ignored")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vtwist.policy import DEFAULT_POLICY, Policy
-from vtwist.routing.matcher import Router
+
+if TYPE_CHECKING:
+    from vtwist.routing.matcher import Router
 
 
 @dataclass
@@ -52,7 +54,9 @@ class Config:
     inbounds: list[InboundConfig] = field(default_factory=list)
     outbounds: list[OutboundConfig] = field(default_factory=list)
     policy: Policy = DEFAULT_POLICY
-    routing: Router = field(default_factory=Router)
+    #: The rules (a vtwist.routing.Router) the loader parsed; None routes everything to the
+    #: first outbound.
+    routing: Router | None = None
     warnings: list[str] = field(default_factory=list)
 
 

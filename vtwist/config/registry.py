@@ -63,6 +63,15 @@ def inbound_spec(protocol: str) -> IInbound | None:
     return module.inbound if module is not None else None  # type: ignore[no-any-return]
 
 
+#: The module that parses ``routing`` (``parse_routing``), reached the same way.
+ROUTING_MODULE = "vtwist.routing.parse"
+
+
+def routing_parser() -> Callable[..., Any]:
+    """``parse_routing(node, outbound_tags) -> Router``."""
+    return importlib.import_module(ROUTING_MODULE).parse_routing  # type: ignore[no-any-return]
+
+
 #: The module that parses streamSettings (``parse_stream_settings``) and knows the network
 #: settings keys (its ``registry``). Reached only through the two hooks below, so that the
 #: config layer never imports the transport layer.
