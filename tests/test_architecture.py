@@ -99,7 +99,7 @@ IO_MODULES: frozenset[str] = frozenset(
     {"twisted", "socket", "asyncio", "select", "selectors", "time", "datetime"})
 
 #: The one module allowed to touch Twisted's private names.
-PRIVATE_TWISTED_ALLOWED: frozenset[str] = frozenset({"vtwist/tunnel/sockets.py"})
+PRIVATE_TWISTED_ALLOWED: frozenset[str] = frozenset({"vtwist/transport/internals.py"})
 
 #: Private attributes of Twisted objects (transports, TLS protocols, ports, reactors) that
 #: ``X._name`` is checked against when ``X`` is not a name imported from Twisted.
@@ -439,7 +439,7 @@ class ArchitectureTests(SynchronousTestCase):
             self.fail(_report("sans-IO modules reaching I/O", problems))
 
     def test_private_twisted(self) -> None:
-        """Twisted's private modules and attributes are used only in vtwist/tunnel/sockets.py."""
+        """Twisted's private modules and attributes are used only in vtwist/transport/internals.py."""
         problems = private_twisted(self.modules)
         if problems:
             self.fail(_report("private Twisted names", problems))

@@ -97,7 +97,7 @@ class WriteHighWaterTests(SynchronousTestCase):
         """The TCP connection under wrapping layers pauses its producer past 256 KiB only."""
         from twisted.internet.tcp import Connection
 
-        from vtwist.tunnel.sockets import WRITE_HIGH_WATER, raise_write_high_water
+        from vtwist.transport.internals import WRITE_HIGH_WATER, raise_write_high_water
 
         tcp = object.__new__(Connection)
         tcp.dataBuffer = b""

@@ -19,7 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
-from twisted.internet._sslverify import IOpenSSLTrustRoot  # public name, private module
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -37,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.config.node import Node
+from vtwist.transport.internals import IOpenSSLTrustRoot
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
 
 log = Logger(namespace="vtwist.transport.tls")

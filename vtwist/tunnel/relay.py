@@ -28,9 +28,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
+from vtwist.transport.internals import raise_write_high_water
 from vtwist.tunnel.activity import ActivityTimer
 from vtwist.tunnel.held import HeldInput
-from vtwist.tunnel.sockets import raise_write_high_water
 
 INBOUND = 0
 OUTBOUND = 1

@@ -1,15 +1,19 @@
-"""The one place that touches Twisted's private names: socket write buffers.
+"""The one module that touches Twisted's private names (a test keeps it that way).
 
-Twisted's ``tcp.Connection`` pauses its producer once its buffer passes one read's worth
-(64 KiB). A relay would then pause and resume the other side on nearly every read, so
-:func:`raise_write_high_water` lets the socket buffer more before it pushes back.
+- Twisted's ``tcp.Connection`` pauses its producer once its buffer passes one read's worth
+  (64 KiB). A relay would then pause and resume the other side on nearly every read, so
+  :func:`raise_write_high_water` lets the socket buffer more before it pushes back.
+- ``IOpenSSLTrustRoot`` is a public interface that lives in a private module.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.tcp import Connection
+
+__all__ = ["IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "raise_write_high_water"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
