@@ -14,8 +14,8 @@ from tests.helpers import ConfigErrorMixin
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import load_file, loads, parse_config, parse_ports, strip_comments
 from vtwist.config.node import Node
-from vtwist.proxy.blackhole import BlackholeSettings
-from vtwist.proxy.freedom import FreedomSettings
+from vtwist.proxy.blackhole.settings import BlackholeSettings
+from vtwist.proxy.freedom.settings import FreedomSettings
 
 FREEDOM = {"protocol": "freedom", "tag": "direct"}
 

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes import log_lines
 from vtwist.address import Destination
-from vtwist.proxy.blackhole import BlackholeOutbound
+from vtwist.proxy.blackhole.outbound import BlackholeOutbound
 from vtwist.tunnel.access import AccessLog
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.service import TunnelService

@@ -11,8 +11,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from vtwist.address import Destination
-from vtwist.proxy.blackhole import HTTP_RESPONSE, BlackholeOutbound, BlackholeSettings
-from vtwist.proxy.freedom import FreedomOutbound, FreedomSettings
+from vtwist.proxy.blackhole.outbound import HTTP_RESPONSE, BlackholeOutbound
+from vtwist.proxy.blackhole.settings import BlackholeSettings
+from vtwist.proxy.freedom.outbound import FreedomOutbound
+from vtwist.proxy.freedom.settings import FreedomSettings
 from vtwist.tunnel.packets import MAX_QUEUED
 
 
@@ -121,7 +123,7 @@ class FreedomUDPLookupTests(SynchronousTestCase):
     """Datagrams to a name being resolved wait for the one lookup (no lookup per datagram)."""
 
     def setUp(self) -> None:
-        from vtwist.proxy import freedom
+        from vtwist.proxy.freedom import outbound as freedom
 
         self.lookups: list[defer.Deferred[str]] = []
 

@@ -19,14 +19,15 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from vtwist.address import Destination
-from vtwist.proxy.freedom import FreedomOutbound
+from vtwist.proxy.freedom.outbound import FreedomOutbound
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess.body import BodyEncoder
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.handshake import RequestParsed, ServerHandshake
-from vtwist.proxy.vmess.outbound import VMessOutbound, VMessOutboundSettings, VMessServer
+from vtwist.proxy.vmess.outbound import VMessOutbound
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
+from vtwist.proxy.vmess.settings import VMessOutboundSettings, VMessServer
 from vtwist.proxy.vmess.users import Account, UserTable
 from vtwist.testing.doubles import HalfCloseTransport, log_lines
 from vtwist.tunnel.dispatcher import Dispatcher

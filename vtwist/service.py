@@ -10,10 +10,10 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from vtwist.config.model import Config, InboundConfig
-from vtwist.config.registry import inbound_spec, outbound_module
+from vtwist.config.registry import inbound_spec, outbound_spec
 from vtwist.reactors import resolve_reactor
 from vtwist.resolver import system_resolver
-from vtwist.transport.stream import server_endpoint
+from vtwist.transport.stack import server_endpoint
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.inbound import BuildContext
 from vtwist.tunnel.service import TunnelService
@@ -68,7 +68,7 @@ class VTwistService(MultiService):
         self.config = config
         self.reactor = reactor
         ctx = BuildContext(reactor=reactor, policy=config.policy)
-        outbounds = [outbound_module(o.protocol).build_outbound(o, ctx)  # type: ignore[union-attr]
+        outbounds = [outbound_spec(o.protocol).build(o, ctx)  # type: ignore[union-attr]
                      for o in config.outbounds]
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
                                      resolver=system_resolver(reactor),

@@ -32,7 +32,7 @@ from tests.interop.vmess_harness import socks_echo
 from tests.netutil import free_port, wait_for_port
 from vtwist.address import Destination
 from vtwist.policy import LevelPolicy, Policy
-from vtwist.proxy.freedom import FreedomOutbound
+from vtwist.proxy.freedom.outbound import FreedomOutbound
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.server import ProbeGuard, VMessServerFactory, VMessServerState

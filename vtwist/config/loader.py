@@ -13,7 +13,7 @@ from vtwist.config.registry import (
     INBOUND_MODULES,
     OUTBOUND_MODULES,
     inbound_spec,
-    outbound_module,
+    outbound_spec,
     routing_parser,
     stream_settings_parser,
     transport_keys,
@@ -166,13 +166,13 @@ def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
 def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
     """One ``outbounds[]`` entry."""
     protocol = node.str("protocol", lower=True)
-    module = outbound_module(protocol)
-    if module is None:
+    spec = outbound_spec(protocol)
+    if spec is None:
         raise node.error(f"unsupported outbound protocol {protocol!r} (vtwist has: "
                          f"{', '.join(sorted(OUTBOUND_MODULES))})", "protocol")
     outbound = OutboundConfig(protocol=protocol)
     outbound.tag = node.str("tag", "")
-    outbound.settings = module.parse_outbound_settings(node.get("settings", {}))
+    outbound.settings = spec.parse_settings(node.get("settings", {}))
     outbound.stream = stream_settings_parser()(node.get("streamSettings", {}),
                                                 inbound=False, transport=transport)
     if node.str("sendThrough", "") not in ("", "0.0.0.0"):

@@ -3,9 +3,10 @@
 An inbound module provides ``inbound``, an :class:`InboundSpec` (``IInbound``): its name,
 ``parse_settings(node) -> settings`` and ``build_factory(inbound: InboundConfig,
 ctx: BuildContext) -> IProtocolFactory``.
-An outbound module provides ``parse_outbound_settings(node) -> settings`` and
-``build_outbound(outbound: OutboundConfig, ctx: BuildContext) -> IOutbound``.
-Modules are imported only when a config names them.
+An outbound module provides ``outbound``, an :class:`OutboundSpec`: its name,
+``parse_settings(node) -> settings`` and ``build(outbound: OutboundConfig, ctx: BuildContext)
+-> IOutbound``. Modules are imported only when a config names them; the modules named here
+parse without Twisted, and import the runtime parts only to build.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ INBOUND_MODULES = {
 }
 
 OUTBOUND_MODULES = {
-    "freedom": "vtwist.proxy.freedom",
-    "blackhole": "vtwist.proxy.blackhole",
-    "vmess": "vtwist.proxy.vmess.outbound",
+    "freedom": "vtwist.proxy.freedom.settings",
+    "blackhole": "vtwist.proxy.blackhole.settings",
+    "vmess": "vtwist.proxy.vmess.settings",
 }
 
 
@@ -55,6 +56,27 @@ class InboundSpec:
     name: str
     parse_settings: Callable[[Node], Any]
     build_factory: Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class OutboundSpec:
+    """An outbound protocol as the registry knows it: name, settings parser, and the
+    ``"module:function"`` that builds the ``IOutbound`` (imported only to build)."""
+
+    name: str
+    parse_settings: Callable[[Node], Any]
+    builder: str
+
+    def build(self, outbound: Any, ctx: Any) -> Any:
+        """The ``IOutbound`` for ``outbound`` (an OutboundConfig) in ``ctx``."""
+        module, _, name = self.builder.partition(":")
+        return getattr(importlib.import_module(module), name)(outbound, ctx)
+
+
+def outbound_spec(protocol: str) -> OutboundSpec | None:
+    """The :class:`OutboundSpec` of outbound ``protocol``, or None if vtwist has none."""
+    module = outbound_module(protocol)
+    return module.outbound if module is not None else None  # type: ignore[no-any-return]
 
 
 def inbound_spec(protocol: str) -> IInbound | None:

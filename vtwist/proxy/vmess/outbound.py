@@ -1,10 +1,10 @@
-"""The ``vmess`` outbound: config parsing, TCP through :class:`VMessClientEndpoint`, UDP."""
+"""The ``vmess`` outbound at run time: TCP through :class:`VMessClientEndpoint`, UDP as
+VMess UDP connections."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
@@ -12,52 +12,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from vtwist.address import Destination
-from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.header import CMD_TCP, CMD_UDP
-from vtwist.proxy.vmess.settings import parse_account
-from vtwist.proxy.vmess.users import Account
+from vtwist.proxy.vmess.settings import VMessOutboundSettings, VMessServer
+from vtwist.transport.stack import client_endpoint
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.vmess.outbound")
-
-
-@dataclass
-class VMessServer:
-    """One ``vnext[]`` entry."""
-
-    address: str
-    port: int
-    users: list[Account] = field(default_factory=list)
-
-
-@dataclass
-class VMessOutboundSettings:
-    """Validated ``settings`` of a vmess outbound."""
-
-    servers: list[VMessServer] = field(default_factory=list)
-
-
-def parse_outbound_settings(node: Node) -> VMessOutboundSettings:
-    """Validate ``vnext[]``: ``address``, ``port``, ``users[]`` (id, alterId, security...)."""
-    settings = VMessOutboundSettings()
-    vnext = node.get("vnext")
-    for server in vnext.items():
-        address = server.str("address")
-        if not address:
-            raise server.error("must not be empty", "address")
-        port = server.port("port")
-        users_node = server.get("users")
-        users = [parse_account(u, with_security=True) for u in users_node.items()]
-        if not users:
-            raise users_node.error("expected at least one user")
-        server.warn_unknown()
-        settings.servers.append(VMessServer(address.strip("[]"), port, users))
-    if not settings.servers:
-        raise vnext.error("expected at least one server")
-    node.warn_unknown()
-    return settings
 
 
 class _Datagrams(Protocol):
@@ -149,10 +111,7 @@ class VMessOutbound:
 
     def transportEndpoint(self, server: VMessServer) -> Any:
         """The endpoint that reaches ``server`` over the configured streamSettings."""
-        from vtwist.transport.stream import StreamSettings, client_endpoint
-
-        return client_endpoint(self.reactor, server.address, server.port,
-                               self.stream or StreamSettings())
+        return client_endpoint(self.reactor, server.address, server.port, self.stream)
 
     def endpointFor(self, destination: Destination) -> VMessClientEndpoint:
         """A VMessClientEndpoint through the next server/user to ``destination``
@@ -169,5 +128,5 @@ class VMessOutbound:
 
 
 def build_outbound(outbound: Any, ctx: Any) -> VMessOutbound:
-    """Registry hook: a VMessOutbound from its config."""
+    """The registry's builder: a VMessOutbound from its config."""
     return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream)

@@ -1,10 +1,12 @@
-"""VMess settings as V2Ray's JSON has them: accounts, inbound ``settings`` (sans Twisted)."""
+"""VMess settings as V2Ray's JSON has them: accounts, inbound and outbound ``settings``,
+and the outbound's registry entry (no Twisted here)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from vtwist.config.node import Node
+from vtwist.config.registry import OutboundSpec
 from vtwist.proxy.vmess.ids import parse_uuid
 from vtwist.proxy.vmess.users import Account
 
@@ -71,3 +73,42 @@ def parse_inbound_settings(node: Node) -> VMessInboundSettings:
     return settings
 
 
+@dataclass
+class VMessServer:
+    """One ``vnext[]`` entry."""
+
+    address: str
+    port: int
+    users: list[Account] = field(default_factory=list)
+
+
+@dataclass
+class VMessOutboundSettings:
+    """Validated ``settings`` of a vmess outbound."""
+
+    servers: list[VMessServer] = field(default_factory=list)
+
+
+def parse_outbound_settings(node: Node) -> VMessOutboundSettings:
+    """Validate ``vnext[]``: ``address``, ``port``, ``users[]`` (id, alterId, security...)."""
+    settings = VMessOutboundSettings()
+    vnext = node.get("vnext")
+    for server in vnext.items():
+        address = server.str("address")
+        if not address:
+            raise server.error("must not be empty", "address")
+        port = server.port("port")
+        users_node = server.get("users")
+        users = [parse_account(u, with_security=True) for u in users_node.items()]
+        if not users:
+            raise users_node.error("expected at least one user")
+        server.warn_unknown()
+        settings.servers.append(VMessServer(address.strip("[]"), port, users))
+    if not settings.servers:
+        raise vnext.error("expected at least one server")
+    node.warn_unknown()
+    return settings
+
+
+outbound = OutboundSpec("vmess", parse_outbound_settings,
+                        "vtwist.proxy.vmess.outbound:build_outbound")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -14,29 +13,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.address import Destination
-from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.proxy.blackhole.settings import BlackholeSettings
 
 HTTP_RESPONSE = (b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n"
                  b"Cache-Control: max-age=3600, public\r\nContent-Length: 0\r\n\r\n")
-
-
-@dataclass
-class BlackholeSettings:
-    """Validated blackhole ``settings``: ``response.type`` none or http."""
-
-    response: str = "none"
-
-
-def parse_outbound_settings(node: Node) -> BlackholeSettings:
-    """Validate blackhole's settings."""
-    if node.value is None:
-        return BlackholeSettings()
-    response = node.get("response", {})
-    kind = response.str("type", "none", choices=("none", "http"), lower=True)
-    response.warn_unknown()
-    node.warn_unknown()
-    return BlackholeSettings(kind)
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -142,5 +123,5 @@ class BlackholeOutbound:
 
 
 def build_outbound(outbound: Any, ctx: Any) -> BlackholeOutbound:
-    """Registry hook."""
+    """The registry's builder: a BlackholeOutbound from its config."""
     return BlackholeOutbound(ctx.reactor, outbound.tag, outbound.settings)

@@ -1,10 +1,9 @@
-"""The ``freedom`` outbound: connect straight to the destination."""
+"""The ``freedom`` outbound at run time: connect straight to the destination."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, threads
@@ -16,47 +15,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.address import Destination, parse_ip
-from vtwist.config.node import Node
 from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.proxy.freedom.settings import FreedomSettings
 from vtwist.resolver import lookup
 from vtwist.transport.tcp import tcp_client_endpoint
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.freedom")
 
-DOMAIN_STRATEGIES = ("AsIs", "UseIP", "UseIPv4", "UseIPv6")
 _FAMILIES = {"UseIP": socket.AF_UNSPEC, "UseIPv4": socket.AF_INET, "UseIPv6": socket.AF_INET6}
-
-
-@dataclass
-class FreedomSettings:
-    """Validated freedom ``settings``."""
-
-    domain_strategy: str = "AsIs"
-    redirect: tuple[str, int] | None = None
-    user_level: int = 0
-
-
-def parse_outbound_settings(node: Node) -> FreedomSettings:
-    """Validate freedom's ``settings`` (domainStrategy, redirect, userLevel)."""
-    if node.value is None:
-        return FreedomSettings()
-    settings = FreedomSettings()
-    strategy = node.str("domainStrategy", "AsIs")
-    matches = [s for s in DOMAIN_STRATEGIES if s.lower() == strategy.lower()]
-    if not matches:
-        raise node.error(f"expected one of {', '.join(DOMAIN_STRATEGIES)}, got {strategy!r}",
-                         "domainStrategy")
-    settings.domain_strategy = matches[0]
-    redirect = node.str("redirect", "")
-    if redirect:
-        host, sep, port = redirect.rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
-            raise node.error(f'expected "host:port", got {redirect!r}', "redirect")
-        settings.redirect = (host.strip("[]"), int(port))
-    settings.user_level = node.int("userLevel", 0, 0)
-    node.warn_unknown()
-    return settings
 
 
 async def resolve(reactor: Any, host: str, strategy: str) -> str:
@@ -213,5 +180,5 @@ class FreedomOutbound:
 
 
 def build_outbound(outbound: Any, ctx: Any) -> FreedomOutbound:
-    """Registry hook: a FreedomOutbound from its config."""
+    """The registry's builder: a FreedomOutbound from its config."""
     return FreedomOutbound(ctx.reactor, outbound.tag, outbound.settings)

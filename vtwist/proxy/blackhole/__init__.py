@@ -1,0 +1,1 @@
+"""The ``blackhole`` outbound: settings (sans Twisted) and the outbound itself."""

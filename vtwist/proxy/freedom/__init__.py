@@ -1,0 +1,1 @@
+"""The ``freedom`` outbound: settings (sans Twisted) and the outbound itself."""
