@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,6 +13,7 @@ from vtwist.policy import LevelPolicy
 from vtwist.proxy.socks import codec
 from vtwist.proxy.socks.server import Phase, SocksServerFactory
 from vtwist.proxy.socks.udp import UDPAssociation
+from vtwist.testing.doubles import FakeUDPReactor
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.service import TunnelService
 
@@ -23,47 +22,9 @@ from .socks_helpers import FakeOutbound, HalfCloseTransport, LogCapture
 CLIENT = ("127.0.0.1", 40001)
 
 
-class FakeUDPPort:
-    def __init__(self, protocol: Any, interface: str, port: int) -> None:
-        self.protocol = protocol
-        self.interface = interface
-        self.port = port
-        self.written: list[tuple[bytes, Any]] = []
-        self.listening = True
-        self.maxPacketSize = 0
-
-    def write(self, data: bytes, addr: Any) -> None:
-        self.written.append((data, addr))
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", self.interface, self.port)
-
-    def stopListening(self) -> None:
-        self.listening = False
-
-
-class UDPClock(Clock):
-    """A Clock that can also "listen" on UDP."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ports: list[FakeUDPPort] = []
-        self.fail_listen = False
-
-    def listenUDP(self, port: int, protocol: Any, interface: str = "",
-                  maxPacketSize: int = 8192) -> FakeUDPPort:
-        if self.fail_listen:
-            raise OSError("no sockets left")
-        fake = FakeUDPPort(protocol, interface, 30000 + len(self.ports))
-        fake.maxPacketSize = maxPacketSize
-        self.ports.append(fake)
-        protocol.makeConnection(fake)
-        return fake
-
-
 class AssociationTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = UDPClock()
+        self.clock = FakeUDPReactor()
         self.outbound = FakeOutbound()
         self.logs = LogCapture()
         self.addCleanup(self.logs.stop)
@@ -183,7 +144,7 @@ class AssociateCommandTests(SynchronousTestCase):
     """The TCP side of UDP ASSOCIATE in the server protocol."""
 
     def setUp(self) -> None:
-        self.clock = UDPClock()
+        self.clock = FakeUDPReactor()
         self.outbound = FakeOutbound()
         self.logs = LogCapture()
         self.addCleanup(self.logs.stop)
