@@ -254,7 +254,7 @@ class KCPEndpointTests(TestCase):
             got_before = sink.count
             await sleep(0.5)
             s = server_conn.session
-            self.assertLessEqual(len(s._rcv_buf), s.rcv_wnd)
+            self.assertLessEqual(len(s.receiver.buffer), s.rcv_wnd)
             self.assertLess(sink.count - got_before, 100_000)
             self.assertGreater(pusher.pauses, 0)
             self.assertLess(pusher.off, len(data))

@@ -6,7 +6,10 @@ Sans-IO core (no reactor imports, time is a parameter):
 * :mod:`.crypt` -- the simple authenticator (FNV-1a + XOR chain) and ``seed`` AES-128-GCM;
 * :mod:`.obfs` -- header obfuscation: none, srtp, utp, wechat-video, dtls, wireguard;
 * :mod:`.config` -- ``kcpSettings`` (defaults, ranges) and the window sizes derived from it;
-* :mod:`.session` -- the ARQ state machine (windows, acks, RTO, close handshake, timers).
+* :mod:`.sender` -- the send window: queue, segments in flight, retransmission, acks received;
+* :mod:`.receiver` -- the receive window: reassembly, acks to send, window updates;
+* :mod:`.rtt` -- the RTT/RTO estimate and the optional congestion window;
+* :mod:`.session` -- the state machine joining them (close handshake, pings, timers).
 
 Twisted side:
 

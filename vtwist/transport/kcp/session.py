@@ -203,11 +203,6 @@ class Session:
         """DATA segments dropped because they were outside the receive window."""
         return self.receiver.dropped_out_of_window
 
-    @property
-    def _rcv_buf(self) -> dict[int, bytes]:
-        # kept for tests/test_kcp_endpoints.py; new code reads receiver.buffer
-        return self.receiver.buffer
-
     # ----------------------------------------------------------- application
     @property
     def writable(self) -> bool:
