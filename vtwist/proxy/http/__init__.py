@@ -1,0 +1,1 @@
+"""HTTP proxy protocol: the inbound (CONNECT and forward proxy) and the outbound (CONNECT upstream)."""
