@@ -39,17 +39,14 @@ LAYER_TABLE: dict[str, str] = {
     "reactors.py": "base",
     # config
     "config/": "config",
-    # routing (vtwist/routing.py becomes the vtwist/routing/ package)
-    "routing.py": "routing",
+    # routing
     "routing/": "routing",
     "resolver.py": "routing",
     "dns/": "routing",
     # transport
     "transport/": "transport",
-    # tunnel (dispatch.py and relay.py move into vtwist/tunnel/)
+    # tunnel
     "tunnel/": "tunnel",
-    "dispatch.py": "tunnel",
-    "relay.py": "tunnel",
     # proxy
     "proxy/": "proxy",
     # share (links.py and qr.py move into vtwist/share/)
@@ -439,7 +436,7 @@ class ArchitectureTests(SynchronousTestCase):
             self.fail(_report("sans-IO modules reaching I/O", problems))
 
     def test_private_twisted(self) -> None:
-        """Twisted's private modules and attributes are used only in vtwist/transport/internals.py."""
+        """Twisted's private modules and attributes are used only in the allowed module."""
         problems = private_twisted(self.modules)
         if problems:
             self.fail(_report("private Twisted names", problems))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -226,3 +227,57 @@ class CheckCommandTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("cannot read /nonexistent/x.json", result.stderr)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+
+#: Parses the config in argv[1] and prints the Twisted modules that got imported.
+_PARSE_ONLY = (
+    "import json, sys\n"
+    "from vtwist.config.loader import parse_config\n"
+    "config = parse_config(json.loads(sys.argv[1]))\n"
+    "assert [i.stream.network for i in config.inbounds] == ['tcp', 'kcp', 'ws'], config\n"
+    "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted')))\n"
+)
+
+
+class ParseWithoutTwistedTests(SynchronousTestCase):
+    """Parsing a config is plain data work: it imports no Twisted module."""
+
+    def test_every_network_parses_without_twisted(self) -> None:
+        from tests.certs import shared_server_cert
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        cert_file, key_file = shared_server_cert("example.test").write(directory, "s")
+        user = {"id": "b831381d-6324-4d53-ad4f-8cda48b30811", "alterId": 0}
+        http_header = {"type": "http", "request": {"path": ["/a"]}}
+        data = {
+            "inbounds": [
+                {"protocol": "socks", "port": 1080, "tag": "in-socks",
+                 "streamSettings": {"network": "tcp", "tcpSettings": {"header": http_header}}},
+                {"protocol": "vmess", "port": 1081, "settings": {"clients": [user]},
+                 "streamSettings": {"network": "kcp", "kcpSettings": {"mtu": 1200}}},
+                {"protocol": "vmess", "port": 1082, "settings": {"clients": [user]},
+                 "streamSettings": {
+                     "network": "ws", "security": "tls", "wsSettings": {"path": "/ws"},
+                     "tlsSettings": {"certificates": [{"certificateFile": cert_file,
+                                                       "keyFile": key_file}]}}},
+            ],
+            "outbounds": [
+                {"protocol": "freedom", "tag": "direct"},
+                {"protocol": "blackhole", "tag": "block"},
+                {"protocol": "vmess", "tag": "proxy",
+                 "settings": {"vnext": [{"address": "127.0.0.1", "port": 443,
+                                         "users": [user]}]},
+                 "streamSettings": {"network": "ws", "security": "tls",
+                                    "tlsSettings": {"serverName": "example.test"}}},
+            ],
+            "routing": {"rules": [
+                {"type": "field", "inboundTag": ["in-socks"], "outboundTag": "proxy"},
+                {"type": "field", "ip": ["10.0.0.0/8"], "outboundTag": "block"},
+                {"type": "field", "domain": ["domain:example.com"], "outboundTag": "direct"},
+            ]},
+        }
+        result = subprocess.run([sys.executable, "-c", _PARSE_ONLY, json.dumps(data)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout.strip().splitlines()[-1]), [])

@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import parse_config
 from vtwist.config.node import Node
-from vtwist.interfaces import INetwork
+from vtwist.interfaces import INetwork, IStreamLayer
 from vtwist.transport import registry, stack
 from vtwist.transport.endpoint_strings import parse_client
 from vtwist.transport.layer import Layer, LayerClientEndpoint
@@ -104,6 +104,27 @@ class BuiltinTests(SynchronousTestCase):
         self.assertEqual(registry.unsupported("http").name, "h2")
         for network in registry.networks():
             verifyObject(INetwork, network)
+
+    def test_stream_layers(self) -> None:
+        """TLS, WebSocket and the HTTP disguise are each one IStreamLayer; the stack puts TLS
+        first, then the network's own."""
+        from vtwist.transport.tcp.disguise import HTTP_DISGUISE
+        from vtwist.transport.tls.layer import TLS
+        from vtwist.transport.ws.layer import WEBSOCKET
+
+        for layer in (TLS, WEBSOCKET, HTTP_DISGUISE):
+            verifyObject(IStreamLayer, layer)
+        self.assertIs(registry.lookup("tcp").stream_layer, HTTP_DISGUISE)
+        self.assertIs(registry.lookup("ws").stream_layer, WEBSOCKET)
+        self.assertIsNone(registry.lookup("kcp").stream_layer)
+        self.assertEqual(stack.layers(StreamSettings("ws", "tls")), (TLS, WEBSOCKET))
+        self.assertEqual(stack.layers(StreamSettings("kcp")), (TLS,))
+
+    def test_function_layer(self) -> None:
+        """A network given as plain layer functions gets an IStreamLayer for them."""
+        layer = TOY.stream_layer
+        verifyObject(IStreamLayer, layer)
+        self.assertIs(layer.wrapServer("endpoint", None), "endpoint")
 
     def test_default_alpn(self) -> None:
         alpn = {n.name: (n.server_alpn, n.client_alpn) for n in registry.networks()}

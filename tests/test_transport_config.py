@@ -203,7 +203,7 @@ class ServerALPNTests(SynchronousTestCase):
     """The ALPN a TLS server offers by default depends on the network, as in V2Ray 4.34."""
 
     def test_defaults(self) -> None:
-        from vtwist.transport import tls
+        from vtwist.transport.tls import layer as tls
 
         cert = shared_server_cert("example.test", "127.0.0.1")
         offered: dict[str, list[str]] = {}

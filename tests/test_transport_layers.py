@@ -25,15 +25,11 @@ from vtwist.testing.doubles import (
     log_lines,
 )
 from vtwist.transport.layer import LayerHandshakeError
-from vtwist.transport.tcp import (
-    HTTPHeaderClientLayer,
-    HTTPHeaderServerLayer,
-    TCPSettings,
-    request_header,
-    request_path,
-    response_header,
-)
-from vtwist.transport.ws import WSClientLayer, WSServerLayer, WSSettings
+from vtwist.transport.tcp.disguise import HTTPHeaderClientLayer, HTTPHeaderServerLayer
+from vtwist.transport.tcp.header import request_header, request_path, response_header
+from vtwist.transport.tcp.settings import TCPSettings
+from vtwist.transport.ws.layer import WSClientLayer, WSServerLayer
+from vtwist.transport.ws.settings import WSSettings
 
 
 class Recording:

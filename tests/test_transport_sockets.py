@@ -15,8 +15,10 @@ from twisted.internet.protocol import Factory, Protocol
 
 from tests.interop.transport_support import TransportTestCase, stream_settings
 from vtwist.testing.doubles import CollectUntilClosed, Echo, log_lines
-from vtwist.transport import stack, tls, ws
+from vtwist.transport import stack
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerHandshakeError
+from vtwist.transport.tls import layer as tls
+from vtwist.transport.ws import layer as ws
 
 SIZE = 1024 * 1024
 
@@ -149,7 +151,7 @@ class ProxyProtocolTests(TransportTestCase):
             endpoint = ws.WebSocketClientEndpoint(endpoint, "127.0.0.1", number, client.ws,
                                                   secure=client.security == "tls")
         elif client.tcp.header_type == "http":
-            from vtwist.transport.tcp import HTTPHeaderClientEndpoint
+            from vtwist.transport.tcp.disguise import HTTPHeaderClientEndpoint
 
             endpoint = HTTPHeaderClientEndpoint(endpoint, client.tcp)
         collector = Collect()

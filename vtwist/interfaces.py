@@ -100,6 +100,8 @@ class INetwork(Interface):
     client_alpn = Attribute("The ALPN a TLS client offers on it by default (tuple of str)")
     link_fields = Attribute("What a share link's type/host/path mean for it (a "
                             "vtwist.transport.linkfields.LinkFields), or None")
+    stream_layer = Attribute("Its layer above TLS (an IStreamLayer: ws, the HTTP disguise), "
+                             "or None")
 
     def parse_settings(node: object, inbound: bool) -> object:
         """Validate its settings object into plain data."""
@@ -124,12 +126,21 @@ class INetwork(Interface):
 
 
 class IStreamLayer(Interface):
-    """A layer that runs its own handshake and then carries a plain stream."""
+    """A layer that runs its own handshake and then carries a plain stream.
+
+    TLS, WebSocket and the HTTP disguise are each one small object providing this;
+    :mod:`vtwist.transport.stack` puts them above a network's base endpoint (TLS first, then
+    the network's own). ``settings`` is the connection's
+    :class:`vtwist.transport.settings.StreamSettings`: a layer that it does not ask for
+    returns the endpoint unchanged.
+    """
 
     name = Attribute("The layer's name (str), for log lines")
 
     def wrapServer(endpoint: object, settings: object) -> object:
         """Wrap an ``IStreamServerEndpoint``."""
 
-    def wrapClient(endpoint: object, settings: object) -> object:
-        """Wrap an ``IStreamClientEndpoint``."""
+    def wrapClient(endpoint: object, settings: object, host: str, port: int,
+                   reactor: object = None) -> object:
+        """Wrap an ``IStreamClientEndpoint`` that reaches ``host:port`` (the name TLS checks,
+        the Host a WebSocket upgrade sends); ``reactor`` is the clock for its timers."""

@@ -72,8 +72,8 @@ class VTwistClientToV2RayServer(_EveryKind, TransportTestCase):
             await self.transfer(stack.client_endpoint(reactor, "127.0.0.1", port, settings),
                                 SIZE)
             return
-        from vtwist.transport import tls
         from vtwist.transport.kcp.endpoints import KCPClientEndpoint
+        from vtwist.transport.tls import layer as tls
 
         kcp = KCPClientEndpoint(reactor, "127.0.0.1", port, settings.kcp, linger=0.2)
         client = await self.transfer(

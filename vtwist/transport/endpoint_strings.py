@@ -54,10 +54,11 @@ def ws_client_from_string(reactor: Any, secure: bool, *args: str, **kwargs: str)
     ``caFile`` adds a trusted CA (PEM) to the system roots, ``allowInsecure=true`` skips
     verification. The Deferred fires after the upgrade, as with the other ws endpoints.
     """
-    from vtwist.transport import stack, tls
+    from vtwist.transport import stack
     from vtwist.transport.settings import StreamSettings
-    from vtwist.transport.tcp import tcp_client_endpoint
-    from vtwist.transport.ws import WSSettings, normalize_path
+    from vtwist.transport.tcp.endpoints import tcp_client_endpoint
+    from vtwist.transport.tls.settings import TLSCertificate, TLSSettings
+    from vtwist.transport.ws.settings import WSSettings, normalize_path
 
     positional = list(args)
     host = kwargs.pop("host", None) or (positional.pop(0) if positional else None)
@@ -78,7 +79,7 @@ def ws_client_from_string(reactor: Any, secure: bool, *args: str, **kwargs: str)
     stream = StreamSettings(network="ws", network_settings={"ws": settings})
     if secure:
         stream.security = "tls"
-        stream.tls = tls.TLSSettings(server_name=server_name, allow_insecure=insecure)
+        stream.tls = TLSSettings(server_name=server_name, allow_insecure=insecure)
         if ca_file:
             from cryptography import x509
 
@@ -87,7 +88,7 @@ def ws_client_from_string(reactor: Any, secure: bool, *args: str, **kwargs: str)
                     chain = x509.load_pem_x509_certificates(f.read())
             except (OSError, ValueError) as e:
                 raise ValueError(f"caFile {ca_file!r}: {e}") from None
-            stream.tls.certificates.append(tls.TLSCertificate("verify", chain))
+            stream.tls.certificates.append(TLSCertificate("verify", chain))
     elif server_name or ca_file or insecure:
         raise ValueError("serverName, caFile and allowInsecure need wss:")
     # The base is TCP with the string's connect timeout; TLS and WebSocket go above it.

@@ -2,11 +2,12 @@
 
 An entry (:class:`Network`, an :class:`~vtwist.interfaces.INetwork`) holds everything the
 rest of vtwist needs to know about a network: its names, its ``*Settings`` key and parser,
-its endpoints (the base endpoint under TLS and the layer above it), its default ALPN per
-side, what a share link's ``type``/``host``/``path`` mean for it, and its endpoint-string
-prefixes. Code is named by ``"module:attribute"`` strings and imported on first use, so
-reading the registry is cheap (the config loader, the CLI and the twistd plugins do) and the
-network modules never have to import it back.
+its endpoints (the base endpoint under TLS and its :class:`~vtwist.interfaces.IStreamLayer`
+above TLS), its default ALPN per side, what a share link's ``type``/``host``/``path`` mean
+for it, and its endpoint-string prefixes. Code is named by ``"module:attribute"`` strings and
+imported on first use, so reading the registry is cheap and imports no Twisted (the config
+loader, the CLI and the twistd plugins do; the parsers named here live in Twisted-free
+settings modules), and the network modules never have to import it back.
 
 A new network is one module plus one :func:`register` call. Networks V2Ray knows but vtwist
 does not implement are listed too (:data:`UNSUPPORTED`), so that a config naming one is told
@@ -22,7 +23,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from vtwist.interfaces import INetwork
+from vtwist.interfaces import INetwork, IStreamLayer
 
 #: A callable, or ``"package.module:attribute"`` naming one (imported on first use).
 Ref = Callable[..., Any] | str
@@ -65,9 +66,10 @@ class Network:
     server_base: Ref | None = None
     #: ``(reactor, host, port, stream) -> IStreamClientEndpoint`` (under TLS).
     client_base: Ref | None = None
-    #: ``(endpoint, stream) -> IStreamServerEndpoint``: the layer above TLS, if any.
+    #: ``(endpoint, stream) -> IStreamServerEndpoint``: a layer above TLS given as plain
+    #: functions (a small network's alternative to ``layer``).
     server_layer: Ref | None = None
-    #: ``(endpoint, host, port, stream) -> IStreamClientEndpoint``: the layer above TLS.
+    #: ``(endpoint, host, port, stream) -> IStreamClientEndpoint``: the same, client side.
     client_layer: Ref | None = None
     server_alpn: tuple[str, ...] = DEFAULT_ALPN
     client_alpn: tuple[str, ...] = DEFAULT_ALPN
@@ -76,6 +78,8 @@ class Network:
     endpoint_strings: tuple[EndpointString, ...] = ()
     #: Parse its settings whatever the network (vtwist always validates tcpSettings).
     always_parsed: bool = False
+    #: Its :class:`~vtwist.interfaces.IStreamLayer` above TLS (ws, the HTTP disguise ...).
+    layer: Ref | None = None
 
     @property
     def endpoint_prefix(self) -> str | None:
@@ -103,17 +107,46 @@ class Network:
             raise ValueError(f"network {self.name!r} cannot connect")
         return resolve(self.client_base)(reactor, host, port, stream)
 
+    @property
+    def stream_layer(self) -> IStreamLayer | None:
+        """Its layer above TLS (an IStreamLayer), or None when it has none."""
+        if self.layer is not None:
+            return resolve(self.layer)  # type: ignore[no-any-return]
+        if self.server_layer is None and self.client_layer is None:
+            return None
+        return FunctionLayer(self.name, self.server_layer, self.client_layer)
+
     def wrap_server(self, endpoint: Any, stream: Any) -> Any:
         """``endpoint`` with the network's layer above TLS (ws, the HTTP disguise ...)."""
-        if self.server_layer is None:
-            return endpoint
-        return resolve(self.server_layer)(endpoint, stream)
+        layer = self.stream_layer
+        return endpoint if layer is None else layer.wrapServer(endpoint, stream)
 
     def wrap_client(self, endpoint: Any, host: str, port: int, stream: Any) -> Any:
         """``endpoint`` with the network's layer above TLS (ws, the HTTP disguise ...)."""
-        if self.client_layer is None:
+        layer = self.stream_layer
+        return endpoint if layer is None else layer.wrapClient(endpoint, stream, host, port)
+
+
+@implementer(IStreamLayer)
+@dataclass(frozen=True)
+class FunctionLayer:
+    """An IStreamLayer made of a network's ``server_layer`` / ``client_layer`` functions;
+    a side without one leaves the endpoint as it is."""
+
+    name: str
+    server: Ref | None = None
+    client: Ref | None = None
+
+    def wrapServer(self, endpoint: Any, settings: Any) -> Any:
+        """``server(endpoint, settings)``."""
+        return endpoint if self.server is None else resolve(self.server)(endpoint, settings)
+
+    def wrapClient(self, endpoint: Any, settings: Any, host: str, port: int,
+                   reactor: Any = None) -> Any:
+        """``client(endpoint, host, port, settings)``."""
+        if self.client is None:
             return endpoint
-        return resolve(self.client_layer)(endpoint, host, port, stream)
+        return resolve(self.client)(endpoint, host, port, settings)
 
 
 @dataclass(frozen=True)
@@ -136,15 +169,15 @@ _LINKS = "vtwist.transport.linkfields"
 
 BUILTIN: tuple[Network, ...] = (
     Network(
-        "tcp", (), "tcpSettings", f"{_TCP}:parse_tcp_settings",
-        f"{_TCP}:server_base", f"{_TCP}:client_base",
-        f"{_TCP}:server_layer", f"{_TCP}:client_layer",
+        "tcp", (), "tcpSettings", f"{_TCP}.settings:parse_tcp_settings",
+        f"{_TCP}.endpoints:server_base", f"{_TCP}.endpoints:client_base",
         # V2Ray's defaults: h2 on a tcp server, h2 and http/1.1 for its dialer.
         server_alpn=("h2",), client_alpn=DEFAULT_ALPN,
         link=f"{_LINKS}:TCP", always_parsed=True,
+        layer=f"{_TCP}.disguise:HTTP_DISGUISE",
     ),
     Network(
-        "kcp", ("mkcp",), "kcpSettings", f"{_KCP}.network:parse_settings",
+        "kcp", ("mkcp",), "kcpSettings", f"{_KCP}.config:parse_settings",
         f"{_KCP}.network:server_base", f"{_KCP}.network:client_base",
         server_alpn=DEFAULT_ALPN, client_alpn=DEFAULT_ALPN,
         link=f"{_LINKS}:KCP",
@@ -152,9 +185,8 @@ BUILTIN: tuple[Network, ...] = (
                                          f"{_KCP}.endpoints:client_from_string"),),
     ),
     Network(
-        "ws", ("websocket",), "wsSettings", f"{_WS}:parse_ws_settings",
-        f"{_TCP}:server_base", f"{_TCP}:client_base",
-        f"{_WS}:server_layer", f"{_WS}:client_layer",
+        "ws", ("websocket",), "wsSettings", f"{_WS}.settings:parse_ws_settings",
+        f"{_TCP}.endpoints:server_base", f"{_TCP}.endpoints:client_base",
         # A WebSocket server can only speak http/1.1 (V2Ray's offers h2 too, which a ws
         # client never takes); V2Ray's ws dialer offers http/1.1.
         server_alpn=("http/1.1",), client_alpn=("http/1.1",),
@@ -163,6 +195,7 @@ BUILTIN: tuple[Network, ...] = (
             EndpointString("ws", None, "vtwist.transport.endpoint_strings:ws_client"),
             EndpointString("wss", None, "vtwist.transport.endpoint_strings:wss_client"),
         ),
+        layer=f"{_WS}.layer:WEBSOCKET",
     ),
 )
 
@@ -202,6 +235,15 @@ def lookup(name: str) -> Network | None:
         if name == network.name or name in network.aliases:
             return network
     return None
+
+
+def require(name: str) -> Network:
+    """The supported network called ``name``; ValueError naming the registered ones if none."""
+    network = lookup(name)
+    if network is None:
+        raise ValueError(f"network {name!r} is not registered "
+                         f"(vtwist has: {', '.join(names())})")
+    return network
 
 
 def unsupported(name: str) -> UnsupportedNetwork | None:

@@ -2,7 +2,7 @@
 
 :class:`StreamSettings` is plain data. :func:`parse_stream_settings` validates the JSON,
 asking the network registry (:mod:`vtwist.transport.registry`) which networks exist and how
-each one's ``*Settings`` object is parsed.
+each one's ``*Settings`` object is parsed. Nothing here imports Twisted.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from vtwist.config.node import Node
 from vtwist.transport import registry
+from vtwist.transport.tls.settings import TLSSettings, parse_tls_settings
 
 SECURITIES = ("none", "tls")
 #: streamSettings keys vtwist accepts and ignores (besides the unsupported networks' settings).
@@ -26,7 +27,7 @@ class StreamSettings:
     security: str = "none"
     #: Parsed ``*Settings`` objects by network name (e.g. ``"tcp"`` -> TCPSettings).
     network_settings: dict[str, Any] = field(default_factory=dict)
-    tls: Any = None  # vtwist.transport.tls.TLSSettings when security is tls
+    tls: TLSSettings | None = None  # when security is tls
 
     @property
     def settings(self) -> Any:
@@ -93,9 +94,7 @@ def parse_stream_settings(node: Node, inbound: bool,
         else:
             node.has(entry.settings_key)
     if settings.security == "tls":
-        from vtwist.transport import tls
-
-        settings.tls = tls.parse_tls_settings(node.get("tlsSettings", {}), inbound)
+        settings.tls = parse_tls_settings(node.get("tlsSettings", {}), inbound)
     else:
         node.has("tlsSettings")
     for ignored in IGNORED_KEYS + registry.unsupported_settings_keys():

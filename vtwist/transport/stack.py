@@ -1,8 +1,9 @@
 """The layered endpoints a StreamSettings asks for, exactly as V2Ray stacks them.
 
-Base network (tcp, kcp ...), then TLS, then the network's own layer (WebSocket, the HTTP
-header disguise). Each layer is an ordinary Twisted endpoint; what each network contributes
-comes from :mod:`vtwist.transport.registry`.
+Base network (tcp, kcp ...), then the TLS layer, then the network's own layer (WebSocket,
+the HTTP header disguise). Each layer is an :class:`~vtwist.interfaces.IStreamLayer` giving
+ordinary Twisted endpoints; what each network contributes comes from
+:mod:`vtwist.transport.registry`.
 """
 
 from __future__ import annotations
@@ -11,41 +12,42 @@ from typing import Any
 
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 
-from vtwist.transport import registry, tls
+from vtwist.interfaces import IStreamLayer
+from vtwist.transport import registry
 from vtwist.transport.settings import StreamSettings
+from vtwist.transport.tls.layer import TLS
 
 
-def _network(stream: StreamSettings) -> registry.Network:
-    network = registry.lookup(stream.network)
-    if network is None:
-        raise ValueError(f"network {stream.network!r} is not registered "
-                         f"(vtwist has: {', '.join(registry.names())})")
-    return network
+def layers(stream: StreamSettings) -> tuple[IStreamLayer, ...]:
+    """The layers above the base endpoint, lowest first: TLS, then the network's own.
+
+    Each one leaves the endpoint unchanged when ``stream`` does not ask for it.
+    """
+    network_layer = registry.require(stream.network).stream_layer
+    return (TLS,) if network_layer is None else (TLS, network_layer)
 
 
 def server_endpoint(reactor: Any, listen: str, port: int,
                     stream: StreamSettings | None) -> IStreamServerEndpoint:
     """The layered server endpoint for an inbound listening on ``listen:port``."""
     stream = stream or StreamSettings()
-    network = _network(stream)
+    network = registry.require(stream.network)
     return wrap_server(network.server_endpoint(reactor, listen, port, stream), stream)
 
 
 def wrap_server(endpoint: IStreamServerEndpoint,
                 stream: StreamSettings) -> IStreamServerEndpoint:
     """What goes above a server's base endpoint: TLS, then the network's layer."""
-    network = _network(stream)
-    if stream.security == "tls":
-        endpoint = tls.wrap_server_endpoint(endpoint, stream.tls,
-                                            default_alpn=list(network.server_alpn))
-    return network.wrap_server(endpoint, stream)
+    for layer in layers(stream):
+        endpoint = layer.wrapServer(endpoint, stream)
+    return endpoint
 
 
 def client_endpoint(reactor: Any, host: str, port: int,
                     stream: StreamSettings | None) -> IStreamClientEndpoint:
     """The layered client endpoint that reaches a server at ``host:port``."""
     stream = stream or StreamSettings()
-    network = _network(stream)
+    network = registry.require(stream.network)
     return wrap_client(reactor, network.client_endpoint(reactor, host, port, stream),
                        host, port, stream)
 
@@ -53,8 +55,6 @@ def client_endpoint(reactor: Any, host: str, port: int,
 def wrap_client(reactor: Any, endpoint: IStreamClientEndpoint, host: str, port: int,
                 stream: StreamSettings) -> IStreamClientEndpoint:
     """What goes above a client's base endpoint: TLS, then the network's layer."""
-    network = _network(stream)
-    if stream.security == "tls":
-        endpoint = tls.wrap_client_endpoint(reactor, endpoint, host, stream.tls,
-                                            default_alpn=list(network.client_alpn))
-    return network.wrap_client(endpoint, host, port, stream)
+    for layer in layers(stream):
+        endpoint = layer.wrapClient(endpoint, stream, host, port, reactor)
+    return endpoint

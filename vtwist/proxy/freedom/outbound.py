@@ -18,7 +18,7 @@ from vtwist.address import Destination, parse_ip
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.freedom.settings import FreedomSettings
 from vtwist.resolver import lookup
-from vtwist.transport.tcp import tcp_client_endpoint
+from vtwist.transport.tcp.endpoints import tcp_client_endpoint
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.freedom")

@@ -130,3 +130,8 @@ def parse_kcp_settings(node: Node) -> KCPConfig:
         header_type=header_type,
         seed=seed,
     )
+
+
+def parse_settings(node: Node, inbound: bool) -> KCPConfig:
+    """The registry's parser: ``kcpSettings`` (the same on both sides)."""
+    return parse_kcp_settings(node)

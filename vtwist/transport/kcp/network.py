@@ -1,17 +1,12 @@
-"""mKCP's registry hooks: settings parsing and endpoints from a StreamSettings."""
+"""mKCP's registry hooks: endpoints from a StreamSettings (the parser is
+:func:`vtwist.transport.kcp.config.parse_settings`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from vtwist.config.node import Node
-from vtwist.transport.kcp.config import KCPConfig, parse_kcp_settings
+from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint, KCPServerEndpoint
-
-
-def parse_settings(node: Node, inbound: bool) -> KCPConfig:
-    """``kcpSettings`` (the same on both sides)."""
-    return parse_kcp_settings(node)
 
 
 def _config(stream: Any) -> KCPConfig:

@@ -1,4 +1,4 @@
-"""``network: "ws"``: wsSettings and WebSocket server/client endpoint wrappers (wsproto).
+"""The WebSocket layer: server/client endpoint wrappers (wsproto) and its ``IStreamLayer``.
 
 Like V2Ray 4.34 (gorilla/websocket): binary messages carry the stream (any message type is
 accepted on receive) and each write is one message. The server answers only GET upgrades on
@@ -6,16 +6,12 @@ its ``path`` (query ignored), echoes the first offered subprotocol, and gives a 
 for other paths and 400 for anything that is not a valid upgrade. Closing sends close code 1000
 and drops the TCP connection. There is no half-close in WebSocket, so these transports have no
 ``loseWriteConnection``. The server's ``getPeer()`` reports the first ``X-Forwarded-For``
-address when there is one, as V2Ray does.
+address when there is one, as V2Ray does. :data:`WEBSOCKET` is the ``IStreamLayer``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import email.utils
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -42,87 +38,18 @@ from wsproto.events import (
 )
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
+from zope.interface import implementer
 
-from vtwist.config.node import Node
+from vtwist.interfaces import IStreamLayer
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
+from vtwist.transport.ws.http import bad_request, host_header, http_response, valid_key
+from vtwist.transport.ws.settings import WSSettings
 
 log = Logger(namespace="vtwist.transport.ws")
 
 SERVER_HANDSHAKE_TIMEOUT = 4.0  # V2Ray's upgrader HandshakeTimeout / ReadHeaderTimeout
 CLIENT_HANDSHAKE_TIMEOUT = 8.0  # V2Ray's dialer HandshakeTimeout
 MAX_REQUEST_BYTES = 8192
-
-
-@dataclass
-class WSSettings:
-    """Validated ``wsSettings``."""
-
-    path: str = "/"
-    headers: list[tuple[str, str]] = field(default_factory=list)  # without Host
-    host: str | None = None
-    accept_proxy_protocol: bool = False
-
-
-def normalize_path(path: str) -> str:
-    """V2Ray's GetNormalizedPath: empty is "/", a leading "/" is added."""
-    if not path:
-        return "/"
-    return path if path.startswith("/") else "/" + path
-
-
-def parse_ws_settings(node: Node, inbound: bool) -> WSSettings:
-    """Validate ``wsSettings`` (``Path`` is V2Ray's old misspelling of ``path``)."""
-    node = node.or_empty()
-    settings = WSSettings()
-    path = node.str("path", "")
-    if not path:
-        path = node.str("Path", "")
-    settings.path = normalize_path(path)
-    headers = node.get("headers", {})
-    for key in headers.keys():
-        value = headers.get(key).as_str()
-        if key.lower() == "host":
-            settings.host = value
-        else:
-            settings.headers.append((key, value))
-    settings.accept_proxy_protocol = node.bool("acceptProxyProtocol", False)
-    if settings.accept_proxy_protocol and not inbound:
-        node.warn("acceptProxyProtocol only applies to inbounds; ignored")
-    for unsupported in ("maxEarlyData", "earlyDataHeaderName", "useBrowserForwarding"):
-        if node.has(unsupported):
-            node.warn(f"{unsupported} is not supported (not in V2Ray 4.34); ignored")
-    node.warn_unknown()
-    return settings
-
-
-# -- HTTP answers like Go's net/http ------------------------------------------------------
-_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large"}
-
-
-def http_response(status: int, headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
-                  body: bytes = b"") -> bytes:
-    """An HTTP/1.1 response as Go's server would write it (Date, Content-Length)."""
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
-    if body:
-        lines.append("Content-Type: text/plain; charset=utf-8")
-    lines.extend(f"{k}: {v}" for k, v in headers)
-    if body:
-        lines.append("X-Content-Type-Options: nosniff")
-    lines.append("Date: " + email.utils.formatdate(usegmt=True))
-    lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def _bad_request(extra: list[tuple[str, str]] = ()) -> bytes:  # type: ignore[assignment]
-    return http_response(400, [("Sec-Websocket-Version", "13"), *extra], b"Bad Request\n")
-
-
-def _valid_key(key: bytes) -> bool:
-    try:
-        return len(base64.b64decode(key.strip(), validate=True)) == 16
-    except (binascii.Error, ValueError):
-        return False
 
 
 def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Address | None:
@@ -262,12 +189,12 @@ class WSServerLayer(_WSLayer):
             handshake.initiate_upgrade_connection(event.headers, event.target)
             request = next(handshake.events())
         except ProtocolError as e:
-            self.handshakeFailed(f"not a WebSocket upgrade: {e}", _bad_request())
+            self.handshakeFailed(f"not a WebSocket upgrade: {e}", bad_request())
             return
         assert isinstance(request, Request)
         key = dict((k.lower(), v) for k, v in event.headers).get(b"sec-websocket-key", b"")
-        if not _valid_key(key):
-            self.handshakeFailed(f"bad Sec-WebSocket-Key {key[:40]!r}", _bad_request())
+        if not valid_key(key):
+            self.handshakeFailed(f"bad Sec-WebSocket-Key {key[:40]!r}", bad_request())
             return
         self.forwardedFor = _forwarded_for(event.headers)
         # Echo the first offered subprotocol: clients that offer one refuse an answer without
@@ -327,14 +254,6 @@ class WSClientLayer(_WSLayer):
                 return
 
 
-def _host_header(host: str, port: int, secure: bool) -> str:
-    """Host[:port], leaving out the scheme's default port (as gorilla does)."""
-    shown = f"[{host}]" if ":" in host else host
-    if (port == 443 and secure) or (port == 80 and not secure):
-        return shown
-    return f"{shown}:{port}"
-
-
 def WebSocketServerEndpoint(endpoint: IStreamServerEndpoint, settings: WSSettings,
                             clock: Any = None) -> IStreamServerEndpoint:
     """``endpoint`` (tcp, or tls) serving WebSocket on ``settings.path``."""
@@ -345,20 +264,30 @@ def WebSocketClientEndpoint(endpoint: IStreamClientEndpoint, host: str, port: in
                             settings: WSSettings, secure: bool = False,
                             clock: Any = None) -> IStreamClientEndpoint:
     """``endpoint`` (tcp, or tls when ``secure``) upgraded to WebSocket."""
-    host_header = _host_header(host, port, secure)
+    header = host_header(host, port, secure)
     return LayerClientEndpoint(
-        endpoint, lambda f, ready: WSClientLayer(f, ready, host_header, settings, clock))
+        endpoint, lambda f, ready: WSClientLayer(f, ready, header, settings, clock))
 
 
-# -- registry hooks (vtwist.transport.registry) ---------------------------------------------
-def server_layer(endpoint: IStreamServerEndpoint, stream: Any) -> IStreamServerEndpoint:
-    """WebSocket above TCP (and TLS), as ``stream.ws`` says."""
-    return WebSocketServerEndpoint(endpoint, stream.network_settings.get("ws") or WSSettings())
+# -- the IStreamLayer (vtwist.transport.stack, through the registry) -----------------------
+@implementer(IStreamLayer)
+class WebSocketLayer:
+    """WebSocket above TCP (and TLS), as ``wsSettings`` says."""
+
+    name = "ws"
+
+    def wrapServer(self, endpoint: IStreamServerEndpoint, settings: Any) -> IStreamServerEndpoint:
+        """``endpoint`` serving WebSocket on the configured path."""
+        return WebSocketServerEndpoint(endpoint,
+                                       settings.network_settings.get("ws") or WSSettings())
+
+    def wrapClient(self, endpoint: IStreamClientEndpoint, settings: Any, host: str, port: int,
+                   reactor: Any = None) -> IStreamClientEndpoint:
+        """``endpoint`` upgraded to WebSocket (Host from ``host:port`` unless configured)."""
+        return WebSocketClientEndpoint(endpoint, host, port,
+                                       settings.network_settings.get("ws") or WSSettings(),
+                                       secure=settings.security == "tls")
 
 
-def client_layer(endpoint: IStreamClientEndpoint, host: str, port: int,
-                 stream: Any) -> IStreamClientEndpoint:
-    """WebSocket above TCP (and TLS), as ``stream.ws`` says."""
-    return WebSocketClientEndpoint(endpoint, host, port,
-                                   stream.network_settings.get("ws") or WSSettings(),
-                                   secure=stream.security == "tls")
+#: The ws network's layer (its registry entry names it).
+WEBSOCKET = WebSocketLayer()

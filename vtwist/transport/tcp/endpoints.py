@@ -1,0 +1,52 @@
+"""The TCP endpoints under TLS and the network's layer (tcp and ws ride them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
+    TCP6ServerEndpoint,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
+
+from vtwist.address import parse_ip
+
+
+def tcp_client_endpoint(reactor: Any, host: str, port: int,
+                        timeout: float = 30) -> IStreamClientEndpoint:
+    """A TCP client endpoint: straight to an IP literal, through the resolver for a name.
+
+    ``HostnameEndpoint`` costs a resolver-thread round trip per connection even for an IP
+    literal, so literals get ``TCP4ClientEndpoint`` / ``TCP6ClientEndpoint``.
+    """
+    ip = parse_ip(host)
+    if ip is None:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if ip.version == 6:
+        return TCP6ClientEndpoint(reactor, str(ip), port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, str(ip), port, timeout=timeout)
+
+
+# -- registry hooks (vtwist.transport.registry) ---------------------------------------------
+def server_base(reactor: Any, listen: str, port: int, stream: Any) -> IStreamServerEndpoint:
+    """The TCP listening endpoint under ``stream`` (tcp and ws), PROXY protocol if asked."""
+    ip = parse_ip(listen)
+    endpoint: IStreamServerEndpoint
+    if ip is not None and ip.version == 6:
+        endpoint = TCP6ServerEndpoint(reactor, port, interface=str(ip))
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, port, interface=listen)
+    if stream.accept_proxy_protocol:
+        from twisted.protocols.haproxy import proxyEndpoint
+
+        endpoint = proxyEndpoint(endpoint)
+    return endpoint
+
+
+def client_base(reactor: Any, host: str, port: int, stream: Any) -> IStreamClientEndpoint:
+    """The TCP connecting endpoint under ``stream`` (tcp and ws)."""
+    return tcp_client_endpoint(reactor, host, port)

@@ -1,0 +1,156 @@
+"""OpenSSL contexts for TLS: a server's (SNI picks the certificate, ALPN as set) and a
+client's connection creators (trust roots, allowInsecure), cached per settings object."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+from zope.interface import implementer
+
+from vtwist.transport.internals import IOpenSSLTrustRoot
+from vtwist.transport.tls.settings import TLSSettings
+
+
+# -- contexts ------------------------------------------------------------------------
+def _alpn_select(protocols: list[bytes]) -> Any:
+    def select(conn: SSL.Connection, offered: list[bytes]) -> Any:
+        for p in protocols:
+            if p in offered:
+                return p
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    return select
+
+
+def _names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if not names:
+        names = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+                 if isinstance(a.value, str)]
+    return [n.lower() for n in names]
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """A certificate name against an SNI name; ``*.`` covers exactly one label."""
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
+def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> CertificateOptions:
+    """A CertificateOptions for a server: SNI picks among the certificates, ALPN as set."""
+    alpn = [p.encode() for p in (settings.alpn or default_alpn)]
+    options: list[tuple[list[str], CertificateOptions]] = []
+    for entry in settings.server_certificates:
+        opts = CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(entry.key),
+            certificate=crypto.X509.from_cryptography(entry.chain[0]),
+            extraCertChain=[crypto.X509.from_cryptography(c) for c in entry.chain[1:]],
+        )
+        ctx = opts.getContext()
+        if alpn:
+            ctx.set_alpn_select_callback(_alpn_select(alpn))
+        options.append((_names(entry.chain[0]), opts))
+    default = options[0][1]
+    if len(options) > 1:
+        def pick(conn: SSL.Connection) -> None:
+            name = conn.get_servername()
+            if not name:
+                return
+            wanted = name.decode("ascii", "replace").lower()
+            for names, opts in options:
+                if any(_name_matches(n, wanted) for n in names):
+                    conn.set_context(opts.getContext())
+                    return
+
+        default.getContext().set_tlsext_servername_callback(pick)
+    return default
+
+
+@implementer(IOpenSSLTrustRoot)
+class _TrustRoot:
+    """System roots (unless disabled) plus the configured certificates."""
+
+    def __init__(self, certificates: list[x509.Certificate], system: bool) -> None:
+        self.certificates = certificates
+        self.system = system
+
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
+        if self.system:
+            context.set_default_verify_paths()
+        store = context.get_cert_store()
+        for cert in self.certificates:
+            store.add_cert(crypto.X509.from_cryptography(cert))
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _InsecureClientCreator:
+    """allowInsecure: send SNI and ALPN, verify nothing."""
+
+    def __init__(self, server_name: str, alpn: list[bytes]) -> None:
+        self.sni = None if isIPAddress(server_name) or isIPv6Address(server_name) \
+            else server_name.encode("idna")
+        self.context = CertificateOptions(
+            verify=False, acceptableProtocols=alpn or None).getContext()
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        conn = SSL.Connection(self.context, None)
+        conn.set_app_data(tlsProtocol)
+        if self.sni:
+            conn.set_tlsext_host_name(self.sni)
+        conn.set_connect_state()
+        return conn
+
+
+def client_creator(server_name: str, settings: TLSSettings,
+                   default_alpn: list[str]) -> Any:
+    """The connection creator for a client connecting to ``server_name``."""
+    alpn = [p.encode() for p in (settings.alpn or default_alpn)]
+    if settings.allow_insecure:
+        return _InsecureClientCreator(server_name, alpn)
+    trusted = [c for entry in settings.certificates for c in entry.chain]
+    root = _TrustRoot(trusted, system=not settings.disable_system_root)
+    return optionsForClientTLS(server_name, trustRoot=root,
+                               acceptableProtocols=alpn or None)
+
+
+class ClientCreatorCache:
+    """Client connection creators per TLSSettings object (by identity) and (name, ALPN).
+
+    An OpenSSL context and its trust store are built once per settings object, not per
+    connection. The settings stay plain data: the cache lives here, and an entry goes when
+    its settings object is garbage-collected.
+    """
+
+    def __init__(self) -> None:
+        self._by_settings: dict[int, dict[tuple[str, tuple[str, ...]], Any]] = {}
+
+    def get(self, settings: TLSSettings, server_name: str, default_alpn: list[str]) -> Any:
+        """The creator for ``settings`` reaching ``server_name``, built on first use."""
+        per = self._by_settings.get(id(settings))
+        if per is None:
+            per = self._by_settings[id(settings)] = {}
+            weakref.finalize(settings, self._by_settings.pop, id(settings), None)
+        key = (server_name, tuple(default_alpn))
+        creator = per.get(key)
+        if creator is None:
+            creator = per[key] = client_creator(server_name, settings, default_alpn)
+        return creator
+
+    def __len__(self) -> int:
+        return len(self._by_settings)
+
+
+#: The process-wide cache :func:`wrap_client_endpoint` uses.
+CLIENT_CREATORS = ClientCreatorCache()
