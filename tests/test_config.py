@@ -277,7 +277,12 @@ class ParseWithoutTwistedTests(SynchronousTestCase):
                 {"type": "field", "domain": ["domain:example.com"], "outboundTag": "direct"},
             ]},
         }
+        # The child imports this tree's vtwist, whatever is installed.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p))
         result = subprocess.run([sys.executable, "-c", _PARSE_ONLY, json.dumps(data)],
-                                capture_output=True, text=True, timeout=60, check=False)
+                                capture_output=True, text=True, timeout=60, check=False,
+                                env=env)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(json.loads(result.stdout.strip().splitlines()[-1]), [])
