@@ -102,6 +102,9 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/transport/kcp/receiver.py",
     "vtwist/transport/kcp/rtt.py",
     "vtwist/routing/matcher.py",
+    "vtwist/tunnel/sniff/__init__.py",
+    "vtwist/tunnel/sniff/http.py",
+    "vtwist/tunnel/sniff/tls.py",
 )
 
 #: Top-level modules a sans-IO module may not import.

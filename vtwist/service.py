@@ -113,6 +113,9 @@ class VTwistService(MultiService):
 def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundService]:
     """One :class:`InboundService` per port of an inbound; the ports share one factory."""
     factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
+    sniffing = getattr(inbound, "sniffing", None)
+    if sniffing is not None and sniffing.enabled:
+        factory.sniffing = tuple(sniffing.dest_override)
     services = []
     for port in inbound.ports:
         endpoint = server_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)

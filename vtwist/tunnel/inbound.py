@@ -27,6 +27,8 @@ class InboundFactory(Factory):
         self.tunnels = tunnels
         self.reactor: Any = tunnels.clock
         self.tag = tag
+        #: the protocols whose sniffed domain replaces the destination (``destOverride``)
+        self.sniffing: tuple[str, ...] = ()
         self.connections: weakref.WeakSet[Protocol] = weakref.WeakSet()
 
     def track(self, protocol: Protocol) -> Protocol:

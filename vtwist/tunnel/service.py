@@ -41,17 +41,19 @@ class TunnelService:
     # -- streams ----------------------------------------------------------------------
     def openStream(self, transport: Any, destination: Destination, reply: IInboundReply, *,
                    early: list[Any] | None = None, inbound_tag: str = "", source: str = "",
-                   email: str | None = None, policy: LevelPolicy = DEFAULT_LEVEL
-                   ) -> StreamTunnel:
+                   email: str | None = None, policy: LevelPolicy = DEFAULT_LEVEL,
+                   sniff: tuple[str, ...] = ()) -> StreamTunnel:
         """Join the inbound ``transport`` to ``destination``.
 
         ``early`` holds the bytes the client sent after its handshake. The inbound then
         reports its side's events to the returned tunnel. ``reply`` answers the client once
-        the outcome is known; on failure it also closes the inbound connection.
+        the outcome is known; on failure it also closes the inbound connection. ``sniff``
+        (the inbound's ``destOverride``: ``http``, ``tls``) routes by the domain the client's
+        first bytes name; the reply then goes out before connecting.
         """
         tunnel = StreamTunnel(self, transport, destination, reply, policy,
                               inbound_tag=inbound_tag, source=source, email=email)
-        tunnel.start(early or [])
+        tunnel.start(early or [], sniff)
         return tunnel
 
     def connect(self, destination: Destination, *, inbound_tag: str | None = None,

@@ -5,6 +5,12 @@ its side's events here (:meth:`~StreamTunnel.received`, :meth:`~StreamTunnel.eof
 :meth:`~StreamTunnel.lost`). While the outbound connects, the inbound's transport is paused
 and what it already sent is held; once connected, the inbound's reply goes out, the relay
 joins both transports, and the held input is replayed (resume, then replay).
+
+With sniffing (the inbound's ``sniffing.destOverride``), the reply goes out first, as in
+V2Ray: the client's first bytes are read (at most :data:`SNIFF_TIMEOUT` seconds, a bounded
+amount) and, when they name a domain (HTTP ``Host``, TLS SNI), that domain is routed and
+connected to instead of the address the client asked for. A failure after that early reply
+only closes the inbound.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from twisted.python.failure import Failure
 from vtwist.address import Destination
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import LevelPolicy
+from vtwist.sansio import NEED_DATA
 from vtwist.transport.layer import set_no_delay
 from vtwist.tunnel.failures import ConnectFailure, classify
 from vtwist.tunnel.held import HeldInput
 from vtwist.tunnel.relay import INBOUND, Relay, RelayProtocol
+from vtwist.tunnel.sniff import Sniffed, Sniffer, should_override
 
 if TYPE_CHECKING:
     from vtwist.tunnel.service import TunnelService
@@ -31,9 +39,15 @@ if TYPE_CHECKING:
 log = Logger(namespace="vtwist.tunnel")
 
 
+#: How long the tunnel waits for the client's first bytes when sniffing (V2Ray: two reads
+#: of at most 100 ms each).
+SNIFF_TIMEOUT = 0.3
+
+
 class Phase(Enum):
     """Where one tunnel is."""
 
+    SNIFFING = "sniffing"
     CONNECTING = "connecting"
     RELAY = "relay"
     CLOSED = "closed"
@@ -57,14 +71,52 @@ class StreamTunnel:
         self.relay: Relay | None = None
         self.held: HeldInput | None = HeldInput()
         self.timedOut = False
+        #: the inbound's reply went out before connecting (sniffing)
+        self.replied = False
+        self.sniffer: Sniffer | None = None
+        self.sniffOverride: tuple[str, ...] = ()
         self._connecting: Deferred[RelayProtocol] | None = None
         self._deadline: IDelayedCall | None = None
 
-    def start(self, early: list[Any]) -> None:
-        """Pause the inbound, keep ``early``, and connect within the policy's deadline."""
-        self.transport.pauseProducing()
+    def start(self, early: list[Any], sniff: tuple[str, ...] = ()) -> None:
+        """Keep ``early``; sniff first when ``sniff`` names protocols; connect."""
         if early:
             self.held.extend(early)  # type: ignore[union-attr]
+        if sniff and self.destination.network == "tcp":
+            self.phase = Phase.SNIFFING
+            self.sniffer = Sniffer(sniff)
+            self.sniffOverride = sniff
+            self.replied = True
+            self.reply.succeeded(None)
+            self._deadline = self.service.clock.callLater(SNIFF_TIMEOUT, self._sniffed, None)
+            self._sniff()
+            return
+        self._connect()
+
+    def _sniff(self) -> None:
+        """Look at what the client sent so far; go on once there is a verdict."""
+        if self.phase is not Phase.SNIFFING or self.held is None:
+            return
+        verdict = self.sniffer.sniff(b"".join(self.held.chunks))  # type: ignore[union-attr]
+        if verdict is not NEED_DATA:
+            self._sniffed(verdict)  # type: ignore[arg-type]
+
+    def _sniffed(self, verdict: Sniffed | None) -> None:
+        if self.phase is not Phase.SNIFFING:
+            return
+        self._cancelDeadline()
+        self.sniffer = None
+        if verdict is not None and should_override(verdict, self.sniffOverride):
+            log.debug("{source}: sniffed {protocol} domain {domain} for {dest}",
+                      source=self.source, protocol=verdict.protocol, domain=verdict.domain,
+                      dest=self.destination)
+            self.destination = Destination.tcp(verdict.domain, self.destination.port)
+        self.phase = Phase.CONNECTING
+        self._connect()
+
+    def _connect(self) -> None:
+        """Pause the inbound and connect within the policy's deadline."""
+        self.transport.pauseProducing()
         d = self.service.connect(self.destination, inbound_tag=self.inbound_tag,
                                  source=self.source, email=self.email)
         if not d.called:
@@ -81,6 +133,8 @@ class StreamTunnel:
             relay.received(INBOUND, data)
         elif self.held is not None:
             self.held.data(data)
+            if self.phase is Phase.SNIFFING:
+                self._sniff()
 
     def receivedSequence(self, chunks: list[Any]) -> None:
         """Several pieces from the inbound's client at once."""
@@ -89,6 +143,8 @@ class StreamTunnel:
             relay.receivedSequence(INBOUND, chunks)
         elif self.held is not None:
             self.held.extend(chunks)
+            if self.phase is Phase.SNIFFING:
+                self._sniff()
 
     def eof(self) -> None:
         """The inbound's client will send no more."""
@@ -96,6 +152,8 @@ class StreamTunnel:
             self.relay.eof(INBOUND)
         elif self.held is not None:
             self.held.eof = True
+            if self.phase is Phase.SNIFFING:
+                self._sniffed(None)  # nothing more will come to sniff
 
     def lost(self, reason: Failure | None = None) -> None:
         """The inbound's connection is gone."""
@@ -137,7 +195,8 @@ class StreamTunnel:
             return
         self.phase = Phase.RELAY
         set_no_delay(outbound.transport)  # relayed small writes must not wait
-        self.reply.succeeded(outbound.transport.getHost())
+        if not self.replied:
+            self.reply.succeeded(outbound.transport.getHost())
         relay = Relay(self.transport, outbound.transport, self.service.clock, self.policy)
         self.relay = relay
         outbound.attach(relay)
@@ -157,4 +216,7 @@ class StreamTunnel:
             else failure.getErrorMessage()
         log.info("{source} to {dest} failed ({kind}): {why}", source=self.source,
                  dest=self.destination, kind=kind.value, why=why)
-        self.reply.failed(kind, failure)
+        if self.replied:  # the client was told "connected" already: all we can do is close
+            self.transport.loseConnection()
+        else:
+            self.reply.failed(kind, failure)

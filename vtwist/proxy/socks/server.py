@@ -220,7 +220,7 @@ class SocksServerProtocol(Protocol):
         self.tunnel = factory.tunnels.openStream(
             self.transport, destination, SocksReply(self), early=[early] if early else None,
             inbound_tag=factory.tag, source=self.source, email=self.email,
-            policy=factory.policy)
+            policy=factory.policy, sniff=factory.sniffing)
 
     # -- UDP ASSOCIATE -----------------------------------------------------------------
     def _associate(self, request: Request) -> None:

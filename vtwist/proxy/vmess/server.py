@@ -173,7 +173,7 @@ class VMessServerProtocol(Protocol):
             self.phase = Phase.STREAM
             self.side = f.tunnels.openStream(
                 self.inner, r.destination, _NoReply(self), inbound_tag=f.tag,
-                source=self._peer(), email=email, policy=policy)
+                source=self._peer(), email=email, policy=policy, sniff=f.sniffing)
         elif r.command == CMD_UDP:
             self.phase = Phase.PACKETS
             try:
