@@ -34,3 +34,7 @@ class WheelTests(SynchronousTestCase):
         # No __init__.py may shadow Twisted's own packages.
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
+        # Every module of the tree is in the wheel (a package missing from pyproject's list
+        # works in an editable install and breaks a regular one).
+        for path in glob.glob(os.path.join(ROOT, "vtwist", "**", "*.py"), recursive=True):
+            self.assertIn(os.path.relpath(path, ROOT).replace(os.sep, "/"), names)
