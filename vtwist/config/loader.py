@@ -7,7 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 from vtwist.config.errors import ConfigError
-from vtwist.config.model import Config, InboundConfig, LogConfig, OutboundConfig
+from vtwist.config.legacy import domain_override, legacy_sections
+from vtwist.config.model import (
+    AllocateSettings,
+    Config,
+    InboundConfig,
+    LogConfig,
+    OutboundConfig,
+    SniffingSettings,
+)
 from vtwist.config.node import Node
 from vtwist.config.registry import (
     INBOUND_MODULES,
@@ -157,10 +165,48 @@ def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
     inbound.stream = stream_settings_parser()(node.get("streamSettings", {}),
                                                inbound=True, transport=transport)
     if node.has("sniffing"):
-        node.warn("sniffing is not supported by vtwist and is ignored")
-    node.has("allocate")
+        inbound.sniffing = parse_sniffing(node.get("sniffing", {}))
+    elif node.has("domainOverride") and node.value.get("domainOverride"):
+        inbound.sniffing = SniffingSettings(True, domain_override(node))
+    if node.has("allocate"):
+        inbound.allocate = parse_allocate(node.get("allocate", {}), len(inbound.ports))
     node.warn_unknown()
     return inbound
+
+
+def parse_sniffing(node: Node) -> SniffingSettings:
+    """An inbound's ``sniffing``: ``enabled``, ``destOverride`` (http; tls, https, ssl)."""
+    sniffing = SniffingSettings(enabled=node.bool("enabled", False))
+    item = node.get("destOverride", [])
+    for value in node.comma_list("destOverride"):
+        name = value.lower()
+        if name == "http":
+            sniffing.dest_override.append("http")
+        elif name in ("tls", "https", "ssl"):
+            sniffing.dest_override.append("tls")
+        else:
+            raise item.error(f"expected http or tls (https, ssl), got {value!r}")
+    node.warn_unknown()
+    return sniffing
+
+
+def parse_allocate(node: Node, ports: int) -> AllocateSettings:
+    """An inbound's ``allocate``: ``strategy`` always/random, ``refresh`` (minutes),
+    ``concurrency`` (random ports open at a time; fewer than the range has, as 4.34 checks)."""
+    strategy = node.str("strategy", "", lower=True)
+    if strategy not in ("always", "random"):
+        raise node.error(f"expected always or random, got {strategy!r}"
+                         + (" (4.34 has no \"external\" allocator)" if strategy == "external"
+                            else ""), "strategy")
+    allocate = AllocateSettings(strategy)
+    allocate.refresh = node.int("refresh", 5, 1)
+    allocate.concurrency = node.int("concurrency", 3, 1)
+    if strategy == "random" and allocate.concurrency >= ports:
+        raise node.error(f"not enough ports: {allocate.concurrency} open at a time needs a "
+                         f"range of more than {allocate.concurrency} ports, the inbound has "
+                         f"{ports}", "concurrency")
+    node.warn_unknown()
+    return allocate
 
 
 def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
@@ -180,9 +226,37 @@ def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
                   "from the system's choice of source address")
     if node.has("mux") and node.get("mux").bool("enabled", False):
         node.warn("mux is not supported by vtwist; connections are not multiplexed")
-    node.has("proxySettings")
+    if node.has("proxySettings"):
+        proxy = node.get("proxySettings", {})
+        outbound.proxy_tag = proxy.str("tag", "")
+        if not outbound.proxy_tag:
+            raise proxy.error("is required (the tag of the outbound to dial through)", "tag")
+        if node.has("streamSettings"):
+            node.get("streamSettings", {}).warn(
+                "ignored (but for its TLS) while proxySettings is set: the connection to the "
+                f"server goes through outbound {outbound.proxy_tag!r}, as in V2Ray 4.34")
+        proxy.warn_unknown()
     node.warn_unknown()
     return outbound
+
+
+def check_proxy_chains(outbounds: list[OutboundConfig], paths: list[str]) -> None:
+    """Every ``proxySettings.tag`` names an outbound, and no chain comes back to itself
+    (``paths``: each outbound's JSON path)."""
+    by_tag = {o.tag: i for i, o in enumerate(outbounds) if o.tag}
+    for start, outbound in enumerate(outbounds):
+        seen = [start]
+        current = outbound
+        while current.proxy_tag:
+            path = f"{paths[seen[-1]]}.proxySettings.tag"
+            nxt = by_tag.get(current.proxy_tag)
+            if nxt is None:
+                raise ConfigError(path, f"no outbound has tag {current.proxy_tag!r}")
+            if nxt in seen:
+                chain = " -> ".join(repr(outbounds[i].tag) for i in [*seen, nxt])
+                raise ConfigError(path, f"proxySettings chain loops: {chain}")
+            seen.append(nxt)
+            current = outbounds[nxt]
 
 
 def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config:
@@ -203,14 +277,16 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
     for key in transport_keys():
         transport.has(key)
     transport.warn_unknown()
-    config.inbounds = [parse_inbound(n, transport) for n in root.get("inbounds", []).items()]
-    config.outbounds = [parse_outbound(n, transport) for n in root.get("outbounds", []).items()]
+    inbound_nodes, outbound_nodes = legacy_sections(root)
+    config.inbounds = [parse_inbound(n, transport) for n in inbound_nodes]
+    config.outbounds = [parse_outbound(n, transport) for n in outbound_nodes]
     if not config.outbounds:
         raise ConfigError("outbounds", "at least one outbound is required")
     tags = [o.tag for o in config.outbounds if o.tag]
     for tag in set(tags):
         if tags.count(tag) > 1:
             raise ConfigError("outbounds", f"duplicate outbound tag {tag!r}")
+    check_proxy_chains(config.outbounds, [n.path for n in outbound_nodes])
     config.routing = routing_parser()(root.get("routing", None), tags)
     for section in UNSUPPORTED_SECTIONS:
         if root.has(section):

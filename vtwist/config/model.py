@@ -21,6 +21,27 @@ class LogConfig:
 
 
 @dataclass
+class SniffingSettings:
+    """An inbound's ``sniffing`` (or its old form ``domainOverride``): when ``enabled``,
+    route by the domain sniffed from the first bytes for the protocols in
+    ``dest_override`` (``"http"``, ``"tls"``; 4.34's https/ssl are read as ``"tls"``)."""
+
+    enabled: bool = False
+    dest_override: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AllocateSettings:
+    """An inbound's ``allocate``: ``"always"`` listens on every port of the range;
+    ``"random"`` keeps ``concurrency`` random ports of it open, picked anew every
+    ``refresh`` minutes (V2Ray 4.34's defaults: 3 ports, 5 minutes)."""
+
+    strategy: str = "always"
+    refresh: int = 5
+    concurrency: int = 3
+
+
+@dataclass
 class InboundConfig:
     """One ``inbounds[]`` entry. ``settings`` is the protocol module's own type."""
 
@@ -32,6 +53,8 @@ class InboundConfig:
     #: A vtwist.transport.settings.StreamSettings, filled by the loader; None means the
     #: default (plain tcp). Typed Any: the config layer does not import the transport layer.
     stream: Any = None
+    sniffing: SniffingSettings = field(default_factory=SniffingSettings)
+    allocate: AllocateSettings = field(default_factory=AllocateSettings)
 
 
 @dataclass
@@ -44,6 +67,8 @@ class OutboundConfig:
     #: A vtwist.transport.settings.StreamSettings, filled by the loader; None means the
     #: default (plain tcp). Typed Any: the config layer does not import the transport layer.
     stream: Any = None
+    #: ``proxySettings.tag``: dial the server through the outbound with this tag ("" = direct)
+    proxy_tag: str = ""
 
 
 @dataclass

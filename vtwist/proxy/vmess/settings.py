@@ -22,6 +22,13 @@ class VMessInboundSettings:
     clients: list[Account] = field(default_factory=list)
     disable_insecure: bool = False
     legacy: bool = True
+    #: ``default``: level and alterId of clients without them, and of the accounts a
+    #: dynamic-port inbound makes up for a detour
+    default_level: int = 0
+    default_alter_id: int = 0
+    #: ``detour.to`` (or ``features.detour.to``): the tag of the dynamic-port inbound whose
+    #: port and account the response offers the client ("" = no detour)
+    detour: str = ""
 
 
 def parse_account(node: Node, default_level: int = 0, default_alter: int = 0,
@@ -56,6 +63,7 @@ def parse_inbound_settings(node: Node) -> VMessInboundSettings:
         default_level = d.int("level", 0, 0)
         default_alter = d.int("alterId", 0, 0, 65535)
         d.warn_unknown()
+    settings.default_level, settings.default_alter_id = default_level, default_alter
     clients = node.get("clients", [])
     settings.clients = [parse_account(c, default_level, default_alter) for c in clients.items()]
     seen: dict[bytes, str] = {}
@@ -65,10 +73,13 @@ def parse_inbound_settings(node: Node) -> VMessInboundSettings:
         seen.setdefault(c.uuid, item.path)
     settings.disable_insecure = node.bool("disableInsecureEncryption", False)
     settings.legacy = node.bool("legacyHeader", True)
-    if node.has("detour"):
-        node.warn("detour (dynamic port) is not supported; ignored")
-    if node.has("features"):
-        node.warn("features (detour) is not supported; ignored")
+    detour = node.get("detour", None)
+    if detour.value is None and node.has("features"):
+        detour = node.get("features", {}).get("detour", None)
+    if detour.value is not None:
+        settings.detour = detour.str("to", "")
+        detour.warn_unknown()
+    node.has("features")  # 4.34 reads only its detour, and only without a top-level one
     node.warn_unknown()
     return settings
 
