@@ -31,6 +31,8 @@ OUTBOUND_MODULES = {
     "freedom": "vtwist.proxy.freedom.settings",
     "blackhole": "vtwist.proxy.blackhole.settings",
     "vmess": "vtwist.proxy.vmess.settings",
+    "socks": "vtwist.proxy.socks.outbound_settings",
+    "http": "vtwist.proxy.http.outbound_settings",
 }
 
 

@@ -1,0 +1,258 @@
+"""The ``socks`` outbound at run time: TCP through :class:`SocksClientEndpoint` (``CONNECT``),
+UDP through a ``UDP ASSOCIATE`` per packet session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vtwist.address import Destination, normalize_host, parse_ip
+from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.policy import DEFAULT_POLICY, Policy
+from vtwist.proxy.socks.client import SocksClientEndpoint
+from vtwist.proxy.socks.codec import (
+    CMD_CONNECT,
+    CMD_UDP_ASSOCIATE,
+    ProtocolError,
+    build_datagram,
+    parse_datagram,
+)
+from vtwist.proxy.upstream import ServerPicker, UpstreamServer, UpstreamSettings
+from vtwist.transport.stack import client_endpoint
+from vtwist.tunnel.packets import PacketQueue
+
+log = Logger(namespace="vtwist.socks.outbound")
+
+_ANY = ("0.0.0.0", "::")
+
+
+@implementer(IStreamClientEndpoint)
+class RefusingEndpoint:
+    """Fails every connect with ``reason`` (a destination this outbound cannot serve)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        """Fail at once."""
+        return defer.fail(ConnectError(self.reason))
+
+
+class _Control(Protocol):
+    """The association's TCP control connection: its end ends the session."""
+
+    def __init__(self, session: SocksPacketSession) -> None:
+        self.session = session
+
+    def connectionMade(self) -> None:
+        self.session._associated(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """A server says nothing more on the control connection; ignore it if it does."""
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.session._controlLost(reason)
+
+
+class _Relay(DatagramProtocol):
+    def __init__(self, session: SocksPacketSession) -> None:
+        self.session = session
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.session._datagram(data, addr)
+
+
+@implementer(IPacketSession)
+class SocksPacketSession:
+    """UDP through a SOCKS5 server: one ``UDP ASSOCIATE`` for the whole session.
+
+    Datagrams wait in a :class:`PacketQueue` while the association opens; then each goes to
+    the relay address the server returned (the server's own address when it answers
+    ``0.0.0.0``, as V2Ray does) framed per RFC 1928. Replies from the relay reach
+    ``onPacket`` with their source; the session ends when the control connection closes.
+    """
+
+    def __init__(self, outbound: SocksOutbound, onPacket: Callable[[bytes, Destination], None],
+                 onClose: Callable[[], None]) -> None:
+        self.outbound = outbound
+        self.onPacket = onPacket
+        self.onClose = onClose
+        self.closed = False
+        self.queue: PacketQueue | None = PacketQueue()
+        self.control: _Control | None = None
+        self.port: Any = None
+        self.relay: tuple[str, int] | None = None
+        self.server, endpoint = outbound.associateEndpoint()
+        self._connecting: defer.Deferred[Any] | None = endpoint.connect(
+            Factory.forProtocol(lambda: _Control(self)))
+        self._connecting.addErrback(self._connectFailed)
+
+    # -- the association ---------------------------------------------------------------
+    def _associated(self, control: _Control) -> None:
+        self._connecting = None
+        self.control = control
+        if self.closed:
+            control.transport.loseConnection()
+            return
+        reply = control.transport.reply
+        host = reply.host
+        if host in _ANY:
+            host = self._serverIP(control)
+        if parse_ip(host) is None:
+            d = self.outbound.reactor.resolve(host)
+            d.addCallbacks(lambda ip: self._relayKnown(ip, reply.port),
+                           lambda f: self._end(f"cannot resolve relay {host}: "
+                                               f"{f.getErrorMessage()}"))
+            return
+        self._relayKnown(host, reply.port)
+
+    def _serverIP(self, control: _Control) -> str:
+        """The server's address: the control connection's peer, else the configured one."""
+        peer = getattr(control.transport.getPeer(), "host", None)
+        if isinstance(peer, str) and parse_ip(peer) is not None:
+            return normalize_host(peer)
+        return self.server.address
+
+    def _relayKnown(self, ip: str, port: int) -> None:
+        if self.closed:
+            return
+        ip = normalize_host(ip)
+        interface = "::" if ":" in ip else "0.0.0.0"
+        try:
+            self.port = self.outbound.reactor.listenUDP(0, _Relay(self), interface=interface,
+                                                        maxPacketSize=65535)
+        except Exception as e:  # noqa: BLE001 - CannotListenError and OSError alike
+            self._end(f"cannot open a UDP socket: {e}")
+            return
+        self.relay = (ip, port)
+        queue, self.queue = self.queue, None
+        for data, destination in queue.take() if queue is not None else ():
+            self._write(data, destination)
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self._connecting = None
+        if not failure.check(defer.CancelledError):
+            self._end(f"UDP ASSOCIATE failed: {failure.getErrorMessage()}")
+
+    def _controlLost(self, reason: Failure | None) -> None:
+        self.control = None
+        if not self.closed:
+            self._end("the control connection closed")
+
+    def _end(self, why: str) -> None:
+        """The session ends on its own: log, free, tell the owner once."""
+        if self.closed:
+            return
+        log.info("socks UDP via {server}:{port}: {why}", server=self.server.address,
+                 port=self.server.port, why=why)
+        self._free()
+        self.onClose()
+
+    # -- datagrams -----------------------------------------------------------------------
+    def send(self, data: bytes, destination: Destination) -> None:
+        """Send one datagram (queued until the relay is known)."""
+        if self.closed:
+            return
+        if self.relay is None:
+            self.queue.push((data, destination))  # type: ignore[union-attr]
+        else:
+            self._write(data, destination)
+
+    def _write(self, data: bytes, destination: Destination) -> None:
+        try:
+            packet = build_datagram(destination.host, destination.port, data)
+        except ValueError as e:
+            log.info("socks UDP to {dest}: cannot frame: {e}", dest=destination, e=e)
+            return
+        try:
+            self.port.write(packet, self.relay)
+        except OSError as e:
+            log.info("socks UDP to {dest}: {e}", dest=destination, e=e)
+
+    def _datagram(self, data: bytes, addr: Any) -> None:
+        if self.closed or self.relay is None:
+            return
+        if (normalize_host(addr[0]), addr[1]) != self.relay:
+            return  # only the relay answers (V2Ray's UDP socket is connected to it)
+        try:
+            datagram = parse_datagram(data)
+        except ProtocolError as e:
+            log.debug("socks UDP: bad datagram from the relay: {e}", e=e)
+            return
+        if datagram.frag != 0:
+            return  # fragments are dropped, as in V2Ray
+        self.onPacket(datagram.payload, Destination.udp(datagram.host, datagram.port))
+
+    # -- the end -------------------------------------------------------------------------
+    def _free(self) -> None:
+        self.closed = True
+        self.queue = None
+        if self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            connecting.cancel()
+        if self.control is not None:
+            control, self.control = self.control, None
+            control.transport.loseConnection()
+        if self.port is not None:
+            port, self.port = self.port, None
+            port.stopListening()
+
+    def close(self) -> None:
+        """End the association: close the control connection and the UDP socket."""
+        if not self.closed:
+            self._free()
+
+
+@implementer(IOutbound)
+class SocksOutbound:
+    """Sends traffic through SOCKS5 servers (servers in turn, a random user of each)."""
+
+    def __init__(self, reactor: Any, tag: str, settings: UpstreamSettings, stream: Any = None,
+                 policy: Policy = DEFAULT_POLICY) -> None:
+        self.reactor = reactor
+        self.tag = tag
+        self.settings = settings
+        self.stream = stream
+        self.policy = policy
+        self.picker = ServerPicker(settings.servers)
+
+    def _endpoint(self, destination: Destination, command: int
+                  ) -> tuple[UpstreamServer, SocksClientEndpoint]:
+        server = self.picker.pick()
+        user = server.pick_user()
+        level = user.level if user is not None else 0
+        lower = client_endpoint(self.reactor, server.address, server.port, self.stream)
+        return server, SocksClientEndpoint(
+            lower, destination, command=command, reactor=self.reactor,
+            username=user.user.encode() if user is not None else None,
+            password=user.password.encode() if user is not None else b"",
+            timeout=self.policy.level(level).handshake)
+
+    def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
+        """A SocksClientEndpoint (``CONNECT``) through the next server to ``destination``."""
+        if destination.network != "tcp":
+            return RefusingEndpoint("the socks outbound carries UDP as packet sessions only")
+        return self._endpoint(destination, CMD_CONNECT)[1]
+
+    def associateEndpoint(self) -> tuple[UpstreamServer, SocksClientEndpoint]:
+        """The next server and an endpoint whose connection is a ``UDP ASSOCIATE``."""
+        return self._endpoint(Destination.udp("0.0.0.0", 0), CMD_UDP_ASSOCIATE)
+
+    def packetSession(self, onPacket: Callable[[bytes, Destination], None],
+                      onClose: Callable[[], None]) -> SocksPacketSession:
+        """A UDP session through a ``UDP ASSOCIATE``."""
+        return SocksPacketSession(self, onPacket, onClose)
+
+
+def build_outbound(outbound: Any, ctx: Any) -> SocksOutbound:
+    """The registry's builder: a SocksOutbound from its config."""
+    return SocksOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
+                         ctx.policy)
