@@ -25,6 +25,7 @@ from vtwist.interfaces import IInbound
 INBOUND_MODULES = {
     "socks": "vtwist.proxy.socks.inbound",
     "vmess": "vtwist.proxy.vmess.inbound",
+    "http": "vtwist.proxy.http.inbound",
 }
 
 OUTBOUND_MODULES = {

@@ -12,11 +12,12 @@ from typing import Any
 
 from vtwist.config.node import Node
 from vtwist.transport import registry
+from vtwist.transport.sockopt import SockoptSettings, parse_sockopt
 from vtwist.transport.tls.settings import TLSSettings, parse_tls_settings
 
 SECURITIES = ("none", "tls")
 #: streamSettings keys vtwist accepts and ignores (besides the unsupported networks' settings).
-IGNORED_KEYS = ("sockopt",)
+IGNORED_KEYS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -28,6 +29,8 @@ class StreamSettings:
     #: Parsed ``*Settings`` objects by network name (e.g. ``"tcp"`` -> TCPSettings).
     network_settings: dict[str, Any] = field(default_factory=dict)
     tls: TLSSettings | None = None  # when security is tls
+    #: ``sockopt`` (vtwist.transport.sockopt): tproxy mode and mark for dokodemo-door.
+    sockopt: SockoptSettings = field(default_factory=SockoptSettings)
 
     @property
     def settings(self) -> Any:
@@ -97,6 +100,7 @@ def parse_stream_settings(node: Node, inbound: bool,
         settings.tls = parse_tls_settings(node.get("tlsSettings", {}), inbound)
     else:
         node.has("tlsSettings")
+    settings.sockopt = parse_sockopt(node.get("sockopt", {}))
     for ignored in IGNORED_KEYS + registry.unsupported_settings_keys():
         node.has(ignored)
     node.warn_unknown()
