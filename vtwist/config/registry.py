@@ -26,6 +26,7 @@ INBOUND_MODULES = {
     "socks": "vtwist.proxy.socks.inbound",
     "vmess": "vtwist.proxy.vmess.inbound",
     "http": "vtwist.proxy.http.inbound",
+    "dokodemo-door": "vtwist.proxy.dokodemo.settings",
 }
 
 OUTBOUND_MODULES = {
