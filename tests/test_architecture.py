@@ -72,6 +72,8 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/address.py",
     "vtwist/policy.py",
     "vtwist/proxy/socks/codec.py",
+    "vtwist/proxy/http/codec.py",
+    "vtwist/proxy/http/settings.py",
     "vtwist/proxy/socks/client_codec.py",
     "vtwist/proxy/http/client_codec.py",
     "vtwist/proxy/upstream.py",
