@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from vtwist.config.model import Config, InboundConfig
-from vtwist.config.registry import inbound_spec, outbound_spec
+from vtwist.config.registry import inbound_spec
 from vtwist.reactors import resolve_reactor
 from vtwist.resolver import system_resolver
 from vtwist.transport.stack import server_endpoint
+from vtwist.tunnel.dialer import build_outbounds
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.inbound import BuildContext
 from vtwist.tunnel.service import TunnelService
@@ -60,6 +62,40 @@ class InboundService(Service):
         return None
 
 
+class DatagramService(InboundService):
+    """The UDP listener an inbound owns on one of its ports (dokodemo-door): started with
+    ``factory.listenDatagrams(reactor, listen, port)``; stopping the port closes its flows."""
+
+    def __init__(self, factory: Any, reactor: Any, listen: str, port: int,
+                 description: str) -> None:
+        super().__init__(None, factory, description + " (udp)")
+        self.reactor = reactor
+        self.address = (listen, port)
+
+    def startService(self) -> None:
+        """Start listening; a failure to bind is logged and kept in ``failure``."""
+        Service.startService(self)
+        try:
+            self.port = self.factory.listenDatagrams(self.reactor, *self.address)
+        except Exception:  # noqa: BLE001 - CannotListenError, OSError (no CAP_NET_ADMIN)
+            self.failure = Failure()
+            log.error("{what}: cannot listen: {why}", what=self.description,
+                      why=self.failure.getErrorMessage())
+            self.listening = fail(self.failure)
+            self.listening.addErrback(lambda _: None)
+            return
+        log.info("{what} listening on {addr}", what=self.description, addr=self.port.getHost())
+        self.listening = succeed(self.port)
+
+    def stopService(self) -> Deferred[Any] | None:
+        """Stop listening (the protocol closes its flows)."""
+        Service.stopService(self)
+        if self.port is not None:
+            port, self.port = self.port, None
+            return maybeDeferred(port.stopListening)
+        return None
+
+
 class VTwistService(MultiService):
     """Everything one config describes. ``dispatcher`` is reachable for embedding."""
 
@@ -68,8 +104,7 @@ class VTwistService(MultiService):
         self.config = config
         self.reactor = reactor
         ctx = BuildContext(reactor=reactor, policy=config.policy)
-        outbounds = [outbound_spec(o.protocol).build(o, ctx)  # type: ignore[union-attr]
-                     for o in config.outbounds]
+        outbounds = build_outbounds(config.outbounds, ctx)  # proxySettings: chains first
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
                                      resolver=system_resolver(reactor),
                                      log_access=config.log.access != "none")
@@ -111,17 +146,27 @@ class VTwistService(MultiService):
 
 
 def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundService]:
-    """One :class:`InboundService` per port of an inbound; the ports share one factory."""
+    """One :class:`InboundService` per port of an inbound; the ports share one factory.
+
+    A factory may own its listeners: ``streamEndpoint(reactor, listen, port, stream)`` gives
+    its stream endpoint (None: no stream listener), and with ``listensDatagrams`` true,
+    ``listenDatagrams(reactor, listen, port)`` a UDP port beside it (a
+    :class:`DatagramService`).
+    """
     factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
     sniffing = getattr(inbound, "sniffing", None)
     if sniffing is not None and sniffing.enabled:
         factory.sniffing = tuple(sniffing.dest_override)
-    services = []
+    stream_endpoint = getattr(factory, "streamEndpoint", server_endpoint)
+    services: list[InboundService] = []
     for port in inbound.ports:
-        endpoint = server_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
         what = f"{inbound.protocol} inbound {inbound.tag!r}" if inbound.tag else \
             f"{inbound.protocol} inbound"
-        services.append(InboundService(endpoint, factory, what))
+        endpoint = stream_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
+        if endpoint is not None:
+            services.append(InboundService(endpoint, factory, what))
+        if getattr(factory, "listensDatagrams", False):
+            services.append(DatagramService(factory, ctx.reactor, inbound.listen, port, what))
     return services
 
 

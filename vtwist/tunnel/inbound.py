@@ -4,12 +4,13 @@ and the factory base that tracks live connections (:class:`InboundFactory`)."""
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
 
 from vtwist.policy import DEFAULT_POLICY, Policy
+from vtwist.tunnel.dialer import Dialer, chained_dialer, direct_dialer
 from vtwist.tunnel.service import TunnelService
 
 
@@ -50,8 +51,22 @@ class InboundFactory(Factory):
 
 @dataclass
 class BuildContext:
-    """What protocol builders get: the reactor, the tunnel service and the policy."""
+    """What protocol builders get: the reactor, the tunnel service, the policy, the
+    outbounds built so far (by tag) and each outbound's :meth:`dialer`; ``inbounds`` maps
+    inbound tags to what their services register there (a dynamic-port inbound's
+    allocator, which a VMess ``detour`` asks for a port and an account)."""
 
     reactor: Any
     tunnels: TunnelService | None = None
     policy: Policy = DEFAULT_POLICY
+    outbounds: dict[str, Any] = field(default_factory=dict)
+    inbounds: dict[str, Any] = field(default_factory=dict)
+
+    def dialer(self, outbound: Any) -> Dialer:
+        """How ``outbound`` (an OutboundConfig) reaches its server: through the outbound
+        its ``proxy_tag`` names (built first, see ``build_outbounds``), else directly over
+        its streamSettings."""
+        if getattr(outbound, "proxy_tag", ""):
+            return chained_dialer(self.reactor, self.outbounds[outbound.proxy_tag],
+                                  outbound.stream)
+        return direct_dialer(self.reactor, outbound.stream)

@@ -101,16 +101,21 @@ class VMessOutbound:
     """Sends traffic through VMess servers (round-robin over servers and users)."""
 
     def __init__(self, reactor: Any, tag: str, settings: VMessOutboundSettings,
-                 stream: Any = None) -> None:
+                 stream: Any = None, dialer: Callable[[str, int], Any] | None = None) -> None:
         self.reactor = reactor
         self.tag = tag
         self.settings = settings
         self.stream = stream
+        #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
+        self.dialer = dialer
         self._choices = itertools.cycle(
             [(s, u) for s in settings.servers for u in s.users])
 
     def transportEndpoint(self, server: VMessServer) -> Any:
-        """The endpoint that reaches ``server`` over the configured streamSettings."""
+        """The endpoint that reaches ``server``: through the dialer (another outbound with
+        proxySettings), else over the configured streamSettings."""
+        if self.dialer is not None:
+            return self.dialer(server.address, server.port)
         return client_endpoint(self.reactor, server.address, server.port, self.stream)
 
     def endpointFor(self, destination: Destination) -> VMessClientEndpoint:
@@ -129,4 +134,5 @@ class VMessOutbound:
 
 def build_outbound(outbound: Any, ctx: Any) -> VMessOutbound:
     """The registry's builder: a VMessOutbound from its config."""
-    return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream)
+    dialer = ctx.dialer(outbound) if hasattr(ctx, "dialer") else None
+    return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream, dialer)

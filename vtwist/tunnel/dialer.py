@@ -1,0 +1,64 @@
+"""How an outbound reaches its server: a *dialer* ``(host, port) -> IStreamClientEndpoint``.
+
+Directly, over its streamSettings (:func:`direct_dialer`), or, with ``proxySettings``,
+through another outbound (:func:`chained_dialer`): the connection to the server is that
+outbound's ``endpointFor(tcp:host:port)``. V2Ray 4.34 (``app/proxyman/outbound/handler.go``
+``Dial``) then ignores the streamSettings' network but still puts their TLS on top, and so
+does vtwist. :func:`build_outbounds` builds a config's outbounds so that every outbound a
+chain goes through exists before the outbounds that use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from vtwist.address import Destination
+from vtwist.config.model import OutboundConfig
+from vtwist.config.registry import outbound_spec
+from vtwist.transport.settings import StreamSettings
+from vtwist.transport.stack import client_endpoint
+from vtwist.transport.tls.layer import TLS
+
+#: ``(host, port) -> IStreamClientEndpoint``: how an outbound reaches its server.
+Dialer = Callable[[str, int], IStreamClientEndpoint]
+
+
+def direct_dialer(reactor: Any, stream: StreamSettings | None) -> Dialer:
+    """Dial the server over ``stream`` (tcp/kcp/ws, TLS), as without proxySettings."""
+    def dial(host: str, port: int) -> IStreamClientEndpoint:
+        return client_endpoint(reactor, host, port, stream)
+    return dial
+
+
+def chained_dialer(reactor: Any, through: Any, stream: StreamSettings | None) -> Dialer:
+    """Dial the server through the outbound ``through`` (an IOutbound); TLS from ``stream``
+    (when its security is tls) goes on top, the rest of ``stream`` is not used."""
+    def dial(host: str, port: int) -> IStreamClientEndpoint:
+        endpoint = through.endpointFor(Destination.tcp(host, port))
+        if stream is not None:
+            endpoint = TLS.wrapClient(endpoint, stream, host, port, reactor)
+        return endpoint  # type: ignore[no-any-return]
+    return dial
+
+
+def build_outbounds(configs: Sequence[OutboundConfig], ctx: Any) -> list[Any]:
+    """Every outbound of ``configs`` (in their order), each built after the outbound its
+    ``proxy_tag`` names; ``ctx.outbounds`` maps the tags to the built outbounds. The loader
+    has already refused unknown tags and loops."""
+    by_tag = {c.tag: c for c in configs if c.tag}
+    built: dict[int, Any] = {}
+
+    def build(config: OutboundConfig) -> Any:
+        if id(config) not in built:
+            if config.proxy_tag:
+                build(by_tag[config.proxy_tag])
+            outbound = outbound_spec(config.protocol).build(config, ctx)  # type: ignore[union-attr]
+            built[id(config)] = outbound
+            if config.tag:
+                ctx.outbounds[config.tag] = outbound
+        return built[id(config)]
+
+    return [build(c) for c in configs]
