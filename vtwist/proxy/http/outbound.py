@@ -17,7 +17,7 @@ from vtwist.address import Destination
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.http.client import HTTPConnectEndpoint
-from vtwist.proxy.upstream import ServerPicker, UpstreamSettings
+from vtwist.proxy.upstream import ServerPicker, UpstreamServer, UpstreamSettings
 from vtwist.transport.stack import client_endpoint
 
 log = Logger(namespace="vtwist.http.outbound")
@@ -69,13 +69,23 @@ class HTTPOutbound:
     bounds it (an upstream proxy may take a while to reach the destination)."""
 
     def __init__(self, reactor: Any, tag: str, settings: UpstreamSettings, stream: Any = None,
-                 policy: Policy = DEFAULT_POLICY) -> None:
+                 policy: Policy = DEFAULT_POLICY,
+                 dialer: Callable[[str, int], Any] | None = None) -> None:
         self.reactor = reactor
+        #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
+        self.dialer = dialer
         self.tag = tag
         self.settings = settings
         self.stream = http1_only(stream)
         self.policy = policy
         self.picker = ServerPicker(settings.servers)
+
+    def transportEndpoint(self, server: UpstreamServer) -> IStreamClientEndpoint:
+        """The endpoint that reaches ``server``: through the dialer (another outbound, with
+        proxySettings), else over the configured streamSettings."""
+        if self.dialer is not None:
+            return self.dialer(server.address, server.port)
+        return client_endpoint(self.reactor, server.address, server.port, self.stream)
 
     def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
         """An HTTPConnectEndpoint through the next server to ``destination``."""
@@ -83,7 +93,7 @@ class HTTPOutbound:
             return _NoUDP()
         server = self.picker.pick()
         user = server.pick_user()
-        lower = client_endpoint(self.reactor, server.address, server.port, self.stream)
+        lower = self.transportEndpoint(server)
         return HTTPConnectEndpoint(
             lower, destination, reactor=self.reactor,
             credentials=(user.user, user.password) if user is not None else None,
@@ -98,4 +108,4 @@ class HTTPOutbound:
 def build_outbound(outbound: Any, ctx: Any) -> HTTPOutbound:
     """The registry's builder: an HTTPOutbound from its config."""
     return HTTPOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
-                        ctx.policy)
+                        ctx.policy, ctx.dialer(outbound) if hasattr(ctx, "dialer") else None)

@@ -216,20 +216,30 @@ class SocksOutbound:
     """Sends traffic through SOCKS5 servers (servers in turn, a random user of each)."""
 
     def __init__(self, reactor: Any, tag: str, settings: UpstreamSettings, stream: Any = None,
-                 policy: Policy = DEFAULT_POLICY) -> None:
+                 policy: Policy = DEFAULT_POLICY,
+                 dialer: Callable[[str, int], Any] | None = None) -> None:
         self.reactor = reactor
+        #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
+        self.dialer = dialer
         self.tag = tag
         self.settings = settings
         self.stream = stream
         self.policy = policy
         self.picker = ServerPicker(settings.servers)
 
+    def transportEndpoint(self, server: UpstreamServer) -> IStreamClientEndpoint:
+        """The endpoint that reaches ``server``: through the dialer (another outbound, with
+        proxySettings), else over the configured streamSettings."""
+        if self.dialer is not None:
+            return self.dialer(server.address, server.port)
+        return client_endpoint(self.reactor, server.address, server.port, self.stream)
+
     def _endpoint(self, destination: Destination, command: int
                   ) -> tuple[UpstreamServer, SocksClientEndpoint]:
         server = self.picker.pick()
         user = server.pick_user()
         level = user.level if user is not None else 0
-        lower = client_endpoint(self.reactor, server.address, server.port, self.stream)
+        lower = self.transportEndpoint(server)
         return server, SocksClientEndpoint(
             lower, destination, command=command, reactor=self.reactor,
             username=user.user.encode() if user is not None else None,
@@ -255,4 +265,4 @@ class SocksOutbound:
 def build_outbound(outbound: Any, ctx: Any) -> SocksOutbound:
     """The registry's builder: a SocksOutbound from its config."""
     return SocksOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
-                         ctx.policy)
+                         ctx.policy, ctx.dialer(outbound) if hasattr(ctx, "dialer") else None)
