@@ -234,6 +234,8 @@ class ServerCodec:
                 return out
 
     def _request(self, request: h11.Request) -> ProxyRequest:
+        if request.http_version not in (b"1.0", b"1.1"):
+            raise HttpError(400, f"unsupported HTTP version {request.http_version!r}")
         method = request.method.upper()
         target = request.target
         headers = list(request.headers.raw_items())
@@ -363,6 +365,9 @@ class UpstreamCodec:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as e:
+                if not data:
+                    raise HttpError(502, "the origin closed before its response ended") \
+                        from None
                 raise HttpError(502, f"bad response from the origin: {e}") from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return out
