@@ -2,7 +2,7 @@
 
 vtwist -> V2Ray: a SOCKS5 client enters vtwist's socks inbound, whose outbound (``socks`` or
 ``http``) points at one of V2Ray's socks or http inbounds (with and without accounts), which
-go out by freedom to an echo server. 20 MB each way compared by sha256; UDP through
+go out by freedom to an echo server (plain TCP, and TLS). 20 MB each way compared by sha256; UDP through
 vtwist's socks outbound (packet session alone, and UDP ASSOCIATE in -> socks out); a wrong
 password on each protocol fails with its log line (407 quoted for http).
 
@@ -21,6 +21,7 @@ from typing import Any
 from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
+from tests.interop.transport_support import TransportFixture
 from tests.interop.v2ray_runner import EchoServer, V2Ray
 from tests.interop.vmess_harness import socks_echo, socks_udp_echo
 from tests.netutil import free_port
@@ -51,8 +52,11 @@ class VtwistToV2Ray(TestCase):
     def setUp(self) -> Any:
         self.echo = EchoServer()
         self.addCleanup(self.echo.stop)
+        self.tls = TransportFixture()
+        self.addCleanup(self.tls.cleanup)
         self.ports = {name: free_port(udp_too=True) for name in
-                      ("socks", "socks-auth", "http", "http-auth")}
+                      ("socks", "socks-auth", "http", "http-auth", "socks-tls", "http-tls")}
+        tls_in = {"security": "tls", "tlsSettings": self.tls.tls_server()}
         inbounds = [
             {"tag": "socks", "protocol": "socks", "listen": "127.0.0.1",
              "port": self.ports["socks"],
@@ -65,6 +69,12 @@ class VtwistToV2Ray(TestCase):
              "port": self.ports["http"], "settings": {}},
             {"tag": "http-auth", "protocol": "http", "listen": "127.0.0.1",
              "port": self.ports["http-auth"], "settings": {"accounts": [ACCOUNT]}},
+            {"tag": "socks-tls", "protocol": "socks", "listen": "127.0.0.1",
+             "port": self.ports["socks-tls"], "streamSettings": tls_in,
+             "settings": {"auth": "password", "accounts": [ACCOUNT]}},
+            {"tag": "http-tls", "protocol": "http", "listen": "127.0.0.1",
+             "port": self.ports["http-tls"], "streamSettings": tls_in,
+             "settings": {"accounts": [ACCOUNT]}},
         ]
         self.v2ray = yield threads.deferToThread(
             V2Ray, {"log": {"loglevel": "warning"}, "inbounds": inbounds,
@@ -165,6 +175,21 @@ class VtwistToV2Ray(TestCase):
     def test_http_outbound_password_20mb(self) -> Any:
         yield self.start_vtwist(_outbound("http", self.ports["http-auth"], ACCOUNT))
         yield self.echo_both_ways(BIG)
+
+    @defer.inlineCallbacks
+    def test_http_outbound_over_tls_20mb(self) -> Any:
+        """V2Ray's TLS offers h2 and http/1.1; vtwist asks for http/1.1 and CONNECTs."""
+        outbound = _outbound("http", self.ports["http-tls"], ACCOUNT)
+        outbound["streamSettings"] = {"security": "tls", "tlsSettings": self.tls.tls_client()}
+        yield self.start_vtwist(outbound)
+        yield self.echo_both_ways(BIG)
+
+    @defer.inlineCallbacks
+    def test_socks_outbound_over_tls(self) -> Any:
+        outbound = _outbound("socks", self.ports["socks-tls"], ACCOUNT)
+        outbound["streamSettings"] = {"security": "tls", "tlsSettings": self.tls.tls_client()}
+        yield self.start_vtwist(outbound)
+        yield self.echo_both_ways(SMALL)
 
     @defer.inlineCallbacks
     def test_http_outbound_wrong_password_407(self) -> Any:

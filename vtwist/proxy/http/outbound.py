@@ -107,5 +107,6 @@ class HTTPOutbound:
 
 def build_outbound(outbound: Any, ctx: Any) -> HTTPOutbound:
     """The registry's builder: an HTTPOutbound from its config."""
+    outbound = replace(outbound, stream=http1_only(outbound.stream))  # the dialer's too
     return HTTPOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
                         ctx.policy, ctx.dialer(outbound) if hasattr(ctx, "dialer") else None)
