@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from vtwist.app.allocate import StaticPorts, random_ports
 from vtwist.config.model import Config, InboundConfig
 from vtwist.config.registry import inbound_spec
 from vtwist.reactors import resolve_reactor
@@ -151,12 +152,21 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
     A factory may own its listeners: ``streamEndpoint(reactor, listen, port, stream)`` gives
     its stream endpoint (None: no stream listener), and with ``listensDatagrams`` true,
     ``listenDatagrams(reactor, listen, port)`` a UDP port beside it (a
-    :class:`DatagramService`).
+    :class:`DatagramService`). ``allocate.strategy`` random: one
+    :class:`~vtwist.app.allocate.RandomPortsService` instead, a factory per open port.
     """
-    factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
-    sniffing = getattr(inbound, "sniffing", None)
-    if sniffing is not None and sniffing.enabled:
-        factory.sniffing = tuple(sniffing.dest_override)
+    def build() -> Any:
+        factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
+        sniffing = getattr(inbound, "sniffing", None)
+        if sniffing is not None and sniffing.enabled:
+            factory.sniffing = tuple(sniffing.dest_override)
+        return factory
+
+    if inbound.allocate.strategy == "random":
+        return [random_ports(inbound, ctx, build)]
+    factory = build()
+    if inbound.tag:
+        ctx.inbounds[inbound.tag] = StaticPorts(factory, inbound.ports)
     stream_endpoint = getattr(factory, "streamEndpoint", server_endpoint)
     services: list[InboundService] = []
     for port in inbound.ports:

@@ -79,11 +79,13 @@ class RequestParsed(Event):
         return BodyDecoder(h.security, h.option, h.body_key, h.body_iv,
                            packet=h.command == H.CMD_UDP)
 
-    def response_writer(self, random_bytes: Callable[[int], bytes] = padding_bytes
+    def response_writer(self, random_bytes: Callable[[int], bytes] = padding_bytes,
+                        command: int = 0, command_payload: bytes = b""
                         ) -> tuple[bytes, BodyEncoder]:
-        """(response header bytes, encoder for the response body)."""
+        """(response header bytes, encoder for the response body); ``command`` (e.g.
+        ``CMD_SWITCH_ACCOUNT`` with its payload) rides in the response header."""
         h = self.header
-        plain = H.encode_response_plain(h.response_v)
+        plain = H.encode_response_plain(h.response_v, 0, command, command_payload)
         cfb = None
         if self.aead:
             wire = H.seal_response_header(self.response_key, self.response_iv, plain)

@@ -17,8 +17,15 @@ def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
 
     settings: VMessInboundSettings = inbound.settings
     state = VMessServerState(settings.clients, legacy=settings.legacy,
-                             disable_insecure=settings.disable_insecure)
-    return VMessServerFactory(state, ctx.tunnels, ctx.policy, inbound.tag)
+                             disable_insecure=settings.disable_insecure,
+                             default_level=settings.default_level,
+                             default_alter_id=settings.default_alter_id)
+    factory = VMessServerFactory(state, ctx.tunnels, ctx.policy, inbound.tag)
+    if settings.detour:
+        from vtwist.proxy.vmess.detour import Detour
+
+        factory.detour = Detour(getattr(ctx, "inbounds", {}), settings.detour)
+    return factory
 
 
 inbound = InboundSpec("vmess", parse_inbound_settings, build_inbound_factory)

@@ -10,7 +10,9 @@ connection, and one access line says why it was refused.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -27,7 +29,14 @@ from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
 from vtwist.proxy.vmess.guard import ProbeGuard, ProbeHold
 from vtwist.proxy.vmess.handshake import Rejected, RequestParsed, ServerHandshake
-from vtwist.proxy.vmess.header import CMD_MUX, CMD_TCP, CMD_UDP
+from vtwist.proxy.vmess.header import (
+    CMD_MUX,
+    CMD_SWITCH_ACCOUNT,
+    CMD_TCP,
+    CMD_UDP,
+    SwitchAccount,
+    encode_switch_account,
+)
 from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
 from vtwist.proxy.vmess.server_udp import VMessPacketSide
 from vtwist.proxy.vmess.transport import VMessTransport
@@ -51,8 +60,13 @@ class VMessServerState:
 
     def __init__(self, accounts: list[Account], legacy: bool = True,
                  disable_insecure: bool = False, guard: ProbeGuard | None = None,
-                 now: Clock = time.time) -> None:
+                 now: Clock = time.time, default_level: int = 0,
+                 default_alter_id: int = 0) -> None:
         self.users = UserTable(accounts, legacy=legacy)
+        self.default_level = default_level
+        self.default_alter_id = default_alter_id
+        #: accounts by lower-cased email, made up on demand for detours (4.34 userByEmail)
+        self.by_email: dict[str, Account] = {a.email.lower(): a for a in accounts if a.email}
         if legacy and accounts:
             # Build the legacy hash table now rather than stall on the first legacy header.
             self.users.legacy_table.update(now())
@@ -60,6 +74,19 @@ class VMessServerState:
         self.sessions = SessionHistory()
         self.disable_insecure = disable_insecure
         self.guard = guard or ProbeGuard()
+
+    def user_for_email(self, email: str) -> Account:
+        """The account of ``email`` (any case), made up when new as V2Ray 4.34's
+        ``GetUser`` does on a dynamic-port inbound: a random UUID, the ``default``
+        alterId and level, added to the users this inbound accepts."""
+        key = email.lower()
+        account = self.by_email.get(key)
+        if account is None:
+            account = Account(uuid.uuid4().bytes, self.default_alter_id, self.default_level,
+                              key)
+            self.by_email[key] = account
+            self.users.add(account)
+        return account
 
 
 class Phase(Enum):
@@ -165,7 +192,12 @@ class VMessServerProtocol(Protocol):
             return
         f.accepted[(r.aead, r.security, r.command)] += 1
         self.decoder = r.body_decoder()
-        header, encoder = r.response_writer()
+        command = f.detour(acct) if f.detour is not None else None
+        if command is not None:
+            header, encoder = r.response_writer(command=CMD_SWITCH_ACCOUNT,
+                                                command_payload=encode_switch_account(command))
+        else:
+            header, encoder = r.response_writer()
         self.inner = VMessTransport(self.transport, encoder, lambda: header)
         policy = f.policy.level(acct.level)
         email = acct.email or None
@@ -272,6 +304,9 @@ class VMessServerFactory(InboundFactory):
         #: accepted requests by (AEAD header?, security value, command)
         self.accepted: Counter[tuple[bool, int, int]] = Counter()
         self._refresh: LoopingCall | None = None
+        #: ``detour(account) -> SwitchAccount | None``: the dynamic port offered in each
+        #: response (``settings.detour``); None without a detour
+        self.detour: Callable[[Account], SwitchAccount | None] | None = None
 
     @property
     def protocols(self) -> set[VMessServerProtocol]:

@@ -108,6 +108,14 @@ class UserTable:
     def __len__(self) -> int:
         return len(self.accounts)
 
+    def add(self, account: Account) -> None:
+        """One more user (a dynamic-port account made for a detour); the legacy table is
+        rebuilt on its next use."""
+        self.accounts.append(account)
+        self._decryptors.append(
+            Cipher(algorithms.AES(auth_id_key(account.cmd_key)), modes.ECB()).decryptor())
+        self._legacy = None
+
     def match_aead(self, auth_id: bytes, now: float) -> AEADMatch | None:
         """The first user whose key opens ``auth_id`` with a timestamp in the window.
 

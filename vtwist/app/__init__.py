@@ -1,0 +1,1 @@
+"""Application-level services that sit beside :mod:`vtwist.service` (dynamic ports)."""
