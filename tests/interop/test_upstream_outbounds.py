@@ -7,7 +7,9 @@ vtwist's socks outbound (packet session alone, and UDP ASSOCIATE in -> socks out
 password on each protocol fails with its log line (407 quoted for http).
 
 V2Ray -> vtwist: V2Ray's dokodemo-door forwards to the echo server through its ``socks``
-outbound, pointed at vtwist's socks inbound (no auth), 20 MB each way.
+outbound, pointed at vtwist's socks inbound (no auth), or its ``http`` outbound, pointed at
+vtwist's http inbound (with and without accounts; a wrong password is refused), 20 MB each
+way.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from tests.interop.transport_support import TransportFixture
 from tests.interop.v2ray_runner import EchoServer, V2Ray
 from tests.interop.vmess_harness import socks_echo, socks_udp_echo
-from tests.netutil import free_port
+from tests.netutil import free_port, wait_until
 from tests.services import start_service
 from vtwist.address import Destination
 from vtwist.proxy.socks.outbound import SocksOutbound
@@ -266,3 +268,51 @@ class V2RayToVtwist(TestCase):
         self.addCleanup(v2ray.stop)
         sent, got = yield threads.deferToThread(_blocking_echo, door, BIG)
         self.assertEqual(sent, got, v2ray.output())
+
+
+class V2RayHTTPToVtwist(TestCase):
+    """V2Ray's http outbound pointed at vtwist's http inbound."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def run_through(self, accounts: list[dict[str, str]], user: dict[str, str] | None,
+                    size: int) -> Any:
+        echo = EchoServer()
+        self.addCleanup(echo.stop)
+        http_in = free_port()
+        yield start_service({
+            "log": {"loglevel": "warning"},
+            "inbounds": [{"protocol": "http", "listen": "127.0.0.1", "port": http_in,
+                          "settings": {"accounts": accounts} if accounts else {}}],
+            "outbounds": [{"protocol": "freedom"}]}, self)
+        door = free_port()
+        v2ray = yield threads.deferToThread(V2Ray, {
+            "log": {"loglevel": "info"},
+            "inbounds": [{"listen": "127.0.0.1", "port": door, "protocol": "dokodemo-door",
+                          "settings": {"address": "127.0.0.1", "port": echo.port,
+                                       "network": "tcp"}}],
+            "outbounds": [_outbound("http", http_in, user)]}, [door])
+        self.addCleanup(v2ray.stop)
+        result = yield threads.deferToThread(_blocking_echo, door, size)
+        return result, v2ray
+
+    @defer.inlineCallbacks
+    def test_no_auth_20mb(self) -> Any:
+        (sent, got), v2ray = yield self.run_through([], None, BIG)
+        self.assertEqual(sent, got, v2ray.output())
+
+    @defer.inlineCallbacks
+    def test_password_20mb(self) -> Any:
+        (sent, got), v2ray = yield self.run_through([ACCOUNT], ACCOUNT, BIG)
+        self.assertEqual(sent, got, v2ray.output())
+
+    @defer.inlineCallbacks
+    def test_wrong_password_refused(self) -> Any:
+        (sent, got), v2ray = yield self.run_through(
+            [ACCOUNT], {"user": "alice", "pass": "wrong"}, 1000)
+        self.assertEqual(got, hashlib.sha256().hexdigest())  # nothing came back
+        self.assertNotEqual(sent, got)
+        yield defer.Deferred.fromCoroutine(wait_until(
+            lambda: "Proxy responded with non 200 code: 407" in v2ray.output(),
+            lambda: f"V2Ray did not log the 407:\n{v2ray.output()}", 10))
