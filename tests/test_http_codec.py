@@ -96,6 +96,12 @@ class RequestTests(SynchronousTestCase):
                 c.receive_data(b"X-Pad: " + b"p" * 1016 + b"\r\n")
         self.assertEqual(e.exception.status, 431)
 
+    def test_head_too_large_in_one_piece(self) -> None:
+        with self.assertRaises(HttpError) as e:
+            ServerCodec().receive_data(b"GET http://a/ HTTP/1.1\r\nHost: a\r\nX-Pad: "
+                                       + b"p" * 70000 + b"\r\n\r\n")
+        self.assertEqual(e.exception.status, 431)
+
     def test_credentials(self) -> None:
         request = one_request(b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\nProxy-Authorization: "
                               + codec.basic_auth("u", "p:w") + b"\r\n\r\n")

@@ -196,6 +196,7 @@ class ServerCodec:
 
     def __init__(self, allow_transparent: bool = False, max_head: int = MAX_HEAD) -> None:
         self.allow_transparent = allow_transparent
+        self.max_head = max_head
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self.requests = 0
 
@@ -239,6 +240,11 @@ class ServerCodec:
         method = request.method.upper()
         target = request.target
         headers = list(request.headers.raw_items())
+        # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
+        size = len(request.method) + len(request.target) + 12 + sum(
+            len(n) + len(v) + 4 for n, v in headers)
+        if size > self.max_head:
+            raise HttpError(431, f"request head of {size} bytes is over {self.max_head}")
         host_header = next((v for n, v in headers if n.lower() == b"host"), b"")
         credentials = parse_basic_auth(
             next((v for n, v in headers if n.lower() == b"proxy-authorization"), None))
