@@ -194,6 +194,24 @@ class VtwistToV2Ray(TestCase):
         yield self.echo_both_ways(SMALL)
 
     @defer.inlineCallbacks
+    def test_http_outbound_chained_through_socks_outbound(self) -> Any:
+        """proxySettings: the http outbound reaches V2Ray's http inbound through the socks
+        outbound (V2Ray's socks inbound), then CONNECTs to the echo."""
+        self.socks_in = free_port(udp_too=True)
+        http_out = _outbound("http", self.ports["http-auth"], ACCOUNT)
+        http_out["proxySettings"] = {"tag": "hop"}
+        socks_out = _outbound("socks", self.ports["socks-auth"], ACCOUNT)
+        socks_out["tag"] = "hop"
+        yield start_service({
+            "log": {"loglevel": "warning"},
+            "inbounds": [{"tag": "in", "protocol": "socks", "listen": "127.0.0.1",
+                          "port": self.socks_in}],
+            "outbounds": [http_out, socks_out]}, self)
+        yield self.echo_both_ways(SMALL)
+        hop = f"accepted tcp:127.0.0.1:{self.ports['http-auth']}"
+        self.assertIn(hop, self.v2ray.output())  # V2Ray's socks inbound carried the hop
+
+    @defer.inlineCallbacks
     def test_http_outbound_wrong_password_407(self) -> Any:
         yield self.start_vtwist(_outbound("http", self.ports["http-auth"],
                                           {"user": "alice", "pass": "wrong"}))
