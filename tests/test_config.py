@@ -137,7 +137,7 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
         self.assertConfigError(
             {"outbounds": [{"protocol": "nope"}]},
             "outbounds[0].protocol: unsupported outbound protocol 'nope' "
-            "(vtwist has: blackhole, freedom, vmess)")
+            "(vtwist has: blackhole, freedom, http, socks, vmess)")
         self.assertConfigError(
             config(inbounds=[{"protocol": "socks"}]), "inbounds[0].port: is required")
         self.assertConfigError(
