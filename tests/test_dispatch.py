@@ -5,9 +5,9 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.fakes import log_lines
 from vtwist.address import Destination
 from vtwist.proxy.blackhole.outbound import BlackholeOutbound
+from vtwist.testing.doubles import log_lines
 from vtwist.tunnel.access import AccessLog
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.service import TunnelService

@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.error import DNSLookupError
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -15,6 +15,7 @@ from vtwist.proxy.blackhole.outbound import HTTP_RESPONSE, BlackholeOutbound
 from vtwist.proxy.blackhole.settings import BlackholeSettings
 from vtwist.proxy.freedom.outbound import FreedomOutbound
 from vtwist.proxy.freedom.settings import FreedomSettings
+from vtwist.testing.doubles import CollectUntilClosed, UDPEcho
 from vtwist.tunnel.packets import MAX_QUEUED
 
 
@@ -22,23 +23,6 @@ class Greeter(Protocol):
     def connectionMade(self) -> None:
         self.transport.write(b"hello from %d" % self.transport.getHost().port)
         self.transport.loseConnection()
-
-
-class Collect(Protocol):
-    def __init__(self) -> None:
-        self.data = b""
-        self.done: defer.Deferred[bytes] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.data)
-
-
-class UDPEcho(DatagramProtocol):
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.transport.write(data.upper(), addr)
 
 
 class FreedomTests(TestCase):
@@ -51,7 +35,7 @@ class FreedomTests(TestCase):
 
     @defer.inlineCallbacks
     def fetch(self, outbound: FreedomOutbound, destination: Destination) -> Any:
-        collector = Collect()
+        collector = CollectUntilClosed()
         yield outbound.endpointFor(destination).connect(Factory.forProtocol(lambda: collector))
         data = yield collector.done
         return data
@@ -105,7 +89,7 @@ class FreedomTests(TestCase):
 
     @defer.inlineCallbacks
     def test_udp_to_ip_and_domain(self) -> Any:
-        echo = reactor.listenUDP(0, UDPEcho(), interface="127.0.0.1", maxPacketSize=65535)
+        echo = reactor.listenUDP(0, UDPEcho(bytes.upper), interface="127.0.0.1", maxPacketSize=65535)
         self.addCleanup(echo.stopListening)
         port = echo.getHost().port
         replies: defer.DeferredQueue[tuple[bytes, Destination]] = defer.DeferredQueue()
@@ -174,8 +158,8 @@ class FreedomUDPLookupTests(SynchronousTestCase):
 
 
 class BlackholeTests(SynchronousTestCase):
-    def connect(self, response: str, clock: Clock) -> Collect:
-        collector = Collect()
+    def connect(self, response: str, clock: Clock) -> CollectUntilClosed:
+        collector = CollectUntilClosed()
         outbound = BlackholeOutbound(clock, "block", BlackholeSettings(response))
         d = outbound.endpointFor(Destination.tcp("example.com", 80)).connect(
             Factory.forProtocol(lambda: collector))

@@ -7,8 +7,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.fakes import HalfCloseTransport
 from vtwist.policy import LevelPolicy
+from vtwist.testing.doubles import HalfCloseTransport
 from vtwist.tunnel.relay import INBOUND, OUTBOUND, Relay, RelayProtocol
 
 POLICY = LevelPolicy(handshake=4, conn_idle=300, uplink_only=2, downlink_only=5)

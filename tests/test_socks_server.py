@@ -30,6 +30,7 @@ from vtwist.proxy.socks.server import (
     format_address,
     reply_for_failure,
 )
+from vtwist.testing.doubles import EchoRecorder
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.service import TunnelService
 
@@ -406,14 +407,6 @@ class MiscTests(SynchronousTestCase):
         self.assertEqual(format_address(None), "unknown")
 
 
-class _Echo(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost = True
-
-
 class _Client(Protocol):
     def __init__(self) -> None:
         self.received = b""
@@ -441,7 +434,7 @@ class IOSimTests(SynchronousTestCase):
         front.flush()
         pending = outbound.connects[0]
         relay_side = pending.factory.buildProtocol(None)
-        target = _Echo()
+        target = EchoRecorder()
         back = iosim.connect(target, iosim.makeFakeServer(target), relay_side,
                              iosim.makeFakeClient(relay_side), clock=clock)
         pending.deferred.callback(relay_side)
@@ -460,7 +453,7 @@ class IOSimTests(SynchronousTestCase):
         self.assertEqual(client.received[2 + reply[3]:], b"hello world")
         client.transport.loseConnection()
         pump()
-        self.assertTrue(target.lost)
+        self.assertIsNotNone(target.lost)
         self.assertEqual(clock.getDelayedCalls(), [])
 
 

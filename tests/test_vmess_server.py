@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.fakes import HalfCloseTransport, log_lines
 from vtwist.address import Destination
 from vtwist.policy import LevelPolicy, Policy
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.server import ProbeGuard, VMessServerFactory, VMessServerState
 from vtwist.proxy.vmess.users import Account
+from vtwist.testing.doubles import HalfCloseTransport, log_lines
 from vtwist.testing.tunnels import RecordingTunnels
 from vtwist.tunnel.relay import RelayProtocol
 
