@@ -21,6 +21,18 @@ def socks_inbound(port: int) -> dict[str, Any]:
             "settings": {"auth": "noauth", "udp": False}}
 
 
+def http_inbound(port: int) -> dict[str, Any]:
+    """An HTTP proxy without accounts on 127.0.0.1:``port``."""
+    return {"tag": "http-in", "listen": "127.0.0.1", "port": port, "protocol": "http",
+            "settings": {}}
+
+
+def http_freedom(port: int, access_path: str) -> dict[str, Any]:
+    """HTTP proxy in, freedom out: the `http` suite's proxy."""
+    return {"log": log_section(access_path), "inbounds": [http_inbound(port)],
+            "outbounds": [freedom()]}
+
+
 def freedom() -> dict[str, Any]:
     """The direct outbound."""
     return {"tag": "direct", "protocol": "freedom", "settings": {}}

@@ -159,7 +159,7 @@ def run_group(ctx: Context, group: Group) -> None:
         for setup in group.setups:
             try:
                 setup.start(procs)
-                warm_up(setup, Target(setup.socks_port, ctx.sink_port))
+                warm_up(setup, Target(setup.socks_port, ctx.sink_port, entry=setup.entry))
                 live.append(setup)
             except Exception as e:  # noqa: BLE001 - one broken setup must not stop the rest
                 setup.error = f"{type(e).__name__}: {e}"
@@ -208,7 +208,7 @@ def _run_metric(ctx: Context, group: Group, live: list[Setup], metric: Metric,
                 p.reset_peak_rss()
             cpu0 = sum(p.cpu_seconds() for p in setup.procs)
             try:
-                outcome = metric.run(Target(setup.socks_port, ctx.sink_port))
+                outcome = metric.run(Target(setup.socks_port, ctx.sink_port, entry=setup.entry))
             except Exception as e:  # noqa: BLE001 - recorded, shown as n/a
                 errors[setup.name] = f"{type(e).__name__}: {e}"
                 if ctx.verbose:

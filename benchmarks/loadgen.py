@@ -1,6 +1,6 @@
 """The client side of the load: plain blocking sockets in threads, large reads and writes.
 
-Every operation opens a SOCKS5 connection to the proxy under test, asks it for the sink,
+Every operation opens a SOCKS5 (or HTTP CONNECT) connection to the proxy under test, asks it for the sink,
 sends a request header (:mod:`benchmarks.wire`) and moves data. sendall/recv_into on 1 MiB
 buffers release the GIL, so threads scale to many streams at the kernel's copy cost.
 Each call is bounded by socket timeouts and counts.
@@ -16,7 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks.wire import pattern_chunks, pattern_digest, recv_exact, request, socks5_connect
+from benchmarks.wire import (
+    http_connect,
+    pattern_chunks,
+    pattern_digest,
+    recv_exact,
+    request,
+    socks5_connect,
+)
 
 IO_TIMEOUT = 120.0
 CHUNK = 1 << 20
@@ -26,10 +33,11 @@ CHUNK = 1 << 20
 class Target:
     """Where the load goes: the proxy's SOCKS5 port and the sink behind it."""
 
-    socks_port: int
+    socks_port: int  # the proxy's entry port (SOCKS5 or HTTP, as ``entry`` says)
     sink_port: int
     host: str = "127.0.0.1"
     direct: bool = False  # straight to the sink, no proxy: the load generator's ceiling
+    entry: str = "socks5"  # how a stream enters the proxy: "socks5" or "http" (CONNECT)
 
 
 def open_stream(target: Target, timeout: float = IO_TIMEOUT) -> socket.socket:
@@ -38,7 +46,11 @@ def open_stream(target: Target, timeout: float = IO_TIMEOUT) -> socket.socket:
     sock = socket.create_connection((target.host, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not target.direct:
+        if target.direct:
+            pass
+        elif target.entry == "http":
+            http_connect(sock, target.host, target.sink_port)
+        else:
             socks5_connect(sock, target.host, target.sink_port)
     except BaseException:
         sock.close()

@@ -43,6 +43,8 @@ class Setup:
         self.env = env
         self.procs: list[Proc] = []
         self.socks_port = 0
+        #: how the load enters: "socks5", or "http" (CONNECT) on the same port attribute
+        self.entry = "socks5"
         self.error: str | None = None
 
     @property
@@ -77,16 +79,39 @@ class SocksProxy(Setup):
         wait_port(self.socks_port, proc.popen)
 
 
-class PProxy(Setup):
-    """pproxy, the common asyncio Python proxy: ``pproxy -l socks5://127.0.0.1:PORT``."""
+class HttpProxy(Setup):
+    """vtwist or V2Ray running an HTTP proxy in (the load uses CONNECT), freedom out."""
 
-    def __init__(self) -> None:
+    def __init__(self, impl: str, name: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(name or impl, impl, env)
+        self.entry = "http"
+
+    def start(self, group: ProcessGroup) -> None:
+        """One process on one config."""
+        self.socks_port = free_port()
+        tag = f"http-{self.tag}"
+        path = group.write_config(tag, configs.http_freedom(
+            self.socks_port, str(group.workdir / f"{tag}-access.log")))
+        proc = group.spawn(tag, impl_argv(self.family, path), env=self.env)
+        self.procs = [proc]
+        wait_port(self.socks_port, proc.popen)
+
+
+class PProxy(Setup):
+    """pproxy, the common asyncio Python proxy: ``pproxy -l socks5://127.0.0.1:PORT`` (or
+    ``http://`` with ``scheme="http"``)."""
+
+    def __init__(self, scheme: str = "socks5") -> None:
         super().__init__("pproxy", "pproxy")
+        self.scheme = scheme
+        self.entry = "http" if scheme == "http" else "socks5"
 
     def start(self, group: ProcessGroup) -> None:
         """One pproxy process."""
         self.socks_port = free_port()
-        proc = group.spawn("pproxy", ["pproxy", "-l", f"socks5://127.0.0.1:{self.socks_port}"])
+        proc = group.spawn("pproxy", ["pproxy", "-l",
+                                      f"{self.scheme}://127.0.0.1:{self.socks_port}"])
         self.procs = [proc]
         wait_port(self.socks_port, proc.popen)
 

@@ -1,4 +1,5 @@
-"""What the load generator and the sink agree on: request header, payload pattern, SOCKS5.
+"""What the load generator and the sink agree on: request header, payload pattern, SOCKS5
+and HTTP CONNECT.
 
 The payload is one pseudo-random 1 MiB pattern repeated, built once, so a stream of any
 length has a digest the other end can compute without storing the stream.
@@ -10,6 +11,7 @@ import hashlib
 import random
 import socket
 import struct
+import time
 from functools import lru_cache
 
 HEADER = struct.Struct("!4scBQ")  # magic, mode, flags, length
@@ -69,3 +71,26 @@ def socks5_connect(sock: socket.socket, host: str, port: int) -> None:
     if rest is None:
         rest = recv_exact(sock, 1)[0]
     recv_exact(sock, rest + 2)
+
+
+def http_connect(sock: socket.socket, host: str, port: int) -> None:
+    """An HTTP ``CONNECT host:port`` on an open socket; raises unless the answer is 2xx.
+
+    Peeks for the head's blank line and reads just the head, so nothing after it is taken.
+    """
+    authority = f"{host}:{port}".encode()
+    sock.sendall(b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+    while True:
+        peek = sock.recv(8192, socket.MSG_PEEK)
+        if not peek:
+            raise ConnectionError("closed before the HTTP CONNECT answer")
+        end = peek.find(b"\r\n\r\n")
+        if end >= 0:
+            head = recv_exact(sock, end + 4)
+            break
+        if len(peek) >= 8192:
+            raise ConnectionError("HTTP CONNECT answer head too long")
+        time.sleep(0.0005)  # the rest of the head is on its way
+    status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
+    if not status.startswith(b"2"):
+        raise ConnectionError(f"HTTP CONNECT failed: {bytes(head.splitlines()[0])!r}")
