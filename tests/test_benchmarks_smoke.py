@@ -38,3 +38,28 @@ class SocksQuickTests(SynchronousTestCase):
                 self.assertGreater(r["median"][setup], 0)
         peaks = [r for r in results if r["metric"] == "peak_rss_kb"][0]["peaks"]
         self.assertTrue(all(v > 0 for v in peaks.values()), peaks)
+
+
+class HttpQuickTests(SynchronousTestCase):
+    """``python -m benchmarks http --quick``: vtwist, V2Ray and pproxy as HTTP proxies, the
+    load entering by CONNECT."""
+
+    def test_http_quick(self) -> None:
+        """Every setup yields every metric (data verified by sha256), exit status 0."""
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "results.json"
+            env = dict(os.environ)
+            env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+            run = subprocess.run(
+                [sys.executable, "-m", "benchmarks", "http", "--quick", "--json", str(out)],
+                cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+            results = json.loads(out.read_text())["results"]
+        metrics = [r for r in results if "median" in r]
+        self.assertEqual({r["metric"] for r in metrics},
+                         {"up1", "down1", "up16", "down16", "cps", "setup_p50"})
+        for r in metrics:
+            self.assertEqual(r["errors"], {}, r)
+            for setup in ("vtwist", "pproxy", "v2ray"):
+                self.assertIsNotNone(r["median"][setup], (r["metric"], setup))
+                self.assertGreater(r["median"][setup], 0)
