@@ -160,7 +160,7 @@ class _Redirect(TestCase):
             self.assertIn(ready, line)
         return proc
 
-    def start(self, network: str = "tcp") -> None:
+    def start(self, network: str = "tcp", extra: dict[str, Any] | None = None) -> None:
         self.spawn(sys.executable, str(ECHO), str(ECHO_PORT), ready=b"ready")
         config: dict[str, Any] = {
             "log": {"loglevel": "info"},
@@ -171,6 +171,7 @@ class _Redirect(TestCase):
             "outbounds": [{"protocol": "freedom"}]}
         if self.tproxy != "off":
             config["inbounds"][0]["streamSettings"] = {"sockopt": {"tproxy": self.tproxy}}
+        config.update(extra or {})
         path = os.path.join(self.tmp, "config.json")
         Path(path).write_text(json.dumps(config))
         self.vtwist = self.spawn(sys.executable, "-m", "vtwist", "run", "--config", path)
@@ -182,7 +183,11 @@ class _Redirect(TestCase):
         """vtwist's output so far (after stopping it)."""
         if self.vtwist.poll() is None:
             self.vtwist.terminate()
-            self.vtwist.wait(10)
+            try:
+                self.vtwist.wait(10)
+            except subprocess.TimeoutExpired:
+                self.vtwist.kill()
+                self.vtwist.wait()
         return self.vtwist.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
 
     def client(self, kind: str, family: str, src: str, dst: str, port: int,
@@ -231,15 +236,15 @@ class TProxyTests(_Redirect):
 
     tproxy = "tproxy"
 
-    def tproxy_rules(self, protocol: str) -> None:
+    def tproxy_rules(self, protocol: str, dst: str = "127.0.0.1") -> None:
         self.ns.sh("ip", "rule", "add", "fwmark", "1", "lookup", "100",
                    feature="policy routing")
         self.ns.sh("ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
         self.ns.sh("iptables", "-t", "mangle", "-A", "OUTPUT", "-p", protocol, "-s",
-                   "127.0.0.2", "-d", "127.0.0.1", "--dport", str(ECHO_PORT), "-j", "MARK",
+                   "127.0.0.2", "-d", dst, "--dport", str(ECHO_PORT), "-j", "MARK",
                    "--set-mark", "1", feature="netfilter MARK")
         self.ns.sh("iptables", "-t", "mangle", "-A", "PREROUTING", "-p", protocol, "-s",
-                   "127.0.0.2", "-d", "127.0.0.1", "--dport", str(ECHO_PORT), "-j", "TPROXY",
+                   "127.0.0.2", "-d", dst, "--dport", str(ECHO_PORT), "-j", "TPROXY",
                    "--on-port", str(DOOR), "--on-ip", "127.0.0.1", "--tproxy-mark", "1",
                    feature="netfilter TPROXY")
 
@@ -249,8 +254,18 @@ class TProxyTests(_Redirect):
         self.assertEcho("4", "127.0.0.2", "127.0.0.1")
 
     def test_udp(self) -> None:
-        self.tproxy_rules("udp")
-        self.start("tcp,udp")
-        result = self.client("udp", "4", "127.0.0.2", "127.0.0.1", ECHO_PORT, 0)
-        if result["udp"] != [[True, "127.0.0.1", ECHO_PORT]] * 5:
+        """The client sends to 10.99.0.9 (not a local address, routed out lo); TPROXY
+        brings it to the door, routing by that original destination picks the outbound that
+        reaches the echo, and replies come back from 10.99.0.9:ECHO_PORT (a transparent
+        socket bound there)."""
+        self.ns.sh("ip", "route", "add", "10.99.0.0/24", "dev", "lo")
+        self.tproxy_rules("udp", "10.99.0.9")
+        self.start("tcp,udp", extra={
+            "outbounds": [{"tag": "nowhere", "protocol": "blackhole"},
+                          {"tag": "echo", "protocol": "freedom",
+                           "settings": {"redirect": f"127.0.0.1:{ECHO_PORT}"}}],
+            "routing": {"rules": [{"type": "field", "ip": ["10.99.0.9"],
+                                   "outboundTag": "echo"}]}})
+        result = self.client("udp", "4", "127.0.0.2", "10.99.0.9", ECHO_PORT, 0)
+        if result["udp"] != [[True, "10.99.0.9", ECHO_PORT]] * 5:
             self.fail(f"UDP echo: {result}\n{self.output()}")
