@@ -9,7 +9,7 @@ inbound's fixed destination, or, with ``followRedirect``, the connection's origi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamServerEndpoint
 from twisted.internet.protocol import Protocol
@@ -26,7 +26,6 @@ from vtwist.proxy.dokodemo.redirect import (
     original_destination,
     socket_of,
 )
-from vtwist.proxy.dokodemo.settings import DokodemoSettings
 from vtwist.proxy.dokodemo.udp import MAX_DATAGRAM, DokodemoDatagrams
 from vtwist.transport.layer import set_no_delay
 from vtwist.transport.stack import server_endpoint
@@ -34,6 +33,9 @@ from vtwist.tunnel.failures import ConnectFailure
 from vtwist.tunnel.inbound import InboundFactory
 from vtwist.tunnel.service import TunnelService
 from vtwist.tunnel.stream import StreamTunnel
+
+if TYPE_CHECKING:
+    from vtwist.proxy.dokodemo.settings import DokodemoSettings
 
 log = Logger(namespace="vtwist.dokodemo")
 
@@ -106,12 +108,11 @@ class DokodemoFactory(InboundFactory):
 
     protocol = DokodemoProtocol  # type: ignore[assignment]
 
-    def __init__(self, tunnels: TunnelService, *, tag: str = "",
-                 settings: DokodemoSettings | None = None,
+    def __init__(self, tunnels: TunnelService, settings: DokodemoSettings, *, tag: str = "",
                  policy: LevelPolicy = DEFAULT_LEVEL, tproxy: str = "off",
                  mark: int = 0) -> None:
         super().__init__(tunnels, tag)
-        self.settings = settings = settings or DokodemoSettings()
+        self.settings = settings
         self.policy = policy
         self.tproxy = tproxy
         self.mark = mark

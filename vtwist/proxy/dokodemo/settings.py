@@ -96,7 +96,7 @@ def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
     if settings.follow_redirect and tproxy == "off":
         tproxy = "redirect"  # as V2Ray: followRedirect alone means iptables REDIRECT
     return DokodemoFactory(
-        ctx.tunnels, tag=inbound.tag, settings=settings, policy=policy,
+        ctx.tunnels, settings, tag=inbound.tag, policy=policy,
         tproxy=tproxy, mark=getattr(sockopt, "mark", 0))
 
 
