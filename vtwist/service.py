@@ -157,9 +157,8 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
     """
     def build() -> Any:
         factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
-        sniffing = getattr(inbound, "sniffing", None)
-        if sniffing is not None and sniffing.enabled:
-            factory.sniffing = tuple(sniffing.dest_override)
+        if inbound.sniffing.enabled:
+            factory.sniffing = tuple(inbound.sniffing.dest_override)
         return factory
 
     if inbound.allocate.strategy == "random":
