@@ -3,7 +3,7 @@
 After a valid header the decoded stream is handed to the tunnel service as an ordinary
 transport (:class:`~vtwist.proxy.vmess.transport.VMessTransport`), or, for command 2 (UDP),
 to a :class:`~vtwist.proxy.vmess.server_udp.VMessPacketSide`. A bad header, a replay or a
-clock out of the window is never answered: :mod:`vtwist.proxy.vmess.guard` holds the
+clock out of the window is never answered: :mod:`vtwist.proxy.guard` holds the
 connection, and one access line says why it was refused.
 """
 
@@ -27,7 +27,7 @@ from vtwist.address import format_address
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
-from vtwist.proxy.vmess.guard import ProbeGuard, ProbeHold
+from vtwist.proxy.guard import ProbeGuard, ProbeHold
 from vtwist.proxy.vmess.handshake import Rejected, RequestParsed, ServerHandshake
 from vtwist.proxy.vmess.header import (
     CMD_MUX,

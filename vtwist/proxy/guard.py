@@ -1,4 +1,5 @@
-"""The VMess server's probe guard: refused connections are held, never answered.
+"""The probe guard every proxy server shares (VMess, Shadowsocks, VLESS, Trojan): refused
+connections are held, never answered.
 
 A bad header, a replay or a clock out of the window gets no byte back. The connection is
 read and discarded, then closed after the handshake deadline plus a bounded random delay,
