@@ -3,8 +3,9 @@
 * V2Ray client -> vtwist server with a detour: the response's SwitchAccount sends V2Ray's
   client to a dynamic port with a made-up account, and later connections arrive there
   (vtwist's access log names the dynamic inbound), data intact.
-* vtwist client -> V2Ray server with a detour: vtwist's client parses V2Ray's command and
-  logs the port (one of the dynamic range) and account.
+* vtwist client -> V2Ray server with a detour: vtwist's client parses V2Ray's command, logs
+  the port (one of the dynamic range) and account, and takes that server in turn: later
+  connections go to the dynamic port, data intact.
 """
 
 from __future__ import annotations
@@ -95,3 +96,12 @@ class DetourTests(TestCase):
         port = int(line.split("(same server):")[1].split()[0])
         self.assertIn(port, range(self.dyn, self.dyn + 10))
         self.assertIn("alterId 4", line)
+        self.assertIn("taken in turn", line)
+        for _ in range(4):  # the configured server and the offer, in turn
+            sent, got, _ = await socks_echo(reactor, self.socks, "127.0.0.1", self.echo.port,
+                                            64 * 1024)
+            self.assertEqual(got, sent)
+        taken = [line for line in self.lines() if "vmess: taking 127.0.0.1:" in line]
+        self.assertTrue(taken, "\n".join(self.lines()))
+        # V2Ray's dynamic inbound (legacy header, alterId 4) carried some of them.
+        self.assertIn(f":{port}", taken[0])

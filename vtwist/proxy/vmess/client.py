@@ -40,6 +40,7 @@ A close by the server at a chunk boundary is a normal end of the response.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -146,10 +147,14 @@ class VMessClientProtocol(Protocol):
         if cmd is None:
             log.info("vmess: ignoring response command {id}", id=response.command)
             return
+        onCommand = self.factory.endpoint.onCommand
         log.info("vmess: server offers SwitchAccount to {host}:{port} id {id} alterId "
-                 "{alter} level {ulevel} for {mins} min (not used)",
+                 "{alter} level {ulevel} for {mins} min ({use})",
                  host=cmd.host or "(same server)", port=cmd.port, id=format_uuid(cmd.uuid),
-                 alter=cmd.alter_ids, ulevel=cmd.level, mins=cmd.valid_minutes)
+                 alter=cmd.alter_ids, ulevel=cmd.level, mins=cmd.valid_minutes,
+                 use="taken in turn" if onCommand is not None else "not used")
+        if onCommand is not None:
+            onCommand(cmd)
 
     def _endOfStream(self) -> None:
         if self.eof:
@@ -217,13 +222,15 @@ class VMessClientEndpoint:
     (0 means the AEAD header, as in 4.34) and ``security``; the ``security`` argument
     overrides it. ``command`` is ``CMD_TCP`` (default) or ``CMD_UDP``. ``clock`` gives the
     wall-clock seconds stamped into the request header (``time.time`` by default).
+    ``onCommand(SwitchAccount)`` hears a server's dynamic-port offer.
     The Deferred fires with the application's protocol once the transport is connected.
     """
 
     def __init__(self, transport_endpoint: Any, account: Account, destination: Destination,
                  security: str | int | None = None, *, reactor: Any = None,
                  command: int = H.CMD_TCP, header_delay: float = HEADER_DELAY,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time,
+                 onCommand: Callable[[H.SwitchAccount], None] | None = None) -> None:
         self.transport_endpoint = transport_endpoint
         self.account = account
         self.destination = destination
@@ -231,6 +238,7 @@ class VMessClientEndpoint:
         self.reactor = resolve_reactor(reactor)
         self.header_delay = header_delay
         self.clock = clock
+        self.onCommand = onCommand
         if isinstance(security, int):
             self.security_value = security
         else:

@@ -3,7 +3,6 @@ VMess UDP connections."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,8 @@ from zope.interface import implementer
 from vtwist.address import Destination
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.vmess.client import VMessClientEndpoint
-from vtwist.proxy.vmess.header import CMD_TCP, CMD_UDP
+from vtwist.proxy.vmess.header import CMD_TCP, CMD_UDP, SwitchAccount
+from vtwist.proxy.vmess.picker import ServerPicker
 from vtwist.proxy.vmess.settings import VMessOutboundSettings, VMessServer
 from vtwist.transport.stack import client_endpoint
 from vtwist.tunnel.packets import PacketQueue
@@ -108,8 +108,7 @@ class VMessOutbound:
         self.stream = stream
         #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
         self.dialer = dialer
-        self._choices = itertools.cycle(
-            [(s, u) for s in settings.servers for u in s.users])
+        self.picker = ServerPicker(settings.servers)
 
     def transportEndpoint(self, server: VMessServer) -> Any:
         """The endpoint that reaches ``server``: through the dialer (another outbound with
@@ -121,10 +120,19 @@ class VMessOutbound:
     def endpointFor(self, destination: Destination) -> VMessClientEndpoint:
         """A VMessClientEndpoint through the next server/user to ``destination``
         (a VMess UDP connection for a udp destination)."""
-        server, account = next(self._choices)
+        choice = self.picker.pick(self.reactor.seconds())
         command = CMD_UDP if destination.network == "udp" else CMD_TCP
-        return VMessClientEndpoint(self.transportEndpoint(server), account, destination,
-                                   reactor=self.reactor, command=command)
+        origin = choice.server.address
+        return VMessClientEndpoint(
+            self.transportEndpoint(choice.server), choice.account, destination,
+            choice.security, reactor=self.reactor, command=command,
+            onCommand=lambda offer: self.switchAccount(offer, origin))
+
+    def switchAccount(self, offer: SwitchAccount, origin: str) -> None:
+        """A server's SwitchAccount: later connections take the offered server in turn."""
+        choice = self.picker.offer(offer, origin, self.reactor.seconds())
+        log.debug("vmess: taking {host}:{port} in turn until {until:.0f}",
+                  host=choice.server.address, port=choice.server.port, until=choice.expires)
 
     def packetSession(self, onPacket: Callable[[bytes, Destination], None],
                       onClose: Callable[[], None]) -> VMessPacketSession:
