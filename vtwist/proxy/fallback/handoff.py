@@ -1,0 +1,149 @@
+"""Hand a connection to its fallback: connect to ``dest``, write the PROXY header (``xver``)
+and the bytes already read, then relay both ways (:class:`vtwist.tunnel.relay.Relay`).
+
+The caller (the VLESS or Trojan server protocol) keeps receiving its transport's events and
+reports them to the returned :class:`FallbackLink`: ``dataReceived`` -> :meth:`received`,
+``readConnectionLost`` -> :meth:`eof`, ``connectionLost`` -> :meth:`lost`. The fallback
+target sees exactly the client's bytes, in order, with nothing added but the PROXY header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from vtwist.address import format_address
+from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
+from vtwist.proxy.fallback.choose import choose_fallback
+from vtwist.proxy.fallback.proxyheader import proxy_header
+from vtwist.proxy.fallback.settings import Fallback
+from vtwist.tunnel.held import HeldInput
+from vtwist.tunnel.relay import INBOUND, Relay, RelayProtocol, RelayProtocolFactory
+
+__all__ = ["FallbackLink", "choose_fallback", "hand_off", "negotiated_alpn"]
+
+log = Logger(namespace="vtwist.fallback")
+
+
+def negotiated_alpn(transport: Any) -> str | None:
+    """The TLS ALPN the connection negotiated, when ``transport`` is vtwist's TLS layer
+    (``TLSLayer.negotiatedProtocol``); None for plain TCP and for a layer above TLS
+    (WebSocket), as 4.34 sees only a ``*tls.Conn``'s ALPN."""
+    try:
+        value = getattr(transport, "negotiatedProtocol", None)
+    except Exception:  # noqa: BLE001 - a transport already gone has no ALPN
+        return None
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _address(addr: Any) -> tuple[str, int] | None:
+    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        return host, port
+    return None
+
+
+def fallback_endpoint(reactor: Any, fallback: Fallback) -> Any:
+    """The client endpoint that reaches ``fallback.dest``."""
+    if fallback.type == "unix":
+        return UNIXClientEndpoint(reactor, fallback.unix_address)
+    host, port = fallback.host_port
+    return HostnameEndpoint(reactor, host, port)
+
+
+class FallbackLink:
+    """One connection handed to a fallback; its protocol reports its events here."""
+
+    def __init__(self, transport: Any, fallback: Fallback, early: bytes, reactor: Any,
+                 policy: LevelPolicy = DEFAULT_LEVEL) -> None:
+        self.transport = transport
+        self.fallback = fallback
+        self.reactor = reactor
+        self.policy = policy
+        self.relay: Relay | None = None
+        self.held: HeldInput | None = HeldInput()
+        self.closed = False
+        self._timer: IDelayedCall | None = None
+        peer, host = _address(transport.getPeer()), _address(transport.getHost())
+        self.source = format_address(transport.getPeer())
+        self.header = b""
+        if fallback.xver and peer is not None and host is not None:
+            self.header = proxy_header(fallback.xver, peer, host)
+        self.early = early
+        transport.pauseProducing()
+        self._connecting = fallback_endpoint(reactor, fallback).connect(RelayProtocolFactory())
+        if not self._connecting.called:
+            self._timer = reactor.callLater(policy.connect_timeout, self._connecting.cancel)
+        self._connecting.addCallbacks(self._connected, self._failed)
+
+    # -- the client side's events ------------------------------------------------------
+    def received(self, data: bytes) -> None:
+        """More bytes from the client."""
+        if self.relay is not None:
+            self.relay.received(INBOUND, data)
+        elif self.held is not None:
+            self.held.data(data)
+
+    def eof(self) -> None:
+        """The client half-closed."""
+        if self.relay is not None:
+            self.relay.eof(INBOUND)
+        elif self.held is not None:
+            self.held.eof = True
+
+    def lost(self, reason: Failure | None = None) -> None:
+        """The client's connection is gone."""
+        self.closed = True
+        if self.relay is not None:
+            self.relay.lost(INBOUND, reason)
+        elif self._connecting is not None:
+            d, self._connecting = self._connecting, None
+            d.cancel()
+
+    # -- the fallback side -------------------------------------------------------------
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _connected(self, proto: RelayProtocol) -> None:
+        self._cancelTimer()
+        self._connecting = None
+        if self.closed:
+            proto.transport.loseConnection()
+            return
+        out = proto.transport
+        first = [piece for piece in (self.header, self.early) if piece]
+        if first:
+            out.writeSequence(first)
+        self.early = b""
+        relay = Relay(self.transport, out, self.reactor, self.policy)
+        self.relay = relay
+        proto.attach(relay)
+        held, self.held = self.held, None
+        if held is not None and not relay.finished:
+            held.replay(relay, INBOUND, self.transport)
+
+    def _failed(self, failure: Failure) -> None:
+        self._cancelTimer()
+        self._connecting = None
+        if self.closed:
+            return
+        self.held = None
+        log.info("fallback for {source} to {dest} failed: {why}", source=self.source,
+                 dest=self.fallback.dest.rstrip("\0"), why=failure.getErrorMessage())
+        self.transport.loseConnection()
+
+
+def hand_off(transport: Any, fallback: Fallback, early: bytes, reactor: Any,
+             policy: LevelPolicy = DEFAULT_LEVEL) -> FallbackLink:
+    """Connect ``transport``'s client to ``fallback``: the PROXY header (``xver``), then
+    ``early`` (every byte read so far), then a relay both ways. Returns the
+    :class:`FallbackLink` the caller reports its protocol's later events to."""
+    return FallbackLink(transport, fallback, early, reactor, policy)
