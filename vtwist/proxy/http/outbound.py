@@ -18,7 +18,7 @@ from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.http.client import HTTPConnectEndpoint
 from vtwist.proxy.upstream import ServerPicker, UpstreamServer, UpstreamSettings
-from vtwist.transport.stack import client_endpoint
+from vtwist.tunnel.dialer import direct_dialer
 
 log = Logger(namespace="vtwist.http.outbound")
 
@@ -72,20 +72,18 @@ class HTTPOutbound:
                  policy: Policy = DEFAULT_POLICY,
                  dialer: Callable[[str, int], Any] | None = None) -> None:
         self.reactor = reactor
-        #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
-        self.dialer = dialer
         self.tag = tag
         self.settings = settings
         self.stream = http1_only(stream)
+        #: ``(host, port) -> endpoint`` to a server: over the stream, or through another
+        #: outbound (proxySettings)
+        self.dialer = dialer or direct_dialer(reactor, self.stream)
         self.policy = policy
         self.picker = ServerPicker(settings.servers)
 
     def transportEndpoint(self, server: UpstreamServer) -> IStreamClientEndpoint:
-        """The endpoint that reaches ``server``: through the dialer (another outbound, with
-        proxySettings), else over the configured streamSettings."""
-        if self.dialer is not None:
-            return self.dialer(server.address, server.port)
-        return client_endpoint(self.reactor, server.address, server.port, self.stream)
+        """The endpoint that reaches ``server``."""
+        return self.dialer(server.address, server.port)  # type: ignore[no-any-return]
 
     def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
         """An HTTPConnectEndpoint through the next server to ``destination``."""
@@ -109,4 +107,4 @@ def build_outbound(outbound: Any, ctx: Any) -> HTTPOutbound:
     """The registry's builder: an HTTPOutbound from its config."""
     outbound = replace(outbound, stream=http1_only(outbound.stream))  # the dialer's too
     return HTTPOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
-                        ctx.policy, ctx.dialer(outbound) if hasattr(ctx, "dialer") else None)
+                        ctx.policy, ctx.dialer(outbound))

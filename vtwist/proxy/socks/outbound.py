@@ -26,7 +26,7 @@ from vtwist.proxy.socks.codec import (
     parse_datagram,
 )
 from vtwist.proxy.upstream import ServerPicker, UpstreamServer, UpstreamSettings
-from vtwist.transport.stack import client_endpoint
+from vtwist.tunnel.dialer import direct_dialer
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.socks.outbound")
@@ -219,8 +219,9 @@ class SocksOutbound:
                  policy: Policy = DEFAULT_POLICY,
                  dialer: Callable[[str, int], Any] | None = None) -> None:
         self.reactor = reactor
-        #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
-        self.dialer = dialer
+        #: ``(host, port) -> endpoint`` to a server: over the stream, or through another
+        #: outbound (proxySettings)
+        self.dialer = dialer or direct_dialer(reactor, stream)
         self.tag = tag
         self.settings = settings
         self.stream = stream
@@ -228,11 +229,8 @@ class SocksOutbound:
         self.picker = ServerPicker(settings.servers)
 
     def transportEndpoint(self, server: UpstreamServer) -> IStreamClientEndpoint:
-        """The endpoint that reaches ``server``: through the dialer (another outbound, with
-        proxySettings), else over the configured streamSettings."""
-        if self.dialer is not None:
-            return self.dialer(server.address, server.port)
-        return client_endpoint(self.reactor, server.address, server.port, self.stream)
+        """The endpoint that reaches ``server``."""
+        return self.dialer(server.address, server.port)  # type: ignore[no-any-return]
 
     def _endpoint(self, destination: Destination, command: int
                   ) -> tuple[UpstreamServer, SocksClientEndpoint]:
@@ -265,4 +263,4 @@ class SocksOutbound:
 def build_outbound(outbound: Any, ctx: Any) -> SocksOutbound:
     """The registry's builder: a SocksOutbound from its config."""
     return SocksOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
-                         ctx.policy, ctx.dialer(outbound) if hasattr(ctx, "dialer") else None)
+                         ctx.policy, ctx.dialer(outbound))

@@ -16,7 +16,7 @@ from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.header import CMD_TCP, CMD_UDP, SwitchAccount
 from vtwist.proxy.vmess.picker import ServerPicker
 from vtwist.proxy.vmess.settings import VMessOutboundSettings, VMessServer
-from vtwist.transport.stack import client_endpoint
+from vtwist.tunnel.dialer import direct_dialer
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.vmess.outbound")
@@ -106,16 +106,14 @@ class VMessOutbound:
         self.tag = tag
         self.settings = settings
         self.stream = stream
-        #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
-        self.dialer = dialer
+        #: ``(host, port) -> endpoint`` to a server: over ``stream``, or through another
+        #: outbound (proxySettings)
+        self.dialer = dialer or direct_dialer(reactor, stream)
         self.picker = ServerPicker(settings.servers)
 
     def transportEndpoint(self, server: VMessServer) -> Any:
-        """The endpoint that reaches ``server``: through the dialer (another outbound with
-        proxySettings), else over the configured streamSettings."""
-        if self.dialer is not None:
-            return self.dialer(server.address, server.port)
-        return client_endpoint(self.reactor, server.address, server.port, self.stream)
+        """The endpoint that reaches ``server``."""
+        return self.dialer(server.address, server.port)
 
     def endpointFor(self, destination: Destination) -> VMessClientEndpoint:
         """A VMessClientEndpoint through the next server/user to ``destination``
@@ -142,5 +140,5 @@ class VMessOutbound:
 
 def build_outbound(outbound: Any, ctx: Any) -> VMessOutbound:
     """The registry's builder: a VMessOutbound from its config."""
-    dialer = ctx.dialer(outbound) if hasattr(ctx, "dialer") else None
-    return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream, dialer)
+    return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
+                         ctx.dialer(outbound))
