@@ -85,6 +85,8 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/proxy/vmess/replay.py",
     "vtwist/proxy/vmess/users.py",
     "vtwist/proxy/vmess/handshake.py",
+    "vtwist/proxy/trojan/codec.py",
+    "vtwist/proxy/trojan/settings.py",
     "vtwist/proxy/fallback/settings.py",
     "vtwist/proxy/fallback/choose.py",
     "vtwist/proxy/fallback/proxyheader.py",

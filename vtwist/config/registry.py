@@ -27,6 +27,7 @@ INBOUND_MODULES = {
     "vmess": "vtwist.proxy.vmess.inbound",
     "http": "vtwist.proxy.http.inbound",
     "dokodemo-door": "vtwist.proxy.dokodemo.settings",
+    "trojan": "vtwist.proxy.trojan.inbound",
 }
 
 OUTBOUND_MODULES = {
@@ -35,6 +36,7 @@ OUTBOUND_MODULES = {
     "vmess": "vtwist.proxy.vmess.settings",
     "socks": "vtwist.proxy.socks.outbound_settings",
     "http": "vtwist.proxy.http.outbound_settings",
+    "trojan": "vtwist.proxy.trojan.settings",
 }
 
 
