@@ -13,6 +13,17 @@ from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
 
+class ConnectTimeout(error.TimeoutError):
+    """The outbound did not connect within the policy's ``connect_timeout``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no connection within {seconds:g}s")
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class ConnectFailure(Enum):
     """The kinds of outbound failure an inbound can tell its client about."""
 

@@ -21,6 +21,7 @@ from vtwist.address import Destination
 from vtwist.interfaces import IDispatcher, IInboundReply, IOutbound
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
 from vtwist.tunnel.access import AccessLog
+from vtwist.tunnel.failures import ConnectTimeout
 from vtwist.tunnel.packets import PacketTunnel
 from vtwist.tunnel.relay import RelayProtocol, RelayProtocolFactory
 from vtwist.tunnel.stream import StreamTunnel
@@ -57,9 +58,20 @@ class TunnelService:
         return tunnel
 
     def connect(self, destination: Destination, *, inbound_tag: str | None = None,
-                source: str = "", email: str | None = None) -> Deferred[RelayProtocol]:
+                source: str = "", email: str | None = None,
+                timeout: float | None = None) -> Deferred[RelayProtocol]:
         """Route ``destination`` and connect; fires with a paused, unattached
-        :class:`~vtwist.tunnel.relay.RelayProtocol`. Writes the accepted access line."""
+        :class:`~vtwist.tunnel.relay.RelayProtocol`. Writes the accepted access line.
+        Past ``timeout`` seconds the attempt is cancelled and fails with
+        :class:`~vtwist.tunnel.failures.ConnectTimeout`."""
+        d = self._connect(destination, inbound_tag, source, email)
+        if timeout is not None and not d.called:
+            d.addTimeout(timeout, self.clock,
+                         onTimeoutCancel=lambda result, after: Failure(ConnectTimeout(after)))
+        return d
+
+    def _connect(self, destination: Destination, inbound_tag: str | None, source: str,
+                 email: str | None) -> Deferred[RelayProtocol]:
         try:
             chosen = self.dispatcher.choose(destination, inbound_tag, source, email)
         except Exception:  # noqa: BLE001 - NoOutbound and friends become the errback

@@ -28,7 +28,7 @@ from vtwist.interfaces import IInboundReply
 from vtwist.policy import LevelPolicy
 from vtwist.sansio import NEED_DATA
 from vtwist.transport.layer import set_no_delay
-from vtwist.tunnel.failures import ConnectFailure, classify
+from vtwist.tunnel.failures import classify
 from vtwist.tunnel.held import HeldInput
 from vtwist.tunnel.relay import INBOUND, Relay, RelayProtocol
 from vtwist.tunnel.sniff import Sniffed, Sniffer, should_override
@@ -70,13 +70,12 @@ class StreamTunnel:
         self.phase = Phase.CONNECTING
         self.relay: Relay | None = None
         self.held: HeldInput | None = HeldInput()
-        self.timedOut = False
         #: the inbound's reply went out before connecting (sniffing)
         self.replied = False
         self.sniffer: Sniffer | None = None
         self.sniffOverride: tuple[str, ...] = ()
         self._connecting: Deferred[RelayProtocol] | None = None
-        self._deadline: IDelayedCall | None = None
+        self._sniffTimer: IDelayedCall | None = None
 
     def start(self, early: list[Any], sniff: tuple[str, ...] = ()) -> None:
         """Keep ``early``; sniff first when ``sniff`` names protocols; connect."""
@@ -88,7 +87,7 @@ class StreamTunnel:
             self.sniffOverride = sniff
             self.replied = True
             self.reply.succeeded(None)
-            self._deadline = self.service.clock.callLater(SNIFF_TIMEOUT, self._sniffed, None)
+            self._sniffTimer = self.service.clock.callLater(SNIFF_TIMEOUT, self._sniffed, None)
             self._sniff()
             return
         self._connect()
@@ -104,7 +103,7 @@ class StreamTunnel:
     def _sniffed(self, verdict: Sniffed | None) -> None:
         if self.phase is not Phase.SNIFFING:
             return
-        self._cancelDeadline()
+        self._cancelSniffTimer()
         self.sniffer = None
         if verdict is not None and should_override(verdict, self.sniffOverride):
             log.debug("{source}: sniffed {protocol} domain {domain} for {dest}",
@@ -118,11 +117,10 @@ class StreamTunnel:
         """Pause the inbound and connect within the policy's deadline."""
         self.transport.pauseProducing()
         d = self.service.connect(self.destination, inbound_tag=self.inbound_tag,
-                                 source=self.source, email=self.email)
+                                 source=self.source, email=self.email,
+                                 timeout=self.policy.connect_timeout)
         if not d.called:
             self._connecting = d
-            self._deadline = self.service.clock.callLater(self.policy.connect_timeout,
-                                                          self._timeout)
         d.addCallbacks(self._connected, self._failed)
 
     # -- the inbound side's events ------------------------------------------------------
@@ -158,7 +156,7 @@ class StreamTunnel:
     def lost(self, reason: Failure | None = None) -> None:
         """The inbound's connection is gone."""
         phase, self.phase = self.phase, Phase.CLOSED
-        self._cancelDeadline()
+        self._cancelSniffTimer()
         self.held = None
         if self._connecting is not None:
             d, self._connecting = self._connecting, None
@@ -175,21 +173,14 @@ class StreamTunnel:
             self.transport.loseConnection()
 
     # -- the outbound side ----------------------------------------------------------------
-    def _timeout(self) -> None:
-        self._deadline = None
-        if self._connecting is not None:
-            self.timedOut = True
-            self._connecting.cancel()
-
-    def _cancelDeadline(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
+    def _cancelSniffTimer(self) -> None:
+        if self._sniffTimer is not None:
+            if self._sniffTimer.active():
+                self._sniffTimer.cancel()
+            self._sniffTimer = None
 
     def _connected(self, outbound: RelayProtocol) -> None:
         self._connecting = None
-        self._cancelDeadline()
         if self.phase is not Phase.CONNECTING:  # the client left meanwhile
             outbound.transport.loseConnection()
             return
@@ -206,16 +197,13 @@ class StreamTunnel:
 
     def _failed(self, failure: Failure) -> None:
         self._connecting = None
-        self._cancelDeadline()
         if self.phase is not Phase.CONNECTING:
             return
         self.phase = Phase.CLOSED
         self.held = None
-        kind = ConnectFailure.TIMED_OUT if self.timedOut else classify(failure)
-        why = f"no connection within {self.policy.connect_timeout:g}s" if self.timedOut \
-            else failure.getErrorMessage()
+        kind = classify(failure)
         log.info("{source} to {dest} failed ({kind}): {why}", source=self.source,
-                 dest=self.destination, kind=kind.value, why=why)
+                 dest=self.destination, kind=kind.value, why=failure.getErrorMessage())
         if self.replied:  # the client was told "connected" already: all we can do is close
             self.transport.loseConnection()
         else:

@@ -288,10 +288,8 @@ class Exchange:
         self.outbound: Any = None  # the outbound connection's transport
         self.bodyDone = False
         self.finished = False
-        self.timedOut = False
         self.activity: ActivityTimer | None = None
         self._connecting: Deferred[RelayProtocol] | None = None
-        self._deadline: IDelayedCall | None = None
 
     def start(self) -> None:
         """Pause the client, route and connect within the policy's deadline."""
@@ -299,11 +297,10 @@ class Exchange:
         factory = protocol.factory
         protocol.transport.pauseProducing()
         d = factory.tunnels.connect(self.request.destination, inbound_tag=factory.tag,
-                                    source=protocol.source, email=self.email)
+                                    source=protocol.source, email=self.email,
+                                    timeout=factory.policy.connect_timeout)
         if not d.called:
             self._connecting = d
-            self._deadline = factory.reactor.callLater(factory.policy.connect_timeout,
-                                                       self._timeout)
         d.addCallbacks(self._connected, self._connectFailed)
 
     # -- the request body from the client ------------------------------------------------
@@ -337,21 +334,8 @@ class Exchange:
             self.outbound.write(data)
 
     # -- the outbound connection ---------------------------------------------------------
-    def _timeout(self) -> None:
-        self._deadline = None
-        if self._connecting is not None:
-            self.timedOut = True
-            self._connecting.cancel()
-
-    def _cancelDeadline(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
     def _connected(self, relayProtocol: RelayProtocol) -> None:
         self._connecting = None
-        self._cancelDeadline()
         outbound = relayProtocol.transport
         if self.finished:
             outbound.loseConnection()
@@ -374,15 +358,11 @@ class Exchange:
 
     def _connectFailed(self, failure: Failure) -> None:
         self._connecting = None
-        self._cancelDeadline()
         if self.finished:
             return
-        kind = ConnectFailure.TIMED_OUT if self.timedOut else classify(failure)
-        protocol = self.protocol
-        why = (f"no connection within {protocol.factory.policy.connect_timeout:g}s"
-               if self.timedOut else failure.getErrorMessage())
-        log.info("{source} to {dest} failed ({kind}): {why}", source=protocol.source,
-                 dest=self.request.destination, kind=kind.value, why=why)
+        kind = classify(failure)
+        log.info("{source} to {dest} failed ({kind}): {why}", source=self.protocol.source,
+                 dest=self.request.destination, kind=kind.value, why=failure.getErrorMessage())
         self._answerError(status_for(kind))
 
     # -- the response (the RelayProtocol's side of a relay) ------------------------------
@@ -454,7 +434,6 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        self._cancelDeadline()
         if self.activity is not None:
             self.activity.cancel()
         if self._connecting is not None:
