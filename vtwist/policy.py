@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,14 @@ class Policy:
     def level(self, n: int = 0) -> LevelPolicy:
         """The policy of user level ``n``."""
         return self.levels.get(n) or DEFAULT_LEVEL
+
+    def inbound_level(self, n: int = 0, timeout: int = 0) -> LevelPolicy:
+        """Level ``n`` for an inbound whose deprecated ``timeout`` setting (socks, http,
+        dokodemo-door) overrides ``connIdle``, as V2Ray 4.34 does, at level 0 only."""
+        policy = self.level(n)
+        if timeout and n == 0:
+            policy = replace(policy, conn_idle=float(timeout))
+        return policy
 
 
 DEFAULT_LEVEL = LevelPolicy()

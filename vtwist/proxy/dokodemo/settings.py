@@ -6,7 +6,7 @@ No Twisted here: :func:`build_inbound_factory` imports the runtime module only t
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from vtwist.address import is_valid_domain, normalize_host, parse_ip
@@ -88,9 +88,7 @@ def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
     from vtwist.proxy.dokodemo.server import DokodemoFactory
 
     settings: DokodemoSettings = inbound.settings or DokodemoSettings()
-    policy = ctx.policy.level(settings.user_level)
-    if settings.timeout and settings.user_level == 0:
-        policy = replace(policy, conn_idle=float(settings.timeout))
+    policy = ctx.policy.inbound_level(settings.user_level, settings.timeout)
     sockopt = getattr(inbound.stream, "sockopt", None)
     tproxy = getattr(sockopt, "tproxy", "off")
     if settings.follow_redirect and tproxy == "off":

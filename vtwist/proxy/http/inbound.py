@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from vtwist.config.registry import InboundSpec
@@ -15,9 +14,7 @@ def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
     from vtwist.proxy.http.server import HttpProxyFactory
 
     settings: HttpInboundSettings = inbound.settings or HttpInboundSettings()
-    policy = ctx.policy.level(settings.user_level)
-    if settings.timeout and settings.user_level == 0:
-        policy = replace(policy, conn_idle=float(settings.timeout))
+    policy = ctx.policy.inbound_level(settings.user_level, settings.timeout)
     return HttpProxyFactory(ctx.tunnels, tag=inbound.tag, accounts=dict(settings.accounts),
                             allow_transparent=settings.allow_transparent, policy=policy)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from vtwist.address import is_valid_domain, normalize_host, parse_ip
@@ -66,9 +66,7 @@ def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
     from vtwist.proxy.socks.server import SocksServerFactory
 
     settings: SocksSettings = inbound.settings or SocksSettings()
-    policy = ctx.policy.level(settings.user_level)
-    if settings.timeout and settings.user_level == 0:
-        policy = replace(policy, conn_idle=float(settings.timeout))
+    policy = ctx.policy.inbound_level(settings.user_level, settings.timeout)
     accounts = None
     if settings.auth == "password":
         accounts = {u.encode(): p.encode() for u, p in settings.accounts.items()}
