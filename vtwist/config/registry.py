@@ -37,6 +37,7 @@ OUTBOUND_MODULES = {
     "vmess": "vtwist.proxy.vmess.settings",
     "socks": "vtwist.proxy.socks.outbound_settings",
     "http": "vtwist.proxy.http.outbound_settings",
+    "shadowsocks": "vtwist.proxy.shadowsocks.settings",
     "trojan": "vtwist.proxy.trojan.settings",
 }
 
