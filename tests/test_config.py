@@ -15,6 +15,7 @@ from tests.helpers import ConfigErrorMixin
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import load_file, loads, parse_config, parse_ports, strip_comments
 from vtwist.config.node import Node
+from vtwist.config.registry import OUTBOUND_MODULES
 from vtwist.proxy.blackhole.settings import BlackholeSettings
 from vtwist.proxy.freedom.settings import FreedomSettings
 
@@ -137,7 +138,8 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
         self.assertConfigError(
             {"outbounds": [{"protocol": "nope"}]},
             "outbounds[0].protocol: unsupported outbound protocol 'nope' "
-            "(vtwist has: blackhole, freedom, http, socks, vmess)")
+            f"(vtwist has: {', '.join(sorted(OUTBOUND_MODULES))})")
+        self.assertIn("blackhole, freedom, http", ", ".join(sorted(OUTBOUND_MODULES)))
         self.assertConfigError(
             config(inbounds=[{"protocol": "socks"}]), "inbounds[0].port: is required")
         self.assertConfigError(
