@@ -27,7 +27,7 @@ INBOUND_MODULES = {
     "vmess": "vtwist.proxy.vmess.inbound",
     "http": "vtwist.proxy.http.inbound",
     "dokodemo-door": "vtwist.proxy.dokodemo.settings",
-    "shadowsocks": "vtwist.proxy.shadowsocks.settings",
+    "shadowsocks": "vtwist.proxy.shadowsocks.inbound",
     "trojan": "vtwist.proxy.trojan.inbound",
 }
 
