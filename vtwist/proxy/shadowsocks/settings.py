@@ -1,5 +1,5 @@
 """Shadowsocks settings as V2Ray 4.34's JSON has them (``infra/conf/shadowsocks.go``), and
-both registry entries (no Twisted here: the builders import the runtime modules).
+the outbound's registry entry (sans-IO; the inbound's entry is in ``inbound.py``).
 
 Inbound ``settings``: ``method``, ``password``, ``email``, ``level``, ``network`` ("tcp",
 "udp", "tcp,udp"; tcp when absent) and the older ``udp: true`` (adds udp).
@@ -11,16 +11,32 @@ The methods are the AEAD ones and ``none``; the old stream ciphers are refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from vtwist.address import is_valid_domain, normalize_host, parse_ip
 from vtwist.config.node import Node
-from vtwist.config.registry import InboundSpec, OutboundSpec
-from vtwist.proxy.dokodemo.settings import parse_networks
+from vtwist.config.registry import OutboundSpec
 from vtwist.proxy.shadowsocks.aead import Account, method_for
 
 SUPPORTED = ("aes-128-gcm, aes-256-gcm, chacha20-poly1305 (chacha20-ietf-poly1305, "
              "aead_chacha20_poly1305), aead_aes_128_gcm, aead_aes_256_gcm, none (plain)")
+NETWORKS = ("tcp", "udp")
+
+
+def parse_networks(node: Node) -> tuple[str, ...]:
+    """V2Ray's NetworkList at ``network``: "tcp", "udp", "tcp,udp" or an array; tcp when
+    absent. Unknown names are ignored with a warning."""
+    if not node.has("network") or node.get("network").value is None:
+        return ("tcp",)
+    found = set()
+    for raw in node.comma_list("network"):
+        name = raw.strip().lower()
+        if name in NETWORKS:
+            found.add(name)
+        else:
+            node.warn(f"network: unknown network {raw!r} ignored")
+    if not found:
+        raise node.error("no network specified (expected tcp, udp or tcp,udp)", "network")
+    return tuple(n for n in NETWORKS if n in found)
 
 
 def parse_account(node: Node) -> Account:
@@ -106,14 +122,5 @@ def parse_outbound_settings(node: Node) -> ShadowsocksOutboundSettings:
     return settings
 
 
-def build_inbound_factory(inbound: Any, ctx: Any) -> Any:
-    """Registry hook: the inbound's :class:`~vtwist.proxy.shadowsocks.server.
-    ShadowsocksServerFactory` (its TCP and UDP listeners share it)."""
-    from vtwist.proxy.shadowsocks.server import ShadowsocksServerFactory
-
-    return ShadowsocksServerFactory(ctx.tunnels, inbound.settings, ctx.policy, inbound.tag)
-
-
-inbound = InboundSpec("shadowsocks", parse_inbound_settings, build_inbound_factory)
 outbound = OutboundSpec("shadowsocks", parse_outbound_settings,
                         "vtwist.proxy.shadowsocks.outbound:build_outbound")
