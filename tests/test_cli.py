@@ -207,7 +207,7 @@ class LinkCommandTests(CLITestCase):
         self.assertEqual(err, "warning: streamSettings.kcpSettings.tti cannot be carried by a "
                               "vmess link; dropped\n")
         self.assertEqual(self.run_cli("link", "encode", "--config", path, "--outbound", "x"),
-                         (2, "", "vtwist: cannot make a vmess link: --outbound: no outbound "
+                         (2, "", "vtwist: cannot make a link: --outbound: no outbound "
                                  "tagged 'x' (tags: n)\n"))
         missing = os.path.join(self.mktemp(), "nope.json")
         status, _, err = self.run_cli("link", "encode", "--config", missing)
@@ -429,8 +429,9 @@ class RunCheckTests(CLITestCase):
         path = self.write(body)
         status, _, err = self.run_cli("run", "--subscription", path, "--pick", "b")
         self.assertEqual(status, 0)
-        self.assertEqual(err, "warning: subscription line 1: skipped, a ss:// link (vtwist "
-                              "reads vmess:// only)\n")
+        self.assertEqual(err, "warning: subscription line 1: skipped (malformed): invalid ss "
+                              "link: userinfo: not base64 of UTF-8 text (expected "
+                              "ss://base64url(method:password)@host:port#name)\n")
         self.assertEqual(self.ran[0]["outbounds"][0]["tag"], "b")
         self.run_cli("run", "--subscription", path)
         self.assertEqual(self.ran[1]["outbounds"][0]["tag"], "a")

@@ -290,11 +290,11 @@ class MappingTests(SynchronousTestCase):
         self.assertIs(find_outbound(config), vm)
         self.assertIs(find_outbound(config, "n"), vm)
         e = self.assertRaises(LinkError, find_outbound, config, "nope")
-        self.assertEqual(str(e), "cannot make a vmess link: --outbound: no outbound tagged "
+        self.assertEqual(str(e), "cannot make a link: --outbound: no outbound tagged "
                                  "'nope' (tags: direct, n)")
         e = self.assertRaises(LinkError, find_outbound, {"outbounds": config["outbounds"][:1]})
-        self.assertEqual(str(e), "cannot make a vmess link: outbounds: the config has no vmess "
-                                 "outbound")
+        self.assertEqual(str(e), "cannot make a link: outbounds: the config has no outbound "
+                                 "with a share link (vmess, vless, trojan, shadowsocks)")
 
 
 class ErrorTests(SynchronousTestCase):
@@ -381,16 +381,16 @@ class ErrorTests(SynchronousTestCase):
         good = parse_link(b64link(fields())).to_outbound()
         cases: list[tuple[dict[str, Any], str]] = [
             ({"protocol": "freedom"},
-             "cannot make a vmess link: protocol: only vmess outbounds have vmess links, "
-             "got 'freedom'"),
+             "cannot make a link: protocol: freedom outbounds have no share link (links "
+             "stand for vmess, vless, trojan, shadowsocks)"),
             ({"protocol": "vmess", "settings": {}},
              "cannot make a vmess link: settings.vnext: expected a non-empty array of servers"),
             ({**good, "settings": {"vnext": [{"address": "h", "port": 1, "users": [{}]}]}},
              "cannot make a vmess link: settings.vnext[0].users[0].id: is missing (the user "
              "id, a UUID)"),
             ({**good, "streamSettings": {"network": "quic"}},
-             "invalid vmess link: streamSettings.network: transport 'quic' is not supported "
-             "by vtwist yet (supported: tcp, kcp, ws)"),
+             "cannot make a vmess link: streamSettings.network: transport 'quic' is not "
+             "supported by vtwist yet (supported: tcp, kcp, ws)"),
             ({**good, "streamSettings": {"network": "tcp", "security": "xtls"}},
              "cannot make a vmess link: streamSettings.security: 'xtls' is not supported by "
              "vtwist (expected tls or empty)"),
@@ -434,16 +434,16 @@ class SubscriptionTests(SynchronousTestCase):
         warnings: list[str] = []
         outbounds = subscription_outbounds(self.body(), warnings.append)
         self.assertEqual([o["tag"] for o in outbounds],
-                         ["alpha", "beta", "alpha #2", "gamma", "127.0.0.1:1234"])
-        self.assertEqual(outbounds[1]["streamSettings"]["kcpSettings"],
+                         ["alpha", "ss", "beta", "alpha #2", "gamma", "127.0.0.1:1234"])
+        self.assertEqual(outbounds[1]["protocol"], "shadowsocks")
+        self.assertEqual(outbounds[2]["streamSettings"]["kcpSettings"],
                          {"header": {"type": "dtls"}})
         self.assertEqual(warnings, [
-            "subscription line 3: skipped, a ss:// link (vtwist reads vmess:// only)",
-            "subscription line 7: skipped, invalid vmess link: net: transport 'grpc' is not "
-            "supported by vtwist yet (supported: tcp, kcp, ws)",
-            "subscription line 8: skipped, invalid vmess link: add: is missing (the server "
-            "address)",
-            "subscription line 9: skipped, not a link (vtwist reads vmess:// only)",
+            "subscription line 7: skipped (unsupported network): invalid vmess link: net: "
+            "transport 'grpc' is not supported by vtwist yet (supported: tcp, kcp, ws)",
+            "subscription line 8: skipped (malformed): invalid vmess link: add: is missing "
+            "(the server address)",
+            "subscription line 9: skipped (not a link)",
         ])
 
     def test_flavours(self) -> None:
@@ -464,11 +464,12 @@ class SubscriptionTests(SynchronousTestCase):
         self.assertEqual(client_config_from_subscription(
             body, "GAMMA", "127.0.0.1:1", **quiet)["outbounds"][0]["tag"], "gamma")
         self.assertEqual(client_config_from_subscription(
-            body, "3", "127.0.0.1:1", **quiet)["outbounds"][0]["tag"], "alpha #2")
+            body, "4", "127.0.0.1:1", **quiet)["outbounds"][0]["tag"], "alpha #2")
         e = self.assertRaises(LinkError, client_config_from_subscription,
                               body, "delta", "127.0.0.1:1", **quiet)
         self.assertEqual(str(e), "invalid subscription: --pick: no link named 'delta' (names: "
-                                 "'alpha', 'beta', 'alpha #2', 'gamma', '127.0.0.1:1234')")
+                                 "'alpha', 'ss', 'beta', 'alpha #2', 'gamma', "
+                                 "'127.0.0.1:1234')")
 
     def test_errors(self) -> None:
         e = self.assertRaises(LinkError, subscription_outbounds, "%%%", lambda m: None)
@@ -476,7 +477,7 @@ class SubscriptionTests(SynchronousTestCase):
         only_ss = encode_subscription(["ss://x@h:1"])
         e = self.assertRaises(LinkError, client_config_from_subscription, only_ss, None,
                               "127.0.0.1:1080", lambda m: None)
-        self.assertEqual(str(e), "invalid subscription: links: no usable vmess links")
+        self.assertEqual(str(e), "invalid subscription: links: no usable links")
 
     def test_encode(self) -> None:
         items = [b64link(fields(ps="a")), b64link(fields(ps="b"))]
@@ -490,11 +491,11 @@ class SubscriptionTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         subscription_outbounds(encode_subscription(
-            ["trojan://x@h:1", b64link(fields())]))
+            ["trojan://x@h:0", b64link(fields())]))
         self.assertEqual([e.get("text") for e in events if e.get("log_namespace") ==
                           "vtwist.links"],
-                         ["subscription line 1: skipped, a trojan:// link (vtwist reads "
-                          "vmess:// only)"])
+                         ["subscription line 1: skipped (malformed): invalid trojan link: "
+                          "port: port out of range 1-65535: 0"])
 
 
 # -- property tests ----------------------------------------------------------------------

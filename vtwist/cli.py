@@ -131,7 +131,7 @@ def cmd_uuid(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_link_decode(args: argparse.Namespace, out: TextIO) -> int:
     """Print the outbound a link stands for (or its raw fields with --fields)."""
-    from vtwist.share.link import parse_link
+    from vtwist.share.schemes import parse_link
 
     link = parse_link(_link_arg(args.link))
     _dump(link.to_json() if args.fields else link.to_outbound(), out)
@@ -141,7 +141,7 @@ def cmd_link_decode(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_link_encode(args: argparse.Namespace, out: TextIO) -> int:
-    """Print the link of a config's VMess outbound."""
+    """Print the link of a config's vmess, vless, trojan or shadowsocks outbound."""
     from vtwist.share.outbound import find_outbound, outbound_to_link
 
     config = _load_config(args.config, EXIT_USAGE)
@@ -152,8 +152,8 @@ def cmd_link_encode(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_link_qr(args: argparse.Namespace, out: TextIO) -> int:
     """Draw a link as a QR code in the terminal, or write it as a PNG."""
-    from vtwist.share.link import parse_link
     from vtwist.share.qr import png_bytes, qr_matrix, render_terminal
+    from vtwist.share.schemes import parse_link
 
     text = _link_arg(args.link).strip()
     parse_link(text).canonical()  # refuse to draw a link that would not work
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse tree for every command."""
     parser = argparse.ArgumentParser(
         prog="vtwist", description="V2Ray-compatible proxy on Twisted: run configs, use "
-        "vmess:// links and subscriptions, make configs.")
+        "vmess://, vless://, trojan:// and ss:// links and subscriptions, make configs.")
     from vtwist import __version__
 
     parser.add_argument("--version", action="version", version=f"vtwist {__version__}")
@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run until interrupted. Without a source: the default "
                        "config (SOCKS5 on 127.0.0.1:1080, direct).")
     p.add_argument("--config", "-c", metavar="FILE", help="a V2Ray JSON config")
-    p.add_argument("--link", "-l", metavar="LINK", help="a vmess:// link as the outbound "
+    p.add_argument("--link", "-l", metavar="LINK", help="a vmess://, vless://, trojan:// or "
+                   "ss:// link as the outbound "
                    "(- reads it from stdin)")
     p.add_argument("--subscription", metavar="FILE", help="a subscription file (- for stdin)")
     p.add_argument("--pick", metavar="NAME", help="with --subscription: the link named NAME "
@@ -255,18 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("uuid", help="print a fresh UUID")
     p.set_defaults(func=cmd_uuid)
 
-    link = sub.add_parser("link", help="decode, encode and draw vmess:// links")
+    link = sub.add_parser("link", help="decode, encode and draw share links (vmess://, "
+                          "vless://, trojan://, ss://)")
     lsub = link.add_subparsers(dest="link_command", metavar="ACTION", required=True)
     p = lsub.add_parser("decode", help="print the outbound config a link stands for")
-    p.add_argument("link", metavar="LINK", help="a vmess:// link (- reads stdin)")
-    p.add_argument("--fields", action="store_true", help="print the link's v2 JSON fields instead")
+    p.add_argument("link", metavar="LINK", help="a vmess://, vless://, trojan:// or ss:// link "
+                   "(- reads stdin)")
+    p.add_argument("--fields", action="store_true", help="print the link's fields instead "
+                   "(vmess: its v2 JSON)")
     p.set_defaults(func=cmd_link_decode)
-    p = lsub.add_parser("encode", help="print the link of a config's vmess outbound")
+    p = lsub.add_parser("encode", help="print the link of a config's vmess, vless, trojan "
+                        "or shadowsocks outbound")
     p.add_argument("--config", "-c", metavar="FILE", required=True)
     p.add_argument("--outbound", metavar="TAG", help="the outbound's tag (default: the "
-                   "first vmess outbound)")
-    p.add_argument("--url", action="store_true", help="emit the URL form "
-                   "vmess://uuid@host:port?... instead of base64")
+                   "first outbound that has a link)")
+    p.add_argument("--url", action="store_true", help="vmess: emit the URL form "
+                   "vmess://uuid@host:port?... instead of base64 (the other schemes have "
+                   "only their URL form)")
     p.set_defaults(func=cmd_link_encode)
     p = lsub.add_parser("qr", help="draw a link as a QR code (terminal or --png)")
     p.add_argument("link", metavar="LINK")

@@ -16,7 +16,8 @@ class Options(usage.Options):
     synopsis = "[--config FILE | --link LINK | --subscription FILE [--pick NAME]] [--test]"
     optParameters = [
         ["config", "c", None, "V2Ray JSON config file (default: SOCKS5 on 127.0.0.1:1080, direct)"],
-        ["link", "l", None, "a vmess:// share link to use as the outbound"],
+        ["link", "l", None, "a vmess://, vless://, trojan:// or ss:// share link to use as "
+                            "the outbound"],
         ["subscription", None, None, "a subscription file (base64 list of links)"],
         ["pick", None, None, "with --subscription: the link whose name (ps) this is"],
         ["socks", None, "127.0.0.1:1080", "with --link/--subscription: SOCKS5 listen address"],

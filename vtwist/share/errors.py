@@ -20,13 +20,25 @@ class LinkError(LinkFieldError):
         ValueError.__init__(self, f"{what}: {field}: {message}")
 
 
-class UnsupportedTransportError(LinkError):
+class UnsupportedLinkError(LinkError):
+    """A well-formed link asking for something vtwist cannot run (a transport, a cipher, a
+    plugin, XTLS ...); subscriptions skip it as unsupported rather than malformed."""
+
+
+class UnsupportedTransportError(UnsupportedLinkError):
     """The link asks for a transport vtwist does not implement (h2, quic, grpc)."""
 
     def __init__(self, network: str, field: str = "net"):
         self.network = network
         super().__init__(field, f"transport {network!r} is not supported by vtwist yet "
                                 f"(supported: {', '.join(registry.link_names())})")
+
+
+def relabel(error: LinkError, what: str) -> LinkError:
+    """``error`` (the same object, same class) with its leading words set to ``what``."""
+    error.what = what
+    error.args = (f"{what}: {error.field}: {error.message}",)
+    return error
 
 
 def default_warn(message: str) -> None:

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from vtwist.share.errors import LinkError
+from vtwist.share.errors import LinkError, UnsupportedLinkError
 from vtwist.transport import linkfields, registry
 from vtwist.transport.linkfields import LinkFieldError, LinkFields, join_list, split_list
 
 SECURITIES = ("auto", "aes-128-gcm", "chacha20-poly1305", "none", "zero")
+#: Link securities other clients know and V2Ray 4.34 (so vtwist) does not.
+FOREIGN_TLS = ("xtls", "reality")
 
 T = TypeVar("T")
 
@@ -41,6 +43,36 @@ obj = as_link_error(linkfields.obj)
 text = as_link_error(linkfields.text)
 string_list = as_link_error(linkfields.string_list)
 drop_extra = linkfields.drop_extra
+
+
+def first(value: Any, path: str, warn: Callable[[str], None], what: str,
+          scheme: str) -> dict[str, Any]:
+    """The first object of a non-empty array (``what``: plural noun), warning when a
+    ``scheme`` link has to drop the others."""
+    if not isinstance(value, list) or not value:
+        raise LinkError(path, f"expected a non-empty array of {what}")
+    if len(value) > 1:
+        warn(f"{path}: a {scheme} link holds one {what[:-1]}; using the first of {len(value)}")
+    return obj(value[0], f"{path}[0]")
+
+
+def level(data: dict[str, Any], path: str, warn: Callable[[str], None], scheme: str) -> None:
+    """Warn when a user's ``level`` (or ``email``) must be dropped: links carry neither."""
+    value = integer(data, "level", 0, 2**32 - 1, False, "level")
+    if value:
+        warn(f"{path}.level {value} cannot be carried by a {scheme} link; dropped")
+    if data.get("email"):
+        warn(f"{path}.email cannot be carried by a {scheme} link; dropped")
+
+
+def outbound_extras(outbound: dict[str, Any], warn: Callable[[str], None],
+                    scheme: str) -> None:
+    """Warn about the outbound-level settings no link carries (mux, proxySettings ...)."""
+    if obj(outbound.get("mux"), "mux").get("enabled"):
+        warn(f"mux cannot be carried by a {scheme} link; dropped")
+    for extra in ("proxySettings", "sendThrough"):
+        if extra in outbound:
+            warn(f"{extra} cannot be carried by a {scheme} link; dropped")
 
 
 def integer(data: dict[str, Any], key: str, lo: int, hi: int, required: bool,
@@ -126,7 +158,8 @@ def tls(value: str, key: str) -> str:
         return ""
     if tls in ("tls", "1", "true"):
         return "tls"
-    raise LinkError(key, f"{value!r} is not supported by vtwist (expected tls or empty)")
+    error = UnsupportedLinkError if tls in FOREIGN_TLS else LinkError
+    raise error(key, f"{value!r} is not supported by vtwist (expected tls or empty)")
 
 
 def header(net: str, value: str, key: str) -> str:

@@ -24,23 +24,14 @@ import binascii
 import json
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode
+from urllib.parse import unquote
 
 from vtwist.share import fields
-from vtwist.share.errors import LinkError, UnsupportedTransportError
-from vtwist.share.fields import join_list, split_list
-from vtwist.transport import registry
-from vtwist.transport.linkfields import LinkFields
+from vtwist.share.errors import LinkError
+from vtwist.share.stream import Stream
+from vtwist.share.url import join_url, split_url
 
 SCHEME = "vmess://"
-
-
-def _fields(net: str) -> LinkFields:
-    """The link fields of a network links can use, else UnsupportedTransportError."""
-    link_fields = fields.network_fields(net)
-    if link_fields is None:
-        raise UnsupportedTransportError(net)
-    return link_fields
 
 
 @dataclass(frozen=True)
@@ -64,39 +55,27 @@ class VmessLink:
     allow_insecure: bool = False
     v: str = "2"
 
+    @property
+    def stream(self) -> Stream:
+        """The link's transport fields."""
+        return Stream(net=self.net, type=self.type, host=self.host, path=self.path,
+                      tls=self.tls, sni=self.sni, alpn=self.alpn,
+                      allow_insecure=self.allow_insecure, fp=self.fp)
+
     # -- canonical form ---------------------------------------------------
     def canonical(self) -> VmessLink:
         """The same link with fields that carry no meaning for its transport cleared.
 
         Raises :class:`UnsupportedTransportError` for h2/quic/grpc.
         """
-        link_fields = _fields(self.net)
-        header, host, path = link_fields.canonical(self.type, self.host, self.path)
-        tls, sni, alpn, insecure = self.tls, self.sni, self.alpn, self.allow_insecure
-        if tls:
-            if not sni and host:
-                sni = link_fields.sni(host)
-            alpn = join_list(split_list(alpn))
-        else:
-            sni, alpn, insecure = "", "", False
-        return replace(self, v="2", type=header, host=host, path=path, sni=sni, alpn=alpn,
-                       allow_insecure=insecure, fp="")
+        stream = self.stream.canonical()
+        return replace(self, v="2", type=stream.type, host=stream.host, path=stream.path,
+                       sni=stream.sni, alpn=stream.alpn,
+                       allow_insecure=stream.allow_insecure, fp="")
 
     def ignored(self) -> list[str]:
         """Notes on fields this link sets that its outbound cannot use (for warnings)."""
-        link = self.canonical()
-        notes = []
-        if self.fp:
-            notes.append(f"fp {self.fp!r}: V2Ray 4.34 has no TLS fingerprint setting; ignored")
-        for name in ("host", "path", "sni", "alpn"):
-            if getattr(self, name) and not getattr(link, name):
-                notes.append(f"{name} {getattr(self, name)!r} means nothing for "
-                             f"{self.net}{'+tls' if self.tls else ''}; ignored")
-        if self.type != link.type:
-            notes.append(f"type {self.type!r} means nothing for {self.net}; ignored")
-        if self.allow_insecure and not link.allow_insecure:
-            notes.append("allowInsecure without tls; ignored")
-        return notes
+        return self.stream.ignored()
 
     # -- outbound ----------------------------------------------------------
     def to_outbound(self, tag: str | None = None) -> dict[str, Any]:
@@ -111,21 +90,7 @@ class VmessLink:
             "port": link.port,
             "users": [{"id": link.id, "alterId": link.aid, "security": link.scy, "level": 0}],
         }]}
-        stream: dict[str, Any] = {"network": link.net, "security": "tls" if link.tls else "none"}
-        network = registry.lookup(link.net)
-        settings = _fields(link.net).to_settings(link.type, link.host, link.path)
-        if settings is not None and network is not None and network.settings_key:
-            stream[network.settings_key] = settings
-        if link.tls:
-            tls: dict[str, Any] = {}
-            if link.sni:
-                tls["serverName"] = link.sni
-            if link.alpn:
-                tls["alpn"] = split_list(link.alpn)
-            if link.allow_insecure:
-                tls["allowInsecure"] = True
-            stream["tlsSettings"] = tls
-        outbound["streamSettings"] = stream
+        outbound["streamSettings"] = link.stream.to_settings()
         return outbound
 
     # -- emitting ------------------------------------------------------------
@@ -152,21 +117,9 @@ class VmessLink:
         if link.aid:
             raise LinkError("aid", "the URL form has no alterId (it is VMess AEAD only); "
                                    "use the base64 form")
-        query: dict[str, str] = {"type": link.net, "encryption": link.scy,
-                                 "security": "tls" if link.tls else "none"}
-        query.update(_fields(link.net).to_query(link.type, link.host, link.path))
-        if link.tls:
-            if link.sni:
-                query["sni"] = link.sni
-            if link.alpn:
-                query["alpn"] = link.alpn
-            if link.allow_insecure:
-                query["allowInsecure"] = "1"
-        host = f"[{link.add}]" if ":" in link.add else link.add
-        url = f"{SCHEME}{link.id}@{host}:{link.port}?{urlencode(query, quote_via=quote)}"
-        if link.ps:
-            url += "#" + quote(link.ps, safe="")
-        return url
+        query: dict[str, str] = {"type": link.net, "encryption": link.scy}
+        query.update(link.stream.to_query("net"))
+        return join_url("vmess", link.id, link.add, link.port, query, link.ps)
 
     @property
     def name(self) -> str:
@@ -226,43 +179,27 @@ def _parse_base64_form(body: str) -> VmessLink:
 
 
 def _parse_url_form(body: str) -> VmessLink:
-    rest, _, fragment = body.partition("#")
-    rest, _, query_text = rest.partition("?")
-    userinfo, _, hostport = rest.rpartition("@")
-    query = {k: v[-1] for k, v in parse_qs(query_text, keep_blank_values=True).items()}
-    if hostport.startswith("["):
-        host, sep, port_text = hostport[1:].partition("]")
-        if not sep or (port_text and not port_text.startswith(":")):
-            raise LinkError("add", f"malformed [IPv6] address in {hostport!r}")
-        port_text = port_text[1:]
-    else:
-        host, _, port_text = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
-    userinfo = unquote(userinfo)
-    data: dict[str, Any] = {"add": unquote(host), "port": port_text, "ps": unquote(fragment)}
+    parts = split_url(body, "add")
+    query = parts.query
+    userinfo = unquote(parts.userinfo)
+    data: dict[str, Any] = {"add": parts.host, "port": parts.port, "ps": parts.name}
     if ":" in userinfo:
         # v2rayN's variant: vmess://net[+tls]:uuid@host:port?type=<header>&path=...
         net_part, _, data["id"] = userinfo.partition(":")
         net, _, tls = net_part.partition("+")
         data.update(net=net, tls=tls, type=query.get("type", ""), host=query.get("host", ""),
                     path=query.get("path", ""))
-    else:
-        data.update(id=userinfo, net=query.get("type", ""), scy=query.get("encryption", ""),
-                    type=query.get("headerType", ""), host=query.get("host", ""),
-                    path=query.get("path", ""), tls=query.get("security", ""),
-                    sni=query.get("sni", ""), alpn=query.get("alpn", ""),
-                    fp=query.get("fp", ""), aid=query.get("alterId", query.get("aid", "")))
-        if query.get("allowInsecure"):
-            data["allowInsecure"] = query["allowInsecure"]
-        link_fields = fields.network_fields(fields.network(str(data["net"]), "type"))
-        if link_fields is not None:  # kcp: the path is the seed
-            data["path"] = link_fields.path_from_query(query)
-    try:
         return link_from_json(data)
+    stream = Stream.from_query(query)
+    data.update(id=userinfo, scy=query.get("encryption", ""),
+                aid=query.get("alterId", query.get("aid", "")))
+    try:
+        return replace(link_from_json(data), **{
+            name: getattr(stream, name) for name in (
+                "net", "type", "host", "path", "tls", "sni", "alpn", "allow_insecure", "fp")})
     except LinkError as e:
-        if e.field in ("net", "type", "scy", "tls"):
-            names = {"net": "type", "type": "headerType", "scy": "encryption", "tls": "security"}
-            if ":" not in userinfo:
-                raise LinkError(names[e.field], e.message) from None
+        if e.field == "scy":
+            raise LinkError("encryption", e.message) from None
         raise
 
 

@@ -1,4 +1,5 @@
-"""Subscriptions: a base64 list of share links, as v2rayN and friends serve them."""
+"""Subscriptions: a base64 list of share links (``vmess://``, ``vless://``, ``trojan://``,
+``ss://`` mixed), as v2rayN and friends serve them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import base64
 import binascii
 from typing import Any
 
-from vtwist.share import fields
-from vtwist.share.errors import LinkError, Warn, default_warn
-from vtwist.share.link import VmessLink, parse_link
+from vtwist.config import registry
+from vtwist.share import fields, schemes
+from vtwist.share.errors import (
+    LinkError,
+    UnsupportedLinkError,
+    UnsupportedTransportError,
+    Warn,
+    default_warn,
+)
+from vtwist.share.schemes import ShareLink
 
 
 def decode_subscription(text: str) -> list[str]:
@@ -23,24 +31,43 @@ def decode_subscription(text: str) -> list[str]:
     return decoded.splitlines()
 
 
-def parse_subscription(text: str, warn: Warn | None = None) -> list[VmessLink]:
-    """All usable vmess links of a subscription; other lines are skipped with a warning."""
+def _skip_reason(error: LinkError) -> str:
+    if isinstance(error, UnsupportedTransportError):
+        return "unsupported network"
+    if isinstance(error, UnsupportedLinkError):
+        return "unsupported"
+    return "malformed"
+
+
+def parse_subscription(text: str, warn: Warn | None = None) -> list[ShareLink]:
+    """Every link of a subscription that vtwist can run, in order (any registered scheme).
+
+    Each other line is skipped with one warning saying why: not a link, an unknown scheme,
+    an unsupported network (or cipher, plugin, flow ...), or a malformed link.
+    """
     warn = warn or default_warn
-    links: list[VmessLink] = []
+    links: list[ShareLink] = []
     for number, line in enumerate(decode_subscription(text), 1):
         line = line.strip()
         if not line:
             continue
-        scheme = line.partition("://")[0].lower() if "://" in line else ""
-        if scheme != "vmess":
-            what = f"a {scheme}:// link" if scheme else "not a link"
-            warn(f"subscription line {number}: skipped, {what} (vtwist reads vmess:// only)")
+        where = f"subscription line {number}: skipped"
+        scheme = schemes.scheme_of(line)
+        if not scheme:
+            warn(f"{where} (not a link)")
+            continue
+        if schemes.lookup(scheme) is None:
+            warn(f"{where} (unknown scheme {scheme}://; vtwist reads {schemes.listing()})")
             continue
         try:
-            link = parse_link(line)
+            link = schemes.parse_link(line)
             link.canonical()
         except LinkError as e:
-            warn(f"subscription line {number}: skipped, {e}")
+            warn(f"{where} ({_skip_reason(e)}): {e}")
+            continue
+        protocol = link.to_outbound()["protocol"]
+        if protocol not in registry.OUTBOUND_MODULES:
+            warn(f"{where} (unsupported protocol): vtwist has no {protocol} outbound yet")
             continue
         links.append(link)
     return links
@@ -61,7 +88,7 @@ def subscription_outbounds(text: str, warn: Warn | None = None) -> list[dict[str
 def pick_outbound(outbounds: list[dict[str, Any]], pick: str | None) -> dict[str, Any]:
     """The outbound named ``pick`` (its tag; or a 1-based index), else the first."""
     if not outbounds:
-        raise LinkError("links", "no usable vmess links", "invalid subscription")
+        raise LinkError("links", "no usable links", "invalid subscription")
     if pick is None:
         return outbounds[0]
     for ob in outbounds:

@@ -1,6 +1,9 @@
 """What a share link's ``type``, ``host`` and ``path`` mean for each network (sans-IO).
 
-A vmess link carries a network's settings in three loose fields. Each network that links
+A share link (``vmess://`` in both forms, ``vless://``, ``trojan://``) carries a network's
+settings in three loose fields; the query-string forms name them ``headerType``, ``host``
+and ``path`` (``seed`` for mKCP), as :meth:`LinkFields.to_query` and
+:meth:`LinkFields.fields_from_query` say. Each network that links
 can name has a :class:`LinkFields` (its registry entry's ``link_fields``) saying how those
 fields map to and from its ``*Settings`` object, so the share-link code has no per-network
 branches:
@@ -137,6 +140,11 @@ class LinkFields:
     def path_from_query(self, query: dict[str, str]) -> str:
         """The link's ``path`` from the URL form's query."""
         return query.get("seed" if self.path_is_seed else "path", "")
+
+    def fields_from_query(self, query: dict[str, str]) -> Fields:
+        """(type, host, path) as the URL form's query gives them (the inverse of
+        :meth:`to_query`; not validated): ``headerType``, ``host``, ``path`` or ``seed``."""
+        return query.get("headerType", ""), query.get("host", ""), self.path_from_query(query)
 
 
 class TCPLinkFields(LinkFields):
