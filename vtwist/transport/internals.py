@@ -4,6 +4,8 @@
   (64 KiB). A relay would then pause and resume the other side on nearly every read, so
   :func:`raise_write_high_water` lets the socket buffer more before it pushes back.
 - ``IOpenSSLTrustRoot`` is a public interface that lives in a private module.
+- The splice relay (:mod:`vtwist.tunnel.splice`) takes a socket over from its transport only
+  when :func:`idle_plain_tcp` says nothing is buffered or half-closed there.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.tcp import Connection
 
-__all__ = ["IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "raise_write_high_water"]
+__all__ = ["IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "idle_plain_tcp", "raise_write_high_water"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
@@ -35,3 +37,16 @@ def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> Non
             transport, "transport", None)
         if transport is None:
             return
+
+
+def idle_plain_tcp(transport: Any) -> bool:
+    """Whether ``transport`` is a plain TCP connection (no TLS, no wrapping layer) that is
+    open both ways and has nothing waiting in its write buffer: its socket can be handed to
+    a kernel-to-kernel relay without reordering or losing a byte."""
+    if not isinstance(transport, Connection) or transport.TLS:
+        return False
+    if not transport.connected or transport.disconnecting:
+        return False
+    if transport._writeDisconnecting or transport._writeDisconnected:
+        return False
+    return len(transport.dataBuffer) == transport.offset and transport._tempDataLen == 0

@@ -11,6 +11,9 @@ direction keeps flowing) and :meth:`Relay.lost`.
 arrives before it is attached to a relay. The tunnel service (:mod:`vtwist.tunnel.stream`)
 builds relays; inbounds report their side's events to their tunnel.
 
+Where both transports are plain TCP sockets, the relay moves onto a kernel-to-kernel splice
+once their write buffers are empty (:mod:`vtwist.tunnel.splice`); the interface stays the same.
+
 Timeouts follow V2Ray's policy: ``connIdle`` while both directions are open, ``downlinkOnly``
 after the uplink finished, ``uplinkOnly`` after the downlink finished, with V2Ray's activity
 timer (:mod:`vtwist.tunnel.activity`).
@@ -19,7 +22,7 @@ timer (:mod:`vtwist.tunnel.activity`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -31,6 +34,10 @@ from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
 from vtwist.transport.internals import raise_write_high_water
 from vtwist.tunnel.activity import ActivityTimer
 from vtwist.tunnel.held import HeldInput
+from vtwist.tunnel.splice import offer_splice
+
+if TYPE_CHECKING:
+    from vtwist.tunnel.splice import Splicer
 
 INBOUND = 0
 OUTBOUND = 1
@@ -50,11 +57,15 @@ class Relay:
         self.eofs = [False, False]
         self.finished = False
         self.bytes = [0, 0]  # bytes received from each side
+        #: set while the bytes move by splice instead of through the protocols
+        self.splice: Splicer | None = None
         for transport in self.transports:
             raise_write_high_water(transport)
         outbound.registerProducer(inbound, True)
         inbound.registerProducer(outbound, True)
         self.activity = ActivityTimer(clock, policy.conn_idle, self._idle)
+        if isinstance(getattr(outbound, "protocol", None), RelayProtocol):
+            offer_splice(self, clock)  # a plain TCP outbound: maybe kernel-to-kernel
 
     # -- events from the protocols ------------------------------------------------
     def received(self, side: int, data: bytes) -> None:
@@ -80,7 +91,9 @@ class Relay:
         self.eofs[side] = True
         other = self.transports[1 - side]
         half_close = getattr(other, "loseWriteConnection", None)
-        if half_close is not None:
+        if self.splice is not None and self.splice.running:
+            pass  # the splicer shut the socket's write side itself
+        elif half_close is not None:
             half_close()  # e.g. VMess sends its end-of-stream chunk, TCP a FIN
         if all(self.eofs):
             self.finish()
@@ -100,6 +113,8 @@ class Relay:
             return
         self.finished = True
         self.activity.cancel()
+        if self.splice is not None:
+            self.splice.stop()
         for transport in self.transports:
             try:
                 transport.unregisterProducer()

@@ -1,0 +1,405 @@
+"""Zero-copy relay: two plain TCP sockets joined kernel-to-kernel with ``os.splice``.
+
+When both transports of a :class:`~vtwist.tunnel.relay.Relay` are plain TCP connections
+(no TLS, no wrapping layer: the bytes pass unchanged, e.g. SOCKS/HTTP CONNECT/dokodemo to
+freedom), :func:`offer_splice` moves the relay onto a :class:`Splicer`: each direction gets
+a pipe, and bytes go socket → pipe → socket with ``os.splice`` without entering Python.
+
+Twisted stays in charge of readiness. The transports stop reading and writing, and one
+small descriptor per socket (:class:`SocketEnd`, an ``IReadDescriptor`` and
+``IWriteDescriptor`` on the same fd) is registered with the reactor instead; the reactor
+keeps one selectable per fd, so the transport and its end are never registered together.
+
+- **Order.** The switch happens only once neither transport has anything in its write
+  buffer (held or early bytes, a write in flight): until then the relay runs as usual, with
+  both sides paused so the buffers drain. Every byte written before is then in the kernel.
+- **Backpressure.** A direction reads its source only while its pipe is empty; when the
+  destination takes less than the pipe holds (``EAGAIN``), the source stops reading and the
+  destination waits for writability. At most one pipe (:data:`PIPE_SIZE`) per direction is
+  in flight.
+- **Half-close.** End of stream on a source (after its pipe drained) shuts the destination's
+  write side (``SHUT_WR``) and reports :meth:`Relay.eof`, which keeps V2Ray's timers.
+- **Timers and counters.** Every splice marks ``relay.activity.active`` and adds to
+  ``relay.bytes``.
+- **Closing.** :meth:`Relay.finish` calls :meth:`Splicer.stop` first: ends unregistered,
+  pipes closed (after one last non-blocking drain), the transports handed back, then closed
+  by Twisted as usual, so ``connectionLost`` reaches both protocols. A ``loseConnection`` or
+  ``abortConnection`` from elsewhere (an inbound closing all its connections) is routed the
+  same way while the splice runs.
+
+Anything that cannot splice (another platform, no ``os.splice``, TLS, a transformed stream,
+a reactor without ``IReactorFDSet``, a pipe that cannot be made) keeps the normal relay.
+``VTWIST_SPLICE=0`` in the environment turns splicing off.
+
+An inbound that hands its raw TCP transport to the tunnel promises that the bytes after its
+handshake pass unchanged (SOCKS, HTTP CONNECT, dokodemo-door, Trojan); inbounds that
+transform the stream hand over a wrapping transport (VMess, Shadowsocks) and never splice.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor, IWriteDescriptor
+from twisted.internet.tcp import Connection
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vtwist.transport.internals import idle_plain_tcp
+
+if TYPE_CHECKING:
+    from vtwist.tunnel.relay import Relay
+
+log = Logger(namespace="vtwist.splice")
+
+#: Bytes one pipe holds (``F_SETPIPE_SZ``; the kernel rounds up to pages). One read moves at
+#: most this much, and it is all a direction keeps in flight.
+PIPE_SIZE = 256 * 1024
+
+#: A readable socket moves at most this many bytes per reactor event, so one busy relay
+#: cannot starve the others.
+ROUND_LIMIT = 4 * PIPE_SIZE
+
+#: How long the switch waits between checks for empty write buffers (grows to the last).
+SWITCH_DELAYS = (0.0, 0.001, 0.005, 0.02, 0.05)
+
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
+                   errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EBADF})
+
+
+@dataclass
+class SpliceStats:
+    """Process-wide counters (tests and benchmarks read them)."""
+
+    #: relays that switched to splicing
+    started: int = 0
+    #: relays whose transports could not splice (or whose setup failed)
+    declined: int = 0
+    #: bytes moved by splice, both directions
+    bytes: int = 0
+    #: splicers not yet stopped (pipes open)
+    live: int = 0
+
+
+stats = SpliceStats()
+
+
+def enabled() -> bool:
+    """Whether this platform can splice (Linux, Python 3.10+) and the environment allows it."""
+    return (sys.platform.startswith("linux") and hasattr(os, "splice")
+            and os.environ.get("VTWIST_SPLICE", "1") != "0")
+
+
+def offer_splice(relay: Relay, reactor: Any) -> None:
+    """Move ``relay`` onto a :class:`Splicer` once its transports allow it, or leave it."""
+    if not enabled() or not IReactorFDSet.providedBy(reactor):
+        return
+    if not all(_plain_tcp(t) for t in relay.transports):
+        stats.declined += 1
+        return
+    # Not now: the relay's builder replays held input into it right after construction.
+    reactor.callLater(0, _Switch(relay, reactor).check)
+
+
+def _plain_tcp(transport: Any) -> bool:
+    """A plain TCP connection (it may have bytes buffered right now)."""
+    return isinstance(transport, Connection) and not transport.TLS
+
+
+class _Switch:
+    """Waits for both write buffers to drain (reading paused), then starts the splicer."""
+
+    def __init__(self, relay: Relay, reactor: Any) -> None:
+        self.relay = relay
+        self.reactor = reactor
+        self.tries = 0
+        self.paused = False
+
+    def check(self) -> None:
+        relay = self.relay
+        if relay.finished or any(relay.eofs) or relay.splice is not None:
+            self._resume()
+            return
+        transports = relay.transports
+        if all(idle_plain_tcp(t) for t in transports):
+            splicer = Splicer(relay, self.reactor)
+            try:
+                splicer.start()
+            except OSError as e:
+                log.info("splice setup failed, relaying as usual: {e}", e=e)
+                stats.declined += 1
+                splicer.stop()
+                self._resume()
+            return
+        if not all(_plain_tcp(t) and t.connected and not t.disconnecting for t in transports):
+            stats.declined += 1
+            self._resume()
+            return
+        if not self.paused:  # let the buffers drain without new bytes entering them
+            self.paused = True
+            for t in transports:
+                t.pauseProducing()
+        delay = SWITCH_DELAYS[min(self.tries, len(SWITCH_DELAYS) - 1)]
+        self.tries += 1
+        self.reactor.callLater(delay, self.check)
+
+    def _resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            for t in self.relay.transports:
+                if t.connected and not t.disconnecting:
+                    t.resumeProducing()
+
+
+@implementer(IReadDescriptor, IWriteDescriptor)
+class SocketEnd:
+    """One socket of a splicer, registered with the reactor in its transport's place."""
+
+    __slots__ = ("splicer", "side", "transport", "fd", "reading", "writing")
+
+    def __init__(self, splicer: Splicer, side: int, transport: Any) -> None:
+        self.splicer = splicer
+        self.side = side
+        self.transport = transport
+        self.fd: int = transport.fileno()
+        self.reading = False
+        self.writing = False
+
+    def fileno(self) -> int:
+        """The socket's descriptor, or -1 once the transport closed it."""
+        try:
+            return int(self.transport.fileno())
+        except (AttributeError, OSError, ValueError):
+            return -1
+
+    def doRead(self) -> None:
+        """Bytes (or the end) arrived on this socket."""
+        self.splicer.readable(self.side)
+
+    def doWrite(self) -> None:
+        """This socket can take more."""
+        self.splicer.writable(self.side)
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The reactor dropped this descriptor (an error, a hang-up, or shutdown)."""
+        self.reading = self.writing = False
+        self.splicer.endLost(self.side, reason)
+
+    def logPrefix(self) -> str:
+        """For the reactor's log lines."""
+        return "splice"
+
+    def startReading(self) -> None:
+        """Ask the reactor for readability."""
+        if not self.reading:
+            self.reading = True
+            self.splicer.reactor.addReader(self)
+
+    def stopReading(self) -> None:
+        """Stop asking for readability."""
+        if self.reading:
+            self.reading = False
+            self.splicer.reactor.removeReader(self)
+
+    def startWriting(self) -> None:
+        """Ask the reactor for writability."""
+        if not self.writing:
+            self.writing = True
+            self.splicer.reactor.addWriter(self)
+
+    def stopWriting(self) -> None:
+        """Stop asking for writability."""
+        if self.writing:
+            self.writing = False
+            self.splicer.reactor.removeWriter(self)
+
+
+class _Pipe:
+    """One direction: bytes from side ``src`` to the other side through a pipe."""
+
+    __slots__ = ("src", "rfd", "wfd", "pending", "eof", "shut")
+
+    def __init__(self, src: int) -> None:
+        self.src = src
+        self.rfd = self.wfd = -1
+        self.pending = 0  # bytes in the pipe
+        self.eof = False  # the source ended
+        self.shut = False  # the destination's write side is shut
+
+    def open(self) -> None:
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # a per-user pipe quota: the default 64 KiB still works
+            pass
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            if fd >= 0:
+                os.close(fd)
+        self.rfd = self.wfd = -1
+
+
+class Splicer:
+    """Moves a relay's bytes between its two TCP sockets through two pipes."""
+
+    def __init__(self, relay: Relay, reactor: Any) -> None:
+        self.relay = relay
+        self.reactor = reactor
+        self.ends = [SocketEnd(self, side, t) for side, t in enumerate(relay.transports)]
+        self.pipes = [_Pipe(0), _Pipe(1)]
+        self.running = False
+        self.stopped = False
+
+    # -- setup and teardown ---------------------------------------------------------------
+    def start(self) -> None:
+        """Open the pipes, take both sockets from their transports, start reading."""
+        for pipe in self.pipes:
+            pipe.open()
+        relay = self.relay
+        for end in self.ends:
+            t = end.transport
+            t.unregisterProducer()
+            t.stopReading()
+            t.stopWriting()
+            t.loseConnection = self._loseConnection
+            t.abortConnection = self._aborter(end)
+        relay.splice = self
+        self.running = True
+        stats.started += 1
+        stats.live += 1
+        for end in self.ends:
+            end.startReading()
+
+    def stop(self) -> None:
+        """Hand the sockets back to their transports and close the pipes (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        was_running, self.running = self.running, False
+        for pipe in self.pipes:
+            if pipe.pending and not pipe.shut:
+                self._drain_once(pipe)
+        for end in self.ends:
+            t = end.transport
+            for name in ("loseConnection", "abortConnection"):
+                t.__dict__.pop(name, None)
+            if t.connected and not t.disconnecting:
+                end.stopReading()
+                end.stopWriting()
+            end.reading = end.writing = False
+        for pipe in self.pipes:
+            pipe.close()
+        if was_running:
+            stats.live -= 1
+
+    def _loseConnection(self) -> None:
+        """A transport's ``loseConnection`` while spliced: the relay ends gracefully."""
+        self.relay.finish()
+
+    def _aborter(self, end: SocketEnd) -> Any:
+        def abortConnection() -> None:
+            self.stop()
+            end.transport.abortConnection()
+        return abortConnection
+
+    # -- events from the reactor ----------------------------------------------------------
+    def readable(self, side: int) -> None:
+        """``side``'s socket has bytes or its end: move them towards the other side."""
+        pipe = self.pipes[side]
+        src = self.ends[side].fd
+        relay = self.relay
+        moved = 0
+        while self.running and pipe.pending == 0 and moved < ROUND_LIMIT:
+            try:
+                n = os.splice(src, pipe.wfd, PIPE_SIZE, flags=_FLAGS)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self._gone(side, e)
+                return
+            if n == 0:
+                pipe.eof = True
+                self.ends[side].stopReading()
+                self._shut(pipe)
+                return
+            moved += n
+            pipe.pending = n
+            relay.bytes[side] += n
+            relay.activity.active = True
+            stats.bytes += n
+            if not self._flush(pipe):
+                return
+
+    def writable(self, side: int) -> None:
+        """``side``'s socket can take more: drain the pipe flowing into it."""
+        pipe = self.pipes[1 - side]
+        if pipe.pending and not self._flush(pipe):
+            return
+        if not self.running:
+            return
+        self.ends[side].stopWriting()
+        if pipe.eof:
+            self._shut(pipe)
+        else:
+            self.ends[pipe.src].startReading()
+
+    def endLost(self, side: int, reason: Failure) -> None:
+        """The reactor dropped ``side``'s descriptor: the relay loses that side."""
+        if self.running:
+            self.relay.lost(side, reason)
+
+    # -- moving bytes ---------------------------------------------------------------------
+    def _flush(self, pipe: _Pipe) -> bool:
+        """Empty ``pipe`` into its destination; False when it must wait (or failed)."""
+        dst_side = 1 - pipe.src
+        dst = self.ends[dst_side].fd
+        while pipe.pending:
+            try:
+                n = os.splice(pipe.rfd, dst, pipe.pending, flags=_FLAGS)
+            except BlockingIOError:
+                self.ends[pipe.src].stopReading()  # backpressure: wait for the destination
+                self.ends[dst_side].startWriting()
+                return False
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self._gone(dst_side, e)
+                return False
+            pipe.pending -= n
+        return True
+
+    def _shut(self, pipe: _Pipe) -> None:
+        """The source ended: once its pipe is empty, half-close the destination."""
+        if pipe.pending or pipe.shut or not self.running:
+            return
+        pipe.shut = True
+        try:
+            self.ends[1 - pipe.src].transport.getHandle().shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the peer is gone; its own read or write will tell
+        self.relay.eof(pipe.src)
+
+    def _drain_once(self, pipe: _Pipe) -> None:
+        """One last non-blocking attempt to deliver what a pipe still holds."""
+        try:
+            pipe.pending -= os.splice(pipe.rfd, self.ends[1 - pipe.src].fd, pipe.pending,
+                                      flags=_FLAGS)
+        except OSError:
+            pass
+
+    def _gone(self, side: int, error: OSError) -> None:
+        """A splice on ``side``'s socket failed: that side's connection is lost."""
+        if error.errno not in _GONE:
+            log.info("splice on side {side} failed: {e}", side=side, e=error)
+        self.relay.lost(side, Failure(error))
