@@ -1,4 +1,5 @@
-"""Suite ``chain`` (issue 3): SOCKS5 -> VMess client ═ TCP ═ VMess server -> freedom -> sink."""
+"""Suite ``chain`` (issues 3, 13): SOCKS5 -> VMess or Shadowsocks client ═ TCP ═ server ->
+freedom -> sink."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def chain_metrics(ctx: Context, total: int, stream_counts: tuple[int, ...]) -> l
 
 
 def groups(ctx: Context) -> list[Group]:
-    """vtwist<->vtwist beside V2Ray<->V2Ray, for aes-128-gcm and none."""
+    """vtwist<->vtwist beside V2Ray<->V2Ray: VMess aes-128-gcm and none, Shadowsocks
+    aes-128-gcm."""
     total = (4 if ctx.quick else 128) * MB
     counts = (1, 8) if ctx.quick else (1, 8, 64)
     result = []
@@ -34,4 +36,15 @@ def groups(ctx: Context) -> list[Group]:
              Chain("v2ray", security, f"vmess-{security}")],
             chain_metrics(ctx, total, counts),
             ["target: single-stream throughput >= 0.5x V2Ray"]))
+    method = "aes-128-gcm"
+    result.append(Group(
+        "chain", f"SOCKS5 -> Shadowsocks/TCP ({method}) -> Shadowsocks -> freedom, "
+                 f"{total // MB} MB each way",
+        [Chain("vtwist", method, f"shadowsocks-{method}", protocol="shadowsocks"),
+         *baseline(ctx, lambda env: Chain(  # type: ignore[misc]
+             "vtwist", method, f"shadowsocks-{method}", name="vtwist@base", env=env,
+             protocol="shadowsocks")),
+         Chain("v2ray", method, f"shadowsocks-{method}", protocol="shadowsocks")],
+        chain_metrics(ctx, total, counts),
+        ["target: single-stream throughput >= 1.0x V2Ray"]))
     return result

@@ -71,6 +71,53 @@ def vmess_server(port: int, access_path: str,
     return {"log": log_section(access_path), "inbounds": [inbound], "outbounds": [freedom()]}
 
 
+SS_PASSWORD = "vtwist-bench-password"
+
+
+def shadowsocks_client(socks_port: int, server_port: int, method: str, access_path: str,
+                       stream: dict[str, Any] | None = None,
+                       server_address: str = "127.0.0.1") -> dict[str, Any]:
+    """SOCKS5 in, Shadowsocks (``method``) out to ``server_address:server_port``."""
+    out: dict[str, Any] = {
+        "tag": "ss-out", "protocol": "shadowsocks",
+        "settings": {"servers": [{"address": server_address, "port": server_port,
+                                  "method": method, "password": SS_PASSWORD}]},
+    }
+    if stream:
+        out["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [socks_inbound(socks_port)],
+            "outbounds": [out]}
+
+
+def shadowsocks_server(port: int, method: str, access_path: str,
+                       stream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Shadowsocks (``method``) in on 127.0.0.1:``port``, freedom out."""
+    inbound: dict[str, Any] = {
+        "tag": "ss-in", "listen": "127.0.0.1", "port": port, "protocol": "shadowsocks",
+        "settings": {"method": method, "password": SS_PASSWORD},
+    }
+    if stream:
+        inbound["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [inbound], "outbounds": [freedom()]}
+
+
+def chain_server(protocol: str, port: int, security: str, access_path: str,
+                 stream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The server config of a ``chain`` case: ``protocol`` in (``security`` is its cipher
+    where the server has one), freedom out."""
+    if protocol == "shadowsocks":
+        return shadowsocks_server(port, security, access_path, stream)
+    return vmess_server(port, access_path, stream)
+
+
+def chain_client(protocol: str, socks_port: int, server_port: int, security: str,
+                 access_path: str, stream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The client config of a ``chain`` case: SOCKS5 in, ``protocol`` out."""
+    if protocol == "shadowsocks":
+        return shadowsocks_client(socks_port, server_port, security, access_path, stream)
+    return vmess_client(socks_port, server_port, security, access_path, stream)
+
+
 def kcp_stream(header: str = "none", seed: str | None = None,
                **kcp: Any) -> dict[str, Any]:
     """``streamSettings`` for mKCP with ``kcpSettings`` overrides."""

@@ -120,7 +120,8 @@ Middle = Callable[[ProcessGroup, int], tuple[Proc | None, int]]
 
 
 class Chain(Setup):
-    """SOCKS5 -> client (VMess out) -> [middle relay] -> server (VMess in) -> freedom.
+    """SOCKS5 -> client (``protocol`` out: vmess, shadowsocks) -> [middle relay] -> server
+    (``protocol`` in) -> freedom.
 
     ``client_stream`` / ``server_stream`` are the two ``streamSettings``; ``middle``, when
     given, starts something between them (the UDP impairment relay) and returns the port the
@@ -132,8 +133,10 @@ class Chain(Setup):
                  client_stream: dict[str, Any] | None = None,
                  server_stream: dict[str, Any] | None = None,
                  middle: Middle | None = None, server_tcp: bool = True,
-                 name: str | None = None, env: dict[str, str] | None = None) -> None:
+                 name: str | None = None, env: dict[str, str] | None = None,
+                 protocol: str = "vmess") -> None:
         super().__init__(name or impl, impl, env)
+        self.protocol = protocol
         self.security = security
         self.variant = variant
         self.client_stream = client_stream
@@ -145,8 +148,9 @@ class Chain(Setup):
         """Server first, then the optional middle, then the client."""
         server_port = free_port(socket.SOCK_STREAM if self.server_tcp else socket.SOCK_DGRAM)
         tag = f"{self.variant}-{self.tag}"
-        spath = group.write_config(f"{tag}-server", configs.vmess_server(
-            server_port, str(group.workdir / f"{tag}-server-access.log"), self.server_stream))
+        spath = group.write_config(f"{tag}-server", configs.chain_server(
+            self.protocol, server_port, self.security,
+            str(group.workdir / f"{tag}-server-access.log"), self.server_stream))
         server = group.spawn(f"{tag}-server", impl_argv(self.family, spath), env=self.env)
         self.procs = [server]
         if self.server_tcp:
@@ -157,8 +161,8 @@ class Chain(Setup):
         if self.middle is not None:
             _relay, dial = self.middle(group, server_port)  # the group owns (and stops) it
         self.socks_port = free_port()
-        cpath = group.write_config(f"{tag}-client", configs.vmess_client(
-            self.socks_port, dial, self.security,
+        cpath = group.write_config(f"{tag}-client", configs.chain_client(
+            self.protocol, self.socks_port, dial, self.security,
             str(group.workdir / f"{tag}-client-access.log"), self.client_stream))
         client = group.spawn(f"{tag}-client", impl_argv(self.family, cpath), env=self.env)
         self.procs = [client, server]
