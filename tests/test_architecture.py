@@ -94,6 +94,8 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/proxy/fallback/settings.py",
     "vtwist/proxy/fallback/choose.py",
     "vtwist/proxy/fallback/proxyheader.py",
+    "vtwist/proxy/vless/codec.py",
+    "vtwist/proxy/vless/settings.py",
     "vtwist/transport/__init__.py",
     "vtwist/transport/registry.py",
     "vtwist/transport/settings.py",

@@ -29,6 +29,7 @@ INBOUND_MODULES = {
     "dokodemo-door": "vtwist.proxy.dokodemo.settings",
     "shadowsocks": "vtwist.proxy.shadowsocks.inbound",
     "trojan": "vtwist.proxy.trojan.inbound",
+    "vless": "vtwist.proxy.vless.inbound",
 }
 
 OUTBOUND_MODULES = {
@@ -39,6 +40,7 @@ OUTBOUND_MODULES = {
     "http": "vtwist.proxy.http.outbound_settings",
     "shadowsocks": "vtwist.proxy.shadowsocks.settings",
     "trojan": "vtwist.proxy.trojan.settings",
+    "vless": "vtwist.proxy.vless.settings",
 }
 
 

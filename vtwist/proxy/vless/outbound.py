@@ -1,0 +1,58 @@
+"""The ``vless`` outbound at run time: TCP through :class:`VLESSClientEndpoint`, UDP as VLESS
+UDP connections (one per destination, length-prefixed datagrams)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from zope.interface import implementer
+
+from vtwist.address import Destination
+from vtwist.interfaces import IOutbound
+from vtwist.proxy.vless.client import VLESSClientEndpoint
+from vtwist.proxy.vless.codec import CMD_TCP, CMD_UDP
+from vtwist.proxy.vless.settings import VLESSOutboundSettings, VLESSServer
+from vtwist.proxy.vmess.outbound import VMessPacketSession
+from vtwist.tunnel.dialer import direct_dialer
+
+
+@implementer(IOutbound)
+class VLESSOutbound:
+    """Sends traffic through VLESS servers (round robin over servers and their users)."""
+
+    def __init__(self, reactor: Any, tag: str, settings: VLESSOutboundSettings,
+                 stream: Any = None, dialer: Callable[[str, int], Any] | None = None) -> None:
+        self.reactor = reactor
+        self.tag = tag
+        self.settings = settings
+        self.stream = stream
+        #: ``(host, port) -> endpoint`` to a server: over ``stream``, or through another
+        #: outbound (proxySettings)
+        self.dialer = dialer or direct_dialer(reactor, stream)
+        self._choices = itertools.cycle([(s, u) for s in settings.servers for u in s.users])
+
+    def transportEndpoint(self, server: VLESSServer) -> Any:
+        """The endpoint that reaches ``server``."""
+        return self.dialer(server.address, server.port)
+
+    def endpointFor(self, destination: Destination) -> VLESSClientEndpoint:
+        """A VLESSClientEndpoint through the next server/user to ``destination`` (a VLESS
+        UDP connection for a udp destination)."""
+        server, account = next(self._choices)
+        command = CMD_UDP if destination.network == "udp" else CMD_TCP
+        return VLESSClientEndpoint(self.transportEndpoint(server), account, destination,
+                                   reactor=self.reactor, command=command)
+
+    def packetSession(self, onPacket: Callable[[bytes, Destination], None],
+                      onClose: Callable[[], None]) -> VMessPacketSession:
+        """A UDP session carried as VLESS UDP connections (the session logic is VMess's:
+        one connection per destination, datagrams queued while it connects)."""
+        return VMessPacketSession(self, onPacket, onClose)  # type: ignore[arg-type]
+
+
+def build_outbound(outbound: Any, ctx: Any) -> VLESSOutbound:
+    """The registry's builder: a VLESSOutbound from its config."""
+    return VLESSOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
+                         ctx.dialer(outbound))
