@@ -1,0 +1,304 @@
+"""The Mux.Cool client: :class:`MuxPool` shares carriers between streams, and
+:class:`MuxClientEndpoint` is an ordinary ``IStreamClientEndpoint`` on top of it.
+
+A carrier is any stream endpoint that reaches a Mux.Cool server — for V2Ray, a VMess
+connection with command 3 to the special destination ``v1.mux.cool`` (``dial()`` makes one
+per carrier). As V2Ray 4.34's client (mux.md §4): a new stream joins the first carrier that
+is not full (``concurrency`` live sessions, or 128 in its life), else a new carrier opens; a
+carrier with no session closes after ``idle_timeout`` (16 s); the New frame waits up to
+100 ms for the stream's first bytes; data goes in frames of at most 8 KiB; a UDP
+destination is a UDP session (one datagram per frame). When the server drops a carrier its
+live streams fail and later streams open a fresh one.
+
+Fetching through a V2Ray server with mux::
+
+    pool = MuxPool(lambda: VMessClientEndpoint(server_ep, account, MUX_DESTINATION,
+                                               command=CMD_MUX), concurrency=8)
+    endpoint = MuxClientEndpoint(pool, Destination.tcp("example.com", 80))
+    d = endpoint.connect(factory)   # fires with factory's protocol over a mux session
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vtwist.address import Destination
+from vtwist.proxy.mux.connection import MuxConnection, MuxStream
+from vtwist.proxy.mux.frame import encode_address
+from vtwist.proxy.mux.sessions import MAX_SESSIONS
+from vtwist.reactors import resolve_reactor
+
+__all__ = ["DEFAULT_CONCURRENCY", "IDLE_TIMEOUT", "MuxClientEndpoint", "MuxPool"]
+
+log = Logger(namespace="vtwist.mux")
+
+DEFAULT_CONCURRENCY = 8
+#: A carrier without sessions closes after this long (4.34 checks every 16 s).
+IDLE_TIMEOUT = 16.0
+#: How long a new session's New frame waits for the stream's first bytes (4.34: 100 ms).
+FIRST_PAYLOAD_WAIT = 0.1
+
+
+class _Waiter:
+    __slots__ = ("destination", "factory", "deferred")
+
+    def __init__(self, destination: Destination, factory: Any) -> None:
+        self.destination = destination
+        self.factory = factory
+        self.deferred: Deferred[Any] = Deferred()
+
+
+class MuxCarrier(MuxConnection):
+    """One client carrier of a pool and the sessions on it."""
+
+    role = "mux client"
+
+    def __init__(self, pool: MuxPool) -> None:
+        super().__init__(pool.reactor)
+        self.pool = pool
+        self.waiters: list[_Waiter] = []
+        self.connecting = True
+        self.opened = 0
+        self._idle: Any = None
+        self.gone = False
+        self._goneWaiters: list[Deferred[None]] = []
+
+    def whenGone(self) -> Deferred[None]:
+        """Fires once the carrier's connection is closed (or never opened)."""
+        if self.gone:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._goneWaiters.append(d)
+        return d
+
+    def _setGone(self) -> None:
+        self.gone = True
+        waiters, self._goneWaiters = self._goneWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    @property
+    def full(self) -> bool:
+        """No room for another session (closed, 128 in its life, or ``concurrency`` active)."""
+        if self.closed or self.closing:
+            return True
+        waiting = len(self.waiters)
+        if self.opened + waiting >= self.pool.max_sessions:
+            return True
+        # As 4.34, a session stops counting once End went either way (a half-closed one
+        # may still be receiving).
+        active = sum(1 for s in self.sessions.live.values() if not (s.sentEnd or s.gotEnd))
+        return active + waiting >= self.pool.concurrency
+
+    closing = False
+
+    # -- opening ------------------------------------------------------------------------
+    def dial(self) -> None:
+        """Connect the carrier."""
+        d = self.pool.dial().connect(Factory.forProtocol(lambda: MuxCarrierProtocol(self)))
+        d.addErrback(self._dialFailed)
+
+    def _dialFailed(self, failure: Failure) -> None:
+        self.connecting = False
+        self.closed = True
+        self._setGone()
+        self.pool._remove(self)
+        log.info("mux: connection to the server failed: {why}", why=failure.getErrorMessage())
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            w.deferred.errback(failure)
+
+    def connected(self, transport: Any) -> None:
+        """The carrier is up: start the streams that waited for it."""
+        self.connecting = False
+        if self.closed:
+            transport.loseConnection()
+            return
+        self.attach(transport)
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            try:
+                proto = self._start(w.destination, w.factory)
+            except Exception:  # noqa: BLE001 - the factory's failure is the stream's
+                w.deferred.errback()
+            else:
+                w.deferred.callback(proto)
+        self._checkIdle()
+
+    def open(self, destination: Destination, factory: Any) -> Deferred[Any]:
+        """A stream to ``destination`` on this carrier (once it is up)."""
+        self._cancelIdle()
+        if self.connecting:
+            waiter = _Waiter(destination, factory)
+            self.waiters.append(waiter)
+            return waiter.deferred
+        try:
+            return succeed(self._start(destination, factory))
+        except Exception:  # noqa: BLE001
+            return fail()
+
+    def _start(self, destination: Destination, factory: Any) -> Any:
+        if self.closed:
+            raise ConnectionLost("the mux connection closed")
+        sid = self.sessions.allocate()
+        stream = MuxStream(self, sid, destination)
+        stream.pendingNew = True
+        self.sessions.add(sid, stream, udp=stream.udp)
+        self.opened += 1
+        proto = factory.buildProtocol(None)
+        if proto is None:
+            stream.loseConnection()
+            raise ConnectionLost("the protocol factory refused the connection")
+        stream.protocol = proto
+        proto.makeConnection(stream)
+        if stream.pendingNew and not stream.closed:
+            stream.newTimer = self.clock.callLater(FIRST_PAYLOAD_WAIT, self.flushNew, stream)
+        return proto
+
+    # -- closing ------------------------------------------------------------------------
+    def forget(self, stream: MuxStream) -> None:
+        """A session ended; an empty carrier starts its idle timer."""
+        super().forget(stream)
+        self._checkIdle()
+
+    def _checkIdle(self) -> None:
+        if self.closed or len(self.sessions) or self.waiters or self.connecting:
+            return
+        if self.opened >= self.pool.max_sessions:
+            self.close()  # used up: it takes no more sessions
+        elif self._idle is None:
+            self._idle = self.clock.callLater(self.pool.idle_timeout, self.close)
+
+    def _cancelIdle(self) -> None:
+        if self._idle is not None:
+            if self._idle.active():
+                self._idle.cancel()
+            self._idle = None
+
+    def close(self) -> None:
+        """Close the carrier (the VMess end-of-stream chunk, then TCP close)."""
+        self._idle = None
+        if self.closed:
+            return
+        self.closing = True
+        self.pool._remove(self)
+        self.lost(None)
+        if self.transport is not None:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def lost(self, reason: Failure | None = None) -> None:
+        """The carrier is gone: its streams fail, later streams get a fresh carrier."""
+        self._cancelIdle()
+        self.pool._remove(self)
+        super().lost(reason)
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            w.deferred.errback(reason or Failure(ConnectionLost("the mux connection closed")))
+
+
+@implementer(IHalfCloseableProtocol)
+class MuxCarrierProtocol(Protocol):
+    """The protocol on the carrier connection (over the VMess stream)."""
+
+    def __init__(self, carrier: MuxCarrier) -> None:
+        self.carrier = carrier
+
+    def connectionMade(self) -> None:
+        """Attach the carrier."""
+        self.carrier.connected(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Frames from the server."""
+        self.carrier.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        """The server ended the carrier: close it (its sessions end)."""
+        if self.carrier.endOfInput():
+            self.carrier.close()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do."""
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """The carrier connection is gone."""
+        if not self.carrier.closed and self.carrier.endOfInput():
+            self.carrier.lost(reason)
+        self.carrier._setGone()
+
+
+class MuxPool:
+    """Carriers shared by streams, as V2Ray's mux ClientManager.
+
+    ``dial()`` returns a fresh ``IStreamClientEndpoint`` to the mux server for each new
+    carrier. ``concurrency``: live sessions per carrier (1…1024); at most ``max_sessions``
+    in one carrier's life.
+    """
+
+    def __init__(self, dial: Callable[[], Any], concurrency: int = DEFAULT_CONCURRENCY, *,
+                 reactor: Any = None, max_sessions: int = MAX_SESSIONS,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+        if not 1 <= concurrency <= 1024:
+            raise ValueError(f"mux concurrency must be 1…1024, got {concurrency}")
+        self.dial = dial
+        self.concurrency = concurrency
+        self.reactor = resolve_reactor(reactor)
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self.carriers: list[MuxCarrier] = []
+        #: carriers opened so far
+        self.dialed = 0
+
+    def connect(self, destination: Destination, factory: Any) -> Deferred[Any]:
+        """A stream to ``destination`` on the first carrier with room, else a new one."""
+        for carrier in self.carriers:
+            if not carrier.full:
+                return carrier.open(destination, factory)
+        carrier = MuxCarrier(self)
+        self.carriers.append(carrier)
+        self.dialed += 1
+        d = carrier.open(destination, factory)
+        carrier.dial()
+        return d
+
+    def endpoint(self, destination: Destination) -> MuxClientEndpoint:
+        """An ``IStreamClientEndpoint`` to ``destination`` through this pool."""
+        return MuxClientEndpoint(self, destination)
+
+    def _remove(self, carrier: MuxCarrier) -> None:
+        if carrier in self.carriers:
+            self.carriers.remove(carrier)
+
+    def close(self) -> Deferred[Any]:
+        """Close every carrier; fires once their connections are gone."""
+        waits = [c.whenGone() for c in list(self.carriers)]
+        for carrier in list(self.carriers):
+            carrier.close()
+        return DeferredList(waits, consumeErrors=True)
+
+
+@implementer(IStreamClientEndpoint)
+class MuxClientEndpoint:
+    """Connect to ``destination`` as a session on one of ``pool``'s carriers (a udp
+    destination: a UDP session, each write one datagram, each ``dataReceived`` one reply)."""
+
+    def __init__(self, pool: MuxPool, destination: Destination) -> None:
+        self.pool = pool
+        self.destination = destination
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        """Fires with the protocol once its session is open."""
+        try:
+            encode_address(self.destination)
+        except ValueError as e:  # UnicodeEncodeError is a ValueError
+            return fail(ConnectError(f"Mux.Cool cannot carry {self.destination}: {e}"))
+        return self.pool.connect(self.destination, protocolFactory)

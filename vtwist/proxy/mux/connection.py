@@ -1,0 +1,438 @@
+"""One Mux.Cool carrier and its sessions as Twisted transports (shared by server and client).
+
+:class:`MuxConnection` owns the carrier transport (the decoded VMess stream): it parses the
+frames arriving on it and writes every session's frames whole, in order, into it.
+:class:`MuxStream` is one session presented as an ordinary Twisted transport, so the relay,
+``twisted.web`` or any protocol runs over it unchanged.
+
+Flow control, as V2Ray 4.34 (Mux.Cool has no per-session window; mux.md §6):
+
+- *Towards the carrier*: the connection is the one push producer registered on the carrier;
+  when the carrier's buffer fills it pauses every session's producer (the targets, or the
+  applications), and resumes them all on drain.
+- *From the carrier*: a session whose consumer paused it still gets what was already framed,
+  but once it holds more than :data:`SESSION_BUFFER` bytes past the pause the whole carrier
+  stops reading until that session drains. This is head-of-line blocking, as in 4.34: one
+  stalled reader stops the carrier's other sessions, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableDescriptor,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ITransport,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vtwist.address import Destination
+from vtwist.proxy.mux.frame import (
+    END,
+    KEEP,
+    MAX_UDP_DATA,
+    NEW,
+    Frame,
+    FrameDecoder,
+    MuxError,
+    encode_end,
+    encode_keep,
+    encode_new,
+    split_stream,
+)
+from vtwist.proxy.mux.sessions import SessionTable
+from vtwist.transport.internals import raise_write_high_water
+
+log = Logger(namespace="vtwist.mux")
+
+#: Bytes a paused session may still receive before the whole carrier stops reading.
+SESSION_BUFFER = 256 * 1024
+
+
+@implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableDescriptor)
+class MuxStream:
+    """One Mux.Cool session as a transport. ``protocol`` receives its events
+    (``dataReceived``, ``readConnectionLost``, ``connectionLost``, and for UDP sessions
+    ``datagramReceived(data, source)`` when it has one)."""
+
+    def __init__(self, conn: MuxConnection, sid: int, target: Destination) -> None:
+        self.conn = conn
+        self.id = sid
+        self.target = target
+        self.udp = target.network == "udp"
+        self.protocol: Any = None
+        self.producer: Any = None
+        #: we sent End / the peer sent End / the session is over
+        self.sentEnd = False
+        self.gotEnd = False
+        self.closed = False
+        self.disconnecting = False
+        #: our consumer paused us, and what arrived since
+        self.paused = False
+        self.pendingBytes = 0
+        #: client: the New frame has not gone out yet (and the timer that sends it alone)
+        self.pendingNew = False
+        self.newTimer: Any = None
+        #: answer datagrams with their source in the metadata (an Xray peer)
+        self.xudp = False
+        self.sent = 0
+        self.received = 0
+
+    def announced(self) -> None:
+        """The New frame goes out now."""
+        self.pendingNew = False
+        timer, self.newTimer = self.newTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # -- ITransport ------------------------------------------------------------------
+    def write(self, data: Any) -> None:
+        """Frame and send (a UDP session: one datagram per call)."""
+        if self.sentEnd or self.closed or not data:
+            return
+        self.sent += len(data)
+        self.conn.sendData(self, data)
+
+    def writeTo(self, data: bytes, source: Destination) -> None:
+        """One datagram, with its source address when the peer is Xray."""
+        if self.sentEnd or self.closed or not data:
+            return
+        self.sent += len(data)
+        self.conn.sendData(self, data, source if self.xudp else None)
+
+    def writeSequence(self, data: Any) -> None:
+        """Several pieces (a UDP session: each one a datagram)."""
+        if self.udp:
+            for piece in data:
+                self.write(piece)
+        else:
+            self.write(b"".join(data))
+
+    def loseWriteConnection(self) -> None:
+        """Half-close: End without Error; the other direction keeps flowing."""
+        if self.sentEnd or self.closed:
+            return
+        self.conn.sendEnd(self, error=False, halfClose=True)
+        self.sentEnd = True
+        if self.gotEnd:
+            self._finish(None)
+
+    def loseConnection(self) -> None:
+        """End the session (End after everything already written)."""
+        if self.closed:
+            return
+        if not self.sentEnd:
+            self.sentEnd = True
+            self.conn.sendEnd(self, error=False)
+        self._finish(None)
+
+    def abortConnection(self) -> None:
+        """End the session with the Error bit."""
+        if self.closed:
+            return
+        if not self.sentEnd:
+            self.sentEnd = True
+            self.conn.sendEnd(self, error=True)
+        self._finish(Failure(ConnectionAborted()))
+
+    def getPeer(self) -> Any:
+        """The carrier's peer."""
+        return self.conn.getPeer()
+
+    def getHost(self) -> Any:
+        """The carrier's local address."""
+        return self.conn.getHost()
+
+    # -- IConsumer: who feeds this session's writes -----------------------------------
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """Paused with every other session whenever the carrier is full."""
+        self.producer = producer
+        if self.conn.writePaused and streaming:
+            producer.pauseProducing()
+
+    def unregisterProducer(self) -> None:
+        """Forget the producer."""
+        self.producer = None
+
+    # -- IPushProducer: our consumer tells us to stop ------------------------------------
+    def pauseProducing(self) -> None:
+        """The consumer is full: count what still arrives (see the module docstring)."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The consumer drained."""
+        self.paused = False
+        self.pendingBytes = 0
+        self.conn.unblock(self)
+
+    def stopProducing(self) -> None:
+        """Stop for good."""
+        self.loseConnection()
+
+    # -- events from the carrier ---------------------------------------------------------
+    def _data(self, data: bytes, source: Destination | None) -> None:
+        protocol = self.protocol
+        if protocol is None or self.gotEnd:
+            return
+        self.received += len(data)
+        if self.udp:
+            if source is not None:
+                self.xudp = True
+            receive = getattr(protocol, "datagramReceived", None)
+            if receive is not None:
+                receive(data, source or self.target)
+            else:
+                protocol.dataReceived(data)
+        else:
+            protocol.dataReceived(data)
+        if self.paused and not self.closed:
+            self.pendingBytes += len(data)
+            if self.pendingBytes > SESSION_BUFFER:
+                self.conn.block(self)
+
+    def _end(self, error: bool) -> None:
+        """The peer sent End."""
+        if self.closed or self.gotEnd:
+            return
+        self.gotEnd = True
+        if error:
+            self.sentEnd = True  # the peer has forgotten the id: nothing more to send
+            self._finish(Failure(ConnectionLost("the peer ended the session with an error")))
+        elif self.sentEnd:
+            self._finish(None)
+        elif IHalfCloseableProtocol.providedBy(self.protocol):
+            self.protocol.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def _finish(self, reason: Failure | None) -> None:
+        """Forget the id and tell the protocol (on the next reactor turn, as Twisted)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.disconnecting = True
+        self.announced()
+        self.conn.forget(self)
+        protocol, self.protocol = self.protocol, None
+        self.producer = None
+        if protocol is not None:
+            why = reason if reason is not None else Failure(ConnectionDone())
+            self.conn.clock.callLater(0, protocol.connectionLost, why)
+
+    def _lost(self, reason: Failure) -> None:
+        """The carrier is gone."""
+        self.sentEnd = True
+        self._finish(reason)
+
+
+class _WriteGate:
+    """The producer registered on the carrier: pauses and resumes every session's producer."""
+
+    def __init__(self, conn: MuxConnection) -> None:
+        self.conn = conn
+
+    def pauseProducing(self) -> None:
+        self.conn.writePaused = True
+        for stream in self.conn.sessions:
+            if stream.producer is not None:
+                stream.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.conn.writePaused = False
+        for stream in self.conn.sessions:
+            if stream.producer is not None and not self.conn.writePaused:
+                stream.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.conn.lost(Failure(ConnectionLost("the carrier stopped")))
+
+
+class MuxConnection:
+    """A carrier: parses frames into sessions, writes sessions' frames whole.
+
+    Subclasses handle New frames (:meth:`frameNew`) and the end of the carrier.
+    ``transport`` may be None until :meth:`attach`.
+    """
+
+    role = "mux"
+
+    def __init__(self, clock: Any, transport: Any = None) -> None:
+        self.clock = clock
+        self.sessions: SessionTable[MuxStream] = SessionTable()
+        self.decoder = FrameDecoder(self.sessions.udp)
+        self.transport: Any = None
+        self.writePaused = False
+        self.readPaused = False
+        self.blockers: set[int] = set()
+        self.closed = False
+        self.failed: str | None = None
+        #: set on traffic, for an ActivityTimer
+        self.active = False
+        if transport is not None:
+            self.attach(transport)
+
+    def attach(self, transport: Any) -> None:
+        """Start writing to ``transport`` and register as its producer."""
+        self.transport = transport
+        raise_write_high_water(transport)
+        transport.registerProducer(_WriteGate(self), True)
+
+    def getPeer(self) -> Any:
+        """The carrier's peer."""
+        return self.transport.getPeer() if self.transport is not None else None
+
+    def getHost(self) -> Any:
+        """The carrier's local address."""
+        return self.transport.getHost() if self.transport is not None else None
+
+    def describe(self) -> str:
+        """Who is at the other end, for log lines."""
+        peer = self.getPeer()
+        host = getattr(peer, "host", None)
+        return f"{host}:{getattr(peer, 'port', '')}" if host else "unknown"
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, pieces: list[Any]) -> None:
+        """Whole frames to the carrier."""
+        if self.closed or self.transport is None:
+            return
+        self.active = True
+        self.transport.writeSequence(pieces)
+
+    def sendData(self, stream: MuxStream, data: Any, address: Destination | None = None) -> None:
+        """``data`` as Keep frames (the New frame first, while it is pending)."""
+        if stream.udp:
+            if len(data) > MAX_UDP_DATA:
+                log.debug("mux: dropping a {n}-byte datagram (over {limit})", n=len(data),
+                          limit=MAX_UDP_DATA)
+                return
+            if stream.pendingNew:
+                stream.announced()
+                self.write([encode_new(stream.id, stream.target, bytes(data))])
+            else:
+                self.write(encode_keep(stream.id, data, address))
+            return
+        if stream.pendingNew:
+            stream.announced()
+            view = memoryview(data)
+            first = encode_new(stream.id, stream.target, bytes(view[:8192]))
+            self.write([first, *split_stream(stream.id, view[8192:])] if len(view) > 8192
+                       else [first])
+            return
+        self.write(split_stream(stream.id, data))
+
+    def sendEnd(self, stream: MuxStream, error: bool, halfClose: bool = False) -> None:
+        """End for ``stream`` (a never-announced session: End with Error alone, as 4.34;
+        a half-close announces it first)."""
+        if stream.pendingNew:
+            stream.announced()
+            if halfClose:
+                self.write([encode_new(stream.id, stream.target), encode_end(stream.id, error)])
+                return
+            error = True
+        self.write([encode_end(stream.id, error)])
+
+    def flushNew(self, stream: MuxStream) -> None:
+        """Send a pending New without data (the first-payload wait is over)."""
+        stream.newTimer = None
+        if stream.pendingNew and not stream.closed:
+            stream.announced()
+            self.write([encode_new(stream.id, stream.target)])
+
+    # -- reading -------------------------------------------------------------------------
+    def dataReceived(self, data: Any) -> None:
+        """Carrier bytes: parse and dispatch frames."""
+        if self.closed:
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except MuxError as e:
+            self.fail(str(e))
+            return
+        self.active = True
+        sessions = self.sessions
+        for frame in frames:
+            if self.closed:
+                return
+            status = frame.status
+            if status == KEEP:
+                stream = sessions.get(frame.session_id)
+                if stream is None:
+                    if frame.data is not None:
+                        self.unknownKeep(frame)
+                elif frame.data:
+                    stream._data(frame.data, frame.target)
+            elif status == END:
+                stream = sessions.get(frame.session_id)
+                if stream is not None:
+                    stream._end(frame.error)
+            elif status == NEW:
+                self.frameNew(frame)
+            # KeepAlive: nothing (its data is already consumed)
+
+    def unknownKeep(self, frame: Frame) -> None:
+        """Keep + Data for an id we do not know: End, as 4.34 answers (mux.md §3.5)."""
+        self.write([encode_end(frame.session_id)])
+
+    def frameNew(self, frame: Frame) -> None:
+        """A New frame (the server opens a session; a client ignores it)."""
+
+    # -- flow control ---------------------------------------------------------------------
+    def block(self, stream: MuxStream) -> None:
+        """``stream`` holds too much: stop reading the carrier until it drains."""
+        self.blockers.add(stream.id)
+        if not self.readPaused and self.transport is not None and not self.closed:
+            self.readPaused = True
+            self.transport.pauseProducing()
+
+    def unblock(self, stream: MuxStream) -> None:
+        """``stream`` drained (or ended): read again once no session is over its bound."""
+        self.blockers.discard(stream.id)
+        if self.readPaused and not self.blockers and not self.closed:
+            self.readPaused = False
+            self.transport.resumeProducing()
+
+    # -- ending ---------------------------------------------------------------------------
+    def forget(self, stream: MuxStream) -> None:
+        """``stream`` is over."""
+        self.sessions.remove(stream.id, stream)
+        self.unblock(stream)
+
+    def fail(self, reason: str) -> None:
+        """Bad input: one log line, every session ends, the carrier is aborted."""
+        if self.closed:
+            return
+        self.failed = reason
+        log.info("{role} from {peer}: {why}; closing the mux connection", role=self.role,
+                 peer=self.describe(), why=reason)
+        self.lost(Failure(ConnectionLost(f"mux connection failed: {reason}")))
+        transport = self.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            (abort or transport.loseConnection)()
+
+    def lost(self, reason: Failure | None = None) -> None:
+        """The carrier is gone: every session ends with it."""
+        if self.closed:
+            return
+        self.closed = True
+        why = reason if reason is not None and not reason.check(ConnectionDone) \
+            else Failure(ConnectionLost("the mux connection closed"))
+        for stream in self.sessions:
+            stream._lost(why)
+        self.blockers.clear()
+
+    def endOfInput(self) -> bool:
+        """The carrier's input ended; False (after the log line) if inside a frame."""
+        try:
+            self.decoder.end()
+        except MuxError as e:
+            self.fail(str(e))
+            return False
+        return True

@@ -1,0 +1,310 @@
+"""Mux.Cool frames, sans-IO: :class:`FrameDecoder` turns the carrier's bytes into
+:class:`Frame` events, the ``encode_*`` functions build frames.
+
+Layout (V2Ray 4.34 common/mux/frame.go; ``/work/shared/protocol/mux.md`` §2)::
+
+    u16 metaLen | metadata | [u16 dataLen | data]      (data only when option & 0x01)
+    metadata = u16 id | u8 status | u8 option | (New: u8 network | u16 port | address)
+
+The decoder applies 4.34's reader rules: metadata of 4…512 bytes (New: at least 8), port
+before address, address types 1/2/3, trailing metadata ignored, a UDP datagram over 2048
+bytes fatal. It tolerates Xray's forms: the 8-byte XUDP global id after a UDP New's address
+and an address on a UDP Keep frame (both reported on the frame). Anything else it cannot
+read raises :class:`MuxError`, and the decoder is then unusable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Container
+
+from vtwist.address import Destination, is_valid_domain, normalize_host
+from vtwist.sansio import Event
+
+__all__ = [
+    "END", "KEEP", "KEEPALIVE", "MAX_METADATA", "MAX_TCP_DATA", "MAX_UDP_DATA", "NEW",
+    "NET_TCP", "NET_UDP", "OPT_DATA", "OPT_ERROR", "Frame", "FrameDecoder", "MuxError",
+    "encode_address", "encode_end", "encode_keep", "encode_keepalive", "encode_new",
+    "split_stream",
+]
+
+NEW, KEEP, END, KEEPALIVE = 1, 2, 3, 4
+STATUS_NAMES = {NEW: "New", KEEP: "Keep", END: "End", KEEPALIVE: "KeepAlive"}
+OPT_DATA, OPT_ERROR = 0x01, 0x02
+NET_TCP, NET_UDP = 1, 2
+ATYP_IPV4, ATYP_DOMAIN, ATYP_IPV6 = 1, 2, 3
+
+#: The longest metadata 4.34's reader accepts.
+MAX_METADATA = 512
+#: The most TCP bytes the 4.34 writer puts into one frame (what vtwist writes too).
+MAX_TCP_DATA = 8192
+#: The largest UDP datagram 4.34 reads from a frame (``buf.Size``); more is fatal.
+MAX_UDP_DATA = 2048
+
+_HEAD = struct.Struct(">H")
+_META4 = struct.Struct(">HHBB")  # metaLen 4, id, status, option
+_KEEP_HEAD = struct.Struct(">HHBBH")
+
+
+class MuxError(Exception):
+    """The carrier's bytes are not Mux.Cool that 4.34 would read; the connection must end."""
+
+
+class Frame(Event):
+    """One decoded frame.
+
+    ``target`` is the New frame's destination, or the address an Xray UDP Keep frame
+    carries; ``global_id`` the 8 bytes of an XUDP New; ``data`` None when the frame has no
+    Data bit.
+    """
+
+    __slots__ = ("session_id", "status", "option", "target", "data", "global_id")
+
+    def __init__(self, session_id: int, status: int, option: int,
+                 target: Destination | None = None, data: bytes | None = None,
+                 global_id: bytes | None = None) -> None:
+        self.session_id = session_id
+        self.status = status
+        self.option = option
+        self.target = target
+        self.data = data
+        self.global_id = global_id
+
+    @property
+    def error(self) -> bool:
+        """The Error option bit (an End that aborts both directions)."""
+        return bool(self.option & OPT_ERROR)
+
+    def __repr__(self) -> str:
+        size = None if self.data is None else len(self.data)
+        return (f"Frame(id={self.session_id}, {STATUS_NAMES.get(self.status, self.status)}, "
+                f"option={self.option:#x}, target={self.target}, data={size})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _address(meta: bytes, at: int, network: str) -> tuple[Destination, int]:
+    """Port then address from ``meta[at:]``: the destination and the offset after it."""
+    if len(meta) < at + 4:
+        raise MuxError("truncated address in metadata")
+    port = (meta[at] << 8) | meta[at + 1]
+    atyp = meta[at + 2]
+    at += 3
+    if atyp == ATYP_IPV4:
+        end = at + 4
+        if len(meta) < end:
+            raise MuxError("truncated IPv4 address in metadata")
+        host = str(ipaddress.IPv4Address(meta[at:end]))
+    elif atyp == ATYP_IPV6:
+        end = at + 16
+        if len(meta) < end:
+            raise MuxError("truncated IPv6 address in metadata")
+        host = normalize_host(str(ipaddress.IPv6Address(meta[at:end])))
+    elif atyp == ATYP_DOMAIN:
+        n = meta[at]
+        end = at + 1 + n
+        if n == 0 or len(meta) < end:
+            raise MuxError("empty or truncated domain in metadata")
+        try:
+            host = meta[at + 1:end].decode("ascii")
+        except UnicodeDecodeError:
+            raise MuxError("invalid domain in metadata") from None
+        if not is_valid_domain(host):
+            raise MuxError(f"invalid domain {host!r} in metadata")
+        if host[:1].isdigit() or host[:1] == "[":
+            host = normalize_host(host)
+    else:
+        raise MuxError(f"unknown address type {atyp}")
+    return Destination(network, host, port), end  # type: ignore[arg-type]
+
+
+def parse_metadata(meta: bytes) -> Frame:
+    """A frame (without its data) from its metadata bytes; raises :class:`MuxError`."""
+    if len(meta) < 4:
+        raise MuxError(f"metadata too short ({len(meta)} bytes)")
+    sid, status, option = (meta[0] << 8) | meta[1], meta[2], meta[3]
+    if status == NEW:
+        if len(meta) < 8:
+            raise MuxError(f"New metadata too short ({len(meta)} bytes)")
+        net = meta[4]
+        if net == NET_TCP:
+            network = "tcp"
+        elif net == NET_UDP:
+            network = "udp"
+        else:
+            raise MuxError(f"unknown network {net} in New frame")
+        target, end = _address(meta, 5, network)
+        global_id = meta[end:end + 8] if network == "udp" and len(meta) >= end + 8 else None
+        return Frame(sid, status, option, target, None, global_id)
+    if status == KEEP:
+        if len(meta) > 4 and meta[4] == NET_UDP:  # Xray: the datagram's address
+            try:
+                target, _ = _address(meta, 5, "udp")
+            except MuxError:
+                target = None  # 4.34 ignores these bytes; so may we
+            return Frame(sid, status, option, target)
+        return Frame(sid, status, option)
+    if status in (END, KEEPALIVE):
+        return Frame(sid, status, option)
+    raise MuxError(f"unknown status {status}")
+
+
+class FrameDecoder:
+    """Reassembles frames from the carrier's byte stream (chunk boundaries mean nothing).
+
+    ``udp_sessions`` answers ``id in udp_sessions`` for the ids that are UDP sessions, so
+    their datagrams get the 2048-byte limit (a UDP New's own datagram does too).
+    """
+
+    def __init__(self, udp_sessions: Container[int] = ()) -> None:
+        self.udp_sessions = udp_sessions
+        self._buf = bytearray()
+        self._pos = 0
+        self._pending: Frame | None = None  # metadata read, data not yet
+        self.dead = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet part of a returned frame."""
+        return len(self._buf) - self._pos
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no partial frame is buffered (an end here is clean)."""
+        return self._pending is None and self.buffered == 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Add bytes; the complete frames so far. Raises :class:`MuxError` on bad input."""
+        if self.dead:
+            raise MuxError("decoder already failed")
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        buf += data
+        frames: list[Frame] = []
+        pos = self._pos
+        end = len(buf)
+        try:
+            while True:
+                frame = self._pending
+                if frame is None:
+                    if end - pos < 2:
+                        break
+                    mlen = (buf[pos] << 8) | buf[pos + 1]
+                    if mlen > MAX_METADATA:
+                        raise MuxError(f"metadata too long ({mlen} bytes)")
+                    if mlen < 4:
+                        raise MuxError(f"metadata too short ({mlen} bytes)")
+                    if end - pos < 2 + mlen:
+                        break
+                    frame = parse_metadata(bytes(buf[pos + 2:pos + 2 + mlen]))
+                    pos += 2 + mlen
+                    if not frame.option & OPT_DATA:
+                        frames.append(frame)
+                        continue
+                    self._pending = frame
+                if end - pos < 2:
+                    break
+                dlen = (buf[pos] << 8) | buf[pos + 1]
+                if dlen > MAX_UDP_DATA and self._isUDP(frame):
+                    raise MuxError(f"UDP datagram of {dlen} bytes (over {MAX_UDP_DATA})")
+                if end - pos < 2 + dlen:
+                    break
+                frame.data = bytes(buf[pos + 2:pos + 2 + dlen])
+                pos += 2 + dlen
+                self._pending = None
+                frames.append(frame)
+        except MuxError:
+            self.dead = True
+            raise
+        if pos == end:
+            buf.clear()
+            pos = 0
+        elif pos > 65536:
+            del buf[:pos]
+            pos = 0
+        self._pos = pos
+        return frames
+
+    def _isUDP(self, frame: Frame) -> bool:
+        if frame.status == NEW:
+            return frame.target is not None and frame.target.network == "udp"
+        if frame.status == KEEP:
+            return frame.target is not None or frame.session_id in self.udp_sessions
+        return False
+
+    def end(self) -> None:
+        """The carrier ended: raise :class:`MuxError` if a frame was cut short."""
+        if not self.dead and not self.at_boundary:
+            self.dead = True
+            raise MuxError(f"carrier ended inside a frame ({self.buffered} bytes buffered)")
+
+
+# -- writing ---------------------------------------------------------------------------
+
+def encode_address(dest: Destination) -> bytes:
+    """Port, then address type and address (Mux.Cool's order)."""
+    ip = dest.ip
+    port = _HEAD.pack(dest.port)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return port + bytes([ATYP_IPV4]) + ip.packed
+    if isinstance(ip, ipaddress.IPv6Address):
+        return port + bytes([ATYP_IPV6]) + ip.packed
+    host = dest.host.encode("ascii")
+    if not 0 < len(host) <= 255:
+        raise ValueError(f"a Mux.Cool frame cannot carry the domain {dest.host!r}")
+    return port + bytes([ATYP_DOMAIN, len(host)]) + host
+
+
+def encode_new(session_id: int, target: Destination, data: bytes | None = None,
+               global_id: bytes | None = None) -> bytes:
+    """A New frame for ``target`` (with its first data when ``data`` is not None)."""
+    net = NET_UDP if target.network == "udp" else NET_TCP
+    meta = struct.pack(">HBBB", session_id, NEW, OPT_DATA if data is not None else 0, net) \
+        + encode_address(target) + (global_id or b"")
+    head = _HEAD.pack(len(meta)) + meta
+    if data is None:
+        return head
+    return head + _HEAD.pack(len(data)) + bytes(data)
+
+
+def encode_keep(session_id: int, data: bytes | memoryview,
+                address: Destination | None = None) -> list[bytes | memoryview]:
+    """A Keep frame carrying ``data`` (at most 65535 bytes) as pieces to write in order;
+    ``address``: Xray's UDP form (the datagram's source/destination in the metadata)."""
+    if address is None:
+        return [_KEEP_HEAD.pack(4, session_id, KEEP, OPT_DATA, len(data)), data]
+    meta = _HEAD.pack(session_id) + bytes([KEEP, OPT_DATA, NET_UDP]) + encode_address(address)
+    return [_HEAD.pack(len(meta)) + meta + _HEAD.pack(len(data)), data]
+
+
+def split_stream(session_id: int, data: bytes | memoryview,
+                 size: int = MAX_TCP_DATA) -> list[bytes | memoryview]:
+    """Keep frames of at most ``size`` bytes each carrying the stream bytes ``data``."""
+    view = memoryview(data)
+    n = len(view)
+    if n <= size:
+        return [_KEEP_HEAD.pack(4, session_id, KEEP, OPT_DATA, n), view]
+    pieces: list[bytes | memoryview] = []
+    for at in range(0, n, size):
+        part = view[at:at + size]
+        pieces.append(_KEEP_HEAD.pack(4, session_id, KEEP, OPT_DATA, len(part)))
+        pieces.append(part)
+    return pieces
+
+
+def encode_end(session_id: int, error: bool = False) -> bytes:
+    """An End frame (``error``: the Error bit, the session failed)."""
+    return _META4.pack(4, session_id, END, OPT_ERROR if error else 0)
+
+
+def encode_keepalive() -> bytes:
+    """A KeepAlive frame (id 0, no data)."""
+    return _META4.pack(4, 0, KEEPALIVE, 0)
