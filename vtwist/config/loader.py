@@ -13,6 +13,7 @@ from vtwist.config.model import (
     Config,
     InboundConfig,
     LogConfig,
+    MuxSettings,
     OutboundConfig,
     SniffingSettings,
 )
@@ -209,6 +210,20 @@ def parse_allocate(node: Node, ports: int) -> AllocateSettings:
     return allocate
 
 
+def parse_mux(node: Node) -> MuxSettings | None:
+    """An outbound's ``mux`` as V2Ray 4.34 reads it: off unless ``enabled``; ``concurrency``
+    below 0 turns it off, 0 or absent means 8, above 1024 is an error."""
+    enabled = node.bool("enabled", False)
+    concurrency = node.int("concurrency", 0)
+    if concurrency > 1024:
+        raise node.get("concurrency").error(
+            f"invalid mux concurrency {concurrency} (at most 1024, as V2Ray 4.34)")
+    node.warn_unknown()
+    if not enabled or concurrency < 0:
+        return None
+    return MuxSettings(concurrency or 8)
+
+
 def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
     """One ``outbounds[]`` entry."""
     protocol = node.str("protocol", lower=True)
@@ -224,8 +239,8 @@ def parse_outbound(node: Node, transport: Node | None = None) -> OutboundConfig:
     if node.str("sendThrough", "") not in ("", "0.0.0.0"):
         node.warn("sendThrough is not supported by vtwist and is ignored; connections leave "
                   "from the system's choice of source address")
-    if node.has("mux") and node.get("mux").bool("enabled", False):
-        node.warn("mux is not supported by vtwist; connections are not multiplexed")
+    if node.has("mux"):
+        outbound.mux = parse_mux(node.get("mux"))
     if node.has("proxySettings"):
         proxy = node.get("proxySettings", {})
         outbound.proxy_tag = proxy.str("tag", "")

@@ -42,6 +42,14 @@ class AllocateSettings:
 
 
 @dataclass
+class MuxSettings:
+    """An outbound's ``mux`` when enabled: ``concurrency`` live sessions per connection
+    (1…1024; 0 or absent in JSON means 8). vmess uses it; other outbounds ignore it."""
+
+    concurrency: int = 8
+
+
+@dataclass
 class InboundConfig:
     """One ``inbounds[]`` entry. ``settings`` is the protocol module's own type."""
 
@@ -69,6 +77,8 @@ class OutboundConfig:
     stream: Any = None
     #: ``proxySettings.tag``: dial the server through the outbound with this tag ("" = direct)
     proxy_tag: str = ""
+    #: ``mux``: Mux.Cool settings; None when mux is off (absent, disabled, concurrency < 0)
+    mux: MuxSettings | None = None
 
 
 @dataclass
