@@ -116,6 +116,17 @@ class VTwistService(MultiService):
                 service.setServiceParent(self)
                 self.inbound_services.append(service)
 
+    def stopService(self) -> Deferred[Any] | None:
+        """Stop the inbounds, then close what outbounds keep open (mux carriers)."""
+        stopped = super().stopService()
+        closing = [d for d in (getattr(o, "close", lambda: None)()
+                               for o in self.dispatcher.outbounds) if d is not None]
+        if not closing:
+            return stopped
+        if stopped is not None:
+            closing.append(stopped)
+        return DeferredList(closing, consumeErrors=True)
+
     @property
     def failed(self) -> bool:
         """True when an inbound could not listen."""
