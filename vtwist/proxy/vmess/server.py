@@ -187,9 +187,6 @@ class VMessServerProtocol(Protocol):
         if f.state.disable_insecure and r.security in (SEC_NONE, SEC_LEGACY):
             self._refuse(f"insecure encryption refused for user {acct.label}")
             return
-        if r.command == CMD_MUX:
-            self._refuse(f"Mux.Cool is not supported (user {acct.label})")
-            return
         f.accepted[(r.aead, r.security, r.command)] += 1
         self.decoder = r.body_decoder()
         command = f.detour(acct) if f.detour is not None else None
@@ -206,6 +203,11 @@ class VMessServerProtocol(Protocol):
             self.side = f.tunnels.openStream(
                 self.inner, r.destination, _NoReply(self), inbound_tag=f.tag,
                 source=self._peer(), email=email, policy=policy, sniff=f.sniffing)
+        elif r.command == CMD_MUX:
+            from vtwist.proxy.mux.server import MuxServer
+            self.phase = Phase.STREAM
+            self.side = MuxServer(f.tunnels, self.inner, inbound_tag=f.tag, source=self._peer(),
+                                  email=email, policy=policy, sniff=f.sniffing)
         elif r.command == CMD_UDP:
             self.phase = Phase.PACKETS
             try:
