@@ -1,8 +1,9 @@
 """VMess inbound: many users on one port; after the header, a tunnel or a packet session.
 
 After a valid header the decoded stream is handed to the tunnel service as an ordinary
-transport (:class:`~vtwist.proxy.vmess.transport.VMessTransport`), or, for command 2 (UDP),
-to a :class:`~vtwist.proxy.vmess.server_udp.VMessPacketSide`. A bad header, a replay or a
+transport (:class:`~vtwist.proxy.vmess.transport.VMessTransport`), for command 2 (UDP) to a
+:class:`~vtwist.proxy.vmess.server_udp.VMessPacketSide`, for command 3 (Mux.Cool) to a
+:class:`~vtwist.proxy.mux.server.MuxServer`. A bad header, a replay or a
 clock out of the window is never answered: :mod:`vtwist.proxy.guard` holds the
 connection, and one access line says why it was refused.
 """
