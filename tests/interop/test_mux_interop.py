@@ -262,3 +262,45 @@ def service_outbounds(service: Any) -> list[Any]:
     if outbounds is None:
         raise AssertionError(f"cannot find outbounds on {service!r}")
     return list(outbounds.values()) if isinstance(outbounds, dict) else list(outbounds)
+
+
+class V2RayVLESSClientToVTwistServer(TestCase):
+    """V2Ray socks + vless outbound with mux -> vtwist vless inbound (command 3) -> freedom."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        cls = type(self)
+        if "echo" not in cls.__dict__:
+            cls.echo = EchoServer()
+            cls.vless_port, cls.socks_port = free_port(), free_port()
+            out = {"protocol": "vless", "mux": {"enabled": True, "concurrency": 8},
+                   "settings": {"vnext": [{"address": "127.0.0.1", "port": cls.vless_port,
+                                           "users": [{"id": USER, "encryption": "none"}]}]}}
+            cls.v2ray = V2Ray({"log": {"loglevel": "warning"},
+                               "inbounds": [socks_inbound(cls.socks_port)],
+                               "outbounds": [out]}, [cls.socks_port])
+
+    async def server(self) -> Any:
+        service = await start_service({
+            "log": {"loglevel": "warning"},
+            "inbounds": [{"port": self.vless_port, "listen": "127.0.0.1", "protocol": "vless",
+                          "settings": {"clients": [{"id": USER}], "decryption": "none"}}],
+            "outbounds": [{"protocol": "freedom"}]}, self)
+        return service.inbound_services[0].factory
+
+    async def test_parallel_streams(self) -> None:
+        """Eight 4 MB transfers in one VLESS mux connection."""
+        factory = await self.server()
+        pairs = await parallel_echo(self.socks_port, self.echo.port, STREAMS, 4 * 1024 * 1024)
+        for sent, got in pairs:
+            self.assertEqual(got, sent)
+        self.assertEqual(factory.accepted[3], 1)
+
+    async def test_udp_echo(self) -> None:
+        """UDP over VLESS mux."""
+        await self.server()
+        payloads = [b"abc", b"\x01" * 1500]
+        got = await socks_udp_echo(reactor, self.socks_port, "127.0.0.1", self.echo.port,
+                                   payloads)
+        self.assertEqual(got, payloads)

@@ -303,7 +303,7 @@ class MuxConnection:
         if self.closed or self.transport is None:
             return
         self.active = True
-        self.transport.writeSequence(pieces)
+        self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def sendData(self, stream: MuxStream, data: Any, address: Destination | None = None) -> None:
         """``data`` as Keep frames (the New frame first, while it is pending)."""

@@ -7,7 +7,8 @@ response header in front of the first downlink bytes; a UDP request becomes a pa
 inbound has ``fallbacks``, to the fallback 4.34 would choose, with every byte read so far
 (:mod:`vtwist.proxy.fallback`): a first read shorter than 18 bytes, a wrong version or an
 unknown UUID. Anything else refused (and everything, without fallbacks) is never answered:
-the probe guard drains it and closes it later. Mux (command 3) is refused quietly for now.
+the probe guard drains it and closes it later. Mux (command 3) runs a
+:class:`~vtwist.proxy.mux.server.MuxServer` on the stream.
 """
 
 from __future__ import annotations
@@ -170,12 +171,18 @@ class VLESSServerProtocol(Protocol):
         self._cancelTimer()
         f = self.factory
         acct: VLESSAccount = r.account
-        if r.command == CMD_MUX:
-            self._refuse(f"Mux.Cool is not supported yet (user {acct.label})")
-            return
         f.accepted[r.command] += 1
         policy = f.policy.level(acct.level)
         email = acct.email or None
+        if r.command == CMD_MUX:
+            from vtwist.proxy.mux.server import MuxServer
+            self.inner = VLESSTransport(self.transport, RESPONSE)
+            self.phase = Phase.STREAM
+            self.side = MuxServer(f.tunnels, self.inner, inbound_tag=f.tag, source=self._peer(),
+                                  email=email, policy=policy, sniff=f.sniffing)
+            if r.leftover:
+                self.side.received(r.leftover)
+            return
         if r.command == CMD_TCP:
             self.inner = VLESSTransport(self.transport, RESPONSE)
             self.phase = Phase.STREAM
