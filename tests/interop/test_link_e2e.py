@@ -55,13 +55,15 @@ def assert_loopback(config: dict[str, Any]) -> None:
         if not ipaddress.ip_address(inbound["listen"]).is_loopback:
             raise AssertionError(f"inbound listens on {inbound['listen']}")
     for outbound in config.get("outbounds", []):
-        for server in outbound.get("settings", {}).get("vnext", []):
+        settings = outbound.get("settings", {})
+        for server in settings.get("vnext", []) + settings.get("servers", []):
             if not ipaddress.ip_address(server["address"]).is_loopback:
                 raise AssertionError(f"outbound dials {server['address']}")
 
 
-class LinkEndToEndTests(SynchronousTestCase):
-    """Server from ``config server``, client from its link, curl through both."""
+class LinkCase(SynchronousTestCase):
+    """A local HTTP server with a blob, a scratch directory, and the pieces that start a
+    server and a client from a link and curl the blob through them."""
 
     def setUp(self) -> None:
         if shutil.which("curl") is None:
@@ -106,15 +108,26 @@ class LinkEndToEndTests(SynchronousTestCase):
         return child
 
     def run_server(self, path: str, link: VmessLink, real: bool = False) -> Any:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        return self.serve(config, link.port, real, udp=link.net == "kcp")
+
+    def serve(self, config: dict[str, Any], port: int, real: bool = False,
+              udp: bool = False) -> Any:
+        """Run the server ``config`` (loopback only) in V2Ray 4.34 (``real``) or in
+        ``vtwist run --config``; return once ``port`` is taken (UDP for ``udp``)."""
+        assert_loopback(config)
         if real:
-            with open(path, encoding="utf-8") as f:
-                server: Any = V2Ray(json.load(f))
+            server: Any = V2Ray(config)
             self.addCleanup(server.stop)
         else:
-            server = self.spawn_vtwist("server", "--config", path)
+            path = os.path.join(self.dir, f"server-{port}.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(config, f)
+            server = self.spawn_vtwist(f"server-{port}", "--config", path)
         # A client must not start before the server's port is taken (mKCP: UDP).
-        wait = wait_for_udp_bound if link.net == "kcp" else wait_for_port
-        wait(link.port, timeout=10, alive=server.check_alive)
+        wait = wait_for_udp_bound if udp else wait_for_port
+        wait(port, timeout=10, alive=server.check_alive)
         return server
 
     def run_client(self, link_text: str, real: bool = False) -> tuple[Any, int]:
@@ -160,7 +173,11 @@ class LinkEndToEndTests(SynchronousTestCase):
         self.curl(socks, [server, client])
         return link
 
-    # -- cases ------------------------------------------------------------------------------
+
+
+class LinkEndToEndTests(LinkCase):
+    """Server from ``config server``, client from its link, curl through both."""
+
     def test_tcp(self) -> None:
         link = self.round_trip(["--transport", "tcp"])
         self.assertEqual((link.net, link.tls), ("tcp", ""))
