@@ -208,9 +208,16 @@ class StreamDecoder:
             self.chunks += 1
             return [bytes(data)] if len(data) else []
         buf = self._buf
+        out: list[bytes] = []
+        if self._aead is not None and not buf:
+            # The common case: nothing held back; open chunks straight from ``data`` and
+            # keep only its incomplete tail.
+            pos = self._chunks(data, 0, out)
+            if pos < len(data):
+                buf += memoryview(data)[pos:]
+            return out
         buf += data
         pos = 0
-        out: list[bytes] = []
         try:
             if self._aead is None:
                 size = method.salt_size
@@ -225,12 +232,12 @@ class StreamDecoder:
                 del buf[:pos]
         return out
 
-    def _chunks(self, buf: bytearray, pos: int, out: list[bytes]) -> int:
+    def _chunks(self, src: bytes | bytearray | memoryview, pos: int, out: list[bytes]) -> int:
         open_ = self._aead.decrypt
-        end = len(buf)
+        end = len(src)
         pending = self._pending
         c = self._counter
-        with memoryview(buf) as mv:
+        with memoryview(src) as mv:
             try:
                 while True:
                     if pending < 0:
