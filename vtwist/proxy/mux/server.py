@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -47,6 +48,7 @@ class _SessionReply:
         self.stream.abortConnection()
 
 
+@implementer(IHalfCloseableProtocol)
 class _TunnelSide:
     """A TCP session's events into its StreamTunnel."""
 
@@ -58,6 +60,9 @@ class _TunnelSide:
 
     def readConnectionLost(self) -> None:
         self.tunnel.eof()
+
+    def writeConnectionLost(self) -> None:
+        """Our End went out; the client may still send."""
 
     def connectionLost(self, reason: Failure) -> None:
         self.tunnel.lost(reason)
@@ -120,7 +125,6 @@ class MuxServer(MuxConnection):
         if old is not None:  # 4.34 replaces a live id silently
             old.sentEnd = True
             old._finish(Failure(ConnectionResetByPeerId()))
-            self.sessions.add(frame.session_id, stream, udp=stream.udp)
         self.opened += 1
         self.activity.active = True
         if stream.udp:
