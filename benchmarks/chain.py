@@ -1,4 +1,4 @@
-"""Suite ``chain`` (issues 3, 13): SOCKS5 -> VMess or Shadowsocks client ═ TCP ═ server ->
+"""Suite ``chain`` (issues 3, 13): SOCKS5 -> VMess, Shadowsocks or Trojan client ═ TCP ═ server ->
 freedom -> sink."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def chain_metrics(ctx: Context, total: int, stream_counts: tuple[int, ...]) -> l
 
 def groups(ctx: Context) -> list[Group]:
     """vtwist<->vtwist beside V2Ray<->V2Ray: VMess aes-128-gcm and none, Shadowsocks
-    aes-128-gcm."""
+    aes-128-gcm, Trojan over tls."""
     total = (4 if ctx.quick else 128) * MB
     counts = (1, 8) if ctx.quick else (1, 8, 64)
     result = []
@@ -47,4 +47,26 @@ def groups(ctx: Context) -> list[Group]:
          Chain("v2ray", method, f"shadowsocks-{method}", protocol="shadowsocks")],
         chain_metrics(ctx, total, counts),
         ["target: single-stream throughput >= 1.0x V2Ray"]))
+    result.append(trojan_group(ctx, total, counts))
     return result
+
+
+def trojan_group(ctx: Context, total: int, counts: tuple[int, ...]) -> Group:
+    """Trojan over tcp+tls (a throwaway certificate in the work directory)."""
+    from benchmarks.configs import tls_stream
+    from benchmarks.tls import make_server_cert
+
+    cert, key = make_server_cert(ctx.workdir)
+    client, server = tls_stream("tcp", False, cert, key), tls_stream("tcp", True, cert, key)
+
+    def chain(impl: str, **kw: object) -> Chain:
+        return Chain(impl, "tls", "trojan-tls", client, server, protocol="trojan",
+                     **kw)  # type: ignore[arg-type]
+
+    return Group(
+        "chain", f"SOCKS5 -> Trojan/tls -> Trojan -> freedom, {total // MB} MB each way",
+        [chain("vtwist"),
+         *baseline(ctx, lambda env: chain("vtwist", name="vtwist@base", env=env)),
+         chain("v2ray")],
+        chain_metrics(ctx, total, counts),
+        ["target: single-stream throughput >= 1.0x V2Ray"])

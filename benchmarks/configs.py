@@ -101,12 +101,44 @@ def shadowsocks_server(port: int, method: str, access_path: str,
     return {"log": log_section(access_path), "inbounds": [inbound], "outbounds": [freedom()]}
 
 
+TROJAN_PASSWORD = "vtwist bench trojan"
+
+
+def trojan_client(socks_port: int, server_port: int, access_path: str,
+                  stream: dict[str, Any] | None = None,
+                  server_address: str = "127.0.0.1") -> dict[str, Any]:
+    """SOCKS5 in, Trojan out to ``server_address:server_port``."""
+    outbound: dict[str, Any] = {
+        "tag": "trojan-out", "protocol": "trojan",
+        "settings": {"servers": [{"address": server_address, "port": server_port,
+                                  "password": TROJAN_PASSWORD}]},
+    }
+    if stream:
+        outbound["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [socks_inbound(socks_port)],
+            "outbounds": [outbound]}
+
+
+def trojan_server(port: int, access_path: str,
+                  stream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trojan in on 127.0.0.1:``port``, freedom out."""
+    inbound: dict[str, Any] = {
+        "tag": "trojan-in", "listen": "127.0.0.1", "port": port, "protocol": "trojan",
+        "settings": {"clients": [{"password": TROJAN_PASSWORD}]},
+    }
+    if stream:
+        inbound["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [inbound], "outbounds": [freedom()]}
+
+
 def chain_server(protocol: str, port: int, security: str, access_path: str,
                  stream: dict[str, Any] | None = None) -> dict[str, Any]:
     """The server config of a ``chain`` case: ``protocol`` in (``security`` is its cipher
     where the server has one), freedom out."""
     if protocol == "shadowsocks":
         return shadowsocks_server(port, security, access_path, stream)
+    if protocol == "trojan":
+        return trojan_server(port, access_path, stream)
     return vmess_server(port, access_path, stream)
 
 
@@ -115,6 +147,8 @@ def chain_client(protocol: str, socks_port: int, server_port: int, security: str
     """The client config of a ``chain`` case: SOCKS5 in, ``protocol`` out."""
     if protocol == "shadowsocks":
         return shadowsocks_client(socks_port, server_port, security, access_path, stream)
+    if protocol == "trojan":
+        return trojan_client(socks_port, server_port, access_path, stream)
     return vmess_client(socks_port, server_port, security, access_path, stream)
 
 
