@@ -97,7 +97,7 @@ def decode_addons(data: bytes) -> Addons:
             value = data[pos:pos + length]
             pos += length
             if pos > len(data):
-                break
+                raise VLESSError("truncated addons")
             if number == 1:
                 try:
                     flow = value.decode("utf-8")
