@@ -1,4 +1,4 @@
-"""Suite ``chain`` (issues 3, 13): SOCKS5 -> VMess, Shadowsocks or Trojan client ═ TCP ═ server ->
+"""Suite ``chain`` (issues 3, 13): SOCKS5 -> VMess, Shadowsocks, Trojan or VLESS client ═ TCP ═ server ->
 freedom -> sink."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def chain_metrics(ctx: Context, total: int, stream_counts: tuple[int, ...]) -> l
 
 def groups(ctx: Context) -> list[Group]:
     """vtwist<->vtwist beside V2Ray<->V2Ray: VMess aes-128-gcm and none, Shadowsocks
-    aes-128-gcm, Trojan over tls."""
+    aes-128-gcm, Trojan and VLESS over tls."""
     total = (4 if ctx.quick else 128) * MB
     counts = (1, 8) if ctx.quick else (1, 8, 64)
     result = []
@@ -48,6 +48,7 @@ def groups(ctx: Context) -> list[Group]:
         chain_metrics(ctx, total, counts),
         ["target: single-stream throughput >= 1.0x V2Ray"]))
     result.append(trojan_group(ctx, total, counts))
+    result.append(vless_group(ctx, total, counts))
     return result
 
 
@@ -65,6 +66,27 @@ def trojan_group(ctx: Context, total: int, counts: tuple[int, ...]) -> Group:
 
     return Group(
         "chain", f"SOCKS5 -> Trojan/tls -> Trojan -> freedom, {total // MB} MB each way",
+        [chain("vtwist"),
+         *baseline(ctx, lambda env: chain("vtwist", name="vtwist@base", env=env)),
+         chain("v2ray")],
+        chain_metrics(ctx, total, counts),
+        ["target: single-stream throughput >= 1.0x V2Ray"])
+
+
+def vless_group(ctx: Context, total: int, counts: tuple[int, ...]) -> Group:
+    """VLESS over tcp+tls (a throwaway certificate in the work directory)."""
+    from benchmarks.configs import tls_stream
+    from benchmarks.tls import make_server_cert
+
+    cert, key = make_server_cert(ctx.workdir)
+    client, server = tls_stream("tcp", False, cert, key), tls_stream("tcp", True, cert, key)
+
+    def chain(impl: str, **kw: object) -> Chain:
+        return Chain(impl, "tls", "vless-tls", client, server, protocol="vless",
+                     **kw)  # type: ignore[arg-type]
+
+    return Group(
+        "chain", f"SOCKS5 -> VLESS/tls -> VLESS -> freedom, {total // MB} MB each way",
         [chain("vtwist"),
          *baseline(ctx, lambda env: chain("vtwist", name="vtwist@base", env=env)),
          chain("v2ray")],

@@ -131,6 +131,33 @@ def trojan_server(port: int, access_path: str,
     return {"log": log_section(access_path), "inbounds": [inbound], "outbounds": [freedom()]}
 
 
+def vless_client(socks_port: int, server_port: int, access_path: str,
+                 stream: dict[str, Any] | None = None,
+                 server_address: str = "127.0.0.1") -> dict[str, Any]:
+    """SOCKS5 in, VLESS out to ``server_address:server_port``."""
+    outbound: dict[str, Any] = {
+        "tag": "vless-out", "protocol": "vless",
+        "settings": {"vnext": [{"address": server_address, "port": server_port,
+                                "users": [{"id": UUID, "encryption": "none"}]}]},
+    }
+    if stream:
+        outbound["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [socks_inbound(socks_port)],
+            "outbounds": [outbound]}
+
+
+def vless_server(port: int, access_path: str,
+                 stream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """VLESS in on 127.0.0.1:``port``, freedom out."""
+    inbound: dict[str, Any] = {
+        "tag": "vless-in", "listen": "127.0.0.1", "port": port, "protocol": "vless",
+        "settings": {"clients": [{"id": UUID}], "decryption": "none"},
+    }
+    if stream:
+        inbound["streamSettings"] = stream
+    return {"log": log_section(access_path), "inbounds": [inbound], "outbounds": [freedom()]}
+
+
 def chain_server(protocol: str, port: int, security: str, access_path: str,
                  stream: dict[str, Any] | None = None) -> dict[str, Any]:
     """The server config of a ``chain`` case: ``protocol`` in (``security`` is its cipher
@@ -139,6 +166,8 @@ def chain_server(protocol: str, port: int, security: str, access_path: str,
         return shadowsocks_server(port, security, access_path, stream)
     if protocol == "trojan":
         return trojan_server(port, access_path, stream)
+    if protocol == "vless":
+        return vless_server(port, access_path, stream)
     return vmess_server(port, access_path, stream)
 
 
@@ -149,6 +178,8 @@ def chain_client(protocol: str, socks_port: int, server_port: int, security: str
         return shadowsocks_client(socks_port, server_port, security, access_path, stream)
     if protocol == "trojan":
         return trojan_client(socks_port, server_port, access_path, stream)
+    if protocol == "vless":
+        return vless_client(socks_port, server_port, access_path, stream)
     return vmess_client(socks_port, server_port, security, access_path, stream)
 
 
