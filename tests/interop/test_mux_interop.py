@@ -105,7 +105,9 @@ async def isolation(test: TestCase, socks_port: int, port: int, size: int) -> No
     await defer.gatherResults([p.closed for p in streams])
 
 
-class _Pairing(TestCase):
+class _Pairing:
+    """The tests every pairing runs (a mixin: a concrete class adds TestCase)."""
+
     timeout = 300
     echo: EchoServer
     size = EACH
@@ -154,7 +156,7 @@ class _Pairing(TestCase):
         await isolation(self, port, self.echo.port, 2 * 1024 * 1024)
 
 
-class V2RayClientToVTwistServer(_Pairing):
+class V2RayClientToVTwistServer(_Pairing, TestCase):
     """V2Ray socks + vmess outbound with mux -> vtwist vmess inbound -> freedom."""
 
     LEVELS = (1, 8, 128)
@@ -200,7 +202,7 @@ class V2RayClientToVTwistServer(_Pairing):
         self.assertEqual(self.carriers(), 1)
 
 
-class VTwistClientToV2RayServer(_Pairing):
+class VTwistClientToV2RayServer(_Pairing, TestCase):
     """vtwist socks + vmess outbound with mux -> V2Ray vmess inbound -> freedom."""
 
     @classmethod
@@ -223,7 +225,7 @@ class VTwistClientToV2RayServer(_Pairing):
         return pool_of(self.service).dialed
 
 
-class VTwistToVTwist(_Pairing):
+class VTwistToVTwist(_Pairing, TestCase):
     """vtwist client with mux -> vtwist server, both in this process."""
 
     size = EACH_PY
