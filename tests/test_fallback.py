@@ -125,14 +125,6 @@ class ProxyHeaderTests(SynchronousTestCase):
         self.assertEqual(len(h6), 16 + 36)
         self.assertEqual(h6[12:16], b"\x21\x21\x00\x24")
 
-    def test_v2_parses_with_twisted(self) -> None:
-        from twisted.protocols.haproxy._v1parser import V1Parser
-        from twisted.protocols.haproxy._v2parser import V2Parser
-        info = V2Parser.parse(proxy_header(2, ("10.0.0.1", 5555), ("10.0.0.2", 443)))
-        self.assertEqual((info.source.host, info.source.port), ("10.0.0.1", 5555))
-        info1 = V1Parser.parse(proxy_header(1, ("10.0.0.1", 5555), ("10.0.0.2", 443))[:-2])
-        self.assertEqual((info1.destination.host, info1.destination.port), ("10.0.0.2", 443))
-
 
 class Recorder(Protocol):
     """A fallback target: records what arrives, answers ``reply`` once, echoes nothing."""

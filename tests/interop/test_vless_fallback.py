@@ -2,7 +2,7 @@
 
 A VLESS server over TLS hides behind local web servers: curl (HTTP/1.1, with and without
 ALPN, several paths) gets each web server's page through the fallback 4.34 would choose, and
-the web servers behind ``xver`` 1 and 2 (Twisted's HAProxy wrapper) see curl's own address and
+the web servers behind ``xver`` 1 and 2 (Twisted's ``proxyEndpoint``) see curl's own address and
 port in the PROXY header. A real VLESS client still gets through on the same port.
 """
 
@@ -13,9 +13,9 @@ import uuid
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.protocols.haproxy import proxyEndpoint  # noqa: F401 - the package must exist
-from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -50,21 +50,21 @@ class VLESSFallbackCurl(TransportTestCase):
 
     timeout = 60
 
-    def web(self, name: bytes, proxied: bool = False) -> int:
-        factory: Any = Site(Page(name, proxied))
-        if proxied:
-            factory = HAProxyWrappingFactory(factory)
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    async def web(self, name: bytes, proxied: bool = False) -> int:
+        endpoint: Any = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        if proxied:  # Twisted's HAProxy endpoint: a PROXY v1 or v2 header is required
+            endpoint = proxyEndpoint(endpoint)
+        port = await endpoint.listen(Site(Page(name, proxied)))
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
-    def config(self, port: int) -> dict[str, Any]:
+    async def config(self, port: int) -> dict[str, Any]:
         fallbacks = [
-            {"dest": self.web(b"default")},
-            {"alpn": "http/1.1", "dest": self.web(b"http11")},
-            {"path": "/site", "dest": f"127.0.0.1:{self.web(b'site')}"},
-            {"path": "/v1", "dest": self.web(b"proxied-v1", True), "xver": 1},
-            {"path": "/v2", "dest": self.web(b"proxied-v2", True), "xver": 2},
+            {"dest": await self.web(b"default")},
+            {"alpn": "http/1.1", "dest": await self.web(b"http11")},
+            {"path": "/site", "dest": f"127.0.0.1:{await self.web(b'site')}"},
+            {"path": "/v1", "dest": await self.web(b"proxied-v1", True), "xver": 1},
+            {"path": "/v2", "dest": await self.web(b"proxied-v2", True), "xver": 2},
         ]
         stream = self.fx.settings("tls", inbound=True)
         stream["tlsSettings"]["alpn"] = ["h2", "http/1.1"]  # as fallback setups have it
@@ -80,9 +80,9 @@ class VLESSFallbackCurl(TransportTestCase):
     async def server(self, who: str) -> int:
         port = free_port()
         if who == "vtwist":
-            await start_service(self.config(port), self)
+            await start_service(await self.config(port), self)
         else:
-            await self.v2ray(self.config(port)).wait_port(port)
+            await self.v2ray(await self.config(port)).wait_port(port)
         return port
 
     def curl(self, port: int, path: str, *args: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
