@@ -45,8 +45,24 @@ SEC_AES128_GCM = 3
 SEC_CHACHA20_POLY1305 = 4
 SEC_NONE = 5
 
-#: V2Ray's buffer size: a chunk (length field, sealed payload, padding) never exceeds it.
+#: V2Ray's buffer size (``buf.Size``): V2Ray 4.34's writer never makes a chunk (length
+#: field, sealed payload, padding) larger. Datagrams (packet mode) always keep this limit.
 MAX_CHUNK = 2048
+#: The largest chunk (length field + sealed payload + padding) vtwist sends on a stream.
+#: The length field allows 65535, and the readers accept more than V2Ray's writer sends:
+#: V2Ray 4.34 and v2fly v5 (common/crypto/auth.go ``AuthenticationReader.readInternal``:
+#: a chunk over ``buf.Size`` is read into ``bytespool.Alloc(size)``; none security's
+#: common/crypto/chunk.go ``ChunkStreamReader`` reads any length) and Xray-core (the same
+#: code, ``buf.Size`` 8192) take any 16-bit length. The strictest reader in the field is
+#: sing-vmess (SagerNet/sing-vmess protocol.go ``ReadChunkSize = 16384``: service.go and
+#: client.go read through ``bufio.NewChunkReader(reader, ReadChunkSize)``, and
+#: chunk_stream.go ``StreamChunkReader.Read`` fails with ``io.ErrShortBuffer`` when a
+#: chunk's sealed part does not fit that 16384-byte buffer). A whole chunk of at most
+#: 16384 bytes keeps the sealed part under that limit for every security.
+MAX_SEND_CHUNK = 16384
+#: What vtwist's client and server send per chunk unless told otherwise (an outbound's
+#: ``chunkSize``); the codec's own default stays V2Ray's :data:`MAX_CHUNK`.
+DEFAULT_SEND_CHUNK = MAX_SEND_CHUNK
 #: V2Ray's slice size for unpadded, unauthenticated NONE stream chunks.
 NONE_STREAM_SLICE = 8192
 MAX_PADDING = 64
@@ -163,7 +179,8 @@ class _Framing:
         self.none_stream = security == SEC_NONE and not packet
         self.padding = bool(option & OPT_GLOBAL_PADDING) and not self.none_stream
         self.counter = 0
-        self.iv_tail = bytes(iv[2:12])
+        # The AEAD nonce: BE16(counter) || iv[2:12], one buffer per stream updated in place.
+        self._nonce = bytearray(2) + bytes(iv[2:12])
         self.aead: AESGCM | ChaCha20Poly1305 | None = None
         self.overhead = 0
         self.cfb = None
@@ -177,83 +194,133 @@ class _Framing:
             self.overhead = 4
             self.cfb = cfb if cfb is not None else aes_cfb(key, iv, encrypt)
 
-    def nonce(self) -> bytes:
-        n = _pack_u16(self.counter & 0xFFFF) + self.iv_tail
-        self.counter += 1
+    @property
+    def iv_tail(self) -> bytes:
+        """The fixed last ten bytes of every nonce."""
+        return bytes(self._nonce[2:])
+
+    def nonce(self) -> bytearray:
+        """The next chunk's nonce (the same buffer each time: use it before the next call)."""
+        n = self._nonce
+        c = self.counter
+        n[0] = (c >> 8) & 0xFF
+        n[1] = c & 0xFF
+        self.counter = c + 1
         return n
+
+    def size_words(self) -> tuple[int, int]:
+        """(padding length, length mask) of the next chunk, read from the SHAKE stream."""
+        if self.padding:
+            pad, mask = self.shake.next_pair()  # type: ignore[union-attr]
+            return pad % MAX_PADDING, mask
+        return 0, (self.shake.next_word() if self.masking else 0)  # type: ignore[union-attr]
 
 
 class BodyEncoder:
     """Turns payload writes into wire bytes for one direction.
 
-    ``encode`` returns a list of byte strings (one per chunk) for ``writeSequence``.
-    Stream mode cuts each write into chunks of at most 2048 wire bytes (8192-byte slices
-    for NONE, as V2Ray does). Packet mode (UDP) makes exactly one chunk per datagram.
+    ``encode`` returns one byte string per chunk; ``encode_sequence`` returns the same
+    bytes as separate pieces (length field, sealed payload, padding) for ``writeSequence``,
+    so no chunk is copied just to prepend its two-byte length.
+    Stream mode cuts each write into chunks of at most ``chunk_size`` wire bytes (V2Ray's
+    2048 by default; up to :data:`MAX_SEND_CHUNK`), NONE into V2Ray's 8192-byte slices
+    (or ``chunk_size - 2`` when that is larger). Packet mode (UDP) makes exactly one
+    chunk per datagram and keeps V2Ray's 2048 whatever ``chunk_size`` says.
     """
 
     def __init__(self, security: int, option: int, key: bytes, iv: bytes, *,
                  packet: bool = False, random_bytes: RandomBytes = padding_bytes,
-                 cfb: object | None = None) -> None:
+                 cfb: object | None = None, chunk_size: int = MAX_CHUNK) -> None:
+        if not MAX_CHUNK <= chunk_size <= MAX_SEND_CHUNK:
+            raise ValueError(f"chunk size {chunk_size} outside {MAX_CHUNK}..{MAX_SEND_CHUNK}")
         f = self._f = _Framing(security, option, key, iv, packet, cfb, encrypt=True)
         self._random = random_bytes
         self.closed = False
         self.dropped = 0
+        self.chunk_size = MAX_CHUNK if packet else chunk_size
         if f.none_stream and f.chunked:
-            self.max_payload = NONE_STREAM_SLICE
+            self.max_payload = max(NONE_STREAM_SLICE, self.chunk_size - 2)
         else:
-            self.max_payload = MAX_CHUNK - 2 - f.overhead - (MAX_PADDING if f.padding else 0)
+            self.max_payload = (self.chunk_size - 2 - f.overhead
+                                - (MAX_PADDING if f.padding else 0))
 
     @property
     def packet(self) -> bool:
         """True in UDP mode (one datagram per chunk)."""
         return self._f.packet
 
-    def _seal(self, payload) -> bytes:
+    def _seal(self, payload: bytes | memoryview, out: list[bytes]) -> None:
+        """Append one chunk's pieces (length field, sealed payload, padding) to ``out``."""
         f = self._f
-        if f.padding:
-            pad, mask = f.shake.next_pair()
-            pad %= MAX_PADDING
-        else:
-            pad = 0
-            mask = f.shake.next_word() if f.masking else 0
-        if f.aead is not None:
-            sealed = f.aead.encrypt(f.nonce(), payload, None)
+        pad, mask = f.size_words()
+        aead = f.aead
+        if aead is not None:
+            sealed = aead.encrypt(f.nonce(), payload, None)
         elif f.security == SEC_LEGACY:
             payload = bytes(payload)
             sealed = struct.pack(">I", fnv1a_32(payload)) + payload
         else:
-            sealed = bytes(payload)
-        size = (len(sealed) + pad) ^ mask
+            sealed = payload if type(payload) is bytes else bytes(payload)
+        out.append(_pack_u16((len(sealed) + pad) ^ mask))
+        out.append(sealed)
         if pad:
-            return b"".join((_pack_u16(size), sealed, self._random(pad)))
-        return _pack_u16(size) + sealed
+            out.append(self._random(pad))
 
-    def _out(self, pieces: list[bytes]) -> list[bytes]:
-        cfb = self._f.cfb
-        if cfb is None:
-            return pieces
-        return [cfb.update(p) for p in pieces]
-
-    def encode(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Frame one write (stream) or one datagram (packet mode)."""
-        if self.closed:
-            raise BodyError("write after end of stream")
+    def _slices(self, data: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+        """The payload of each chunk of one write (empty for a dropped datagram)."""
         f = self._f
-        if not len(data):
-            return []
-        if not f.chunked:
-            return self._out([bytes(data)])
         if f.packet:
             worst = len(data) + f.overhead + 2 + (MAX_PADDING - 1 if f.padding else 0)
             if worst > MAX_CHUNK:
                 self.dropped += 1  # V2Ray drops oversized datagrams; never desync the masks
                 return []
-            return self._out([self._seal(data)])
-        mv = memoryview(data)
+            return [data if type(data) is bytes else bytes(data)]
         step = self.max_payload
-        if len(mv) <= step:
-            return self._out([self._seal(mv)])
-        return self._out([self._seal(mv[off:off + step]) for off in range(0, len(mv), step)])
+        if len(data) <= step:
+            return [data if type(data) is bytes else memoryview(data)]
+        mv = memoryview(data)
+        return [mv[off:off + step] for off in range(0, len(mv), step)]
+
+    def _check(self, data: bytes | bytearray | memoryview) -> bool:
+        if self.closed:
+            raise BodyError("write after end of stream")
+        return bool(len(data))
+
+    def encode_sequence(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Frame one write (stream) or one datagram (packet mode) as pieces for
+        ``writeSequence``: their concatenation is the wire bytes."""
+        if not self._check(data):
+            return []
+        f = self._f
+        if not f.chunked:
+            return self._out([bytes(data)])
+        out: list[bytes] = []
+        seal = self._seal
+        for payload in self._slices(data):
+            seal(payload, out)
+        return self._out(out)
+
+    def encode(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Frame one write (stream) or one datagram (packet mode): one string per chunk."""
+        if not self._check(data):
+            return []
+        f = self._f
+        if not f.chunked:
+            return self._out([bytes(data)])
+        chunks = []
+        for payload in self._slices(data):
+            pieces: list[bytes] = []
+            self._seal(payload, pieces)
+            chunks.append(b"".join(pieces))
+        if f.cfb is None:
+            return chunks
+        return [f.cfb.update(c) for c in chunks]
+
+    def _out(self, pieces: list[bytes]) -> list[bytes]:
+        cfb = self._f.cfb
+        if cfb is None or not pieces:
+            return pieces
+        return [cfb.update(b"".join(pieces))]
 
     def end(self) -> list[bytes]:
         """The end-of-stream chunk (empty when ChunkStream is off)."""
@@ -266,9 +333,11 @@ class BodyEncoder:
         if f.none_stream:
             size = 0
             if f.masking:
-                size ^= f.shake.next_word()
+                size ^= f.shake.next_word()  # type: ignore[union-attr]
             return self._out([_pack_u16(size)])
-        return self._out([self._seal(b"")])
+        out: list[bytes] = []
+        self._seal(b"", out)
+        return self._out([b"".join(out)])
 
 
 class BodyDecoder:
@@ -277,13 +346,15 @@ class BodyDecoder:
     ``feed`` returns a list of payloads (in packet mode each one is a datagram) and raises
     :class:`BodyError` on any authentication failure or impossible length. After the
     end-of-stream chunk ``eof`` is True and further input is ignored.
+
+    Complete chunks are decoded straight from the bytes fed; only a partial chunk at the
+    end of a feed is kept (copied) until the next one completes it.
     """
 
     def __init__(self, security: int, option: int, key: bytes, iv: bytes, *,
                  packet: bool = False, cfb: object | None = None) -> None:
         self._f = _Framing(security, option, key, iv, packet, cfb, encrypt=False)
         self._buf = bytearray()
-        self._pos = 0
         self._pending: tuple[int, int] | None = None  # (length, padding) of current chunk
         self._discard = 0  # trailing bytes of the end-of-stream chunk still to skip
         self.eof = False
@@ -293,7 +364,7 @@ class BodyDecoder:
         """True when no partial chunk is buffered (a close here is a normal end)."""
         if self.eof:
             return self._discard == 0
-        return self._pending is None and len(self._buf) - self._pos == 0
+        return self._pending is None and not self._buf
 
     def feed(self, data: bytes | bytearray | memoryview) -> list:
         """Decode as many complete chunks as ``data`` completes."""
@@ -307,49 +378,49 @@ class BodyDecoder:
         if not f.chunked:
             return [bytes(data)] if len(data) else []
         buf = self._buf
-        buf += data
         out: list = []
+        if buf:
+            # A partial chunk is waiting: complete it (and whatever follows) in the buffer.
+            buf += data
+            src: bytes | bytearray | memoryview = buf
+        else:
+            src = data
+        pos = 0
         try:
-            self._decode(out)
+            pos = self._decode(src, out)
         finally:
-            if self._pos:
-                del buf[:self._pos]
-                self._pos = 0
+            if src is buf:
+                del buf[:pos]
+            elif pos < len(src):
+                buf += memoryview(src)[pos:]
         return out
 
-    def _decode(self, out: list) -> None:
+    def _decode(self, src: bytes | bytearray | memoryview, out: list) -> int:
+        """Decode complete chunks of ``src`` into ``out``; return the bytes consumed."""
         f = self._f
-        buf = self._buf
-        end = len(buf)
-        pos = self._pos
+        end = len(src)
+        pos = 0
         aead = f.aead
         overhead = f.overhead
-        shake = f.shake
-        with memoryview(buf) as mv:
+        nonce = f.nonce
+        size_words = f.size_words
+        none_stream = f.none_stream
+        with memoryview(src) as mv:
             while True:
                 pending = self._pending
                 if pending is None:
                     if end - pos < 2:
                         break
-                    size = (buf[pos] << 8) | buf[pos + 1]
+                    size = (mv[pos] << 8) | mv[pos + 1]
                     pos += 2
-                    if f.padding:
-                        pad, mask = shake.next_pair()
-                        pad %= MAX_PADDING
-                        size ^= mask
-                    else:
-                        pad = 0
-                        if f.masking:
-                            size ^= shake.next_word()
-                    if f.none_stream:
+                    pad, mask = size_words()
+                    size ^= mask
+                    if none_stream:
                         if size == 0:
-                            self._eos(pos, end, 0)
-                            return
+                            return self._eos(pos, end, 0)
                     elif size == overhead + pad:
-                        self._eos(pos, end, size)
-                        return
+                        return self._eos(pos, end, size)
                     elif size < overhead + pad:
-                        self._pos = pos
                         raise BodyError(f"chunk length {size} shorter than its overhead")
                     pending = self._pending = (size, pad)
                 size, pad = pending
@@ -361,25 +432,23 @@ class BodyDecoder:
                 try:
                     if aead is not None:
                         try:
-                            out.append(aead.decrypt(f.nonce(), body, None))
+                            out.append(aead.decrypt(nonce(), body, None))
                         except InvalidTag:
-                            self._pos = pos
                             raise BodyError("chunk authentication failed") from None
                     elif f.security == SEC_LEGACY:
                         payload = bytes(body[4:])
                         if int.from_bytes(body[:4], "big") != fnv1a_32(payload):
-                            self._pos = pos
                             raise BodyError("chunk checksum mismatch")
                         out.append(payload)
                     else:
                         out.append(bytes(body))
                 finally:
                     body.release()
-        self._pos = pos
+        return pos
 
-    def _eos(self, pos: int, end: int, trailing: int) -> None:
+    def _eos(self, pos: int, end: int, trailing: int) -> int:
         self.eof = True
         self._pending = None
         take = min(trailing, end - pos)
         self._discard = trailing - take
-        self._pos = end
+        return end

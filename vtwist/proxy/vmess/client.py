@@ -53,7 +53,7 @@ from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.proxy.vmess import header as H
-from vtwist.proxy.vmess.body import BodyError
+from vtwist.proxy.vmess.body import DEFAULT_SEND_CHUNK, BodyError
 from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.ids import format_uuid
 from vtwist.proxy.vmess.transport import VMessTransport
@@ -89,7 +89,8 @@ class VMessClientProtocol(Protocol):
         self.session = ClientSession(ep.account, ep.destination, command=ep.command,
                                      security=ep.security_value)
         self.packet = ep.command == H.CMD_UDP
-        self.inner = VMessTransport(self.transport, self.session.body_encoder(), self._header)
+        self.inner = VMessTransport(self.transport, self.session.body_encoder(ep.chunk_size),
+                                    self._header)
         self.app = self.factory.wrapped.buildProtocol(self.transport.getPeer())
         if self.app is None:
             self.transport.loseConnection()
@@ -222,7 +223,9 @@ class VMessClientEndpoint:
     (0 means the AEAD header, as in 4.34) and ``security``; the ``security`` argument
     overrides it. ``command`` is ``CMD_TCP`` (default) or ``CMD_UDP``. ``clock`` gives the
     wall-clock seconds stamped into the request header (``time.time`` by default).
-    ``onCommand(SwitchAccount)`` hears a server's dynamic-port offer.
+    ``onCommand(SwitchAccount)`` hears a server's dynamic-port offer. ``chunk_size`` is
+    the largest request chunk sent (16 KiB by default; 2048 is V2Ray's own writer, for a
+    server whose reader needs it); UDP always keeps V2Ray's 2048.
     The Deferred fires with the application's protocol once the transport is connected.
     """
 
@@ -230,8 +233,10 @@ class VMessClientEndpoint:
                  security: str | int | None = None, *, reactor: Any = None,
                  command: int = H.CMD_TCP, header_delay: float = HEADER_DELAY,
                  clock: Clock = time.time,
-                 onCommand: Callable[[H.SwitchAccount], None] | None = None) -> None:
+                 onCommand: Callable[[H.SwitchAccount], None] | None = None,
+                 chunk_size: int = DEFAULT_SEND_CHUNK) -> None:
         self.transport_endpoint = transport_endpoint
+        self.chunk_size = chunk_size
         self.account = account
         self.destination = destination
         self.command = command

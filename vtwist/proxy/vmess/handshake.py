@@ -25,6 +25,7 @@ from vtwist.address import Destination
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess import legacy as L
 from vtwist.proxy.vmess.body import (
+    DEFAULT_SEND_CHUNK,
     OPT_CHUNK_MASKING,
     OPT_CHUNK_STREAM,
     OPT_GLOBAL_PADDING,
@@ -80,10 +81,15 @@ class RequestParsed(Event):
                            packet=h.command == H.CMD_UDP)
 
     def response_writer(self, random_bytes: Callable[[int], bytes] = padding_bytes,
-                        command: int = 0, command_payload: bytes = b""
+                        command: int = 0, command_payload: bytes = b"",
+                        chunk_size: int = DEFAULT_SEND_CHUNK
                         ) -> tuple[bytes, BodyEncoder]:
         """(response header bytes, encoder for the response body); ``command`` (e.g.
-        ``CMD_SWITCH_ACCOUNT`` with its payload) rides in the response header."""
+        ``CMD_SWITCH_ACCOUNT`` with its payload) rides in the response header.
+
+        Response chunks are up to ``chunk_size`` bytes (16 KiB by default: every client's
+        reader accepts them, see :data:`~vtwist.proxy.vmess.body.MAX_SEND_CHUNK`); UDP
+        responses keep V2Ray's 2048."""
         h = self.header
         plain = H.encode_response_plain(h.response_v, 0, command, command_payload)
         cfb = None
@@ -95,7 +101,7 @@ class RequestParsed(Event):
                 cfb = enc
         encoder = BodyEncoder(h.security, h.option, self.response_key, self.response_iv,
                               packet=h.command == H.CMD_UDP, random_bytes=random_bytes,
-                              cfb=cfb)
+                              cfb=cfb, chunk_size=chunk_size)
         return wire, encoder
 
 
@@ -350,11 +356,13 @@ class ClientSession:
         return L.seal_legacy_request(ids_[legacy_id_index], self.account.cmd_key,
                                      legacy_timestamp, self.instruction())
 
-    def body_encoder(self) -> BodyEncoder:
-        """Encoder for the request body."""
+    def body_encoder(self, chunk_size: int = DEFAULT_SEND_CHUNK) -> BodyEncoder:
+        """Encoder for the request body: chunks of up to ``chunk_size`` bytes (16 KiB by
+        default, 2048 = V2Ray's own writer); UDP keeps V2Ray's 2048."""
         rnd = padding_bytes if self.random_bytes is os.urandom else self.random_bytes
         return BodyEncoder(self.security, self.option, self.body_key, self.body_iv,
-                           packet=self.command == H.CMD_UDP, random_bytes=rnd)
+                           packet=self.command == H.CMD_UDP, random_bytes=rnd,
+                           chunk_size=chunk_size)
 
     def feed_response(self, data: bytes
                       ) -> tuple[H.ResponseHeader, BodyDecoder, bytes] | NeedData:

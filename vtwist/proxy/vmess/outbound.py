@@ -129,7 +129,8 @@ class VMessOutbound:
         return VMessClientEndpoint(
             self.transportEndpoint(choice.server), choice.account, MUX_DESTINATION,
             choice.security, reactor=self.reactor, command=CMD_MUX,
-            onCommand=lambda offer: self.switchAccount(offer, origin))
+            onCommand=lambda offer: self.switchAccount(offer, origin),
+            chunk_size=self.settings.chunk_size)
 
     def endpointFor(self, destination: Destination) -> Any:
         """A VMessClientEndpoint through the next server/user to ``destination``
@@ -143,7 +144,8 @@ class VMessOutbound:
         return VMessClientEndpoint(
             self.transportEndpoint(choice.server), choice.account, destination,
             choice.security, reactor=self.reactor, command=command,
-            onCommand=lambda offer: self.switchAccount(offer, origin))
+            onCommand=lambda offer: self.switchAccount(offer, origin),
+            chunk_size=self.settings.chunk_size)
 
     def switchAccount(self, offer: SwitchAccount, origin: str) -> None:
         """A server's SwitchAccount: later connections take the offered server in turn."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from vtwist.config.node import Node
 from vtwist.config.registry import OutboundSpec
+from vtwist.proxy.vmess.body import DEFAULT_SEND_CHUNK, MAX_CHUNK, MAX_SEND_CHUNK
 from vtwist.proxy.vmess.ids import parse_uuid
 from vtwist.proxy.vmess.users import Account
 
@@ -95,13 +96,19 @@ class VMessServer:
 
 @dataclass
 class VMessOutboundSettings:
-    """Validated ``settings`` of a vmess outbound."""
+    """Validated ``settings`` of a vmess outbound.
+
+    ``chunk_size`` (vtwist's own ``chunkSize``): the largest request chunk sent, length
+    field, sealed payload and padding together; 16384 by default, 2048 is V2Ray's writer.
+    """
 
     servers: list[VMessServer] = field(default_factory=list)
+    chunk_size: int = DEFAULT_SEND_CHUNK
 
 
 def parse_outbound_settings(node: Node) -> VMessOutboundSettings:
-    """Validate ``vnext[]``: ``address``, ``port``, ``users[]`` (id, alterId, security...)."""
+    """Validate ``vnext[]``: ``address``, ``port``, ``users[]`` (id, alterId, security...);
+    vtwist's ``chunkSize`` (2048..16384)."""
     settings = VMessOutboundSettings()
     vnext = node.get("vnext")
     for server in vnext.items():
@@ -117,6 +124,7 @@ def parse_outbound_settings(node: Node) -> VMessOutboundSettings:
         settings.servers.append(VMessServer(address.strip("[]"), port, users))
     if not settings.servers:
         raise vnext.error("expected at least one server")
+    settings.chunk_size = node.int("chunkSize", DEFAULT_SEND_CHUNK, MAX_CHUNK, MAX_SEND_CHUNK)
     node.warn_unknown()
     return settings
 

@@ -67,7 +67,7 @@ class VMessTransport(PassThroughMixin):
         if self.writeClosed or self.disconnecting or not data:
             return
         pieces = self._takeHeader()
-        pieces += self.encoder.encode(data)
+        pieces += self.encoder.encode_sequence(data)
         if pieces:
             self.lower.writeSequence(pieces)
 
