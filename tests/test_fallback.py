@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from vtwist.config.errors import ConfigError
@@ -227,3 +228,24 @@ class HandOffTests(TestCase):
             negotiatedProtocol = b"h2"
         self.assertEqual(negotiated_alpn(T()), "h2")
         self.assertIsNone(negotiated_alpn(object()))
+
+
+class UnreachableTests(TestCase):
+    """A fallback that cannot be reached closes the client's connection."""
+
+    @defer.inlineCallbacks
+    def test_closed_port(self) -> None:
+        from tests.netutil import free_port
+        from vtwist.testing.doubles import HalfCloseTransport
+
+        fb = parse([{"dest": free_port()}])[0]
+        t = HalfCloseTransport()
+        link = hand_off(t, fb, b"GET / HTTP/1.1\r\n\r\n", reactor)
+        for _ in range(100):
+            if t.disconnecting:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(t.value(), b"")
+        link.received(b"late")  # ignored
+        link.lost(None)

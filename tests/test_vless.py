@@ -414,3 +414,87 @@ class ServerTests(SynchronousTestCase):
             self.assertEqual(t.value(), b"")
             proto.connectionLost(None)
         self.assertEqual(self.guard.held, 0)
+
+
+class ClientTests(SynchronousTestCase):
+    """The client endpoint's protocol in memory: header timing, response, UDP framing."""
+
+    def setUp(self) -> None:
+        from twisted.internet.defer import succeed
+        from twisted.internet.protocol import Protocol
+
+        from vtwist.proxy.vless.client import VLESSClientEndpoint
+
+        self.clock = Clock()
+        self.account = VLESSAccount(os.urandom(16))
+        self.lower = HalfCloseTransport()
+        got: list[bytes] = []
+        self.got = got
+        lower = self.lower
+
+        class App(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                got.append(data)
+
+        class Lower:
+            def connect(self, factory: Any) -> Any:
+                proto = factory.buildProtocol(None)
+                proto.makeConnection(lower)
+                self.proto = proto
+                return succeed(proto)
+
+        self.lowerEndpoint = Lower()
+        self.App = App
+        self.make = lambda dest, cmd=C.CMD_TCP: VLESSClientEndpoint(  # noqa: E731
+            self.lowerEndpoint, self.account, dest, reactor=self.clock, command=cmd)
+
+    def connect(self, dest: Destination, cmd: int = C.CMD_TCP) -> Any:
+        from twisted.internet.protocol import Factory
+        apps: list[Any] = []
+        self.make(dest, cmd).connect(Factory.forProtocol(self.App)).addCallback(apps.append)
+        return apps[0], self.lowerEndpoint.proto
+
+    def test_header_rides_the_first_write(self) -> None:
+        dest = Destination.tcp("example.com", 80)
+        app, proto = self.connect(dest)
+        self.assertEqual(self.lower.value(), b"")
+        app.transport.write(b"GET /")
+        self.assertEqual(self.lower.value(),
+                         C.encode_request(self.account.uuid, C.CMD_TCP, dest) + b"GET /")
+        self.clock.advance(1)  # no second header
+        proto.dataReceived(b"\x00")
+        proto.dataReceived(b"\x03ab")  # addons of 3 bytes: 2 so far
+        self.assertEqual(self.got, [])
+        proto.dataReceived(b"\x01" + b"HTTP")  # (a protobuf of junk is refused below)
+        self.assertTrue(self.lower.disconnecting or self.lower.disconnected)
+
+    def test_header_alone_after_100_ms(self) -> None:
+        dest = Destination.tcp("example.com", 80)
+        app, proto = self.connect(dest)
+        self.clock.advance(0.1)
+        self.assertEqual(self.lower.value(), C.encode_request(self.account.uuid, C.CMD_TCP, dest))
+        proto.dataReceived(b"\x00\x00HTTP/1.1 200 OK")
+        proto.dataReceived(b"\r\n")
+        self.assertEqual(b"".join(self.got), b"HTTP/1.1 200 OK\r\n")
+
+    def test_wrong_response_version_aborts(self) -> None:
+        app, proto = self.connect(Destination.tcp("example.com", 80))
+        proto.dataReceived(b"\x01\x00data")
+        self.assertEqual(self.got, [])
+
+    def test_udp_framing(self) -> None:
+        dest = Destination.udp("1.1.1.1", 53)
+        app, proto = self.connect(dest, C.CMD_UDP)
+        app.transport.write(b"query")
+        self.assertEqual(self.lower.value(), C.encode_request(self.account.uuid, C.CMD_UDP, dest)
+                         + b"\x00\x05query")
+        proto.dataReceived(b"\x00\x00" + C.encode_packet(b"a1") + C.encode_packet(b"b2")[:3])
+        proto.dataReceived(C.encode_packet(b"b2")[3:])
+        self.assertEqual(self.got, [b"a1", b"b2"])
+
+    def test_uncarriable_destination_fails_at_once(self) -> None:
+        from twisted.internet.error import ConnectError
+        from twisted.internet.protocol import Factory
+        d = self.make(Destination.tcp("ä" * 3 + ".example", 80)).connect(
+            Factory.forProtocol(self.App))
+        self.failureResultOf(d, ConnectError)
