@@ -13,7 +13,7 @@ import os
 import uuid
 from typing import Any
 
-from twisted.internet import reactor, task
+from twisted.internet import protocol, reactor, task
 
 from tests.interop.transport_support import TransportTestCase
 from tests.interop.v2ray_runner import EchoServer
@@ -110,3 +110,64 @@ for _kind in ("tcp", "tls", "wss"):
     for _client, _server in (("vtwist", "v2ray"), ("v2ray", "vtwist"), ("vtwist", "vtwist")):
         _t = _make(_kind, _client, _server)
         setattr(VLESSInterop, _t.__name__, _t)
+
+
+class Silent(protocol.Protocol):
+    """A prober: sends its bytes, records anything that comes back."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.answer = b""
+        self.closed = False
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.answer += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed = True
+
+
+class ProbesOverSockets(TransportTestCase):
+    """Random and mutated first packets over real sockets to a vtwist VLESS server without
+    fallbacks: never answered, never closed early, while a real client is served."""
+
+    timeout = 60
+
+    async def test_probes_while_serving(self) -> None:
+        import random
+
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        from vtwist.address import Destination
+        from vtwist.proxy.vless.codec import CMD_TCP, encode_request
+        from vtwist.proxy.vmess.ids import parse_uuid
+
+        echo = EchoServer()
+        self.addCleanup(echo.stop)
+        server_port, socks = free_port(), free_port()
+        await start_service(server_config(server_port, {"network": "tcp"}), self)
+        await start_service(client_config(socks, server_port, {"network": "tcp"}), self)
+        rng = random.Random(5)
+        good = encode_request(parse_uuid(UUID), CMD_TCP, Destination.tcp("127.0.0.1", echo.port))
+        probes = []
+        for i in range(60):
+            if i % 2:
+                data = bytearray(good + b"hello")
+                data[rng.randrange(0, 17)] ^= 0xFF
+            else:
+                data = bytearray(rng.randbytes(rng.randint(1, 400)))
+            p = Silent(bytes(data))
+            await TCP4ClientEndpoint(reactor, "127.0.0.1", server_port).connect(
+                protocol.Factory.forProtocol(lambda p=p: p))
+            probes.append(p)
+        sent, got, _ = await socks_echo(reactor, socks, "127.0.0.1", echo.port, 4 << 20)
+        self.assertEqual(got, sent)
+        await task.deferLater(reactor, 0.5, lambda: None)
+        for p in probes:
+            self.assertEqual(p.answer, b"")
+            self.assertFalse(p.closed)  # held: FIN only after the handshake deadline + 2-8 s
+            p.transport.abortConnection()
+        await settle(0.2)
