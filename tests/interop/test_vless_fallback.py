@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.haproxy import proxyEndpoint
 from twisted.web.resource import Resource
@@ -136,3 +137,61 @@ class VLESSFallbackCurl(TransportTestCase):
         self.assertEqual(got, sent)
         out, err, code = await self.curl(port, "/site")
         self.assertEqual(out.rpartition(b"\n")[0], b"site")
+
+
+class Banner(Protocol):
+    """A server that speaks first (SMTP-like)."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"220 banner\r\n")
+
+
+class Listener(Protocol):
+    """A client that waits for the server to speak."""
+
+    def __init__(self) -> None:
+        self.got = b""
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.got += data
+        if self.got.endswith(b"\r\n") and not self.done.called:
+            self.done.callback(self.got)
+
+
+class SilentClientFallback(TransportTestCase):
+    """A client that sends nothing goes to the fallback after the handshake timeout, in
+    V2Ray 4.34 (its first read times out empty: "fallback directly") and in vtwist."""
+
+    timeout = 30
+
+    async def check(self, who: str) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Factory
+
+        banner = reactor.listenTCP(0, Factory.forProtocol(Banner), interface="127.0.0.1")
+        self.addCleanup(banner.stopListening)
+        port = free_port()
+        config = {
+            "log": {"loglevel": "warning"},
+            "policy": {"levels": {"0": {"handshake": 1}}},
+            "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "vless",
+                          "settings": {"clients": [{"id": UUID}], "decryption": "none",
+                                       "fallbacks": [{"dest": banner.getHost().port}]}}],
+            "outbounds": [{"protocol": "freedom"}]}
+        if who == "vtwist":
+            await start_service(config, self)
+        else:
+            await self.v2ray(config).wait_port(port)
+        client = Listener()
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client))
+        got = await client.done.addTimeout(5, reactor)
+        self.assertEqual(got, b"220 banner\r\n")
+        client.transport.loseConnection()
+
+    async def test_vtwist(self) -> None:
+        await self.check("vtwist")
+
+    async def test_v2ray(self) -> None:
+        await self.check("v2ray")
