@@ -101,6 +101,13 @@ class RandomPortsTests(SynchronousTestCase):
         self.assertTrue({w.port for w in s.current} <= {20002, 20003})
         self.assertIsNone(s.failure)
 
+    def test_a_taken_port_is_replaced_by_another_of_the_range(self) -> None:
+        """Another program holding picked ports does not shrink the generation."""
+        s, _, listens = self.service(range(20000, 20010), concurrency=2,
+                                     refuse=set(range(20000, 20008)))
+        self.assertEqual({w.port for w in s.current}, {20008, 20009})
+        self.assertEqual(self.open_ports(listens), {20008, 20009})
+
     def test_nothing_listens(self) -> None:
         s, _, _ = self.service(range(20000, 20004), concurrency=2,
                                refuse=set(range(20000, 20004)))

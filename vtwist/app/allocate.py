@@ -151,14 +151,25 @@ class RandomPortsService(Service):
 
         done.addCallback(bound)
 
-    def _listen(self, worker: Worker) -> Deferred[Any]:
+    def _listen(self, worker: Worker, tried: set[int] | None = None) -> Deferred[Any]:
+        """Bind ``worker``; a port that is taken (by another program) is left for another
+        free port of the range, until the range has none left."""
+        tried = tried if tried is not None else set()
+        tried.add(worker.port)
+
         def listened(listener: Any) -> None:
             worker.listener = listener
 
-        def failed(failure: Any) -> None:
+        def failed(failure: Any) -> Deferred[Any] | None:
             self.in_use.discard(worker.port)
             log.warn("{what}: cannot listen on port {port}: {why}", what=self.description,
                      port=worker.port, why=failure.getErrorMessage())
+            untried = [p for p in self.inbound.ports if p not in self.in_use and p not in tried]
+            if not untried or not self.running:
+                return None
+            worker.port = self.rng.choice(untried)
+            self.in_use.add(worker.port)
+            return self._listen(worker, tried)
 
         return maybeDeferred(self.endpoint(worker.port).listen, worker.factory).addCallbacks(
             listened, failed)
