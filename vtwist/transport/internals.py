@@ -5,7 +5,8 @@
   :func:`raise_write_high_water` lets the socket buffer more before it pushes back.
 - ``IOpenSSLTrustRoot`` is a public interface that lives in a private module.
 - The splice relay (:mod:`vtwist.tunnel.splice`) takes a socket over from its transport only
-  when :func:`idle_plain_tcp` says nothing is buffered or half-closed there.
+  when :func:`idle_plain_tcp` says nothing is buffered or half-closed there, and checks with
+  :func:`endpoint_protocol` that a connection's bytes go unchanged to the relay's protocol.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.endpoints import _WrappingProtocol
 from twisted.internet.tcp import Connection
 
-__all__ = ["IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "idle_plain_tcp", "raise_write_high_water"]
+__all__ = ["IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "endpoint_protocol", "idle_plain_tcp",
+           "raise_write_high_water"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
@@ -50,3 +53,13 @@ def idle_plain_tcp(transport: Any) -> bool:
     if transport._writeDisconnecting or transport._writeDisconnected:
         return False
     return len(transport.dataBuffer) == transport.offset and transport._tempDataLen == 0
+
+
+def endpoint_protocol(protocol: Any) -> Any:
+    """The protocol inside the pass-through wrapper Twisted's client endpoints put around it
+    (``dataReceived`` forwarded unchanged), or ``protocol`` itself."""
+    for _ in range(4):
+        if not isinstance(protocol, _WrappingProtocol):
+            break
+        protocol = protocol._wrappedProtocol
+    return protocol

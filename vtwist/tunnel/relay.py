@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
-from vtwist.transport.internals import raise_write_high_water
+from vtwist.transport.internals import endpoint_protocol, raise_write_high_water
 from vtwist.tunnel.activity import ActivityTimer
 from vtwist.tunnel.held import HeldInput
 from vtwist.tunnel.splice import offer_splice
@@ -64,7 +64,7 @@ class Relay:
         outbound.registerProducer(inbound, True)
         inbound.registerProducer(outbound, True)
         self.activity = ActivityTimer(clock, policy.conn_idle, self._idle)
-        if isinstance(getattr(outbound, "protocol", None), RelayProtocol):
+        if isinstance(endpoint_protocol(getattr(outbound, "protocol", None)), RelayProtocol):
             offer_splice(self, clock)  # a plain TCP outbound: maybe kernel-to-kernel
 
     # -- events from the protocols ------------------------------------------------
