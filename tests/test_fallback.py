@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
@@ -102,6 +102,7 @@ class ChooseTests(SynchronousTestCase):
         self.assertIsNone(choose_fallback(only_path, None, GET))
         self.assertIsNone(choose_fallback([], None, GET))
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.binary(max_size=300), st.sampled_from([None, "h2", "http/1.1", "x"]))
     def test_never_raises(self, first: bytes, alpn: str | None) -> None:
         fbs = parse([{"dest": 80}, {"alpn": "h2", "dest": 81}, {"path": "/ws", "dest": 82}])

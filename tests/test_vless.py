@@ -69,6 +69,7 @@ class CodecTests(SynchronousTestCase):
         self.assertEqual(C.encode_addons(C.Addons("xtls-rprx-direct")),
                          b"\x0a\x10xtls-rprx-direct")
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.binary(min_size=16, max_size=16), st.sampled_from([C.CMD_TCP, C.CMD_UDP]),
            destinations, addons, st.binary(max_size=64), st.lists(st.integers(0, 400)))
     def test_request_round_trip(self, uid: bytes, cmd: int, dest: Destination,
@@ -118,12 +119,14 @@ class CodecTests(SynchronousTestCase):
                + b"\x12\x02\xff\x00")        # Seed
         self.assertEqual(C.decode_addons(raw), C.Addons("abc", b"\xff\x00"))
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.binary(max_size=300))
     def test_parser_never_raises(self, data: bytes) -> None:
         uid = data[1:17] if len(data) >= 17 else os.urandom(16)
         result = C.RequestParser(lambda u: 1 if u == uid else None).feed(data)
         self.assertTrue(result is NEED_DATA or isinstance(result, (C.Request, C.Invalid)))
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.binary(max_size=300))
     def test_addons_decode_never_raises_else(self, data: bytes) -> None:
         try:
@@ -131,6 +134,7 @@ class CodecTests(SynchronousTestCase):
         except C.VLESSError:
             pass
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(addons, st.binary(max_size=50))
     def test_response_round_trip(self, extra: C.Addons, payload: bytes) -> None:
         if len(C.encode_addons(extra)) > 255:
@@ -150,9 +154,9 @@ class CodecTests(SynchronousTestCase):
         with self.assertRaises(C.VLESSError):
             C.ResponseParser().feed(b"\x01\x00")
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.binary(min_size=1, max_size=C.MAX_PACKET), max_size=8),
            st.lists(st.integers(0, 20000)))
-    @settings(suppress_health_check=[HealthCheck.too_slow])
     def test_packets_round_trip(self, packets: list[bytes], cuts: list[int]) -> None:
         wire = b"".join(C.encode_packet(p) for p in packets)
         dec = C.PacketDecoder()
