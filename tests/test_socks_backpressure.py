@@ -39,6 +39,24 @@ def rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def pipes(pid: int) -> int:
+    """How many pipe descriptors ``pid`` holds."""
+    count = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("pipe:")
+        except OSError:
+            pass
+    return count
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def slow_read(sock: socket.socket, rate: float, deadline: float) -> int:
     """Read until EOF at no more than ``rate`` bytes/s; returns the byte count."""
     total = 0
@@ -67,6 +85,9 @@ def fast_write(sock: socket.socket, total: int) -> None:
 
 
 class BackpressureTests(SynchronousTestCase):
+    #: whether the proxy relays by splice (``VTWIST_SPLICE``)
+    splice = True
+
     def setUp(self) -> None:
         self.socks_port = free_port()
         config = {
@@ -81,6 +102,7 @@ class BackpressureTests(SynchronousTestCase):
         self.proxy = subprocess.Popen(
             [sys.executable, "-m", "vtwist", "run", "-c", path],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "VTWIST_SPLICE": "1" if self.splice else "0"},
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.addCleanup(self._stop)
         deadline = time.monotonic() + 15
@@ -125,8 +147,10 @@ class BackpressureTests(SynchronousTestCase):
 
         thread = threading.Thread(target=target_side, daemon=True)
         thread.start()
+        pipes_before = most_pipes = pipes(self.proxy.pid)
         client = socks_connect(self.socks_port, "127.0.0.1", port)
         peak = base = rss(self.proxy.pid)
+        cpu_before = cpu_seconds(self.proxy.pid)
         done = threading.Event()
 
         def client_side() -> None:
@@ -149,14 +173,17 @@ class BackpressureTests(SynchronousTestCase):
         worker.start()
         while not done.wait(0.05):
             peak = max(peak, rss(self.proxy.pid))
+            most_pipes = max(most_pipes, pipes(self.proxy.pid))
             self.assertLess(time.monotonic(), deadline, "transfer took too long")
         elapsed = time.monotonic() - started
+        cpu = cpu_seconds(self.proxy.pid) - cpu_before
         thread.join(10)
         worker.join(10)
         if "error" in result:
             raise result["error"]  # type: ignore[misc]
         self.assertEqual(result["received"], total)
-        return {"base": base, "peak": peak, "seconds": elapsed}
+        return {"base": base, "peak": peak, "seconds": elapsed, "cpu": cpu,
+                "pipes": most_pipes - pipes_before}
 
     def check(self, upload: bool) -> None:
         self.transfer(8 * CHUNK, upload, rate=1e12)  # warm up code paths and allocator
@@ -165,12 +192,25 @@ class BackpressureTests(SynchronousTestCase):
         direction = "upload" if upload else "download"
         print(f"\n{direction}: 200 MB in {numbers['seconds']:.1f}s, proxy RSS "
               f"{numbers['base'] / 2**20:.1f} MB -> peak {numbers['peak'] / 2**20:.1f} MB "
-              f"(+{growth / 2**20:.2f} MB)")
+              f"(+{growth / 2**20:.2f} MB), CPU {numbers['cpu']:.2f}s, "
+              f"{'splice' if self.splice else 'protocols'}")
         self.assertLess(growth, ALLOWED_GROWTH,
                         f"proxy RSS grew by {growth / 2**20:.1f} MB during the {direction}")
+        # a relay waiting on the slow side must sleep, not spin
+        self.assertLess(numbers["cpu"], numbers["seconds"] / 2)
+        if self.splice:  # one pipe per direction: four descriptors
+            self.assertGreaterEqual(numbers["pipes"], 4)
+        else:
+            self.assertEqual(numbers["pipes"], 0)
 
     def test_upload_into_slow_target(self) -> None:
         self.check(upload=True)
 
     def test_download_into_slow_client(self) -> None:
         self.check(upload=False)
+
+
+class BackpressureWithoutSpliceTests(BackpressureTests):
+    """The same through the protocols (where splicing is off or impossible)."""
+
+    splice = False
