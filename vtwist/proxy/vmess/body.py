@@ -294,11 +294,43 @@ class BodyEncoder:
         f = self._f
         if not f.chunked:
             return self._out([bytes(data)])
+        if f.aead is not None and not f.packet:
+            return self._sequence_aead(data)
         out: list[bytes] = []
         seal = self._seal
         for payload in self._slices(data):
             seal(payload, out)
         return self._out(out)
+
+    def _sequence_aead(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """``encode_sequence`` for AEAD streams: :meth:`_seal` inlined (the hot path)."""
+        f = self._f
+        encrypt = f.aead.encrypt  # type: ignore[union-attr]
+        nonce = f._nonce
+        counter = f.counter
+        shake = f.shake
+        padding = f.padding
+        random = self._random
+        pack = _pack_u16
+        out: list[bytes] = []
+        append = out.append
+        for payload in self._slices(data):
+            if padding:
+                pad, mask = shake.next_pair()  # type: ignore[union-attr]
+                pad %= MAX_PADDING
+            else:
+                pad = 0
+                mask = shake.next_word() if shake is not None else 0
+            nonce[0] = (counter >> 8) & 0xFF
+            nonce[1] = counter & 0xFF
+            counter += 1
+            sealed = encrypt(nonce, payload, None)
+            append(pack((len(sealed) + pad) ^ mask))
+            append(sealed)
+            if pad:
+                append(random(pad))
+        f.counter = counter
+        return out
 
     def encode(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Frame one write (stream) or one datagram (packet mode): one string per chunk."""
@@ -396,7 +428,8 @@ class BodyDecoder:
         aead = f.aead
         overhead = f.overhead
         nonce = f.nonce
-        size_words = f.size_words
+        shake = f.shake
+        padding = f.padding
         none_stream = f.none_stream
         with memoryview(src) as mv:
             while True:
@@ -406,8 +439,14 @@ class BodyDecoder:
                         break
                     size = (mv[pos] << 8) | mv[pos + 1]
                     pos += 2
-                    pad, mask = size_words()
-                    size ^= mask
+                    if padding:
+                        pad, mask = shake.next_pair()  # type: ignore[union-attr]
+                        pad %= MAX_PADDING
+                        size ^= mask
+                    else:
+                        pad = 0
+                        if shake is not None:
+                            size ^= shake.next_word()
                     if none_stream:
                         if size == 0:
                             return self._eos(pos, end, 0)
