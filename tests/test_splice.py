@@ -105,8 +105,13 @@ def recv_digest(sock: socket.socket, limit: int | None = None) -> tuple[int, byt
 class Target:
     """A blocking TCP server in a thread; ``handler(sock)`` serves each connection."""
 
-    def __init__(self, test: TestCase, handler: Callable[[socket.socket], Any]) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, test: TestCase, handler: Callable[[socket.socket], Any],
+                 rcvbuf: int = 0) -> None:
+        self.server = socket.socket()
+        if rcvbuf:
+            self.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
         self.server.settimeout(TIMEOUT)
         self.port = self.server.getsockname()[1]
         self.results: list[Any] = []
@@ -269,6 +274,41 @@ class SocksSpliceTests(SpliceTestBase):
         self.assertEqual(data[:len(early)], early)
         self.assertEqual(hashlib.sha256(data[len(early):]).digest(),
                          digest_of(4 * MB, b"spliced"))
+        self.assertEqual(self.spliced(), 1)
+        yield self.assertNothingLeft()
+
+    @defer.inlineCallbacks
+    def test_server_writes_before_reading(self) -> Any:
+        """While the switch waits for a buffer to drain, the other direction keeps flowing.
+        The client's early bytes sit in the proxy's buffer towards a target with a tiny
+        receive window that sends 32 MB before it reads anything: the download completes,
+        then the upload, and the relay splices."""
+        early = b"e" * 60_000
+
+        def serve(sock: socket.socket) -> tuple[int, bytes]:
+            send_all(sock, 32 * MB, b"first")
+            sock.shutdown(socket.SHUT_WR)
+            return recv_digest(sock)
+
+        target = Target(self, serve, rcvbuf=4096)
+
+        def client() -> tuple[int, bytes]:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+            with sock:
+                sock.sendall(codec.client_greeting((codec.METHOD_NO_AUTH,))
+                             + codec.client_request(codec.CMD_CONNECT, "127.0.0.1",
+                                                    target.port) + early)
+                assert recv_exactly(sock, 2) == b"\x05\x00"
+                assert recv_reply(sock)[0] == 0
+                got = recv_digest(sock)
+                sock.sendall(b"after")
+                sock.shutdown(socket.SHUT_WR)
+                return got
+
+        down = yield threads.deferToThread(client)
+        self.assertEqual(down, (32 * MB, digest_of(32 * MB, b"first")))
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (len(early) + 5, hashlib.sha256(early + b"after").digest()))
         self.assertEqual(self.spliced(), 1)
         yield self.assertNothingLeft()
 

@@ -11,8 +11,9 @@ small descriptor per socket (:class:`SocketEnd`, an ``IReadDescriptor`` and
 keeps one selectable per fd, so the transport and its end are never registered together.
 
 - **Order.** The switch happens only once neither transport has anything in its write
-  buffer (held or early bytes, a write in flight): until then the relay runs as usual, with
-  both sides paused so the buffers drain. Every byte written before is then in the kernel.
+  buffer (held or early bytes, a write in flight): until then the relay runs as usual, a
+  side pausing while the buffer its bytes go into drains. Every byte written before is then
+  in the kernel.
 - **Backpressure.** A direction reads its source only while its pipe is empty; when the
   destination takes less than the pipe holds (``EAGAIN``), the source stops reading and the
   destination waits for writability. At most one pipe (:data:`PIPE_SIZE`) per direction is
@@ -115,13 +116,18 @@ def _plain_tcp(transport: Any) -> bool:
 
 
 class _Switch:
-    """Waits for both write buffers to drain (reading paused), then starts the splicer."""
+    """Waits until neither write buffer holds a byte, then starts the splicer.
+
+    Meanwhile a side whose bytes would go into a non-empty buffer pauses so that buffer can
+    drain; a direction whose destination is empty keeps flowing, so no peer ever waits on a
+    pause of ours (a server that writes before it reads more still gets its bytes read).
+    """
 
     def __init__(self, relay: Relay, reactor: Any) -> None:
         self.relay = relay
         self.reactor = reactor
         self.tries = 0
-        self.paused = False
+        self.paused = [False, False]
 
     def check(self) -> None:
         relay = self.relay
@@ -129,7 +135,8 @@ class _Switch:
             self._resume()
             return
         transports = relay.transports
-        if all(idle_plain_tcp(t) for t in transports):
+        idle = [idle_plain_tcp(t) for t in transports]
+        if all(idle):
             splicer = Splicer(relay, self.reactor)
             try:
                 splicer.start()
@@ -143,20 +150,24 @@ class _Switch:
             stats.declined += 1
             self._resume()
             return
-        if not self.paused:  # let the buffers drain without new bytes entering them
-            self.paused = True
-            for t in transports:
-                t.pauseProducing()
+        for side, transport in enumerate(transports):
+            drained = idle[1 - side]  # the buffer this side's bytes go into
+            if drained == self.paused[side]:
+                self.paused[side] = not drained
+                if drained:
+                    transport.resumeProducing()
+                else:
+                    transport.pauseProducing()
         delay = SWITCH_DELAYS[min(self.tries, len(SWITCH_DELAYS) - 1)]
         self.tries += 1
         self.reactor.callLater(delay, self.check)
 
     def _resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            for t in self.relay.transports:
-                if t.connected and not t.disconnecting:
-                    t.resumeProducing()
+        for side, transport in enumerate(self.relay.transports):
+            if self.paused[side]:
+                self.paused[side] = False
+                if transport.connected and not transport.disconnecting:
+                    transport.resumeProducing()
 
 
 @implementer(IReadDescriptor, IWriteDescriptor)
