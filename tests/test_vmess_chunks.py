@@ -251,6 +251,12 @@ class ChunkSizeSetting(SynchronousTestCase):
         for bad in (1024, 2047, 16385, 65535, -1, "big"):
             self.assertRaises(ConfigError, self.parse, chunkSize=bad)
 
+    def test_endpoint_refuses_a_size_outside_range(self) -> None:
+        for bad in (MAX_CHUNK - 1, MAX_SEND_CHUNK + 1):
+            self.assertRaises(ValueError, VMessClientEndpoint, FakeEndpoint(),
+                              Account(os.urandom(16)), Destination.tcp("example.com", 80),
+                              reactor=Clock(), chunk_size=bad)
+
     def test_outbound_hands_it_to_every_endpoint(self) -> None:
         settings = self.parse(chunkSize=2048)
         out = VMessOutbound(Clock(), "out", settings)

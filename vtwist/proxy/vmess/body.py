@@ -194,11 +194,6 @@ class _Framing:
             self.overhead = 4
             self.cfb = cfb if cfb is not None else aes_cfb(key, iv, encrypt)
 
-    @property
-    def iv_tail(self) -> bytes:
-        """The fixed last ten bytes of every nonce."""
-        return bytes(self._nonce[2:])
-
     def nonce(self) -> bytearray:
         """The next chunk's nonce (the same buffer each time: use it before the next call)."""
         n = self._nonce

@@ -53,7 +53,7 @@ from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.proxy.vmess import header as H
-from vtwist.proxy.vmess.body import DEFAULT_SEND_CHUNK, BodyError
+from vtwist.proxy.vmess.body import DEFAULT_SEND_CHUNK, MAX_CHUNK, MAX_SEND_CHUNK, BodyError
 from vtwist.proxy.vmess.handshake import ClientSession
 from vtwist.proxy.vmess.ids import format_uuid
 from vtwist.proxy.vmess.transport import VMessTransport
@@ -235,6 +235,8 @@ class VMessClientEndpoint:
                  clock: Clock = time.time,
                  onCommand: Callable[[H.SwitchAccount], None] | None = None,
                  chunk_size: int = DEFAULT_SEND_CHUNK) -> None:
+        if not MAX_CHUNK <= chunk_size <= MAX_SEND_CHUNK:
+            raise ValueError(f"chunk_size {chunk_size} outside {MAX_CHUNK}..{MAX_SEND_CHUNK}")
         self.transport_endpoint = transport_endpoint
         self.chunk_size = chunk_size
         self.account = account
