@@ -27,8 +27,8 @@ from zope.interface import implementer
 from vtwist.address import format_address
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
-from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
 from vtwist.proxy.guard import ProbeGuard, ProbeHold
+from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
 from vtwist.proxy.vmess.handshake import Rejected, RequestParsed, ServerHandshake
 from vtwist.proxy.vmess.header import (
     CMD_MUX,
