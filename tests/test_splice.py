@@ -141,8 +141,15 @@ class Target:
         return self.results[0]
 
 
-def both_ways(sock: socket.socket, total: int, send_seed: bytes) -> tuple[int, bytes]:
-    """Send ``total`` bytes (then FIN) while reading to EOF; returns what was read."""
+#: How long a test waits for a new relay to switch to splice (it is offered after 20 ms).
+SETTLE = 0.15
+
+
+def both_ways(sock: socket.socket, total: int, send_seed: bytes,
+              settle: float = SETTLE) -> tuple[int, bytes]:
+    """After ``settle`` seconds, send ``total`` bytes (then FIN) while reading to EOF;
+    returns what was read."""
+    time.sleep(settle)
     sender = threading.Thread(target=lambda: (send_all(sock, total, send_seed),
                                               sock.shutdown(socket.SHUT_WR)), daemon=True)
     sender.start()
@@ -222,7 +229,7 @@ class SocksSpliceTests(SpliceTestBase):
         def client() -> tuple[int, bytes]:
             with socks_connect(self.port, "127.0.0.1", target.port) as sock:
                 sock.settimeout(TIMEOUT)
-                time.sleep(0.1)  # let the relay switch to splice before any byte
+                time.sleep(SETTLE)  # let the relay switch to splice before any byte
                 send_all(sock, request, b"request")
                 sock.shutdown(socket.SHUT_WR)
                 return recv_digest(sock)
@@ -261,7 +268,7 @@ class SocksSpliceTests(SpliceTestBase):
                 assert recv_exactly(sock, 2) == b"\x05\x00"
                 assert recv_reply(sock)[0] == 0
                 got = recv_exactly(sock, len(banner))
-                time.sleep(0.1)  # spliced from here on
+                time.sleep(SETTLE)  # spliced from here on
                 send_all(sock, 4 * MB, b"spliced")
                 sock.shutdown(socket.SHUT_WR)
                 rest = recv_digest(sock)
@@ -354,7 +361,7 @@ class IdleTests(SpliceTestBase):
         def client() -> tuple[bytes, bytes, float]:
             with socks_connect(self.port, "127.0.0.1", target.port) as sock:
                 sock.settimeout(TIMEOUT)
-                time.sleep(0.1)
+                time.sleep(SETTLE)
                 sock.sendall(b"ping")
                 echo = recv_exactly(sock, 4)
                 start = time.monotonic()

@@ -37,7 +37,7 @@ from vtwist.tunnel.held import HeldInput
 from vtwist.tunnel.splice import offer_splice
 
 if TYPE_CHECKING:
-    from vtwist.tunnel.splice import Splicer
+    from vtwist.tunnel.splice import Splicer, SpliceSwitch
 
 INBOUND = 0
 OUTBOUND = 1
@@ -57,8 +57,8 @@ class Relay:
         self.eofs = [False, False]
         self.finished = False
         self.bytes = [0, 0]  # bytes received from each side
-        #: set while the bytes move by splice instead of through the protocols
-        self.splice: Splicer | None = None
+        #: the splicer once the bytes move by splice (before: the switch waiting to start it)
+        self.splice: Splicer | SpliceSwitch | None = None
         for transport in self.transports:
             raise_write_high_water(transport)
         outbound.registerProducer(inbound, True)

@@ -10,6 +10,8 @@ small descriptor per socket (:class:`SocketEnd`, an ``IReadDescriptor`` and
 ``IWriteDescriptor`` on the same fd) is registered with the reactor instead; the reactor
 keeps one selectable per fd, so the transport and its end are never registered together.
 
+- **When.** A relay is offered the splice :data:`SPLICE_AFTER` (20 ms) after it starts, so
+  a short exchange never pays for two pipes.
 - **Order.** The switch happens only once neither transport has anything in its write
   buffer (held or early bytes, a write in flight): until then the relay runs as usual, a
   side pausing while the buffer its bytes go into drains. Every byte written before is then
@@ -68,6 +70,10 @@ PIPE_SIZE = 256 * 1024
 #: cannot starve the others.
 ROUND_LIMIT = 4 * PIPE_SIZE
 
+#: A relay is offered the splice this long after it starts: a short exchange (a request and
+#: its answer) is over by then and never pays for the pipes.
+SPLICE_AFTER = 0.02
+
 #: How long the switch waits between checks for empty write buffers (grows to the last).
 SWITCH_DELAYS = (0.0, 0.001, 0.005, 0.02, 0.05)
 
@@ -107,7 +113,9 @@ def offer_splice(relay: Relay, reactor: Any) -> None:
         stats.declined += 1
         return
     # Not now: the relay's builder replays held input into it right after construction.
-    reactor.callLater(0, _Switch(relay, reactor).check)
+    switch = SpliceSwitch(relay, reactor)
+    relay.splice = switch
+    switch.later(SPLICE_AFTER)
 
 
 def _plain_tcp(transport: Any) -> bool:
@@ -115,8 +123,9 @@ def _plain_tcp(transport: Any) -> bool:
     return isinstance(transport, Connection) and not transport.TLS
 
 
-class _Switch:
-    """Waits until neither write buffer holds a byte, then starts the splicer.
+class SpliceSwitch:
+    """Waits until neither write buffer holds a byte, then starts the splicer (it stands in
+    ``relay.splice`` until then, so :meth:`Relay.finish` stops it too).
 
     Meanwhile a side whose bytes would go into a non-empty buffer pauses so that buffer can
     drain; a direction whose destination is empty keeps flowing, so no peer ever waits on a
@@ -128,10 +137,28 @@ class _Switch:
         self.reactor = reactor
         self.tries = 0
         self.paused = [False, False]
+        #: never: the relay still runs through the protocols
+        self.running = False
+        self._call: Any = None
+
+    def later(self, delay: float) -> None:
+        """Check again after ``delay`` seconds."""
+        self._call = self.reactor.callLater(delay, self.check)
+
+    def stop(self) -> None:
+        """The relay ends: no more checks."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        self._resume()
 
     def check(self) -> None:
+        """Start the splicer if both write buffers are empty, else pause and look again."""
+        self._call = None
         relay = self.relay
-        if relay.finished or any(relay.eofs) or relay.splice is not None:
+        if relay.finished or any(relay.eofs) or relay.splice is not self:
+            if relay.splice is self:
+                relay.splice = None  # half-closed already: the protocols finish the relay
             self._resume()
             return
         transports = relay.transports
@@ -144,10 +171,12 @@ class _Switch:
                 log.info("splice setup failed, relaying as usual: {e}", e=e)
                 stats.declined += 1
                 splicer.stop()
+                relay.splice = None
                 self._resume()
             return
         if not all(_plain_tcp(t) and t.connected and not t.disconnecting for t in transports):
             stats.declined += 1
+            relay.splice = None
             self._resume()
             return
         for side, transport in enumerate(transports):
@@ -160,7 +189,7 @@ class _Switch:
                     transport.pauseProducing()
         delay = SWITCH_DELAYS[min(self.tries, len(SWITCH_DELAYS) - 1)]
         self.tries += 1
-        self.reactor.callLater(delay, self.check)
+        self.later(delay)
 
     def _resume(self) -> None:
         for side, transport in enumerate(self.relay.transports):
