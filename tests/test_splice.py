@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from vtwist.service import InboundService
 from vtwist.tunnel import splice
 from vtwist.tunnel.relay import Relay, RelayProtocol
 from vtwist.tunnel.splice import SocketEnd, stats
+from vtwist.tunnel.stream import Phase
 
 from .netutil import free_port
 from .services import start_service
@@ -348,6 +350,64 @@ class SocksSpliceTests(SpliceTestBase):
         served = yield threads.deferToThread(target.result)
         self.assertEqual(served, b"x")
         yield self.assertNothingLeft()
+
+
+class ClosingTests(SpliceTestBase):
+    """A spliced relay that ends abruptly still reaches every protocol's connectionLost."""
+
+    def inbound_protocols(self) -> list[Any]:
+        factory = next(s.factory for s in self.service if isinstance(s, InboundService))
+        return list(factory.connections)
+
+    @defer.inlineCallbacks
+    def assertAllClosed(self) -> Any:
+        for _ in range(100):
+            protocols = self.inbound_protocols()
+            if all(p.transport.disconnected for p in protocols):
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(protocols)
+        for protocol in protocols:
+            self.assertTrue(protocol.transport.disconnected)
+            self.assertIs(protocol.tunnel.phase, Phase.CLOSED)  # the tunnel heard of it
+        yield self.assertNothingLeft()
+
+    @defer.inlineCallbacks
+    def test_client_resets(self) -> Any:
+        """The client resets mid-transfer: the target's connection closes too."""
+        target = Target(self, lambda s: recv_digest(s)[0])
+
+        def client() -> None:
+            sock = socks_connect(self.port, "127.0.0.1", target.port)
+            time.sleep(SETTLE)
+            send_all(sock, MB, b"then reset")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+        yield threads.deferToThread(client)
+        served = yield threads.deferToThread(target.result)
+        self.assertLessEqual(served, MB)
+        self.assertEqual(self.spliced(), 1)
+        yield self.assertAllClosed()
+
+    @defer.inlineCallbacks
+    def test_abort_connection(self) -> Any:
+        """``abortConnection`` on a spliced transport: both sides close."""
+        target = Target(self, lambda s: recv_digest(s))
+        sock = yield threads.deferToThread(socks_connect, self.port, "127.0.0.1", target.port)
+        self.addCleanup(sock.close)
+        yield task.deferLater(reactor, SETTLE, lambda: None)
+        self.assertEqual(self.spliced(), 1)
+        [protocol] = self.inbound_protocols()
+        protocol.transport.abortConnection()
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (0, hashlib.sha256().digest()))
+        try:
+            rest = yield threads.deferToThread(sock.recv, 10)
+        except ConnectionResetError:
+            rest = b""
+        self.assertEqual(rest, b"")
+        yield self.assertAllClosed()
 
 
 class IdleTests(SpliceTestBase):
