@@ -19,7 +19,9 @@ from typing import Any
 from unittest import mock
 
 from twisted.internet import defer, reactor, task, threads
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -407,6 +409,26 @@ class ClosingTests(SpliceTestBase):
         except ConnectionResetError:
             rest = b""
         self.assertEqual(rest, b"")
+        yield self.assertAllClosed()
+
+
+    @defer.inlineCallbacks
+    def test_reactor_drops_descriptor(self) -> Any:
+        """The reactor drops a socket end (as on a hang-up, an error or its own shutdown):
+        that side's protocol hears connectionLost at once, the other side closes."""
+        target = Target(self, lambda s: recv_digest(s))
+        sock = yield threads.deferToThread(socks_connect, self.port, "127.0.0.1", target.port)
+        self.addCleanup(sock.close)
+        yield task.deferLater(reactor, SETTLE, lambda: None)
+        [protocol] = self.inbound_protocols()
+        [end] = [e for e in socket_ends() if e.transport is protocol.transport]
+        reactor.removeReader(end)
+        reactor.removeWriter(end)
+        end.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(protocol.transport.disconnected)
+        self.assertIs(protocol.tunnel.phase, Phase.CLOSED)
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (0, hashlib.sha256().digest()))
         yield self.assertAllClosed()
 
 

@@ -395,9 +395,14 @@ class Splicer:
             self.ends[pipe.src].startReading()
 
     def endLost(self, side: int, reason: Failure) -> None:
-        """The reactor dropped ``side``'s descriptor: the relay loses that side."""
+        """The reactor dropped ``side``'s descriptor (a hang-up, an error, its shutdown): the
+        relay loses that side, and its transport is told at once, as the reactor would have
+        told it; the other side closes gracefully."""
         if self.running:
             self.relay.lost(side, reason)
+        transport = self.ends[side].transport
+        if transport.connected:
+            transport.connectionLost(reason)
 
     # -- moving bytes ---------------------------------------------------------------------
     def _flush(self, pipe: _Pipe) -> bool:
