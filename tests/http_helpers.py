@@ -14,9 +14,9 @@ from zope.interface import implementer
 TIMEOUT = 20
 
 
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """Read up to the end of a response head; ``(head, bytes after it)``."""
-    data = b""
+def read_head(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
+    """Read up to the end of a response head (after ``data``, bytes already read);
+    ``(head, bytes after it)``."""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
@@ -26,9 +26,11 @@ def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, rest
 
 
-def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One Content-Length response: ``(head, body)``."""
-    head, body = read_head(sock)
+def read_response(sock: socket.socket, data: bytes = b"",
+                  rest: list[bytes] | None = None) -> tuple[bytes, bytes]:
+    """One Content-Length response (after ``data``, bytes already read): ``(head, body)``.
+    Bytes read past it (a pipelined response) go into ``rest`` when given."""
+    head, body = read_head(sock, data)
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -39,7 +41,9 @@ def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
         if not chunk:
             raise EOFError("closed in the body")
         body += chunk
-    return head, body
+    if rest is not None:
+        rest.append(body[length:])
+    return head, body[:length]
 
 
 def connect_through(proxy_port: int, host: str, port: int,
