@@ -1,4 +1,4 @@
-"""Trojan over tls and ws+tls: vtwist and V2Ray 4.34 in every pairing, TCP and UDP.
+"""Trojan over tcp, tls and ws+tls: vtwist and V2Ray 4.34 in every pairing, TCP and UDP.
 
 TCP: 20 MB each way through ``dokodemo-door -> trojan outbound ═ tls|wss ═ trojan inbound ->
 freedom -> echo``, sha256 compared both ways. UDP: a SOCKS5 UDP ASSOCIATE on the client side,
@@ -144,7 +144,7 @@ def _make(kind: str, client: str, server: str, udp: bool) -> Any:
     return test
 
 
-for _kind in ("tls", "wss"):
+for _kind in ("tcp", "tls", "wss"):
     for _client, _server in (("vtwist", "v2ray"), ("v2ray", "vtwist"), ("vtwist", "vtwist")):
         for _udp in (False, True):
             _t = _make(_kind, _client, _server, _udp)
