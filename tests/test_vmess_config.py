@@ -9,9 +9,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.loader import parse_config
+from vtwist.proxy.datagram_connections import ConnectionPerDestination
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.inbound import build_inbound_factory
-from vtwist.proxy.vmess.outbound import VMessOutbound, VMessPacketSession, build_outbound
+from vtwist.proxy.vmess.outbound import VMessOutbound, build_outbound
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.inbound import BuildContext
 from vtwist.tunnel.service import TunnelService
@@ -133,4 +134,4 @@ class OutboundConfig(SynchronousTestCase):
         self.assertEqual([e.account.uuid_text for e in (e1, e2, e3)], [ID, ID2, ID])
         self.assertEqual(e1.destination, dest)
         self.assertIsInstance(ob.packetSession(lambda d, s: None, lambda: None),
-                              VMessPacketSession)
+                              ConnectionPerDestination)

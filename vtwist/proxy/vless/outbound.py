@@ -11,10 +11,10 @@ from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.interfaces import IOutbound
+from vtwist.proxy.datagram_connections import ConnectionPerDestination
 from vtwist.proxy.vless.client import VLESSClientEndpoint
 from vtwist.proxy.vless.codec import CMD_TCP, CMD_UDP
 from vtwist.proxy.vless.settings import VLESSOutboundSettings, VLESSServer
-from vtwist.proxy.vmess.outbound import VMessPacketSession
 from vtwist.tunnel.dialer import direct_dialer
 
 
@@ -46,10 +46,10 @@ class VLESSOutbound:
                                    reactor=self.reactor, command=command)
 
     def packetSession(self, onPacket: Callable[[bytes, Destination], None],
-                      onClose: Callable[[], None]) -> VMessPacketSession:
+                      onClose: Callable[[], None]) -> ConnectionPerDestination:
         """A UDP session carried as VLESS UDP connections (the session logic is VMess's:
         one connection per destination, datagrams queued while it connects)."""
-        return VMessPacketSession(self, onPacket, onClose)  # type: ignore[arg-type]
+        return ConnectionPerDestination(self, onPacket, onClose, "vless UDP")
 
 
 def build_outbound(outbound: Any, ctx: Any) -> VLESSOutbound:

@@ -7,95 +7,20 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from vtwist.address import Destination
-from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.interfaces import IOutbound
+from vtwist.proxy.datagram_connections import ConnectionPerDestination
 from vtwist.proxy.mux.client import MuxPool
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.header import CMD_MUX, CMD_TCP, CMD_UDP, MUX_DESTINATION, SwitchAccount
 from vtwist.proxy.vmess.picker import ServerPicker
 from vtwist.proxy.vmess.settings import VMessOutboundSettings, VMessServer
 from vtwist.tunnel.dialer import direct_dialer
-from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.vmess.outbound")
-
-
-class _Datagrams(Protocol):
-    """Receives the datagrams of one VMess UDP connection."""
-
-    def __init__(self, session: VMessPacketSession, dest: Destination) -> None:
-        self.session = session
-        self.dest = dest
-
-    def dataReceived(self, data: bytes) -> None:
-        self.session.onPacket(data, self.dest)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.session._lost(self.dest, self)
-
-
-@implementer(IPacketSession)
-class VMessPacketSession:
-    """UDP through VMess: one VMess UDP connection (Cmd 2) per destination."""
-
-    def __init__(self, outbound: VMessOutbound, onPacket: Callable[[bytes, Destination], None],
-                 onClose: Callable[[], None]) -> None:
-        self.outbound = outbound
-        self.onPacket = onPacket
-        self.onClose = onClose
-        self.closed = False
-        self._conns: dict[Destination, Any] = {}
-        self._queued: dict[Destination, PacketQueue] = {}
-
-    def send(self, data: bytes, destination: Destination) -> None:
-        """Send one datagram to ``destination`` (connecting on first use)."""
-        if self.closed:
-            return
-        dest = destination.with_network("udp")
-        proto = self._conns.get(dest)
-        if proto is not None:
-            proto.transport.write(data)
-            return
-        queue = self._queued.get(dest)
-        if queue is not None:
-            queue.push(data)
-            return
-        queue = self._queued[dest] = PacketQueue()
-        queue.push(data)
-        endpoint = self.outbound.endpointFor(dest)
-        d = endpoint.connect(Factory.forProtocol(lambda: _Datagrams(self, dest)))
-
-        def connected(proto: _Datagrams) -> None:
-            queued = self._queued.pop(dest)
-            if self.closed:
-                proto.transport.loseConnection()
-                return
-            self._conns[dest] = proto
-            for packet in queued.take():
-                proto.transport.write(packet)
-
-        def failed(f: Any) -> None:
-            self._queued.pop(dest, None)
-            log.info("vmess UDP to {dest}: {why}", dest=dest, why=f.getErrorMessage())
-
-        d.addCallbacks(connected, failed)
-
-    def _lost(self, dest: Destination, proto: Any) -> None:
-        if self._conns.get(dest) is proto:
-            del self._conns[dest]
-
-    def close(self) -> None:
-        """Close every VMess UDP connection of this session."""
-        if self.closed:
-            return
-        self.closed = True
-        for proto in list(self._conns.values()):
-            proto.transport.loseConnection()
-        self._conns.clear()
 
 
 @implementer(IOutbound)
@@ -158,12 +83,13 @@ class VMessOutbound:
         return self.mux.close() if self.mux is not None else None
 
     def packetSession(self, onPacket: Callable[[bytes, Destination], None],
-                      onClose: Callable[[], None]) -> VMessPacketSession:
+                      onClose: Callable[[], None]) -> ConnectionPerDestination:
         """A UDP session carried as VMess UDP connections."""
-        return VMessPacketSession(self, onPacket, onClose)
+        return ConnectionPerDestination(self, onPacket, onClose, "vmess UDP")
 
 
 def build_outbound(outbound: Any, ctx: Any) -> VMessOutbound:
     """The registry's builder: a VMessOutbound from its config."""
     return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
                          ctx.dialer(outbound), mux=getattr(outbound, "mux", None))
+
