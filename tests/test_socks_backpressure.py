@@ -204,9 +204,11 @@ class BackpressureTests(SynchronousTestCase):
                         f"proxy RSS grew by {growth / 2**20:.1f} MB during the {direction}")
         # a relay waiting on the slow side must sleep, not spin
         self.assertLess(numbers["cpu"], numbers["seconds"] / 2)
-        if self.splice:  # one pipe per direction: four descriptors
-            self.assertGreaterEqual(numbers["pipes"], 4)
-        else:
+        # With splicing on, the relay moves onto pipes only once both write buffers are empty
+        # at a check; a sender that keeps a slow reader's buffer full may never give it that
+        # moment, and then the protocols carry the transfer (bounded all the same). That the
+        # splice engages on a fast transfer is tested in tests/test_splice.py.
+        if not self.splice:
             self.assertEqual(numbers["pipes"], 0)
 
     def test_upload_into_slow_target(self) -> None:
