@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+
+from vtwist.address import format_address
 
 
 @dataclass
@@ -68,3 +71,61 @@ class ProbeHold:
                 self._timer.cancel()
             self._timer = None
             self.guard.held -= 1
+
+
+class GuardedServerProtocol(Protocol):
+    """What every server that never answers a bad client shares: the handshake deadline
+    started at ``connectionMade``, one access line per refusal, and the guard's hold.
+
+    Subclasses set :attr:`protocolName` and call :meth:`startHandshakeTimer`,
+    :meth:`rejectClient` and :meth:`holdConnection`; :meth:`handshakeTimedOut` is theirs.
+    """
+
+    #: the protocol's name in access lines (``from ... rejected vmess: ...``)
+    protocolName = "proxy"
+    factory: Any
+    hold: ProbeHold | None = None
+    _timer: IDelayedCall | None = None
+    _start = 0.0
+    _handshakeSeconds = 0.0
+
+    @property
+    def discarded(self) -> int:
+        """Bytes read and dropped from a refused connection."""
+        return self.hold.discarded if self.hold is not None else 0
+
+    def _peer(self) -> str:
+        return format_address(self.transport.getPeer())
+
+    def startHandshakeTimer(self, seconds: float) -> None:
+        """The client has ``seconds`` to complete its request (from now)."""
+        reactor = self.factory.reactor
+        self._start = reactor.seconds()
+        self._handshakeSeconds = seconds
+        self._timer = reactor.callLater(seconds, self.handshakeTimedOut)
+
+    def handshakeTimedOut(self) -> None:
+        """The deadline passed (subclasses refuse, or fall back)."""
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def rejectClient(self, reason: str) -> None:
+        """One access line saying why, counted as refused."""
+        self._cancelTimer()
+        self.factory.tunnels.reject(self._peer(), self.protocolName, reason)
+        self.factory.refused += 1
+
+    def holdConnection(self, guard: ProbeGuard) -> None:
+        """Never answer: discard input, FIN at start + handshake deadline + a random delay,
+        whenever (and whether) a verdict was reached, so the timing tells a prober nothing."""
+        self.hold = guard.hold(self.transport, self.factory.reactor,
+                               self._start + self._handshakeSeconds)
+
+    def releaseHold(self) -> None:
+        """The connection is gone: free the guard's slot."""
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            hold.release()

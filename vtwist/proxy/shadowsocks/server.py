@@ -17,15 +17,15 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import Destination, format_address, normalize_host
+from vtwist.address import Destination, normalize_host
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
-from vtwist.proxy.guard import ProbeGuard, ProbeHold
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
 from vtwist.proxy.shadowsocks.aead import CipherError, StreamDecoder, StreamEncoder
 from vtwist.proxy.shadowsocks.codec import (
     Accepted,
@@ -80,8 +80,10 @@ class _Reply:
 
 
 @implementer(IHalfCloseableProtocol)
-class ShadowsocksServerProtocol(Protocol):
+class ShadowsocksServerProtocol(GuardedServerProtocol):
     """One inbound Shadowsocks TCP connection."""
+
+    protocolName = "shadowsocks"
 
     def __init__(self, factory: ShadowsocksServerFactory) -> None:
         self.factory = factory
@@ -90,32 +92,17 @@ class ShadowsocksServerProtocol(Protocol):
         self.decoder: StreamDecoder | None = None
         self.inner: ShadowsocksTransport | None = None
         self.tunnel: Any = None
-        self.hold: ProbeHold | None = None
         self._timer: IDelayedCall | None = None
-        self._start = 0.0
-
-    @property
-    def discarded(self) -> int:
-        """Bytes read and dropped from a refused connection."""
-        return self.hold.discarded if self.hold is not None else 0
 
     def connectionMade(self) -> None:
         """Start the handshake deadline."""
         f = self.factory
         set_no_delay(self.transport)
-        self._start = f.reactor.seconds()
         self.handshake = ServerHandshake(f.settings.account, f.salts)
-        self._timer = f.reactor.callLater(f.userPolicy.handshake, self._handshakeTimeout)
+        self.startHandshakeTimer(f.userPolicy.handshake)
 
-    def _peer(self) -> str:
-        return format_address(self.transport.getPeer())
-
-    def _cancelTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _handshakeTimeout(self) -> None:
+    def handshakeTimedOut(self) -> None:
+        """No complete request in time: refused."""
         self._timer = None
         if self.phase is Phase.HANDSHAKE:
             self._refuse(f"no complete request within the handshake timeout "
@@ -175,13 +162,9 @@ class ShadowsocksServerProtocol(Protocol):
     # -- refusals ---------------------------------------------------------------------
     def _refuse(self, reason: str) -> None:
         """Never answer: one access line, then the guard drains and closes."""
-        self._cancelTimer()
+        self.rejectClient(reason)
         self.phase = Phase.PROBE
-        f = self.factory
-        f.tunnels.reject(self._peer(), "shadowsocks", reason)
-        f.refused += 1
-        self.hold = f.guard.hold(self.transport, f.reactor,
-                                 self._start + f.userPolicy.handshake)
+        self.holdConnection(self.factory.guard)
 
     # -- ending -----------------------------------------------------------------------
     def _close(self, abort: bool = False) -> None:
@@ -220,9 +203,7 @@ class ShadowsocksServerProtocol(Protocol):
         """Release everything this connection held."""
         self.phase = Phase.DONE
         self._cancelTimer()
-        if self.hold is not None:
-            hold, self.hold = self.hold, None
-            hold.release()
+        self.releaseHold()
         if self.tunnel is not None:
             tunnel, self.tunnel = self.tunnel, None
             tunnel.lost(reason)

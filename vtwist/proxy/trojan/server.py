@@ -18,18 +18,16 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import format_address
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.fallback.choose import choose_fallback
 from vtwist.proxy.fallback.handoff import FallbackLink, hand_off, negotiated_alpn
 from vtwist.proxy.fallback.settings import Fallback
-from vtwist.proxy.guard import ProbeGuard, ProbeHold
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
 from vtwist.proxy.trojan.codec import CMD_UDP, Accepted, Malformed, NotTrojan, RequestReader
 from vtwist.proxy.trojan.server_udp import TrojanPacketSide
 from vtwist.sansio import NEED_DATA, Clock
@@ -71,8 +69,10 @@ class _Reply:
 
 
 @implementer(IHalfCloseableProtocol)
-class TrojanServerProtocol(Protocol):
+class TrojanServerProtocol(GuardedServerProtocol):
     """One inbound Trojan connection."""
+
+    protocolName = "trojan"
 
     def __init__(self, factory: TrojanServerFactory) -> None:
         self.factory = factory
@@ -80,38 +80,22 @@ class TrojanServerProtocol(Protocol):
         self.reader: RequestReader | None = None
         #: the StreamTunnel or TrojanPacketSide after a valid request
         self.side: Any = None
-        self.hold: ProbeHold | None = None
         #: the fallback hand-off (it receives the rest of the client's bytes)
         self.fallback: FallbackLink | None = None
         self._timer: IDelayedCall | None = None
-        self._start = 0.0
 
     @property
     def reactor(self) -> Any:
         """The factory's reactor (a Clock in tests)."""
         return self.factory.reactor
 
-    @property
-    def discarded(self) -> int:
-        """Bytes read and dropped from a refused connection."""
-        return self.hold.discarded if self.hold is not None else 0
-
     def connectionMade(self) -> None:
         """Start the handshake deadline."""
-        self._start = self.reactor.seconds()
         self.reader = RequestReader(self.factory.keys)
-        self._timer = self.reactor.callLater(self.factory.policy.level(0).handshake,
-                                             self._handshakeTimeout)
+        self.startHandshakeTimer(self.factory.policy.level(0).handshake)
 
-    def _peer(self) -> str:
-        return format_address(self.transport.getPeer())
-
-    def _cancelTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _handshakeTimeout(self) -> None:
+    def handshakeTimedOut(self) -> None:
+        """No complete request in time: not Trojan."""
         self._timer = None
         if self.phase is Phase.HANDSHAKE:
             self.notTrojan("no complete request within the handshake timeout")
@@ -163,12 +147,10 @@ class TrojanServerProtocol(Protocol):
     def notTrojan(self, reason: str) -> None:
         """Not a valid Trojan request (wrong password, a browser, a prober): one access line,
         then a fallback if the inbound has one for these bytes, else the probe guard."""
-        self._cancelTimer()
         f = self.factory
         first = self.reader.buffered if self.reader is not None else b""
         self.reader = None
-        f.tunnels.reject(self._peer(), "trojan", reason)
-        f.refused += 1
+        self.rejectClient(reason)
         if f.fallbacks:
             fallback = choose_fallback(f.fallbacks, negotiated_alpn(self.transport), first)
             if fallback is not None:
@@ -184,17 +166,12 @@ class TrojanServerProtocol(Protocol):
 
     def _refuse(self, reason: str) -> None:
         """A known key with a broken request: one access line, then the probe guard."""
-        self._cancelTimer()
-        self.factory.tunnels.reject(self._peer(), "trojan", reason)
-        self.factory.refused += 1
+        self.rejectClient(reason)
         self._hold()
 
     def _hold(self) -> None:
-        # FIN at start + handshake deadline + random delay, whenever the verdict came.
         self.phase = Phase.PROBE
-        f = self.factory
-        self.hold = f.guard.hold(self.transport, self.reactor,
-                                 self._start + f.policy.level(0).handshake)
+        self.holdConnection(self.factory.guard)
 
     # -- ending ------------------------------------------------------------------------------
     def _close(self) -> None:
@@ -224,9 +201,7 @@ class TrojanServerProtocol(Protocol):
         """Release everything this connection held."""
         phase, self.phase = self.phase, Phase.DONE
         self._cancelTimer()
-        if self.hold is not None:
-            hold, self.hold = self.hold, None
-            hold.release()
+        self.releaseHold()
         if self.side is not None:
             side, self.side = self.side, None
             side.lost(reason)

@@ -18,18 +18,16 @@ from enum import Enum
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import format_address
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.fallback.choose import FIRST_READ, MIN_REQUEST, choose_in, fallback_table
 from vtwist.proxy.fallback.handoff import FallbackLink, hand_off, negotiated_alpn
 from vtwist.proxy.fallback.settings import Fallback
-from vtwist.proxy.guard import ProbeGuard, ProbeHold
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
 from vtwist.proxy.vless.codec import (
     CMD_MUX,
     CMD_TCP,
@@ -80,8 +78,10 @@ class _NoReply:
 
 
 @implementer(IHalfCloseableProtocol)
-class VLESSServerProtocol(Protocol):
+class VLESSServerProtocol(GuardedServerProtocol):
     """One inbound VLESS connection."""
+
+    protocolName = "vless"
 
     def __init__(self, factory: VLESSServerFactory) -> None:
         self.factory = factory
@@ -93,7 +93,6 @@ class VLESSServerProtocol(Protocol):
         #: the StreamTunnel or packet side the payload goes to
         self.side: Any = None
         self.fallback: FallbackLink | None = None
-        self.hold: ProbeHold | None = None
         self._timer: IDelayedCall | None = None
 
     @property
@@ -101,26 +100,12 @@ class VLESSServerProtocol(Protocol):
         """The factory's reactor (a Clock in tests)."""
         return self.factory.reactor
 
-    @property
-    def discarded(self) -> int:
-        """Bytes read and dropped from a refused connection."""
-        return self.hold.discarded if self.hold is not None else 0
-
     def connectionMade(self) -> None:
         """Start the handshake deadline."""
-        self._start = self.reactor.seconds()
-        self._timer = self.reactor.callLater(self.factory.policy.level(0).handshake,
-                                             self._handshakeTimeout)
+        self.startHandshakeTimer(self.factory.policy.level(0).handshake)
 
-    def _peer(self) -> str:
-        return format_address(self.transport.getPeer())
-
-    def _cancelTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _handshakeTimeout(self) -> None:
+    def handshakeTimedOut(self) -> None:
+        """No complete request in time: the fallback (as 4.34), else refused."""
         self._timer = None
         if self.phase is not Phase.HANDSHAKE:
             return
@@ -224,14 +209,10 @@ class VLESSServerProtocol(Protocol):
 
     def _refuse(self, reason: str) -> None:
         """Never answer: one access line, then the guard holds the connection."""
-        self._cancelTimer()
+        self.rejectClient(reason)
         self.parser = None
         self.phase = Phase.PROBE
-        f = self.factory
-        f.tunnels.reject(self._peer(), "vless", reason)
-        f.refused += 1
-        self.hold = f.guard.hold(self.transport, self.reactor,
-                                 self._start + f.policy.level(0).handshake)
+        self.holdConnection(self.factory.guard)
 
     # -- ending ----------------------------------------------------------------------------
     def _close(self) -> None:
@@ -270,9 +251,7 @@ class VLESSServerProtocol(Protocol):
         """Release everything this connection held."""
         self.phase = Phase.DONE
         self._cancelTimer()
-        if self.hold is not None:
-            hold, self.hold = self.hold, None
-            hold.release()
+        self.releaseHold()
         if self.fallback is not None:
             fallback, self.fallback = self.fallback, None
             fallback.lost(reason)

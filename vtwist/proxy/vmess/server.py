@@ -18,16 +18,14 @@ from enum import Enum
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import format_address
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
-from vtwist.proxy.guard import ProbeGuard, ProbeHold
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
 from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
 from vtwist.proxy.vmess.handshake import Rejected, RequestParsed, ServerHandshake
 from vtwist.proxy.vmess.header import (
@@ -116,8 +114,10 @@ class _NoReply:
 
 
 @implementer(IHalfCloseableProtocol)
-class VMessServerProtocol(Protocol):
+class VMessServerProtocol(GuardedServerProtocol):
     """One inbound VMess connection."""
+
+    protocolName = "vmess"
 
     def __init__(self, factory: VMessServerFactory) -> None:
         self.factory = factory
@@ -128,7 +128,6 @@ class VMessServerProtocol(Protocol):
         self.decoder: Any = None
         #: the StreamTunnel or VMessPacketSide the decoded body goes to
         self.side: Any = None
-        self.hold: ProbeHold | None = None
         self._timer: IDelayedCall | None = None
 
     @property
@@ -136,27 +135,14 @@ class VMessServerProtocol(Protocol):
         """The factory's reactor (a Clock in tests)."""
         return self.factory.reactor
 
-    @property
-    def discarded(self) -> int:
-        """Bytes read and dropped from a refused connection."""
-        return self.hold.discarded if self.hold is not None else 0
-
     def connectionMade(self) -> None:
         """Start the handshake deadline."""
         f = self.factory
-        self._start = self.reactor.seconds()
         self.handshake = ServerHandshake(f.state.users, f.state.auth_filter, f.state.sessions)
-        self._timer = self.reactor.callLater(f.policy.level(0).handshake, self._handshakeTimeout)
+        self.startHandshakeTimer(f.policy.level(0).handshake)
 
-    def _peer(self) -> str:
-        return format_address(self.transport.getPeer())
-
-    def _cancelTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _handshakeTimeout(self) -> None:
+    def handshakeTimedOut(self) -> None:
+        """No complete header in time: refused."""
         self._timer = None
         if self.phase is Phase.HANDSHAKE:
             self._refuse(f"no complete header within the handshake timeout "
@@ -237,15 +223,9 @@ class VMessServerProtocol(Protocol):
     # -- refusals --------------------------------------------------------------------------
     def _refuse(self, reason: str) -> None:
         """Never answer: one access line, then the guard holds the connection."""
-        self._cancelTimer()
+        self.rejectClient(reason)
         self.phase = Phase.PROBE
-        f = self.factory
-        f.tunnels.reject(self._peer(), "vmess", reason)
-        f.refused += 1
-        # FIN at start + handshake deadline + random delay, whenever (and whether) a verdict
-        # was reached: the timing tells a prober nothing about its bytes.
-        self.hold = f.state.guard.hold(self.transport, self.reactor,
-                                       self._start + f.policy.level(0).handshake)
+        self.holdConnection(self.factory.state.guard)
 
     # -- ending ----------------------------------------------------------------------------
     def _close(self, abort: bool = False) -> None:
@@ -284,9 +264,7 @@ class VMessServerProtocol(Protocol):
         """Release everything this connection held."""
         self.phase = Phase.DONE  # before cancelling: a cancelled connect is not a failure
         self._cancelTimer()
-        if self.hold is not None:
-            hold, self.hold = self.hold, None
-            hold.release()
+        self.releaseHold()
         if self.side is not None:
             side, self.side = self.side, None
             side.lost(reason)
