@@ -130,7 +130,7 @@ class _UDPClient(protocol.DatagramProtocol):
     def next(self) -> defer.Deferred[bytes]:
         if self.got:
             return defer.succeed(self.got.pop(0))
-        d: defer.Deferred[bytes] = defer.Deferred()
+        d: defer.Deferred[bytes] = defer.Deferred(self.waiting.remove)  # a timeout forgets it
         self.waiting.append(d)
         return d
 
@@ -147,11 +147,26 @@ async def socks_udp_echo(reactor: Any, socks_port: int, host: str, port: int,
     client = _UDPClient()
     udp = reactor.listenUDP(0, client, interface="127.0.0.1")
     try:
-        out = []
+        out: list[bytes] = []
         for payload in payloads:
-            udp.write(codec.build_datagram(host, port, payload), (bnd_host, bnd_port))
-            reply = await client.next().addTimeout(timeout, reactor)
-            out.append(codec.parse_datagram(reply).payload)
+            # UDP may lose a datagram (a peer still setting up its session drops the first):
+            # resend each second, as a real UDP client would, and skip late duplicates of
+            # earlier answers.
+            deadline = reactor.seconds() + timeout
+            while True:
+                udp.write(codec.build_datagram(host, port, payload), (bnd_host, bnd_port))
+                wait = min(1.0, deadline - reactor.seconds())
+                try:
+                    reply = await client.next().addTimeout(wait, reactor)
+                except defer.TimeoutError:
+                    if reactor.seconds() >= deadline:
+                        raise
+                    continue
+                got = codec.parse_datagram(reply).payload
+                if got in out and got != payload:
+                    continue  # a duplicate answer to an earlier resend
+                out.append(got)
+                break
         return out
     finally:
         await udp.stopListening()
