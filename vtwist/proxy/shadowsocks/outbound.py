@@ -39,7 +39,7 @@ from vtwist.proxy.shadowsocks.codec import (
 from vtwist.proxy.shadowsocks.settings import ShadowsocksOutboundSettings, ShadowsocksServer
 from vtwist.proxy.shadowsocks.transport import ShadowsocksTransport
 from vtwist.reactors import resolve_reactor
-from vtwist.transport.stack import client_endpoint
+from vtwist.tunnel.dialer import direct_dialer
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.shadowsocks.outbound")
@@ -286,14 +286,14 @@ class ShadowsocksOutbound:
         self.tag = tag
         self.settings = settings
         self.stream = stream
-        self.dialer = dialer
+        #: ``(host, port) -> endpoint`` to a server: over ``stream``, or through another
+        #: outbound (proxySettings)
+        self.dialer = dialer or direct_dialer(reactor, stream)
         self._servers = itertools.cycle(settings.servers)
 
     def transportEndpoint(self, server: ShadowsocksServer) -> Any:
-        """The endpoint that reaches ``server`` (dialer, else plain TCP over ``stream``)."""
-        if self.dialer is not None:
-            return self.dialer(server.address, server.port)
-        return client_endpoint(self.reactor, server.address, server.port, self.stream)
+        """The endpoint that reaches ``server``."""
+        return self.dialer(server.address, server.port)
 
     def endpointFor(self, destination: Destination) -> ShadowsocksClientEndpoint:
         """A :class:`ShadowsocksClientEndpoint` through the next server."""
@@ -309,6 +309,5 @@ class ShadowsocksOutbound:
 
 def build_outbound(outbound: Any, ctx: Any) -> ShadowsocksOutbound:
     """The registry's builder: a ShadowsocksOutbound from its config."""
-    dialer = ctx.dialer(outbound) if hasattr(ctx, "dialer") else None
     return ShadowsocksOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
-                               dialer)
+                               ctx.dialer(outbound))

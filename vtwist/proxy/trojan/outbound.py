@@ -16,7 +16,7 @@ from vtwist.interfaces import IOutbound
 from vtwist.proxy.datagram_connections import ConnectionPerDestination
 from vtwist.proxy.trojan.client import TrojanClientEndpoint
 from vtwist.proxy.trojan.settings import TrojanOutboundSettings, TrojanServer
-from vtwist.transport.stack import client_endpoint
+from vtwist.tunnel.dialer import direct_dialer
 
 log = Logger(namespace="vtwist.trojan.outbound")
 
@@ -31,16 +31,14 @@ class TrojanOutbound:
         self.tag = tag
         self.settings = settings
         self.stream = stream
-        #: ``(host, port) -> endpoint`` to the server (proxySettings); None: over ``stream``
-        self.dialer = dialer
+        #: ``(host, port) -> endpoint`` to a server: over ``stream``, or through another
+        #: outbound (proxySettings)
+        self.dialer = dialer or direct_dialer(reactor, stream)
         self._servers = itertools.cycle([(s, s.user.key) for s in settings.servers])
 
     def transportEndpoint(self, server: TrojanServer) -> Any:
-        """The endpoint that reaches ``server``: through the dialer, else over the
-        configured streamSettings."""
-        if self.dialer is not None:
-            return self.dialer(server.address, server.port)
-        return client_endpoint(self.reactor, server.address, server.port, self.stream)
+        """The endpoint that reaches ``server``."""
+        return self.dialer(server.address, server.port)
 
     def endpointFor(self, destination: Destination) -> TrojanClientEndpoint:
         """A TrojanClientEndpoint through the next server to ``destination`` (a Trojan UDP
@@ -57,5 +55,5 @@ class TrojanOutbound:
 
 def build_outbound(outbound: Any, ctx: Any) -> TrojanOutbound:
     """The registry's builder: a TrojanOutbound from its config."""
-    dialer = ctx.dialer(outbound) if hasattr(ctx, "dialer") else None
-    return TrojanOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream, dialer)
+    return TrojanOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
+                          ctx.dialer(outbound))
