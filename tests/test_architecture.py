@@ -85,6 +85,7 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/proxy/vmess/replay.py",
     "vtwist/proxy/vmess/users.py",
     "vtwist/proxy/vmess/handshake.py",
+    "vtwist/proxy/vmess/picker.py",
     "vtwist/proxy/shadowsocks/aead.py",
     "vtwist/proxy/shadowsocks/codec.py",
     "vtwist/proxy/shadowsocks/replay.py",
