@@ -112,6 +112,8 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/transport/ws/__init__.py",
     "vtwist/transport/ws/settings.py",
     "vtwist/transport/ws/http.py",
+    "vtwist/transport/grpc/__init__.py",
+    "vtwist/transport/grpc/framing.py",
     "vtwist/transport/kcp/__init__.py",
     "vtwist/transport/kcp/segment.py",
     "vtwist/transport/kcp/crypt.py",
