@@ -43,8 +43,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionDone,
+    ConnectionLost,
+)
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -66,6 +71,9 @@ log = Logger(namespace="vtwist.vmess.outbound")
 #: How long the 4.34 client waits for the first payload before sending the header alone.
 HEADER_DELAY = 0.1
 
+#: Why a server that never answered refused us (a VMess server never says so itself).
+NO_ANSWER_HINT = "wrong id, clock skew or not a VMess server?"
+
 
 @implementer(IHalfCloseableProtocol)
 class VMessClientProtocol(Protocol):
@@ -82,6 +90,12 @@ class VMessClientProtocol(Protocol):
         self.failed: str | None = None
         self._timer: Any = None
         self._appLost = False
+        #: when the request header went out (reactor seconds), and the answer deadline
+        self._sentAt: float | None = None
+        self._answerTimer: Any = None
+        #: a warning about this connection was logged already (one per failed tunnel)
+        self._warned = False
+        self._answeredBytes = 0
 
     def connectionMade(self) -> None:
         """Build the session, hand the plain transport to the application."""
@@ -102,7 +116,58 @@ class VMessClientProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        return self.session.request_header(self.factory.endpoint.clock())
+        ep = self.factory.endpoint
+        self._sentAt = ep.reactor.seconds()
+        if ep.answer_timeout is not None and self.decoder is None:
+            self._answerTimer = ep.reactor.callLater(ep.answer_timeout, self._noAnswer)
+        return self.session.request_header(ep.clock())
+
+    # -- failure reasons, one warning per failed connection ------------------------------
+    def _where(self) -> str:
+        ep = self.factory.endpoint
+        peer = self.transport.getPeer() if self.transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        via = f" via {host}:{port}" if host is not None else ""
+        return f"vmess to {ep.destination}{via}"
+
+    def _warn(self, why: str) -> None:
+        if self._warned:
+            log.info("{where}: {why}", where=self._where(), why=why)
+            return
+        self._warned = True
+        log.warn("{where}: {why}", where=self._where(), why=why)
+
+    def _since(self) -> str:
+        if self._sentAt is None:
+            return ""
+        return f" after {self.factory.endpoint.reactor.seconds() - self._sentAt:.1f} s"
+
+    def _noAnswer(self) -> None:
+        """No byte of the response header within the deadline: say what that usually means.
+
+        The connection stays open: a server answers only once the destination does, so a
+        slow destination looks the same for a while (an answer later is logged at info).
+        """
+        self._answerTimer = None
+        if self.decoder is None and not self.failed and not self._answeredBytes:
+            self._warn(f"server did not answer within {self.factory.endpoint.answer_timeout:g}"
+                       f" s: {NO_ANSWER_HINT}")
+
+    def _closedBeforeAnswer(self) -> None:
+        """The server closed before its response header was complete: one warning."""
+        if self._sentAt is None or self.app is None:
+            return
+        if self._answeredBytes:
+            self._warn(f"server closed the connection{self._since()} in the middle of the "
+                       "response header")
+        else:
+            self._warn(f"server closed the connection{self._since()} without answering: "
+                       f"{NO_ANSWER_HINT}")
+
+    def _cancelAnswerTimer(self) -> None:
+        if self._answerTimer is not None and self._answerTimer.active():
+            self._answerTimer.cancel()
+        self._answerTimer = None
 
     def _headerTimeout(self) -> None:
         self._timer = None
@@ -114,14 +179,22 @@ class VMessClientProtocol(Protocol):
         if self.failed or self.eof:
             return
         if self.decoder is None:
+            self._answeredBytes += len(data)
             try:
                 got = self.session.feed_response(data)
             except H.HeaderError as e:
-                self._fail(e.reason)
+                self._cancelAnswerTimer()
+                self._fail(f"the response failed authentication ({e.reason}): the server "
+                           "does not hold this id's keys (a different server or a "
+                           "man in the middle?)", warn=True)
                 return
             if got is NEED_DATA:
                 return
+            self._cancelAnswerTimer()
             response, self.decoder, data = got
+            if self._warned:
+                log.info("{where}: the server answered{since} (a slow destination, not a "
+                         "refusal)", where=self._where(), since=self._since())
             if response.command:
                 self._logCommand(response)
             if not data:
@@ -166,9 +239,12 @@ class VMessClientProtocol(Protocol):
         else:
             self.inner.loseConnection()
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, warn: bool = False) -> None:
         self.failed = why
-        log.info("vmess to {dest}: {why}", dest=self.factory.endpoint.destination, why=why)
+        if warn:
+            self._warn(why)
+        else:
+            log.info("{where}: {why}", where=self._where(), why=why)
         self.transport.abortConnection()
 
     def readConnectionLost(self) -> None:
@@ -178,6 +254,9 @@ class VMessClientProtocol(Protocol):
         if self.decoder is not None and self.decoder.at_boundary:
             self._endOfStream()
         elif not self.eof:
+            if self.decoder is None:
+                self._cancelAnswerTimer()
+                self._closedBeforeAnswer()
             self.failed = "connection closed in the middle of a chunk" if self.decoder \
                 else "connection closed before the response header"
             self.transport.loseConnection()
@@ -190,6 +269,10 @@ class VMessClientProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._cancelAnswerTimer()
+        weClosed = self.inner is not None and self.inner.disconnecting
+        if self.decoder is None and self.failed is None and not weClosed:
+            self._closedBeforeAnswer()
         if self.app is None or self._appLost:
             return
         self._appLost = True
@@ -223,6 +306,11 @@ class VMessClientEndpoint:
     (0 means the AEAD header, as in 4.34) and ``security``; the ``security`` argument
     overrides it. ``command`` is ``CMD_TCP`` (default) or ``CMD_UDP``. ``clock`` gives the
     wall-clock seconds stamped into the request header (``time.time`` by default).
+    ``answer_timeout`` (seconds, e.g. the policy's ``handshake``): when no byte of the
+    response arrives that long after the request, one warning says what that usually means
+    (wrong id, clock skew, not a VMess server); the connection stays open, since a server
+    answers only once the destination does. A close before the answer, a response failing
+    authentication and a refused connect are warnings too (one per connection).
     ``onCommand(SwitchAccount)`` hears a server's dynamic-port offer. ``chunk_size`` is
     the largest request chunk sent (16 KiB by default; 2048 is V2Ray's own writer, for a
     server whose reader needs it); UDP always keeps V2Ray's 2048.
@@ -234,7 +322,8 @@ class VMessClientEndpoint:
                  command: int = H.CMD_TCP, header_delay: float = HEADER_DELAY,
                  clock: Clock = time.time,
                  onCommand: Callable[[H.SwitchAccount], None] | None = None,
-                 chunk_size: int = DEFAULT_SEND_CHUNK) -> None:
+                 chunk_size: int = DEFAULT_SEND_CHUNK,
+                 answer_timeout: float | None = None) -> None:
         if not MAX_CHUNK <= chunk_size <= MAX_SEND_CHUNK:
             raise ValueError(f"chunk_size {chunk_size} outside {MAX_CHUNK}..{MAX_SEND_CHUNK}")
         self.transport_endpoint = transport_endpoint
@@ -246,6 +335,7 @@ class VMessClientEndpoint:
         self.header_delay = header_delay
         self.clock = clock
         self.onCommand = onCommand
+        self.answer_timeout = answer_timeout
         if isinstance(security, int):
             self.security_value = security
         else:
@@ -263,6 +353,7 @@ class VMessClientEndpoint:
             except ValueError as e:  # UnicodeEncodeError is a ValueError
                 return fail(ConnectError(f"VMess cannot carry {self.destination}: {e}"))
         d = self.transport_endpoint.connect(_VMessClientFactory(self, protocolFactory))
+        d.addErrback(self._connectFailed)
 
         def unwrap(p: VMessClientProtocol) -> Any:
             if p.app is None:
@@ -270,3 +361,10 @@ class VMessClientEndpoint:
             return p.app
 
         return d.addCallback(unwrap)
+
+    def _connectFailed(self, failure: Failure) -> Failure:
+        """A server that cannot be reached: one warning naming it (then the errback goes on)."""
+        if not failure.check(CancelledError, ConnectingCancelledError):
+            log.warn("vmess to {dest}: cannot reach the server: {why}", dest=self.destination,
+                     why=failure.getErrorMessage())
+        return failure

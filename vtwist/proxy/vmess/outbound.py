@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.interfaces import IOutbound
+from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.datagram_connections import ConnectionPerDestination
 from vtwist.proxy.mux.client import MuxPool
 from vtwist.proxy.vmess.client import VMessClientEndpoint
@@ -29,8 +30,11 @@ class VMessOutbound:
 
     def __init__(self, reactor: Any, tag: str, settings: VMessOutboundSettings,
                  stream: Any = None, dialer: Callable[[str, int], Any] | None = None,
-                 mux: Any = None) -> None:
+                 mux: Any = None, policy: Policy = DEFAULT_POLICY) -> None:
         self.reactor = reactor
+        #: user levels' timeouts: ``handshake`` is how long a server may stay silent
+        #: after a request before a warning says why it probably refused
+        self.policy = policy
         self.tag = tag
         self.settings = settings
         self.stream = stream
@@ -55,7 +59,8 @@ class VMessOutbound:
             self.transportEndpoint(choice.server), choice.account, MUX_DESTINATION,
             choice.security, reactor=self.reactor, command=CMD_MUX,
             onCommand=lambda offer: self.switchAccount(offer, origin),
-            chunk_size=self.settings.chunk_size)
+            chunk_size=self.settings.chunk_size,
+            answer_timeout=self.policy.level(choice.account.level).handshake)
 
     def endpointFor(self, destination: Destination) -> Any:
         """A VMessClientEndpoint through the next server/user to ``destination``
@@ -70,7 +75,8 @@ class VMessOutbound:
             self.transportEndpoint(choice.server), choice.account, destination,
             choice.security, reactor=self.reactor, command=command,
             onCommand=lambda offer: self.switchAccount(offer, origin),
-            chunk_size=self.settings.chunk_size)
+            chunk_size=self.settings.chunk_size,
+            answer_timeout=self.policy.level(choice.account.level).handshake)
 
     def switchAccount(self, offer: SwitchAccount, origin: str) -> None:
         """A server's SwitchAccount: later connections take the offered server in turn."""
@@ -91,5 +97,6 @@ class VMessOutbound:
 def build_outbound(outbound: Any, ctx: Any) -> VMessOutbound:
     """The registry's builder: a VMessOutbound from its config."""
     return VMessOutbound(ctx.reactor, outbound.tag, outbound.settings, outbound.stream,
-                         ctx.dialer(outbound), mux=getattr(outbound, "mux", None))
+                         ctx.dialer(outbound), mux=getattr(outbound, "mux", None),
+                         policy=ctx.policy)
 
