@@ -148,10 +148,35 @@ class WSConfigTests(SynchronousTestCase):
         settings, _ = parse({"network": "ws", "wsSettings": {"acceptProxyProtocol": True}})
         self.assertTrue(settings.accept_proxy_protocol)
 
-    def test_early_data_warns(self) -> None:
-        _, warnings = parse({"network": "ws", "wsSettings": {"maxEarlyData": 2048}})
+    def test_early_data_v2fly(self) -> None:
+        settings, warnings = parse({"network": "ws", "wsSettings": {
+            "maxEarlyData": 2048, "earlyDataHeaderName": "Sec-WebSocket-Protocol"}})
+        ws = settings.network_settings["ws"]
+        self.assertEqual((ws.max_early_data, ws.early_data_header),
+                         (2048, "Sec-WebSocket-Protocol"))
+        self.assertEqual(warnings, [])
+
+    def test_early_data_in_path_query(self) -> None:
+        """Xray's (and the share links') ``?ed=2048``: the size leaves the path."""
+        settings, warnings = parse({"network": "ws", "wsSettings": {"path": "/ray?ed=2048"}})
+        ws = settings.network_settings["ws"]
+        self.assertEqual((ws.path, ws.max_early_data, ws.early_data_header),
+                         ("/ray", 2048, "Sec-WebSocket-Protocol"))
+        settings, _ = parse({"network": "ws", "wsSettings": {"path": "/ray?a=1&ed=16"}})
+        self.assertEqual(settings.network_settings["ws"].path, "/ray?a=1")
+        self.assertEqual(warnings, [])
+
+    def test_early_data_too_large_clamped(self) -> None:
+        settings, warnings = parse({"network": "ws", "wsSettings": {"path": "/r?ed=65536"}})
+        self.assertEqual(settings.network_settings["ws"].max_early_data, 4096)
         self.assertEqual(len(warnings), 1)
-        self.assertIn("maxEarlyData", warnings[0])
+        self.assertIn("ed=65536", warnings[0])
+
+    def test_early_data_bad(self) -> None:
+        for ws in ({"path": "/r?ed=x"}, {"maxEarlyData": -1}, {"maxEarlyData": 1 << 20},
+                   {"maxEarlyData": 8, "earlyDataHeaderName": "Host"}):
+            with self.assertRaises(ConfigError, msg=ws):
+                parse({"network": "ws", "wsSettings": ws})
 
     def test_bad_header_value(self) -> None:
         with self.assertRaises(ConfigError):

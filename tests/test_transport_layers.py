@@ -16,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from wsproto.events import AcceptConnection
 
 from vtwist.testing.doubles import (
     EchoRecorder,
@@ -28,7 +29,7 @@ from vtwist.transport.layer import LayerHandshakeError
 from vtwist.transport.tcp.disguise import HTTPHeaderClientLayer, HTTPHeaderServerLayer
 from vtwist.transport.tcp.header import request_header, request_path, response_header
 from vtwist.transport.tcp.settings import TCPSettings
-from vtwist.transport.ws.layer import WSClientLayer, WSServerLayer
+from vtwist.transport.ws.layer import MAX_REQUEST_BYTES, WSClientLayer, WSServerLayer
 from vtwist.transport.ws.settings import WSSettings
 
 
@@ -145,7 +146,7 @@ class WSServerTests(SynchronousTestCase):
         self.assertRefused(b"400 Bad Request")
 
     def test_header_too_long(self) -> None:
-        self.layer.dataReceived(b"GET /ws HTTP/1.1\r\nX: " + b"a" * 9000)
+        self.layer.dataReceived(b"GET /ws HTTP/1.1\r\nX: " + b"a" * (MAX_REQUEST_BYTES + 10))
         self.assertRefused(b"431 ")
 
     def test_handshake_timeout(self) -> None:
@@ -318,6 +319,143 @@ class WSClientServerTests(SynchronousTestCase):
         self.assertIsInstance(self.outcome[0].value, LayerHandshakeError)
         self.assertIn("404", str(self.outcome[0].value))
         self.assertEqual(self.clients.built, [])
+
+
+class WSEarlyDataTests(SynchronousTestCase):
+    """Early data (v2fly's maxEarlyData, Xray's ``?ed=``) between a client and a server."""
+
+    def connect(self, client: WSSettings, server: WSSettings | None = None) -> Any:
+        self.servers = Recording(EchoRecorder)
+        self.clients = Recording()
+        self.ready: Deferred = Deferred()
+        self.outcome: list[Any] = []
+        self.ready.addBoth(self.outcome.append)
+        self.requests: list[bytes] = []
+        original = WSServerLayer.handshakeData
+
+        def record(layer: WSServerLayer, data: bytes) -> None:
+            self.requests.append(data)
+            original(layer, data)
+
+        self.patch(WSServerLayer, "handshakeData", record)
+        self.clock = Clock()
+        client_layer, server_layer, pump = iosim.connectedServerAndClient(
+            lambda: WSServerLayer(self.servers.factory(), server or WSSettings(path="/ws"),
+                                  Clock()),
+            lambda: WSClientLayer(self.clients.factory(), self.ready, "example.test:8443",
+                                  client, self.clock))
+        pump.flush()
+        return client_layer, pump
+
+    def request(self) -> bytes:
+        return b"".join(self.requests)
+
+    def test_first_write_rides_in_the_protocol_header(self) -> None:
+        _, pump = self.connect(WSSettings(path="/ws", max_early_data=8,
+                                          early_data_header="Sec-WebSocket-Protocol"))
+        app = self.outcome[0]  # connected before the upgrade
+        self.assertEqual(self.requests, [])
+        app.transport.write(b"0123456789abcdef")
+        app.transport.write(b"tail")
+        pump.flush()
+        self.assertIn(b"\r\nSec-WebSocket-Protocol: MDEyMzQ1Njc\r\n", self.request())
+        self.assertEqual(bytes(self.servers.built[0].data), b"0123456789abcdeftail")
+        self.assertEqual(bytes(app.data), b"0123456789abcdeftail")  # echoed back
+
+    def test_custom_header_and_path_forms(self) -> None:
+        _, pump = self.connect(WSSettings(path="/ws", max_early_data=64,
+                                          early_data_header="X-Early"),
+                               WSSettings(path="/ws", max_early_data=64,
+                                          early_data_header="X-Early"))
+        self.outcome[0].transport.write(b"hello")
+        pump.flush()
+        self.assertIn(b"\r\nX-Early: aGVsbG8\r\n", self.request())
+        self.assertEqual(bytes(self.servers.built[0].data), b"hello")
+        _, pump = self.connect(WSSettings(path="/ws", max_early_data=64),
+                               WSSettings(path="/ws", max_early_data=64))
+        self.outcome[0].transport.write(b"hello")
+        pump.flush()
+        self.assertTrue(self.request().startswith(b"GET /wsaGVsbG8 HTTP/1.1\r\n"))
+        self.assertEqual(bytes(self.servers.built[0].data), b"hello")
+
+    def test_path_form_refused_by_a_server_without_early_data(self) -> None:
+        _, pump = self.connect(WSSettings(path="/ws", max_early_data=64))
+        app = self.outcome[0]
+        app.transport.write(b"hello")
+        pump.flush()
+        self.assertEqual(self.servers.built, [])
+        self.assertIn("404", str(app.lost.value))
+
+    def test_no_write_upgrades_without_early_data(self) -> None:
+        _, pump = self.connect(WSSettings(path="/ws", max_early_data=64,
+                                          early_data_header="Sec-WebSocket-Protocol"))
+        self.clock.advance(0.2)
+        pump.flush()
+        self.assertNotIn(b"Sec-WebSocket-Protocol", self.request())
+        self.assertEqual(len(self.servers.built), 1)
+        app = self.outcome[0]
+        app.transport.write(b"late")
+        pump.flush()
+        self.assertEqual(bytes(app.data), b"late")
+
+    def test_close_before_the_answer_keeps_what_was_written(self) -> None:
+        client, pump = self.connect(WSSettings(path="/ws", max_early_data=4,
+                                               early_data_header="Sec-WebSocket-Protocol"))
+        app = self.outcome[0]
+        app.transport.write(b"abcdefgh")
+        app.transport.loseConnection()
+        pump.flush()
+        self.assertEqual(bytes(self.servers.built[0].data), b"abcdefgh")
+
+    def test_unanswered_upgrade_times_out(self) -> None:
+        settings = WSSettings(path="/ws", max_early_data=4,
+                              early_data_header="Sec-WebSocket-Protocol")
+        clock = Clock()
+        layer = WSClientLayer(Recording().factory(), Deferred(), "h:1", settings, clock)
+        transport = StringTransport()
+        layer.makeConnection(transport)
+        layer.app.transport.write(b"abcdef")
+        self.assertIn(b"Sec-WebSocket-Protocol: YWJjZA", transport.value())
+        clock.advance(8)
+        self.assertTrue(transport.disconnecting)
+
+    def test_slow_upgrade_pauses_the_application(self) -> None:
+        settings = WSSettings(path="/ws", max_early_data=4,
+                              early_data_header="Sec-WebSocket-Protocol")
+        layer = WSClientLayer(Recording().factory(), Deferred(), "h:1", settings, Clock())
+        layer.makeConnection(StringTransport())
+        producer = StringTransport()
+        layer.registerProducer(producer, True)
+        layer.write(b"x" * 300_000)
+        self.assertEqual(producer.producerState, "paused")
+
+    def test_server_without_early_data_gets_it_as_a_message(self) -> None:
+        """A server that does not echo the header (V2Ray 4.34) dropped the early data: the
+        client sends it again as the first message."""
+        self.patch(WSServerLayer, "_earlyDataInHeaders", lambda layer, headers: None)
+        original = AcceptConnection.__init__
+
+        def no_subprotocol(event: AcceptConnection, **kwargs: Any) -> None:
+            kwargs["subprotocol"] = None
+            original(event, **kwargs)
+
+        self.patch(AcceptConnection, "__init__", no_subprotocol)
+        _, pump = self.connect(WSSettings(path="/ws", max_early_data=8,
+                                          early_data_header="Sec-WebSocket-Protocol"))
+        self.outcome[0].transport.write(b"0123456789")
+        pump.flush()
+        self.assertIn(b"Sec-WebSocket-Protocol: MDEyMzQ1Njc", self.request())
+        self.assertEqual(bytes(self.servers.built[0].data), b"0123456789")
+
+    def test_server_takes_xray_header_without_settings(self) -> None:
+        """Xray's server takes early data in Sec-WebSocket-Protocol whatever its settings."""
+        apps = Recording()
+        layer = WSServerLayer(apps.factory(), WSSettings(path="/ws"), Clock())
+        transport = StringTransport()
+        layer.makeConnection(transport)
+        layer.dataReceived(upgrade_request(extra="Sec-WebSocket-Protocol: aGVsbG8\r\n"))
+        self.assertIn(b"\r\nSec-WebSocket-Protocol: aGVsbG8\r\n", transport.value())
+        self.assertEqual(bytes(apps.built[0].data), b"hello")
 
 
 class WSClientTests(SynchronousTestCase):

@@ -145,3 +145,45 @@ class ServerNameChecks(VMessPairs):
         ok = self.fx.tls_client("wrong.test", allowInsecure=True)
         endpoint = await self.v2ray_client(server_port, echo, "tls", tls_override=ok)
         await self.transfer(endpoint, 1024 * 1024)
+
+
+class WebSocketEarlyData(VMessPairs):
+    """ws early data (``?ed=2048``, Xray's form in share links), vtwist's client: the VMess
+    header rides in the upgrade request to vtwist's server; V2Ray 4.34's server has no early
+    data and drops the header, so the client sends the bytes again after the upgrade."""
+
+    def early_client(self, server_port: int, echo: int, kind: str) -> Any:
+        settings_json = self.fx.settings(kind, inbound=False, path="/tunnel?ed=2048")
+        settings = stream_settings(settings_json, inbound=False)
+        self.assertEqual(settings.network_settings["ws"].max_early_data, 2048)
+        transport = stack.client_endpoint(reactor, "127.0.0.1", server_port, settings)
+        return VMessClientEndpoint(transport, Account.from_text(UUID, security=SECURITY),
+                                   Destination.tcp("127.0.0.1", echo), reactor=reactor)
+
+    def count_early(self) -> list[int]:
+        from vtwist.transport.ws.layer import WSServerLayer
+
+        sizes: list[int] = []
+        original = WSServerLayer._earlyDataInHeaders
+
+        def record(layer: Any, headers: Any) -> Any:
+            data = original(layer, headers)
+            sizes.append(len(data or b""))
+            return data
+
+        self.patch(WSServerLayer, "_earlyDataInHeaders", record)
+        return sizes
+
+    async def test_vtwist_to_vtwist(self) -> None:
+        sizes = self.count_early()
+        echo = await self.echo_server()
+        for kind in ("ws", "wss"):
+            server_port = await self.vtwist_server(kind)
+            await self.transfer(self.early_client(server_port, echo, kind), 4 * 1024 * 1024)
+        self.assertEqual(len(sizes), 2)
+        self.assertTrue(all(size > 16 for size in sizes), sizes)  # at least the VMess header
+
+    async def test_vtwist_to_v2ray(self) -> None:
+        echo = await self.echo_server()
+        server_port = await self.v2ray_server("ws")
+        await self.transfer(self.early_client(server_port, echo, "ws"), 4 * 1024 * 1024)

@@ -140,20 +140,30 @@ class Layer(PassThroughMixin, Protocol):
         self._cancelTimer()
         if self.failed or self.app is not None:
             return
+        if not self.connectApplication():
+            return
+        if leftover and self.app is not None and not self.disconnecting:
+            self.streamData(leftover)
+
+    def connectApplication(self) -> bool:
+        """Build and connect the application's protocol and fire ``ready``; False if refused.
+
+        :meth:`handshakeDone` calls it; a layer whose application may write before the
+        handshake ends (WebSocket early data) calls it sooner.
+        """
         app = self.appFactory.buildProtocol(self.getPeer())
         if app is None:
             self.failed = True
             self._errback("the application refused the connection")
             self.transport.loseConnection()
-            return
+            return False
         self.app = app
         app.makeConnection(self)
         if self.ready is not None:
             ready, self.ready = self.ready, None
             if not ready.called:
                 ready.callback(app)
-        if leftover and self.app is not None and not self.disconnecting:
-            self.streamData(leftover)
+        return True
 
     def handshakeFailed(self, why: str, response: bytes = b"", abort: bool = False) -> None:
         """Log one line, send ``response`` (if any), and close the lower connection."""

@@ -47,3 +47,21 @@ def host_header(host: str, port: int, secure: bool) -> str:
     if (port == 443 and secure) or (port == 80 and not secure):
         return shown
     return f"{shown}:{port}"
+
+
+def encode_early_data(data: bytes) -> str:
+    """Early data as the peers send it: base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def decode_early_data(text: bytes) -> bytes | None:
+    """Early data from a header or path: base64url, padded or not (Xray also takes the
+    standard alphabet); None when ``text`` is not base64 or decodes to nothing."""
+    text = text.strip().replace(b"+", b"-").replace(b"/", b"_").rstrip(b"=")
+    if not text or len(text) % 4 == 1:
+        return None
+    try:
+        data = base64.b64decode(text + b"=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data or None

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -41,15 +42,28 @@ from wsproto.utilities import ProtocolError
 from zope.interface import implementer
 
 from vtwist.interfaces import IStreamLayer
+from vtwist.reactors import resolve_reactor
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
-from vtwist.transport.ws.http import bad_request, host_header, http_response, valid_key
-from vtwist.transport.ws.settings import WSSettings
+from vtwist.transport.ws.http import (
+    bad_request,
+    decode_early_data,
+    encode_early_data,
+    host_header,
+    http_response,
+    valid_key,
+)
+from vtwist.transport.ws.settings import EARLY_DATA_PROTOCOL_HEADER, MAX_EARLY_DATA, WSSettings
 
 log = Logger(namespace="vtwist.transport.ws")
 
 SERVER_HANDSHAKE_TIMEOUT = 4.0  # V2Ray's upgrader HandshakeTimeout / ReadHeaderTimeout
 CLIENT_HANDSHAKE_TIMEOUT = 8.0  # V2Ray's dialer HandshakeTimeout
-MAX_REQUEST_BYTES = 8192
+#: An upgrade request's header limit: 8 KiB, plus room for the largest early data.
+MAX_REQUEST_BYTES = 8192 + (MAX_EARLY_DATA * 4 + 2) // 3
+#: Early data: wait this long for the application's first write before upgrading without.
+EARLY_DATA_WAIT = 0.2
+#: Bytes the application may write while the upgrade is under way before it is paused.
+MAX_PENDING_BYTES = 256 * 1024
 
 
 def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Address | None:
@@ -175,10 +189,13 @@ class WSServerLayer(_WSLayer):
             return
         target = event.target.decode("latin-1")
         path = unquote(target.split("?", 1)[0])
+        early_in_path: bytes | None = None
         if path != self.settings.path:
-            self.handshakeFailed(f"request for {target!r}, not {self.settings.path!r}",
-                                 http_response(404))
-            return
+            early_in_path = self._earlyDataInPath(target)
+            if early_in_path is None:
+                self.handshakeFailed(f"request for {target!r}, not {self.settings.path!r}",
+                                     http_response(404))
+                return
         if event.method != b"GET":
             self.handshakeFailed(f"{event.method.decode('latin-1')} is not a WebSocket upgrade",
                                  http_response(405, [("Sec-Websocket-Version", "13")],
@@ -198,13 +215,40 @@ class WSServerLayer(_WSLayer):
             return
         self.forwardedFor = _forwarded_for(event.headers)
         # Echo the first offered subprotocol: clients that offer one refuse an answer without
-        # it (V2Ray 4.34 offers none; later clients put early data there, see the report).
+        # it (V2Ray 4.34 offers none; Xray and v2fly put early data there).
         subprotocol = request.subprotocols[0] if request.subprotocols else None
+        early = early_in_path or self._earlyDataInHeaders(event.headers)
         self.transport.write(handshake.send(AcceptConnection(subprotocol=subprotocol)))
         self.conn = handshake.connection
         leftover = self.http.trailing_data[0]
         self.http = None  # type: ignore[assignment]
-        self.handshakeDone(leftover)
+        self.handshakeDone()
+        if early and self.app is not None and not self.disconnecting:
+            self.app.dataReceived(early)
+        if leftover and self.app is not None and not self.disconnecting:
+            self.streamData(leftover)
+
+    def _earlyDataInPath(self, target: str) -> bytes | None:
+        """v2fly's form (``maxEarlyData`` without a header name): base64 after the path."""
+        settings = self.settings
+        if not settings.max_early_data or settings.early_data_header:
+            return None
+        if not target.startswith(settings.path):
+            return None
+        return decode_early_data(target[len(settings.path):].encode("latin-1"))
+
+    def _earlyDataInHeaders(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """Early data in the configured header, or in Sec-WebSocket-Protocol (as Xray's
+        server takes it whatever its settings say, so ``?ed=`` links work against it)."""
+        wanted = {EARLY_DATA_PROTOCOL_HEADER.lower().encode()}
+        if self.settings.early_data_header:
+            wanted.add(self.settings.early_data_header.lower().encode())
+        for name, value in headers:
+            if name.lower() in wanted:
+                data = decode_early_data(value.split(b",")[0])
+                if data:
+                    return data
+        return None
 
     def getPeer(self) -> Any:
         """The X-Forwarded-For client when given (port 0, as V2Ray), else the real peer."""
@@ -224,12 +268,56 @@ class WSClientLayer(_WSLayer):
         self.settings = settings
         self.hostHeader = settings.host or host_header
         self.handshake = H11Handshake(ConnectionType.CLIENT)
+        # Early data: the application is connected before the upgrade, its first write
+        # rides in the request, and what it writes until the answer waits here.
+        self.requestSent = False
+        self.pending: list[bytes] = []
+        self.pendingBytes = 0
+        self.pausedProducer: Any = None
+        self.appProducer: Any = None
+        self.earlyOffered = b""
+        self.closeAfterUpgrade = False
+        self.upgradeError: str | None = None
+        self._earlyTimer: Any = None
 
     def handshakeStarted(self) -> None:
-        """Send the upgrade request."""
-        request = Request(host=self.hostHeader, target=self.settings.path,
-                          extra_headers=[(k.encode(), v.encode())
-                                         for k, v in self.settings.headers])
+        """Send the upgrade request, or (early data) connect the application first."""
+        if not self.settings.max_early_data:
+            self._sendRequest(b"")
+            return
+        if not self.connectApplication():
+            return
+        if not self.requestSent and not self.failed:
+            clock = resolve_reactor(self.clock)
+            self._earlyTimer = clock.callLater(EARLY_DATA_WAIT, self._sendWithoutEarlyData)
+
+    def _sendWithoutEarlyData(self) -> None:
+        self._earlyTimer = None
+        if not self.requestSent and not self.failed:
+            self._sendRequest(b"")
+
+    def _sendRequest(self, early: bytes) -> None:
+        """The upgrade request, carrying ``early`` (base64) as the settings say."""
+        self.requestSent = True
+        if self._earlyTimer is not None and self._earlyTimer.active():
+            self._earlyTimer.cancel()
+        self._earlyTimer = None
+        settings = self.settings
+        target = settings.path
+        headers = [(k.encode(), v.encode()) for k, v in settings.headers]
+        subprotocols: list[str] = []
+        if early:
+            encoded = encode_early_data(early)
+            header = settings.early_data_header
+            if not header:
+                target += encoded
+            elif header.lower() == EARLY_DATA_PROTOCOL_HEADER.lower():
+                subprotocols.append(encoded)
+                self.earlyOffered = early
+            else:
+                headers.append((header.encode(), encoded.encode()))
+        request = Request(host=self.hostHeader, target=target, extra_headers=headers,
+                          subprotocols=subprotocols)
         self.transport.write(self.handshake.send(request))
 
     def handshakeData(self, data: bytes) -> None:
@@ -238,20 +326,111 @@ class WSClientLayer(_WSLayer):
             self.handshake.receive_data(data)
             events = list(self.handshake.events())
         except ProtocolError as e:
-            self.handshakeFailed(f"bad upgrade response: {e}")
+            self.upgradeFailed(f"bad upgrade response: {e}")
             return
         for event in events:
             if isinstance(event, AcceptConnection):
                 self.conn = self.handshake.connection
-                self.handshakeDone()
+                if self.earlyOffered and event.subprotocol is None:
+                    # No echo: a server without early data (V2Ray 4.34) took the header
+                    # for a subprotocol offer and dropped it. Send the bytes as a message.
+                    self.pending.insert(0, self.earlyOffered)
+                self.earlyOffered = b""
+                if self.app is None:
+                    self.handshakeDone()
+                else:
+                    self._cancelTimer()
+                    self._flushPending()
                 if self.app is not None:
                     self._pump()
                 return
             if isinstance(event, RejectConnection):
-                self.handshakeFailed(
+                self.upgradeFailed(
                     f"server answered HTTP {event.status_code} to the upgrade of"
                     f" {self.settings.path!r}")
                 return
+
+    def upgradeFailed(self, why: str, abort: bool = False) -> None:
+        """The upgrade did not happen: fail the connect (or, with early data, the app)."""
+        self.upgradeError = why
+        self.handshakeFailed(why, abort=abort)
+
+    def streamData(self, data: bytes) -> None:
+        """With early data the application is up before the answer: finish the upgrade."""
+        if self.conn is None:
+            if not self.failed:
+                self.handshakeData(data)
+            return
+        super().streamData(data)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.conn is None and not self.failed:
+            self.upgradeFailed(f"no handshake within {self.handshakeTimeout:g} s", abort=True)
+
+    def lostReason(self, reason: Failure) -> Failure:
+        """A refused upgrade (early data: the application was already connected) says so."""
+        if self.upgradeError is not None:
+            return Failure(error.ConnectionLost(f"ws upgrade failed: {self.upgradeError}"))
+        return super().lostReason(reason)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Drop the early-data timer too."""
+        if self._earlyTimer is not None and self._earlyTimer.active():
+            self._earlyTimer.cancel()
+        self._earlyTimer = None
+        super().connectionLost(reason)
+
+    # -- the application's writes while the upgrade is under way -----------------
+    def write(self, data: bytes) -> None:
+        """Before the answer: the first bytes ride in the request, the rest wait."""
+        if self.conn is not None or self.failed or not data:
+            super().write(data)
+            return
+        if not self.requestSent:
+            limit = self.settings.max_early_data
+            self._sendRequest(data[:limit])
+            data = data[limit:]
+            if not data:
+                return
+        self.pending.append(data)
+        self.pendingBytes += len(data)
+        if self.pendingBytes > MAX_PENDING_BYTES and self.pausedProducer is None:
+            producer = self.appProducer
+            if producer is not None:
+                self.pausedProducer = producer
+                producer.pauseProducing()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """Remember the application's producer (to pause it while the upgrade is slow)."""
+        self.appProducer = producer if streaming else None
+        super().registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """Forget the application's producer."""
+        self.appProducer = None
+        super().unregisterProducer()
+
+    def writeSequence(self, data: Any) -> None:
+        """One message for the lot (or early data, before the answer)."""
+        self.write(b"".join(data))
+
+    def _flushPending(self) -> None:
+        pending, self.pending, self.pendingBytes = self.pending, [], 0
+        if pending:
+            super().write(b"".join(pending))
+        producer, self.pausedProducer = self.pausedProducer, None
+        if producer is not None:
+            producer.resumeProducing()
+        if self.closeAfterUpgrade:
+            super().closeLayer()
+
+    def closeLayer(self) -> None:
+        """Closing before the answer: send what waits once the upgrade is done."""
+        if self.conn is None and self.requestSent and not self.failed:
+            self.closeAfterUpgrade = True
+            return
+        super().closeLayer()
 
 
 def WebSocketServerEndpoint(endpoint: IStreamServerEndpoint, settings: WSSettings,
