@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given
@@ -219,14 +221,20 @@ class RuleTests(SynchronousTestCase):
         self.assertIsNone(tag(r, ctx(user="")))
         self.assertRaises(ConfigError, router, [field(domain=[])])  # nothing left: no condition
 
-    def test_protocol_rule_warns_and_never_matches(self) -> None:
+    def test_protocol_rule_matches_the_sniffed_protocol(self) -> None:
+        """As 4.34: a prefix of the sniffed protocol; nothing sniffed never matches."""
+        r = router([field(protocol=["bittorrent"]), field("proxy", protocol="http,tls"),
+                    field("direct", port="443")])
+        self.assertEqual(tag(r, ctx()), "direct")
+        self.assertEqual(tag(r, replace(ctx(), protocol="bittorrent")), "block")
+        self.assertEqual(tag(r, replace(ctx(), protocol="http1")), "proxy")
+        self.assertEqual(tag(r, replace(ctx(), protocol="tls")), "proxy")
+
+    def test_unknown_protocol_warns(self) -> None:
         warnings: list[str] = []
-        r = router([field(protocol=["bittorrent"]), field("proxy", port="443")],
-                   warnings=warnings)
-        self.assertEqual(tag(r, ctx()), "proxy")
+        router([field(protocol=["quic"])], warnings=warnings)
         self.assertEqual(len(warnings), 1)
-        self.assertIn("routing.rules[0]: protocol", warnings[0])
-        self.assertIn("sniffing", warnings[0])
+        self.assertIn("routing.rules[0].protocol[0]: 'quic'", warnings[0])
 
 
 class DomainStrategyTests(SynchronousTestCase):
@@ -279,6 +287,12 @@ OUTBOUNDS = [{"protocol": "freedom", "tag": "direct"}, {"protocol": "blackhole",
 
 
 class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        # Geo data lookups see an empty asset directory (no geosite.dat / geoip.dat).
+        self.assets = self.mktemp()
+        os.mkdir(self.assets)
+        self.patch(os, "environ", {**os.environ, "V2RAY_LOCATION_ASSET": self.assets})
+
     def configFor(self, routing: Any) -> Any:
         return {"outbounds": OUTBOUNDS, "routing": routing}
 
@@ -286,20 +300,33 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
         ok = field(domain=["a.test"])
         cases = [
             ({"rules": [ok, field(domain=["a", "geosite:cn"])]}, "routing.rules[1].domain[1]",
-             "geosite data files"),
+             "geosite.dat not found"),
             ({"rules": [field(domain="ext:h2y.dat:gfw")]}, "routing.rules[0].domain",
-             "geosite data files"),
+             "h2y.dat not found"),
+            ({"rules": [field(domain="ext:h2y.dat")]}, "routing.rules[0].domain",
+             "expected ext:FILE:NAME"),
+            ({"rules": [field(domain="geosite:@ads")]}, "routing.rules[0].domain",
+             "empty list name"),
             ({"rules": [field(ip=["10.0.0.0/8", "geoip:cn"])]}, "routing.rules[0].ip[1]",
-             "only geoip:private is built in"),
+             "geoip.dat not found"),
+            ({"rules": [field(ip=["geoip:!"])]}, "routing.rules[0].ip[0]",
+             "empty country code"),
             ({"rules": [field(source=["geoip:us"])]}, "routing.rules[0].source[0]", "geoip"),
             ({"rules": [ok, field("blok", port="53")]}, "routing.rules[1].outboundTag",
              "no outbound is tagged 'blok' (outbound tags: block, direct)"),
             ({"rules": [{"type": "field", "port": "53", "balancerTag": "b"}]},
-             "routing.rules[0].balancerTag", "balancers are not supported"),
+             "routing.rules[0].balancerTag", "no balancer is tagged 'b' (routing.balancers "
+             "tags: none)"),
+            ({"rules": [field(port="53", attrs="attrs[':method'] == 'GET'")]},
+             "routing.rules[0].attrs", "not supported"),
             ({"rules": [{"type": "field", "port": "53"}]}, "routing.rules[0].outboundTag",
              "is required"),
             ({"rules": [ok], "balancers": [{"tag": "b", "selector": ["x"]}]},
-             "routing.balancers", "balancers are not supported"),
+             "routing.balancers[0].selector", "selects no outbound"),
+            ({"rules": [ok], "balancers": [{"tag": "", "selector": ["d"]}]},
+             "routing.balancers[0].tag", "empty balancer tag"),
+            ({"rules": [ok], "balancers": [{"tag": "b", "selector": []}]},
+             "routing.balancers[0].selector", "empty selector"),
             ({"rules": [{"outboundTag": "block", "port": 53}]}, "routing.rules[0].type",
              '"field"'),
             ({"rules": [{"type": "chinaip", "outboundTag": "block"}]}, "routing.rules[0].type",
@@ -325,9 +352,9 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
     def test_full_message(self) -> None:
         self.assertConfigError(
             {"rules": [field(domain=["geosite:cn"])]},
-            "routing.rules[0].domain[0]: 'geosite:cn': geosite data files (geosite.dat, ext:) "
-            "are not supported by vtwist; list the domains themselves "
-            "(domain:, full:, keyword:, regexp:)")
+            f"routing.rules[0].domain[0]: 'geosite:cn': geosite.dat not found (looked in "
+            f"{self.assets}, /usr/local/share/v2ray, /usr/share/v2ray; set "
+            "V2RAY_LOCATION_ASSET or vtwist's --assets DIR)")
 
     def test_parsed(self) -> None:
         warnings: list[str] = []

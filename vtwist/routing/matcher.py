@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import random
 import re
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from vtwist.address import parse_ip
@@ -82,6 +84,8 @@ class RouteContext:
     source_port: int = 0
     user: str = ""
     resolved: tuple[IPAddress, ...] | None = None
+    #: what sniffing recognised (``http1``, ``tls``, ``bittorrent``; "" when not sniffed)
+    protocol: str = ""
     target_ip: IPAddress | None = field(init=False, default=None)
     """The target as an IP when it is an IP literal (parsed once)."""
 
@@ -99,44 +103,110 @@ class RouteContext:
 
 
 class IPSet:
-    """A set of CIDR networks with O(log n) membership (per family, merged ranges)."""
+    """A set of IP ranges with O(log n) membership (per family, merged, sorted arrays).
 
-    def __init__(self, networks: Iterable[IPNetwork]) -> None:
-        self._starts: dict[int, list[int]] = {4: [], 6: []}
-        self._ends: dict[int, list[int]] = {4: [], 6: []}
-        by_family: dict[int, list[IPNetwork]] = {4: [], 6: []}
+    IPv4 ranges are two ``array('I')`` (8 bytes a range), IPv6 two lists of ints. An IPSet
+    may also take in other sets (``include``, shared: a geoip list several rules name is
+    held once) and negated ones (``exclude_not``: ``geoip:!cn`` holds every address that is
+    not in ``cn``).
+    """
+
+    __slots__ = ("_v4s", "_v4e", "_v6s", "_v6e", "groups", "negated", "__weakref__")
+
+    def __init__(self, networks: Iterable[IPNetwork] = ()) -> None:
+        v4: list[tuple[int, int]] = []
+        v6: list[tuple[int, int]] = []
         for net in networks:
-            by_family[net.version].append(net)
-        for version, nets in by_family.items():
-            for net in ipaddress.collapse_addresses(nets):  # type: ignore[type-var]
-                self._starts[version].append(int(net.network_address))
-                self._ends[version].append(int(net.broadcast_address))
+            pair = (int(net.network_address), int(net.broadcast_address))
+            (v4 if net.version == 4 else v6).append(pair)
+        self._set_ranges(v4, v6)
+        self.groups: list[IPSet] = []
+        self.negated: list[IPSet] = []
+
+    @classmethod
+    def from_ranges(cls, v4: list[tuple[int, int]], v6: list[tuple[int, int]]) -> IPSet:
+        """A set from (first, last) integer ranges per family (any order, may overlap)."""
+        ips = cls()
+        ips._set_ranges(v4, v6)
+        return ips
+
+    def _set_ranges(self, v4: list[tuple[int, int]], v6: list[tuple[int, int]]) -> None:
+        s4, e4 = _merged(v4)
+        self._v4s, self._v4e = array("I", s4), array("I", e4)
+        self._v6s, self._v6e = _merged(v6)
+
+    def include(self, other: IPSet) -> None:
+        """Also hold every address of ``other`` (kept by reference)."""
+        self.groups.append(other)
+
+    def include_not(self, other: IPSet) -> None:
+        """Also hold every address that is NOT in ``other`` (``geoip:!CC``)."""
+        self.negated.append(other)
 
     def __contains__(self, ip: object) -> bool:
         if not isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        n = int(ip)
-        starts = self._starts[ip.version]
-        i = bisect.bisect_right(starts, n) - 1
-        return i >= 0 and n <= self._ends[ip.version][i]
+        return self._has(ip.version, int(ip))
+
+    def _has(self, version: int, n: int) -> bool:
+        if version == 4:
+            starts, ends = self._v4s, self._v4e
+        else:
+            starts, ends = self._v6s, self._v6e  # type: ignore[assignment]
+        if starts:
+            i = bisect.bisect_right(starts, n) - 1
+            if i >= 0 and n <= ends[i]:
+                return True
+        for group in self.groups:
+            if group._has(version, n):
+                return True
+        return any(not neg._has(version, n) for neg in self.negated)
+
+    def __len__(self) -> int:
+        """How many merged ranges the set holds itself (not its included sets)."""
+        return len(self._v4s) + len(self._v6s)
 
     def __bool__(self) -> bool:
-        return bool(self._starts[4] or self._starts[6])
+        return bool(self._v4s or self._v6s or self.groups or self.negated)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Sorted, merged (first, last) ranges as two lists: starts and ends."""
+    starts: list[int] = []
+    ends: list[int] = []
+    ranges.sort()
+    for lo, hi in ranges:
+        if ends and lo <= ends[-1] + 1:
+            if hi > ends[-1]:
+                ends[-1] = hi
+        else:
+            starts.append(lo)
+            ends.append(hi)
+    return starts, ends
 
 
 PRIVATE = IPSet(ipaddress.ip_network(n) for n in PRIVATE_NETWORKS)
 
 
 class DomainMatcher:
-    """V2Ray's domain list: plain/keyword (substring), ``domain:``, ``full:``, ``regexp:``."""
+    """V2Ray's domain list: plain/keyword (substring), ``domain:``, ``full:``, ``regexp:``.
+
+    A matcher may take in others (``include``): a geosite list several rules name is built
+    once and shared. Regexps are joined into one alternation when they compile together.
+    """
+
+    __slots__ = ("full", "suffixes", "keywords", "regexps", "groups", "_joined",
+                 "__weakref__")
 
     def __init__(self) -> None:
         self.full: set[str] = set()
         self.suffixes: set[str] = set()
         self.keywords: list[str] = []
         self.regexps: list[re.Pattern[str]] = []
+        self.groups: list[DomainMatcher] = []
+        self._joined: re.Pattern[str] | None = None
 
     def add(self, kind: str, value: str) -> None:
         """Add one pattern; ``kind`` is full, domain, keyword or regexp (compiled here)."""
@@ -148,29 +218,56 @@ class DomainMatcher:
             self.keywords.append(value.lower())
         elif kind == "regexp":
             self.regexps.append(re.compile(value))
+            self._joined = None
         else:
             raise ValueError(f"unknown domain pattern kind {kind!r}")
 
+    def include(self, other: DomainMatcher) -> None:
+        """Also match what ``other`` matches (kept by reference)."""
+        self.groups.append(other)
+
+    def freeze(self) -> None:
+        """Join the regexps into one pattern (done once the matcher is complete)."""
+        if len(self.regexps) > 1:
+            try:
+                self._joined = re.compile("|".join(f"(?:{r.pattern})" for r in self.regexps))
+            except re.error:
+                self._joined = None
+        self.keywords = list(dict.fromkeys(self.keywords))
+
+    def __len__(self) -> int:
+        """How many patterns the matcher holds itself (not its included matchers)."""
+        return len(self.full) + len(self.suffixes) + len(self.keywords) + len(self.regexps)
+
     def __bool__(self) -> bool:
-        return bool(self.full or self.suffixes or self.keywords or self.regexps)
+        return bool(self.full or self.suffixes or self.keywords or self.regexps
+                    or any(self.groups))
 
     def match(self, domain: str) -> bool:
         """True when ``domain`` matches any pattern."""
-        lower = domain.lower()
+        return self._match(domain, domain.lower())
+
+    def _match(self, domain: str, lower: str) -> bool:
         if lower in self.full:
             return True
-        if self.suffixes:
-            if lower in self.suffixes:
+        suffixes = self.suffixes
+        if suffixes:
+            if lower in suffixes:
                 return True
             dot = lower.find(".")
             while dot >= 0:
-                if lower[dot + 1:] in self.suffixes:
+                if lower[dot + 1:] in suffixes:
                     return True
                 dot = lower.find(".", dot + 1)
         for keyword in self.keywords:
             if keyword in lower:
                 return True
-        return any(r.search(domain) for r in self.regexps)
+        if self._joined is not None:
+            if self._joined.search(domain):
+                return True
+        elif self.regexps and any(r.search(domain) for r in self.regexps):
+            return True
+        return any(group._match(domain, lower) for group in self.groups)
 
 
 def _in_ranges(ranges: Sequence[tuple[int, int]], port: int) -> bool:
@@ -179,7 +276,11 @@ def _in_ranges(ranges: Sequence[tuple[int, int]], port: int) -> bool:
 
 @dataclass
 class Rule:
-    """One ``type: "field"`` rule: every given condition must hold (an AND of ORs)."""
+    """One ``type: "field"`` rule: every given condition must hold (an AND of ORs).
+
+    The rule leads to ``outbound_tag``, or, with ``balancer_tag`` set, to one of that
+    balancer's outbounds picked at random.
+    """
 
     outbound_tag: str
     domains: DomainMatcher | None = None
@@ -190,8 +291,10 @@ class Rule:
     sources: IPSet | None = None
     users: frozenset[str] | None = None
     inbound_tags: frozenset[str] | None = None
-    never: bool = False  # conditions vtwist cannot evaluate (protocol, attrs): never matches
+    protocols: tuple[str, ...] | None = None
+    never: bool = False  # a condition that can never hold: never matches
     path: str = ""
+    balancer_tag: str = ""
 
     def match(self, ctx: RouteContext, ips: tuple[IPAddress, ...] | None) -> bool | None:
         """True / False, or None when only the target IPs (``ips`` None: unknown) decide."""
@@ -212,6 +315,11 @@ class Rule:
             return False
         if self.sources is not None and ctx.source_ip not in self.sources:
             return False
+        if self.protocols is not None:
+            # As 4.34: a prefix of the sniffed protocol ("http" matches "http1").
+            protocol = ctx.protocol
+            if not protocol or not any(protocol.startswith(p) for p in self.protocols):
+                return False
         if self.ips is not None:
             if ips is None:
                 return None
@@ -234,12 +342,28 @@ class NeedIPs:
     domain: str
 
 
+def _random_choice(tags: Sequence[str]) -> str:
+    return random.choice(tags)
+
+
 @dataclass
 class Router:
-    """The routing rules of one config and its ``domainStrategy``."""
+    """The routing rules of one config, its ``domainStrategy`` and its balancers.
+
+    ``balancers`` maps a balancer tag to the outbound tags its selector chose (when the
+    config was read); ``pick`` chooses one of them per decision (random, as V2Ray 4.34).
+    """
 
     rules: list[Rule] = field(default_factory=list)
     domain_strategy: str = AS_IS
+    balancers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pick: Callable[[Sequence[str]], str] = _random_choice
+
+    def _route(self, i: int) -> Route:
+        rule = self.rules[i]
+        if rule.balancer_tag:
+            return Route(self.pick(self.balancers[rule.balancer_tag]), i)
+        return Route(rule.outbound_tag, i)
 
     def route(self, ctx: RouteContext) -> Route | NeedIPs:
         """The outbound for ``ctx``, or a request to resolve the target domain first."""
@@ -253,7 +377,7 @@ class Router:
                 if result is None:
                     return NeedIPs(ctx.host)
                 if result:
-                    return Route(rule.outbound_tag, i)
+                    return self._route(i)
             return Route(None)
         # AsIs, and the first pass of IPIfNonMatch: a domain target has no IPs.
         found = self._first(ctx, ())
@@ -268,7 +392,7 @@ class Router:
     def _first(self, ctx: RouteContext, ips: tuple[IPAddress, ...]) -> Route | None:
         for i, rule in enumerate(self.rules):
             if rule.match(ctx, ips):
-                return Route(rule.outbound_tag, i)
+                return self._route(i)
         return None
 
     def decide(self, ctx: RouteContext) -> Route:

@@ -1,9 +1,17 @@
 """V2Ray ``routing`` JSON -> :class:`~vtwist.routing.matcher.Router`.
 
 Reads a :class:`~vtwist.config.node.Node` (errors and warnings carry JSON paths) and builds
-the rules the matcher evaluates. Differences from V2Ray 4.34, on purpose: a rule naming a
-missing outbound is a config error rather than a runtime fallback, and geosite/geoip data
-files are not read (``geoip:private`` is built in).
+the rules the matcher evaluates. Geo data (``geosite:``, ``geoip:``, ``ext:``) comes from
+:mod:`vtwist.routing.geodata`: only the lists a config names are decoded, once each.
+
+:func:`domain_matcher` and :func:`ip_matcher` are the builders the ``dns`` section reuses
+(``hosts`` keys, ``servers[].domains``, ``expectIPs``).
+
+Differences from V2Ray 4.34, on purpose: a rule naming a missing outbound (or a balancer
+whose selector picks none) is a config error rather than a runtime fallback;
+``geoip:private`` is built in when no geoip.dat is found (or it has no ``private`` list);
+``geoip:!CC`` (negation, as v2fly 5 and Xray) is accepted; ``attrs`` (a Starlark expression
+in 4.34) is refused.
 """
 
 from __future__ import annotations
@@ -15,11 +23,12 @@ from collections.abc import Sequence
 from vtwist.address import parse_ip
 from vtwist.config.errors import ConfigError
 from vtwist.config.node import Node
+from vtwist.routing.geodata.assets import GeoAssets, shared_assets
 from vtwist.routing.matcher import (
     AS_IS,
     IP_IF_NON_MATCH,
     IP_ON_DEMAND,
-    PRIVATE_NETWORKS,
+    PRIVATE,
     DomainMatcher,
     IPNetwork,
     IPSet,
@@ -36,6 +45,9 @@ _STRATEGIES = {
     "ipondemand": IP_ON_DEMAND, "ip_on_demand": IP_ON_DEMAND, "ip-on-demand": IP_ON_DEMAND,
 }
 _ALWAYS_IP = ("alwaysip", "always_ip", "always-ip")
+
+#: What the ``protocol`` rule field matches (by prefix): the sniffers' protocol names.
+SNIFFED_PROTOCOLS = ("http", "tls", "bittorrent")
 
 
 def _entries(rule: Node, key: str) -> list[tuple[str, str]]:
@@ -82,16 +94,33 @@ def parse_port_ranges(node: Node) -> list[tuple[int, int]]:
     return ranges
 
 
-def parse_domain(matcher: DomainMatcher, entry: str, path: str) -> None:
-    """Add one ``domain`` entry (V2Ray's prefixes) to ``matcher``."""
+def _geosite_ref(entry: str, rest: str, path: str, file: str | None
+                 ) -> tuple[str, str, tuple[str, ...]]:
+    """``NAME[@attr...]`` (geosite:) or ``FILE:NAME[@attr...]`` (ext:) -> file, name, attrs."""
+    if file is None:
+        parts = rest.split(":")
+        if len(parts) != 2 or not parts[0]:
+            raise ConfigError(path, f"expected ext:FILE:NAME, got {entry!r}")
+        file, rest = parts
+    name, *attrs = rest.split("@")
+    name = name.strip()
+    if not name:
+        raise ConfigError(path, f"empty list name in {entry!r}")
+    return file, name, tuple(a.strip().lower() for a in attrs if a.strip())
+
+
+def parse_domain(matcher: DomainMatcher, entry: str, path: str,
+                 assets: GeoAssets | None = None) -> None:
+    """Add one ``domain`` entry (V2Ray's prefixes, geosite:/ext: lists) to ``matcher``."""
     if not entry:
         raise ConfigError(path, "empty domain rule")
     prefix, sep, rest = entry.partition(":")
     if sep and prefix in ("geosite", "ext", "ext-domain"):
-        raise ConfigError(path, f"{entry!r}: geosite data files (geosite.dat, ext:) are not "
-                                "supported by vtwist; list the domains themselves "
-                                "(domain:, full:, keyword:, regexp:)")
-    if sep and prefix in ("domain", "full", "keyword", "regexp"):
+        file, name, attrs = _geosite_ref(entry, rest, path,
+                                         "geosite.dat" if prefix == "geosite" else None)
+        assets = assets or shared_assets()
+        matcher.include(assets.geosite(file, name, attrs, entry, path))
+    elif sep and prefix in ("domain", "full", "keyword", "regexp"):
         if not rest:
             raise ConfigError(path, f"empty {prefix} rule: {entry!r}")
         if prefix == "regexp":
@@ -109,18 +138,47 @@ def parse_domain(matcher: DomainMatcher, entry: str, path: str) -> None:
         matcher.add("keyword", entry)
 
 
-def parse_ip_entries(entries: list[tuple[str, str]]) -> IPSet:
-    """``ip`` / ``source`` entries: CIDRs, single IPs, ``geoip:private``."""
+def _private(assets: GeoAssets, file: str, entry: str, path: str) -> IPSet:
+    """``geoip:private``: from geoip.dat when it has the list, else vtwist's built-in one."""
+    found = assets.locate(file)
+    if found is not None:
+        try:
+            return assets.geoip(file, "private", entry, path)
+        except ConfigError as e:
+            if "no list" not in e.message:
+                raise
+    return PRIVATE
+
+
+def parse_ip_entries(entries: list[tuple[str, str]], assets: GeoAssets | None = None) -> IPSet:
+    """``ip`` / ``source`` entries: CIDRs, single IPs, ``geoip:CC``, ``geoip:!CC``,
+    ``ext:FILE:CC`` (with paths, for errors)."""
     nets: list[IPNetwork] = []
+    out = IPSet()
     for entry, path in entries:
         prefix, sep, rest = entry.partition(":")
         if sep and prefix in ("geoip", "ext", "ext-ip"):
-            if prefix == "geoip" and rest.lower() == "private":
-                nets.extend(ipaddress.ip_network(n) for n in PRIVATE_NETWORKS)
-                continue
-            raise ConfigError(path, f"{entry!r}: geoip data files (geoip.dat, ext:) are not "
-                                    "supported by vtwist; only geoip:private is built in, "
-                                    "list other ranges as CIDRs")
+            if prefix == "geoip":
+                file, code = "geoip.dat", rest
+            else:
+                parts = rest.split(":")
+                if len(parts) != 2 or not parts[0] or not parts[1]:
+                    raise ConfigError(path, f"expected ext:FILE:CODE, got {entry!r}")
+                file, code = parts
+            negate = code.startswith("!")
+            code = code[1:].strip() if negate else code.strip()
+            if not code:
+                raise ConfigError(path, f"empty country code in {entry!r}")
+            assets = assets or shared_assets()
+            if prefix == "geoip" and code.lower() == "private":
+                ips = _private(assets, file, entry, path)
+            else:
+                ips = assets.geoip(file, code, entry, path)
+            if negate:
+                out.include_not(ips)
+            else:
+                out.include(ips)
+            continue
         addr, slash, mask = entry.partition("/")
         ip = parse_ip(addr)
         if ip is None or (slash and not mask.isdigit()):
@@ -132,43 +190,93 @@ def parse_ip_entries(entries: list[tuple[str, str]]) -> IPSet:
         if isinstance(net, ipaddress.IPv6Network) and bits >= 96 and ip.ipv4_mapped is not None:
             net = ipaddress.ip_network(f"{ip.ipv4_mapped}/{bits - 96}", strict=False)
         nets.append(net)
-    return IPSet(nets)
+    if nets:
+        out.include(IPSet(nets))
+    if len(out.groups) == 1 and not out.negated:
+        return out.groups[0]
+    return out
 
 
-def parse_rule(node: Node, outbound_tags: Sequence[str]) -> Rule:
-    """One ``routing.rules[]`` entry."""
+def _listed(values: Sequence[str], path: str) -> list[tuple[str, str]]:
+    return [(v.strip(), f"{path}[{i}]") for i, v in enumerate(values)]
+
+
+def domain_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = None, *,
+                   plain: str = "keyword") -> DomainMatcher:
+    """A matcher for a list of domain rules, as routing's ``domain`` takes them.
+
+    ``values``: the entries (``domain:``, ``full:``, ``keyword:``, ``regexp:``,
+    ``dotless:``, ``geosite:NAME[@attr]``, ``ext:FILE:NAME[@attr]``, or a bare string);
+    ``path``: the JSON path of the list (the i-th entry's errors name ``path[i]``);
+    ``assets``: the :class:`~vtwist.routing.geodata.assets.GeoAssets` to read lists from
+    (default: the process's shared one, so a list decodes once for routing and ``dns``);
+    ``plain``: what a bare string is, ``"keyword"`` (routing, ``dns.servers[].domains``)
+    or ``"full"`` (``dns.hosts`` keys). Raises :class:`ConfigError`.
+    """
+    matcher = DomainMatcher()
+    for entry, entry_path in _listed(values, path):
+        prefix, sep, _ = entry.partition(":")
+        if plain == "full" and entry and not (sep and prefix in (
+                "domain", "full", "keyword", "regexp", "dotless", "geosite", "ext",
+                "ext-domain")):
+            matcher.add("full", entry)
+        else:
+            parse_domain(matcher, entry, entry_path, assets)
+    matcher.freeze()
+    return matcher
+
+
+def ip_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = None) -> IPSet:
+    """An IP set for a list of IP rules, as routing's ``ip`` / ``source`` take them.
+
+    ``values``: IPs, CIDRs, ``geoip:CC``, ``geoip:!CC``, ``ext:FILE:CC``; ``path``: the JSON
+    path of the list (entries are ``path[i]``); ``assets`` as :func:`domain_matcher`.
+    Membership: ``ip in result`` for an ``ipaddress`` address. Raises :class:`ConfigError`.
+    """
+    return parse_ip_entries(_listed(values, path), assets)
+
+
+def parse_rule(node: Node, outbound_tags: Sequence[str],
+               balancers: dict[str, tuple[str, ...]] | None = None,
+               assets: GeoAssets | None = None) -> Rule:
+    """One ``routing.rules[]`` entry (``balancers``: the parsed ``balancers`` by tag)."""
     node.require_object()
     kind = node.str("type", "")
     if kind.lower() != "field":
         raise node.error(f'expected "field" (the only rule type), got {kind!r}', "type")
     tag = node.str("outboundTag", "")
     balancer = node.str("balancerTag", "")
-    if not tag:
-        if balancer:
-            raise node.error("balancers are not supported by vtwist; use outboundTag",
-                             "balancerTag")
+    if not tag and not balancer:
         raise node.error("is required (neither outboundTag nor balancerTag is set)",
                          "outboundTag")
-    if balancer:
+    if tag and balancer:
         node.warn("balancerTag ignored: outboundTag is set (as V2Ray does)")
-    if tag not in outbound_tags:
-        have = ", ".join(sorted(outbound_tags)) or "none"
-        raise node.error(f"no outbound is tagged {tag!r} (outbound tags: {have})",
-                         "outboundTag")
-    rule = Rule(outbound_tag=tag, path=node.path)
+    if tag:
+        if tag not in outbound_tags:
+            have = ", ".join(sorted(outbound_tags)) or "none"
+            raise node.error(f"no outbound is tagged {tag!r} (outbound tags: {have})",
+                             "outboundTag")
+        rule = Rule(outbound_tag=tag, path=node.path)
+    else:
+        if balancer not in (balancers or {}):
+            have = ", ".join(sorted(balancers or {})) or "none"
+            raise node.error(f"no balancer is tagged {balancer!r} (routing.balancers tags: "
+                             f"{have})", "balancerTag")
+        rule = Rule(outbound_tag="", path=node.path, balancer_tag=balancer)
     conditions = 0
     # As in V2Ray, an absent, null or empty list adds no condition.
     domain_entries = _present(node, "domain") + _present(node, "domains")
     if domain_entries:
         rule.domains = DomainMatcher()
         for entry, path in domain_entries:
-            parse_domain(rule.domains, entry, path)
+            parse_domain(rule.domains, entry, path, assets)
+        rule.domains.freeze()
         conditions += 1
     if entries := _present(node, "ip"):
-        rule.ips = parse_ip_entries(entries)
+        rule.ips = parse_ip_entries(entries, assets)
         conditions += 1
     if entries := _present(node, "source"):
-        rule.sources = parse_ip_entries(entries)
+        rule.sources = parse_ip_entries(entries, assets)
         conditions += 1
     if node.has("port") and node.value["port"] is not None:
         rule.ports = parse_port_ranges(node.get("port"))
@@ -190,15 +298,23 @@ def parse_rule(node: Node, outbound_tags: Sequence[str]) -> Rule:
     if entries := _present(node, "inboundTag"):
         rule.inbound_tags = frozenset(e for e, _ in entries if e)
         conditions += 1
-    for key, why in (("protocol", "protocol matching needs sniffing"),
-                     ("attrs", "attrs matching needs sniffing")):
-        if node.has(key) and node.value[key]:
-            node.warn(f"{key}: {why}, which vtwist does not have; this rule never matches")
-            rule.never = True
-            conditions += 1
+    if entries := _present(node, "protocol"):
+        protocols = []
+        for entry, path in entries:
+            if entry.lower() not in SNIFFED_PROTOCOLS:
+                node.warn(f"{path}: {entry!r} is not a protocol sniffing recognises "
+                          f"({', '.join(SNIFFED_PROTOCOLS)}); it never matches")
+            if entry:
+                protocols.append(entry)
+        rule.protocols = tuple(protocols)
+        conditions += 1
+    if node.has("attrs") and node.value["attrs"]:
+        raise node.error("attrs (4.34 evaluates a Starlark expression over sniffed HTTP "
+                         "attributes) is not supported by vtwist; remove it or match with "
+                         "domain, protocol or port", "attrs")
     if conditions == 0:
         raise node.error("this rule has no conditions (domain, ip, port, sourcePort, network, "
-                         "source, user, inboundTag)")
+                         "source, user, inboundTag, protocol)")
     node.warn_unknown()
     return rule
 
@@ -215,8 +331,37 @@ def parse_strategy(node: Node) -> str:
     return _STRATEGIES[key]
 
 
-def parse_routing(node: Node, outbound_tags: Sequence[str]) -> Router:
-    """The ``routing`` object (``settings`` is V2Ray's deprecated wrapper, merged in)."""
+def parse_balancers(node: Node, outbound_tags: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``balancers``: [{tag, selector: [tag prefixes]}] -> the outbound tags each selects."""
+    balancers: dict[str, tuple[str, ...]] = {}
+    if node.value is None:
+        return balancers
+    for item in node.items():
+        item.require_object()
+        tag = item.str("tag", "")
+        if not tag:
+            raise item.error("empty balancer tag", "tag")
+        if tag in balancers:
+            raise item.error(f"duplicate balancer tag {tag!r}", "tag")
+        selectors = [e for e, _ in _present(item, "selector") if e]
+        if not selectors:
+            raise item.error("empty selector list (outbound tag prefixes)", "selector")
+        chosen = tuple(t for t in outbound_tags if any(t.startswith(p) for p in selectors))
+        if not chosen:
+            have = ", ".join(sorted(outbound_tags)) or "none"
+            raise item.error(f"selects no outbound ({selectors} are prefixes of none of: "
+                             f"{have})", "selector")
+        balancers[tag] = chosen
+        item.warn_unknown()
+    return balancers
+
+
+def parse_routing(node: Node, outbound_tags: Sequence[str],
+                  assets: GeoAssets | None = None) -> Router:
+    """The ``routing`` object (``settings`` is V2Ray's deprecated wrapper, merged in).
+
+    ``assets``: where geo data lists come from (default: the process's shared one).
+    """
     router = Router()
     if node.value is None:
         return router
@@ -235,9 +380,7 @@ def parse_routing(node: Node, outbound_tags: Sequence[str]) -> Router:
     if strategy_node is not None:
         router.domain_strategy = parse_strategy(strategy_node)
     rule_nodes[:0] = list(node.get("rules", []).items())
-    router.rules = [parse_rule(r, outbound_tags) for r in rule_nodes]
-    balancers = node.get("balancers", [])
-    if balancers.value:
-        raise balancers.error("balancers are not supported by vtwist; use outboundTag rules")
+    router.balancers = parse_balancers(node.get("balancers", None), outbound_tags)
+    router.rules = [parse_rule(r, outbound_tags, router.balancers, assets) for r in rule_nodes]
     node.warn_unknown()
     return router
