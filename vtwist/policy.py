@@ -16,6 +16,19 @@ class LevelPolicy:
     buffer_size: int | None = None  # KiB; None means the default
     #: vtwist's: how long an outbound may take to connect (V2Ray's system dialer uses 16 s)
     connect_timeout: float = 16.0
+    #: ``statsUserUplink`` / ``statsUserDownlink``: count this level's users' traffic
+    stats_user_uplink: bool = False
+    stats_user_downlink: bool = False
+
+
+@dataclass(frozen=True)
+class SystemPolicy:
+    """``policy.system``: the inbound and outbound traffic counters (V2Ray 4.34)."""
+
+    stats_inbound_uplink: bool = False
+    stats_inbound_downlink: bool = False
+    stats_outbound_uplink: bool = False
+    stats_outbound_downlink: bool = False
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,7 @@ class Policy:
     """All levels; unknown levels fall back to the defaults."""
 
     levels: dict[int, LevelPolicy] = field(default_factory=dict)
+    system: SystemPolicy = field(default_factory=SystemPolicy)
 
     def level(self, n: int = 0) -> LevelPolicy:
         """The policy of user level ``n``."""

@@ -10,9 +10,11 @@ from vtwist.config.errors import ConfigError
 from vtwist.config.legacy import domain_override, legacy_sections
 from vtwist.config.model import (
     AllocateSettings,
+    ApiConfig,
     Config,
     InboundConfig,
     LogConfig,
+    MetricsConfig,
     MuxSettings,
     OutboundConfig,
     SniffingSettings,
@@ -27,11 +29,11 @@ from vtwist.config.registry import (
     stream_settings_parser,
     transport_keys,
 )
-from vtwist.policy import LevelPolicy, Policy
+from vtwist.policy import LevelPolicy, Policy, SystemPolicy
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
 # Top-level sections V2Ray knows but vtwist does not act on yet: a warning, not an error.
-UNSUPPORTED_SECTIONS = ("dns", "stats", "api", "reverse", "fakedns",
+UNSUPPORTED_SECTIONS = ("dns", "reverse", "fakedns",
                         "observatory", "browserForwarder")
 
 
@@ -145,11 +147,57 @@ def parse_policy(node: Node) -> Policy:
             downlink_only=level_node.int("downlinkOnly", defaults.downlink_only, 0),
             buffer_size=level_node.int("bufferSize", None, 0) if level_node.has("bufferSize")
             else None,
+            stats_user_uplink=level_node.bool("statsUserUplink", False),
+            stats_user_downlink=level_node.bool("statsUserDownlink", False),
         )
-        level_node.warn_unknown(("statsUserUplink", "statsUserDownlink"))
-    node.has("system")
+        level_node.warn_unknown()
+    system = SystemPolicy()
+    if node.has("system"):
+        system_node = node.get("system", {})
+        system = SystemPolicy(
+            stats_inbound_uplink=system_node.bool("statsInboundUplink", False),
+            stats_inbound_downlink=system_node.bool("statsInboundDownlink", False),
+            stats_outbound_uplink=system_node.bool("statsOutboundUplink", False),
+            stats_outbound_downlink=system_node.bool("statsOutboundDownlink", False),
+        )
+        system_node.warn_unknown()
     node.warn_unknown()
-    return Policy(levels)
+    return Policy(levels, system)
+
+
+#: ``api.services`` names 4.34 knows; vtwist serves the first three.
+API_SERVICES = {"StatsService": "v2ray.core.app.stats.command.StatsService",
+                "LoggerService": "v2ray.core.app.log.command.LoggerService",
+                "HandlerService": "v2ray.core.app.proxyman.command.HandlerService"}
+API_UNSERVED = ("RoutingService", "ReflectionService")
+
+
+def parse_api(node: Node) -> ApiConfig:
+    """``api``: ``tag`` (required) and ``services`` (StatsService, LoggerService,
+    HandlerService)."""
+    tag = node.str("tag", "")
+    if not tag:
+        raise node.error("is required (the outbound tag routing sends API traffic to)", "tag")
+    api = ApiConfig(tag)
+    item = node.get("services", [])
+    for i, name in enumerate(node.str_list("services", [])):
+        if name in API_SERVICES:
+            api.services.append(API_SERVICES[name])
+        elif name in API_UNSERVED:
+            item.warn(f"{name} is not served by vtwist; ignored")
+        else:
+            raise item.error(f"unknown API service {name!r} (expected "
+                             f"{', '.join([*API_SERVICES, *API_UNSERVED])})", i)
+    node.warn_unknown()
+    return api
+
+
+def parse_metrics(node: Node) -> MetricsConfig:
+    """``metrics`` (vtwist's own): ``port`` (required), ``listen`` (default 127.0.0.1)."""
+    metrics = MetricsConfig(port=node.int("port", lo=1, hi=65535))
+    metrics.listen = node.str("listen", "127.0.0.1") or "127.0.0.1"
+    node.warn_unknown()
+    return metrics
 
 
 def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
@@ -302,7 +350,21 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
         if tags.count(tag) > 1:
             raise ConfigError("outbounds", f"duplicate outbound tag {tag!r}")
     check_proxy_chains(config.outbounds, [n.path for n in outbound_nodes])
-    config.routing = routing_parser()(root.get("routing", None), tags)
+    if root.has("stats"):
+        root.get("stats", {}).warn_unknown()
+        config.stats = True
+    if root.has("api"):
+        config.api = parse_api(root.get("api", {}))
+        if config.api.tag in tags:
+            raise ConfigError("api.tag", f"an outbound is tagged {config.api.tag!r} too")
+    if root.has("metrics"):
+        config.metrics = parse_metrics(root.get("metrics", {}))
+    route_tags = tags + [config.api.tag] if config.api is not None else tags
+    config.routing = routing_parser()(root.get("routing", None), route_tags)
+    api_inbounds = config.api_inbound_tags()
+    for inbound, inbound_node in zip(config.inbounds, inbound_nodes, strict=True):
+        if inbound.tag in api_inbounds and "listen" not in inbound_node.value:
+            inbound.listen = "127.0.0.1"  # the API has no authentication: local by default
     for section in UNSUPPORTED_SECTIONS:
         if root.has(section):
             collect(f"{section}: not supported by vtwist yet, ignored")

@@ -82,6 +82,23 @@ class OutboundConfig:
 
 
 @dataclass
+class ApiConfig:
+    """``api``: the tag routing sends to V2Ray's gRPC API and the services it serves (full
+    gRPC names, e.g. ``v2ray.core.app.stats.command.StatsService``)."""
+
+    tag: str
+    services: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MetricsConfig:
+    """``metrics`` (vtwist's own): serve Prometheus ``/metrics`` on ``listen``:``port``."""
+
+    port: int
+    listen: str = "127.0.0.1"
+
+
+@dataclass
 class Config:
     """A whole validated configuration."""
 
@@ -92,7 +109,22 @@ class Config:
     #: The rules (a vtwist.routing.Router) the loader parsed; None routes everything to the
     #: first outbound.
     routing: Router | None = None
+    #: ``"stats": {}`` is present: keep V2Ray's traffic counters
+    stats: bool = False
+    api: ApiConfig | None = None
+    metrics: MetricsConfig | None = None
     warnings: list[str] = field(default_factory=list)
+
+    def api_inbound_tags(self) -> set[str]:
+        """The inbound tags routing sends to the API (``inboundTag`` rules whose
+        ``outboundTag`` is ``api.tag``): those inbounds serve the API's gRPC."""
+        if self.api is None or self.routing is None:
+            return set()
+        tags: set[str] = set()
+        for rule in self.routing.rules:
+            if rule.outbound_tag == self.api.tag and rule.inbound_tags:
+                tags |= rule.inbound_tags
+        return tags
 
 
 @dataclass

@@ -2,6 +2,11 @@
 
 ``from 127.0.0.1:50000 accepted tcp:example.com:443 [socks-in >> direct] email: a@b``
 ``from 127.0.0.1:50001 rejected socks: invalid username or password``
+``from 127.0.0.1:50000 closed tcp:example.com:443 [socks-in >> direct] up 1.2 kB down 48.3 MB 12.4 s``
+
+Each closed event also carries its fields as keys (``status``: closed, ``source``,
+``destination``, ``inbound``, ``outbound``, ``email``, ``up`` and ``down`` in bytes and
+``duration`` in seconds) for structured (JSON) log observers.
 """
 
 from __future__ import annotations
@@ -33,3 +38,31 @@ class AccessLog:
         """An inbound refused a client (bad handshake, wrong credentials, probe...)."""
         if self.enabled:
             access_log.info("{line}", line=f"from {source} rejected {protocol}: {why}")
+
+    def closed(self, source: str, destination: Destination, inbound_tag: str | None,
+               outbound_tag: str | None, email: str | None, up: int, down: int,
+               duration: float) -> None:
+        """A relayed connection or UDP session ended: the bytes each way and how long."""
+        if not self.enabled:
+            return
+        line = (f"from {source} closed {destination} [{inbound_tag or ''} >> "
+                f"{outbound_tag or ''}] up {human_bytes(up)} down {human_bytes(down)} "
+                f"{duration:.1f} s")
+        if email:
+            line += f" email: {email}"
+        access_log.info("{line}", line=line, status="closed", source=source,
+                        destination=str(destination), inbound=inbound_tag or "",
+                        outbound=outbound_tag or "", email=email or "", up=up, down=down,
+                        duration=round(duration, 3))
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes in SI units with one decimal: ``532 B``, ``1.2 kB``, ``48.3 MB``."""
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("kB", "MB", "GB"):
+        value /= 1000
+        if value < 999.95:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} TB"

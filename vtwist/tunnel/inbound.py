@@ -61,6 +61,8 @@ class BuildContext:
     policy: Policy = DEFAULT_POLICY
     outbounds: dict[str, Any] = field(default_factory=dict)
     inbounds: dict[str, Any] = field(default_factory=dict)
+    #: the app's stats/API/metrics wiring (vtwist.app.api.setup.Operations), if any
+    operations: Any = None
 
     def dialer(self, outbound: Any) -> Dialer:
         """How ``outbound`` (an OutboundConfig) reaches its server: through the outbound

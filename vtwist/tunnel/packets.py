@@ -73,6 +73,10 @@ class PacketTunnel:
         self.closed = False
         self.activity = ActivityTimer(clock, idle_timeout, self._idle) \
             if idle_timeout is not None else None
+        #: payload bytes sent, received (the tunnel service's traffic counters read these)
+        self.bytes = [0, 0]
+        #: called once when the session ends, however (the tunnel service's close line)
+        self.onFinish: Callable[[], None] | None = None
 
     def send(self, data: bytes, destination: Destination) -> None:
         """Send now, or queue until the outbound is known."""
@@ -80,6 +84,7 @@ class PacketTunnel:
             return
         if self.activity is not None:
             self.activity.active = True
+        self.bytes[0] += len(data)
         if self.session is not None:
             self.session.send(data, destination)
         else:
@@ -114,6 +119,7 @@ class PacketTunnel:
             return
         if self.activity is not None:
             self.activity.active = True
+        self.bytes[1] += len(data)
         self.onPacket(data, source)
 
     def _ended(self) -> None:
@@ -137,6 +143,9 @@ class PacketTunnel:
         if self.activity is not None:
             self.activity.cancel()
             self.activity = None
+        if self.onFinish is not None:
+            finish, self.onFinish = self.onFinish, None
+            finish()
 
     def close(self) -> None:
         """End the session, whether or not its outbound is known yet."""

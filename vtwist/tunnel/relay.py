@@ -136,6 +136,8 @@ class RelayProtocol(Protocol):
 
     relay: Relay | None = None
     side: int = OUTBOUND
+    #: the tag of the outbound that connected it (set by the tunnel service)
+    outbound_tag: str = ""
 
     def __init__(self) -> None:
         self.held: HeldInput | None = HeldInput()

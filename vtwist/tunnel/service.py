@@ -24,6 +24,7 @@ from vtwist.tunnel.access import AccessLog
 from vtwist.tunnel.failures import ConnectTimeout
 from vtwist.tunnel.packets import PacketTunnel
 from vtwist.tunnel.relay import RelayProtocol, RelayProtocolFactory
+from vtwist.tunnel.stats import StatsManager, refusal_reason
 from vtwist.tunnel.stream import StreamTunnel
 
 log = Logger(namespace="vtwist.dispatch")
@@ -33,11 +34,13 @@ class TunnelService:
     """Joins inbound streams and UDP sessions to the outbounds the dispatcher picks."""
 
     def __init__(self, dispatcher: IDispatcher, clock: IReactorTime,
-                 access: AccessLog | None = None) -> None:
+                 access: AccessLog | None = None, stats: StatsManager | None = None) -> None:
         self.dispatcher = dispatcher
         self.clock = clock
         self.access = access if access is not None else AccessLog(
             getattr(dispatcher, "log_access", True))
+        #: traffic counters and connection counts (``stats``, ``metrics``); None: neither
+        self.stats = stats
 
     # -- streams ----------------------------------------------------------------------
     def openStream(self, transport: Any, destination: Destination, reply: IInboundReply, *,
@@ -79,7 +82,13 @@ class TunnelService:
 
         def connectThrough(outbound: IOutbound) -> Deferred[RelayProtocol]:
             self.access.accepted(source, destination, inbound_tag, outbound.tag, email)
-            return outbound.endpointFor(destination).connect(RelayProtocolFactory())
+
+            def tagged(protocol: RelayProtocol) -> RelayProtocol:
+                protocol.outbound_tag = outbound.tag
+                return protocol
+
+            return outbound.endpointFor(destination).connect(
+                RelayProtocolFactory()).addCallback(tagged)
 
         if isinstance(chosen, Deferred):
             return chosen.addCallback(connectThrough)
@@ -101,14 +110,36 @@ class TunnelService:
         """
         chosen = self.dispatcher.choose(destination, inbound_tag, source, email)
         tunnel = PacketTunnel(self.clock, onPacket, onClose, idle_timeout)
+        started = self.clock.seconds()
+
+        def counted(outbound: IOutbound) -> None:
+            stats = self.stats
+            flow = None
+            if stats is not None:
+                flow = stats.track(tunnel.bytes, *stats.counters_for(
+                    inbound_tag or "", outbound.tag, email))
+                stats.connection_opened()
+
+            def finished() -> None:
+                if stats is not None:
+                    stats.untrack(flow)  # type: ignore[arg-type]
+                    stats.connection_closed()
+                self.access.closed(source, destination, inbound_tag, outbound.tag, email,
+                                   tunnel.bytes[0], tunnel.bytes[1],
+                                   self.clock.seconds() - started)
+
+            tunnel.onFinish = finished
+
         if not isinstance(chosen, Deferred):
             self.access.accepted(source, destination, inbound_tag, chosen.tag, email)
+            counted(chosen)
             tunnel.open(chosen)
             return tunnel
 
         def opened(outbound: IOutbound) -> None:
             if not tunnel.closed:
                 self.access.accepted(source, destination, inbound_tag, outbound.tag, email)
+                counted(outbound)
             tunnel.open(outbound)
 
         def failed(failure: Failure) -> None:
@@ -123,3 +154,5 @@ class TunnelService:
     def reject(self, source: str, protocol: str, why: str) -> None:
         """An inbound refused a client: one access line."""
         self.access.rejected(source, protocol, why)
+        if self.stats is not None:
+            self.stats.connection_failed(refusal_reason(protocol, why))

@@ -32,6 +32,7 @@ from vtwist.tunnel.failures import classify
 from vtwist.tunnel.held import HeldInput
 from vtwist.tunnel.relay import INBOUND, Relay, RelayProtocol
 from vtwist.tunnel.sniff import Sniffed, Sniffer, should_override
+from vtwist.tunnel.stats import Flow, failure_reason
 
 if TYPE_CHECKING:
     from vtwist.tunnel.service import TunnelService
@@ -76,6 +77,9 @@ class StreamTunnel:
         self.sniffOverride: tuple[str, ...] = ()
         self._connecting: Deferred[RelayProtocol] | None = None
         self._sniffTimer: IDelayedCall | None = None
+        self.started = service.clock.seconds()
+        self.outbound_tag = ""
+        self._flow: Flow | None = None
 
     def start(self, early: list[Any], sniff: tuple[str, ...] = ()) -> None:
         """Keep ``early``; sniff first when ``sniff`` names protocols; connect."""
@@ -188,12 +192,34 @@ class StreamTunnel:
         set_no_delay(outbound.transport)  # relayed small writes must not wait
         if not self.replied:
             self.reply.succeeded(outbound.transport.getHost())
-        relay = Relay(self.transport, outbound.transport, self.service.clock, self.policy)
+        relay = Relay(self.transport, outbound.transport, self.service.clock, self.policy,
+                      onFinish=self._finished)
         self.relay = relay
+        self.outbound_tag = getattr(outbound, "outbound_tag", "")
+        stats = self.service.stats
+        if stats is not None:
+            policy = self.policy
+            self._flow = stats.track(relay.bytes, *stats.counters_for(
+                self.inbound_tag, self.outbound_tag, self.email,
+                policy.stats_user_uplink, policy.stats_user_downlink))
+            stats.connection_opened()
         outbound.attach(relay)
         held, self.held = self.held, None
         if not relay.finished and held is not None:
             held.replay(relay, INBOUND, self.transport)
+
+    def _finished(self) -> None:
+        """The relay ended: settle the counters, write the close line."""
+        relay = self.relay
+        assert relay is not None
+        stats = self.service.stats
+        if stats is not None and self._flow is not None:
+            stats.untrack(self._flow)
+            stats.connection_closed()
+        self.service.access.closed(self.source, self.destination, self.inbound_tag,
+                                   self.outbound_tag, self.email, relay.bytes[INBOUND],
+                                   relay.bytes[1 - INBOUND],
+                                   self.service.clock.seconds() - self.started)
 
     def _failed(self, failure: Failure) -> None:
         self._connecting = None
@@ -202,6 +228,8 @@ class StreamTunnel:
         self.phase = Phase.CLOSED
         self.held = None
         kind = classify(failure)
+        if self.service.stats is not None:
+            self.service.stats.connection_failed(failure_reason(failure, kind))
         log.info("{source} to {dest} failed ({kind}): {why}", source=self.source,
                  dest=self.destination, kind=kind.value, why=failure.getErrorMessage())
         if self.replied:  # the client was told "connected" already: all we can do is close
