@@ -1,5 +1,5 @@
-"""Sniffing: the HTTP and TLS sniffers on whole, split, truncated and garbage input, and the
-tunnel routing by the sniffed domain."""
+"""Sniffing: the HTTP, TLS and BitTorrent sniffers on whole, split, truncated and garbage
+input, and the tunnel routing by the sniffed domain and protocol."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from vtwist.testing.tunnels import FakeOutbound
 from vtwist.tunnel.dispatcher import Dispatcher
 from vtwist.tunnel.service import TunnelService
 from vtwist.tunnel.sniff import Sniffed, Sniffer, should_override
+from vtwist.tunnel.sniff.bittorrent import sniff_bittorrent
 from vtwist.tunnel.sniff.http import sniff_http
 from vtwist.tunnel.sniff.tls import sniff_tls
 from vtwist.tunnel.stream import SNIFF_TIMEOUT
@@ -192,3 +193,55 @@ class TunnelSniffingTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "paused")
         self.assertEqual(pending.destination.host, "93.184.216.34")
         self.assertIsNotNone(tunnel)
+
+
+class BitTorrentSnifferTests(SynchronousTestCase):
+    HANDSHAKE = b"\x13BitTorrent protocol" + bytes(8) + b"h" * 20 + b"p" * 20
+
+    def test_handshake(self) -> None:
+        self.assertEqual(sniff_bittorrent(self.HANDSHAKE), ("bittorrent", ""))
+        self.assertIs(sniff_bittorrent(self.HANDSHAKE[:19]), NEED_DATA)
+        self.assertIsNone(sniff_bittorrent(b"\x13BitTorrent protocoX"))
+        self.assertEqual(Sniffer().sniff(self.HANDSHAKE), Sniffed("bittorrent", ""))
+        # No domain: never an override, whatever destOverride says.
+        self.assertFalse(should_override(Sniffed("bittorrent", ""), ("bittorrent",)))
+
+
+class ProtocolRoutingTests(SynchronousTestCase):
+    """The ``protocol`` rule field sees what sniffing recognised, as 4.34: every sniffer runs
+    whatever ``destOverride`` names; only the override is limited to those named."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.direct, self.bt, self.tls = (FakeOutbound("direct"), FakeOutbound("bt"),
+                                          FakeOutbound("tls-out"))
+        router: Router = parse_routing(Node({"rules": [
+            {"type": "field", "protocol": ["bittorrent"], "outboundTag": "bt"},
+            {"type": "field", "protocol": "tls", "outboundTag": "tls-out"}]}),
+            ["direct", "bt", "tls-out"])
+        self.tunnels = TunnelService(
+            Dispatcher([self.direct, self.bt, self.tls], router=router), self.clock)
+
+    def open(self, sniff: tuple[str, ...]) -> Any:
+        transport = HalfCloseTransport()
+        return self.tunnels.openStream(transport, Destination.tcp("198.51.100.7", 6881),
+                                       Reply(transport), policy=POLICY, sniff=sniff)
+
+    def test_bittorrent_routed_by_protocol(self) -> None:
+        tunnel = self.open(("http", "tls"))
+        tunnel.received(BitTorrentSnifferTests.HANDSHAKE)
+        [pending] = self.bt.connects
+        self.assertEqual(pending.destination, Destination.tcp("198.51.100.7", 6881))
+        self.assertEqual(pending.succeed().transport.value(), BitTorrentSnifferTests.HANDSHAKE)
+
+    def test_tls_routed_by_protocol_without_override(self) -> None:
+        tunnel = self.open(("http",))  # TLS is sniffed, not overridden
+        tunnel.received(client_hello("www.example.test"))
+        [pending] = self.tls.connects
+        self.assertEqual(pending.destination.host, "198.51.100.7")
+
+    def test_nothing_sniffed_matches_no_protocol_rule(self) -> None:
+        tunnel = self.open(("http", "tls"))
+        tunnel.received(b"\x00\x01 not a known protocol at all")
+        [pending] = self.direct.connects
+        self.assertEqual(pending.destination.host, "198.51.100.7")

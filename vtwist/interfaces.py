@@ -51,9 +51,10 @@ class IDispatcher(Interface):
     log_access = Attribute("True when access lines are written")
 
     def choose(destination: object, inbound_tag: str = "", source: str = "",
-               email: str = "") -> object:
+               email: str = "", protocol: str = "") -> object:
         """The :class:`IOutbound` for ``destination`` now, or a Deferred firing with it
-        when routing must resolve the domain first. Raises when there is no outbound."""
+        when routing must resolve the domain first. Raises when there is no outbound.
+        ``protocol``: what sniffing recognised (``http1``, ``tls``, ``bittorrent``), if any."""
 
 
 class IInboundReply(Interface):

@@ -130,6 +130,15 @@ class IPSet:
         ips._set_ranges(v4, v6)
         return ips
 
+    @classmethod
+    def from_cidrs(cls, v4: list[int], v6: list[int]) -> IPSet:
+        """A set from packed CIDRs, ``first_address << 8 | host_bits`` (any order)."""
+        ips = cls()
+        s4, e4 = _merged_packed(v4)
+        ips._v4s, ips._v4e = array("I", s4), array("I", e4)
+        ips._v6s, ips._v6e = _merged_packed(v6)
+        return ips
+
     def _set_ranges(self, v4: list[tuple[int, int]], v6: list[tuple[int, int]]) -> None:
         s4, e4 = _merged(v4)
         self._v4s, self._v4e = array("I", s4), array("I", e4)
@@ -184,6 +193,26 @@ def _merged(ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
         else:
             starts.append(lo)
             ends.append(hi)
+    return starts, ends
+
+
+def _merged_packed(packed: list[int]) -> tuple[list[int], list[int]]:
+    """:func:`_merged` for packed CIDRs (``first << 8 | host_bits``): sorting plain ints is
+    several times faster than sorting pairs."""
+    starts: list[int] = []
+    ends: list[int] = []
+    packed.sort()
+    last = -2
+    for key in packed:
+        lo = key >> 8
+        hi = lo + (1 << (key & 0xFF)) - 1
+        if lo <= last + 1:
+            if hi > last:
+                ends[-1] = last = hi
+        else:
+            starts.append(lo)
+            ends.append(hi)
+            last = hi
     return starts, ends
 
 

@@ -47,11 +47,12 @@ class Dispatcher:
 
     @staticmethod
     def context(destination: Destination, inbound_tag: str | None = None, source: str = "",
-                email: str | None = None) -> RouteContext:
+                email: str | None = None, protocol: str = "") -> RouteContext:
         """The routing context of one connection or UDP session."""
         source_ip, source_port = split_source(source)
         return RouteContext(destination.network, destination.host, destination.port,
-                            inbound_tag or "", source_ip, source_port, email or "")
+                            inbound_tag or "", source_ip, source_port, email or "",
+                            protocol=protocol)
 
     def outboundFor(self, destination: Destination, inbound_tag: str | None = None, *,
                     source: str = "", email: str | None = None) -> IOutbound:
@@ -67,17 +68,19 @@ class Dispatcher:
         return self._routed(self.router.decide(ctx), destination)
 
     def choose(self, destination: Destination, inbound_tag: str | None = None,
-               source: str = "", email: str | None = None) -> IOutbound | Deferred[IOutbound]:
+               source: str = "", email: str | None = None,
+               protocol: str = "") -> IOutbound | Deferred[IOutbound]:
         """The outbound now, or a Deferred when the destination must be resolved first.
 
-        Raises :class:`NoOutbound` when the configuration has none.
+        ``protocol``: the sniffed protocol (the ``protocol`` rule field matches it). Raises
+        :class:`NoOutbound` when the configuration has none.
         """
         if self.default is None:
             raise NoOutbound("no outbound configured")
         router = self.router
         if router is None:
             return self.default
-        ctx = self.context(destination, inbound_tag, source, email)
+        ctx = self.context(destination, inbound_tag, source, email, protocol)
         decision = router.route(ctx)
         if isinstance(decision, Route):
             return self._routed(decision, destination)

@@ -62,21 +62,26 @@ class TunnelService:
 
     def connect(self, destination: Destination, *, inbound_tag: str | None = None,
                 source: str = "", email: str | None = None,
-                timeout: float | None = None) -> Deferred[RelayProtocol]:
+                timeout: float | None = None, protocol: str = "") -> Deferred[RelayProtocol]:
         """Route ``destination`` and connect; fires with a paused, unattached
         :class:`~vtwist.tunnel.relay.RelayProtocol`. Writes the accepted access line.
         Past ``timeout`` seconds the attempt is cancelled and fails with
-        :class:`~vtwist.tunnel.failures.ConnectTimeout`."""
-        d = self._connect(destination, inbound_tag, source, email)
+        :class:`~vtwist.tunnel.failures.ConnectTimeout`. ``protocol``: what sniffing
+        recognised, for the routing rules' ``protocol`` field."""
+        d = self._connect(destination, inbound_tag, source, email, protocol)
         if timeout is not None and not d.called:
             d.addTimeout(timeout, self.clock,
                          onTimeoutCancel=lambda result, after: Failure(ConnectTimeout(after)))
         return d
 
     def _connect(self, destination: Destination, inbound_tag: str | None, source: str,
-                 email: str | None) -> Deferred[RelayProtocol]:
+                 email: str | None, protocol: str = "") -> Deferred[RelayProtocol]:
         try:
-            chosen = self.dispatcher.choose(destination, inbound_tag, source, email)
+            if protocol:
+                chosen = self.dispatcher.choose(destination, inbound_tag, source, email,
+                                                protocol=protocol)
+            else:
+                chosen = self.dispatcher.choose(destination, inbound_tag, source, email)
         except Exception:  # noqa: BLE001 - NoOutbound and friends become the errback
             return fail()
 

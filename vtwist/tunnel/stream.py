@@ -75,6 +75,8 @@ class StreamTunnel:
         self.replied = False
         self.sniffer: Sniffer | None = None
         self.sniffOverride: tuple[str, ...] = ()
+        #: what sniffing recognised (``http1``, ``tls``, ``bittorrent``), for routing
+        self.protocol = ""
         self._connecting: Deferred[RelayProtocol] | None = None
         self._sniffTimer: IDelayedCall | None = None
         self.started = service.clock.seconds()
@@ -87,7 +89,7 @@ class StreamTunnel:
             self.held.extend(early)  # type: ignore[union-attr]
         if sniff and self.destination.network == "tcp":
             self.phase = Phase.SNIFFING
-            self.sniffer = Sniffer(sniff)
+            self.sniffer = Sniffer()  # every sniffer, as 4.34: routing sees the protocol
             self.sniffOverride = sniff
             self.replied = True
             self.reply.succeeded(None)
@@ -109,7 +111,10 @@ class StreamTunnel:
             return
         self._cancelSniffTimer()
         self.sniffer = None
-        if verdict is not None and should_override(verdict, self.sniffOverride):
+        if verdict is not None:
+            self.protocol = verdict.protocol
+        if verdict is not None and verdict.domain and should_override(verdict,
+                                                                      self.sniffOverride):
             log.debug("{source}: sniffed {protocol} domain {domain} for {dest}",
                       source=self.source, protocol=verdict.protocol, domain=verdict.domain,
                       dest=self.destination)
@@ -122,7 +127,7 @@ class StreamTunnel:
         self.transport.pauseProducing()
         d = self.service.connect(self.destination, inbound_tag=self.inbound_tag,
                                  source=self.source, email=self.email,
-                                 timeout=self.policy.connect_timeout)
+                                 timeout=self.policy.connect_timeout, protocol=self.protocol)
         if not d.called:
             self._connecting = d
         d.addCallbacks(self._connected, self._failed)

@@ -10,7 +10,7 @@ from vtwist.routing.matcher import DomainMatcher, IPSet
 def geoip_set(buf: object, entry: Entry) -> IPSet:
     """The IP ranges of one GeoIP entry as a merged, bisectable :class:`IPSet`."""
     v4, v6 = geoip_ranges(buf, entry)
-    return IPSet.from_ranges(v4, v6)
+    return IPSet.from_cidrs(v4, v6)
 
 
 def geosite_matcher(buf: object, entry: Entry, attrs: tuple[str, ...] = ()) -> DomainMatcher:

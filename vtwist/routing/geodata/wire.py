@@ -130,38 +130,69 @@ def index(buf: object, size: int) -> dict[str, Entry]:
     return entries
 
 
-def geoip_ranges(buf: object, entry: Entry) -> tuple[list[tuple[int, int]],
-                                                      list[tuple[int, int]]]:
-    """The IPv4 and IPv6 (first, last) address ranges of one GeoIP entry, unsorted."""
-    v4: list[tuple[int, int]] = []
-    v6: list[tuple[int, int]] = []
-    for number, wire, start, end in _fields(buf, entry.start, entry.end):
+def geoip_ranges(buf: object, entry: Entry) -> tuple[list[int], list[int]]:
+    """The IPv4 and IPv6 CIDRs of one GeoIP entry, unsorted, each packed in one int:
+    ``first_address << 8 | host_bits`` (the range is ``first .. first + 2**host_bits - 1``).
+    """
+    v4: list[int] = []
+    v6: list[int] = []
+    # Fast path: the usual encodings of a CIDR field, ``12 08 0a 04 <ip4> 10 <prefix>`` and
+    # ``12 14 0a 10 <ip16> 10 <prefix>``; anything else goes through the general reader.
+    data = bytes(buf[entry.start:entry.end])  # type: ignore[index]
+    pos, size, base = 0, len(data), entry.start
+    from_bytes = int.from_bytes
+    while pos < size:
+        if data[pos] == 0x12 and pos + 2 < size:
+            length = data[pos + 1]
+            if (length == 8 and pos + 10 <= size and data[pos + 2] == 0x0A
+                    and data[pos + 3] == 4 and data[pos + 8] == 0x10 and data[pos + 9] <= 32):
+                bits = 32 - data[pos + 9]
+                v4.append((from_bytes(data[pos + 4:pos + 8], "big") >> bits << bits + 8) | bits)
+                pos += 10
+                continue
+            if (length == 20 and pos + 22 <= size and data[pos + 2] == 0x0A
+                    and data[pos + 3] == 16 and data[pos + 20] == 0x10
+                    and data[pos + 21] <= 128):
+                bits = 128 - data[pos + 21]
+                v6.append((from_bytes(data[pos + 4:pos + 20], "big") >> bits << bits + 8) | bits)
+                pos += 22
+                continue
+        pos = _geoip_field(data, pos, size, base, v4, v6)
+    return v4, v6
+
+
+def _geoip_field(data: bytes, pos: int, size: int, base: int, v4: list[int],
+                 v6: list[int]) -> int:
+    """Read the one GeoIP field at ``pos`` the general way; the offset after it."""
+    for number, wire, start, end in _fields(data, pos, size):
         if number != 2:
-            continue
+            return end
+        start_in_file = base + start
         if wire != _LEN:
-            raise GeoDataError(f"CIDR at byte {start} is not a message")
+            raise GeoDataError(f"CIDR at byte {start_in_file} is not a message")
         ip = b""
         prefix = 0
-        for inner, inner_wire, s, e in _fields(buf, start, end):
+        for inner, inner_wire, s, e in _fields(data, start, end):
             if inner == 1 and inner_wire == _LEN:
-                ip = bytes(buf[s:e])  # type: ignore[index]
+                ip = data[s:e]
             elif inner == 2 and inner_wire == _VARINT:
-                prefix = _varint(buf, s, e)[0]
+                prefix = _varint(data, s, e)[0]
         n = int.from_bytes(ip, "big")
         if len(ip) == 4:
             if prefix > 32:
-                raise GeoDataError(f"CIDR at byte {start}: prefix {prefix} over 32")
-            host = (1 << (32 - prefix)) - 1
-            v4.append((n & ~host & 0xFFFFFFFF, n | host))
+                raise GeoDataError(f"CIDR at byte {start_in_file}: prefix {prefix} over 32")
+            bits = 32 - prefix
+            v4.append((n >> bits << bits + 8) | bits)
         elif len(ip) == 16:
             if prefix > 128:
-                raise GeoDataError(f"CIDR at byte {start}: prefix {prefix} over 128")
-            host = (1 << (128 - prefix)) - 1
-            v6.append((n & ~host & ((1 << 128) - 1), n | host))
+                raise GeoDataError(f"CIDR at byte {start_in_file}: prefix {prefix} over 128")
+            bits = 128 - prefix
+            v6.append((n >> bits << bits + 8) | bits)
         else:
-            raise GeoDataError(f"CIDR at byte {start}: IP of {len(ip)} bytes (expected 4 "
-                               "or 16)")
-    return v4, v6
+            raise GeoDataError(f"CIDR at byte {start_in_file}: IP of {len(ip)} bytes "
+                               "(expected 4 or 16)")
+        return end
+    return size
 
 
 def _attribute_key(buf: object, start: int, end: int) -> str:

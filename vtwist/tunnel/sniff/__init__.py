@@ -1,4 +1,5 @@
-"""Sniffing: the domain a client's first bytes name (HTTP ``Host``, TLS SNI), sans-IO.
+"""Sniffing: the protocol of a client's first bytes and the domain they name (HTTP ``Host``,
+TLS SNI; BitTorrent's handshake names none), sans-IO.
 
 :func:`sniff` looks at the bytes a client sent so far and answers :class:`Sniffed`, or
 :data:`~vtwist.sansio.NEED_DATA` while some sniffer still needs more, or None when no
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vtwist.sansio import NEED_DATA, Event, NeedData
-from vtwist.tunnel.sniff import http, tls
+from vtwist.tunnel.sniff import bittorrent, http, tls
 
 #: V2Ray reads at most one buffer (2 KiB) for sniffing; a ClientHello with many extensions
 #: can be larger, so vtwist looks at up to 16 KiB before it gives up.
@@ -21,12 +22,14 @@ MAX_SNIFF_BYTES = 16 * 1024
 SNIFFERS: dict[str, Callable[[bytes], object]] = {
     "http": http.sniff_http,
     "tls": tls.sniff_tls,
+    "bittorrent": bittorrent.sniff_bittorrent,
 }
 
 
 @dataclass(frozen=True)
 class Sniffed(Event):
-    """The client's first bytes are ``protocol`` (``http1``, ``tls``) for ``domain``."""
+    """The client's first bytes are ``protocol`` (``http1``, ``tls``, ``bittorrent``) for
+    ``domain`` ("" when the protocol names none)."""
 
     protocol: str
     domain: str
@@ -35,8 +38,8 @@ class Sniffed(Event):
 class Sniffer:
     """Runs the sniffers over a growing prefix of the client's bytes."""
 
-    def __init__(self, protocols: Sequence[str] = ("http", "tls")) -> None:
-        self.pending = [SNIFFERS[p] for p in ("http", "tls") if p in protocols]
+    def __init__(self, protocols: Sequence[str] = ("http", "tls", "bittorrent")) -> None:
+        self.pending = [SNIFFERS[p] for p in SNIFFERS if p in protocols]
 
     def sniff(self, data: bytes) -> Sniffed | NeedData | None:
         """The verdict on ``data`` (everything the client sent so far)."""
@@ -55,5 +58,6 @@ class Sniffer:
 
 
 def should_override(sniffed: Sniffed, dest_override: Sequence[str]) -> bool:
-    """True when ``destOverride`` names the sniffed protocol (``http`` matches ``http1``)."""
-    return any(sniffed.protocol.startswith(p) for p in dest_override)
+    """True when ``destOverride`` names the sniffed protocol (``http`` matches ``http1``)
+    and it named a domain."""
+    return bool(sniffed.domain) and any(sniffed.protocol.startswith(p) for p in dest_override)
