@@ -7,6 +7,8 @@
 - The splice relay (:mod:`vtwist.tunnel.splice`) takes a socket over from its transport only
   when :func:`idle_plain_tcp` says nothing is buffered or half-closed there, and checks with
   :func:`endpoint_protocol` that a connection's bytes go unchanged to the relay's protocol.
+- pyOpenSSL has no ``SSL_session_reused``; :func:`tls_session_reused` calls it through
+  pyOpenSSL's private bindings (TLS resumption is observable, for tests and logs).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from twisted.internet.endpoints import _WrappingProtocol
 from twisted.internet.tcp import Connection
 
 __all__ = ["IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "endpoint_protocol", "idle_plain_tcp",
-           "raise_write_high_water"]
+           "raise_write_high_water", "tls_session_reused"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
@@ -63,3 +65,10 @@ def endpoint_protocol(protocol: Any) -> Any:
             break
         protocol = protocol._wrappedProtocol
     return protocol
+
+
+def tls_session_reused(connection: Any) -> bool:
+    """True when the handshake of ``connection`` (an ``OpenSSL.SSL.Connection``) resumed."""
+    from OpenSSL._util import lib
+
+    return bool(lib.SSL_session_reused(connection._ssl))

@@ -1,15 +1,24 @@
 """OpenSSL contexts for TLS: a server's (SNI picks the certificate, ALPN as set) and a
-client's connection creators (trust roots, allowInsecure), cached per settings object."""
+client's connection creators (trust roots, allowInsecure), cached per settings object.
+
+Sessions resume: servers issue tickets (the key replaced every :data:`TICKET_KEY_LIFETIME`),
+and each cached client creator offers the last session of its server name, as V2Ray's client
+keeps a session cache."""
 
 from __future__ import annotations
 
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from zope.interface import implementer
 
@@ -49,7 +58,11 @@ def _name_matches(pattern: str, name: str) -> bool:
 
 
 def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> CertificateOptions:
-    """A CertificateOptions for a server: SNI picks among the certificates, ALPN as set."""
+    """A CertificateOptions for a server: SNI picks among the certificates, ALPN as set.
+
+    Session tickets are on (OpenSSL makes a random ticket key per context), so clients
+    resume; :class:`RotatingServerOptions` replaces the contexts, and with them the key.
+    """
     alpn = [p.encode() for p in (settings.alpn or default_alpn)]
     options: list[tuple[list[str], CertificateOptions]] = []
     for entry in settings.server_certificates:
@@ -57,6 +70,7 @@ def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> Ce
             privateKey=crypto.PKey.from_cryptography_key(entry.key),
             certificate=crypto.X509.from_cryptography(entry.chain[0]),
             extraCertChain=[crypto.X509.from_cryptography(c) for c in entry.chain[1:]],
+            enableSessionTickets=settings.session_resumption,
         )
         ctx = opts.getContext()
         if alpn:
@@ -76,6 +90,73 @@ def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> Ce
 
         default.getContext().set_tlsext_servername_callback(pick)
     return default
+
+
+#: How long a server's ticket key lives before the contexts (and the key) are replaced.
+TICKET_KEY_LIFETIME = 6 * 3600.0
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class RotatingServerOptions:
+    """A server's connection creator whose contexts are rebuilt every ``lifetime`` seconds.
+
+    pyOpenSSL cannot set ticket keys, so rotating the key means a new context: tickets made
+    under the old key then give a full handshake, as after any key rotation.
+    """
+
+    def __init__(self, build: Callable[[], CertificateOptions],
+                 lifetime: float = TICKET_KEY_LIFETIME,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.build = build
+        self.lifetime = lifetime
+        self.now = now
+        self.options = build()
+        self.built = now()
+
+    def current(self) -> CertificateOptions:
+        """The options in use, rebuilt (new ticket key) once they are ``lifetime`` old."""
+        if self.now() - self.built >= self.lifetime:
+            self.options = self.build()
+            self.built = self.now()
+        return self.options
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """A server connection on the current context."""
+        return self.current().serverConnectionForTLS(tlsProtocol)
+
+    def getContext(self) -> SSL.Context:
+        """The current context (the old-style context factory interface)."""
+        return self.current().getContext()
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ResumingClientCreator:
+    """Wraps a client connection creator: each connection offers the last session it saw
+    for this server name, so the handshake resumes (a ticket) instead of starting over.
+
+    The TLS layer calls :meth:`remember` after the handshake and again when the first bytes
+    arrive (TLS 1.3 servers send their tickets after the handshake).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.session: SSL.Session | None = None
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """The inner creator's connection, offering the cached session."""
+        conn = self.inner.clientConnectionForTLS(tlsProtocol)
+        if self.session is not None:
+            conn.set_session(self.session)
+        return conn
+
+    def remember(self, conn: SSL.Connection) -> None:
+        """Keep ``conn``'s session for the next connection."""
+        try:
+            session = conn.get_session()
+        except SSL.Error:  # pragma: no cover - a connection that never had a session
+            return
+        if session is not None:
+            self.session = session
 
 
 @implementer(IOpenSSLTrustRoot)
@@ -102,7 +183,8 @@ class _InsecureClientCreator:
         self.sni = None if isIPAddress(server_name) or isIPv6Address(server_name) \
             else server_name.encode("idna")
         self.context = CertificateOptions(
-            verify=False, acceptableProtocols=alpn or None).getContext()
+            verify=False, acceptableProtocols=alpn or None,
+            enableSessionTickets=True).getContext()
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self.context, None)
@@ -121,8 +203,8 @@ def client_creator(server_name: str, settings: TLSSettings,
         return _InsecureClientCreator(server_name, alpn)
     trusted = [c for entry in settings.certificates for c in entry.chain]
     root = _TrustRoot(trusted, system=not settings.disable_system_root)
-    return optionsForClientTLS(server_name, trustRoot=root,
-                               acceptableProtocols=alpn or None)
+    return optionsForClientTLS(server_name, trustRoot=root, acceptableProtocols=alpn or None,
+                               extraCertificateOptions={"enableSessionTickets": True})
 
 
 class ClientCreatorCache:
@@ -145,7 +227,10 @@ class ClientCreatorCache:
         key = (server_name, tuple(default_alpn))
         creator = per.get(key)
         if creator is None:
-            creator = per[key] = client_creator(server_name, settings, default_alpn)
+            creator = client_creator(server_name, settings, default_alpn)
+            if settings.session_resumption:
+                creator = ResumingClientCreator(creator)
+            per[key] = creator
         return creator
 
     def __len__(self) -> int:

@@ -28,8 +28,14 @@ from zope.interface import implementer
 
 from vtwist.interfaces import IStreamLayer
 from vtwist.transport import registry
+from vtwist.transport.internals import tls_session_reused
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
-from vtwist.transport.tls.context import CLIENT_CREATORS, server_context_factory
+from vtwist.transport.tls.context import (
+    CLIENT_CREATORS,
+    ResumingClientCreator,
+    RotatingServerOptions,
+    server_context_factory,
+)
 from vtwist.transport.tls.settings import TLSSettings
 
 log = Logger(namespace="vtwist.transport.tls")
@@ -68,9 +74,29 @@ class TLSLayer(Layer):
         super().__init__(factory, ready, clock)
         self.server_name = server_name
 
+    #: The client's :class:`~vtwist.transport.tls.context.ResumingClientCreator`, if any.
+    resumption: Any = None
+
     def handshakeCompleted(self) -> None:
         """OpenSSL finished the handshake (and verification)."""
+        self._rememberSession()
         self.handshakeDone()
+
+    def streamData(self, data: bytes) -> None:
+        """The first bytes: TLS 1.3 tickets have arrived by now, keep the session."""
+        if self.resumption is not None:
+            self._rememberSession()
+            self.resumption = None
+        super().streamData(data)
+
+    def _rememberSession(self) -> None:
+        if self.resumption is not None:
+            self.resumption.remember(self.transport.getHandle())
+
+    @property
+    def resumed(self) -> bool:
+        """True when this connection's handshake resumed an earlier session."""
+        return tls_session_reused(self.transport.getHandle())
 
     def describeFailure(self, reason: Failure) -> str:
         """Name the TLS reason: untrusted chain, name mismatch, garbage ..."""
@@ -112,7 +138,7 @@ def wrap_server_endpoint(endpoint: IStreamServerEndpoint, settings: TLSSettings,
     """``endpoint`` with TLS in front of the application (ALPN default: h2, http/1.1)."""
     if default_alpn is None:
         default_alpn = ["h2", "http/1.1"]
-    options = server_context_factory(settings, default_alpn)
+    options = RotatingServerOptions(lambda: server_context_factory(settings, default_alpn))
     return LayerServerEndpoint(_TLSWrappedServerEndpoint(endpoint, options),
                                lambda f: TLSLayer(f, clock=clock))
 
@@ -125,8 +151,14 @@ def wrap_client_endpoint(reactor: Any, endpoint: IStreamClientEndpoint, host: st
         default_alpn = ["h2", "http/1.1"]
     server_name = settings.server_name or host
     creator = CLIENT_CREATORS.get(settings, server_name, default_alpn)
-    return LayerClientEndpoint(_TLSWrappedClientEndpoint(endpoint, creator),
-                               lambda f, ready: TLSLayer(f, ready, server_name, clock=reactor))
+
+    def make(factory: IProtocolFactory, ready: Deferred) -> TLSLayer:
+        layer = TLSLayer(factory, ready, server_name, clock=reactor)
+        if isinstance(creator, ResumingClientCreator):
+            layer.resumption = creator
+        return layer
+
+    return LayerClientEndpoint(_TLSWrappedClientEndpoint(endpoint, creator), make)
 
 
 # -- the IStreamLayer (vtwist.transport.stack) ------------------------------------------

@@ -39,6 +39,9 @@ class TLSSettings:
     allow_insecure: bool = False
     disable_system_root: bool = False
     certificates: list[TLSCertificate] = field(default_factory=list)
+    #: Session tickets (server) and resumption (client). V2Ray 4.34's
+    #: ``enableSessionResumption`` defaults to false; vtwist resumes unless it is set false.
+    session_resumption: bool = True
 
     @property
     def server_certificates(self) -> list[TLSCertificate]:
@@ -105,7 +108,7 @@ def parse_tls_settings(node: Node, inbound: bool) -> TLSSettings:
     settings.alpn = [p for p in node.comma_list("alpn") if p]
     settings.allow_insecure = node.bool("allowInsecure", False)
     settings.disable_system_root = node.bool("disableSystemRoot", False)
-    node.bool("enableSessionResumption", False)
+    settings.session_resumption = node.bool("enableSessionResumption", True)
     for later in ("pinnedPeerCertificateChainSha256", "allowInsecureCiphers", "fingerprint"):
         if node.has(later):
             node.warn(f"{later} is not in V2Ray 4.34 and not supported by vtwist; ignored")
