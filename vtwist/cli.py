@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config file (like v2ray -test)")
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--assets", metavar="DIR", help="look for geo data files in DIR first")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("uuid", help="print a fresh UUID")
