@@ -320,6 +320,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point; returns the exit status (also the console script ``vtwist``)."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
+    if getattr(args, "assets", None):
+        from vtwist.routing.geodata.assets import add_asset_dir
+
+        add_asset_dir(args.assets)
     try:
         return args.func(args, out)
     except (LinkError, CLIError) as e:
