@@ -15,7 +15,7 @@ from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 
 from tests.interop.v2ray_runner import EchoServer
-from tests.netutil import free_port
+from tests.netutil import free_port, wait_until
 from tests.services import start_service
 from vtwist.testing.doubles import LogCapture
 
@@ -160,16 +160,24 @@ class DokodemoEndToEnd(TestCase):
 
     @defer.inlineCallbacks
     def test_access_line(self) -> Any:
-        """One accepted access line per connection, naming the fixed destination."""
+        """One accepted access line per connection, naming the fixed destination, and one
+        closed line with the bytes each way."""
         logs = LogCapture()
         self.addCleanup(logs.stop)
         yield self.start("tcp")
         yield threads.deferToThread(tcp_both_ways, self.door, 1000)
         target = self.echo.port
-        lines = [formatEvent(e) for e in logs.events if e["log_namespace"] == "vtwist.access"]
-        self.assertEqual(len(lines), 1, lines)
+
+        def access() -> list[str]:
+            return [formatEvent(e) for e in logs.events if e["log_namespace"] == "vtwist.access"]
+
+        yield defer.ensureDeferred(wait_until(lambda: len(access()) >= 2, access))
+        lines = access()
+        self.assertEqual(len(lines), 2, lines)
         self.assertRegex(lines[0], rf"^from 127\.0\.0\.1:\d+ accepted tcp:127\.0\.0\.1:{target} "
                                    r"\[door >> direct\]$")
+        self.assertRegex(lines[1], rf"^from 127\.0\.0\.1:\d+ closed tcp:127\.0\.0\.1:{target} "
+                                   r"\[door >> direct\] up 1\.0 kB down 1\.0 kB \d+\.\d s$")
 
     @defer.inlineCallbacks
     def test_udp_idle_flow_closes(self) -> Any:

@@ -112,6 +112,13 @@ class GuardedServerProtocol(Protocol):
             self._timer.cancel()
         self._timer = None
 
+    def handshakeDone(self) -> None:
+        """The client's request is valid: stop the deadline, count how long it took."""
+        self._cancelTimer()
+        stats = getattr(self.factory.tunnels, "stats", None)
+        if stats is not None and self._start:
+            stats.handshake(self.protocolName, self.factory.reactor.seconds() - self._start)
+
     def rejectClient(self, reason: str) -> None:
         """One access line saying why, counted as refused."""
         self._cancelTimer()

@@ -262,13 +262,15 @@ class LogCapture:
         globalLogPublisher.removeObserver(self._observe)
 
     def lines(self, level: LogLevel = LogLevel.info) -> list[str]:
-        """Formatted lines at ``level`` or above, without the access log's "accepted" lines."""
+        """Formatted lines at ``level`` or above, without the access log's "accepted" and
+        "closed" lines (every relayed connection has them)."""
         out = []
         for event in self.events:
             if event.get("log_level", LogLevel.debug) < level:
                 continue
             text = formatEvent(event)
-            if event.get("log_namespace") == "vtwist.access" and " accepted " in text:
+            if event.get("log_namespace") == "vtwist.access" and (
+                    " accepted " in text or event.get("status") == "closed"):
                 continue
             out.append(text)
         return out

@@ -154,6 +154,11 @@ class GrpcServerProtocol(Protocol):
         call = self.calls.get(stream_id)
         if call is None or self.gone:
             return
+        if not isinstance(response, bytes | bytearray | memoryview):
+            log.error("api: {path} answered {kind}, not bytes", path=call.path,
+                      kind=type(response).__name__)
+            self._fail(stream_id, GrpcError(Status.INTERNAL, "grpc: bad response"))
+            return
         self.conn.send_headers(stream_id, [(":status", "200"),
                                            ("content-type", "application/grpc")])
         call.pending = frame_message(bytes(response))

@@ -127,7 +127,7 @@ class ShadowsocksServerProtocol(GuardedServerProtocol):
             self.hold.discard(data)
 
     def _accept(self, request: Accepted) -> None:
-        self._cancelTimer()
+        self.handshakeDone()
         f = self.factory
         try:
             destination = Destination.tcp(request.host, request.port)

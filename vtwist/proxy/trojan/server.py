@@ -124,7 +124,7 @@ class TrojanServerProtocol(GuardedServerProtocol):
             self.hold.discard(data)
 
     def _accept(self, r: Accepted) -> None:
-        self._cancelTimer()
+        self.handshakeDone()
         f = self.factory
         user: TrojanUser = r.user  # type: ignore[assignment]
         policy = f.policy.level(user.level)

@@ -153,7 +153,7 @@ class VLESSServerProtocol(GuardedServerProtocol):
         self._accept(result)  # type: ignore[arg-type]
 
     def _accept(self, r: Request) -> None:
-        self._cancelTimer()
+        self.handshakeDone()
         f = self.factory
         acct: VLESSAccount = r.account
         f.accepted[r.command] += 1

@@ -167,7 +167,7 @@ class VMessServerProtocol(GuardedServerProtocol):
             self.hold.discard(data)
 
     def _accept(self, r: RequestParsed) -> None:
-        self._cancelTimer()
+        self.handshakeDone()
         self.request = r
         f = self.factory
         acct = r.account

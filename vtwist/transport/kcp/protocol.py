@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import census
 from .config import KCPConfig
 from .crypt import make_authenticator
 from .obfs import make_header
@@ -119,6 +120,7 @@ class KCPTransport:
         self.producer: Any = None
         #: Fires (with None) once the session is Terminated and its resources are freed.
         self.terminated: defer.Deferred = defer.Deferred()
+        census.register(self)
         self._streaming = True
         self._producer_paused = False
 
@@ -315,6 +317,7 @@ class KCPTransport:
             self._cancel_timers()
             if not self.disconnected:
                 self.disconnected = True
+                census.retire(self)
                 d = self.owner.session_ended(self)
                 if d is None:
                     self.terminated.callback(None)
