@@ -250,3 +250,56 @@ class UnreachableTests(TestCase):
         self.assertEqual(t.value(), b"")
         link.received(b"late")  # ignored
         link.lost(None)
+
+
+class RetryTests(TestCase):
+    """4.34 dials a fallback up to five times, 0/100/200/300 ms apart."""
+
+    @defer.inlineCallbacks
+    def test_target_that_comes_up_late(self) -> None:
+        from tests.netutil import free_port
+        from vtwist.testing.doubles import HalfCloseTransport
+
+        port = free_port()
+        box: dict = {"done": defer.Deferred()}
+        listening: list = []
+        reactor.callLater(0.15, lambda: listening.append(reactor.listenTCP(
+            port, Factory.forProtocol(lambda: Recorder(box)), interface="127.0.0.1")))
+        self.addCleanup(lambda: [p.stopListening() for p in listening])
+        t = HalfCloseTransport()
+        link = hand_off(t, parse([{"dest": port}])[0], GET, reactor)
+        for _ in range(100):
+            if link.relay is not None or t.disconnecting:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertIsNotNone(link.relay)
+        self.assertGreater(link.attempts, 1)
+        self.assertLessEqual(link.attempts, 5)
+        link.lost(None)
+
+    @defer.inlineCallbacks
+    def test_five_attempts_then_close(self) -> None:
+        from tests.netutil import free_port
+        from vtwist.testing.doubles import HalfCloseTransport
+
+        t = HalfCloseTransport()
+        link = hand_off(t, parse([{"dest": free_port()}])[0], GET, reactor)
+        for _ in range(100):
+            if t.disconnecting:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(link.attempts, 5)
+
+    @defer.inlineCallbacks
+    def test_client_gone_stops_retrying(self) -> None:
+        from tests.netutil import free_port
+        from vtwist.testing.doubles import HalfCloseTransport
+
+        t = HalfCloseTransport()
+        link = hand_off(t, parse([{"dest": free_port()}])[0], GET, reactor)
+        yield deferLater(reactor, 0.05, lambda: None)
+        link.lost(None)
+        attempts = link.attempts
+        yield deferLater(reactor, 0.8, lambda: None)
+        self.assertEqual(link.attempts, attempts)
