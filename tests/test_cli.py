@@ -413,7 +413,7 @@ class RunCheckTests(CLITestCase):
 
     def setUp(self) -> None:
         self.ran: list[dict[str, Any]] = []
-        self.patch(runner, "run_config", lambda config: self.ran.append(config) or 0)
+        self.patch(runner, "run_config", lambda config, *_: self.ran.append(config) or 0)
 
     def test_run_link(self) -> None:
         self.assertEqual(self.run_cli("run", "--link", LOCAL_LINK), (0, "", ""))
@@ -477,7 +477,7 @@ class RunCheckTests(CLITestCase):
                          (2, "", f"vtwist: cannot read {path}: not UTF-8 text (byte 0)\n"))
 
     def test_run_status_passes_through(self) -> None:
-        self.patch(runner, "run_config", lambda config: 3)
+        self.patch(runner, "run_config", lambda config, *_: 3)
         self.assertEqual(self.run_cli("run", "--link", LOCAL_LINK)[0], 3)
 
     def test_check_delegates(self) -> None:

@@ -4,9 +4,9 @@
 ``from 127.0.0.1:50001 rejected socks: invalid username or password``
 ``from 127.0.0.1:50000 closed tcp:example.com:443 [socks-in >> direct] up 1.2 kB down 48.3 MB 12.4 s``
 
-Each closed event also carries its fields as keys (``status``: closed, ``source``,
-``destination``, ``inbound``, ``outbound``, ``email``, ``up`` and ``down`` in bytes and
-``duration`` in seconds) for structured (JSON) log observers.
+Each event also carries its fields as keys (``status``: accepted/rejected/closed,
+``source``, ``destination``, ``inbound``, ``outbound``, ``email``; closed ones ``up`` and
+``down`` in bytes and ``duration`` in seconds) for structured (JSON) log observers.
 """
 
 from __future__ import annotations
@@ -32,12 +32,16 @@ class AccessLog:
         line = f"from {source} accepted {destination} [{inbound_tag or ''} >> {outbound_tag or ''}]"
         if email:
             line += f" email: {email}"
-        access_log.info("{line}", line=line)
+        # the fields are keys of their own too (log.format json)
+        access_log.info("{line}", line=line, status="accepted", source=source,
+                        destination=str(destination), inbound=inbound_tag or "",
+                        outbound=outbound_tag or "", email=email or "")
 
     def rejected(self, source: str, protocol: str, why: str) -> None:
         """An inbound refused a client (bad handshake, wrong credentials, probe...)."""
         if self.enabled:
-            access_log.info("{line}", line=f"from {source} rejected {protocol}: {why}")
+            access_log.info("{line}", line=f"from {source} rejected {protocol}: {why}",
+                            status="rejected", source=source, protocol=protocol, reason=why)
 
     def closed(self, source: str, destination: Destination, inbound_tag: str | None,
                outbound_tag: str | None, email: str | None, up: int, down: int,

@@ -116,6 +116,18 @@ class UserTable:
             Cipher(algorithms.AES(auth_id_key(account.cmd_key)), modes.ECB()).decryptor())
         self._legacy = None
 
+    def remove(self, account: Account) -> bool:
+        """Forget ``account`` (the API's RemoveUser, a reload): its next connections are
+        refused, live ones go on. False when it was not a user."""
+        try:
+            index = self.accounts.index(account)
+        except ValueError:
+            return False
+        del self.accounts[index]
+        del self._decryptors[index]
+        self._legacy = None
+        return True
+
     def match_aead(self, auth_id: bytes, now: float) -> AEADMatch | None:
         """The first user whose key opens ``auth_id`` with a timestamp in the window.
 
