@@ -44,12 +44,17 @@ def chained_dialer(reactor: Any, through: Any, stream: StreamSettings | None) ->
     return dial
 
 
-def build_outbounds(configs: Sequence[OutboundConfig], ctx: Any) -> list[Any]:
+def build_outbounds(configs: Sequence[OutboundConfig], ctx: Any,
+                    reuse: Mapping[int, Any] | None = None) -> list[Any]:
     """Every outbound of ``configs`` (in their order), each built after the outbound its
     ``proxy_tag`` names; ``ctx.outbounds`` maps the tags to the built outbounds. The loader
-    has already refused unknown tags and loops."""
+    has already refused unknown tags and loops. ``reuse`` maps ``id(config)`` to an
+    outbound already built for it (a reload keeps unchanged outbounds)."""
     by_tag = {c.tag: c for c in configs if c.tag}
-    built: dict[int, Any] = {}
+    built: dict[int, Any] = dict(reuse or {})
+    for config in configs:
+        if id(config) in built and config.tag:
+            ctx.outbounds[config.tag] = built[id(config)]
 
     def build(config: OutboundConfig) -> Any:
         if id(config) not in built:
