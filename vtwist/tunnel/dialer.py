@@ -10,7 +10,7 @@ chain goes through exists before the outbounds that use it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IStreamClientEndpoint
