@@ -13,11 +13,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class LogConfig:
-    """``log``: level and optional access / error log files."""
+    """``log``: level, optional access / error log files and (vtwist's own) ``format``:
+    ``text`` (V2Ray-like lines) or ``json`` (one object per line)."""
 
     loglevel: str = "warning"
     access: str | None = None
     error: str | None = None
+    format: str = "text"
 
 
 @dataclass
