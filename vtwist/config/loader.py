@@ -32,6 +32,7 @@ from vtwist.config.registry import (
 from vtwist.policy import LevelPolicy, Policy, SystemPolicy
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
+LOG_FORMATS = ("text", "json")  # log.format: vtwist's own key
 # Top-level sections V2Ray knows but vtwist does not act on yet: a warning, not an error.
 UNSUPPORTED_SECTIONS = ("dns", "reverse", "fakedns",
                         "observatory", "browserForwarder")
