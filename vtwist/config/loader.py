@@ -126,6 +126,7 @@ def parse_log(node: Node) -> LogConfig:
     log.loglevel = node.str("loglevel", "warning", choices=LOG_LEVELS, lower=True)
     log.access = node.str("access", "") or None
     log.error = node.str("error", "") or None
+    log.format = node.str("format", "text", choices=LOG_FORMATS, lower=True)
     node.warn_unknown(("dnsLog",))
     return log
 
