@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vtwist.app.allocate import StaticPorts, random_ports
+from vtwist.app.api.setup import Operations, build_stats
 from vtwist.config.model import Config, InboundConfig
 from vtwist.config.registry import inbound_spec
 from vtwist.reactors import resolve_reactor
@@ -109,12 +110,17 @@ class VTwistService(MultiService):
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
                                      resolver=system_resolver(reactor),
                                      log_access=config.log.access != "none")
-        self.tunnels = ctx.tunnels = TunnelService(self.dispatcher, reactor)
+        self.tunnels = ctx.tunnels = TunnelService(self.dispatcher, reactor,
+                                                   stats=build_stats(config))
+        #: stats, the gRPC API and metrics (vtwist.app.api.setup)
+        self.operations = ctx.operations = Operations(config, self, ctx)
         self.inbound_services: list[InboundService] = []
         for inbound in config.inbounds:
             for service in inbound_services(inbound, ctx):
                 service.setServiceParent(self)
                 self.inbound_services.append(service)
+        for service in self.operations.extra_services():  # the metrics endpoint
+            service.setServiceParent(self)
 
     def stopService(self) -> Deferred[Any] | None:
         """Stop the inbounds, then close what outbounds keep open (mux carriers)."""
@@ -167,6 +173,9 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
     :class:`~vtwist.app.allocate.RandomPortsService` instead, a factory per open port.
     """
     def build() -> Any:
+        api = ctx.operations.api_factory(inbound) if ctx.operations is not None else None
+        if api is not None:  # routing sends this inbound to the gRPC API
+            return api
         factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
         if inbound.sniffing.enabled:
             factory.sniffing = tuple(inbound.sniffing.dest_override)
