@@ -193,8 +193,8 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
         what = f"{inbound.protocol} inbound {inbound.tag!r}" if inbound.tag else \
             f"{inbound.protocol} inbound"
         endpoint = stream_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
-        if endpoint is not None:
-            services.append(InboundService(endpoint, factory, what))
+        if endpoint is not None:  # switchable: a reload may replace the factory in place
+            services.append(InboundService(SwitchEndpoint(endpoint), factory, what))
         if getattr(factory, "listensDatagrams", False):
             services.append(DatagramService(factory, ctx.reactor, inbound.listen, port, what))
     return services
