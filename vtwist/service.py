@@ -115,9 +115,14 @@ class VTwistService(MultiService):
                                                    stats=build_stats(config))
         #: stats, the gRPC API and metrics (vtwist.app.api.setup)
         self.operations = ctx.operations = Operations(config, self, ctx)
+        self.ctx = ctx
         self.inbound_services: list[InboundService] = []
+        #: each inbound's services, in config order (hot reload replaces them one by one)
+        self.inbound_groups: list[list[InboundService]] = []
         for inbound in config.inbounds:
-            for service in inbound_services(inbound, ctx):
+            group = inbound_services(inbound, ctx)
+            self.inbound_groups.append(group)
+            for service in group:
                 service.setServiceParent(self)
                 self.inbound_services.append(service)
         for service in self.operations.extra_services():  # the metrics endpoint
