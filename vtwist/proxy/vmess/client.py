@@ -49,6 +49,8 @@ from twisted.internet.error import (
     ConnectingCancelledError,
     ConnectionDone,
     ConnectionLost,
+    ConnectionRefusedError,
+    TimeoutError,
 )
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -149,6 +151,8 @@ class VMessClientProtocol(Protocol):
         slow destination looks the same for a while (an answer later is logged at info).
         """
         self._answerTimer = None
+        if not getattr(self.transport, "peerAnswered", True):
+            return  # not even the transport's peer answered: the transport says why
         if self.decoder is None and not self.failed and not self._answeredBytes:
             self._warn(f"server did not answer within {self.factory.endpoint.answer_timeout:g}"
                        f" s: {NO_ANSWER_HINT}")
@@ -271,8 +275,9 @@ class VMessClientProtocol(Protocol):
         self._timer = None
         self._cancelAnswerTimer()
         weClosed = self.inner is not None and self.inner.disconnecting
-        if self.decoder is None and self.failed is None and not weClosed:
-            self._closedBeforeAnswer()
+        explained = reason is not None and reason.check(TimeoutError, ConnectionRefusedError)
+        if self.decoder is None and self.failed is None and not weClosed and not explained:
+            self._closedBeforeAnswer()  # (the transport said why a refusal or timeout was)
         if self.app is None or self._appLost:
             return
         self._appLost = True

@@ -5,7 +5,8 @@ process-wide counter (random start, +1 per dial), like V2Ray's dialer.  Endpoint
 
 * server: ``kcp:port=9000[:interface=127.0.0.1][:header=dtls][:seed=abc][:mtu=1350]
   [:tti=50][:uplink=5][:downlink=20][:congestion=1][:writeBuffer=2]``
-* client: ``kcp:host=example.com:port=9000[:bindAddress=...][:linger=8][:...same options]``
+* client: ``kcp:host=example.com:port=9000[:bindAddress=...][:linger=8][:handshake=4]
+  [:...same options]`` (``handshake=0``: no deadline for the server's first answer)
 
 ``seed=`` with an empty value selects AES-GCM with the empty seed; leave ``seed`` out for
 the simple authenticator.
@@ -25,8 +26,10 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from vtwist.dns.system import SystemResolver
+
 from .config import KCPConfig, buffer_bytes
-from .protocol import KCPClientProtocol, KCPListener, KCPListeningPort
+from .protocol import DEFAULT_HANDSHAKE, KCPClientProtocol, KCPListener, KCPListeningPort
 
 _conv_counter = random.getrandbits(16)
 
@@ -65,14 +68,17 @@ class KCPClientEndpoint:
     """Dial an mKCP server; every connection uses its own UDP socket.
 
     ``linger`` is how long a closed session keeps repeating TERMINATE (V2Ray: 8 s) before
-    its socket is closed.
+    its socket is closed. ``handshake``: a server that sends nothing within that many
+    seconds of the first datagram fails the connection (None: wait as long as mKCP does);
+    an ICMP port unreachable before any answer fails it at once as refused.
     """
 
     def __init__(self, reactor: Any, host: str, port: int,
                  config: KCPConfig | None = None, bindAddress: str | None = None,
-                 linger: float = 8.0) -> None:
+                 linger: float = 8.0, handshake: float | None = DEFAULT_HANDSHAKE) -> None:
         self.reactor = reactor
         self.linger = linger
+        self.handshake = handshake
         self.host = host
         self.port = port
         self.config = config or KCPConfig()
@@ -84,7 +90,8 @@ class KCPClientEndpoint:
             host = host[1:-1]
         if isIPAddress(host) or isIPv6Address(host):
             return host
-        return await self.reactor.resolve(host)
+        ips = await SystemResolver(self.reactor).resolve(host)  # the one resolver interface
+        return ips[0]  # type: ignore[no-any-return]
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred:
         """Open the socket, start the session; fires with the application protocol."""
@@ -98,7 +105,7 @@ class KCPClientEndpoint:
         v6 = ":" in ip
         interface = self.bindAddress or ("::" if v6 else "")
         proto = KCPClientProtocol(self.config, next_conv(), (ip, self.port), self.reactor,
-                                  self.linger)
+                                  self.linger, self.handshake)
         try:
             udp = self.reactor.listenUDP(0, proto, interface=interface, maxPacketSize=65536)
         except error.CannotListenError as e:
@@ -158,9 +165,11 @@ def server_from_string(reactor: Any, port: str | None = None, interface: str = "
 
 def client_from_string(reactor: Any, host: str | None = None, port: str | None = None,
                        bindAddress: str | None = None, linger: str = "8",
+                       handshake: str = str(DEFAULT_HANDSHAKE),
                        **kwargs: str) -> KCPClientEndpoint:
     """Build a client endpoint from ``clientFromString`` arguments."""
     if host is None or port is None:
         raise ValueError("kcp client endpoint needs host= and port=")
+    wait = float(handshake)
     return KCPClientEndpoint(reactor, host, int(port), config_from_kwargs(kwargs), bindAddress,
-                             float(linger))
+                             float(linger), wait if wait > 0 else None)

@@ -23,6 +23,7 @@ window holds more than ``send_buffer_segs`` segments.
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any
 
@@ -40,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import census
+from . import census, udpconnect
 from .config import KCPConfig
 from .crypt import make_authenticator
 from .obfs import make_header
@@ -48,6 +49,9 @@ from .segment import CMD_TERMINATE, encode_cmd, parse_segments
 from .session import Packer, Session, State
 
 log = Logger(namespace="vtwist.transport.kcp")
+
+#: the client's default handshake deadline: V2Ray's policy ``handshake`` (4 s)
+DEFAULT_HANDSHAKE = 4.0
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
@@ -135,6 +139,11 @@ class KCPTransport:
             self._fail("connectionMade failed; aborting the mKCP session")
             return
         self.schedule_flush()
+
+    @property
+    def peerAnswered(self) -> bool:
+        """False while a client session's peer has sent nothing (it may not be there)."""
+        return bool(getattr(self.owner, "answered", True))
 
     @property
     def conv(self) -> int:
@@ -281,6 +290,13 @@ class KCPTransport:
             except Exception:
                 self._fail("dataReceived failed; aborting the mKCP session")
 
+    def fail_with(self, failure: Failure) -> None:
+        """End the session at once; the application's connectionLost gets ``failure``."""
+        if self._lost_sent:
+            return
+        self._failure = failure
+        self.abortConnection()
+
     def _fail(self, message: str) -> None:
         """The application raised: log, abort the session, report the error to it."""
         self._failure = Failure()
@@ -405,8 +421,9 @@ class _KCPSocketProtocol(DatagramProtocol):
                 try:
                     self.transport.write(d, None if self._connected else peer)
                     stats.datagrams_out += 1
-                except OSError:
+                except OSError as e:
                     stats.send_errors += 1
+                    self.send_failed(e)
             return
         send = sock.send if self._connected else None
         sendto = sock.sendto
@@ -417,8 +434,12 @@ class _KCPSocketProtocol(DatagramProtocol):
                 else:
                     sendto(d, peer)
                 stats.datagrams_out += 1
-            except OSError:
+            except OSError as e:
                 stats.send_errors += 1
+                self.send_failed(e)
+
+    def send_failed(self, e: OSError) -> None:
+        """A send raised (counted; retransmission goes on). Subclasses may look closer."""
 
 
 class KCPListener(_KCPSocketProtocol):
@@ -509,14 +530,17 @@ class KCPListener(_KCPSocketProtocol):
 class KCPClientProtocol(_KCPSocketProtocol):
     """The UDP socket of one client mKCP connection.
 
-    The socket is deliberately not ``connect()``-ed: on a connected UDP socket an ICMP "port
-    unreachable" (the server not listening yet, or restarting) becomes a socket error that
-    Twisted's epoll reactor treats as the port being lost. Datagrams from anyone but the peer
-    are dropped instead.
+    Until the peer first answers, the socket is ``connect()``-ed (:mod:`.udpconnect`): an
+    ICMP "port unreachable" then ends the session at once as a refusal (Twisted's epoll
+    reactor drops the port; :meth:`stopProtocol` reads the socket error). Once the peer has
+    answered the socket is disconnected, so later ICMP errors (a server restarting) are
+    ignored, like V2Ray. If the peer sends nothing within ``handshake`` seconds of our first
+    datagram, the session fails with :class:`~twisted.internet.error.TimeoutError`. Each
+    failure is one warning saying why. Datagrams from anyone but the peer are dropped.
     """
 
     def __init__(self, config: KCPConfig, conv: int, peer: tuple[str, int], clock: Any,
-                 linger: float = 8.0) -> None:
+                 linger: float = 8.0, handshake: float | None = DEFAULT_HANDSHAKE) -> None:
         super().__init__(config, clock)
         self.linger = linger
         self.packer = make_packer(config)
@@ -524,11 +548,77 @@ class KCPClientProtocol(_KCPSocketProtocol):
         self.conv = conv
         self.conn: KCPTransport | None = None
         self.port: Any = None
+        #: how long the peer may stay silent after our first datagram before we give up
+        self.handshake = handshake
+        #: the peer sent something that authenticated: from now on ICMP errors are ignored
+        self.answered = False
+        self._deadline: Any = None
+        self._icmp = False  # the socket is connected, so ICMP errors reach us
+        self._bound: Any = None  # the socket's address before it was connected
+
+    def startProtocol(self) -> None:
+        """Connect the socket to the peer until it answers (ICMP refusals reach us)."""
+        super().startProtocol()
+        sock = getattr(self.transport, "socket", None)
+        if sock is not None and self.handshake is not None:
+            self._bound = sock.getsockname()
+            self._icmp = udpconnect.connect(sock, self.peer)
+
+    def _where(self) -> str:
+        host, port = self.peer[:2]
+        return f"mKCP to {host}:{port}" if ":" not in host else f"mKCP to [{host}]:{port}"
+
+    def _give_up(self, failure: Failure, why: str) -> None:
+        """No session after all: one warning, and the application hears ``failure``."""
+        self._cancel_deadline()
+        conn = self.conn
+        if conn is None or conn.disconnected:
+            return
+        log.warn("{where}: {why}", where=self._where(), why=why)
+        conn.fail_with(failure)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _no_answer(self) -> None:
+        self._deadline = None
+        if not self.answered:
+            why = (f"no answer within {self.handshake:g} s: is the server running at that "
+                   "address, and do header and seed match its kcpSettings?")
+            self._give_up(Failure(error.TimeoutError(why)), why)
+
+    def send_datagrams(self, datagrams: list[bytes], peer: tuple[str, int]) -> None:
+        """Send; the first datagram starts the handshake deadline."""
+        super().send_datagrams(datagrams, peer)
+        if (datagrams and not self.answered and self._deadline is None
+                and self.handshake is not None and self.conn is not None
+                and not self.conn.disconnected):
+            self._deadline = self.clock.callLater(self.handshake, self._no_answer)
+
+    def send_failed(self, e: OSError) -> None:
+        """A send reported the peer's ICMP port unreachable: before any answer, a refusal
+        (handled once the send loop is done)."""
+        if e.errno == errno.ECONNREFUSED and self._icmp and not self.answered:
+            self.clock.callLater(0, self._refused)
+
+    def _refused(self) -> None:
+        if not self.answered:
+            why = "refused (ICMP port unreachable): nothing listens on that UDP port"
+            self._give_up(Failure(error.ConnectionRefusedError("ICMP port unreachable")), why)
 
     def stopProtocol(self) -> None:
-        """The socket is gone (closed by us or lost): the session cannot go on."""
+        """The socket is gone (closed by us or lost): the session cannot go on. Lost to an
+        ICMP port unreachable before any answer: the server refused."""
         conn = self.conn
+        lost = self.port is not None  # not closed by session_ended
         self.port = None
+        self._cancel_deadline()
+        sock = self._sock  # the transport is already unset here; the socket still open
+        if (lost and self._icmp and not self.answered and sock is not None
+                and udpconnect.refused(sock)):
+            self._refused()
         if conn is not None and not conn.disconnected:
             conn.abortConnection()
 
@@ -556,13 +646,25 @@ class KCPClientProtocol(_KCPSocketProtocol):
         if not segs:
             self.stats.undecodable += 1
             return
+        if not self.answered:
+            self._answered()
         conn.segments_received(segs, self.clock.seconds())
 
+    def _answered(self) -> None:
+        """The peer speaks mKCP with our header and seed: later ICMP errors are ignored."""
+        self.answered = True
+        self._cancel_deadline()
+        sock = getattr(self.transport, "socket", None)
+        if self._icmp and sock is not None:
+            self._icmp = not udpconnect.disconnect(sock, self._bound)
+
     def connectionRefused(self) -> None:
-        """ICMP port unreachable: ignored, like V2Ray (the peer may come back)."""
+        """ICMP port unreachable after the peer answered: ignored, like V2Ray (the peer may
+        come back)."""
 
     def session_ended(self, conn: KCPTransport) -> defer.Deferred | None:
         """The session is Terminated: close the socket."""
+        self._cancel_deadline()
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
