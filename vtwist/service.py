@@ -11,8 +11,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vtwist.app.allocate import StaticPorts, random_ports
-from vtwist.app.switch import SwitchEndpoint
 from vtwist.app.api.setup import Operations, build_stats
+from vtwist.app.switch import SwitchEndpoint
 from vtwist.config.model import Config, InboundConfig
 from vtwist.config.registry import inbound_spec
 from vtwist.reactors import resolve_reactor
