@@ -179,13 +179,7 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
     :class:`~vtwist.app.allocate.RandomPortsService` instead, a factory per open port.
     """
     def build() -> Any:
-        api = ctx.operations.api_factory(inbound) if ctx.operations is not None else None
-        if api is not None:  # routing sends this inbound to the gRPC API
-            return api
-        factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
-        if inbound.sniffing.enabled:
-            factory.sniffing = tuple(inbound.sniffing.dest_override)
-        return factory
+        return build_inbound_factory(inbound, ctx)
 
     if inbound.allocate.strategy == "random":
         return [random_ports(inbound, ctx, build)]
