@@ -169,6 +169,17 @@ class VTwistService(MultiService):
         self.reactor.callWhenRunning(check)
 
 
+def build_inbound_factory(inbound: InboundConfig, ctx: BuildContext) -> Any:
+    """The factory (protocol server) of one inbound, its sniffing set."""
+    api = ctx.operations.api_factory(inbound) if ctx.operations is not None else None
+    if api is not None:  # routing sends this inbound to the gRPC API
+        return api
+    factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
+    if inbound.sniffing.enabled:
+        factory.sniffing = tuple(inbound.sniffing.dest_override)
+    return factory
+
+
 def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundService]:
     """One :class:`InboundService` per port of an inbound; the ports share one factory.
 
