@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from typing import IO, Any
 
 from twisted.logger import (
@@ -14,6 +15,7 @@ from twisted.logger import (
     PredicateResult,
     formatEvent,
     globalLogBeginner,
+    jsonFileLogObserver,
     textFileLogObserver,
 )
 from zope.interface import implementer
@@ -43,37 +45,70 @@ class _AccessLineObserver:
         self.out.flush()
 
 
-def _open(path: str | None, stdout: IO[str] | None, key: str) -> IO[str] | None:
-    """The log file at ``path`` (appended to), else ``stdout``; ConfigError (naming
-    ``log.<key>``) when it cannot be opened."""
+@implementer(ILogObserver)
+class _JSONLineObserver:
+    """``log.format: json``: one JSON object per line (twisted.logger's JSON observer, no
+    record separator) with the event's fields as keys and its formatted ``text``."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.json = jsonFileLogObserver(out, recordSeparator="")
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.json({**event, "text": formatEvent(event)})
+
+
+def _error_observer(config: LogConfig, out: IO[str]) -> ILogObserver:
+    if getattr(config, "format", "text") == "json":
+        return _JSONLineObserver(out)
+    return textFileLogObserver(out)
+
+
+def _access_observer(config: LogConfig, out: IO[str]) -> ILogObserver:
+    if getattr(config, "format", "text") == "json":
+        return _JSONLineObserver(out)
+    return _AccessLineObserver(out)
+
+
+def _open(path: str | None, stdout: IO[str] | None, key: str,
+          files: list[IO[str]] | None = None) -> IO[str] | None:
+    """The log file at ``path`` (appended to; kept in ``files``), else ``stdout``;
+    ConfigError (naming ``log.<key>``) when it cannot be opened."""
     if not path:
         return stdout
     try:
-        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life
+        out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by LogSwitch
     except OSError as e:
         raise ConfigError(f"log.{key}", f"cannot open {path}: {e.strerror}") from None
+    if files is not None:
+        files.append(out)
+    return out
 
 
-def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout) -> list[ILogObserver]:
+def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout,
+              files: list[IO[str]] | None = None) -> list[ILogObserver]:
     """Observers for ``config``: the error log at its level, and the access log.
 
-    A log without a file goes to ``stdout``; with ``stdout`` None it is left out. Raises
-    :class:`ConfigError` when a log file cannot be opened.
+    A log without a file goes to ``stdout``; with ``stdout`` None it is left out. The files
+    opened are appended to ``files``. Raises :class:`ConfigError` when a log file cannot be
+    opened.
     """
     result: list[ILogObserver] = []
-    error_out = _open(config.error, stdout, "error") if config.loglevel != "none" else None
+    error_out = _open(config.error, stdout, "error", files) \
+        if config.loglevel != "none" else None
     if error_out is not None:
         level = LogLevelFilterPredicate(LEVELS[config.loglevel])
 
         def not_access(event: dict[str, Any]) -> PredicateResult:
             return PredicateResult.no if _is_access(event) else PredicateResult.maybe
 
-        result.append(FilteringLogObserver(textFileLogObserver(error_out), [not_access, level]))
+        result.append(FilteringLogObserver(_error_observer(config, error_out),
+                                           [not_access, level]))
     # "none" is V2Ray's way to turn the access log off.
-    access_out = _open(config.access, stdout, "access") if config.access != "none" else None
+    access_out = _open(config.access, stdout, "access", files) \
+        if config.access != "none" else None
     if access_out is not None:
         result.append(FilteringLogObserver(
-            _AccessLineObserver(access_out),
+            _access_observer(config, access_out),
             [lambda e: PredicateResult.yes if _is_access(e) else PredicateResult.no]))
     return result
 
@@ -113,6 +148,52 @@ def filter_next_observers(config: LogConfig, beginner: Any = globalLogBeginner) 
     beginner.beginLoggingTo = begin  # type: ignore[method-assign]
 
 
-def begin_logging(config: LogConfig, stdout: IO[str] = sys.stdout) -> None:
-    """Start global logging (for ``python -m vtwist run``; twistd has its own)."""
-    globalLogBeginner.beginLoggingTo(observers(config, stdout), redirectStandardIO=False)
+@implementer(ILogObserver)
+class LogSwitch:
+    """The observers of one ``log`` config, replaceable while running: :meth:`reopen`
+    (SIGHUP, a reload, LoggerService.RestartLogger) opens the log files anew, which is what
+    logrotate needs, and takes a changed ``log`` section at the same time."""
+
+    def __init__(self, config: LogConfig, stdout: IO[str] | None = sys.stdout) -> None:
+        self.config = config
+        self.stdout = stdout
+        self.files: list[IO[str]] = []
+        self.observers = observers(config, stdout, self.files)
+        _SWITCHES.add(self)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(event)
+
+    def reopen(self, config: LogConfig | None = None) -> None:
+        """Open the log files of ``config`` (default: the current one) and close the old
+        ones. Raises :class:`ConfigError` (the old files stay) when one cannot be opened."""
+        config = config or self.config
+        files: list[IO[str]] = []
+        new = observers(config, self.stdout, files)
+        old, self.files = self.files, files
+        self.config, self.observers = config, new
+        for out in old:
+            try:
+                out.close()
+            except OSError:
+                pass
+
+
+#: the live log switches (:func:`reopen_logs` reopens them all)
+_SWITCHES: weakref.WeakSet[LogSwitch] = weakref.WeakSet()
+
+
+def reopen_logs() -> None:
+    """Reopen every log file this process writes (LoggerService.RestartLogger); raises
+    :class:`ConfigError` when one cannot be opened (that one keeps its old files)."""
+    for switch in list(_SWITCHES):
+        switch.reopen()
+
+
+def begin_logging(config: LogConfig, stdout: IO[str] = sys.stdout) -> LogSwitch:
+    """Start global logging (for ``python -m vtwist run``; twistd has its own); returns the
+    :class:`LogSwitch` that reopens the files."""
+    switch = LogSwitch(config, stdout)
+    globalLogBeginner.beginLoggingTo([switch], redirectStandardIO=False)
+    return switch
