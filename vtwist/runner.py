@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -67,22 +68,46 @@ def check_config(config: dict[str, Any]) -> int:
     return 0
 
 
-def run_config(config: dict[str, Any]) -> int:
-    """Run ``config`` until SIGINT/SIGTERM; returns the exit status."""
+def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
+               pidfile: str | None = None) -> int:
+    """Run ``config`` until SIGINT/SIGTERM; returns the exit status. SIGHUP reloads from
+    ``load()`` (the same source read again; default: ``config`` as it was) and reopens the
+    log files. ``pidfile``: where the process id goes (``vtwist reload`` reads it)."""
     service = build(config)
     if service is None:
         return 1
     from twisted.internet import reactor
 
+    from vtwist.app.reload import Reloader, install_reload_signal
     from vtwist.logsetup import begin_logging
 
     try:
-        begin_logging(service.config.log)
+        service.logs = begin_logging(service.config.log)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 1
+    service.reloader = Reloader(service, load or (lambda: config))
+    install_reload_signal(service.reloader, reactor)
+    if pidfile:
+        _write_pidfile(pidfile, reactor)
     service.startService()
     service.stopReactorIfUnbound()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()  # its own SIGINT/SIGTERM handlers stop it
     return 1 if service.failed else 0
+
+
+def _write_pidfile(path: str, reactor: Any) -> None:
+    """Write this process's id to ``path``; removed when the reactor stops."""
+    import os
+
+    with open(path, "w", encoding="ascii") as f:
+        f.write(f"{os.getpid()}\n")
+
+    def remove() -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    reactor.addSystemEventTrigger("after", "shutdown", remove)
