@@ -67,16 +67,20 @@ def makeService(options: Options) -> Any:
     if service is None:
         raise SystemExit(1)
     service.stopReactorIfUnbound()  # twistd starts the service before the reactor
+    from twisted.internet import reactor
     from twisted.logger import globalLogPublisher
 
-    from vtwist.logsetup import file_observers, filter_next_observers
+    from vtwist.app.reload import Reloader, install_reload_signal
+    from vtwist.logsetup import LogSwitch, filter_next_observers
 
     try:
-        observers = file_observers(service.config.log)  # twistd logs the rest to stdout
+        service.logs = LogSwitch(service.config.log, stdout=None)  # twistd logs the rest
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    for observer in observers:
-        globalLogPublisher.addObserver(observer)
+    globalLogPublisher.addObserver(service.logs)
     filter_next_observers(service.config.log)  # twistd's stdout follows loglevel/access too
+    # SIGHUP: read the same source again and apply the difference (vtwist reload)
+    service.reloader = Reloader(service, lambda: config_from_options(options))
+    install_reload_signal(service.reloader, reactor)
     return service
