@@ -89,7 +89,28 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from vtwist import runner
 
     config = _config_for_run(args)
-    return runner.run_config(config)
+    # SIGHUP / vtwist reload: the same source read again
+    return runner.run_config(config, lambda: _config_for_run(args), args.pidfile)
+
+
+def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
+    """Signal (SIGHUP) the process whose id is in the pid file: it re-reads its config."""
+    import os
+    import signal
+
+    try:
+        with open(args.pidfile, encoding="ascii") as f:
+            pid = int(f.read().strip())
+    except OSError as e:
+        raise CLIError(f"cannot read {args.pidfile}: {e.strerror}", 1) from None
+    except ValueError:
+        raise CLIError(f"{args.pidfile} holds no process id", 1) from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as e:
+        raise CLIError(f"cannot signal process {pid}: {e.strerror}", 1) from None
+    out.write(f"sent SIGHUP to {pid}: it reloads its config (see its log for the result)\n")
+    return 0
 
 
 def _config_for_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -247,7 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(or its 1-based number); default the first")
     p.add_argument("--socks", metavar="HOST:PORT", help="SOCKS5 inbound address "
                    "(default 127.0.0.1:1080)")
+    p.add_argument("--pidfile", metavar="FILE", help="write the process id here (for "
+                   "vtwist reload; SIGHUP reloads the config)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reload", help="make a running vtwist re-read its config (SIGHUP)",
+                       description="Unchanged inbounds keep their sockets and connections; "
+                       "a config that does not parse changes nothing.")
+    p.add_argument("--pidfile", metavar="FILE", default="twistd.pid",
+                   help="the pid file of the process (twistd --pidfile, run --pidfile)")
+    p.set_defaults(func=cmd_reload)
+
 
     p = sub.add_parser("check", help="validate a config file (like v2ray -test)")
     p.add_argument("file", metavar="FILE")
