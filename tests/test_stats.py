@@ -235,3 +235,40 @@ class TunnelCountingTests(TestCase):
             ("outbound>>>direct>>>traffic>>>downlink", 2000),
             ("outbound>>>direct>>>traffic>>>uplink", 2000)])
         self.assertEqual((stats.active, stats.opened, stats.flows), (0, 1, set()))
+
+    @defer.inlineCallbacks
+    def test_splice_counts(self) -> Any:
+        """Bytes moved by the kernel splice relay are counted like the others."""
+        from vtwist.tunnel import splice
+
+        if not splice.enabled():
+            raise AssertionError("this test needs Linux splice (VTWIST_SPLICE unset)")
+        echo = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(Echo))
+        self.addCleanup(echo.stopListening)
+        door = free_port()
+        service = yield start_service({
+            "stats": {}, "policy": {"system": {"statsInboundUplink": True,
+                                               "statsInboundDownlink": True}},
+            "inbounds": [{"tag": "door", "port": door, "listen": "127.0.0.1",
+                          "protocol": "dokodemo-door",
+                          "settings": {"address": "127.0.0.1",
+                                       "port": echo.getHost().port}}],
+            "outbounds": [{"protocol": "freedom"}]}, self)
+        stats = service.tunnels.stats
+        client = Collector()
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", door).connect(
+            Factory.forProtocol(lambda: client))
+        started = splice.stats.started
+        client.transport.write(b"a" * 100)
+        yield client.wait(100)
+        yield defer.ensureDeferred(wait_until(lambda: splice.stats.started > started,
+                                              "the relay did not splice"))
+        spliced = splice.stats.bytes
+        client.transport.write(b"b" * 300_000)
+        yield client.wait(300_100)
+        self.assertGreaterEqual(splice.stats.bytes - spliced, 600_000)
+        self.assertEqual(stats.get("inbound>>>door>>>traffic>>>uplink"), 300_100)
+        self.assertEqual(stats.get("inbound>>>door>>>traffic>>>downlink"), 300_100)
+        client.transport.loseConnection()
+        yield defer.ensureDeferred(wait_until(lambda: stats.active == 0, "still open"))
