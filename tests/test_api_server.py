@@ -265,6 +265,17 @@ class ApiServerTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertIn("inbound>>>in>>>traffic>>>uplink", self.query())
 
+    def test_own_traffic_counted(self) -> None:
+        """The API inbound's counters take its HTTP/2 bytes both ways."""
+        up, down = self.stats.register("in-up"), self.stats.register("in-down")
+        client = Client(GrpcServerFactory(SimpleNamespace(clock=Clock()), "api",
+                                          self.factory.services, (up, down)))
+        self.assertGreater(down.value, 0)  # the server's SETTINGS
+        before = (up.value, down.value)
+        client.call(f"/{STATS}/QueryStats", frame(b""))
+        self.assertGreater(up.value, before[0] + 40)
+        self.assertGreater(down.value, before[1] + 100)
+
     def test_large_response_flow_control(self) -> None:
         """A response larger than the stream's window goes out as the client opens it."""
         for i in range(3000):

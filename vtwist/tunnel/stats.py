@@ -123,6 +123,11 @@ class StatsManager:
         self._handler(kind, tag, True)
         self._handler(kind, tag, False)
 
+    def handler_counter(self, kind: str, tag: str, up: bool) -> Counter | None:
+        """A tagged inbound's or outbound's uplink (``up``) or downlink counter, None when
+        its switch is off."""
+        return self._handler(kind, tag, up)
+
     def _handler(self, kind: str, tag: str, up: bool) -> Counter | None:
         switches = self.switches
         on = (switches.stats_inbound_uplink if up else switches.stats_inbound_downlink) \

@@ -67,6 +67,9 @@ class GrpcServerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Feed h2; act on its events."""
+        counters = self.factory.counters
+        if counters[0] is not None:
+            counters[0].value += len(data)
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as e:
@@ -211,6 +214,9 @@ class GrpcServerProtocol(Protocol):
     def _flush(self) -> None:
         data = self.conn.data_to_send()
         if data and not self.gone:
+            counters = self.factory.counters
+            if counters[1] is not None:
+                counters[1].value += len(data)
             self.transport.write(data)
 
 
@@ -218,9 +224,13 @@ class GrpcServerFactory(InboundFactory):
     """The API inbound's factory: ``services`` maps full gRPC service names to built
     services (each with ``methods``)."""
 
-    def __init__(self, tunnels: Any, tag: str, services: dict[str, Any]) -> None:
+    def __init__(self, tunnels: Any, tag: str, services: dict[str, Any],
+                 counters: tuple[Any, Any] = (None, None)) -> None:
         super().__init__(tunnels, tag)
         self.services = services
+        #: the inbound's (uplink, downlink) counters: the API's own traffic, as V2Ray counts
+        #: it (its connections are no tunnel); None where the switch is off
+        self.counters = counters
 
     def buildProtocol(self, addr: Any) -> GrpcServerProtocol:
         """One HTTP/2 connection."""

@@ -61,7 +61,11 @@ class Operations:
 
         if self.services is None:
             self.services = build_services(self.config.api.services, self.context)
-        return GrpcServerFactory(self.context.tunnels, inbound.tag, self.services)
+        stats = self.context.stats
+        counters = (stats.handler_counter("inbound", inbound.tag, True),
+                    stats.handler_counter("inbound", inbound.tag, False)) \
+            if stats is not None else (None, None)
+        return GrpcServerFactory(self.context.tunnels, inbound.tag, self.services, counters)
 
     def extra_services(self) -> list[Service]:
         """Services beside the inbounds: the metrics HTTP endpoint."""
