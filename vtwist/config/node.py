@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vtwist.config.errors import ConfigError
+from vtwist.config.known_keys import known_at, suggest
 
 _MISSING: Any = object()
 
@@ -89,9 +90,12 @@ class Node:
         """Warn about keys of this object that were never read."""
         if not isinstance(self.value, dict):
             return
+        candidates = (*self._seen, *known, *known_at(self.path))
         for key in self.value:
             if key not in self._seen and key not in known:
-                self.warn_sink(f"{self.child_path(key)}: unknown field, ignored")
+                guess = suggest(key, candidates)
+                hint = f' (did you mean "{guess}"?)' if guess else ""
+                self.warn_sink(f"{self.child_path(key)}: unknown field, ignored{hint}")
 
     # -- scalar readers ----------------------------------------------------
     def int(self, key: str, default: Any = _MISSING, lo: int | None = None,

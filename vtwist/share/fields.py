@@ -187,6 +187,21 @@ def address(value: str, key: str) -> str:
     return value
 
 
+#: what a link error adds when the link seems cut short (copied from a narrow terminal...)
+TRUNCATED_HINT = "the link looks truncated: was it cut off when copied?"
+
+
+def b64_truncated(body: str) -> bool:
+    """True when ``body`` has a base64 length no complete encoding has (one char over)."""
+    data = "".join(body.split()).rstrip("=")
+    return len(data) % 4 == 1
+
+
+def json_truncated(text: str, position: int) -> bool:
+    """True when a JSON error at ``position`` is at the end of ``text`` (it ends early)."""
+    return position >= len(text.rstrip())
+
+
 def b64decode(body: str) -> bytes:
     """Base64 of any flavour (standard or URL-safe, padded or not, with whitespace)."""
     data = "".join(body.split())

@@ -161,6 +161,9 @@ def _parse_base64_form(body: str) -> VmessLink:
     try:
         raw = fields.b64decode(body)
     except (binascii.Error, ValueError):
+        if fields.b64_truncated(body):
+            raise LinkError("body", f"base64 ends in the middle of a byte: "
+                                    f"{fields.TRUNCATED_HINT}") from None
         raise LinkError("body", "not valid base64 (expected vmess:// followed by base64 of "
                                 "a JSON object, or vmess://uuid@host:port?...)") from None
     try:
@@ -170,8 +173,10 @@ def _parse_base64_form(body: str) -> VmessLink:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
+        if fields.json_truncated(text, e.pos):
+            raise LinkError("body", f"its JSON ends early: {fields.TRUNCATED_HINT}") from None
         raise LinkError("body", f"not valid JSON after base64 decoding: {e.msg} "
-                                f"at column {e.colno}") from None
+                                f"(column {e.colno})") from None
     except RecursionError:
         raise LinkError("body", "not valid JSON after base64 decoding: nested too "
                                 "deeply") from None

@@ -54,3 +54,88 @@ def find_outbound(config: dict[str, Any], tag: str | None = None) -> dict[str, A
     protocols = ", ".join(s.protocol for s in schemes.SCHEMES)
     raise LinkError("outbounds", f"the config has no outbound with a share link ({protocols})",
                     CANNOT_ENCODE)
+
+
+#: what a server inbound's protocol becomes as the outbound its clients use
+_SERVER_PROTOCOLS = ("vmess", "vless", "trojan", "shadowsocks")
+
+
+def find_server_inbound(config: dict[str, Any], tag: str | None = None) -> dict[str, Any] | None:
+    """The inbound tagged ``tag`` (else the first) whose protocol has a share link
+    (a server config: vmess, vless, trojan, shadowsocks); None when there is none."""
+    inbounds = fields.obj(config, "config").get("inbounds")
+    if not isinstance(inbounds, list):
+        return None
+    for ib in inbounds:
+        if not isinstance(ib, dict) or str(ib.get("protocol", "")).lower() not in \
+                _SERVER_PROTOCOLS:
+            continue
+        if tag is None or ib.get("tag") == tag:
+            return ib
+    return None
+
+
+def _server_port(value: Any) -> int:
+    text = str(value).split(",")[0].split("-")[0].strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise LinkError("inbounds.port", f"expected a port number, got {value!r}", CANNOT_ENCODE)
+    return int(text)
+
+
+def _client_stream(stream: Any, warn: Warn) -> dict[str, Any] | None:
+    """The client's streamSettings for a server's: the same network settings; TLS without
+    the certificates (an inline certificate is taken for a self-signed one:
+    ``allowInsecure``, with a warning)."""
+    if not isinstance(stream, dict):
+        return None
+    client = {k: v for k, v in stream.items() if k not in ("tlsSettings", "sockopt")}
+    tls = stream.get("tlsSettings")
+    if str(stream.get("security", "")).lower() == "tls":
+        server_tls = tls if isinstance(tls, dict) else {}
+        out: dict[str, Any] = {k: server_tls[k] for k in ("serverName", "alpn")
+                               if k in server_tls}
+        certs = server_tls.get("certificates") or []
+        if certs and all(isinstance(c, dict) and "certificateFile" not in c for c in certs):
+            out["allowInsecure"] = True
+            warn("the server's certificate is inline (taken as self-signed), so the link "
+                 "sets allowInsecure")
+        client["tlsSettings"] = out
+    return client
+
+
+def inbound_to_outbound(inbound: dict[str, Any], address: str,
+                        warn: Warn | None = None) -> dict[str, Any]:
+    """The outbound a client uses to reach the server ``inbound`` (its first user) at
+    ``address``: what ``link encode --config server.json`` turns into a link."""
+    warn = warn or default_warn
+    protocol = str(inbound.get("protocol", "")).lower()
+    settings = inbound.get("settings") if isinstance(inbound.get("settings"), dict) else {}
+    port = _server_port(inbound.get("port"))
+    if protocol == "shadowsocks":
+        server = {"address": address, "port": port, "method": settings.get("method"),
+                  "password": settings.get("password")}
+        out_settings: dict[str, Any] = {"servers": [server]}
+    else:
+        clients = settings.get("clients")
+        if not isinstance(clients, list) or not clients or not isinstance(clients[0], dict):
+            raise LinkError("inbounds.settings.clients", "the server has no clients",
+                            CANNOT_ENCODE)
+        first = clients[0]
+        if len(clients) > 1:
+            warn(f"the server has {len(clients)} clients; the link is the first one's")
+        if protocol == "trojan":
+            out_settings = {"servers": [{"address": address, "port": port,
+                                         "password": first.get("password")}]}
+        else:
+            user: dict[str, Any] = {"id": first.get("id")}
+            if protocol == "vmess":
+                user.update(alterId=first.get("alterId", 0), security="auto")
+            else:
+                user["encryption"] = "none"
+            out_settings = {"vnext": [{"address": address, "port": port, "users": [user]}]}
+    outbound: dict[str, Any] = {"protocol": protocol, "tag": inbound.get("tag") or protocol,
+                                "settings": out_settings}
+    stream = _client_stream(inbound.get("streamSettings"), warn)
+    if stream is not None:
+        outbound["streamSettings"] = stream
+    return outbound
