@@ -318,7 +318,7 @@ class ErrorTests(SynchronousTestCase):
              "base64 does not decode to UTF-8 text"),
             ("vmess://" + base64.b64encode(b"{nope").decode(), "body",
              "not valid JSON after base64 decoding: Expecting property name enclosed in "
-             "double quotes at column 2"),
+             "double quotes (column 2)"),
             ("vmess://" + base64.b64encode(b"[" * 100_000).decode(), "body",
              "not valid JSON after base64 decoding: nested too deeply"),
             ("vmess://" + base64.b64encode(b"[1]").decode(), "body",
