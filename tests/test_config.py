@@ -116,7 +116,8 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
         warnings: list[str] = []
         parse_config({"outbounds": [{"protocol": "freedom", "setings": {}}], "foo": 1,
                       "dns": {}}, warnings.append)
-        self.assertIn("outbounds[0].setings: unknown field, ignored", warnings)
+        self.assertIn('outbounds[0].setings: unknown field, ignored (did you mean "settings"?)',
+                      warnings)
         self.assertIn("foo: unknown field, ignored", warnings)
         self.assertIn("dns: not supported by vtwist yet, ignored", warnings)
 
