@@ -75,10 +75,16 @@ def strip_comments(text: str) -> str:
 
 def loads(text: str) -> Any:
     """Parse JSON with comments; errors name the line and column."""
+    stripped = strip_comments(text)
     try:
-        return json.loads(strip_comments(text))
+        return json.loads(stripped)
     except json.JSONDecodeError as e:
-        raise ConfigError("", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        if e.pos >= len(stripped.rstrip()) and stripped.strip():
+            raise ConfigError("", f"invalid JSON: it ends at line {e.lineno} column "
+                                  f"{e.colno} before it is complete (the file looks "
+                                  "truncated)") from None
+        raise ConfigError("", f"invalid JSON (line {e.lineno}, column {e.colno}): "
+                              f"{e.msg}") from None
     except RecursionError:
         raise ConfigError("", "invalid JSON: nested too deeply") from None
 
