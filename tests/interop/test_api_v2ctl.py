@@ -24,7 +24,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from tests.interop.v2ray_runner import EchoServer, V2Ray
-from tests.interop.vmess_harness import socks_echo
+from tests.interop.vmess_harness import socks_echo, socks_udp_echo
 from tests.netutil import free_port, wait_until
 
 V2CTL = shutil.which("v2ctl") or "/usr/bin/v2ctl"
@@ -89,7 +89,7 @@ class ApiAgainstV2Ctl(TestCase):
         config = server_config(self.v2_vmess, self.v2_api)
         config["inbounds"] += [
             {"tag": "to-vtwist", "port": self.socks_vtwist, "listen": "127.0.0.1",
-             "protocol": "socks", "settings": {"udp": False}},
+             "protocol": "socks", "settings": {"udp": True, "ip": "127.0.0.1"}},
             {"tag": "to-v2ray", "port": self.socks_v2, "listen": "127.0.0.1",
              "protocol": "socks", "settings": {"udp": False}}]
         config["outbounds"] += [
@@ -271,3 +271,15 @@ class ApiAgainstV2Ctl(TestCase):
         names = [s.name for s in pb.QueryStatsResponse.FromString(good).stat]
         self.assertEqual(names, ["outbound>>>direct>>>traffic>>>downlink",
                                  "outbound>>>direct>>>traffic>>>uplink"])
+
+    async def test_udp_counts_for_the_user(self) -> None:
+        """UDP through VMess counts for the user too (its level's switches apply)."""
+        payloads = [bytes([i]) * 500 for i in range(3)]
+        echoed = await socks_udp_echo(reactor, self.socks_vtwist, "127.0.0.1", self.echo.port,
+                                      payloads)
+        self.assertEqual(echoed, payloads)
+        stats = await self.query(self.api, "user")
+        for way in ("uplink", "downlink"):
+            value = stats[f"user>>>u@test>>>traffic>>>{way}"]
+            self.assertGreaterEqual(value, 1500)  # resent datagrams count as well
+            self.assertEqual(value % 500, 0)

@@ -107,8 +107,11 @@ class TunnelService:
                     onPacket: Callable[[bytes, Destination], None],
                     onClose: Callable[[], None], *, inbound_tag: str | None = None,
                     source: str = "", email: str | None = None,
-                    idle_timeout: float | None = None) -> PacketTunnel:
+                    idle_timeout: float | None = None,
+                    policy: LevelPolicy | None = None) -> PacketTunnel:
         """A UDP session for traffic whose first datagram goes to ``destination``.
+
+        ``policy`` (the user's level) switches the user's traffic counters.
 
         Datagrams wait (a bounded few) while routing resolves. Raises
         :class:`~vtwist.tunnel.dispatcher.NoOutbound` when there is no outbound at all.
@@ -122,7 +125,9 @@ class TunnelService:
             flow = None
             if stats is not None:
                 flow = stats.track(tunnel.bytes, *stats.counters_for(
-                    inbound_tag or "", outbound.tag, email))
+                    inbound_tag or "", outbound.tag, email,
+                    policy is not None and policy.stats_user_uplink,
+                    policy is not None and policy.stats_user_downlink))
                 stats.connection_opened()
 
             def finished() -> None:

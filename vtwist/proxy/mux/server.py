@@ -76,7 +76,8 @@ class _PacketSide:
                  **access: Any) -> None:
         self.stream = stream
         self.tunnel = tunnels.openPackets(stream.target, self._reply, self._ended,
-                                          idle_timeout=policy.conn_idle, **access)
+                                          idle_timeout=policy.conn_idle, policy=policy,
+                                          **access)
 
     def datagramReceived(self, data: bytes, destination: Destination) -> None:
         self.tunnel.send(data, destination)

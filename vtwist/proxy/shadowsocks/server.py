@@ -262,7 +262,8 @@ class ShadowsocksDatagrams(DatagramProtocol):
         try:
             tunnel = f.tunnels.openPackets(
                 destination, onPacket, onClose, inbound_tag=f.tag, source=_source(client),
-                email=f.settings.email or None, idle_timeout=f.userPolicy.conn_idle)
+                email=f.settings.email or None, idle_timeout=f.userPolicy.conn_idle,
+                policy=f.userPolicy)
         except Exception as e:  # noqa: BLE001 - no outbound: drop, say why
             log.info("UDP to {dest} from {source}: {why}", dest=destination,
                      source=_source(client), why=e)

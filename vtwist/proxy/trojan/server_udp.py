@@ -89,7 +89,8 @@ class TrojanPacketSide:
         try:
             tunnel = self.tunnels.openPackets(
                 destination, onPacket, onClose, inbound_tag=self.inbound_tag,
-                source=self.source, email=self.email, idle_timeout=self.policy.conn_idle)
+                source=self.source, email=self.email, idle_timeout=self.policy.conn_idle,
+                policy=self.policy)
         except Exception as e:  # noqa: BLE001 - no outbound: drop, say why
             log.info("trojan UDP to {dest} from {source}: {why}", dest=destination,
                      source=self.source, why=e)

@@ -30,7 +30,7 @@ class VMessPacketSide:
         self.uplinkDone = False
         self.tunnel: PacketTunnel = tunnels.openPackets(
             destination, self._reply, onClose, inbound_tag=inbound_tag, source=source,
-            email=email, idle_timeout=policy.conn_idle)
+            email=email, idle_timeout=policy.conn_idle, policy=policy)
 
     def receivedSequence(self, payloads: list[Any]) -> None:
         """Decoded chunks from the client: one datagram each."""
