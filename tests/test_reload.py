@@ -255,6 +255,19 @@ class ReloadTests(TestCase):
         self.assertEqual(await self.echoes(lambda pr: self.via_socks(p, pr)), b"")
         self.assertEqual(await self.echoes(lambda pr: self.via_socks(q, pr)), b"ping")
 
+    async def test_added_handlers_get_counters(self) -> None:
+        """With ``stats``, an inbound and an outbound a reload adds get their counters."""
+        extra = {"stats": {}, "policy": {"system": {"statsInboundUplink": True,
+                                                    "statsOutboundDownlink": True}}}
+        p, q = free_port(), free_port()
+        service = await self.start(config(socks(p), **extra))
+        await self.reload(service, config(socks(p), socks(q, tag="second"), outbounds=[
+            {"tag": "direct", "protocol": "freedom"},
+            {"tag": "hole", "protocol": "blackhole"}], **extra))
+        counters = service.tunnels.stats.counters
+        self.assertIn("inbound>>>second>>>traffic>>>uplink", counters)
+        self.assertIn("outbound>>>hole>>>traffic>>>downlink", counters)
+
     async def test_changed_port_drains(self) -> None:
         """A moved inbound listens on its new port; the old port stops accepting while the
         transfer on it completes."""

@@ -449,6 +449,10 @@ class Reloader:
         yield self._leave(later, drains, seconds)
 
         service.config = config
+        for inbound in config.inbounds:
+            register_stats(service, "inbound", inbound.tag)
+        for outbound_config in config.outbounds:
+            register_stats(service, "outbound", outbound_config.tag)
         ctx = service.ctx  # the same object for whoever holds it (the API), updated
         ctx.policy, ctx.outbounds = config.policy, plan["ctx"].outbounds
         context = getattr(getattr(service, "operations", None), "context", None)
@@ -488,6 +492,14 @@ def drain_group(service: Any, group: Sequence[Any], seconds: float) -> Deferred[
 def retire_outbound(service: Any, outbound: Any, seconds: float) -> None:
     """An outbound taken out of routing: closed after ``seconds`` (or at stop)."""
     _drains(service).retire(outbound, seconds)
+
+
+def register_stats(service: Any, kind: str, tag: str) -> None:
+    """Create the counters of a handler that appeared (a reload, the API), as V2Ray does
+    when a handler starts (idempotent)."""
+    stats = getattr(service.tunnels, "stats", None)
+    if stats is not None and tag:
+        stats.register_handler(kind, tag)
 
 
 def install_reload_signal(reloader: Reloader, reactor: Any) -> None:

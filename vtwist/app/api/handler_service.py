@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from vtwist.app.api.errors import GrpcError, Status, decode
 from vtwist.app.api.handler_config import inbound_json, outbound_json, unpack, user_json
 from vtwist.app.api.v2raypb import app_proxyman_command_command_pb2 as pb
-from vtwist.app.reload import drain_group, drain_time, retire_outbound
+from vtwist.app.reload import drain_group, drain_time, register_stats, retire_outbound
 from vtwist.app.users import UserError, add_user, remove_user, user_set
 from vtwist.config.errors import ConfigError
 from vtwist.config.node import Node
@@ -145,6 +145,7 @@ class HandlerService:
         service.config.inbounds = [*service.config.inbounds, inbound]
         service.inbound_groups = [*service.inbound_groups, group]
         service.inbound_services = [*service.inbound_services, *group]
+        register_stats(service, "inbound", inbound.tag)
         log.info("api: inbound {tag} added", tag=inbound.tag)
         return pb.AddInboundResponse().SerializeToString()
 
@@ -195,6 +196,7 @@ class HandlerService:
         if dispatcher.default is None:
             dispatcher.default = outbound
         service.config.outbounds = [*service.config.outbounds, outbound_config]
+        register_stats(service, "outbound", tag)
         log.info("api: outbound {tag} added", tag=tag)
         return pb.AddOutboundResponse().SerializeToString()
 
