@@ -1,6 +1,7 @@
 """``python -m benchmarks [suite ...] [--quick]``: vtwist beside V2Ray (and pproxy), same run.
 
-Suites: socks, http, chain, kcp, tls (default: all). Every proxy and the sink run as child
+Suites: socks, http, chain, kcp, tls (default: all). ``python -m benchmarks geodata``
+runs the geo data benchmark on its own (load time and memory of geosite/geoip lists). Every proxy and the sink run as child
 processes on 127.0.0.1 and are killed at the end, whatever happens.
 """
 
@@ -78,6 +79,11 @@ def stop_sink(sink: subprocess.Popen[bytes]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen suites; exit status 1 when a vtwist setup failed to run at all."""
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["geodata"]:  # its own runner: start-up time and memory, no traffic
+        from benchmarks import geodata
+
+        return geodata.main(given[1:])
     args = parse_args(argv)
     suites = args.suites or list(SUITES)
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)

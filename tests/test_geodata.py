@@ -257,7 +257,7 @@ class RuleFormTests(SynchronousTestCase):
         r = self.router([field(domain=["geosite:cn"]), field("proxy", domain=["geosite:CN"]),
                          field(ip=["geoip:cn"]), field("direct", source=["geoip:cn"])])
         self.assertEqual(self.assets.decodes, 2)
-        self.assertIs(r.rules[0].domains.groups[0], r.rules[1].domains.groups[0])
+        self.assertIs(r.rules[0].domains, r.rules[1].domains)  # the list itself, shared
         self.assertIs(r.rules[2].ips, r.rules[3].sources)
         domain_matcher(["geosite:cn"], "dns.hosts", self.assets)  # the dns section shares it
         self.assertEqual(self.assets.decodes, 2)
@@ -362,3 +362,29 @@ class ErrorTests(SynchronousTestCase):
         self.assertNotIn("Traceback", result.stderr + result.stdout)
         self.assertIn("routing.rules[0].domain[0]: 'geosite:google'", result.stderr)
         self.assertIn("is damaged", result.stderr)
+
+
+class FrozenMatcherTests(SynchronousTestCase):
+    """freeze()'s shortcuts (joined regexps, keyword set) decide as the plain definition."""
+
+    LABEL = st.text("abcx.-1", min_size=0, max_size=12)
+    REGEXPS = [r"^a\.", r"b$", r"^(a|x)+\.b", r"c1", r"^[^.]+$", r"^[].a]x", r"^a|x-"]
+
+    @given(st.lists(st.text("abcx1", min_size=1, max_size=4), max_size=60),
+           st.lists(st.sampled_from(REGEXPS), max_size=7), st.lists(LABEL, max_size=20))
+    @settings(max_examples=150, deadline=None)
+    def test_same_as_definition(self, keywords: list[str], regexps: list[str],
+                                domains: list[str]) -> None:
+        import re
+
+        from vtwist.routing.matcher import DomainMatcher
+
+        m = DomainMatcher()
+        for k in keywords:
+            m.add("keyword", k)
+        for r in regexps:
+            m.add("regexp", r)
+        m.freeze()
+        for d in domains:
+            expected = any(k in d for k in keywords) or any(re.search(r, d) for r in regexps)
+            self.assertEqual(m.match(d), expected, (d, keywords, regexps))

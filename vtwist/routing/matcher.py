@@ -223,11 +223,15 @@ class DomainMatcher:
     """V2Ray's domain list: plain/keyword (substring), ``domain:``, ``full:``, ``regexp:``.
 
     A matcher may take in others (``include``): a geosite list several rules name is built
-    once and shared. Regexps are joined into one alternation when they compile together.
+    once and shared. :meth:`freeze` makes matching cheap whatever the list's size: a regexp
+    that needs a literal run (``.ads.`` in ``^[a-z]+\\.ads\\.com$``) runs only when the
+    domain holds it; the other regexps anchored with ``^`` are joined into one pattern tried
+    at the start only, the rest into one searched pattern; and a long keyword list becomes a
+    set probed with the domain's substrings of the keywords' lengths.
     """
 
     __slots__ = ("full", "suffixes", "keywords", "regexps", "groups", "_joined",
-                 "__weakref__")
+                 "_anchored", "_filtered", "_kw_set", "_kw_lengths", "__weakref__")
 
     def __init__(self) -> None:
         self.full: set[str] = set()
@@ -236,6 +240,10 @@ class DomainMatcher:
         self.regexps: list[re.Pattern[str]] = []
         self.groups: list[DomainMatcher] = []
         self._joined: re.Pattern[str] | None = None
+        self._anchored: re.Pattern[str] | None = None
+        self._filtered: tuple[tuple[str, re.Pattern[str]], ...] = ()
+        self._kw_set: frozenset[str] | None = None
+        self._kw_lengths: tuple[int, ...] = ()
 
     def add(self, kind: str, value: str) -> None:
         """Add one pattern; ``kind`` is full, domain, keyword or regexp (compiled here)."""
@@ -247,7 +255,7 @@ class DomainMatcher:
             self.keywords.append(value.lower())
         elif kind == "regexp":
             self.regexps.append(re.compile(value))
-            self._joined = None
+            self._joined = self._anchored = None
         else:
             raise ValueError(f"unknown domain pattern kind {kind!r}")
 
@@ -256,13 +264,29 @@ class DomainMatcher:
         self.groups.append(other)
 
     def freeze(self) -> None:
-        """Join the regexps into one pattern (done once the matcher is complete)."""
+        """Prepare for fast matching (call once the matcher is complete; adding after it
+        is allowed but undoes the regexp part)."""
+        self._joined = self._anchored = None
+        self._filtered = ()
         if len(self.regexps) > 1:
+            filtered = [(_required_literal(r), r) for r in self.regexps]
+            self._filtered = tuple((lit, r) for lit, r in filtered if lit)
+            rest = [r for lit, r in filtered if not lit]
+            anchored = [r.pattern[1:] for r in rest if _anchored(r)]
+            floating = [r.pattern for r in rest if not _anchored(r)]
             try:
-                self._joined = re.compile("|".join(f"(?:{r.pattern})" for r in self.regexps))
+                if anchored:
+                    self._anchored = re.compile("|".join(f"(?:{p})" for p in anchored))
+                self._joined = re.compile("|".join(f"(?:{p})" for p in floating) or "(?!)")
             except re.error:
-                self._joined = None
+                self._joined = self._anchored = None
+                self._filtered = ()
         self.keywords = list(dict.fromkeys(self.keywords))
+        if len(self.keywords) > _KEYWORD_LOOP and "" not in self.keywords:
+            self._kw_set = frozenset(self.keywords)
+            self._kw_lengths = tuple(sorted({len(k) for k in self.keywords}))
+        else:
+            self._kw_set = None
 
     def __len__(self) -> int:
         """How many patterns the matcher holds itself (not its included matchers)."""
@@ -288,15 +312,94 @@ class DomainMatcher:
                 if lower[dot + 1:] in suffixes:
                     return True
                 dot = lower.find(".", dot + 1)
-        for keyword in self.keywords:
-            if keyword in lower:
-                return True
+        kw_set = self._kw_set
+        if kw_set is not None:
+            size = len(lower)
+            for n in self._kw_lengths:
+                if n > size:
+                    break
+                for i in range(size - n + 1):
+                    if lower[i:i + n] in kw_set:
+                        return True
+        else:
+            for keyword in self.keywords:
+                if keyword in lower:
+                    return True
         if self._joined is not None:
+            for literal, regexp in self._filtered:
+                if literal in domain and regexp.search(domain):
+                    return True
             if self._joined.search(domain):
+                return True
+            if self._anchored is not None and self._anchored.match(domain):
                 return True
         elif self.regexps and any(r.search(domain) for r in self.regexps):
             return True
-        return any(group._match(domain, lower) for group in self.groups)
+        for group in self.groups:
+            if group._match(domain, lower):
+                return True
+        return False
+
+
+#: Up to this many keywords are tried one by one; more become a set of substrings.
+_KEYWORD_LOOP = 24
+
+
+def _required_literal(pattern: re.Pattern[str], shortest: int = 3) -> str:
+    """The longest run of literal characters every match must contain (at the pattern's
+    top level, unrepeated), or "" when there is none of ``shortest`` characters or more."""
+    if pattern.flags & re.IGNORECASE:
+        return ""
+    try:
+        from re import _parser  # the stdlib's own regexp parser (sre_parse)
+
+        parsed = _parser.parse(pattern.pattern, pattern.flags)
+    except Exception:  # noqa: BLE001 - any doubt: no prefilter
+        return ""
+    best = run = ""
+    for op, arg in parsed:
+        if op is _parser.LITERAL:
+            run += chr(arg)
+            if len(run) > len(best):
+                best = run
+        elif op is _parser.BRANCH:
+            return ""
+        else:
+            run = ""
+    return best if len(best) >= shortest else ""
+
+
+def _anchored(pattern: re.Pattern[str]) -> bool:
+    """True when the regexp starts with ``^`` that no top-level ``|`` escapes (so it can
+    only match at the start) and has no flags that change ``^``."""
+    text = pattern.pattern
+    if not text.startswith("^") or pattern.flags & re.MULTILINE:
+        return False
+    depth = 0
+    in_class = False
+    i = 1
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            if text[i + 1:i + 2] == "^":
+                i += 1
+            if text[i + 1:i + 2] == "]":  # a leading ] is a member, not the end
+                i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return False
+        i += 1
+    return True
 
 
 def _in_ranges(ranges: Sequence[tuple[int, int]], port: int) -> bool:

@@ -197,6 +197,14 @@ def parse_ip_entries(entries: list[tuple[str, str]], assets: GeoAssets | None = 
     return out
 
 
+def _flattened(matcher: DomainMatcher) -> DomainMatcher:
+    """``matcher`` frozen, or the one list it only includes (one level less per match)."""
+    if not len(matcher) and len(matcher.groups) == 1:
+        return matcher.groups[0]
+    matcher.freeze()
+    return matcher
+
+
 def _listed(values: Sequence[str], path: str) -> list[tuple[str, str]]:
     return [(v.strip(), f"{path}[{i}]") for i, v in enumerate(values)]
 
@@ -212,6 +220,9 @@ def domain_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = 
     (default: the process's shared one, so a list decodes once for routing and ``dns``);
     ``plain``: what a bare string is, ``"keyword"`` (routing, ``dns.servers[].domains``)
     or ``"full"`` (``dns.hosts`` keys). Raises :class:`ConfigError`.
+
+    The result may be a geosite list shared with other rules: never ``add`` to it (make a
+    :class:`DomainMatcher` of your own and ``include`` it).
     """
     matcher = DomainMatcher()
     for entry, entry_path in _listed(values, path):
@@ -222,8 +233,7 @@ def domain_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = 
             matcher.add("full", entry)
         else:
             parse_domain(matcher, entry, entry_path, assets)
-    matcher.freeze()
-    return matcher
+    return _flattened(matcher)
 
 
 def ip_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = None) -> IPSet:
@@ -232,6 +242,7 @@ def ip_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = None
     ``values``: IPs, CIDRs, ``geoip:CC``, ``geoip:!CC``, ``ext:FILE:CC``; ``path``: the JSON
     path of the list (entries are ``path[i]``); ``assets`` as :func:`domain_matcher`.
     Membership: ``ip in result`` for an ``ipaddress`` address. Raises :class:`ConfigError`.
+    The result may be shared (a geoip list): never change it.
     """
     return parse_ip_entries(_listed(values, path), assets)
 
@@ -270,7 +281,7 @@ def parse_rule(node: Node, outbound_tags: Sequence[str],
         rule.domains = DomainMatcher()
         for entry, path in domain_entries:
             parse_domain(rule.domains, entry, path, assets)
-        rule.domains.freeze()
+        rule.domains = _flattened(rule.domains)
         conditions += 1
     if entries := _present(node, "ip"):
         rule.ips = parse_ip_entries(entries, assets)

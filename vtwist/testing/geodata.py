@@ -167,7 +167,7 @@ def make_geosite(rng: random.Random, scale: float, samples: Samples
                 continue
             seen.add(name)
             roll = rng.random()
-            kind = DOMAIN if roll < 0.9 else FULL if roll < 0.985 else PLAIN
+            kind = DOMAIN if roll < 0.9 else FULL if roll < 0.999 else PLAIN
             if kind == PLAIN:
                 name = _label(rng, 6, 10)
             attrs = (attr,) if attr and rng.random() < attr_share else ()
