@@ -195,6 +195,25 @@ class HandlerServiceTests(TestCase):
         self.assertStatus(await self.call("RemoveInbound", cmd.RemoveInboundRequest(
             tag="socks-api"), cmd.RemoveInboundResponse), grpc.StatusCode.NOT_FOUND)
         self.assertEqual([i.tag for i in service.config.inbounds], ["vm", "api-in"])
+        # a port in use, and a transport HandlerService does not build from protobuf
+        busy = app_proxyman_config_pb2.ReceiverConfig(
+            port_range={"From": self.vmess_port, "To": self.vmess_port},
+            listen=common_net_address_pb2.IPOrDomain(ip=bytes([127, 0, 0, 1])))
+        self.assertStatus(await self.call("AddInbound", cmd.AddInboundRequest(
+            inbound=config_pb2.InboundHandlerConfig(
+                tag="busy", receiver_settings=typed(busy),
+                proxy_settings=typed(proxy_socks_config_pb2.ServerConfig()))),
+            cmd.AddInboundResponse), grpc.StatusCode.UNKNOWN, "failed to listen")
+        ws = app_proxyman_config_pb2.ReceiverConfig(
+            port_range={"From": socks_port, "To": socks_port})
+        ws.stream_settings.protocol_name = "websocket"
+        self.assertStatus(await self.call("AddInbound", cmd.AddInboundRequest(
+            inbound=config_pb2.InboundHandlerConfig(
+                tag="ws", receiver_settings=typed(ws),
+                proxy_settings=typed(proxy_socks_config_pb2.ServerConfig()))),
+            cmd.AddInboundResponse), grpc.StatusCode.UNIMPLEMENTED, "plain tcp")
+        self.assertEqual([i.tag for i in service.config.inbounds], ["vm", "api-in"])
+        self.assertEqual(await self.vmess_echo(USER_A), b"ping")
 
     async def test_api_users_survive_reload(self) -> None:
         """A user added through the API stays through reloads that change the inbound's

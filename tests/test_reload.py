@@ -283,6 +283,20 @@ class ReloadTests(TestCase):
         await paced.done
         self.assertIntact(paced)
 
+    async def test_inbounds_trade_ports(self) -> None:
+        """Two inbounds trade ports: each old listener lets go first, both new ones listen,
+        with their own settings (the password one moved)."""
+        p, q = free_port(), free_port()
+        auth = {"auth": "password", "accounts": [{"user": "u", "pass": "p"}]}
+        service = await self.start(config(socks(p, tag="a"), socks(q, tag="b", **auth)))
+        result = await self.reload(service, config(socks(q, tag="a"),
+                                                   socks(p, tag="b", **auth)))
+        self.assertEqual(result.inbounds[RESTART], 2)
+        self.assertEqual(await self.echoes(lambda pr: self.via_socks(q, pr)), b"ping")
+        self.assertEqual(await self.echoes(
+            lambda pr: self.via_socks(p, pr, username=b"u", password=b"p")), b"ping")
+        self.assertEqual([s.failure for s in service.inbound_services], [None, None])
+
     async def test_removed_drain_closes_after_idle(self) -> None:
         """A removed inbound's connections are closed at the policy's idle time."""
         p = free_port()
