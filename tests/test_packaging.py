@@ -28,6 +28,7 @@ class WheelTests(SynchronousTestCase):
         for required in ("twisted/plugins/vtwist_plugin.py",
                          "twisted/plugins/vtwist_kcp_endpoints.py",
                          "twisted/plugins/vtwist_ws_endpoints.py",
+                         "twisted/plugins/vtwist_link_endpoints.py",
                          "vtwist/default_config.json", "vtwist/proxy/vmess/server.py",
                          "vtwist/transport/kcp/session.py"):
             self.assertIn(required, names)
