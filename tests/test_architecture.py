@@ -130,6 +130,7 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/tunnel/sniff/__init__.py",
     "vtwist/tunnel/sniff/http.py",
     "vtwist/tunnel/sniff/tls.py",
+    "vtwist/tunnel/stats.py",
     "vtwist/tunnel/sniff/bittorrent.py",
 )
 
