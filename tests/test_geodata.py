@@ -388,3 +388,21 @@ class FrozenMatcherTests(SynchronousTestCase):
         for d in domains:
             expected = any(k in d for k in keywords) or any(re.search(r, d) for r in regexps)
             self.assertEqual(m.match(d), expected, (d, keywords, regexps))
+
+
+class ReplacedFileTests(SynchronousTestCase):
+    def test_a_replaced_file_is_read_again(self) -> None:
+        """A reload after geosite.dat changed sees the new lists, even while the old
+        router (holding the old list) is still alive."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "geosite.dat")
+        write_geosite(path, {"x": [(FULL, "old.test", ())]})
+        assets = GeoAssets([directory])
+        old = domain_matcher(["geosite:x"], "r", assets)
+        write_geosite(path, {"x": [(FULL, "new.test", ()), (FULL, "more.test", ())]})
+        os.utime(path, ns=(1, 1))
+        new = domain_matcher(["geosite:x"], "r", assets)
+        self.assertTrue(old.match("old.test"))
+        self.assertTrue(new.match("new.test"))
+        self.assertFalse(new.match("old.test"))

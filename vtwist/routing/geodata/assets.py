@@ -101,7 +101,11 @@ class GeoAssets:
             where = ", ".join(self.search_dirs())
             raise ConfigError(path, f"{rule!r}: {file} not found (looked in {where}; set "
                                     f"{ASSET_ENV} or vtwist's --assets DIR)")
-        key = (*key, found)
+        try:
+            st = os.stat(found)
+        except OSError as e:
+            raise ConfigError(path, f"{rule!r}: cannot read {found}: {e.strerror}") from None
+        key = (*key, found, st.st_mtime_ns, st.st_size)  # a replaced file is read again
         cached = self._decoded.get(key)
         if cached is not None:
             return cached  # type: ignore[return-value]
