@@ -118,6 +118,7 @@ class ProcessReloadTests(TestCase):
         self.assertEqual(await self.echoes(q), b"ping")
 
         self.write('{"inbounds": [ broken')
+        os.rename(self.access, self.access + ".2")  # logrotate while the config is broken
         os.kill(proc.pid, signal.SIGHUP)
         await wait_until(lambda: "the running config stays" in self.output(),
                          lambda: f"no refusal line in:\n{self.output()}", 30, alive)
@@ -127,7 +128,9 @@ class ProcessReloadTests(TestCase):
         await paced.done
         self.assertEqual((paced.received, paced.got.hexdigest()),
                          (paced.total, paced.sent.hexdigest()))
-        with open(self.access) as f:  # the new file, opened at the reload
+        with open(self.access + ".2") as f:  # the file the good reload opened
+            self.assertIn(f"accepted tcp:127.0.0.1:{self.echo} [second >> direct]", f.read())
+        with open(self.access) as f:  # reopened by the refused reload too
             self.assertIn(f"accepted tcp:127.0.0.1:{self.echo} [second >> direct]", f.read())
         with open(self.access + ".1") as f:
             self.assertIn("[socks >> direct]", f.read())

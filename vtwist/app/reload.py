@@ -304,7 +304,16 @@ class Reloader:
         return self._lock.run(self._reload)
 
     def _refuse(self, why: str) -> None:
+        self._reopen_logs(None)  # a rotated log still gets its new file (logrotate's HUP)
         log.error("reload: {why}; the running config stays", why=why)
+
+    def _reopen_logs(self, config: Any) -> None:
+        logs = getattr(self.service, "logs", None)
+        if logs is not None:
+            try:
+                logs.reopen(config)
+            except ConfigError as e:
+                log.error("reload: {why}; the log files stay as they were", why=str(e))
 
     @inlineCallbacks
     def _reload(self) -> Any:
@@ -460,12 +469,7 @@ class Reloader:
             context.dispatcher = dispatcher
         service.inbound_groups = [g or [] for g in new_groups]
         service.inbound_services = [s for g in service.inbound_groups for s in g]
-        logs = getattr(service, "logs", None)
-        if logs is not None:
-            try:
-                logs.reopen(config.log)
-            except ConfigError as e:
-                log.error("reload: {why}; the log files stay as they were", why=str(e))
+        self._reopen_logs(config.log)
         return result
 
     def _leave(self, groups: list[tuple[list[Any], InboundConfig]], drains: Drains,
@@ -508,10 +512,3 @@ def install_reload_signal(reloader: Reloader, reactor: Any) -> None:
         reactor.callFromThread(reloader.reload)
 
     signal.signal(signal.SIGHUP, handler)
-
-
-def reopen_logs(service: Any) -> None:
-    """Reopen the service's log files (LoggerService.RestartLogger)."""
-    logs = getattr(service, "logs", None)
-    if logs is not None:
-        logs.reopen()
