@@ -15,7 +15,7 @@ configs. :class:`Reloader` applies what they say to a running
 * the outbounds and routing switch for new connections at once (an unchanged outbound is
   kept with its mux connections); the outbounds that went are closed after the drain time;
 * a config that fails to parse or build changes nothing: one error line;
-* the log files reopen (logrotate).
+* the log files reopen (logrotate), after a refused config too.
 """
 
 from __future__ import annotations
