@@ -1,0 +1,99 @@
+"""The ``dns`` outbound end to end: ``dig`` (UDP and TCP) to a dokodemo-door whose traffic
+routing sends to the dns outbound; A/AAAA come from the internal DNS (hosts, then a local
+twisted.names server), other types are forwarded to the configured server."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from twisted.internet import defer, reactor, utils
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.dns_helpers import Zone, start_dns
+from tests.netutil import free_port
+from tests.services import start_service
+
+
+def dig(port: int, *args: str) -> defer.Deferred[str]:
+    """``dig @127.0.0.1 -p PORT ARGS`` (5 s per try, 2 tries); its output."""
+    return utils.getProcessOutput(
+        shutil.which("dig") or "dig",
+        ("@127.0.0.1", "-p", str(port), "+tries=2", "+time=5", *args), errortoo=True)
+
+
+def config(door: int, server: int, **dns: Any) -> dict[str, Any]:
+    return {
+        "log": {"loglevel": "warning", "access": "none"},
+        "dns": {"servers": [{"address": "127.0.0.1", "port": server}], "tag": "dns-in",
+                **dns},
+        "inbounds": [{"tag": "door", "protocol": "dokodemo-door", "listen": "127.0.0.1",
+                      "port": door, "settings": {"address": "192.0.2.53", "port": 53,
+                                                 "network": "tcp,udp"}}],
+        "outbounds": [{"tag": "dns-out", "protocol": "dns",
+                       "settings": {"address": "127.0.0.1", "port": server}},
+                      {"tag": "direct", "protocol": "freedom"}],
+    }
+
+
+class DnsOutboundTests(TestCase):
+    """dig -> dokodemo-door -> dns outbound."""
+
+    timeout = 90
+
+    def setUp(self) -> Any:
+        if shutil.which("dig") is None:
+            raise SkipTest("dig is not installed (apt-get install -y dnsutils)")
+        self.zone = Zone({"a.test": ["10.0.0.1", "fd00::1"], "b.test": ["192.0.2.7"]})
+        self.zone.txt["t.test"] = "forwarded text"
+        self.server = start_dns(reactor, self.zone, self)
+        self.door = free_port()
+        # no routing rule: the internal DNS's own queries (tag dns-in) reach the dns outbound
+        # too, which must forward them rather than answer them from the internal DNS (a loop)
+        return start_service(config(self.door, self.server,
+                                    hosts={"static.test": "10.7.7.7"}), self)
+
+    @defer.inlineCallbacks
+    def test_a_and_aaaa_over_udp(self) -> Any:
+        out = yield dig(self.door, "a.test", "A", "+short")
+        self.assertEqual(out.decode().split(), ["10.0.0.1"])
+        out = yield dig(self.door, "a.test", "AAAA", "+short")
+        self.assertEqual(out.decode().split(), ["fd00::1"])
+        out = yield dig(self.door, "static.test", "A", "+short")
+        self.assertEqual(out.decode().split(), ["10.7.7.7"])  # from hosts
+        self.assertNotIn(("static.test", 1), self.zone.queries)
+
+    @defer.inlineCallbacks
+    def test_over_tcp(self) -> Any:
+        out = yield dig(self.door, "+tcp", "b.test", "A", "+short")
+        self.assertEqual(out.decode().split(), ["192.0.2.7"])
+        out = yield dig(self.door, "+tcp", "t.test", "TXT", "+short")
+        self.assertEqual(out.decode().strip(), '"forwarded text"')
+
+    @defer.inlineCallbacks
+    def test_answers_flags_and_ttl(self) -> Any:
+        out = (yield dig(self.door, "b.test", "A", "+noall", "+answer", "+comments")).decode()
+        self.assertIn("status: NOERROR", out)
+        self.assertIn("flags: qr aa rd ra", out)
+        self.assertRegex(out, r"b\.test\.\s+600\s+IN\s+A\s+192\.0\.2\.7")
+
+    @defer.inlineCallbacks
+    def test_nxdomain_and_no_address(self) -> Any:
+        out = (yield dig(self.door, "missing.test", "A")).decode()
+        self.assertIn("status: NXDOMAIN", out)
+        out = (yield dig(self.door, "b.test", "AAAA")).decode()
+        self.assertIn("status: NOERROR", out)
+        self.assertIn("ANSWER: 0", out)
+
+    @defer.inlineCallbacks
+    def test_other_types_forwarded_over_udp(self) -> Any:
+        out = yield dig(self.door, "t.test", "TXT", "+short")
+        self.assertEqual(out.decode().strip(), '"forwarded text"')
+        self.assertIn(("t.test", 16), self.zone.queries)
+
+    @defer.inlineCallbacks
+    def test_cache(self) -> Any:
+        for _ in range(3):
+            out = yield dig(self.door, "b.test", "A", "+short")
+            self.assertEqual(out.decode().split(), ["192.0.2.7"])
+        self.assertEqual(self.zone.queries.count(("b.test", 1)), 1)

@@ -1,0 +1,290 @@
+"""The ``dns`` outbound at run time (V2Ray 4.34's ``proxy/dns``).
+
+DNS queries routed to it — UDP datagrams, or a TCP stream of length-prefixed messages —
+are read one message at a time. A query with one A or AAAA question is answered from the
+config's resolver (the internal DNS; TTL 600 and the authoritative flag, as 4.34); NXDOMAIN
+answers NXDOMAIN, a name with no such address an empty answer, any other failure SERVFAIL
+(4.34 sends nothing then; a client waits out its timeout). Every other query is forwarded
+to ``address``:``port`` over ``network`` (each defaulting to the query's own) and the
+answer relayed back. Malformed messages are dropped.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, DNSLookupError
+from twisted.internet.interfaces import IConsumer, IPushProducer, IStreamClientEndpoint, ITransport
+from twisted.logger import Logger
+from twisted.names import dns
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vtwist.address import Destination, parse_ip
+from vtwist.dns.message import BadAnswer, parse_message
+from vtwist.dns.system import V4, V6, NoAddress, NoSuchDomain, SystemResolver
+from vtwist.dns.transports import DirectNetwork, tcp_query, udp_query
+from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.proxy.dns.settings import DnsOutboundSettings
+
+log = Logger(namespace="vtwist.dns.outbound")
+
+#: TTL of the answers the outbound makes itself (V2Ray 4.34: 600 s).
+ANSWER_TTL = 600
+#: A forwarded query gives up after this long.
+FORWARD_TIMEOUT = 8.0
+
+
+def answer_query(query: dns.Message, ips: list[str], rcode: int) -> bytes:
+    """The answer to ``query`` (one A/AAAA question) carrying ``ips``."""
+    reply = dns.Message(id=query.id, answer=1, auth=1, recDes=1, recAv=1, rCode=rcode,
+                        maxSize=65535)
+    reply.queries = list(query.queries)
+    question = query.queries[0]
+    for ip in ips:
+        if question.type == dns.A:
+            record: Any = dns.Record_A(ip, ttl=ANSWER_TTL)
+        else:
+            record = dns.Record_AAAA(ip, ttl=ANSWER_TTL)
+        reply.answers.append(dns.RRHeader(question.name.name, question.type, dns.IN,
+                                          ANSWER_TTL, record))
+    return bytes(reply.toStr())
+
+
+class DnsHandler:
+    """Answers or forwards one DNS message at a time; ``reply(bytes)`` gets the answers."""
+
+    def __init__(self, outbound: DnsOutbound, target: Destination,
+                 reply: Callable[[bytes], None]) -> None:
+        self.outbound = outbound
+        self.target = target
+        self.reply = reply
+        self.closed = False
+        self.pending: set[defer.Deferred[Any]] = set()
+
+    def handle(self, data: bytes) -> None:
+        """One query message."""
+        try:
+            query = parse_message(data)
+        except BadAnswer as e:
+            log.info("dns outbound: dropped a query: {why}", why=e)
+            return
+        if (self.outbound.answers and not query.answer and len(query.queries) == 1
+                and query.queries[0].type in (dns.A, dns.AAAA)
+                and query.queries[0].cls == dns.IN):
+            d = self._answer(query)
+        else:
+            d = self.outbound.forward(data, query.id, self.target)
+        self.pending.add(d)
+
+        def done(result: Any) -> None:
+            self.pending.discard(d)
+            if isinstance(result, Failure):
+                if not result.check(defer.CancelledError):
+                    log.info("dns outbound: no answer for a query: {why}",
+                             why=result.getErrorMessage())
+            elif result is not None and not self.closed:
+                self.reply(result)
+
+        d.addBoth(done)
+
+    def _answer(self, query: dns.Message) -> defer.Deferred[bytes]:
+        question = query.queries[0]
+        name = question.name.name.decode("ascii", "replace").rstrip(".")
+        family = V4 if question.type == dns.A else V6
+        d = self.outbound.resolver.resolve(name, family)
+
+        def failed(failure: Failure) -> bytes:
+            failure.trap(DNSLookupError)
+            if failure.check(NoSuchDomain):
+                return answer_query(query, [], dns.ENAME)
+            if failure.check(NoAddress):
+                return answer_query(query, [], dns.OK)
+            return answer_query(query, [], dns.ESERVER)
+
+        return d.addCallbacks(lambda ips: answer_query(query, ips, dns.OK), failed)
+
+    def close(self) -> None:
+        """Stop answering; cancel what is still pending."""
+        self.closed = True
+        for d in list(self.pending):
+            d.cancel()
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class _DnsStreamTransport:
+    """The far end of a TCP DNS stream: writes are length-prefixed queries; answers go
+    back to the protocol as length-prefixed messages."""
+
+    disconnecting = False
+
+    def __init__(self, protocol: Any, outbound: DnsOutbound, target: Destination) -> None:
+        self.protocol = protocol
+        self.buffer = b""
+        self.handler = DnsHandler(outbound, target, self._answered)
+
+    def _answered(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self.protocol.dataReceived(struct.pack("!H", len(data)) + data)
+
+    def write(self, data: bytes) -> None:
+        """Bytes from the client: complete messages are handled."""
+        if self.disconnecting:
+            return
+        self.buffer += data
+        while len(self.buffer) >= 2:
+            (size,) = struct.unpack("!H", self.buffer[:2])
+            if len(self.buffer) < 2 + size:
+                break
+            message, self.buffer = self.buffer[2:2 + size], self.buffer[2 + size:]
+            self.handler.handle(message)
+
+    def writeSequence(self, data: Any) -> None:
+        """As :meth:`write`."""
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        """End the stream (pending queries are cancelled)."""
+        if not self.disconnecting:
+            self.disconnecting = True
+            self.handler.close()
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def loseWriteConnection(self) -> None:
+        """The client is done sending: close once the answers are out."""
+        d = defer.DeferredList(list(self.handler.pending), consumeErrors=True)
+        d.addCallback(lambda _: self.loseConnection())
+
+    abortConnection = loseConnection
+
+    def getPeer(self) -> IPv4Address:
+        """A placeholder address."""
+        return IPv4Address("TCP", "0.0.0.0", 0)
+
+    getHost = getPeer
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """Answers are small; producers are never paused."""
+
+    def unregisterProducer(self) -> None:
+        """Nothing registered."""
+
+    def pauseProducing(self) -> None:
+        """Nothing to pause."""
+
+    def resumeProducing(self) -> None:
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:
+        """Close."""
+        self.loseConnection()
+
+
+@implementer(IStreamClientEndpoint)
+class DnsStreamEndpoint:
+    """A TCP DNS stream answered by the outbound itself."""
+
+    def __init__(self, outbound: DnsOutbound, target: Destination) -> None:
+        self.outbound, self.target = outbound, target
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        """Connected at once."""
+        protocol = protocolFactory.buildProtocol(None)
+        protocol.makeConnection(_DnsStreamTransport(protocol, self.outbound, self.target))
+        return defer.succeed(protocol)
+
+
+@implementer(IPacketSession)
+class DnsPacketSession:
+    """UDP DNS: each datagram one message; answers come back from where it was sent."""
+
+    def __init__(self, outbound: DnsOutbound, onPacket: Callable[[bytes, Destination], None],
+                 onClose: Callable[[], None]) -> None:
+        self.outbound = outbound
+        self.onPacket = onPacket
+        self.onClose = onClose
+        self.handlers: dict[Destination, DnsHandler] = {}
+
+    def send(self, data: bytes, destination: Destination) -> None:
+        """One query to ``destination``."""
+        handler = self.handlers.get(destination)
+        if handler is None:
+            handler = self.handlers[destination] = DnsHandler(
+                self.outbound, destination, lambda answer: self.onPacket(answer, destination))
+        handler.handle(data)
+
+    def close(self) -> None:
+        """Cancel pending queries."""
+        for handler in self.handlers.values():
+            handler.close()
+        self.handlers.clear()
+
+
+@implementer(IOutbound)
+class DnsOutbound:
+    """Answers A/AAAA from ``resolver``, forwards the rest (see the module docstring)."""
+
+    def __init__(self, reactor: Any, tag: str = "", settings: DnsOutboundSettings | None = None,
+                 resolver: Any = None, dial: Callable[[str, int], Any] | None = None) -> None:
+        self.reactor = reactor
+        self.tag = tag
+        self.settings = settings or DnsOutboundSettings()
+        self.resolver = resolver if resolver is not None else SystemResolver(reactor)
+        self.network = DirectNetwork(reactor)
+        self.dial = dial
+        #: False for the internal DNS's own queries routed here: forwarded, never answered
+        #: from the internal DNS (that would loop; 4.34's isOwnLink)
+        self.answers = True
+
+    def for_own_queries(self) -> DnsOutbound:
+        """This outbound as the internal DNS's own queries see it: forwarding only."""
+        own = DnsOutbound(self.reactor, self.tag, self.settings, self.resolver, self.dial)
+        own.answers = False
+        return own
+
+    def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
+        """A DNS-over-TCP stream handled here."""
+        return DnsStreamEndpoint(self, destination)
+
+    def packetSession(self, onPacket: Callable[[bytes, Destination], None],
+                      onClose: Callable[[], None]) -> DnsPacketSession:
+        """A UDP session handled here."""
+        return DnsPacketSession(self, onPacket, onClose)
+
+    def forward(self, data: bytes, query_id: int, target: Destination) -> defer.Deferred[bytes]:
+        """Send one message on to the configured (or original) server; its answer."""
+        host = self.settings.address or target.host
+        port = self.settings.port or target.port
+        network = self.settings.network or target.network
+
+        async def go() -> bytes:
+            ip = host if parse_ip(host) is not None else (await self.resolver.resolve(host))[0]
+            if network == "tcp":
+                query = tcp_query(self._streams(), ip, port)
+            else:
+                query = udp_query(self.network, self.reactor, ip, port)
+            return await query(data, query_id).addTimeout(  # type: ignore[no-any-return]
+                FORWARD_TIMEOUT, self.reactor)
+
+        return defer.Deferred.fromCoroutine(go())
+
+    def _streams(self) -> Any:
+        if self.dial is None:
+            return self.network
+        dial = self.dial
+
+        class _Dialed:
+            def stream(self, host: str, port: int) -> Any:
+                return dial(host, port)
+
+        return _Dialed()
+
+
+def build_outbound(outbound: Any, ctx: Any) -> DnsOutbound:
+    """The registry's builder: a DnsOutbound answering from the config's resolver."""
+    return DnsOutbound(ctx.reactor, outbound.tag, outbound.settings, resolver=ctx.resolver,
+                       dial=ctx.dialer(outbound))
