@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from vtwist.address import Destination
 from vtwist.proxy.blackhole.outbound import HTTP_RESPONSE, BlackholeOutbound
 from vtwist.proxy.blackhole.settings import BlackholeSettings
+from vtwist.proxy.freedom import outbound as freedom_outbound
 from vtwist.proxy.freedom.outbound import FreedomOutbound
 from vtwist.proxy.freedom.settings import FreedomSettings
 from vtwist.testing.doubles import CollectUntilClosed, UDPEcho
@@ -73,7 +74,10 @@ class FreedomTests(TestCase):
     def test_resolving_endpoint_keeps_the_connect_timeout(self) -> None:
         outbound = FreedomOutbound(reactor, settings=FreedomSettings(domain_strategy="UseIP"),
                                    connect_timeout=7)
-        self.assertEqual(outbound.endpointFor(Destination.tcp("localhost", 1)).timeout, 7)
+        made: list[tuple[Any, ...]] = []
+        self.patch(freedom_outbound, "tcp_client_endpoint", lambda *a: made.append(a))
+        outbound.endpointFor(Destination.tcp("localhost", 1)).make("127.0.0.1")
+        self.assertEqual(made, [(reactor, "127.0.0.1", 1, 7)])
 
     @defer.inlineCallbacks
     def test_redirect(self) -> Any:

@@ -26,10 +26,12 @@ from vtwist.transport.tls.layer import TLS
 Dialer = Callable[[str, int], IStreamClientEndpoint]
 
 
-def direct_dialer(reactor: Any, stream: StreamSettings | None) -> Dialer:
-    """Dial the server over ``stream`` (tcp/kcp/ws, TLS), as without proxySettings."""
+def direct_dialer(reactor: Any, stream: StreamSettings | None,
+                  resolver: Any = None) -> Dialer:
+    """Dial the server over ``stream`` (tcp/kcp/ws, TLS), as without proxySettings; a
+    server name is resolved by ``resolver`` (the config's, see vtwist.dns) when given."""
     def dial(host: str, port: int) -> IStreamClientEndpoint:
-        return client_endpoint(reactor, host, port, stream)
+        return client_endpoint(reactor, host, port, stream, resolver)
     return dial
 
 

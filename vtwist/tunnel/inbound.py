@@ -63,6 +63,9 @@ class BuildContext:
     inbounds: dict[str, Any] = field(default_factory=dict)
     #: the app's stats/API/metrics wiring (vtwist.app.api.setup.Operations), if any
     operations: Any = None
+    #: the config's resolver (vtwist.dns: the system's, or the ``dns`` section's); None:
+    #: each part uses the system resolver
+    resolver: Any = None
 
     def dialer(self, outbound: Any) -> Dialer:
         """How ``outbound`` (an OutboundConfig) reaches its server: through the outbound
@@ -71,4 +74,4 @@ class BuildContext:
         if getattr(outbound, "proxy_tag", ""):
             return chained_dialer(self.reactor, self.outbounds[outbound.proxy_tag],
                                   outbound.stream)
-        return direct_dialer(self.reactor, outbound.stream)
+        return direct_dialer(self.reactor, outbound.stream, self.resolver)

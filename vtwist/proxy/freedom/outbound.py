@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import DatagramProtocol
@@ -15,46 +14,26 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.address import Destination, parse_ip
+from vtwist.dns.endpoint import ResolvingEndpoint
+from vtwist.dns.system import ANY, V4, V6, SystemResolver
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.freedom.settings import FreedomSettings
-from vtwist.resolver import lookup
 from vtwist.transport.tcp.endpoints import tcp_client_endpoint
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.freedom")
 
-_FAMILIES = {"UseIP": socket.AF_UNSPEC, "UseIPv4": socket.AF_INET, "UseIPv6": socket.AF_INET6}
+#: domainStrategy -> the address family asked of the resolver
+FAMILIES = {"AsIs": ANY, "UseIP": ANY, "UseIPv4": V4, "UseIPv6": V6}
 
 
-async def resolve(reactor: Any, host: str, strategy: str) -> str:
-    """Resolve ``host`` to one IP address following a domainStrategy (not AsIs)."""
-    family = _FAMILIES.get(strategy, socket.AF_UNSPEC)
-    try:
-        ips = await threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), lookup, host, family)
-    except (OSError, UnicodeError) as e:  # UnicodeError: a label the IDNA codec refuses
-        raise DNSLookupError(f"{host}: {e}") from e
+async def resolve(resolver: Any, host: str, strategy: str) -> str:
+    """Resolve ``host`` to one IP address following a domainStrategy (not AsIs) with
+    ``resolver`` (vtwist.dns: the system's, or the config's ``dns`` section)."""
+    ips = await resolver.resolve(host, FAMILIES.get(strategy, ANY))
     if not ips:
         raise DNSLookupError(host)
-    return ips[0]
-
-
-@implementer(IStreamClientEndpoint)
-class ResolvingEndpoint:
-    """Resolve a domain per a domainStrategy, then connect to that one address."""
-
-    def __init__(self, reactor: Any, host: str, port: int, strategy: str,
-                 timeout: float = 30) -> None:
-        self.reactor, self.host, self.port, self.strategy = reactor, host, port, strategy
-        self.timeout = timeout
-
-    def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
-        """Resolve, then connect."""
-        async def go() -> Any:
-            ip = await resolve(self.reactor, self.host, self.strategy)
-            return await tcp_client_endpoint(self.reactor, ip, self.port,
-                                             self.timeout).connect(protocolFactory)
-        return defer.Deferred.fromCoroutine(go())
+    return ips[0]  # type: ignore[no-any-return]
 
 
 class _UDPSocket(DatagramProtocol):
@@ -109,8 +88,7 @@ class FreedomPacketSession:
         waiting = self._resolving[host] = PacketQueue()
         waiting.push((data, destination.port))
         strategy = self.outbound.settings.domain_strategy
-        d = defer.Deferred.fromCoroutine(resolve(
-            self.outbound.reactor, host, "UseIP" if strategy == "AsIs" else strategy))
+        d = defer.Deferred.fromCoroutine(resolve(self.outbound.resolver, host, strategy))
 
         def resolved(address: str) -> None:
             self._resolved[host] = address
@@ -150,8 +128,11 @@ class FreedomOutbound:
     """Direct connections, honouring domainStrategy and redirect."""
 
     def __init__(self, reactor: Any, tag: str = "", settings: FreedomSettings | None = None,
-                 connect_timeout: float = 30) -> None:
+                 connect_timeout: float = 30, resolver: Any = None) -> None:
         self.reactor = reactor
+        #: UseIP*: the config's resolver; AsIs names: the system's (as V2Ray 4.34)
+        self.resolver = resolver if resolver is not None else SystemResolver(reactor)
+        self.system = SystemResolver(reactor)
         self.tag = tag
         self.settings = settings or FreedomSettings()
         self.connect_timeout = connect_timeout
@@ -167,11 +148,15 @@ class FreedomOutbound:
     def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
         """An endpoint to ``destination`` (TCP)."""
         destination = self.redirected(destination)
-        if not destination.is_domain or self.settings.domain_strategy == "AsIs":
+        strategy = self.settings.domain_strategy
+        resolver = self.system if strategy == "AsIs" else self.resolver
+        if not destination.is_domain:
             return tcp_client_endpoint(self.reactor, destination.host, destination.port,
                                        self.connect_timeout)
-        return ResolvingEndpoint(self.reactor, destination.host, destination.port,
-                                 self.settings.domain_strategy, self.connect_timeout)
+        port, timeout = destination.port, self.connect_timeout
+        return ResolvingEndpoint(
+            resolver, destination.host,
+            lambda ip: tcp_client_endpoint(self.reactor, ip, port, timeout), FAMILIES[strategy])
 
     def packetSession(self, onPacket: Callable[[bytes, Destination], None],
                       onClose: Callable[[], None]) -> FreedomPacketSession:
@@ -181,4 +166,5 @@ class FreedomOutbound:
 
 def build_outbound(outbound: Any, ctx: Any) -> FreedomOutbound:
     """The registry's builder: a FreedomOutbound from its config."""
-    return FreedomOutbound(ctx.reactor, outbound.tag, outbound.settings)
+    return FreedomOutbound(ctx.reactor, outbound.tag, outbound.settings,
+                           resolver=ctx.resolver)
