@@ -41,6 +41,7 @@ OUTBOUND_MODULES = {
     "shadowsocks": "vtwist.proxy.shadowsocks.settings",
     "trojan": "vtwist.proxy.trojan.settings",
     "vless": "vtwist.proxy.vless.settings",
+    "dns": "vtwist.proxy.dns.settings",
 }
 
 
