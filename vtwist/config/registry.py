@@ -105,6 +105,15 @@ def routing_parser() -> Callable[..., Any]:
     return importlib.import_module(ROUTING_MODULE).parse_routing  # type: ignore[no-any-return]
 
 
+#: The module that parses the ``dns`` section (``parse_dns``), reached the same way.
+DNS_MODULE = "vtwist.dns.settings"
+
+
+def dns_parser() -> Callable[..., Any]:
+    """``parse_dns(node) -> DnsConfig | None``."""
+    return importlib.import_module(DNS_MODULE).parse_dns  # type: ignore[no-any-return]
+
+
 #: The module that parses streamSettings (``parse_stream_settings``) and knows the network
 #: settings keys (its ``registry``). Reached only through the two hooks below, so that the
 #: config layer never imports the transport layer.
