@@ -111,6 +111,8 @@ class Config:
     #: The rules (a vtwist.routing.Router) the loader parsed; None routes everything to the
     #: first outbound.
     routing: Router | None = None
+    #: The ``dns`` section (a vtwist.dns.settings.DnsConfig); None: the system resolver.
+    dns: Any = None
     #: ``"stats": {}`` is present: keep V2Ray's traffic counters
     stats: bool = False
     api: ApiConfig | None = None
