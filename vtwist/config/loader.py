@@ -23,6 +23,7 @@ from vtwist.config.node import Node
 from vtwist.config.registry import (
     INBOUND_MODULES,
     OUTBOUND_MODULES,
+    dns_parser,
     inbound_spec,
     outbound_spec,
     routing_parser,
