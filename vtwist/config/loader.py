@@ -370,6 +370,7 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
         config.metrics = parse_metrics(root.get("metrics", {}))
     route_tags = tags + [config.api.tag] if config.api is not None else tags
     config.routing = routing_parser()(root.get("routing", None), route_tags)
+    config.dns = dns_parser()(root.get("dns", None))
     api_inbounds = config.api_inbound_tags()
     for inbound, inbound_node in zip(config.inbounds, inbound_nodes, strict=True):
         if inbound.tag in api_inbounds and "listen" not in inbound_node.value:
