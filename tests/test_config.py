@@ -115,11 +115,11 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
     def test_unknown_keys_warn_with_path(self) -> None:
         warnings: list[str] = []
         parse_config({"outbounds": [{"protocol": "freedom", "setings": {}}], "foo": 1,
-                      "dns": {}}, warnings.append)
+                      "fakedns": {}}, warnings.append)
         self.assertIn('outbounds[0].setings: unknown field, ignored (did you mean "settings"?)',
                       warnings)
         self.assertIn("foo: unknown field, ignored", warnings)
-        self.assertIn("dns: not supported by vtwist yet, ignored", warnings)
+        self.assertIn("fakedns: not supported by vtwist yet, ignored", warnings)
 
     def test_send_through_warns(self) -> None:
         """V2Ray's sendThrough (the source address) is not honoured: say so."""
@@ -140,7 +140,7 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
             {"outbounds": [{"protocol": "nope"}]},
             "outbounds[0].protocol: unsupported outbound protocol 'nope' "
             f"(vtwist has: {', '.join(sorted(OUTBOUND_MODULES))})")
-        self.assertIn("blackhole, freedom, http", ", ".join(sorted(OUTBOUND_MODULES)))
+        self.assertIn("blackhole, dns, freedom, http", ", ".join(sorted(OUTBOUND_MODULES)))
         self.assertConfigError(
             config(inbounds=[{"protocol": "socks"}]), "inbounds[0].port: is required")
         self.assertConfigError(
