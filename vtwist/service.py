@@ -20,6 +20,7 @@ from vtwist.dns.system import routing_lookup
 from vtwist.transport.stack import server_endpoint
 from vtwist.tunnel.dialer import build_outbounds
 from vtwist.tunnel.dispatcher import Dispatcher
+from vtwist.tunnel.dnsroute import config_resolver
 from vtwist.tunnel.inbound import BuildContext
 from vtwist.tunnel.service import TunnelService
 
