@@ -107,7 +107,9 @@ class VTwistService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        ctx = BuildContext(reactor=reactor, policy=config.policy)
+        #: the one resolver (vtwist.dns): the dns section's, or the system's
+        self.resolver = config_resolver(config.dns, reactor, lambda: self.dispatcher)
+        ctx = BuildContext(reactor=reactor, policy=config.policy, resolver=self.resolver)
         outbounds = build_outbounds(config.outbounds, ctx)  # proxySettings: chains first
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
                                      resolver=system_resolver(reactor),
