@@ -112,7 +112,7 @@ class VTwistService(MultiService):
         ctx = BuildContext(reactor=reactor, policy=config.policy, resolver=self.resolver)
         outbounds = build_outbounds(config.outbounds, ctx)  # proxySettings: chains first
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
-                                     resolver=system_resolver(reactor),
+                                     resolver=routing_lookup(self.resolver),
                                      log_access=config.log.access != "none")
         self.tunnels = ctx.tunnels = TunnelService(self.dispatcher, reactor,
                                                    stats=build_stats(config))
