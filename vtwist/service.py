@@ -135,7 +135,8 @@ class VTwistService(MultiService):
         """Stop the inbounds, then close what outbounds keep open (mux carriers)."""
         stopped = super().stopService()
         closing = [d for d in (getattr(o, "close", lambda: None)()
-                               for o in self.dispatcher.outbounds) if d is not None]
+                               for o in [*self.dispatcher.outbounds, self.resolver])
+                   if d is not None]
         if not closing:
             return stopped
         if stopped is not None:
