@@ -15,8 +15,8 @@ from vtwist.app.api.setup import Operations, build_stats
 from vtwist.app.switch import SwitchEndpoint
 from vtwist.config.model import Config, InboundConfig
 from vtwist.config.registry import inbound_spec
-from vtwist.reactors import resolve_reactor
 from vtwist.dns.system import routing_lookup
+from vtwist.reactors import resolve_reactor
 from vtwist.transport.stack import server_endpoint
 from vtwist.tunnel.dialer import build_outbounds
 from vtwist.tunnel.dispatcher import Dispatcher
