@@ -1,0 +1,174 @@
+"""httpSettings and grpcSettings: parsing, Xray's gRPC paths, the registry entries, endpoint
+strings (real sockets), and config parsing without Twisted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.interop.transport_support import HashingClient
+from vtwist.config.errors import ConfigError
+from vtwist.config.node import Node
+from vtwist.testing.doubles import Echo
+from vtwist.transport import registry
+from vtwist.transport.grpc.settings import GRPCSettings
+from vtwist.transport.h2.endpoints import close_connections
+from vtwist.transport.settings import parse_stream_settings
+
+
+def parse(obj: Any, inbound: bool = False) -> tuple[Any, list[str]]:
+    warnings: list[str] = []
+    stream = parse_stream_settings(Node(obj, "streamSettings", warnings.append), inbound)
+    return stream, warnings
+
+
+class HTTPSettingsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        for network in ("http", "h2", "HTTP"):
+            stream, warnings = parse({"network": network})
+            self.assertEqual(stream.network, "h2")
+            self.assertEqual(stream.settings.hosts, ["www.example.com"])  # V2Ray's default
+            self.assertEqual(stream.settings.path, "/")
+            self.assertEqual(warnings, [])
+
+    def test_values(self) -> None:
+        stream, _ = parse({"network": "http", "httpSettings": {"host": ["a.test", "b.test"],
+                                                               "path": "tunnel"}})
+        self.assertEqual(stream.settings.hosts, ["a.test", "b.test"])
+        self.assertEqual(stream.settings.path, "/tunnel")
+        stream, _ = parse({"network": "h2", "httpSettings": {"host": "a.test, b.test"}})
+        self.assertEqual(stream.settings.hosts, ["a.test", "b.test"])
+
+    def test_warnings_and_errors(self) -> None:
+        _, warnings = parse({"network": "h2", "httpSettings": {"method": "GET", "hots": 1}})
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("method is not in V2Ray 4.34", warnings[0])
+        self.assertIn("hots", warnings[1])
+        with self.assertRaises(ConfigError) as caught:
+            parse({"network": "h2", "httpSettings": {"path": 5}})
+        self.assertIn("streamSettings.httpSettings.path", str(caught.exception))
+
+
+class GRPCSettingsTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        stream, warnings = parse({"network": "gun", "grpcSettings": {
+            "serviceName": "svc", "multiMode": True, "authority": "a.test",
+            "idle_timeout": 60}})
+        self.assertEqual(stream.network, "grpc")
+        self.assertEqual(stream.settings, GRPCSettings("svc", True, "a.test"))
+        self.assertEqual(warnings, ["streamSettings.grpcSettings: idle_timeout is not "
+                                    "supported by vtwist; ignored"])
+        with self.assertRaises(ConfigError) as caught:
+            parse({"network": "grpc", "grpcSettings": {"multiMode": "yes"}})
+        self.assertIn("streamSettings.grpcSettings.multiMode", str(caught.exception))
+
+    def test_paths(self) -> None:
+        """Xray's getServiceName / getTunStreamName / getTunMultiStreamName."""
+        cases = [("svc", "/svc/Tun", "/svc/TunMulti"),
+                 ("", "//Tun", "//TunMulti"),
+                 ("a b", "/a%20b/Tun", "/a%20b/TunMulti"),
+                 ("/my/sample/path1", "/my/sample/path1", "/my/sample/path1"),
+                 ("/my/sample/path1|path2", "/my/sample/path1", "/my/sample/path2"),
+                 ("/Tun", "//Tun", "//Tun")]
+        for name, tun, multi in cases:
+            settings = GRPCSettings(name)
+            self.assertEqual((settings.tun_path, settings.multi_path), (tun, multi), name)
+            self.assertEqual(settings.client_path, tun)
+            self.assertEqual(GRPCSettings(name, multi_mode=True).client_path, multi)
+
+
+class RegistryTests(SynchronousTestCase):
+    def test_entries(self) -> None:
+        self.assertIs(registry.lookup("http"), registry.lookup("h2"))
+        self.assertIs(registry.lookup("gun"), registry.lookup("grpc"))
+        self.assertEqual(registry.lookup("h2").client_alpn, ("h2",))
+        self.assertIn("h2", registry.endpoint_prefixes())
+        self.assertIn("grpc", registry.endpoint_prefixes())
+        self.assertIsNone(registry.unsupported("h2"))
+        self.assertIsNone(registry.unsupported("grpc"))
+
+    def test_parse_without_twisted(self) -> None:
+        """A config with h2 and grpc inbounds and outbounds parses without Twisted."""
+        user = {"id": "b831381d-6324-4d53-ad4f-8cda48b30811", "alterId": 0}
+        config = {
+            "inbounds": [
+                {"protocol": "vmess", "port": 1081, "settings": {"clients": [user]},
+                 "streamSettings": {"network": "http", "httpSettings": {"path": "/p"}}},
+                {"protocol": "vmess", "port": 1082, "settings": {"clients": [user]},
+                 "streamSettings": {"network": "grpc",
+                                    "grpcSettings": {"serviceName": "s"}}},
+            ],
+            "outbounds": [
+                {"protocol": "vmess", "settings": {"vnext": [
+                    {"address": "127.0.0.1", "port": 443, "users": [user]}]},
+                 "streamSettings": {"network": "gun", "security": "tls",
+                                    "grpcSettings": {"serviceName": "s", "multiMode": True}}},
+            ],
+        }
+        script = (
+            "import json, sys\n"
+            "from vtwist.config.loader import parse_config\n"
+            "config = parse_config(json.loads(sys.argv[1]))\n"
+            "assert [i.stream.network for i in config.inbounds] == ['h2', 'grpc']\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('twisted', 'h2'))))\n")
+        result = subprocess.run([sys.executable, "-c", script, json.dumps(config)],
+                                capture_output=True, text=True, timeout=60,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout), [])
+
+
+class EndpointStringTests(TestCase):
+    """``h2:`` and ``grpc:`` endpoint strings: real sockets, h2c, an echo through them."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.addCleanup(close_connections)
+
+    async def echo_through(self, server: str, client: str) -> None:
+        port = await serverFromString(reactor, server).listen(
+            protocol.Factory.forProtocol(Echo))
+        self.addCleanup(port.stopListening)
+        endpoint = clientFromString(reactor, client.format(port=port.getHost().port))
+        clients = [HashingClient(1 << 20) for _ in range(3)]
+        for c in clients:
+            await endpoint.connect(protocol.Factory.forProtocol(lambda c=c: c))
+        await defer.gatherResults([c.done for c in clients])
+        for c in clients:
+            self.assertEqual(c.got.hexdigest(), c.sent.hexdigest())
+
+    async def test_h2c(self) -> None:
+        await self.echo_through("h2:port=0:interface=127.0.0.1:path=/t:hostHeader=a.test",
+                                "h2:host=127.0.0.1:port={port}:path=/t/x:hostHeader=a.test")
+
+    async def test_h2c_wrong_host(self) -> None:
+        port = await serverFromString(reactor, "h2:0:interface=127.0.0.1:path=/t").listen(
+            protocol.Factory.forProtocol(Echo))
+        self.addCleanup(port.stopListening)
+        endpoint = clientFromString(
+            reactor, f"h2:127.0.0.1:{port.getHost().port}:path=/t:hostHeader=b.test")
+        with self.assertRaises(Exception) as caught:
+            await endpoint.connect(protocol.Factory.forProtocol(HashingClient))
+        self.assertIn("HTTP 404", str(caught.exception))
+
+    async def test_grpc(self) -> None:
+        await self.echo_through("grpc:port=0:interface=127.0.0.1:serviceName=svc",
+                                "grpc:host=127.0.0.1:port={port}:serviceName=svc:mode=multi")
+
+    def test_bad_strings(self) -> None:
+        for text in ("h2:host=x:bogus=1", "grpc:host=x:serverName=n", "h2:port=1",
+                     "grpc:port=0:certFile=x"):
+            with self.assertRaises(ValueError):
+                if text.startswith(("h2:port", "grpc:port")):
+                    serverFromString(reactor, text.replace("h2:port=1", "h2:port=1:x=y"))
+                else:
+                    clientFromString(reactor, text)
