@@ -12,6 +12,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 
+from vtwist.address import parse_ip
+from vtwist.dns.endpoint import ResolvingEndpoint
 from vtwist.interfaces import IStreamLayer
 from vtwist.transport import registry
 from vtwist.transport.settings import StreamSettings
