@@ -45,13 +45,24 @@ def wrap_server(endpoint: IStreamServerEndpoint,
     return endpoint
 
 
-def client_endpoint(reactor: Any, host: str, port: int,
-                    stream: StreamSettings | None) -> IStreamClientEndpoint:
-    """The layered client endpoint that reaches a server at ``host:port``."""
+#: Networks whose base endpoint dials an IP that :func:`client_endpoint` may resolve first
+#: (the layers above still see the name: TLS SNI, the WebSocket Host).
+RESOLVED_NETWORKS = ("tcp", "ws", "kcp")
+
+
+def client_endpoint(reactor: Any, host: str, port: int, stream: StreamSettings | None,
+                    resolver: Any = None) -> IStreamClientEndpoint:
+    """The layered client endpoint that reaches a server at ``host:port``; a server name
+    is resolved by ``resolver`` (the config's vtwist.dns resolver) when one is given."""
     stream = stream or StreamSettings()
     network = registry.require(stream.network)
-    return wrap_client(reactor, network.client_endpoint(reactor, host, port, stream),
-                       host, port, stream)
+    if resolver is not None and network.name in RESOLVED_NETWORKS and parse_ip(host) is None:
+        def base(ip: str) -> IStreamClientEndpoint:
+            return network.client_endpoint(reactor, ip, port, stream)  # type: ignore[no-any-return]
+        endpoint: IStreamClientEndpoint = ResolvingEndpoint(resolver, host, base)
+    else:
+        endpoint = network.client_endpoint(reactor, host, port, stream)
+    return wrap_client(reactor, endpoint, host, port, stream)
 
 
 def wrap_client(reactor: Any, endpoint: IStreamClientEndpoint, host: str, port: int,
