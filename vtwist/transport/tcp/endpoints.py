@@ -13,6 +13,8 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 
 from vtwist.address import parse_ip
+from vtwist.dns.endpoint import ResolvingEndpoint
+from vtwist.dns.system import SystemResolver
 
 
 def tcp_client_endpoint(reactor: Any, host: str, port: int,
