@@ -18,15 +18,15 @@ from vtwist.dns.system import SystemResolver
 
 
 def tcp_client_endpoint(reactor: Any, host: str, port: int,
-                        timeout: float = 30) -> IStreamClientEndpoint:
-    """A TCP client endpoint: straight to an IP literal, through the resolver for a name.
-
-    ``HostnameEndpoint`` costs a resolver-thread round trip per connection even for an IP
-    literal, so literals get ``TCP4ClientEndpoint`` / ``TCP6ClientEndpoint``.
+                        timeout: float = 30, resolver: Any = None) -> IStreamClientEndpoint:
+    """A TCP client endpoint: straight to an IP literal; a name is resolved first by
+    ``resolver`` (a vtwist.dns resolver; None: the system's), then its addresses are tried
+    in turn (:class:`vtwist.dns.endpoint.ResolvingEndpoint`).
     """
     ip = parse_ip(host)
     if ip is None:
-        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+        return ResolvingEndpoint(resolver or SystemResolver(reactor), host,
+                                 lambda ip: tcp_client_endpoint(reactor, ip, port, timeout))
     if ip.version == 6:
         return TCP6ClientEndpoint(reactor, str(ip), port, timeout=timeout)
     return TCP4ClientEndpoint(reactor, str(ip), port, timeout=timeout)
