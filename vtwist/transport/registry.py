@@ -197,12 +197,30 @@ BUILTIN: tuple[Network, ...] = (
         ),
         layer=f"{_WS}.layer:WEBSOCKET",
     ),
+    Network(
+        "h2", ("http",), "httpSettings", "vtwist.transport.h2.settings:parse_http_settings",
+        f"{_TCP}.endpoints:server_base", f"{_TCP}.endpoints:client_base",
+        # HTTP/2 only (V2Ray's server offers h2, its client requires it); h2c without TLS.
+        server_alpn=("h2",), client_alpn=("h2",),
+        link="vtwist.transport.h2.links:HTTP",
+        endpoint_strings=(EndpointString("h2", "vtwist.transport.h2.network:server_from_string",
+                                         "vtwist.transport.h2.network:client_from_string"),),
+        layer="vtwist.transport.h2.network:HTTP2",
+    ),
+    Network(
+        "grpc", ("gun",), "grpcSettings", "vtwist.transport.grpc.settings:parse_grpc_settings",
+        f"{_TCP}.endpoints:server_base", f"{_TCP}.endpoints:client_base",
+        server_alpn=("h2",), client_alpn=("h2",),
+        link="vtwist.transport.grpc.links:GRPC",
+        endpoint_strings=(EndpointString(
+            "grpc", "vtwist.transport.grpc.network:server_from_string",
+            "vtwist.transport.grpc.network:client_from_string"),),
+        layer="vtwist.transport.grpc.network:GUN",
+    ),
 )
 
 UNSUPPORTED: tuple[UnsupportedNetwork, ...] = (
-    UnsupportedNetwork("h2", ("http",), "httpSettings"),
     UnsupportedNetwork("quic", (), "quicSettings"),
-    UnsupportedNetwork("grpc", ("gun",), "grpcSettings"),
     UnsupportedNetwork("domainsocket", ("ds",), "dsSettings", in_links=False),
 )
 
