@@ -8,6 +8,7 @@ missing=()
 command -v v2ray >/dev/null 2>&1 || missing+=(v2ray)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)  # dokodemo-door redirect tests
+command -v dig >/dev/null 2>&1 || missing+=(dnsutils)  # the dns outbound tests
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "Installing ${missing[*]} with apt-get"
