@@ -91,7 +91,13 @@ class HttpE2ETests(TestCase):
         return f"http://127.0.0.1:{port or self.port}"
 
     def accessLines(self) -> list[str]:
-        return [e["line"] for e in self.logs.events if e.get("log_namespace") == "vtwist.access"]
+        """Accepted and rejected lines (not the closed ones)."""
+        return [e["line"] for e in self.logs.events
+                if e.get("log_namespace") == "vtwist.access" and e.get("status") != "closed"]
+
+    def closedLines(self) -> list[str]:
+        """The closed lines, with bytes and duration."""
+        return [e["line"] for e in self.logs.events if e.get("status") == "closed"]
 
     # -- curl ---------------------------------------------------------------------------
     @defer.inlineCallbacks
@@ -124,6 +130,12 @@ class HttpE2ETests(TestCase):
         self.assertEqual(out, b"hello from a\nhello from b\n")
         self.assertIn(b"Re-using existing connection", err)
         self.assertEqual(len(self.accessLines()), 2)
+        # each request's own connection has its closed line: request and response bytes
+        closed = self.closedLines()
+        self.assertEqual(len(closed), 2, closed)
+        self.assertRegex(closed[0], rf"closed tcp:127\.0\.0\.1:{self.web_a} \[.*\] "
+                                    r"up \d+ B down \d+ B \d+\.\d s")
+        self.assertIn(f"closed tcp:localhost:{self.web_b} ", closed[1])
 
     @defer.inlineCallbacks
     def test_curl_chunked_upload(self) -> Any:

@@ -160,9 +160,55 @@ class TunnelService:
         tunnel.deciding = chosen.addCallbacks(opened, failed)
         return tunnel
 
+    # -- metering a connection the caller relays itself ------------------------------------
+    def meter(self, destination: Destination, outbound_tag: str, *, inbound_tag: str = "",
+              source: str = "", email: str | None = None,
+              policy: LevelPolicy = DEFAULT_LEVEL) -> Meter:
+        """Count a connection the caller relays itself (the HTTP proxy's plain requests):
+        it adds to ``meter.counts`` ([uplink, downlink]) and calls ``meter.close()`` once."""
+        return Meter(self, destination, outbound_tag, inbound_tag, source, email, policy)
+
     # -- refusals ---------------------------------------------------------------------
     def reject(self, source: str, protocol: str, why: str) -> None:
         """An inbound refused a client: one access line."""
         self.access.rejected(source, protocol, why)
         if self.stats is not None:
             self.stats.connection_failed(refusal_reason(protocol, why))
+
+
+class Meter:
+    """One connection's byte counts, fed into the counters; the close line at the end."""
+
+    def __init__(self, service: TunnelService, destination: Destination, outbound_tag: str,
+                 inbound_tag: str, source: str, email: str | None,
+                 policy: LevelPolicy) -> None:
+        self.service = service
+        self.destination = destination
+        self.outbound_tag = outbound_tag
+        self.inbound_tag = inbound_tag
+        self.source = source
+        self.email = email
+        self.started = service.clock.seconds()
+        #: bytes to the target, bytes from it: the caller adds to these
+        self.counts = [0, 0]
+        self.closed = False
+        stats = service.stats
+        self.flow = None
+        if stats is not None:
+            self.flow = stats.track(self.counts, *stats.counters_for(
+                inbound_tag, outbound_tag, email, policy.stats_user_uplink,
+                policy.stats_user_downlink))
+            stats.connection_opened()
+
+    def close(self) -> None:
+        """The connection ended: settle the counters, write the close line (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        stats = self.service.stats
+        if stats is not None and self.flow is not None:
+            stats.untrack(self.flow)
+            stats.connection_closed()
+        self.service.access.closed(self.source, self.destination, self.inbound_tag,
+                                   self.outbound_tag, self.email, self.counts[0],
+                                   self.counts[1], self.service.clock.seconds() - self.started)

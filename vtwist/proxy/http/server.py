@@ -290,6 +290,8 @@ class Exchange:
         self.finished = False
         self.activity: ActivityTimer | None = None
         self._connecting: Deferred[RelayProtocol] | None = None
+        #: the counters and close line of this request's connection (once connected)
+        self.meter: Any = None
 
     def start(self) -> None:
         """Pause the client, route and connect within the policy's deadline."""
@@ -331,6 +333,7 @@ class Exchange:
             self.pending.append(data)
         else:
             self.activity.active = True  # type: ignore[union-attr]
+            self.meter.counts[0] += len(data)
             self.outbound.write(data)
 
     # -- the outbound connection ---------------------------------------------------------
@@ -350,6 +353,11 @@ class Exchange:
         if not self.bodyDone:
             outbound.registerProducer(client, True)  # a slow origin pauses the client
         pending, self.pending = self.pending, []
+        self.meter = factory.tunnels.meter(
+            self.request.destination, getattr(relayProtocol, "outbound_tag", ""),
+            inbound_tag=factory.tag, source=protocol.source, email=self.email,
+            policy=factory.policy)
+        self.meter.counts[0] += sum(len(p) for p in pending)
         outbound.writeSequence(pending)
         self.activity = ActivityTimer(factory.reactor, factory.policy.conn_idle, self._idle)
         relayProtocol.attach(self)  # type: ignore[arg-type]
@@ -371,6 +379,7 @@ class Exchange:
         if self.finished:
             return
         self.activity.active = True  # type: ignore[union-attr]
+        self.meter.counts[1] += len(data)
         try:
             events = self.upstream.receive_data(data)
         except HttpError as e:
@@ -440,6 +449,8 @@ class Exchange:
             d, self._connecting = self._connecting, None
             d.cancel()
         outbound = self.outbound
+        if self.meter is not None:
+            self.meter.close()
         if outbound is not None:
             try:
                 self.protocol.transport.unregisterProducer()
