@@ -246,8 +246,32 @@ class MappingTests(SynchronousTestCase):
     def test_explicit_tag(self) -> None:
         self.assertEqual(parse_link(b64link(fields())).to_outbound("x")["tag"], "x")
 
+    def test_h2_grpc_transports(self) -> None:
+        """h2 (or V2Ray's name http) and grpc: v2rayN's fields (grpc: the service name in
+        path, the mode in type, the authority in host)."""
+        for net in ("h2", "http"):
+            link = parse_link(b64link(fields(net=net, host="a.example, b.example",
+                                             path="/h2", tls="tls")))
+            self.assertEqual(link.to_outbound()["streamSettings"], {
+                "network": "h2", "security": "tls",
+                "httpSettings": {"host": ["a.example", "b.example"], "path": "/h2"},
+                "tlsSettings": {"serverName": "a.example"}})
+        link = parse_link(b64link(fields(net="grpc", type="multi", host="auth.example",
+                                         path="my.Service", tls="tls", sni="s.example")))
+        self.assertEqual(link.to_outbound()["streamSettings"], {
+            "network": "grpc", "security": "tls",
+            "grpcSettings": {"serviceName": "my.Service", "multiMode": True,
+                             "authority": "auth.example"},
+            "tlsSettings": {"serverName": "s.example"}})
+        self.assertEqual(parse_link(link.to_link()), link.canonical())
+        gun = parse_link(b64link(fields(net="grpc", path="svc")))
+        self.assertEqual(gun.canonical().type, "gun")
+        self.assertEqual(gun.to_outbound()["streamSettings"]["grpcSettings"],
+                         {"serviceName": "svc"})
+
     def test_unsupported_transports(self) -> None:
-        for net, name in (("h2", "h2"), ("http", "h2"), ("quic", "quic"), ("grpc", "grpc")):
+        self.patch(registry, "UNSUPPORTED", (registry.UnsupportedNetwork("pigeon"),))
+        for net, name in (("pigeon", "pigeon"),):
             link = parse_link(b64link(fields(net=net)))
             e = self.assertRaises(UnsupportedTransportError, link.to_outbound)
             self.assertEqual(e.field, "net")
@@ -342,7 +366,7 @@ class ErrorTests(SynchronousTestCase):
              f"not a valid UUID: '{UID}0'"),
             (b64link(fields(aid=70000)), "aid", "alterId out of range 0-65535: 70000"),
             (b64link(fields(net="carrier-pigeon")), "net",
-             "unknown transport 'carrier-pigeon' (expected one of tcp, kcp, ws, h2, quic, grpc)"),
+             "unknown transport 'carrier-pigeon' (expected one of tcp, kcp, ws, h2, grpc, quic)"),
             (b64link(fields(net="kcp", type="http")), "type",
              "unknown mKCP header type 'http' (expected one of none, srtp, utp, wechat-video, "
              "dtls, wireguard)"),
@@ -361,7 +385,7 @@ class ErrorTests(SynchronousTestCase):
             ("vmess://nope@h.example:1", "id", "not a valid UUID: 'nope'"),
             (f"vmess://{UID}@[::1:80", "add", "malformed [IPv6] address in '[::1:80'"),
             (f"vmess://{UID}@h:1?type=pigeon", "type",
-             "unknown transport 'pigeon' (expected one of tcp, kcp, ws, h2, quic, grpc)"),
+             "unknown transport 'pigeon' (expected one of tcp, kcp, ws, h2, grpc, quic)"),
             (f"vmess://{UID}@h:1?security=reality", "security",
              "'reality' is not supported by vtwist (expected tls or empty)"),
             (f"vmess://{UID}@h:1?encryption=rot13", "encryption",
@@ -373,9 +397,11 @@ class ErrorTests(SynchronousTestCase):
             self.assertEqual((e.field, e.message), (field, message), link)
 
     def test_unsupported_transport_message(self) -> None:
-        e = self.assertRaises(LinkError, link_to_outbound, b64link(fields(net="grpc")))
-        self.assertEqual(str(e), "invalid vmess link: net: transport 'grpc' is not supported "
-                                 "by vtwist yet (supported: tcp, kcp, ws)")
+        self.patch(registry, "UNSUPPORTED", (registry.UnsupportedNetwork("pigeon"),))
+        e = self.assertRaises(LinkError, link_to_outbound, b64link(fields(net="pigeon")))
+        self.assertEqual(str(e), "invalid vmess link: net: transport 'pigeon' is not "
+                                 "supported by vtwist yet (supported: "
+                                 f"{', '.join(registry.link_names())})")
 
     def test_outbound_errors(self) -> None:
         good = parse_link(b64link(fields())).to_outbound()
@@ -434,13 +460,12 @@ class SubscriptionTests(SynchronousTestCase):
         warnings: list[str] = []
         outbounds = subscription_outbounds(self.body(), warnings.append)
         self.assertEqual([o["tag"] for o in outbounds],
-                         ["alpha", "ss", "beta", "alpha #2", "gamma", "127.0.0.1:1234"])
+                         ["alpha", "ss", "beta", "alpha #2", "grpc-one", "gamma",
+                          "127.0.0.1:1234"])
         self.assertEqual(outbounds[1]["protocol"], "shadowsocks")
         self.assertEqual(outbounds[2]["streamSettings"]["kcpSettings"],
                          {"header": {"type": "dtls"}})
         self.assertEqual(warnings, [
-            "subscription line 7: skipped (unsupported network): invalid vmess link: net: "
-            "transport 'grpc' is not supported by vtwist yet (supported: tcp, kcp, ws)",
             "subscription line 8: skipped (malformed): invalid vmess link: add: is missing "
             "(the server address)",
             "subscription line 9: skipped (not a link)",
@@ -468,8 +493,8 @@ class SubscriptionTests(SynchronousTestCase):
         e = self.assertRaises(LinkError, client_config_from_subscription,
                               body, "delta", "127.0.0.1:1", **quiet)
         self.assertEqual(str(e), "invalid subscription: --pick: no link named 'delta' (names: "
-                                 "'alpha', 'ss', 'beta', 'alpha #2', 'gamma', "
-                                 "'127.0.0.1:1234')")
+                                 "'alpha', 'ss', 'beta', 'alpha #2', 'grpc-one', "
+                                 "'gamma', '127.0.0.1:1234')")
 
     def test_errors(self) -> None:
         e = self.assertRaises(LinkError, subscription_outbounds, "%%%", lambda m: None)
@@ -515,8 +540,11 @@ lists = st.lists(st.text(st.characters(exclude_categories=("Cs",), exclude_chara
 @st.composite
 def vmess_links(draw: st.DrawFn, url_form: bool = False) -> VmessLink:
     net = draw(st.sampled_from(registry.link_names()))
-    header = {"tcp": st.sampled_from(linkfields.TCP.header_types), "kcp": st.sampled_from(linkfields.KCP.header_types),
-              "ws": st.just("none")}[net]
+    fields_ = registry.lookup(net).link_fields
+    header = st.sampled_from(fields_.header_types or ("none",))
+    securities = getattr(fields_, "securities", None)  # quic: host is the security
+    host_values = st.sampled_from(securities) if securities else \
+        lists if net in ("tcp", "h2") else texts
     tls = draw(st.sampled_from(["", "tls"]))
     return VmessLink(
         add=draw(addresses),
@@ -527,7 +555,7 @@ def vmess_links(draw: st.DrawFn, url_form: bool = False) -> VmessLink:
         scy=draw(st.sampled_from(SECURITIES)),
         net=net,
         type=draw(header),
-        host=draw(lists if net == "tcp" else texts),
+        host=draw(host_values),
         path=draw(lists if net == "tcp" else texts),
         tls=tls,
         sni=draw(texts),
