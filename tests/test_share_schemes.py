@@ -24,7 +24,7 @@ from vtwist.share.stream import Stream
 from vtwist.share.subscription import encode_subscription, parse_subscription
 from vtwist.share.trojan import TrojanLink
 from vtwist.share.vless import VlessLink
-from vtwist.transport import linkfields, registry
+from vtwist.transport import registry
 
 parse = schemes.parse_link
 
@@ -236,7 +236,7 @@ class VlessTests(SynchronousTestCase):
             (f"vless://{UID}@h:1?security=maybe", LinkError, "security",
              "'maybe' is not supported by vtwist (expected tls or empty)"),
             (f"vless://{UID}@h:1?type=pigeon", LinkError, "type",
-             "unknown transport 'pigeon' (expected one of tcp, kcp, ws, h2, quic, grpc)"),
+             "unknown transport 'pigeon' (expected one of tcp, kcp, ws, h2, grpc, quic)"),
             (f"vless://{UID}@h:1?type=kcp&headerType=http", LinkError, "headerType",
              "unknown mKCP header type 'http' (expected one of none, srtp, utp, "
              "wechat-video, dtls, wireguard)"),
@@ -248,12 +248,39 @@ class VlessTests(SynchronousTestCase):
             self.assertIsInstance(e, kind)
             self.assertEqual(str(e), f"invalid vless link: {field}: {message}", text)
 
+    def test_h2_and_grpc(self) -> None:
+        """The URL form: h2 (or http) with host and path; grpc with Xray's serviceName, mode
+        and authority."""
+        for net in ("h2", "http"):
+            link = parse(f"vless://{UID}@h:1?type={net}&security=tls&host=a.example&path=%2Fp")
+            self.assertEqual(link.to_outbound()["streamSettings"], {
+                "network": "h2", "security": "tls",
+                "httpSettings": {"host": ["a.example"], "path": "/p"},
+                "tlsSettings": {"serverName": "a.example"}})
+            self.assertEqual(parse(link.to_link()), link.canonical())
+        link = parse(f"vless://{UID}@h:1?type=grpc&security=tls&serviceName=my.Svc&mode=multi"
+                     "&authority=cdn.example&sni=s.example")
+        self.assertEqual(link.to_outbound()["streamSettings"], {
+            "network": "grpc", "security": "tls",
+            "grpcSettings": {"serviceName": "my.Svc", "multiMode": True,
+                             "authority": "cdn.example"},
+            "tlsSettings": {"serverName": "s.example"}})
+        self.assertEqual(parse(link.to_link()), link.canonical())
+        self.assertIn("type=grpc&encryption=none&security=tls&serviceName=my.Svc&mode=multi"
+                      "&authority=cdn.example", link.to_link())
+        gun = parse(f"vless://{UID}@h:1?type=grpc&serviceName=s")
+        self.assertEqual(gun.to_outbound()["streamSettings"]["grpcSettings"],
+                         {"serviceName": "s"})
+        e = self.assertRaises(LinkError, parse, f"vless://{UID}@h:1?type=grpc&mode=triple")
+        self.assertIn("unknown grpc mode 'triple'", str(e))
+
     def test_unsupported_networks(self) -> None:
-        for net, name in (("grpc", "grpc"), ("http", "h2"), ("h2", "h2"), ("quic", "quic")):
-            link = parse(f"vless://{UID}@h:1?type={net}&security=tls")
-            e = self.assertRaises(UnsupportedTransportError, link.to_outbound)
-            self.assertEqual(str(e), f"invalid vless link: type: transport {name!r} is not "
-                                     "supported by vtwist yet (supported: tcp, kcp, ws)")
+        self.patch(registry, "UNSUPPORTED", (registry.UnsupportedNetwork("pigeon"),))
+        link = parse(f"vless://{UID}@h:1?type=pigeon&security=tls")
+        e = self.assertRaises(UnsupportedTransportError, link.to_outbound)
+        self.assertEqual(str(e), "invalid vless link: type: transport 'pigeon' is not "
+                                 "supported by vtwist yet (supported: "
+                                 f"{', '.join(registry.link_names())})")
 
     def test_outbound_to_link(self) -> None:
         outbound: dict[str, Any] = {
@@ -290,12 +317,13 @@ class VlessTests(SynchronousTestCase):
                                                         "users": users}]}}
             e = self.assertRaises(LinkError, outbound_to_link, outbound, quiet)
             self.assertEqual(str(e), f"cannot make a vless link: {message}")
+        self.patch(registry, "UNSUPPORTED", (registry.UnsupportedNetwork("pigeon"),))
         e = self.assertRaises(LinkError, outbound_to_link,
-                              {**good, "streamSettings": {"network": "grpc"}}, quiet)
+                              {**good, "streamSettings": {"network": "pigeon"}}, quiet)
         self.assertIsInstance(e, UnsupportedTransportError)
         self.assertEqual(str(e), "cannot make a vless link: streamSettings.network: transport "
-                                 "'grpc' is not supported by vtwist yet (supported: tcp, kcp, "
-                                 "ws)")
+                                 "'pigeon' is not supported by vtwist yet (supported: "
+                                 f"{', '.join(registry.link_names())})")
 
 
 class TrojanTests(SynchronousTestCase):
@@ -423,7 +451,7 @@ class MixedSubscriptionTests(SynchronousTestCase):
         "trojan://pw@127.0.0.1:3#tj",
         f"ss://{b64url('aes-128-gcm:pw')}@127.0.0.1:4#ss",
         "hysteria2://pw@h:5#hy",
-        f"vless://{UID}@h:6?type=grpc&security=tls#grpc",
+        f"vless://{UID}@h:6?type=grpc&security=tls&serviceName=s&mode=multi#grpc",
         "ss://rc4-md5:pw@h:7#rc4",
         f"vless://{UID}@h:8?flow=xtls-rprx-vision#xtls",
         "trojan://@h:9#nopw",
@@ -434,12 +462,10 @@ class MixedSubscriptionTests(SynchronousTestCase):
     def test_kept_and_skipped(self) -> None:
         warnings: list[str] = []
         links = parse_subscription(encode_subscription(self.LINES), warnings.append)
-        self.assertEqual([link.name for link in links], ["vm", "vl", "tj", "ss"])
+        self.assertEqual([link.name for link in links], ["vm", "vl", "tj", "ss", "grpc"])
         self.assertEqual(warnings, [
             "subscription line 5: skipped (unknown scheme hysteria2://; vtwist reads "
             "vmess://, vless://, trojan://, ss://)",
-            "subscription line 6: skipped (unsupported network): invalid vless link: type: "
-            "transport 'grpc' is not supported by vtwist yet (supported: tcp, kcp, ws)",
             "subscription line 7: skipped (unsupported): invalid ss link: method: cipher "
             "'rc4-md5' is not supported by V2Ray 4.34 or vtwist (supported: aes-128-gcm, "
             "aes-256-gcm, chacha20-ietf-poly1305 (chacha20-poly1305), none)",
@@ -483,11 +509,14 @@ passwords = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_s
 @st.composite
 def streams(draw: st.DrawFn) -> Stream:
     net = draw(st.sampled_from(registry.link_names()))
-    header = {"tcp": st.sampled_from(linkfields.TCP.header_types),
-              "kcp": st.sampled_from(linkfields.KCP.header_types), "ws": st.just("none")}[net]
+    fields_ = registry.lookup(net).link_fields
+    header = st.sampled_from(fields_.header_types or ("none",))
+    securities = getattr(fields_, "securities", None)  # quic: host is the security
+    host_values = st.sampled_from(securities) if securities else \
+        lists if net in ("tcp", "h2") else texts
     return Stream(
         net=net, type=draw(header),
-        host=draw(lists if net == "tcp" else texts),
+        host=draw(host_values),
         path=draw(lists if net == "tcp" else texts),
         tls=draw(st.sampled_from(["", "tls"])), sni=draw(texts), alpn=draw(lists),
         allow_insecure=draw(st.booleans()), fp=draw(st.sampled_from(["", "chrome"])))
