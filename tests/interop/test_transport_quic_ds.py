@@ -218,7 +218,7 @@ class QuicVersions(TransportTestCase):
             for data in initial:
                 udp.write(data, ("127.0.0.1", port))
             try:
-                reply = await task.deferLater(reactor, 0, lambda: answer).addTimeout(1, reactor)
+                reply = await answer.addTimeout(1, reactor)
                 break
             except defer.TimeoutError:
                 answer = defer.Deferred()
