@@ -80,6 +80,9 @@ class Network:
     always_parsed: bool = False
     #: Its :class:`~vtwist.interfaces.IStreamLayer` above TLS (ws, the HTTP disguise ...).
     layer: Ref | None = None
+    #: TLS is part of the network itself (QUIC): its base endpoints read tlsSettings and
+    #: the TLS layer leaves it alone.
+    tls_inside: bool = False
 
     @property
     def endpoint_prefix(self) -> str | None:
