@@ -25,8 +25,10 @@ def layers(stream: StreamSettings) -> tuple[IStreamLayer, ...]:
 
     Each one leaves the endpoint unchanged when ``stream`` does not ask for it.
     """
-    network_layer = registry.require(stream.network).stream_layer
-    return (TLS,) if network_layer is None else (TLS, network_layer)
+    network = registry.require(stream.network)
+    below = () if network.tls_inside else (TLS,)
+    network_layer = network.stream_layer
+    return below if network_layer is None else (*below, network_layer)
 
 
 def server_endpoint(reactor: Any, listen: str, port: int,
