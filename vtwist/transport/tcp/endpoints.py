@@ -36,10 +36,17 @@ def tcp_client_endpoint(reactor: Any, host: str, port: int,
 
 # -- registry hooks (vtwist.transport.registry) ---------------------------------------------
 def server_base(reactor: Any, listen: str, port: int, stream: Any) -> IStreamServerEndpoint:
-    """The TCP listening endpoint under ``stream`` (tcp and ws), PROXY protocol if asked."""
+    """The TCP listening endpoint under ``stream`` (tcp and ws), PROXY protocol if asked.
+
+    A ``listen`` of ``/path``, ``@name`` or ``@@name`` (padded) is a UNIX socket instead, as
+    in V2Ray 4.34 (the port is then unused).
+    """
     ip = parse_ip(listen)
     endpoint: IStreamServerEndpoint
-    if ip is not None and ip.version == 6:
+    unix = listen_address(listen) if ip is None else None
+    if unix is not None:
+        endpoint = unix_server_endpoint(reactor, unix)
+    elif ip is not None and ip.version == 6:
         endpoint = TCP6ServerEndpoint(reactor, port, interface=str(ip))
     else:
         endpoint = TCP4ServerEndpoint(reactor, port, interface=listen)
