@@ -279,6 +279,63 @@ class WSLinkFields(LinkFields):
         return "none", host, path
 
 
+class QUICLinkFields(LinkFields):
+    """quic: ``type`` is the header obfuscation, ``host`` the security (v2rayN's place for
+    it; ``quicSecurity`` in the URL form), ``path`` the key."""
+
+    label = "quic"
+    header_types = tuple(HEADER_TYPES)
+    securities = ("none", "aes-128-gcm", "chacha20-poly1305")
+
+    def header(self, value: str, key: str) -> str:
+        """One of the mKCP header types."""
+        header = value.lower() or "none"
+        if header not in self.header_types:
+            raise LinkFieldError(key, f"unknown quic header type {value!r} (expected one of "
+                                      f"{', '.join(self.header_types)})")
+        return header
+
+    def canonical(self, header: str, host: str, path: str) -> Fields:
+        """Security lower-cased (empty is none); no key without security."""
+        security = host.lower() or "none"
+        if security not in self.securities:
+            raise LinkFieldError("host", f"unknown quic security {host!r} (expected one of "
+                                         f"{', '.join(self.securities)})")
+        return header, security, path if security != "none" else ""
+
+    def sni(self, host: str) -> str:
+        """``host`` is the security, never a name."""
+        return ""
+
+    def to_settings(self, header: str, host: str, path: str) -> dict[str, Any] | None:
+        """``{"security": ..., "key": ..., "header": {"type": ...}}``."""
+        quic: dict[str, Any] = {"security": host or "none", "header": {"type": header}}
+        if path:
+            quic["key"] = path
+        return quic
+
+    def from_settings(self, value: Any, where: str, warn: Warn) -> Fields:
+        """The header type, the security and the key."""
+        quic = obj(value, where)
+        hdr = obj(quic.get("header"), f"{where}.header")
+        header = self.header(text(hdr, "type"), f"{where}.header.type")
+        security = text(quic, "security").lower() or "none"
+        drop_extra(quic, ("header", "security", "key"), where, warn)
+        return self.canonical(header, security, text(quic, "key"))
+
+    def to_query(self, header: str, host: str, path: str) -> dict[str, str]:
+        """``headerType``, ``quicSecurity`` and ``key``."""
+        query = {"headerType": header, "quicSecurity": host or "none"}
+        if path:
+            query["key"] = path
+        return query
+
+    def fields_from_query(self, query: dict[str, str]) -> Fields:
+        """``headerType``, ``quicSecurity``, ``key``."""
+        return query.get("headerType", ""), query.get("quicSecurity", ""), query.get("key", "")
+
+
 TCP = TCPLinkFields()
 KCP = KCPLinkFields()
 WS = WSLinkFields()
+QUIC = QUICLinkFields()
