@@ -226,12 +226,12 @@ class DomainMatcher:
     once and shared. :meth:`freeze` makes matching cheap whatever the list's size: a regexp
     that needs a literal run (``.ads.`` in ``^[a-z]+\\.ads\\.com$``) runs only when the
     domain holds it; the other regexps anchored with ``^`` are joined into one pattern tried
-    at the start only, the rest into one searched pattern; and a long keyword list becomes a
-    set probed with the domain's substrings of the keywords' lengths.
+    at the start only, the rest into one searched pattern; and a long keyword list is indexed
+    by the keywords' first two characters, so a domain costs one lookup per position.
     """
 
     __slots__ = ("full", "suffixes", "keywords", "regexps", "groups", "_joined",
-                 "_anchored", "_filtered", "_kw_set", "_kw_lengths", "__weakref__")
+                 "_anchored", "_filtered", "_prepared", "_kw_heads", "_kw_short", "__weakref__")
 
     def __init__(self) -> None:
         self.full: set[str] = set()
@@ -242,8 +242,10 @@ class DomainMatcher:
         self._joined: re.Pattern[str] | None = None
         self._anchored: re.Pattern[str] | None = None
         self._filtered: tuple[tuple[str, re.Pattern[str]], ...] = ()
-        self._kw_set: frozenset[str] | None = None
-        self._kw_lengths: tuple[int, ...] = ()
+        #: the regexps are in _filtered / _anchored / _joined (else: tried one by one)
+        self._prepared = False
+        self._kw_heads: dict[str, tuple[str, ...]] | None = None
+        self._kw_short: tuple[str, ...] = ()
 
     def add(self, kind: str, value: str) -> None:
         """Add one pattern; ``kind`` is full, domain, keyword or regexp (compiled here)."""
@@ -255,7 +257,7 @@ class DomainMatcher:
             self.keywords.append(value.lower())
         elif kind == "regexp":
             self.regexps.append(re.compile(value))
-            self._joined = self._anchored = None
+            self._prepared = False
         else:
             raise ValueError(f"unknown domain pattern kind {kind!r}")
 
@@ -268,6 +270,7 @@ class DomainMatcher:
         is allowed but undoes the regexp part)."""
         self._joined = self._anchored = None
         self._filtered = ()
+        self._prepared = False
         if len(self.regexps) > 1:
             filtered = [(_required_literal(r), r) for r in self.regexps]
             self._filtered = tuple((lit, r) for lit, r in filtered if lit)
@@ -277,16 +280,21 @@ class DomainMatcher:
             try:
                 if anchored:
                     self._anchored = re.compile("|".join(f"(?:{p})" for p in anchored))
-                self._joined = re.compile("|".join(f"(?:{p})" for p in floating) or "(?!)")
+                if floating:
+                    self._joined = re.compile("|".join(f"(?:{p})" for p in floating))
+                self._prepared = True
             except re.error:
                 self._joined = self._anchored = None
                 self._filtered = ()
         self.keywords = list(dict.fromkeys(self.keywords))
-        if len(self.keywords) > _KEYWORD_LOOP and "" not in self.keywords:
-            self._kw_set = frozenset(self.keywords)
-            self._kw_lengths = tuple(sorted({len(k) for k in self.keywords}))
-        else:
-            self._kw_set = None
+        self._kw_heads = None
+        if len(self.keywords) > _KEYWORD_LOOP:
+            heads: dict[str, list[str]] = {}
+            for keyword in self.keywords:
+                if len(keyword) >= 2:
+                    heads.setdefault(keyword[:2], []).append(keyword)
+            self._kw_heads = {head: tuple(kws) for head, kws in heads.items()}
+            self._kw_short = tuple(k for k in self.keywords if len(k) < 2)
 
     def __len__(self) -> int:
         """How many patterns the matcher holds itself (not its included matchers)."""
@@ -312,24 +320,26 @@ class DomainMatcher:
                 if lower[dot + 1:] in suffixes:
                     return True
                 dot = lower.find(".", dot + 1)
-        kw_set = self._kw_set
-        if kw_set is not None:
-            size = len(lower)
-            for n in self._kw_lengths:
-                if n > size:
-                    break
-                for i in range(size - n + 1):
-                    if lower[i:i + n] in kw_set:
-                        return True
+        kw_heads = self._kw_heads
+        if kw_heads is not None:
+            for i in range(len(lower) - 1):
+                candidates = kw_heads.get(lower[i:i + 2])
+                if candidates is not None:
+                    for keyword in candidates:
+                        if lower.startswith(keyword, i):
+                            return True
+            for keyword in self._kw_short:
+                if keyword in lower:
+                    return True
         else:
             for keyword in self.keywords:
                 if keyword in lower:
                     return True
-        if self._joined is not None:
+        if self._prepared:
             for literal, regexp in self._filtered:
                 if literal in domain and regexp.search(domain):
                     return True
-            if self._joined.search(domain):
+            if self._joined is not None and self._joined.search(domain):
                 return True
             if self._anchored is not None and self._anchored.match(domain):
                 return True
@@ -341,8 +351,9 @@ class DomainMatcher:
         return False
 
 
-#: Up to this many keywords are tried one by one; more become a set of substrings.
-_KEYWORD_LOOP = 24
+#: Up to this many keywords are tried one by one; more are indexed by their first two
+#: characters.
+_KEYWORD_LOOP = 12
 
 
 def _required_literal(pattern: re.Pattern[str], shortest: int = 3) -> str:
