@@ -3,6 +3,8 @@ UDP answerer for bad answers, and DoH over TLS."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -19,6 +21,8 @@ from vtwist.dns.cache import StaticHosts, TTLCache
 from vtwist.dns.resolver import DnsResolver
 from vtwist.dns.settings import parse_dns
 from vtwist.dns.system import V4, V6
+from vtwist.routing.geodata.wire import DOMAIN, FULL
+from vtwist.testing.geodata import write_geoip, write_geosite
 
 
 def resolver_for(section: dict[str, Any], timeout: float = 4.0, **kw: Any) -> DnsResolver:
@@ -78,6 +82,35 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(hosts.lookup("c.com"), ("1.1.1.1",))  # alias followed
         self.assertEqual(hosts.lookup("alias.com", V4), ("2.2.2.2",))
         self.assertEqual(hosts.lookup("xkwx.org"), ("3.3.3.3",))
+
+    def test_geosite_and_geoip(self) -> None:
+        """geosite: in hosts keys and servers[].domains, geoip: in expectIPs (the routing
+        builders read the .dat files from V2RAY_LOCATION_ASSET)."""
+        assets = self.mktemp()
+        os.mkdir(assets)
+        write_geosite(os.path.join(assets, "geosite.dat"), {
+            "test": [(DOMAIN, "geo.test", ()), (FULL, "exact.example", ())]})
+        write_geoip(os.path.join(assets, "geoip.dat"), {
+            "xx": [(bytes([10, 0, 0, 0]), 8)]})
+        self.patch(os, "environ", {**os.environ, "V2RAY_LOCATION_ASSET": assets})
+        config = parse_dns(Node({
+            "hosts": {"geosite:test": "10.1.2.3"},
+            "servers": [{"address": "1.1.1.1", "domains": ["geosite:test"],
+                         "expectIPs": ["geoip:xx"]}]}, "dns"))
+        assert config is not None
+        hosts = StaticHosts(config.hosts)
+        self.assertEqual(hosts.lookup("a.geo.test"), ("10.1.2.3",))
+        self.assertEqual(hosts.lookup("exact.example"), ("10.1.2.3",))
+        self.assertIsNone(hosts.lookup("a.exact.example"))
+        server = config.servers[0]
+        self.assertTrue(server.domains.match("b.geo.test"))
+        self.assertFalse(server.domains.match("other.test"))
+        self.assertIn(ipaddress.ip_address("10.9.9.9"), server.expect_ips)
+        self.assertNotIn(ipaddress.ip_address("11.0.0.1"), server.expect_ips)
+        with self.assertRaises(ConfigError) as e:
+            parse_dns(Node({"servers": [{"address": "1.1.1.1", "domains": ["geosite:none"]}]},
+                           "dns"))
+        self.assertEqual(e.exception.path, "dns.servers[0].domains[0]")
 
     def test_cache(self) -> None:
         cache = TTLCache(size=2)

@@ -163,33 +163,34 @@ def parse_server(node: Node, client_ip: str | None) -> NameServer:
     server.path = node.path
     server.client_ip = _client_ip(node, "clientIp") or client_ip
     entries = node.get("domains", [])
-    if entries.value:
-        server.domains = DomainMatcher()
-        for item in entries.items():
-            add_domain(server.domains, item.as_str().strip(), item.path)
+    if entries.value:  # routing's builder: domain:, full:, keyword:, regexp:, geosite: ...
+        server.domains = routing_parse.domain_matcher(_strings(entries), entries.path)
     _local_names(server)
     for key in ("expectIPs", "expectIps"):
         if node.has(key) and node.value[key]:
-            server.expect_ips = _ip_set(node, key)
+            item = node.get(key)
+            server.expect_ips = routing_parse.ip_matcher(_strings(item), item.path)
     node.warn_unknown()
     return server
+
+
+def _strings(node: Node) -> list[str]:
+    """A list of strings (V2Ray's StringList: one string is split at commas)."""
+    if isinstance(node.value, str):
+        return node.value.split(",")
+    return [item.as_str() for item in node.items()]
 
 
 def _local_names(server: NameServer) -> None:
     """4.34 lets a ``localhost`` server answer local TLDs and dotless names first."""
     if server.kind == LOCALHOST:
-        server.domains = server.domains or DomainMatcher()
-        for rule in LOCAL_TLD_RULES:
-            add_domain(server.domains, rule, server.path)
-
-
-def _ip_set(node: Node, key: str) -> IPSet:
-    item = node.get(key)
-    if isinstance(item.value, str):
-        entries = [(p.strip(), item.path) for p in item.value.split(",")]
-    else:
-        entries = [(i.as_str().strip(), i.path) for i in item.items()]
-    return routing_parse.parse_ip_entries(entries)
+        local = routing_parse.domain_matcher(LOCAL_TLD_RULES, server.path)
+        if server.domains is not None:
+            both = DomainMatcher()  # the built matchers may be shared: include, never add
+            both.include(server.domains)
+            both.include(local)
+            local = both
+        server.domains = local
 
 
 def _host_values(node: Node) -> tuple[tuple[str, ...], str]:
