@@ -53,5 +53,5 @@ def suggest(key: str, candidates: Iterable[str]) -> str | None:
     lowered = {c.lower(): c for c in pool}
     if key.lower() in lowered:
         return lowered[key.lower()]
-    found = difflib.get_close_matches(key, pool, n=1, cutoff=0.75)
+    found = difflib.get_close_matches(key, pool, n=1, cutoff=0.6)
     return found[0] if found else None
