@@ -1,30 +1,38 @@
 """Mux.Cool interop against the real V2Ray 4.34 on loopback, and vtwist <-> vtwist.
 
-``socks -> vmess client (mux on) == one TCP carrier == vmess server -> freedom -> echo``
+``socks -> vmess/vless client (mux on) == one carrier == server -> freedom -> echo``
 
 Pairings: V2Ray client with mux -> vtwist server, vtwist client with mux -> V2Ray server,
-vtwist client -> vtwist server. Each checks parallel transfers in one carrier (sha256 both
-ways), 200 short connections sharing carriers (the carriers counted on the server side where
-vtwist is the server, on the client's pool otherwise), a UDP echo through UDP ASSOCIATE over
-mux, and that aborting one stream mid-transfer leaves the others intact. The V2Ray client
-also runs with concurrency 1 and 128. The suite fails (never skips) without /usr/bin/v2ray.
+vtwist client -> vtwist server; VMess over tcp, ws+tls and kcp+dtls, VLESS over tcp. Each
+checks parallel transfers in one carrier (sha256 both ways; 20 MB each over tcp, less over
+the slower transports), 200 short connections sharing carriers (the carriers counted on the
+server side where vtwist is the server, on the client's pool otherwise), a UDP echo through
+UDP ASSOCIATE over mux, and that aborting one stream mid-transfer leaves the others intact.
+The V2Ray client also runs with concurrency 1 and 128. The suite fails (never skips)
+without /usr/bin/v2ray.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
 
+from tests.interop.kcp_support import kcp_settings
+from tests.interop.transport_support import TransportFixture
 from tests.interop.v2ray_runner import EchoServer, V2Ray
 from tests.interop.vmess_harness import SocksStream, socks_echo, socks_udp_echo
-from tests.netutil import free_port
+from tests.netutil import free_port, wait_for_port, wait_for_udp_bound, wait_until
 from tests.services import start_service
+from vtwist.transport.kcp.endpoints import KCPClientEndpoint
+from vtwist.transport.kcp.protocol import KCPClientProtocol
 
 USER = str(uuid.uuid4())
 #: parallel streams in one carrier, and the bytes each sends (and gets back)
@@ -34,19 +42,82 @@ EACH_PY = 6 * 1024 * 1024  # vtwist <-> vtwist: both ends in this process
 SHORT = 200
 
 
-def server_inbound(port: int) -> dict[str, Any]:
-    return {"port": port, "listen": "127.0.0.1", "protocol": "vmess",
-            "settings": {"clients": [{"id": USER, "alterId": 0, "email": "mux@test"}]}}
+_FIXTURE: list[TransportFixture] = []
 
 
-def vmess_outbound(port: int, concurrency: int | None = 8, tag: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {"protocol": "vmess", "settings": {"vnext": [{
-        "address": "127.0.0.1", "port": port,
-        "users": [{"id": USER, "alterId": 0, "security": "aes-128-gcm"}]}]}}
+def fixture() -> TransportFixture:
+    """The certificates for the TLS pairings (made once, removed at exit)."""
+    if not _FIXTURE:
+        _FIXTURE.append(TransportFixture())
+        atexit.register(_FIXTURE[0].cleanup)
+    return _FIXTURE[0]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A transport the carriers ride: its streamSettings and how big the transfers are."""
+
+    name: str
+    size: int
+    size_py: int
+
+    @property
+    def udp(self) -> bool:
+        return self.name == "kcp"
+
+    def stream(self, inbound: bool) -> dict[str, Any] | None:
+        """streamSettings for a server (inbound) or a client (outbound)."""
+        if self.name == "tcp":
+            return None
+        if self.name == "kcp":
+            return {"network": "kcp", "kcpSettings": kcp_settings("dtls")}
+        return fixture().settings("wss", inbound)
+
+    def server_port(self) -> int:
+        return free_port(udp_too=self.udp)
+
+    def wait(self, proc: V2Ray, port: int) -> None:
+        """Until V2Ray serves ``port``."""
+        if self.udp:
+            wait_for_udp_bound(port, timeout=10, alive=proc.check_alive)
+        else:
+            wait_for_port(port, timeout=10, alive=proc.check_alive)
+
+
+TCP = Kind("tcp", EACH, EACH_PY)
+WSS = Kind("wss", 4 * 1024 * 1024, 2 * 1024 * 1024)
+KCP = Kind("kcp", 2 * 1024 * 1024, 1024 * 1024)
+
+
+def server_inbound(port: int, kind: Kind = TCP, protocol: str = "vmess") -> dict[str, Any]:
+    if protocol == "vless":
+        settings: dict[str, Any] = {"clients": [{"id": USER, "email": "mux@test"}],
+                                    "decryption": "none"}
+    else:
+        settings = {"clients": [{"id": USER, "alterId": 0, "email": "mux@test"}]}
+    inbound: dict[str, Any] = {"port": port, "listen": "127.0.0.1", "protocol": protocol,
+                               "settings": settings}
+    stream = kind.stream(True)
+    if stream is not None:
+        inbound["streamSettings"] = stream
+    return inbound
+
+
+def vmess_outbound(port: int, concurrency: int | None = 8, tag: str = "", kind: Kind = TCP,
+                   protocol: str = "vmess") -> dict[str, Any]:
+    if protocol == "vless":
+        user: dict[str, Any] = {"id": USER, "encryption": "none"}
+    else:
+        user = {"id": USER, "alterId": 0, "security": "aes-128-gcm"}
+    out: dict[str, Any] = {"protocol": protocol, "settings": {"vnext": [{
+        "address": "127.0.0.1", "port": port, "users": [user]}]}}
     if concurrency is not None:
         out["mux"] = {"enabled": True, "concurrency": concurrency}
     if tag:
         out["tag"] = tag
+    stream = kind.stream(False)
+    if stream is not None:
+        out["streamSettings"] = stream
     return out
 
 
@@ -105,12 +176,56 @@ async def isolation(test: TestCase, socks_port: int, port: int, size: int) -> No
     await defer.gatherResults([p.closed for p in streams])
 
 
+def target_sockets(echo_port: int) -> list[Any]:
+    """This process's sockets to the echo server: the freedom side of live sessions."""
+    found = []
+    for s in set(reactor.getReaders()) | set(reactor.getWriters()):
+        proto = getattr(s, "protocol", None)
+        if type(proto).__module__ == "vtwist.proxy.freedom.outbound":
+            found.append(s)  # a freedom UDP socket
+            continue
+        try:
+            peer = s.getPeer()
+        except Exception:  # noqa: BLE001 - not a connection
+            continue
+        if getattr(peer, "port", None) == echo_port:
+            found.append(s)
+    return found
+
+
+def sockets_on(port: int) -> list[Any]:
+    """This process's connections accepted on ``port`` (a server's carriers)."""
+    found = []
+    for s in set(reactor.getReaders()) | set(reactor.getWriters()):
+        try:
+            host, peer = s.getHost(), s.getPeer()
+        except Exception:  # noqa: BLE001 - a listening port, a UDP socket
+            continue
+        if getattr(host, "port", None) == port and getattr(peer, "port", None) != port:
+            found.append(s)
+    return found
+
+
+def kcp_left() -> list[Any]:
+    """mKCP client sockets and session timers still running in this process."""
+    left: list[Any] = [s for s in set(reactor.getReaders())
+                       if isinstance(getattr(s, "protocol", None), KCPClientProtocol)]
+    left += [c for c in reactor.getDelayedCalls()
+             if getattr(c.func, "__qualname__", "").startswith("KCP")]
+    return left
+
+
 class _Pairing:
     """The tests every pairing runs (a mixin: a concrete class adds TestCase)."""
 
     timeout = 300
     echo: EchoServer
-    size = EACH
+    kind: Kind = TCP
+    protocol = "vmess"
+
+    @property
+    def size(self) -> int:
+        return self.kind.size
 
     def setUp(self) -> None:
         cls = type(self)
@@ -124,6 +239,41 @@ class _Pairing:
 
     async def socksPort(self, concurrency: int = 8) -> int:
         raise NotImplementedError
+
+    def waitForSessionsToEnd(self) -> None:
+        """At cleanup, before the services stop: wait until the server's sessions closed
+        their targets (a V2Ray client ends its sessions a little after the test's
+        connections; a UDP session 4 s after its last answer)."""
+        async def wait() -> None:
+            await wait_until(lambda: not target_sockets(self.echo.port),
+                             lambda: f"sessions still open: {target_sockets(self.echo.port)}",
+                             30)
+        self.addCleanup(lambda: defer.ensureDeferred(wait()))
+
+    def waitForKCP(self) -> None:
+        """mKCP: closed sessions linger 0.3 s (not V2Ray's 8 s) repeating TERMINATE; at
+        cleanup, wait until they are gone."""
+        if not self.kind.udp:
+            return
+        original = KCPClientEndpoint.__init__
+
+        def short_linger(endpoint: KCPClientEndpoint, *a: Any, **kw: Any) -> None:
+            original(endpoint, *a, **kw)
+            endpoint.linger = 0.3
+        self.patch(KCPClientEndpoint, "__init__", short_linger)
+
+        async def wait() -> None:
+            await wait_until(lambda: not kcp_left(), lambda: f"mKCP still on: {kcp_left()}",
+                             30)
+        self.addCleanup(lambda: defer.ensureDeferred(wait()))
+
+    def waitForCarriersToClose(self, port: int) -> None:
+        """At cleanup, after the server stopped: wait until its carriers are closed (over
+        TLS or WebSocket a close takes a round trip)."""
+        async def wait() -> None:
+            await wait_until(lambda: not sockets_on(port),
+                             lambda: f"carriers still open: {sockets_on(port)}", 30)
+        self.addCleanup(lambda: defer.ensureDeferred(wait()))
 
     def carriers(self) -> int:
         """How many mux carriers carried this test's traffic."""
@@ -153,37 +303,54 @@ class _Pairing:
     async def test_isolation(self) -> None:
         """Aborting one stream mid-transfer leaves the other seven intact."""
         port = await self.socksPort()
-        await isolation(self, port, self.echo.port, 2 * 1024 * 1024)
+        await isolation(self, port, self.echo.port, min(self.size, 2 * 1024 * 1024))
 
 
-class V2RayClientToVTwistServer(_Pairing, TestCase):
-    """V2Ray socks + vmess outbound with mux -> vtwist vmess inbound -> freedom."""
+def server_carriers(factory: Any) -> int:
+    """Mux connections a vtwist VMess or VLESS server accepted."""
+    if isinstance(next(iter(factory.accepted), None), tuple):
+        return sum(n for key, n in factory.accepted.items() if key[2] == 3)
+    return factory.accepted[3]
 
-    LEVELS = (1, 8, 128)
+
+class _V2RayClientToVTwistServer(_Pairing):
+    """V2Ray socks + vmess/vless outbound with mux -> vtwist inbound -> freedom."""
+
+    LEVELS: tuple[int, ...] = (8,)
 
     @classmethod
     def startV2Ray(cls) -> None:
-        cls.vmess_port = free_port()
+        cls.server_port = cls.kind.server_port()
         cls.socks_ports: dict[int, int] = {}
         inbounds, outbounds, rules = [], [], []
         for c in cls.LEVELS:
             cls.socks_ports[c] = free_port()
             inbounds.append(socks_inbound(cls.socks_ports[c], f"in{c}"))
-            outbounds.append(vmess_outbound(cls.vmess_port, c, f"out{c}"))
+            outbounds.append(vmess_outbound(cls.server_port, c, f"out{c}", cls.kind,
+                                            cls.protocol))
             rules.append({"type": "field", "inboundTag": [f"in{c}"], "outboundTag": f"out{c}"})
         cls.v2ray = V2Ray({"log": {"loglevel": "warning"}, "inbounds": inbounds,
                            "outbounds": outbounds, "routing": {"rules": rules}},
                           list(cls.socks_ports.values()))
 
     async def socksPort(self, concurrency: int = 8) -> int:
-        service = await start_service({"log": {"loglevel": "warning"},
-                                       "inbounds": [server_inbound(self.vmess_port)],
-                                       "outbounds": [{"protocol": "freedom"}]}, self)
+        self.waitForCarriersToClose(self.server_port)
+        service = await start_service({
+            "log": {"loglevel": "warning"},
+            "inbounds": [server_inbound(self.server_port, self.kind, self.protocol)],
+            "outbounds": [{"protocol": "freedom"}]}, self)
         self.factory = service.inbound_services[0].factory
+        self.waitForSessionsToEnd()
         return self.socks_ports[concurrency]
 
     def carriers(self) -> int:
-        return sum(n for key, n in self.factory.accepted.items() if key[2] == 3)
+        return server_carriers(self.factory)
+
+
+class V2RayClientToVTwistServer(_V2RayClientToVTwistServer, TestCase):
+    """Over tcp, with V2Ray's concurrency 1, 8 and 128."""
+
+    LEVELS = (1, 8, 128)
 
     async def test_concurrency_1(self) -> None:
         """concurrency 1: four parallel streams take four carriers."""
@@ -202,22 +369,29 @@ class V2RayClientToVTwistServer(_Pairing, TestCase):
         self.assertEqual(self.carriers(), 1)
 
 
-class VTwistClientToV2RayServer(_Pairing, TestCase):
-    """vtwist socks + vmess outbound with mux -> V2Ray vmess inbound -> freedom."""
+class _VTwistClientToV2RayServer(_Pairing):
+    """vtwist socks + vmess/vless outbound with mux -> V2Ray inbound -> freedom."""
 
     @classmethod
     def startV2Ray(cls) -> None:
-        cls.vmess_port = free_port()
+        cls.server_port = cls.kind.server_port()
         cls.v2ray = V2Ray({"log": {"loglevel": "warning"},
-                           "inbounds": [server_inbound(cls.vmess_port)],
-                           "outbounds": [{"protocol": "freedom"}]}, [cls.vmess_port])
+                           "inbounds": [server_inbound(cls.server_port, cls.kind,
+                                                       cls.protocol)],
+                           "outbounds": [{"protocol": "freedom"}]})
+        try:
+            cls.kind.wait(cls.v2ray, cls.server_port)
+        except BaseException:
+            cls.v2ray.stop()
+            raise
 
     async def socksPort(self, concurrency: int = 8) -> int:
         port = free_port()
-        service = await start_service({"log": {"loglevel": "warning"},
-                                       "inbounds": [socks_inbound(port)],
-                                       "outbounds": [vmess_outbound(self.vmess_port,
-                                                                    concurrency)]}, self)
+        self.waitForKCP()
+        service = await start_service({
+            "log": {"loglevel": "warning"}, "inbounds": [socks_inbound(port)],
+            "outbounds": [vmess_outbound(self.server_port, concurrency, kind=self.kind,
+                                         protocol=self.protocol)]}, self)
         self.service = service
         return port
 
@@ -225,27 +399,61 @@ class VTwistClientToV2RayServer(_Pairing, TestCase):
         return pool_of(self.service).dialed
 
 
-class VTwistToVTwist(_Pairing, TestCase):
+class _VTwistToVTwist(_Pairing):
     """vtwist client with mux -> vtwist server, both in this process."""
 
-    size = EACH_PY
+    @property
+    def size(self) -> int:
+        return self.kind.size_py
 
     async def socksPort(self, concurrency: int = 8) -> int:
-        vmess_port, port = free_port(), free_port()
-        server = await start_service({"log": {"loglevel": "warning"},
-                                      "inbounds": [server_inbound(vmess_port)],
-                                      "outbounds": [{"protocol": "freedom"}]}, self)
+        server_port, port = self.kind.server_port(), free_port()
+        self.waitForCarriersToClose(server_port)
+        self.waitForKCP()
+        server = await start_service({
+            "log": {"loglevel": "warning"},
+            "inbounds": [server_inbound(server_port, self.kind, self.protocol)],
+            "outbounds": [{"protocol": "freedom"}]}, self)
         self.factory = server.inbound_services[0].factory
-        self.service = await start_service({"log": {"loglevel": "warning"},
-                                            "inbounds": [socks_inbound(port)],
-                                            "outbounds": [vmess_outbound(vmess_port,
-                                                                         concurrency)]}, self)
+        self.service = await start_service({
+            "log": {"loglevel": "warning"}, "inbounds": [socks_inbound(port)],
+            "outbounds": [vmess_outbound(server_port, concurrency, kind=self.kind,
+                                         protocol=self.protocol)]}, self)
+        self.waitForSessionsToEnd()
         return port
 
     def carriers(self) -> int:
-        server = sum(n for key, n in self.factory.accepted.items() if key[2] == 3)
+        server = server_carriers(self.factory)
         self.assertEqual(server, pool_of(self.service).dialed)
         return server
+
+
+class VTwistClientToV2RayServer(_VTwistClientToV2RayServer, TestCase):
+    """VMess over tcp."""
+
+
+class VTwistToVTwist(_VTwistToVTwist, TestCase):
+    """VMess over tcp."""
+
+
+def _pairings() -> None:
+    """The same pairings over ws+tls and kcp+dtls (VMess), and VLESS over tcp."""
+    bases = {"V2RayClientToVTwistServer": _V2RayClientToVTwistServer,
+             "VTwistClientToV2RayServer": _VTwistClientToV2RayServer,
+             "VTwistToVTwist": _VTwistToVTwist}
+    for name, base in bases.items():
+        for kind, label in ((WSS, "WSTLS"), (KCP, "KCPDTLS")):
+            cls_name = f"{name}Over{label}"
+            globals()[cls_name] = type(cls_name, (base, TestCase), {
+                "kind": kind, "__doc__": f"{base.__doc__} Over {kind.name}.",
+                "__module__": __name__})
+        cls_name = f"VLESS{name}"
+        globals()[cls_name] = type(cls_name, (base, TestCase), {
+            "protocol": "vless", "kind": Kind("tcp", 4 * 1024 * 1024, 2 * 1024 * 1024),
+            "__doc__": f"{base.__doc__} VLESS over tcp.", "__module__": __name__})
+
+
+_pairings()
 
 
 def pool_of(service: Any) -> Any:
@@ -264,45 +472,3 @@ def service_outbounds(service: Any) -> list[Any]:
     if outbounds is None:
         raise AssertionError(f"cannot find outbounds on {service!r}")
     return list(outbounds.values()) if isinstance(outbounds, dict) else list(outbounds)
-
-
-class V2RayVLESSClientToVTwistServer(TestCase):
-    """V2Ray socks + vless outbound with mux -> vtwist vless inbound (command 3) -> freedom."""
-
-    timeout = 120
-
-    def setUp(self) -> None:
-        cls = type(self)
-        if "echo" not in cls.__dict__:
-            cls.echo = EchoServer()
-            cls.vless_port, cls.socks_port = free_port(), free_port()
-            out = {"protocol": "vless", "mux": {"enabled": True, "concurrency": 8},
-                   "settings": {"vnext": [{"address": "127.0.0.1", "port": cls.vless_port,
-                                           "users": [{"id": USER, "encryption": "none"}]}]}}
-            cls.v2ray = V2Ray({"log": {"loglevel": "warning"},
-                               "inbounds": [socks_inbound(cls.socks_port)],
-                               "outbounds": [out]}, [cls.socks_port])
-
-    async def server(self) -> Any:
-        service = await start_service({
-            "log": {"loglevel": "warning"},
-            "inbounds": [{"port": self.vless_port, "listen": "127.0.0.1", "protocol": "vless",
-                          "settings": {"clients": [{"id": USER}], "decryption": "none"}}],
-            "outbounds": [{"protocol": "freedom"}]}, self)
-        return service.inbound_services[0].factory
-
-    async def test_parallel_streams(self) -> None:
-        """Eight 4 MB transfers in one VLESS mux connection."""
-        factory = await self.server()
-        pairs = await parallel_echo(self.socks_port, self.echo.port, STREAMS, 4 * 1024 * 1024)
-        for sent, got in pairs:
-            self.assertEqual(got, sent)
-        self.assertEqual(factory.accepted[3], 1)
-
-    async def test_udp_echo(self) -> None:
-        """UDP over VLESS mux."""
-        await self.server()
-        payloads = [b"abc", b"\x01" * 1500]
-        got = await socks_udp_echo(reactor, self.socks_port, "127.0.0.1", self.echo.port,
-                                   payloads)
-        self.assertEqual(got, payloads)

@@ -10,6 +10,12 @@ carrier with no session closes after ``idle_timeout`` (16 s); the New frame wait
 destination is a UDP session (one datagram per frame). When the server drops a carrier its
 live streams fail and later streams open a fresh one.
 
+KeepAlive: a carrier that has live sessions but sent nothing for ``keepalive_interval``
+(30 s) sends a KeepAlive frame, so quiet sessions (a long poll, an idle SSH) do not lose
+their carrier to the server's idle timer (V2Ray's VMess ``connIdle``, 300 s by default;
+mux.md §4.4). A 4.34 server reads and drops it; KeepAlive frames from the server are read
+and dropped here too. 4.34's own client never sends one.
+
 Fetching through a V2Ray server with mux::
 
     pool = MuxPool(lambda: VMessClientEndpoint(server_ep, account, MUX_DESTINATION,
@@ -33,11 +39,12 @@ from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.proxy.mux.connection import MuxConnection, MuxStream
-from vtwist.proxy.mux.frame import encode_address
+from vtwist.proxy.mux.frame import encode_address, encode_keepalive
 from vtwist.proxy.mux.sessions import MAX_SESSIONS
 from vtwist.reactors import resolve_reactor
 
-__all__ = ["DEFAULT_CONCURRENCY", "IDLE_TIMEOUT", "MuxClientEndpoint", "MuxPool"]
+__all__ = ["DEFAULT_CONCURRENCY", "IDLE_TIMEOUT", "KEEPALIVE_INTERVAL", "MuxClientEndpoint",
+           "MuxPool"]
 
 log = Logger(namespace="vtwist.mux")
 
@@ -46,6 +53,8 @@ DEFAULT_CONCURRENCY = 8
 IDLE_TIMEOUT = 16.0
 #: How long a new session's New frame waits for the stream's first bytes (4.34: 100 ms).
 FIRST_PAYLOAD_WAIT = 0.1
+#: A carrier with sessions that sent nothing for this long sends a KeepAlive frame.
+KEEPALIVE_INTERVAL = 30.0
 
 
 class _Waiter:
@@ -69,6 +78,9 @@ class MuxCarrier(MuxConnection):
         self.connecting = True
         self.opened = 0
         self._idle: Any = None
+        self._keepalive: Any = None
+        #: KeepAlive frames sent so far
+        self.keepalives = 0
         self.gone = False
         self._goneWaiters: list[Deferred[None]] = []
 
@@ -124,6 +136,7 @@ class MuxCarrier(MuxConnection):
             transport.loseConnection()
             return
         self.attach(transport)
+        self._scheduleKeepAlive()
         waiters, self.waiters = self.waiters, []
         for w in waiters:
             try:
@@ -164,6 +177,28 @@ class MuxCarrier(MuxConnection):
             stream.newTimer = self.clock.callLater(FIRST_PAYLOAD_WAIT, self.flushNew, stream)
         return proto
 
+    # -- keeping it alive ---------------------------------------------------------------
+    def _scheduleKeepAlive(self) -> None:
+        interval = self.pool.keepalive_interval
+        if interval and not self.closed:
+            self.wrote = False
+            self._keepalive = self.clock.callLater(interval, self._keepAliveTick)
+
+    def _keepAliveTick(self) -> None:
+        """Sessions live but nothing sent for an interval: a KeepAlive frame."""
+        self._keepalive = None
+        if self.closed:
+            return
+        if len(self.sessions) and not self.wrote:
+            self.write([encode_keepalive()])
+            self.keepalives += 1
+        self._scheduleKeepAlive()
+
+    def _cancelKeepAlive(self) -> None:
+        timer, self._keepalive = self._keepalive, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     # -- closing ------------------------------------------------------------------------
     def forget(self, stream: MuxStream) -> None:
         """A session ended; an empty carrier starts its idle timer."""
@@ -186,7 +221,7 @@ class MuxCarrier(MuxConnection):
 
     def close(self) -> None:
         """Close the carrier (the VMess end-of-stream chunk, then TCP close)."""
-        self._idle = None
+        self._cancelIdle()
         if self.closed:
             return
         self.closing = True
@@ -199,6 +234,7 @@ class MuxCarrier(MuxConnection):
     def lost(self, reason: Failure | None = None) -> None:
         """The carrier is gone: its streams fail, later streams get a fresh carrier."""
         self._cancelIdle()
+        self._cancelKeepAlive()
         self.pool._remove(self)
         super().lost(reason)
         waiters, self.waiters = self.waiters, []
@@ -241,12 +277,14 @@ class MuxPool:
 
     ``dial()`` returns a fresh ``IStreamClientEndpoint`` to the mux server for each new
     carrier. ``concurrency``: live sessions per carrier (1…1024); at most ``max_sessions``
-    in one carrier's life.
+    in one carrier's life. ``keepalive_interval``: seconds without a frame sent before a
+    carrier with live sessions sends KeepAlive (0: never).
     """
 
     def __init__(self, dial: Callable[[], Any], concurrency: int = DEFAULT_CONCURRENCY, *,
                  reactor: Any = None, max_sessions: int = MAX_SESSIONS,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT,
+                 keepalive_interval: float = KEEPALIVE_INTERVAL) -> None:
         if not 1 <= concurrency <= 1024:
             raise ValueError(f"mux concurrency must be 1…1024, got {concurrency}")
         self.dial = dial
@@ -254,6 +292,7 @@ class MuxPool:
         self.reactor = resolve_reactor(reactor)
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
+        self.keepalive_interval = keepalive_interval
         self.carriers: list[MuxCarrier] = []
         #: carriers opened so far
         self.dialed = 0

@@ -272,8 +272,9 @@ class MuxConnection:
         self.blockers: set[int] = set()
         self.closed = False
         self.failed: str | None = None
-        #: set on traffic, for an ActivityTimer
+        #: set on traffic, for an ActivityTimer; ``wrote``: set on every frame written
         self.active = False
+        self.wrote = False
         if transport is not None:
             self.attach(transport)
 
@@ -303,6 +304,7 @@ class MuxConnection:
         if self.closed or self.transport is None:
             return
         self.active = True
+        self.wrote = True
         self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def sendData(self, stream: MuxStream, data: Any, address: Destination | None = None) -> None:
