@@ -8,6 +8,9 @@ missing=()
 command -v v2ray >/dev/null 2>&1 || missing+=(v2ray)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)  # dokodemo-door redirect tests
+# nginx in front of UNIX sockets (tests/interop/test_ds_nginx.py)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)  # the dns outbound tests
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
