@@ -46,7 +46,7 @@ class InboundService(Service):
 
         def listened(port: Any) -> Any:
             self.port = port
-            log.info("{what} listening on {addr}", what=self.description, addr=port.getHost())
+            log.info("listening: {what}", what=self.description)
             return port
 
         def failed(failure: Any) -> None:
@@ -72,7 +72,7 @@ class DatagramService(InboundService):
 
     def __init__(self, factory: Any, reactor: Any, listen: str, port: int,
                  description: str) -> None:
-        super().__init__(None, factory, description + " (udp)")
+        super().__init__(None, factory, description)
         self.reactor = reactor
         self.address = (listen, port)
 
@@ -88,7 +88,7 @@ class DatagramService(InboundService):
             self.listening = fail(self.failure)
             self.listening.addErrback(lambda _: None)
             return
-        log.info("{what} listening on {addr}", what=self.description, addr=self.port.getHost())
+        log.info("listening: {what}", what=self.description)
         self.listening = succeed(self.port)
 
     def stopService(self) -> Deferred[Any] | None:
@@ -204,14 +204,29 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
     stream_endpoint = getattr(factory, "streamEndpoint", server_endpoint)
     services: list[InboundService] = []
     for port in inbound.ports:
-        what = f"{inbound.protocol} inbound {inbound.tag!r}" if inbound.tag else \
-            f"{inbound.protocol} inbound"
+        what = inbound_description(inbound, factory, port)
         endpoint = stream_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
         if endpoint is not None:  # switchable: a reload may replace the factory in place
             services.append(InboundService(SwitchEndpoint(endpoint), factory, what))
         if getattr(factory, "listensDatagrams", False):
-            services.append(DatagramService(factory, ctx.reactor, inbound.listen, port, what))
+            services.append(DatagramService(factory, ctx.reactor, inbound.listen, port,
+                                            inbound_description(inbound, factory, port, "udp")))
     return services
+
+
+def inbound_description(inbound: InboundConfig, factory: Any, port: int,
+                        network: str = "") -> str:
+    """``socks 127.0.0.1:1080/tcp (+udp) [socks-in]``: what the listener of ``inbound`` on
+    ``port`` serves (``network`` overrides the stream's), as the listening line says it."""
+    stream = inbound.stream
+    if not network:
+        network = getattr(stream, "network", "tcp") or "tcp"
+        if getattr(stream, "security", "none") == "tls":
+            network += "+tls"
+    udp = " (+udp)" if getattr(factory, "udp", False) is True else ""
+    tag = f" [{inbound.tag}]" if inbound.tag else ""
+    host = inbound.listen if ":" not in inbound.listen else f"[{inbound.listen}]"
+    return f"{inbound.protocol} {host}:{port}/{network}{udp}{tag}"
 
 
 def build_service(config: Config, reactor: Any = None) -> VTwistService:
