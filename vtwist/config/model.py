@@ -117,6 +117,8 @@ class Config:
     stats: bool = False
     api: ApiConfig | None = None
     metrics: MetricsConfig | None = None
+    #: ``reverse``: bridges and portals (a vtwist.config.reverse.ReverseConfig)
+    reverse: Any = None
     warnings: list[str] = field(default_factory=list)
 
     def api_inbound_tags(self) -> set[str]:
