@@ -172,7 +172,7 @@ def server_config(spec: ServerSpec) -> tuple[dict[str, Any], VmessLink]:
                                     "key": key.splitlines()}]
         stream["tlsSettings"] = tls
     config = {
-        "log": {"loglevel": "warning"},
+        "log": {"loglevel": "info"},  # listening lines and refusals show
         "inbounds": [{
             "tag": "vmess-in",
             "listen": spec.listen,
@@ -214,7 +214,7 @@ def client_config(outbound: dict[str, Any], socks: str = "127.0.0.1:1080") -> di
         outbound = {"protocol": outbound.get("protocol"), "tag": "proxy",
                     **{k: v for k, v in outbound.items() if k not in ("protocol", "tag")}}
     return {
-        "log": {"loglevel": "warning"},
+        "log": {"loglevel": "info"},  # listening lines and refusals show
         "inbounds": [{
             "tag": "socks-in", "listen": host, "port": port, "protocol": "socks",
             "settings": {"auth": "noauth", "udp": True, "ip": reply_ip},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import weakref
@@ -30,6 +31,33 @@ ACCESS_NAMESPACE = "vtwist.access"
 
 def _is_access(event: dict[str, Any]) -> bool:
     return event.get("log_namespace") == ACCESS_NAMESPACE
+
+
+#: Twisted's own chatter about factories, protocols and ports: shown at debug only
+#: (vtwist says ``listening: ...`` once per listener instead).
+_NOISE = re.compile(r"(Starting|Stopping) (factory|protocol) |\((TCP|UDP) Port \d+ Closed\)"
+                    r"|^\S+ starting on \d+$")
+
+
+def is_twisted_noise(event: dict[str, Any]) -> bool:
+    """True for Twisted's factory/protocol start-stop and port open/close lines."""
+    if str(event.get("log_namespace", "")).startswith("vtwist"):
+        return False
+    try:
+        text = formatEvent(event)
+    except Exception:  # noqa: BLE001 - an unformattable event is not ours to judge
+        return False
+    return bool(_NOISE.search(text))
+
+
+def quiet_twisted(loglevel: str) -> Any:
+    """A predicate dropping :func:`is_twisted_noise` events unless ``loglevel`` is debug."""
+    def predicate(event: dict[str, Any]) -> PredicateResult:
+        if loglevel != "debug" and is_twisted_noise(event):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+    return predicate
 
 
 @implementer(ILogObserver)
@@ -102,7 +130,8 @@ def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout,
             return PredicateResult.no if _is_access(event) else PredicateResult.maybe
 
         result.append(FilteringLogObserver(_error_observer(config, error_out),
-                                           [not_access, level]))
+                                           [not_access, quiet_twisted(config.loglevel),
+                                            level]))
     # "none" is V2Ray's way to turn the access log off.
     access_out = _open(config.access, stdout, "access", files) \
         if config.access != "none" else None
@@ -123,11 +152,14 @@ def stdout_predicate(config: LogConfig) -> Any:
     lines unless they go to a file or are off; other events at the config's level unless
     they go to the error file."""
     level = LogLevelFilterPredicate(LEVELS.get(config.loglevel, LogLevel.critical))
+    quiet = quiet_twisted(config.loglevel)
 
     def predicate(event: dict[str, Any]) -> PredicateResult:
         if _is_access(event):
             return PredicateResult.no if config.access else PredicateResult.yes
         if config.loglevel == "none" or config.error:
+            return PredicateResult.no
+        if quiet(event) is PredicateResult.no:
             return PredicateResult.no
         return level(event)
 

@@ -27,6 +27,13 @@ def load_config_file(path: str) -> dict[str, Any]:
     return load_file(path)
 
 
+#: how every config error the user sees begins
+ERROR_PREFIX = "vtwist: config error: "
+#: the warning for a config without inbounds (a misspelled ``inbounds`` usually)
+NOTHING_LISTENS = ("nothing to listen on: the config has no inbounds (nor legacy inbound/"
+                   "inboundDetour), so this process will serve nothing")
+
+
 def validate(config: dict[str, Any], err: Any = None) -> Config | None:
     """Parse ``config``; print warnings and the error (no traceback). None when invalid."""
     err = err or sys.stderr
@@ -35,10 +42,13 @@ def validate(config: dict[str, Any], err: Any = None) -> Config | None:
         print(f"warning: {message}", file=err)
 
     try:
-        return parse_config(config, warn)
+        parsed = parse_config(config, warn)
     except ConfigError as e:
-        print(f"config error: {e}", file=err)
+        print(f"{ERROR_PREFIX}{e}", file=err)
         return None
+    if not parsed.inbounds:
+        warn(NOTHING_LISTENS)
+    return parsed
 
 
 def build(config: dict[str, Any]) -> VTwistService | None:
@@ -56,15 +66,18 @@ def build(config: dict[str, Any]) -> VTwistService | None:
     try:
         return build_service(parsed, reactor)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{e}", file=sys.stderr)
         return None
 
 
 def check_config(config: dict[str, Any]) -> int:
     """Validate like ``v2ray -test``: 0 when valid, 1 otherwise."""
-    if build(config) is None:
+    service = build(config)
+    if service is None:
         return 1
-    print("Configuration OK.")
+    count = len(service.config.warnings) + (not service.config.inbounds)
+    print("Configuration OK." if not count else
+          f"Configuration OK, with {count} warning{'s' if count > 1 else ''} (above).")
     return 0
 
 
@@ -84,7 +97,7 @@ def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
     try:
         service.logs = begin_logging(service.config.log)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{e}", file=sys.stderr)
         return 1
     service.reloader = Reloader(service, load or (lambda: config))
     install_reload_signal(service.reloader, reactor)
