@@ -35,7 +35,7 @@ from vtwist.policy import LevelPolicy, Policy, SystemPolicy
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
 LOG_FORMATS = ("text", "json")  # log.format: vtwist's own key
 # Top-level sections V2Ray knows but vtwist does not act on yet: a warning, not an error.
-UNSUPPORTED_SECTIONS = ("reverse", "fakedns",
+UNSUPPORTED_SECTIONS = ("fakedns",
                         "observatory", "browserForwarder")
 
 
