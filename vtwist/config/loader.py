@@ -30,6 +30,7 @@ from vtwist.config.registry import (
     stream_settings_parser,
     transport_keys,
 )
+from vtwist.config.reverse import parse_reverse
 from vtwist.policy import LevelPolicy, Policy, SystemPolicy
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
