@@ -370,6 +370,13 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
     if root.has("metrics"):
         config.metrics = parse_metrics(root.get("metrics", {}))
     route_tags = tags + [config.api.tag] if config.api is not None else tags
+    if root.has("reverse"):
+        config.reverse = parse_reverse(root.get("reverse", {}))
+        for portal in config.reverse.portals:
+            if portal.tag in route_tags:
+                raise ConfigError("reverse.portals",
+                                  f"an outbound is tagged {portal.tag!r} too")
+        route_tags = route_tags + [p.tag for p in config.reverse.portals]
     config.routing = routing_parser()(root.get("routing", None), route_tags)
     config.dns = dns_parser()(root.get("dns", None))
     api_inbounds = config.api_inbound_tags()
