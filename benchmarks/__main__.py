@@ -1,6 +1,6 @@
 """``python -m benchmarks [suite ...] [--quick]``: vtwist beside V2Ray (and pproxy), same run.
 
-Suites: socks, http, chain, kcp, tls (default: all). ``python -m benchmarks geodata``
+Suites: socks, http, chain, kcp, tls, stats (default: all). ``python -m benchmarks geodata``
 runs the geo data benchmark on its own (load time and memory of geosite/geoip lists). Every proxy and the sink run as child
 processes on 127.0.0.1 and are killed at the end, whatever happens.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.core import MB, Context, measure_ceiling, run_group
 from benchmarks.procs import REPO
 
-SUITES = ("socks", "http", "chain", "kcp", "tls")
+SUITES = ("socks", "http", "chain", "kcp", "tls", "stats")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
