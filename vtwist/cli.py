@@ -17,6 +17,8 @@ from vtwist.share.errors import LinkError
 from vtwist.transport import registry
 
 EXIT_USAGE = 2
+#: what ``--loglevel`` takes (V2Ray's ``log.loglevel`` values)
+LOGLEVELS = ("debug", "info", "warning", "error", "none")
 
 
 class CLIError(Exception):
@@ -121,20 +123,27 @@ def _config_for_run(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError("use only one of --config, --link, --subscription")
     if args.pick is not None and not args.subscription:
         raise CLIError("--pick goes with --subscription")
-    if args.socks is not None and args.config:
+    if args.socks is not None and not (args.link or args.subscription):
         raise CLIError("--socks goes with --link or --subscription (a config names its inbounds)")
     socks = args.socks or "127.0.0.1:1080"
     if args.config:
-        return _load_config(args.config)
-    if args.link:
-        return genconfig.client_config_from_link(_link_arg(args.link), socks)
-    if args.subscription:
-        return genconfig.client_config_from_subscription(
+        config = _load_config(args.config)
+    elif args.link:
+        config = genconfig.client_config_from_link(_link_arg(args.link), socks)
+    elif args.subscription:
+        config = genconfig.client_config_from_subscription(
             _read_text(args.subscription), args.pick, socks, warn=_warn)
-    if args.socks is not None:
-        return genconfig.client_config(
-            {"tag": "direct", "protocol": "freedom", "settings": {}}, socks)
-    return runner.default_config()
+    else:
+        config = runner.default_config()
+    return with_loglevel(config, "debug" if args.verbose else args.loglevel)
+
+
+def with_loglevel(config: dict[str, Any], level: str | None) -> dict[str, Any]:
+    """``config`` with ``log.loglevel`` set to ``level`` (unchanged when None)."""
+    if level is None:
+        return config
+    log = config.get("log")
+    return {**config, "log": {**(log if isinstance(log, dict) else {}), "loglevel": level}}
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
@@ -151,24 +160,68 @@ def cmd_uuid(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_link_decode(args: argparse.Namespace, out: TextIO) -> int:
-    """Print the outbound a link stands for (or its raw fields with --fields)."""
+    """Print a link's fields and the outbound it stands for (only one with --fields or
+    --outbound)."""
     from vtwist.share.schemes import parse_link
 
     link = parse_link(_link_arg(args.link))
-    _dump(link.to_json() if args.fields else link.to_outbound(), out)
+    if args.fields:
+        _dump(link.to_json(), out)
+    elif args.outbound:
+        _dump(link.to_outbound(), out)
+    else:
+        _dump({"fields": link.to_json(), "outbound": link.to_outbound()}, out)
     for note in link.ignored():
         _warn(note)
     return 0
 
 
 def cmd_link_encode(args: argparse.Namespace, out: TextIO) -> int:
-    """Print the link of a config's vmess, vless, trojan or shadowsocks outbound."""
-    from vtwist.share.outbound import find_outbound, outbound_to_link
+    """Print the link of a config's vmess, vless, trojan or shadowsocks outbound; for a
+    server config (no such outbound, or ``--inbound``), the link that points at the server."""
+    from vtwist.share.outbound import (
+        find_outbound,
+        find_server_inbound,
+        inbound_to_outbound,
+        outbound_to_link,
+    )
 
     config = _load_config(args.config, EXIT_USAGE)
-    link = outbound_to_link(find_outbound(config, args.outbound), warn=_warn)
+    inbound = None
+    if args.outbound is None:
+        inbound = find_server_inbound(config, args.inbound)
+        if args.inbound is not None and inbound is None:
+            raise CLIError(f"no vmess, vless, trojan or shadowsocks inbound tagged "
+                           f"{args.inbound!r}")
+        if args.inbound is None and inbound is not None and _has_linked_outbound(config):
+            inbound = None  # a client config: its outbound is the link
+    if inbound is not None:
+        address = args.address or _dial_address(inbound)
+        outbound = inbound_to_outbound(inbound, address, warn=_warn)
+    else:
+        outbound = find_outbound(config, args.outbound)
+    link = outbound_to_link(outbound, warn=_warn)
     out.write((link.to_url() if args.url else link.to_link()) + "\n")
     return 0
+
+
+def _has_linked_outbound(config: dict[str, Any]) -> bool:
+    from vtwist.share import schemes
+
+    outbounds = config.get("outbounds")
+    return isinstance(outbounds, list) and any(
+        isinstance(o, dict) and schemes.for_protocol(str(o.get("protocol", ""))) is not None
+        for o in outbounds)
+
+
+def _dial_address(inbound: dict[str, Any]) -> str:
+    """Where clients dial a server inbound: its ``listen``, or this machine (with a note)."""
+    listen = str(inbound.get("listen") or "0.0.0.0")
+    if listen not in ("0.0.0.0", "::", ""):
+        return listen
+    print("note: the server listens on every interface; the link points at 127.0.0.1 "
+          "(use --address to put the address clients should dial in it)", file=sys.stderr)
+    return "127.0.0.1"
 
 
 def cmd_link_qr(args: argparse.Namespace, out: TextIO) -> int:
@@ -204,7 +257,8 @@ def cmd_config_from_link(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_config_server(args: argparse.Namespace, out: TextIO) -> int:
-    """Print a server config with a fresh UUID, and the link pointing at it."""
+    """Print a server config with a fresh UUID (stdout, or ``-o FILE``), and the link
+    pointing at it (stderr; stdout with ``-o``)."""
     from vtwist.genconfig import ServerSpec, server_config
 
     if bool(args.cert) != bool(args.key):
@@ -224,8 +278,9 @@ def cmd_config_server(args: argparse.Namespace, out: TextIO) -> int:
         _write_or_print(text, args.output, out)
         print(f"wrote {args.output}", file=sys.stderr)
         out.write(encoded + "\n")
-    else:
-        out.write(text + "\n" + encoded + "\n")
+    else:  # the config alone on stdout (> server.json stays valid JSON), the link apart
+        out.write(text)
+        print(f"link: {encoded}", file=sys.stderr)
     if link.allow_insecure:
         print("note: the certificate is self-signed, so the link sets allowInsecure; "
               "use --cert/--key with a real certificate for verified TLS", file=sys.stderr)
@@ -236,6 +291,18 @@ def cmd_config_server(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows each option's default in ``--help`` (unless it has none, or says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default not in (None, False, "", argparse.SUPPRESS) and action.option_strings
+                and "default" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _header_help() -> str:
     """``tcp: none|http; kcp: none|srtp|...`` from the network registry."""
     parts = []
@@ -244,6 +311,15 @@ def _header_help() -> str:
         if fields.header_types:
             parts.append(f"{name}: {'|'.join(fields.header_types)}")
     return "; ".join(parts)
+
+
+def _with_defaults(add_parser: Any) -> Any:
+    """``add_parser`` whose parsers show option defaults in ``--help``."""
+    def add(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        return add_parser(*args, **kwargs)
+
+    return add
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"vtwist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser = _with_defaults(sub.add_parser)  # type: ignore[method-assign]
 
     p = sub.add_parser("run", help="run a config, a link or a subscription entry",
                        description="Run until interrupted. Without a source: the default "
@@ -266,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subscription", metavar="FILE", help="a subscription file (- for stdin)")
     p.add_argument("--pick", metavar="NAME", help="with --subscription: the link named NAME "
                    "(or its 1-based number); default the first")
-    p.add_argument("--socks", metavar="HOST:PORT", help="SOCKS5 inbound address "
-                   "(default 127.0.0.1:1080)")
+    p.add_argument("--socks", metavar="HOST:PORT", help="with --link/--subscription: the "
+                   "SOCKS5 inbound address (default 127.0.0.1:1080)")
+    p.add_argument("--loglevel", choices=LOGLEVELS, help="override the config's "
+                   "log.loglevel (generated configs use info)")
+    p.add_argument("--verbose", "-v", action="store_true", help="the same as --loglevel debug")
     p.add_argument("--pidfile", metavar="FILE", help="write the process id here (for "
                    "vtwist reload; SIGHUP reloads the config)")
     p.set_defaults(func=cmd_run)
@@ -291,17 +371,24 @@ def build_parser() -> argparse.ArgumentParser:
     link = sub.add_parser("link", help="decode, encode and draw share links (vmess://, "
                           "vless://, trojan://, ss://)")
     lsub = link.add_subparsers(dest="link_command", metavar="ACTION", required=True)
+    lsub.add_parser = _with_defaults(lsub.add_parser)  # type: ignore[method-assign]
     p = lsub.add_parser("decode", help="print the outbound config a link stands for")
     p.add_argument("link", metavar="LINK", help="a vmess://, vless://, trojan:// or ss:// link "
                    "(- reads stdin)")
-    p.add_argument("--fields", action="store_true", help="print the link's fields instead "
+    p.add_argument("--fields", action="store_true", help="print only the link's fields "
                    "(vmess: its v2 JSON)")
+    p.add_argument("--outbound", action="store_true", help="print only the outbound")
     p.set_defaults(func=cmd_link_decode)
     p = lsub.add_parser("encode", help="print the link of a config's vmess, vless, trojan "
-                        "or shadowsocks outbound")
+                        "or shadowsocks outbound, or of a server config's inbound")
     p.add_argument("--config", "-c", metavar="FILE", required=True)
     p.add_argument("--outbound", metavar="TAG", help="the outbound's tag (default: the "
                    "first outbound that has a link)")
+    p.add_argument("--inbound", metavar="TAG", help="a server config's inbound: the link "
+                   "that points at that server (default, when no outbound has a link: the "
+                   "first vmess/vless/trojan/shadowsocks inbound)")
+    p.add_argument("--address", metavar="HOST", help="with a server inbound: the address "
+                   "clients dial (default: its listen address, or 127.0.0.1 for 0.0.0.0)")
     p.add_argument("--url", action="store_true", help="vmess: emit the URL form "
                    "vmess://uuid@host:port?... instead of base64 (the other schemes have "
                    "only their URL form)")
@@ -315,21 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="make configs: a client from a link, or a server")
     csub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    csub.add_parser = _with_defaults(csub.add_parser)  # type: ignore[method-assign]
     p = csub.add_parser("from-link", help="a complete client config for a link")
     p.add_argument("link", metavar="LINK")
-    p.add_argument("--socks", metavar="HOST:PORT", default="127.0.0.1:1080")
+    p.add_argument("--socks", metavar="HOST:PORT", default="127.0.0.1:1080",
+                   help="the SOCKS5 inbound's address")
     p.add_argument("--output", "-o", metavar="FILE")
     p.set_defaults(func=cmd_config_from_link)
     p = csub.add_parser("server", help="a VMess server config with a fresh UUID, and its link")
-    p.add_argument("--transport", choices=registry.link_names(), default="tcp")
+    p.add_argument("--transport", choices=registry.link_names(), default="tcp",
+                   help="the network clients reach the server over")
     p.add_argument("--header", default="none", help=_header_help())
     p.add_argument("--tls", action="store_true", help="TLS (self-signed unless --cert/--key)")
-    p.add_argument("--cert", metavar="FILE")
-    p.add_argument("--key", metavar="FILE")
+    p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM); implies --tls")
+    p.add_argument("--key", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--sni", default="", help="server name for the link and certificate")
     p.add_argument("--alpn", default="", help="comma-separated ALPN list")
-    p.add_argument("--port", type=int, default=10086)
-    p.add_argument("--listen", default="0.0.0.0", help="address the server listens on")
+    p.add_argument("--port", type=int, default=10086, help="the port the server listens on")
+    p.add_argument("--listen", default="0.0.0.0", help="address the server listens on; "
+                   "0.0.0.0 is every interface, so the server is public (reachable from "
+                   "other machines): use 127.0.0.1 to try it locally")
     p.add_argument("--address", default="127.0.0.1", help="address the link tells clients "
                    "to dial")
     p.add_argument("--id", metavar="UUID", help="user id (default: a fresh one)")
@@ -341,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default="", help="kcp: the obfuscation seed")
     p.add_argument("--name", default="", help="the link's name (ps)")
     p.add_argument("--url", action="store_true", help="print the URL form of the link")
-    p.add_argument("--output", "-o", metavar="FILE", help="write the config here; print "
-                   "only the link")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the config to FILE and "
+                   "print only the link (without it: the config on stdout, the link on "
+                   "stderr)")
     p.set_defaults(func=cmd_config_server)
     return parser
 
