@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 
 from vtwist.app.allocate import StaticPorts, random_ports
 from vtwist.app.api.setup import Operations, build_stats
+from vtwist.app.reverse import reverse_bridges, reverse_portals
 from vtwist.app.switch import SwitchEndpoint
 from vtwist.config.model import Config, InboundConfig
 from vtwist.config.registry import inbound_spec
