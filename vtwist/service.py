@@ -112,6 +112,7 @@ class VTwistService(MultiService):
         self.resolver = config_resolver(config.dns, reactor, lambda: self.dispatcher)
         ctx = BuildContext(reactor=reactor, policy=config.policy, resolver=self.resolver)
         outbounds = build_outbounds(config.outbounds, ctx)  # proxySettings: chains first
+        outbounds += reverse_portals(config.reverse, ctx)
         self.dispatcher = Dispatcher(outbounds, router=config.routing,
                                      resolver=routing_lookup(self.resolver),
                                      log_access=config.log.access != "none")
