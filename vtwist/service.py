@@ -132,6 +132,8 @@ class VTwistService(MultiService):
                 self.inbound_services.append(service)
         for service in self.operations.extra_services():  # the metrics endpoint
             service.setServiceParent(self)
+        for bridge in reverse_bridges(config.reverse, self.tunnels):
+            bridge.setServiceParent(self)
 
     def stopService(self) -> Deferred[Any] | None:
         """Stop the inbounds, then close what outbounds keep open (mux carriers)."""
