@@ -98,6 +98,8 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/proxy/vless/codec.py",
     "vtwist/proxy/vless/settings.py",
     "vtwist/proxy/mux/__init__.py",
+    "vtwist/app/reverse/control.py",
+    "vtwist/config/reverse.py",
     "vtwist/proxy/mux/frame.py",
     "vtwist/proxy/mux/sessions.py",
     "vtwist/transport/__init__.py",
