@@ -20,9 +20,13 @@ class Options(usage.Options):
                             "the outbound"],
         ["subscription", None, None, "a subscription file (base64 list of links)"],
         ["pick", None, None, "with --subscription: the link whose name (ps) this is"],
-        ["socks", None, "127.0.0.1:1080", "with --link/--subscription: SOCKS5 listen address"],
+        ["socks", None, None, "with --link/--subscription: SOCKS5 listen address "
+                              "[default: 127.0.0.1:1080]"],
+        ["loglevel", None, None, "override the config's log.loglevel: debug, info, warning, "
+                                 "error or none (generated configs use info)"],
     ]
-    optFlags = [["test", "t", "validate the config and exit 0 (valid) or 1, like v2ray -test"]]
+    optFlags = [["test", "t", "validate the config and exit 0 (valid) or 1, like v2ray -test"],
+                ["verbose", "v", "the same as --loglevel debug"]]
 
     def postOptions(self) -> None:
         """Only one config source at a time; --pick only with --subscription."""
@@ -31,24 +35,41 @@ class Options(usage.Options):
             raise usage.UsageError("use only one of --config, --link, --subscription")
         if self["pick"] is not None and not self["subscription"]:
             raise usage.UsageError("--pick goes with --subscription")
+        if self["socks"] is not None and not (self["link"] or self["subscription"]):
+            raise usage.UsageError("--socks goes with --link or --subscription (a config "
+                                   "names its inbounds)")
+        from vtwist.cli import LOGLEVELS
+
+        if self["loglevel"] is not None and self["loglevel"] not in LOGLEVELS:
+            raise usage.UsageError(f"--loglevel: expected one of {', '.join(LOGLEVELS)}, "
+                                   f"got {self['loglevel']!r}")
+        if self["verbose"]:
+            self["loglevel"] = "debug"
 
 
 def config_from_options(options: Options) -> dict[str, Any]:
-    """The config dict the options describe."""
+    """The config dict the options describe (``--loglevel`` applied)."""
+    from vtwist.cli import with_loglevel
+
+    return with_loglevel(_config(options), options["loglevel"])
+
+
+def _config(options: Options) -> dict[str, Any]:
     from vtwist import runner
 
+    socks = options["socks"] or "127.0.0.1:1080"
     if options["config"]:
         return runner.load_config_file(options["config"])
     if options["link"]:
         from vtwist.genconfig import client_config_from_link
 
-        return client_config_from_link(options["link"], socks=options["socks"])
+        return client_config_from_link(options["link"], socks=socks)
     if options["subscription"]:
         from vtwist.genconfig import client_config_from_subscription
 
         with open(options["subscription"], encoding="utf-8") as f:
             text = f.read()
-        return client_config_from_subscription(text, options["pick"], socks=options["socks"])
+        return client_config_from_subscription(text, options["pick"], socks=socks)
     return runner.default_config()
 
 
@@ -59,7 +80,7 @@ def makeService(options: Options) -> Any:
     try:
         config = config_from_options(options)
     except (ConfigError, ValueError, OSError) as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"vtwist: config error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     if options["test"]:
         raise SystemExit(runner.check_config(config))
@@ -67,6 +88,7 @@ def makeService(options: Options) -> Any:
     if service is None:
         raise SystemExit(1)
     service.stopReactorIfUnbound()  # twistd starts the service before the reactor
+    _exit_1_if_failed(service)
     from twisted.internet import reactor
     from twisted.logger import globalLogPublisher
 
@@ -76,7 +98,7 @@ def makeService(options: Options) -> Any:
     try:
         service.logs = LogSwitch(service.config.log, stdout=None)  # twistd logs the rest
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"vtwist: config error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     globalLogPublisher.addObserver(service.logs)
     filter_next_observers(service.config.log)  # twistd's stdout follows loglevel/access too
@@ -84,3 +106,22 @@ def makeService(options: Options) -> Any:
     service.reloader = Reloader(service, lambda: config_from_options(options))
     install_reload_signal(service.reloader, reactor)
     return service
+
+
+def _exit_1_if_failed(service: Any) -> None:
+    """twistd has no exit status of its own: when an inbound could not listen, end the
+    process with status 1 once twistd is done (pid file removed, logs flushed), as
+    ``python -m vtwist run`` does."""
+    import atexit
+    import os
+
+    def check() -> None:
+        if service.failed:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(1)
+
+    atexit.register(check)
