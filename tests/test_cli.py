@@ -134,7 +134,7 @@ class SimpleCommandTests(CLITestCase):
         done = subprocess.run([sys.executable, "-m", "vtwist", "link", "decode", DESIGN_LINK],
                               capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
         self.assertEqual(done.returncode, 0, done.stderr)
-        self.assertEqual(json.loads(done.stdout), link_to_outbound(DESIGN_LINK))
+        self.assertEqual(json.loads(done.stdout)["outbound"], link_to_outbound(DESIGN_LINK))
         done = subprocess.run([sys.executable, "-m", "vtwist", "link", "decode", "vmess://x@y"],
                               capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
         self.assertEqual(done.returncode, 2)
@@ -143,8 +143,12 @@ class SimpleCommandTests(CLITestCase):
 
 class LinkCommandTests(CLITestCase):
     def test_decode(self) -> None:
+        """The link's fields and the outbound it means (as the README says)."""
         status, out, err = self.run_cli("link", "decode", DESIGN_LINK)
         self.assertEqual((status, err), (0, ""))
+        self.assertEqual(json.loads(out)["outbound"], link_to_outbound(DESIGN_LINK))
+        self.assertEqual(json.loads(out)["fields"]["add"], "207.246.108.36")
+        status, out, err = self.run_cli("link", "decode", "--outbound", DESIGN_LINK)
         self.assertEqual(json.loads(out), link_to_outbound(DESIGN_LINK))
         self.assertTrue(out.startswith("{\n  \"protocol\": \"vmess\""))
 
@@ -167,7 +171,7 @@ class LinkCommandTests(CLITestCase):
 
     def test_decode_stdin(self) -> None:
         self.patch(sys, "stdin", io.StringIO(DESIGN_LINK + "\n"))
-        status, out, _ = self.run_cli("link", "decode", "-")
+        status, out, _ = self.run_cli("link", "decode", "--outbound", "-")
         self.assertEqual(json.loads(out), link_to_outbound(DESIGN_LINK))
 
     def test_decode_errors(self) -> None:
@@ -360,10 +364,12 @@ class ConfigCommandTests(CLITestCase):
         self.assertIn("xn--bcher-kva.test", names.get_values_for_type(x509.DNSName))
 
     def test_server_stdout(self) -> None:
-        status, out, _ = self.run_cli("config", "server", "--transport", "kcp", "--url")
+        """Without -o the config alone is on stdout (``> server.json`` is valid JSON), the
+        link on stderr."""
+        status, out, err = self.run_cli("config", "server", "--transport", "kcp", "--url")
         self.assertEqual(status, 0)
-        text, _, link = out.rstrip("\n").rpartition("\n\n")
-        config = json.loads(text)
+        config = json.loads(out)
+        [link] = [line[len("link: "):] for line in err.splitlines() if line.startswith("link: ")]
         self.assertTrue(link.startswith("vmess://"))
         self.check_pair(config, parse_link(link))
 
