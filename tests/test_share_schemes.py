@@ -584,7 +584,7 @@ class CommandLineTests(CLITestCase):
 
     def test_decode(self) -> None:
         for protocol, text in LOCAL.items():
-            status, out, err = self.run_cli("link", "decode", text)
+            status, out, err = self.run_cli("link", "decode", "--outbound", text)
             self.assertEqual(status, 0)
             self.assertEqual(json.loads(out), link_to_outbound(text))
             self.assertEqual(json.loads(out)["protocol"], protocol)
