@@ -61,4 +61,23 @@ def groups(ctx: Context) -> list[Group]:
              metrics.conn_rate(40 if ctx.quick else 500),
              metrics.echo(echoes)],
             ["target: single-stream throughput >= 0.5x V2Ray"]))
+    result.append(quic_group(ctx, total))
     return result
+
+
+def quic_group(ctx: Context, total: int) -> Group:
+    """VMess over QUIC (V2Ray's internal TLS, no packet obfuscation), one QUIC stream per
+    proxied connection; the server listens on UDP."""
+    stream = {"network": "quic", "quicSettings": {}}
+    setups = [Chain(impl, SECURITY, "vmess-quic", stream, stream, server_tcp=False)
+              for impl in ("vtwist", "v2ray")]
+    return Group(
+        "tls", f"SOCKS5 -> VMess ({SECURITY}) over quic -> VMess -> freedom, "
+               f"{total // MB} MB each way",
+        setups,
+        [metrics.throughput("down", 1, total, ctx.verify),
+         metrics.throughput("up", 1, total, ctx.verify),
+         metrics.throughput("down", 8, total, ctx.verify),
+         metrics.conn_rate(40 if ctx.quick else 500),
+         metrics.echo(50 if ctx.quick else 1000)],
+        ["target: throughput >= 1.0x V2Ray (issue 15)"])
