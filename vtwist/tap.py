@@ -24,6 +24,8 @@ class Options(usage.Options):
                               "[default: 127.0.0.1:1080]"],
         ["loglevel", None, None, "override the config's log.loglevel: debug, info, warning, "
                                  "error or none (generated configs use info)"],
+        ["assets", None, None, "look for geoip.dat, geosite.dat and ext: files in this "
+                               "directory first"],
     ]
     optFlags = [["test", "t", "validate the config and exit 0 (valid) or 1, like v2ray -test"],
                 ["verbose", "v", "the same as --loglevel debug"]]
@@ -45,6 +47,10 @@ class Options(usage.Options):
                                    f"got {self['loglevel']!r}")
         if self["verbose"]:
             self["loglevel"] = "debug"
+        if self["assets"]:
+            from vtwist.routing.geodata.assets import add_asset_dir
+
+            add_asset_dir(self["assets"])
 
 
 def config_from_options(options: Options) -> dict[str, Any]:
