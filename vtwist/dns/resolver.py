@@ -113,6 +113,7 @@ class DnsResolver:
         self.trust_root = trust_root
         self._pending: dict[tuple[str, int], defer.Deferred[tuple[tuple[str, ...], int]]] = {}
         self._waiters: dict[tuple[str, int], list[defer.Deferred[list[str]]]] = {}
+        self._starting: set[tuple[str, int]] = set()
         self._senders: dict[int, Query] = {}
         self._pools: list[HTTPConnectionPool] = []
         #: server names (resolved by hosts + the system, never by the servers)
@@ -165,11 +166,19 @@ class DnsResolver:
             if d in waiters:
                 waiters.remove(d)
 
+        if key in self._starting:  # asked again while sending its own query: a loop
+            return defer.fail(DNSLookupError(
+                f"{name}: looking it up needs {name} itself (the query goes through an "
+                "outbound whose server is that name; route the dns tag's queries elsewhere)"))
         mine: defer.Deferred[list[str]] = defer.Deferred(cancel)
         self._waiters.setdefault(key, []).append(mine)
         if key in self._pending:
             return mine
-        lookup = defer.Deferred.fromCoroutine(self._lookup(name, family))
+        self._starting.add(key)
+        try:
+            lookup = defer.Deferred.fromCoroutine(self._lookup(name, family))
+        finally:
+            self._starting.discard(key)
         self._pending[key] = lookup
 
         def done(result: Any) -> None:
