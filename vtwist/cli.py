@@ -125,6 +125,8 @@ def _config_for_run(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError("--pick goes with --subscription")
     if args.socks is not None and not (args.link or args.subscription):
         raise CLIError("--socks goes with --link or --subscription (a config names its inbounds)")
+    if args.mux is not None and not (args.link or args.subscription):
+        raise CLIError("--mux goes with --link or --subscription (a config sets its own mux)")
     socks = args.socks or "127.0.0.1:1080"
     if args.config:
         config = _load_config(args.config)
