@@ -131,10 +131,10 @@ def _config_for_run(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         config = _load_config(args.config)
     elif args.link:
-        config = genconfig.client_config_from_link(_link_arg(args.link), socks)
+        config = genconfig.client_config_from_link(_link_arg(args.link), socks, args.mux)
     elif args.subscription:
         config = genconfig.client_config_from_subscription(
-            _read_text(args.subscription), args.pick, socks, warn=_warn)
+            _read_text(args.subscription), args.pick, socks, warn=_warn, mux=args.mux)
     else:
         config = runner.default_config()
     return with_loglevel(config, "debug" if args.verbose else args.loglevel)
