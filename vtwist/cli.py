@@ -253,7 +253,7 @@ def cmd_config_from_link(args: argparse.Namespace, out: TextIO) -> int:
     """Print a complete client config for a link."""
     from vtwist.genconfig import client_config_from_link
 
-    config = client_config_from_link(_link_arg(args.link), args.socks)
+    config = client_config_from_link(_link_arg(args.link), args.socks, args.mux)
     _write_or_print(json.dumps(config, indent=2, ensure_ascii=False) + "\n", args.output, out)
     return 0
 
