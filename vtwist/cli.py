@@ -315,6 +315,13 @@ def _header_help() -> str:
     return "; ".join(parts)
 
 
+#: ``--mux [N]``: Mux.Cool on a vmess/vless link's outbound, N sessions per connection
+_MUX_OPTION: dict[str, Any] = {
+    "nargs": "?", "const": 8, "type": _positive, "metavar": "N",
+    "help": "vmess/vless: share connections with Mux.Cool, N sessions per connection "
+            "(1-1024; 8 when N is left out; default: no mux)"}
+
+
 def _with_defaults(add_parser: Any) -> Any:
     """``add_parser`` whose parsers show option defaults in ``--help``."""
     def add(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
