@@ -359,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assets", metavar="DIR", help="look for geoip.dat, geosite.dat and ext: "
                    "files in DIR first (then V2RAY_LOCATION_ASSET, /usr/local/share/v2ray, "
                    "/usr/share/v2ray)")
+    p.add_argument("--mux", **_MUX_OPTION)
     p.add_argument("--verbose", "-v", action="store_true", help="the same as --loglevel debug")
     p.add_argument("--pidfile", metavar="FILE", help="write the process id here (for "
                    "vtwist reload; SIGHUP reloads the config)")
