@@ -421,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socks", metavar="HOST:PORT", default="127.0.0.1:1080",
                    help="the SOCKS5 inbound's address")
     p.add_argument("--output", "-o", metavar="FILE")
+    p.add_argument("--mux", **_MUX_OPTION)
     p.set_defaults(func=cmd_config_from_link)
     p = csub.add_parser("server", help="a VMess server config with a fresh UUID, and its link")
     p.add_argument("--transport", choices=registry.link_names(), default="tcp",
