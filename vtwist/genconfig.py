@@ -223,13 +223,36 @@ def client_config(outbound: dict[str, Any], socks: str = "127.0.0.1:1080") -> di
     }
 
 
-def client_config_from_link(link: str, socks: str = "127.0.0.1:1080") -> dict[str, Any]:
-    """The client config that serves SOCKS5 on ``socks`` and sends everything via ``link``."""
-    return client_config(link_to_outbound(link), socks)
+#: The outbounds that carry Mux.Cool (links carry no mux setting; ``--mux`` adds it).
+MUX_PROTOCOLS = ("vmess", "vless")
+
+
+def with_mux(outbound: dict[str, Any], concurrency: int | None) -> dict[str, Any]:
+    """``outbound`` with Mux.Cool on, ``concurrency`` sessions per connection (1…1024);
+    None leaves it as it is."""
+    if concurrency is None:
+        return outbound
+    if not 1 <= concurrency <= 1024:
+        raise LinkError("--mux", f"concurrency must be 1-1024, got {concurrency}",
+                        "bad mux concurrency")
+    protocol = outbound.get("protocol")
+    if protocol not in MUX_PROTOCOLS:
+        raise LinkError("--mux", f"mux needs a vmess or vless link, not {protocol}",
+                        "mux unsupported")
+    return {**outbound, "mux": {"enabled": True, "concurrency": concurrency}}
+
+
+def client_config_from_link(link: str, socks: str = "127.0.0.1:1080",
+                            mux: int | None = None) -> dict[str, Any]:
+    """The client config that serves SOCKS5 on ``socks`` and sends everything via ``link``
+    (with ``mux``: over Mux.Cool, that many sessions per connection)."""
+    return client_config(with_mux(link_to_outbound(link), mux), socks)
 
 
 def client_config_from_subscription(text: str, pick: str | None = None,
                                     socks: str = "127.0.0.1:1080",
-                                    warn: Warn | None = None) -> dict[str, Any]:
+                                    warn: Warn | None = None,
+                                    mux: int | None = None) -> dict[str, Any]:
     """The client config for the first link of a subscription, or the one named ``pick``."""
-    return client_config(pick_outbound(subscription_outbounds(text, warn), pick), socks)
+    outbound = pick_outbound(subscription_outbounds(text, warn), pick)
+    return client_config(with_mux(outbound, mux), socks)
