@@ -59,7 +59,7 @@ class Zone:
         return defer.succeed(result)
 
 
-class _Factory(server.DNSServerFactory):
+class QuietDNSFactory(server.DNSServerFactory):
     """SERVFAIL without logging the resolver's error (trial would count it)."""
 
     def gotResolverError(self, failure: Any, protocol: Any, message: Any, address: Any) -> None:
@@ -78,7 +78,7 @@ class _Factory(server.DNSServerFactory):
 
 def start_dns(reactor: Any, zone: Zone, test: Any) -> int:
     """UDP and TCP DNS on one 127.0.0.1 port answering from ``zone``; returns the port."""
-    factory = _Factory(clients=[zone])
+    factory = QuietDNSFactory(clients=[zone])
     factory.zone = zone
     udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
     test.addCleanup(udp.stopListening)

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.dns_helpers import Zone, reply_to, start_dns, start_doh, start_raw_udp
+from tests.dns_helpers import QuietDNSFactory, Zone, reply_to, start_dns, start_doh, start_raw_udp
 from tests.netutil import wait_until
 from vtwist.config.errors import ConfigError
 from vtwist.config.node import Node
@@ -333,6 +333,26 @@ class BadAnswerTests(TestCase):
         r = resolver_for({"servers": [
             {"address": "127.0.0.1", "port": raw.transport.getHost().port}]})
         self.assertEqual((yield r.resolve("x.test", V4)), many)
+
+    @defer.inlineCallbacks
+    def test_truncated_udp_retried_over_tcp(self) -> Any:
+        def truncated(q: bytes) -> list[bytes]:
+            m = dns.Message()
+            m.fromStr(q)
+            r = dns.Message(id=m.id, answer=1, trunc=1)
+            r.queries = m.queries
+            return [bytes(r.toStr())]
+        raw = start_raw_udp(reactor, truncated, self)
+        port = raw.transport.getHost().port
+        zone = Zone({"x.test": ["10.3.3.3"]})
+        factory = QuietDNSFactory(clients=[zone])
+        factory.zone = zone
+        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
+        self.addCleanup(tcp.stopListening)
+        r = resolver_for({"servers": [{"address": "127.0.0.1", "port": port}]})
+        self.assertEqual((yield r.resolve("x.test", V4)), ["10.3.3.3"])
+        self.assertEqual(len(raw.received), 1)
+        self.assertEqual(zone.queries, [("x.test", dns.A)])
 
     def test_answer_for_other_question(self) -> Any:
         def answer(q: bytes) -> list[bytes]:
