@@ -283,3 +283,70 @@ class ApiAgainstV2Ctl(TestCase):
             value = stats[f"user>>>u@test>>>traffic>>>{way}"]
             self.assertGreaterEqual(value, 1500)  # resent datagrams count as well
             self.assertEqual(value % 500, 0)
+
+
+class RestartLoggerTests(TestCase):
+    """``v2ctl api LoggerService.RestartLogger`` against a vtwist process: after logrotate
+    renamed the access log, the next lines go to a new file of the configured name."""
+
+    timeout = 120
+
+    async def test_restart_logger_reopens_the_access_log(self) -> None:
+        import json
+        import subprocess
+        import sys
+
+        from tests.interop.v2ray_runner import Subprocess
+        from tests.netutil import wait_for_port_async
+
+        echo = EchoServer()
+        self.addCleanup(echo.stop)
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        access = os.path.join(workdir, "access.log")
+        api, door = free_port(), free_port()
+        config = {"log": {"loglevel": "warning", "access": access},
+                  "api": {"tag": "api", "services": ["LoggerService"]},
+                  "inbounds": [
+                      {"tag": "api", "port": api, "listen": "127.0.0.1",
+                       "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}},
+                      {"tag": "door", "port": door, "listen": "127.0.0.1",
+                       "protocol": "dokodemo-door",
+                       "settings": {"address": "127.0.0.1", "port": echo.port}}],
+                  "outbounds": [{"protocol": "freedom"}],
+                  "routing": {"rules": [{"type": "field", "inboundTag": ["api"],
+                                         "outboundTag": "api"}]}}
+        path = os.path.join(workdir, "config.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        errors = open(os.path.join(workdir, "stderr"), "wb")  # noqa: SIM115
+        self.addCleanup(errors.close)
+        proc = Subprocess([sys.executable, "-m", "vtwist", "run", "--config", path],
+                          stdout=subprocess.DEVNULL, stderr=errors, cwd=repo)
+        self.addCleanup(proc.stop)
+        for port in (api, door):
+            await wait_for_port_async(port, 30, alive=proc.check_alive)
+
+        def one_connection() -> None:
+            with socket.create_connection(("127.0.0.1", door)) as s:
+                s.sendall(b"ping")
+                assert s.recv(4) == b"ping"
+
+        def lines(name: str) -> list[str]:
+            try:
+                with open(name) as f:
+                    return [line for line in f.read().splitlines() if " accepted " in line]
+            except FileNotFoundError:
+                return []
+
+        await threads.deferToThread(one_connection)
+        # the port probe's connection and ours
+        await wait_until(lambda: len(lines(access)) == 2, lambda: repr(lines(access)))
+        os.rename(access, access + ".1")  # what logrotate does
+        out, code = await v2ctl(api, "LoggerService.RestartLogger", "")
+        self.assertEqual(code, 0, out)
+        await threads.deferToThread(one_connection)
+        await wait_until(lambda: len(lines(access)) == 1,
+                         lambda: repr((lines(access), lines(access + ".1"))))
+        self.assertEqual(len(lines(access + ".1")), 2)
