@@ -4,10 +4,12 @@ twisted.names server), other types are forwarded to the configured server."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 from typing import Any
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, reactor, threads, utils
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.dns_helpers import Zone, start_dns
@@ -90,6 +92,23 @@ class DnsOutboundTests(TestCase):
         out = yield dig(self.door, "t.test", "TXT", "+short")
         self.assertEqual(out.decode().strip(), '"forwarded text"')
         self.assertIn(("t.test", 16), self.zone.queries)
+
+    @defer.inlineCallbacks
+    def test_garbage_is_dropped(self) -> Any:
+        """Malformed datagrams and a malformed TCP message: dropped, nothing logged, and the
+        next good query is answered."""
+        def send_garbage() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for junk in (b"", b"\x01", b"\x12\x34" + b"\xff" * 40, os.urandom(600)):
+                    s.sendto(junk, ("127.0.0.1", self.door))
+            with socket.create_connection(("127.0.0.1", self.door), timeout=5) as s:
+                s.sendall(b"\x00\x05hello")
+                s.shutdown(socket.SHUT_WR)
+                self.assertEqual(s.recv(100), b"")  # closed once the client is done
+        yield threads.deferToThread(send_garbage)
+        out = yield dig(self.door, "b.test", "A", "+short")
+        self.assertEqual(out.decode().split(), ["192.0.2.7"])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_cache(self) -> Any:
