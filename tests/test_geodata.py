@@ -286,11 +286,43 @@ class RuleFormTests(SynchronousTestCase):
     def test_balancers(self) -> None:
         r = self.router([{"type": "field", "domain": ["geosite:cn"], "balancerTag": "b"}],
                         balancers=[{"tag": "b", "selector": ["bal-"]}])
-        self.assertEqual(r.balancers, {"b": ("bal-a", "bal-b")})
+        self.assertEqual(r.balancers, {"b": ("bal-",)})
         r.pick = random.Random(3).choice
         seen = {self.tag(r, "baidu.com") for _ in range(50)}
         self.assertEqual(seen, {"bal-a", "bal-b"})
         self.assertEqual(r.rules[0].balancer_tag, "b")
+        # As 4.34, the selector looks at the outbounds there are at each decision.
+        r.outbound_tags = ["direct", "bal-c"]
+        self.assertEqual(self.tag(r, "baidu.com"), "bal-c")
+        r.outbound_tags = ["direct"]
+        self.assertIsNone(self.tag(r, "baidu.com"))  # none selected: the default
+
+    def test_dispatcher_balances_over_its_live_outbounds(self) -> None:
+        """An outbound the API adds joins the balancer; one it removes leaves it."""
+        from vtwist.address import Destination
+        from vtwist.testing.tunnels import FakeOutbound
+        from vtwist.tunnel.dispatcher import Dispatcher
+
+        r = self.router([{"type": "field", "port": "443", "balancerTag": "b"}],
+                        balancers=[{"tag": "b", "selector": ["bal-"]}])
+        r.pick = random.Random(1).choice
+        direct, a, b = FakeOutbound("direct"), FakeOutbound("bal-a"), FakeOutbound("bal-b")
+        dispatcher = Dispatcher([direct, a], router=r)
+        dest = Destination.tcp("example.org", 443)
+        self.assertEqual({dispatcher.outboundFor(dest).tag for _ in range(20)}, {"bal-a"})
+        dispatcher.by_tag["bal-b"] = b  # as the HandlerService's AddOutbound does
+        self.assertEqual({dispatcher.outboundFor(dest).tag for _ in range(40)},
+                         {"bal-a", "bal-b"})
+        del dispatcher.by_tag["bal-a"], dispatcher.by_tag["bal-b"]
+        self.assertIs(dispatcher.outboundFor(dest), direct)  # none selected: the default
+
+    def test_balancer_selecting_nothing_warns(self) -> None:
+        warnings: list[str] = []
+        parse_routing(Node({"rules": [{"type": "field", "port": "1", "balancerTag": "b"}],
+                            "balancers": [{"tag": "b", "selector": ["x"]}]},
+                           "routing", warnings.append), ["direct"], self.assets)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("routing.balancers[0]: selector: ['x'] selects no outbound", warnings[0])
 
     def test_outbound_tag_wins_over_balancer(self) -> None:
         warnings: list[str] = []

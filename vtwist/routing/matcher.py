@@ -24,7 +24,7 @@ import ipaddress
 import random
 import re
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from vtwist.address import parse_ip
@@ -493,20 +493,29 @@ def _random_choice(tags: Sequence[str]) -> str:
 class Router:
     """The routing rules of one config, its ``domainStrategy`` and its balancers.
 
-    ``balancers`` maps a balancer tag to the outbound tags its selector chose (when the
-    config was read); ``pick`` chooses one of them per decision (random, as V2Ray 4.34).
+    ``balancers`` maps a balancer tag to its selector (outbound tag prefixes). At each
+    decision, as V2Ray 4.34, the balancer looks at the outbounds there are now
+    (``outbound_tags``: the config's, or the dispatcher's live set, which the API may change)
+    and ``pick`` chooses one of those selected (at random); none selected: the default.
     """
 
     rules: list[Rule] = field(default_factory=list)
     domain_strategy: str = AS_IS
     balancers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    outbound_tags: Collection[str] = ()
     pick: Callable[[Sequence[str]], str] = _random_choice
 
     def _route(self, i: int) -> Route:
         rule = self.rules[i]
         if rule.balancer_tag:
-            return Route(self.pick(self.balancers[rule.balancer_tag]), i)
+            return Route(self.balance(rule.balancer_tag), i)
         return Route(rule.outbound_tag, i)
+
+    def balance(self, balancer: str) -> str | None:
+        """The outbound tag balancer ``balancer`` picks now (None: it selects none)."""
+        prefixes = self.balancers[balancer]
+        tags = [t for t in self.outbound_tags if t.startswith(prefixes)]
+        return self.pick(tags) if tags else None
 
     def route(self, ctx: RouteContext) -> Route | NeedIPs:
         """The outbound for ``ctx``, or a request to resolve the target domain first."""

@@ -343,7 +343,7 @@ def parse_strategy(node: Node) -> str:
 
 
 def parse_balancers(node: Node, outbound_tags: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """``balancers``: [{tag, selector: [tag prefixes]}] -> the outbound tags each selects."""
+    """``balancers``: [{tag, selector: [tag prefixes]}] -> each one's prefixes."""
     balancers: dict[str, tuple[str, ...]] = {}
     if node.value is None:
         return balancers
@@ -357,12 +357,11 @@ def parse_balancers(node: Node, outbound_tags: Sequence[str]) -> dict[str, tuple
         selectors = [e for e, _ in _present(item, "selector") if e]
         if not selectors:
             raise item.error("empty selector list (outbound tag prefixes)", "selector")
-        chosen = tuple(t for t in outbound_tags if any(t.startswith(p) for p in selectors))
-        if not chosen:
+        if not any(t.startswith(tuple(selectors)) for t in outbound_tags):
             have = ", ".join(sorted(outbound_tags)) or "none"
-            raise item.error(f"selects no outbound ({selectors} are prefixes of none of: "
-                             f"{have})", "selector")
-        balancers[tag] = chosen
+            item.warn(f"selector: {selectors} selects no outbound (tags: {have}); its rules "
+                      "go to the default outbound until one is added (as 4.34)")
+        balancers[tag] = tuple(selectors)
         item.warn_unknown()
     return balancers
 
@@ -392,6 +391,7 @@ def parse_routing(node: Node, outbound_tags: Sequence[str],
         router.domain_strategy = parse_strategy(strategy_node)
     rule_nodes[:0] = list(node.get("rules", []).items())
     router.balancers = parse_balancers(node.get("balancers", None), outbound_tags)
+    router.outbound_tags = tuple(outbound_tags)
     router.rules = [parse_rule(r, outbound_tags, router.balancers, assets) for r in rule_nodes]
     node.warn_unknown()
     return router

@@ -42,6 +42,8 @@ class Dispatcher:
         self.default = self.by_tag[default_tag] if default_tag else (
             self.outbounds[0] if self.outbounds else None)
         self.router = router if router is not None and router.rules else None
+        if self.router is not None and self.router.balancers:
+            self.router.outbound_tags = self.by_tag  # balancers see outbounds the API adds
         self.resolver = resolver
         self.log_access = log_access
 
