@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import resource
+import sys
 from typing import Any
 
 from vtwist.app.api.errors import GrpcError, Status, decode
@@ -47,7 +48,7 @@ class StatsService:
         """Uptime and vtwist's own figures in V2Ray's fields: ``NumGoroutine`` is the number
         of open connections and UDP sessions, ``Sys`` and ``Alloc`` the process's peak
         resident memory in bytes, ``NumGC`` the garbage collector's runs, ``LiveObjects``
-        the objects it tracks."""
+        the interpreter's allocated memory blocks (cheap to read: no walk over objects)."""
         decode(pb.SysStatsRequest, data)
         stats = self.context.stats
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -56,7 +57,7 @@ class StatsService:
             NumGoroutine=stats.active if stats is not None else 0,
             NumGC=sum(s["collections"] for s in gc.get_stats()),
             Alloc=current_rss() or rss, Sys=rss,
-            LiveObjects=len(gc.get_objects()),
+            LiveObjects=sys.getallocatedblocks(),
         ).SerializeToString()
 
 
