@@ -234,6 +234,26 @@ class QUICStreamTests(TestCase):
         await self.until(lambda: second.lost is not None)
         second.lost.trap(error.ConnectionLost)
 
+    async def test_client_address_change(self) -> None:
+        """A client whose address changes (NAT rebinding) keeps its connection: the server
+        finds it by connection ID and moves to the new path."""
+        from vtwist.testing.doubles import EchoRecorder
+        from vtwist.transport.quic.endpoints import QuicClientSocket
+
+        port = await self.server(Factory.forProtocol(EchoRecorder))
+        client = await self.client(port).connect(Factory.forProtocol(Recorder))
+        client.transport.write(b"one")
+        await self.until(lambda: bytes(client.data) == b"one")
+        session = client.transport.session
+        sock = QuicClientSocket()
+        sock.session = session
+        udp = reactor.listenUDP(0, sock, interface="127.0.0.1")
+        self.addCleanup(udp.stopListening)
+        self.addCleanup(session.abort, "test over")  # (before its new socket closes)
+        session.send = udp.write
+        client.transport.write(b"two")
+        await self.until(lambda: bytes(client.data) == b"onetwo")
+
     async def test_endpoint_strings(self) -> None:
         """``quic:`` and ``ds:`` strings give working endpoints."""
         server = serverFromString(reactor, "quic:port=0:interface=127.0.0.1:"

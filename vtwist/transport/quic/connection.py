@@ -65,13 +65,15 @@ class QuicSession:
 
     ``send(data, addr)`` writes a datagram; ``on_stream(session, stream_id)`` (server) gives
     the protocol for a stream the peer opened, or None to refuse it; ``on_closed(session)``
-    runs once when the connection is gone.
+    runs once when the connection is gone; ``on_cid(session, cid, issued)`` (server) hears of
+    each connection ID it issues or retires.
     """
 
     def __init__(self, reactor: Any, quic: FlowQuicConnection, codec: PacketCodec,
                  send: Callable[[bytes, Any], None], peer: Any, host: Any,
                  on_stream: Callable[[QuicSession, int], Any] | None = None,
-                 on_closed: Callable[[QuicSession], None] | None = None) -> None:
+                 on_closed: Callable[[QuicSession], None] | None = None,
+                 on_cid: Callable[[QuicSession, bytes, bool], None] | None = None) -> None:
         self.reactor = reactor
         self.quic = quic
         self.codec = codec
@@ -80,6 +82,7 @@ class QuicSession:
         self.host = host
         self.on_stream = on_stream
         self.on_closed = on_closed
+        self.on_cid = on_cid
         self.streams: dict[int, QuicStreamTransport] = {}
         self.handshake: defer.Deferred = defer.Deferred()
         self.closed = False
@@ -132,7 +135,10 @@ class QuicSession:
                     break
                 now = self.reactor.seconds()
                 for data, addr in self.quic.datagrams_to_send(now=now):
-                    self.send(self.codec.seal(data), addr)
+                    try:
+                        self.send(self.codec.seal(data), addr)
+                    except OSError as e:  # unreachable, too big ...: QUIC resends or times out
+                        log.debug("QUIC: cannot send to {addr}: {e}", addr=addr, e=e)
                 for stream in list(self.streams.values()):
                     stream.sent()
             self._setTimer()
@@ -174,6 +180,10 @@ class QuicSession:
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.peerStopped()
+            elif isinstance(event, (events.ConnectionIdIssued, events.ConnectionIdRetired)):
+                if self.on_cid is not None:
+                    self.on_cid(self, event.connection_id,
+                                isinstance(event, events.ConnectionIdIssued))
             elif isinstance(event, events.HandshakeCompleted):
                 if not self.handshake.called:
                     self.handshake.callback(self)

@@ -58,7 +58,9 @@ def _udp_address(ip: str, port: int) -> Any:
 
 # -- server ------------------------------------------------------------------------------
 class QuicListener(DatagramProtocol):
-    """The UDP protocol of a listening port: one :class:`QuicSession` per client address."""
+    """The UDP protocol of a listening port: one :class:`QuicSession` per client, found by
+    the datagram's source address, else by its destination connection ID (a client whose
+    address changed: aioquic then validates the new path)."""
 
     def __init__(self, reactor: Any, factory: IProtocolFactory, settings: QUICSettings,
                  tls: Any) -> None:
@@ -68,6 +70,7 @@ class QuicListener(DatagramProtocol):
         self.codec = PacketCodec(settings)
         self.configuration = server_configuration(tls, self.codec.overhead)
         self.sessions: dict[Any, QuicSession] = {}
+        self.cids: dict[bytes, QuicSession] = {}
         self.closing = False
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
@@ -85,6 +88,11 @@ class QuicListener(DatagramProtocol):
             header = pull_quic_header(Buffer(data=datagram), host_cid_length=12)
         except ValueError:
             return
+        known = self.cids.get(header.destination_cid)
+        if known is not None:
+            self.sessions[addr] = known
+            known.datagramReceived(data, addr)
+            return
         versions = self.configuration.supported_versions
         if header.version is not None and header.version not in versions:
             self.transport.write(self.codec.seal(encode_quic_version_negotiation(
@@ -99,8 +107,10 @@ class QuicListener(DatagramProtocol):
         session = QuicSession(self.reactor, quic, self.codec, self.transport.write,
                               _udp_address(addr[0], addr[1]),
                               _udp_address(host.host, host.port),
-                              on_stream=self._stream, on_closed=self._closed)
+                              on_stream=self._stream, on_closed=self._closed,
+                              on_cid=self._cid)
         self.sessions[addr] = session
+        self.cids[quic.host_cid] = session
         deadline = self.reactor.callLater(HANDSHAKE_TIMEOUT, session.abort,
                                           "handshake timed out")
         session.handshake.addBoth(lambda r: (deadline.active() and deadline.cancel(), r)[1])
@@ -112,10 +122,17 @@ class QuicListener(DatagramProtocol):
             return None
         return self.factory.buildProtocol(session.peer)
 
+    def _cid(self, session: QuicSession, cid: bytes, issued: bool) -> None:
+        if issued:
+            self.cids[cid] = session
+        elif self.cids.get(cid) is session:
+            del self.cids[cid]
+
     def _closed(self, session: QuicSession) -> None:
-        for addr, known in list(self.sessions.items()):
-            if known is session:
-                del self.sessions[addr]
+        for table in (self.sessions, self.cids):
+            for key, known in list(table.items()):
+                if known is session:
+                    del table[key]
 
     def close(self) -> None:
         """Close every connection (CONNECTION_CLOSE sent), accept no more."""
@@ -124,6 +141,7 @@ class QuicListener(DatagramProtocol):
             session.close("server stopped")
             session.abort("server stopped")
         self.sessions.clear()
+        self.cids.clear()
 
 
 @implementer(IListeningPort)
