@@ -13,7 +13,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.interop.transport_support import HashingClient
+from tests.interop.transport_support import HashingClient, TransportFixture
 from vtwist.config.errors import ConfigError
 from vtwist.config.node import Node
 from vtwist.testing.doubles import Echo
@@ -159,6 +159,18 @@ class EndpointStringTests(TestCase):
         with self.assertRaises(Exception) as caught:
             await endpoint.connect(protocol.Factory.forProtocol(HashingClient))
         self.assertIn("HTTP 404", str(caught.exception))
+
+    async def test_h2_tls(self) -> None:
+        """Over TLS the client requires ALPN h2: with a CA, and with allowInsecure (whose
+        connections must offer ALPN too)."""
+        fx = TransportFixture()
+        self.addCleanup(fx.cleanup)
+        server = (f"h2:port=0:interface=127.0.0.1:hostHeader=localhost:"
+                  f"certFile={fx.cert_file}:keyFile={fx.key_file}")
+        for extra in ("allowInsecure=true:serverName=localhost",
+                      f"caFile={fx.ca_file}:serverName=example.test"):
+            await self.echo_through(server, "h2:host=127.0.0.1:port={port}:hostHeader=localhost"
+                                            f":tls=true:{extra}")
 
     async def test_grpc(self) -> None:
         await self.echo_through("grpc:port=0:interface=127.0.0.1:serviceName=svc",

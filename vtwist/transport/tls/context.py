@@ -182,6 +182,7 @@ class _InsecureClientCreator:
     def __init__(self, server_name: str, alpn: list[bytes]) -> None:
         self.sni = None if isIPAddress(server_name) or isIPv6Address(server_name) \
             else server_name.encode("idna")
+        self.alpn = alpn
         self.context = CertificateOptions(
             verify=False, acceptableProtocols=alpn or None,
             enableSessionTickets=True).getContext()
@@ -189,6 +190,8 @@ class _InsecureClientCreator:
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self.context, None)
         conn.set_app_data(tlsProtocol)
+        if self.alpn:  # Twisted's context offers none: its connections set them (as here)
+            conn.set_alpn_protos(self.alpn)
         if self.sni:
             conn.set_tlsext_host_name(self.sni)
         conn.set_connect_state()
