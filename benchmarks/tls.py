@@ -62,6 +62,9 @@ def groups(ctx: Context) -> list[Group]:
              metrics.echo(echoes)],
             ["target: single-stream throughput >= 0.5x V2Ray"]))
     result.append(quic_group(ctx, total))
+    from benchmarks.h2 import h2_groups
+
+    result.extend(h2_groups(ctx, total, cert, key))
     return result
 
 
