@@ -316,6 +316,14 @@ class RuleFormTests(SynchronousTestCase):
         del dispatcher.by_tag["bal-a"], dispatcher.by_tag["bal-b"]
         self.assertIs(dispatcher.outboundFor(dest), direct)  # none selected: the default
 
+    def test_attribute_no_entry_carries_warns(self) -> None:
+        warnings: list[str] = []
+        r = parse_routing(Node({"rules": [field(domain=["geosite:google@nope"])]}, "routing",
+                               warnings.append), ["block"], self.assets)
+        self.assertIsNone(self.tag(r, "google.com"))
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("routing.rules[0]: domain: its lists hold no domain", warnings[0])
+
     def test_balancer_selecting_nothing_warns(self) -> None:
         warnings: list[str] = []
         parse_routing(Node({"rules": [{"type": "field", "port": "1", "balancerTag": "b"}],

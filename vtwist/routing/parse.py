@@ -282,6 +282,9 @@ def parse_rule(node: Node, outbound_tags: Sequence[str],
         for entry, path in domain_entries:
             parse_domain(rule.domains, entry, path, assets)
         rule.domains = _flattened(rule.domains)
+        if not rule.domains:
+            node.warn("domain: its lists hold no domain (an @attribute no entry carries?), "
+                      "so it never matches; V2Ray 4.34 drops such a condition instead")
         conditions += 1
     if entries := _present(node, "ip"):
         rule.ips = parse_ip_entries(entries, assets)
