@@ -134,10 +134,13 @@ class ListeningLineTests(SynchronousTestCase):
                    "log_text": "(UDP Port 5353 Closed)", "log_level": LogLevel.info},
                   {"log_namespace": "log_legacy", "log_format": "{log_text}",
                    "log_text": "SocksFactory starting on 1080", "log_level": LogLevel.info},
+                  {"log_namespace": "vtwist.proxy.vmess.client._VMessClientFactory",
+                   "log_format": "Stopping factory {factory!r}", "factory": object(),
+                   "log_level": LogLevel.info},
                   {"log_namespace": "vtwist.service", "log_format": "listening: x",
                    "log_level": LogLevel.info}]
         self.assertEqual([logsetup.is_twisted_noise(e) for e in events],
-                         [True, True, True, False])
+                         [True, True, True, True, False])
         out = io.StringIO()
         observers = logsetup.observers(LogConfig(loglevel="info", access="none"), out)
         for e in events:

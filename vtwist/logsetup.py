@@ -40,9 +40,8 @@ _NOISE = re.compile(r"(Starting|Stopping) (factory|protocol) |\((TCP|UDP) Port \
 
 
 def is_twisted_noise(event: dict[str, Any]) -> bool:
-    """True for Twisted's factory/protocol start-stop and port open/close lines."""
-    if str(event.get("log_namespace", "")).startswith("vtwist"):
-        return False
+    """True for Twisted's factory/protocol start-stop and port open/close lines (also for
+    vtwist's own factories: Twisted names its logger after the factory's class)."""
     try:
         text = formatEvent(event)
     except Exception:  # noqa: BLE001 - an unformattable event is not ours to judge

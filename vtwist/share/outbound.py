@@ -133,8 +133,9 @@ def inbound_to_outbound(inbound: dict[str, Any], address: str,
             else:
                 user["encryption"] = "none"
             out_settings = {"vnext": [{"address": address, "port": port, "users": [user]}]}
-    outbound: dict[str, Any] = {"protocol": protocol, "tag": inbound.get("tag") or protocol,
-                                "settings": out_settings}
+    tag = str(inbound.get("tag") or protocol)
+    tag = tag[:-3] if tag.endswith("-in") and len(tag) > 3 else tag  # a client's name for it
+    outbound: dict[str, Any] = {"protocol": protocol, "tag": tag, "settings": out_settings}
     stream = _client_stream(inbound.get("streamSettings"), warn)
     if stream is not None:
         outbound["streamSettings"] = stream
