@@ -161,8 +161,10 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
                                                                "tag": "a"}]},
             "outbounds: duplicate outbound tag 'a'")
         self.assertConfigError(
-            {"outbounds": [{"protocol": "freedom", "streamSettings": {"network": "quic"}}]},
-            "outbounds[0].streamSettings.network: network 'quic' is not supported by vtwist")
+            {"outbounds": [{"protocol": "freedom", "streamSettings": {
+                "network": "quic", "quicSettings": {"security": "rot13"}}}]},
+            "outbounds[0].streamSettings.quicSettings.security: expected one of none, "
+            "aes-128-gcm, chacha20-poly1305, got 'rot13'")
         self.assertConfigError(
             {"outbounds": [{"protocol": "blackhole",
                             "settings": {"response": {"type": "teapot"}}}]},

@@ -414,9 +414,10 @@ class ErrorTests(SynchronousTestCase):
             ({**good, "settings": {"vnext": [{"address": "h", "port": 1, "users": [{}]}]}},
              "cannot make a vmess link: settings.vnext[0].users[0].id: is missing (the user "
              "id, a UUID)"),
-            ({**good, "streamSettings": {"network": "quic"}},
-             "cannot make a vmess link: streamSettings.network: transport 'quic' is not "
-             "supported by vtwist yet (supported: tcp, kcp, ws)"),
+            ({**good, "streamSettings": {"network": "domainsocket",
+                                         "dsSettings": {"path": "/run/v.sock"}}},
+             "cannot make a vmess link: streamSettings.network: transport 'domainsocket' has "
+             f"no share-link form (supported: {', '.join(registry.link_names())})"),
             ({**good, "streamSettings": {"network": "tcp", "security": "xtls"}},
              "cannot make a vmess link: streamSettings.security: 'xtls' is not supported by "
              "vtwist (expected tls or empty)"),

@@ -30,8 +30,12 @@ class UnsupportedTransportError(UnsupportedLinkError):
 
     def __init__(self, network: str, field: str = "net"):
         self.network = network
-        super().__init__(field, f"transport {network!r} is not supported by vtwist yet "
-                                f"(supported: {', '.join(registry.link_names())})")
+        known = registry.lookup(network)
+        if known is not None and known.link is None:  # domainsocket: a local socket
+            reason = f"transport {network!r} has no share-link form"
+        else:
+            reason = f"transport {network!r} is not supported by vtwist yet"
+        super().__init__(field, f"{reason} (supported: {', '.join(registry.link_names())})")
 
 
 def relabel(error: LinkError, what: str) -> LinkError:
