@@ -19,16 +19,21 @@ from vtwist.dns.system import ANY
 
 #: How many of a name's addresses are tried, in the resolver's order, before giving up.
 MAX_ATTEMPTS = 4
+#: With more addresses to try, one attempt gets this long before the next address has its
+#: turn (a blackholed IPv6 route must not cost the whole connect timeout).
+NEXT_ADDRESS_AFTER = 4.0
 
 
 @implementer(IStreamClientEndpoint)
 class ResolvingEndpoint:
     """Resolve ``host`` with ``resolver`` (``family`` 4/6 keeps one family), then connect
-    with ``make(ip)``; an address that refuses or times out gives way to the next one."""
+    with ``make(ip)``; an address that refuses or times out gives way to the next one (with
+    ``clock``, after :data:`NEXT_ADDRESS_AFTER` seconds at most when more are left)."""
 
     def __init__(self, resolver: Any, host: str, make: Callable[[str], IStreamClientEndpoint],
-                 family: int = ANY) -> None:
+                 family: int = ANY, clock: Any = None) -> None:
         self.resolver, self.host, self.make, self.family = resolver, host, make, family
+        self.clock = clock
 
     def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
         """Resolve, then connect to the first address that accepts."""
@@ -37,11 +42,15 @@ class ResolvingEndpoint:
             if not ips:
                 raise DNSLookupError(self.host)
             last: Exception | None = None
-            for ip in ips[:MAX_ATTEMPTS]:
+            tried = ips[:MAX_ATTEMPTS]
+            for i, ip in enumerate(tried):
+                attempt = self.make(ip).connect(protocolFactory)
+                if self.clock is not None and i < len(tried) - 1:
+                    attempt.addTimeout(NEXT_ADDRESS_AFTER, self.clock)
                 try:
-                    return await self.make(ip).connect(protocolFactory)
-                except ConnectError as e:  # refused, unreachable, timed out: the next one
-                    last = e
+                    return await attempt
+                except (ConnectError, defer.TimeoutError) as e:  # refused, unreachable,
+                    last = e                                     # timed out: the next one
             assert last is not None
             raise last
         return defer.Deferred.fromCoroutine(go())

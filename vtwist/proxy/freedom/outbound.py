@@ -156,7 +156,8 @@ class FreedomOutbound:
         port, timeout = destination.port, self.connect_timeout
         return ResolvingEndpoint(
             resolver, destination.host,
-            lambda ip: tcp_client_endpoint(self.reactor, ip, port, timeout), FAMILIES[strategy])
+            lambda ip: tcp_client_endpoint(self.reactor, ip, port, timeout), FAMILIES[strategy],
+            clock=self.reactor)
 
     def packetSession(self, onPacket: Callable[[bytes, Destination], None],
                       onClose: Callable[[], None]) -> FreedomPacketSession:
