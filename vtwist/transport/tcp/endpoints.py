@@ -28,7 +28,8 @@ def tcp_client_endpoint(reactor: Any, host: str, port: int,
     ip = parse_ip(host)
     if ip is None:
         return ResolvingEndpoint(resolver or SystemResolver(reactor), host,
-                                 lambda ip: tcp_client_endpoint(reactor, ip, port, timeout))
+                                 lambda ip: tcp_client_endpoint(reactor, ip, port, timeout),
+                                 clock=reactor)
     if ip.version == 6:
         return TCP6ClientEndpoint(reactor, str(ip), port, timeout=timeout)
     return TCP4ClientEndpoint(reactor, str(ip), port, timeout=timeout)
