@@ -61,7 +61,7 @@ def client_endpoint(reactor: Any, host: str, port: int, stream: StreamSettings |
     if resolver is not None and network.name in RESOLVED_NETWORKS and parse_ip(host) is None:
         def base(ip: str) -> IStreamClientEndpoint:
             return network.client_endpoint(reactor, ip, port, stream)  # type: ignore[no-any-return]
-        endpoint: IStreamClientEndpoint = ResolvingEndpoint(resolver, host, base)
+        endpoint: IStreamClientEndpoint = ResolvingEndpoint(resolver, host, base, clock=reactor)
     else:
         endpoint = network.client_endpoint(reactor, host, port, stream)
     return wrap_client(reactor, endpoint, host, port, stream)
