@@ -489,3 +489,20 @@ class PairTests(Case):
             self.assertFalse(producer.paused)
             self.assertEqual(len(reader.data), total)
             self.assertEqual(hashlib.sha256(reader.data).digest(), sent.digest())
+
+
+class FrameReprTests(SynchronousTestCase):
+    def test_quick_repr_matches_hyperframe(self) -> None:
+        """The cheaper hyperframe ``_raw_data_repr`` gives hyperframe's exact text."""
+        import binascii
+
+        def reference(data: bytes | None) -> str:  # hyperframe 6.1's
+            if not data:
+                return "None"
+            r = binascii.hexlify(data).decode("ascii")
+            if len(r) > 20:
+                r = r[:20] + "..."
+            return "<hex:" + r + ">"
+
+        for data in (None, b"", b"a", bytes(10), bytes(range(11)), os.urandom(70000)):
+            self.assertEqual(h2conn._quick_raw_data_repr(data), reference(data))
