@@ -94,14 +94,16 @@ def register_toy(case: SynchronousTestCase) -> None:
 # -- tests -----------------------------------------------------------------------------
 class BuiltinTests(SynchronousTestCase):
     def test_entries(self) -> None:
-        self.assertEqual(registry.names(), ("tcp", "kcp", "ws"))
-        self.assertEqual(registry.all_names(), ("tcp", "kcp", "mkcp", "ws", "websocket"))
+        self.assertEqual(registry.names(),
+                         ("tcp", "kcp", "ws", "h2", "grpc", "quic", "domainsocket"))
+        self.assertEqual(registry.all_names(), (
+            "tcp", "kcp", "mkcp", "ws", "websocket", "h2", "http", "grpc", "gun", "quic",
+            "domainsocket", "ds"))
         self.assertIs(registry.lookup("mKCP"), registry.lookup("kcp"))
         self.assertIs(registry.lookup("websocket"), registry.lookup("ws"))
-        self.assertIsNone(registry.lookup("h2"))
-        self.assertEqual(registry.unsupported("gun").name, "grpc")
-        self.assertEqual(registry.unsupported("ds").name, "domainsocket")
-        self.assertEqual(registry.unsupported("http").name, "h2")
+        self.assertIs(registry.lookup("DS"), registry.lookup("domainsocket"))
+        self.assertIsNone(registry.lookup("pigeon"))
+        self.assertIsNone(registry.unsupported("quic"))
         for network in registry.networks():
             verifyObject(INetwork, network)
 
@@ -119,6 +121,9 @@ class BuiltinTests(SynchronousTestCase):
         self.assertIsNone(registry.lookup("kcp").stream_layer)
         self.assertEqual(stack.layers(StreamSettings("ws", "tls")), (TLS, WEBSOCKET))
         self.assertEqual(stack.layers(StreamSettings("kcp")), (TLS,))
+        # QUIC has its TLS inside: no TLS layer above it.
+        self.assertEqual(stack.layers(StreamSettings("quic", "tls")), ())
+        self.assertEqual(stack.layers(StreamSettings("domainsocket", "tls")), (TLS,))
 
     def test_function_layer(self) -> None:
         """A network given as plain layer functions gets an IStreamLayer for them."""
@@ -132,14 +137,19 @@ class BuiltinTests(SynchronousTestCase):
             "tcp": (("h2",), ("h2", "http/1.1")),
             "kcp": (("h2", "http/1.1"), ("h2", "http/1.1")),
             "ws": (("http/1.1",), ("http/1.1",)),
+            "h2": (("h2",), ("h2",)),
+            "grpc": (("h2",), ("h2",)),
+            "quic": (("h2", "http/1.1"), ("h2", "http/1.1")),
+            "domainsocket": (("h2",), ("h2", "http/1.1")),
         })
 
     def test_keys_and_prefixes(self) -> None:
         self.assertEqual(set(registry.settings_keys()), {
             "tcpSettings", "kcpSettings", "wsSettings", "httpSettings", "quicSettings",
             "grpcSettings", "dsSettings"})
-        self.assertEqual(registry.endpoint_prefixes(), ("kcp", "ws", "wss"))
-        self.assertEqual(registry.link_names(), ("tcp", "kcp", "ws"))
+        self.assertEqual(registry.endpoint_prefixes(),
+                         ("kcp", "ws", "wss", "h2", "grpc", "quic", "ds"))
+        self.assertEqual(registry.link_names(), ("tcp", "kcp", "ws", "h2", "grpc", "quic"))
 
     def test_names_are_unique(self) -> None:
         for name in ("tcp", "mkcp", "quic", "gun"):
@@ -147,7 +157,11 @@ class BuiltinTests(SynchronousTestCase):
                 registry.register(registry.Network(name))
 
     def test_unsupported_network(self) -> None:
-        for name in ("h2", "http", "grpc", "gun", "quic", "domainsocket", "ds"):
+        # Every network V2Ray 4.34 has is supported now; a listed unsupported one is refused.
+        self.assertEqual(registry.UNSUPPORTED, ())
+        self.patch(registry, "UNSUPPORTED",
+                   (registry.UnsupportedNetwork("pigeonnet", ("pn",), "pigeonSettings"),))
+        for name in ("pigeonnet", "pn"):
             with self.assertRaises(ConfigError) as caught:
                 parse_stream_settings(Node({"network": name}, "streamSettings"), True)
             self.assertEqual(str(caught.exception),
@@ -158,7 +172,9 @@ class BuiltinTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             parse_stream_settings(Node({"network": "pigeon"}, "streamSettings"), True)
         self.assertEqual(str(caught.exception), "streamSettings.network: expected one of "
-                                                "tcp, kcp, mkcp, ws, websocket, got 'pigeon'")
+                                                "tcp, kcp, mkcp, ws, websocket, h2, http, "
+                                                "grpc, gun, quic, domainsocket, ds, "
+                                                "got 'pigeon'")
 
 
 class ToyNetworkTests(TestCase):

@@ -220,11 +220,26 @@ BUILTIN: tuple[Network, ...] = (
             "vtwist.transport.grpc.network:client_from_string"),),
         layer="vtwist.transport.grpc.network:GUN",
     ),
+    Network(
+        "quic", (), "quicSettings", "vtwist.transport.quic.settings:parse_quic_settings",
+        "vtwist.transport.quic.network:server_base", "vtwist.transport.quic.network:client_base",
+        link=f"{_LINKS}:QUIC", tls_inside=True,
+        endpoint_strings=(EndpointString("quic", "vtwist.transport.quic.network:server_from_string",
+                                         "vtwist.transport.quic.network:client_from_string"),),
+    ),
+    Network(
+        "domainsocket", ("ds",), "dsSettings",
+        "vtwist.transport.domainsocket.settings:parse_ds_settings",
+        "vtwist.transport.domainsocket.endpoints:server_base",
+        "vtwist.transport.domainsocket.endpoints:client_base",
+        server_alpn=("h2",), client_alpn=DEFAULT_ALPN,
+        endpoint_strings=(EndpointString(
+            "ds", "vtwist.transport.domainsocket.endpoints:server_from_string",
+            "vtwist.transport.domainsocket.endpoints:client_from_string"),),
+    ),
 )
 
 UNSUPPORTED: tuple[UnsupportedNetwork, ...] = (
-    UnsupportedNetwork("quic", (), "quicSettings"),
-    UnsupportedNetwork("domainsocket", ("ds",), "dsSettings", in_links=False),
 )
 
 _networks: dict[str, Network] = {}
