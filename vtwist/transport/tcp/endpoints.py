@@ -13,10 +13,10 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 
 from vtwist.address import parse_ip
-from vtwist.transport.domainsocket.endpoints import server_endpoint as unix_server_endpoint
-from vtwist.transport.domainsocket.settings import listen_address
 from vtwist.dns.endpoint import ResolvingEndpoint
 from vtwist.dns.system import SystemResolver
+from vtwist.transport.domainsocket.endpoints import server_endpoint as unix_server_endpoint
+from vtwist.transport.domainsocket.settings import listen_address
 
 
 def tcp_client_endpoint(reactor: Any, host: str, port: int,
