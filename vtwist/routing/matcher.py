@@ -51,6 +51,8 @@ PRIVATE_NETWORKS: tuple[str, ...] = (
 # -- values ---------------------------------------------------------------------------------
 def ip_of(host: str) -> IPAddress | None:
     """An IP literal as an address (IPv4-mapped IPv6 as IPv4), or None for a domain."""
+    if not host or (":" not in host and not host[-1].isdigit()):
+        return None  # an IPv4 literal ends in a digit, an IPv6 one has a colon: a domain
     ip = parse_ip(host)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
