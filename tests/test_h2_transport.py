@@ -231,14 +231,33 @@ class HTTPWireTests(Case):
             self.assertEqual(dict(peer.of(ResponseReceived, good)[0].headers)[":status"], "200")
         self.assertEqual(len(built), 3)
 
-    def test_garbage_closes(self) -> None:
-        """Not HTTP/2 at all: the connection is closed."""
-        server = H2Protocol(HTTPProfile(HTTP), client=False,
-                            appFactory=Factory.forProtocol(Echo), clock=self.clock)
-        transport = iosim.FakeTransport(server, isServer=True)
-        server.makeConnection(transport)
-        server.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    def test_not_http2(self) -> None:
+        """An HTTP/1 request (even cut anywhere) gets Go's 404, as V2Ray's server answers it;
+        other bytes are dropped; the preface cut anywhere is fine."""
+        def serve() -> tuple[H2Protocol, Any]:
+            server = H2Protocol(HTTPProfile(HTTP), client=False,
+                                appFactory=Factory.forProtocol(Echo), clock=self.clock)
+            transport = iosim.FakeTransport(server, isServer=True)
+            server.makeConnection(transport)
+            self.assertEqual(transport.stream, [])  # nothing until the client's preface
+            return server, transport
+
+        request = b"GET /tunnel HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        for cut in (1, 5, 20, len(request)):
+            server, transport = serve()
+            server.dataReceived(request[:cut])
+            server.dataReceived(request[cut:])
+            self.assertTrue(transport.disconnecting, cut)
+            self.assertTrue(b"".join(transport.stream).startswith(b"HTTP/1.1 404 Not Found\r\n"))
+        server, transport = serve()
+        server.dataReceived(b"\x16\x03\x01\x02\x00garbage")
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.stream, [])
+        server, transport = serve()
+        for i in range(len(h2conn.PREFACE)):
+            server.dataReceived(h2conn.PREFACE[i:i + 1])
+        self.assertFalse(transport.disconnecting)
+        self.assertTrue(transport.stream)  # our SETTINGS
 
     def test_no_stream_timeout(self) -> None:
         """A server connection that opens no stream is closed after FIRST_STREAM_TIMEOUT."""

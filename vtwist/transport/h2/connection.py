@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import binascii
 import ipaddress
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,11 @@ HIGH_WATER = 256 * 1024  # a stream's unsent bytes past which its producer is pa
 LOW_WATER = 64 * 1024  # ... and below which it is resumed
 FIRST_STREAM_TIMEOUT = 10.0  # a server closes a connection opening no stream in this time
 IDLE_TIMEOUT = 300.0  # either side closes a connection without streams this long
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HTTP1_START = re.compile(rb"[A-Z]{1,10}( |$)")
+HTTP1_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
+#: What Go's net/http writes for V2Ray's ``WriteHeader(404)`` (no body) to an HTTP/1 client.
+HTTP1_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def _quick_raw_data_repr(data: bytes | None) -> str:
@@ -426,6 +432,7 @@ class H2Protocol(Protocol):
         self.goingAway = False
         self.gone = False
         self.everStream = False
+        self._preface = b"" if not client else None  # a server's first bytes, until known
         self._timer: Any = None
         self._flushing = False
         self.closeCode = ErrorCodes.CANCEL if client else ErrorCodes.NO_ERROR
@@ -434,13 +441,20 @@ class H2Protocol(Protocol):
 
     # -- connection ------------------------------------------------------------------------
     def connectionMade(self) -> None:
-        """Send the preface and settings; open the connection window."""
+        """A client starts HTTP/2 at once; a server once the client's preface came."""
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:
             try:
                 no_delay(True)
             except OSError:  # pragma: no cover - not a socket
                 pass
+        self.transport.registerProducer(self, True)
+        self._arm(FIRST_STREAM_TIMEOUT if not self.client else IDLE_TIMEOUT)
+        if self.client:
+            self._start()
+
+    def _start(self) -> None:
+        """Send the preface (a client's) and our settings; open the connection window."""
         self.conn.initiate_connection()
         # Our settings apply once the peer acknowledges them (h2 tracks that).
         settings = {SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
@@ -450,8 +464,6 @@ class H2Protocol(Protocol):
             settings[SettingCodes.ENABLE_PUSH] = 0
         self.conn.update_settings(settings)
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        self.transport.registerProducer(self, True)
-        self._arm(FIRST_STREAM_TIMEOUT if not self.client else IDLE_TIMEOUT)
         self.writeOut()
 
     def peerText(self) -> str:
@@ -465,6 +477,10 @@ class H2Protocol(Protocol):
         """Frames in: dispatch h2's events to the streams."""
         if self.gone:
             return
+        if self._preface is not None:
+            data = self._checkPreface(data)
+            if not data:
+                return
         try:
             events = self.conn.receive_data(data)
         except ProtocolError as e:
@@ -518,6 +534,32 @@ class H2Protocol(Protocol):
                 self._loseTransport()
 
     # -- server side -----------------------------------------------------------------------
+    def _checkPreface(self, data: bytes) -> bytes:
+        """A server's first bytes: the HTTP/2 preface goes on to h2; an HTTP/1 request gets
+        Go's answer to it (V2Ray's server answers HTTP/1 too, with 404 for a host or path not
+        its own); anything else is dropped. Returns what h2 may read now."""
+        seen = self._preface + data
+        if PREFACE.startswith(seen[:len(PREFACE)]):
+            if len(seen) < len(PREFACE):
+                self._preface = seen
+                return b""
+            self._preface = None
+            self._start()
+            return seen
+        if b"\n" not in seen and len(seen) < 8192 and HTTP1_START.match(seen):
+            self._preface = seen  # perhaps an HTTP/1 request line: wait for all of it
+            return b""
+        self._preface = None
+        self.gone = True
+        why = "not HTTP/2"
+        if HTTP1_REQUEST.match(seen):
+            why = "an HTTP/1 request"
+            self.transport.write(HTTP1_NOT_FOUND)
+        self.log.info("{profile}: {peer} sent {why}; closing", profile=self.profile.name,
+                      peer=self.peerText(), why=why)
+        self._loseTransport()
+        return b""
+
     def _request(self, event: RequestReceived) -> None:
         sid = event.stream_id
         headers = header_dict(event.headers)
