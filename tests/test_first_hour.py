@@ -257,7 +257,7 @@ class ConfigMessageTests(SynchronousTestCase):
         from vtwist.share.schemes import parse_link
 
         link = cli_link()
-        for cut in (link[:-7], link[:-6]):
+        for cut in (link[:-7], link[:-6], link[:100]):
             e = self.assertRaises(LinkError, parse_link, cut)
             self.assertIn("looks truncated", str(e))
 

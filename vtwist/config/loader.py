@@ -81,10 +81,11 @@ def loads(text: str) -> Any:
     try:
         return json.loads(stripped)
     except json.JSONDecodeError as e:
-        if e.pos >= len(stripped.rstrip()) and stripped.strip():
-            raise ConfigError("", f"invalid JSON: it ends at line {e.lineno} column "
-                                  f"{e.colno} before it is complete (the file looks "
-                                  "truncated)") from None
+        end = stripped.rstrip()
+        if end and (e.pos >= len(end) or e.msg.startswith("Unterminated string")):
+            raise ConfigError("", f"invalid JSON: the file ends before the JSON is complete "
+                                  f"(it looks truncated; line {e.lineno}, column {e.colno}: "
+                                  f"{e.msg})") from None
         raise ConfigError("", f"invalid JSON (line {e.lineno}, column {e.colno}): "
                               f"{e.msg}") from None
     except RecursionError:

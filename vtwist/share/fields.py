@@ -197,9 +197,10 @@ def b64_truncated(body: str) -> bool:
     return len(data) % 4 == 1
 
 
-def json_truncated(text: str, position: int) -> bool:
-    """True when a JSON error at ``position`` is at the end of ``text`` (it ends early)."""
-    return position >= len(text.rstrip())
+def json_truncated(text: str, position: int, message: str = "") -> bool:
+    """True when JSON with an error at ``position`` (``message``) looks cut short: the error
+    is at its end, or a string never ends."""
+    return position >= len(text.rstrip()) or message.startswith("Unterminated string")
 
 
 def b64decode(body: str) -> bytes:

@@ -173,7 +173,7 @@ def _parse_base64_form(body: str) -> VmessLink:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        if fields.json_truncated(text, e.pos):
+        if fields.json_truncated(text, e.pos, e.msg):
             raise LinkError("body", f"its JSON ends early: {fields.TRUNCATED_HINT}") from None
         raise LinkError("body", f"not valid JSON after base64 decoding: {e.msg} "
                                 f"(column {e.colno})") from None
