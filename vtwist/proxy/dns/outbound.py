@@ -11,6 +11,7 @@ answer relayed back. Malformed messages are dropped.
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -19,15 +20,16 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, DNSLookupError
 from twisted.internet.interfaces import IConsumer, IPushProducer, IStreamClientEndpoint, ITransport
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import Destination, parse_ip
+from vtwist.address import Destination, normalize_host, parse_ip
 from vtwist.dns.message import BadAnswer, parse_message
 from vtwist.dns.system import V4, V6, NoAddress, NoSuchDomain, SystemResolver
-from vtwist.dns.transports import DirectNetwork, tcp_query, udp_query
+from vtwist.dns.transports import DirectNetwork, tcp_query
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.dns.settings import DnsOutboundSettings
 
@@ -37,6 +39,10 @@ log = Logger(namespace="vtwist.dns.outbound")
 ANSWER_TTL = 600
 #: A forwarded query gives up after this long.
 FORWARD_TIMEOUT = 8.0
+#: An answer the outbound made is reused for the same question (same bytes but the ID) for
+#: this long: the codec costs more than the lookup, and a busy client repeats itself.
+MADE_ANSWER_SECONDS = 2.0
+MADE_ANSWERS = 1024
 
 
 def answer_query(query: dns.Message, ips: list[str], rcode: int) -> bytes:
@@ -55,6 +61,46 @@ def answer_query(query: dns.Message, ips: list[str], rcode: int) -> bytes:
     return bytes(reply.toStr())
 
 
+class UDPForwarder(DatagramProtocol):
+    """One UDP socket carrying every forwarded query of an outbound (per address family):
+    each gets an ID of its own on the way out, and its answer its own ID back."""
+
+    def __init__(self, reactor: Any, v6: bool) -> None:
+        self.pending: dict[int, tuple[defer.Deferred[bytes], bytes, tuple[str, int]]] = {}
+        self.port = reactor.listenUDP(0, self, interface="::" if v6 else "0.0.0.0",
+                                      maxPacketSize=65535)
+
+    def query(self, data: bytes, address: tuple[str, int]) -> defer.Deferred[bytes]:
+        """Send ``data`` (a DNS message) to ``address``; the answer, with ``data``'s ID."""
+        for _ in range(8):
+            new_id = random.getrandbits(16)
+            if new_id not in self.pending:
+                break
+        else:
+            return defer.fail(BadAnswer("too many forwarded queries in flight"))
+        d: defer.Deferred[bytes] = defer.Deferred(lambda _: self.pending.pop(new_id, None))
+        self.pending[new_id] = (d, data[:2], address)
+        try:
+            self.port.write(struct.pack("!H", new_id) + data[2:], address)
+        except OSError as e:
+            del self.pending[new_id]
+            return defer.fail(e)
+        return d
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if len(data) < 12:
+            return
+        entry = self.pending.get(struct.unpack("!H", data[:2])[0])
+        if entry is None or (normalize_host(addr[0]), addr[1]) != entry[2]:
+            return  # late, or not from the server asked (RFC 5452)
+        del self.pending[struct.unpack("!H", data[:2])[0]]
+        entry[0].callback(entry[1] + data[2:])
+
+    def close(self) -> None:
+        """Stop listening (pending queries are left to their timeouts)."""
+        self.port.stopListening()
+
+
 class DnsHandler:
     """Answers or forwards one DNS message at a time; ``reply(bytes)`` gets the answers."""
 
@@ -68,6 +114,10 @@ class DnsHandler:
 
     def handle(self, data: bytes) -> None:
         """One query message."""
+        made = self.outbound.made_answer(data)
+        if made is not None:  # the same question was answered a moment ago
+            self.reply(made)
+            return
         try:
             query = parse_message(data)
         except BadAnswer as e:
@@ -76,7 +126,7 @@ class DnsHandler:
         if (self.outbound.answers and not query.answer and len(query.queries) == 1
                 and query.queries[0].type in (dns.A, dns.AAAA)
                 and query.queries[0].cls == dns.IN):
-            d = self._answer(query)
+            d = self._answer(query, data)
         else:
             d = self.outbound.forward(data, query.id, self.target)
         self.pending.add(d)
@@ -92,7 +142,7 @@ class DnsHandler:
 
         d.addBoth(done)
 
-    def _answer(self, query: dns.Message) -> defer.Deferred[bytes]:
+    def _answer(self, query: dns.Message, raw: bytes) -> defer.Deferred[bytes]:
         question = query.queries[0]
         name = question.name.name.decode("ascii", "replace").rstrip(".")
         family = V4 if question.type == dns.A else V6
@@ -106,7 +156,12 @@ class DnsHandler:
                 return answer_query(query, [], dns.OK)
             return answer_query(query, [], dns.ESERVER)
 
-        return d.addCallbacks(lambda ips: answer_query(query, ips, dns.OK), failed)
+        def answered(ips: list[str]) -> bytes:
+            answer = answer_query(query, ips, dns.OK)
+            self.outbound.keep_answer(raw, answer)
+            return answer
+
+        return d.addCallbacks(answered, failed)
 
     def close(self) -> None:
         """Stop answering; cancel what is still pending."""
@@ -236,6 +291,8 @@ class DnsOutbound:
         self.resolver = resolver if resolver is not None else SystemResolver(reactor)
         self.network = DirectNetwork(reactor)
         self.dial = dial
+        self._forwarders: dict[bool, UDPForwarder] = {}
+        self._made: dict[bytes, tuple[float, bytes]] = {}
         #: False for the internal DNS's own queries routed here: forwarded, never answered
         #: from the internal DNS (that would loop; 4.34's isOwnLink)
         self.answers = True
@@ -244,6 +301,7 @@ class DnsOutbound:
         """This outbound as the internal DNS's own queries see it: forwarding only."""
         own = DnsOutbound(self.reactor, self.tag, self.settings, self.resolver, self.dial)
         own.answers = False
+        own._forwarders = self._forwarders  # one set of sockets
         return own
 
     def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
@@ -264,13 +322,42 @@ class DnsOutbound:
         async def go() -> bytes:
             ip = host if parse_ip(host) is not None else (await self.resolver.resolve(host))[0]
             if network == "tcp":
-                query = tcp_query(self._streams(), ip, port)
+                sent = tcp_query(self._streams(), ip, port)(data, query_id)
             else:
-                query = udp_query(self.network, self.reactor, ip, port)
-            return await query(data, query_id).addTimeout(  # type: ignore[no-any-return]
-                FORWARD_TIMEOUT, self.reactor)
+                sent = self._forwarder(":" in ip).query(data, (normalize_host(ip), port))
+            return await sent.addTimeout(FORWARD_TIMEOUT, self.reactor)  # type: ignore[no-any-return]
 
         return defer.Deferred.fromCoroutine(go())
+
+    def made_answer(self, query: bytes) -> bytes | None:
+        """The answer made for this question (``query`` but its ID) moments ago, if any."""
+        if not self.answers or len(query) < 12:
+            return None
+        entry = self._made.get(query[2:])
+        if entry is None:
+            return None
+        if entry[0] <= self.reactor.seconds():
+            del self._made[query[2:]]
+            return None
+        return query[:2] + entry[1]
+
+    def keep_answer(self, query: bytes, answer: bytes) -> None:
+        """Remember ``answer`` to ``query`` for :data:`MADE_ANSWER_SECONDS`."""
+        if len(self._made) >= MADE_ANSWERS:
+            self._made.pop(next(iter(self._made)))
+        self._made[query[2:]] = (self.reactor.seconds() + MADE_ANSWER_SECONDS, answer[2:])
+
+    def _forwarder(self, v6: bool) -> UDPForwarder:
+        forwarder = self._forwarders.get(v6)
+        if forwarder is None:
+            forwarder = self._forwarders[v6] = UDPForwarder(self.reactor, v6)
+        return forwarder
+
+    def close(self) -> None:
+        """Close the forwarding sockets (the service stops)."""
+        for forwarder in self._forwarders.values():
+            forwarder.close()
+        self._forwarders.clear()
 
     def _streams(self) -> Any:
         if self.dial is None:
