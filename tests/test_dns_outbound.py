@@ -10,11 +10,14 @@ import socket
 from typing import Any
 
 from twisted.internet import defer, reactor, threads, utils
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.dns_helpers import Zone, start_dns
 from tests.netutil import free_port
 from tests.services import start_service
+from vtwist.config.errors import ConfigError
+from vtwist.config.loader import parse_config
+from vtwist.proxy.dns.settings import DnsOutboundSettings
 
 
 def dig(port: int, *args: str) -> defer.Deferred[str]:
@@ -116,3 +119,19 @@ class DnsOutboundTests(TestCase):
             out = yield dig(self.door, "b.test", "A", "+short")
             self.assertEqual(out.decode().split(), ["192.0.2.7"])
         self.assertEqual(self.zone.queries.count(("b.test", 1)), 1)
+
+
+class DnsOutboundSettingsTests(SynchronousTestCase):
+    """The dns outbound's settings as 4.34 reads them; errors name the JSON path."""
+
+    def test_settings(self) -> None:
+        c = parse_config({"outbounds": [{"protocol": "dns", "settings": {
+            "network": "TCP", "address": "1.1.1.1", "port": 53}}, {"protocol": "dns"}]})
+        self.assertEqual(c.outbounds[0].settings, DnsOutboundSettings("tcp", "1.1.1.1", 53))
+        self.assertEqual(c.outbounds[1].settings, DnsOutboundSettings())
+        for settings, path in [({"network": "quic"}, "outbounds[0].settings.network"),
+                               ({"address": "not a host!"}, "outbounds[0].settings.address"),
+                               ({"port": 70000}, "outbounds[0].settings.port")]:
+            with self.assertRaises(ConfigError) as e:
+                parse_config({"outbounds": [{"protocol": "dns", "settings": settings}]})
+            self.assertEqual(e.exception.path, path)
