@@ -286,6 +286,10 @@ def cmd_config_server(args: argparse.Namespace, out: TextIO) -> int:
     if link.allow_insecure:
         print("note: the certificate is self-signed, so the link sets allowInsecure; "
               "use --cert/--key with a real certificate for verified TLS", file=sys.stderr)
+    if args.listen in ("0.0.0.0", "::", ""):
+        print(f"note: the server listens on {args.listen or '0.0.0.0'} (every interface): "
+              "other machines can reach it; --listen 127.0.0.1 keeps it on this one",
+              file=sys.stderr)
     if args.address in ("127.0.0.1", "::1", "localhost"):
         print("note: the link points at this machine; use --address to put the address "
               "clients should dial in it", file=sys.stderr)
