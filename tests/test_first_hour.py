@@ -183,6 +183,9 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual((made.add, made.port, made.id), (original.add, original.port,
                                                           original.id))
         self.assertIn("--address", err)  # it listens on 0.0.0.0: say where the link points
+        self.assertIn("every interface", self.cli("config", "server")[2])
+        self.assertNotIn("every interface", self.cli("config", "server", "--listen",
+                                                     "127.0.0.1")[2])
 
     def test_help_shows_defaults(self) -> None:
         status, out, _ = self.cli("config", "server", "--help")
