@@ -55,6 +55,24 @@ log = Logger(namespace="vtwist.mux")
 SESSION_BUFFER = 256 * 1024
 
 
+def _no_delay(transport: Any) -> None:
+    """Nagle off on the TCP socket under ``transport`` (through its wrapping layers): the
+    carrier interleaves many sessions' small frames, which must not wait for ACKs (Go, and
+    so V2Ray, sets TCP_NODELAY on every TCP connection)."""
+    for _ in range(8):
+        no_delay = getattr(transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            try:
+                no_delay(True)
+            except OSError:  # not a TCP socket after all
+                pass
+            return
+        transport = getattr(transport, "lowerTransport", None) or getattr(
+            transport, "transport", None)
+        if transport is None:
+            return
+
+
 @implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableDescriptor)
 class MuxStream:
     """One Mux.Cool session as a transport. ``protocol`` receives its events
@@ -282,6 +300,7 @@ class MuxConnection:
         """Start writing to ``transport`` and register as its producer."""
         self.transport = transport
         raise_write_high_water(transport)
+        _no_delay(transport)
         transport.registerProducer(_WriteGate(self), True)
 
     def getPeer(self) -> Any:
