@@ -88,7 +88,8 @@ class FreedomPacketSession:
         waiting = self._resolving[host] = PacketQueue()
         waiting.push((data, destination.port))
         strategy = self.outbound.settings.domain_strategy
-        d = defer.Deferred.fromCoroutine(resolve(self.outbound.resolver, host, strategy))
+        resolver = self.outbound.system if strategy == "AsIs" else self.outbound.resolver
+        d = defer.Deferred.fromCoroutine(resolve(resolver, host, strategy))
 
         def resolved(address: str) -> None:
             self._resolved[host] = address
