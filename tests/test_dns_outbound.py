@@ -52,7 +52,7 @@ class DnsOutboundTests(TestCase):
         self.zone = Zone({"a.test": ["10.0.0.1", "fd00::1"], "b.test": ["192.0.2.7"]})
         self.zone.txt["t.test"] = "forwarded text"
         self.server = start_dns(reactor, self.zone, self)
-        self.door = free_port()
+        self.door = free_port(udp_too=True)
         # no routing rule: the internal DNS's own queries (tag dns-in) reach the dns outbound
         # too, which must forward them rather than answer them from the internal DNS (a loop)
         return start_service(config(self.door, self.server,
