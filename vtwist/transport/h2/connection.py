@@ -436,8 +436,10 @@ class H2Protocol(Protocol):
         self._timer: Any = None
         self._flushing = False
         self.closeCode = ErrorCodes.CANCEL if client else ErrorCodes.NO_ERROR
-        self.conn = H2Connection(H2Configuration(client_side=client, header_encoding=None,
-                                                 validate_inbound_headers=True))
+        # Our own headers are constant and valid: h2 need not check them on every stream.
+        self.conn = H2Connection(H2Configuration(
+            client_side=client, header_encoding=None, validate_inbound_headers=True,
+            validate_outbound_headers=False, normalize_outbound_headers=False))
 
     # -- connection ------------------------------------------------------------------------
     def connectionMade(self) -> None:
