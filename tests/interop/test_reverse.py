@@ -20,7 +20,8 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
-from tests.interop.v2ray_runner import V2Ray
+from tests.interop.v2ray_runner import EchoServer, V2Ray
+from tests.interop.vmess_harness import socks_udp_echo
 from tests.netutil import free_port, wait_until
 from tests.services import serve_web, start_service
 from vtwist.app.reverse import portal as portal_module
@@ -32,9 +33,10 @@ SMALL = b"hello from behind the bridge\n"
 BIG = os.urandom(2 * 1024 * 1024)
 
 
-def portal_config(external: int, tunnel: int, web: int) -> dict[str, Any]:
-    """The public side: dokodemo-door to the web server's address, VMess for the bridge."""
-    return {
+def portal_config(external: int, tunnel: int, web: int, socks: int = 0) -> dict[str, Any]:
+    """The public side: dokodemo-door to the web server's address (and, with ``socks``, a
+    SOCKS5 inbound with UDP), VMess for the bridge."""
+    config: dict[str, Any] = {
         "log": {"loglevel": "warning"},
         "reverse": {"portals": [{"tag": "portal", "domain": DOMAIN}]},
         "inbounds": [
@@ -45,10 +47,18 @@ def portal_config(external: int, tunnel: int, web: int) -> dict[str, Any]:
              "settings": {"clients": [{"id": USER, "alterId": 0}]}}],
         "outbounds": [{"tag": "block", "protocol": "blackhole"}],
         "routing": {"rules": [
-            {"type": "field", "inboundTag": ["external"], "outboundTag": "portal"},
+            {"type": "field", "inboundTag": ["external", "external-socks"],
+             "outboundTag": "portal"},
             {"type": "field", "inboundTag": ["tunnel"], "domain": [f"full:{DOMAIN}"],
              "outboundTag": "portal"}]},
     }
+    if socks:
+        config["inbounds"].append({"tag": "external-socks", "listen": "127.0.0.1",
+                                   "port": socks,
+                                   "protocol": "socks",
+                                   "settings": {"auth": "noauth", "udp": True,
+                                                "ip": "127.0.0.1"}})
+    return config
 
 
 def bridge_config(tunnel: int) -> dict[str, Any]:
@@ -72,19 +82,24 @@ class _Reverse:
     """The fetches every pairing runs (a mixin with TestCase)."""
 
     timeout = 120
+    pairing: tuple[str, str]
 
     async def setUpPair(self, bridge: str, portal: str) -> int:
-        """Start both sides; the port a browser fetches from."""
+        """Start both sides; the port a browser fetches from (``self.socks``: a SOCKS5
+        port on the portal)."""
         self.web = serve_web(self, {b"small": SMALL, b"big": BIG})
         external, tunnel = free_port(), free_port()
+        self.socks = free_port(udp_too=True)
 
         async def carriersClosed() -> None:
             await wait_until(lambda: not connections_to(tunnel), "bridge connections open", 30)
         self.addCleanup(lambda: defer.ensureDeferred(carriersClosed()))
         if portal == "vtwist":
-            self.portal = await start_service(portal_config(external, tunnel, self.web), self)
+            self.portal = await start_service(
+                portal_config(external, tunnel, self.web, self.socks), self)
         else:
-            proc = V2Ray(portal_config(external, tunnel, self.web), [external, tunnel])
+            proc = V2Ray(portal_config(external, tunnel, self.web, self.socks),
+                         [external, tunnel])
             self.addCleanup(proc.stop)
         if bridge == "vtwist":
             self.bridge = await start_service(bridge_config(tunnel), self)
@@ -125,6 +140,18 @@ class _Reverse:
     def drained(self) -> bool:
         raise NotImplementedError
 
+    async def test_udp(self) -> None:
+        """UDP ASSOCIATE on the portal: datagrams go as mux UDP sessions to the bridge,
+        which sends them on (to a UDP echo only it would need to reach)."""
+        bridge, portal = self.pairing
+        port = await self.setUpPair(bridge, portal)
+        self.assertEqual(await self.fetch(port, "small"), SMALL)  # the bridge is connected
+        echo = EchoServer()
+        self.addCleanup(echo.stop)
+        payloads = [b"ping", bytes(range(256)) * 4]
+        got = await socks_udp_echo(reactor, self.socks, "127.0.0.1", echo.port, payloads)
+        self.assertEqual(got, payloads)
+
     async def check(self, port: int) -> None:
         self.assertEqual(await self.fetch(port, "small"), SMALL)
         bodies = await defer.gatherResults(
@@ -153,6 +180,8 @@ async def _sleep(seconds: float) -> None:
 
 
 class VTwistBridgeV2RayPortal(_Reverse, TestCase):
+    pairing = ("vtwist", "v2ray")
+
     async def test_fetch_through_portal(self) -> None:
         port = await self.setUpPair("vtwist", "v2ray")
         await self.check(port)
@@ -168,6 +197,8 @@ class VTwistBridgeV2RayPortal(_Reverse, TestCase):
 
 
 class V2RayBridgeVTwistPortal(_Reverse, TestCase):
+    pairing = ("v2ray", "vtwist")
+
     async def test_fetch_through_portal(self) -> None:
         port = await self.setUpPair("v2ray", "vtwist")
         await self.check(port)
@@ -186,6 +217,8 @@ class V2RayBridgeVTwistPortal(_Reverse, TestCase):
 
 
 class VTwistBridgeVTwistPortal(_Reverse, TestCase):
+    pairing = ("vtwist", "vtwist")
+
     async def test_fetch_through_portal(self) -> None:
         port = await self.setUpPair("vtwist", "vtwist")
         await self.check(port)
