@@ -20,7 +20,7 @@ from vtwist.config.node import Node
 from vtwist.dns.cache import StaticHosts, TTLCache
 from vtwist.dns.resolver import DnsResolver
 from vtwist.dns.settings import parse_dns
-from vtwist.dns.system import V4, V6
+from vtwist.dns.system import V4, V6, NoAddress, NoSuchDomain
 from vtwist.routing.geodata.wire import DOMAIN, FULL
 from vtwist.testing.geodata import write_geoip, write_geosite
 
@@ -168,9 +168,15 @@ class ResolverTests(TestCase):
     @defer.inlineCallbacks
     def test_nxdomain(self) -> Any:
         r = resolver_for({"servers": [{"address": "127.0.0.1", "port": self.port}]})
-        with self.assertRaises(DNSLookupError) as e:
-            yield r.resolve("nothing.test", V4)
-        self.assertIn("NXDOMAIN", str(e.exception))
+        for _ in range(2):
+            with self.assertRaises(NoSuchDomain) as e:
+                yield r.resolve("nothing.test", V4)
+            self.assertIn("NXDOMAIN", str(e.exception))
+        self.assertEqual(self.zone.queries, [("nothing.test", dns.A)])  # cached
+        for _ in range(2):
+            with self.assertRaises(NoAddress):
+                yield r.resolve("b.test", V6)
+        self.assertEqual(self.zone.queries[1:], [("b.test", dns.AAAA)])
 
     @defer.inlineCallbacks
     def test_concurrent_queries_collapse(self) -> Any:

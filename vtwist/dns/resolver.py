@@ -5,8 +5,8 @@ cache, then asks the servers: those whose ``domains`` match the name first (in c
 order), then the others. One server's answer counts when its addresses pass its
 ``expectIPs``; a timeout, SERVFAIL/REFUSED, a malformed answer, a connection failure or an
 ``expectIPs`` miss moves on to the next server; NXDOMAIN or an empty NOERROR answer ends the
-lookup (the name has no such address). Answers are cached for their TTL, and concurrent
-lookups of one name share one query.
+lookup (the name has no such address). Answers are cached for their TTL (NXDOMAIN and empty
+answers for a minute), and concurrent lookups of one name share one query.
 
 Server names (a DoH host, a UDP server given as a domain) are resolved by ``hosts`` and the
 system resolver, never by the servers themselves (no lookup loops).
@@ -107,6 +107,9 @@ class DnsResolver:
         self.timeout = config.timeout
         self.hosts = StaticHosts(config.hosts)
         self.cache = TTLCache()
+        #: names that do not exist / have no address of a family: ("nx",) or ("none",),
+        #: for wire.NEGATIVE_TTL (V2Ray keeps them too)
+        self.negative = TTLCache()
         self.system = system if system is not None else SystemResolver(reactor)
         self.direct = direct if direct is not None else DirectNetwork(reactor)
         self.routed = routed if routed is not None else self.direct
@@ -150,6 +153,12 @@ class DnsResolver:
             cached = self.cache.get(name, family, now)
             if cached is not None:
                 return defer.succeed(list(cached))
+            missing = self.negative.get(name, family, now)
+            if missing is not None:
+                kind = NoSuchDomain if missing == ("nx",) else NoAddress
+                return defer.fail(kind(f"{host}: " + ("no such domain (NXDOMAIN, cached)"
+                                                       if missing == ("nx",)
+                                                       else "no address (cached)")))
         return self._shared(name, family)
 
     def close(self) -> defer.Deferred[Any]:
@@ -188,6 +197,10 @@ class DnsResolver:
                 if not result.check(DNSLookupError):
                     log.failure("dns: lookup of {name} failed", result, name=name)
                     result = Failure(DNSLookupError(f"{name}: {result.getErrorMessage()}"))
+                elif result.check(NoSuchDomain, NoAddress) and not self.config.disable_cache:
+                    self.negative.put(name, family,
+                                      ("nx",) if result.check(NoSuchDomain) else ("none",),
+                                      wire.NEGATIVE_TTL, self.reactor.seconds())
                 for w in waiters:
                     w.errback(result)
                 return
