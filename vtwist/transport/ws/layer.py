@@ -205,7 +205,9 @@ class WSServerLayer(_WSLayer):
         try:
             handshake.initiate_upgrade_connection(event.headers, event.target)
             request = next(handshake.events())
-        except ProtocolError as e:
+        except (ProtocolError, h11.ProtocolError, UnicodeError) as e:
+            # wsproto decodes header values as ASCII/IDNA and re-sends the request through
+            # h11 (an HTTP/1.0 request without Host): any of these is a bad upgrade
             self.handshakeFailed(f"not a WebSocket upgrade: {e}", bad_request())
             return
         assert isinstance(request, Request)
