@@ -14,7 +14,7 @@ from vtwist.transport.grpc.settings import GRPCSettings
 from vtwist.transport.h2.profile import Answer, Headers, Profile, request_path
 
 #: Largest Hunk sent: larger writes are split (grpc-go accepts 4 MiB messages by default).
-MAX_HUNK = 64 * 1024
+MAX_HUNK = 256 * 1024
 CONTENT_TYPE = "application/grpc"
 USER_AGENT = "grpc-go/1.58.3"
 

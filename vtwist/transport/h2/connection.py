@@ -69,7 +69,7 @@ log = Logger(namespace="vtwist.transport.h2")
 
 STREAM_WINDOW = 1 << 20  # what a peer may send on one stream before we acknowledge
 CONNECTION_WINDOW = 16 << 20  # the same for all streams together
-MAX_FRAME = 1 << 16  # the largest DATA frame we accept
+MAX_FRAME = 1 << 18  # the largest frame we accept (a relayed 64 KiB read plus its framing fits)
 MAX_STREAMS = 128  # concurrent streams a peer may open; a client opens at most this many
 HIGH_WATER = 256 * 1024  # a stream's unsent bytes past which its producer is paused
 LOW_WATER = 64 * 1024  # ... and below which it is resumed
