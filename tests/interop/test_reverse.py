@@ -94,13 +94,13 @@ class _Reverse:
         async def carriersClosed() -> None:
             await wait_until(lambda: not connections_to(tunnel), "bridge connections open", 30)
         self.addCleanup(lambda: defer.ensureDeferred(carriersClosed()))
+        self.portalConfig = portal_config(external, tunnel, self.web, self.socks)
+        self.ports = [external, tunnel]
         if portal == "vtwist":
-            self.portal = await start_service(
-                portal_config(external, tunnel, self.web, self.socks), self)
+            self.portal = await start_service(self.portalConfig, self)
         else:
-            proc = V2Ray(portal_config(external, tunnel, self.web, self.socks),
-                         [external, tunnel])
-            self.addCleanup(proc.stop)
+            self.portalProc = V2Ray(self.portalConfig, self.ports)
+            self.addCleanup(lambda: self.portalProc.stop())
         if bridge == "vtwist":
             self.bridge = await start_service(bridge_config(tunnel), self)
         else:
@@ -139,6 +139,17 @@ class _Reverse:
 
     def drained(self) -> bool:
         raise NotImplementedError
+
+    async def restartPortal(self) -> None:
+        """Stop the portal and start it again on the same ports."""
+        raise NotImplementedError
+
+    async def reconnect(self, port: int) -> None:
+        """The portal goes away and comes back: the bridge's next check dials again."""
+        self.assertEqual(await self.fetch(port, "small"), SMALL)
+        await self.restartPortal()
+        self.assertEqual(await self.fetch(port, "small"), SMALL)
+        self.assertEqual(self.bridgeService().opened, 2)
 
     async def test_udp(self) -> None:
         """UDP ASSOCIATE on the portal: datagrams go as mux UDP sessions to the bridge,
@@ -190,6 +201,15 @@ class VTwistBridgeV2RayPortal(_Reverse, TestCase):
     def drained(self) -> bool:
         return self.bridgeService().opened == 2
 
+    async def restartPortal(self) -> None:
+        self.portalProc.stop()
+        await wait_until(lambda: not connections_to(self.ports[1]), "bridge connection", 20)
+        self.portalProc = V2Ray(self.portalConfig, self.ports)
+
+    async def test_portal_restart(self) -> None:
+        """V2Ray's portal is killed and started again; the vtwist bridge reconnects."""
+        await self.reconnect(await self.setUpPair("vtwist", "v2ray"))
+
     async def test_drain(self) -> None:
         """V2Ray's portal sends DRAIN after 256 sessions; the vtwist bridge dials again."""
         port = await self.setUpPair("vtwist", "v2ray")
@@ -228,6 +248,14 @@ class VTwistBridgeVTwistPortal(_Reverse, TestCase):
     def drained(self) -> bool:
         workers = self.portal.dispatcher.by_tag["portal"].workers
         return self.bridgeService().opened == 2 and len(workers) == 2
+
+    async def restartPortal(self) -> None:
+        await self.portal.stopService()
+        await wait_until(lambda: not connections_to(self.ports[1]), "bridge connection", 20)
+        self.portal = await start_service(self.portalConfig, self)
+
+    async def test_portal_restart(self) -> None:
+        await self.reconnect(await self.setUpPair("vtwist", "vtwist"))
 
     async def test_drain(self) -> None:
         self.patch(portal_module, "DRAIN_AFTER", 3)
