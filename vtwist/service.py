@@ -47,7 +47,7 @@ class InboundService(Service):
 
         def listened(port: Any) -> Any:
             self.port = port
-            log.info("listening: {what}", what=self.description)
+            log.info("listening: {what}", what=self.description, vtwist_always=True)
             return port
 
         def failed(failure: Any) -> None:
@@ -89,7 +89,7 @@ class DatagramService(InboundService):
             self.listening = fail(self.failure)
             self.listening.addErrback(lambda _: None)
             return
-        log.info("listening: {what}", what=self.description)
+        log.info("listening: {what}", what=self.description, vtwist_always=True)
         self.listening = succeed(self.port)
 
     def stopService(self) -> Deferred[Any] | None:
