@@ -108,10 +108,19 @@ class ListeningLineTests(SynchronousTestCase):
         self.check(run_until_listening(self, [*VTWIST, "run", "--link", link, "--socks",
                                               f"127.0.0.1:{port}"], port), port)
 
+    def test_listening_line_at_warning(self) -> None:
+        """V2Ray's default level (warning) still shows the listening lines (run, twistd)."""
+        port = free_port()
+        self.check(run_until_listening(self, [*VTWIST, "run", "-c", self.config(
+            port, loglevel="warning")], port), port)
+        port = free_port()
+        self.check(run_until_listening(self, [*TWISTD, "-n", "--pidfile=", "vtwist", "-c",
+                                              self.config(port)], port), port)
+
     def test_loglevel_overrides(self) -> None:
         """``--loglevel`` (run and twistd) and ``-v`` override the config's level."""
         port = free_port()
-        quiet = run_until_listening(self, [*VTWIST, "run", "--loglevel", "warning", "-c",
+        quiet = run_until_listening(self, [*VTWIST, "run", "--loglevel", "error", "-c",
                                            self.config(port, loglevel="info")], port)
         self.assertNotIn("listening:", quiet)
         port = free_port()

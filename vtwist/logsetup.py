@@ -49,9 +49,16 @@ def is_twisted_noise(event: dict[str, Any]) -> bool:
     return bool(_NOISE.search(text))
 
 
+#: an event key: show this info event at ``warning`` too (the ``listening:`` lines)
+ALWAYS = "vtwist_always"
+
+
 def quiet_twisted(loglevel: str) -> Any:
-    """A predicate dropping :func:`is_twisted_noise` events unless ``loglevel`` is debug."""
+    """A predicate dropping :func:`is_twisted_noise` events unless ``loglevel`` is debug,
+    and passing events marked :data:`ALWAYS` unless it is ``error`` or ``none``."""
     def predicate(event: dict[str, Any]) -> PredicateResult:
+        if event.get(ALWAYS) and loglevel in ("debug", "info", "warning"):
+            return PredicateResult.yes
         if loglevel != "debug" and is_twisted_noise(event):
             return PredicateResult.no
         return PredicateResult.maybe
@@ -158,8 +165,9 @@ def stdout_predicate(config: LogConfig) -> Any:
             return PredicateResult.no if config.access else PredicateResult.yes
         if config.loglevel == "none" or config.error:
             return PredicateResult.no
-        if quiet(event) is PredicateResult.no:
-            return PredicateResult.no
+        verdict = quiet(event)
+        if verdict is not PredicateResult.maybe:
+            return verdict
         return level(event)
 
     return predicate
