@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.error import DNSLookupError
+from twisted.internet.error import CannotListenError, DNSLookupError
 from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -348,13 +348,18 @@ class BadAnswerTests(TestCase):
             r = dns.Message(id=m.id, answer=1, trunc=1)
             r.queries = m.queries
             return [bytes(r.toStr())]
-        raw = start_raw_udp(reactor, truncated, self)
-        port = raw.transport.getHost().port
         zone = Zone({"x.test": ["10.3.3.3"]})
         factory = QuietDNSFactory(clients=[zone])
         factory.zone = zone
-        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
-        self.addCleanup(tcp.stopListening)
+        for _ in range(20):  # a UDP port whose TCP twin is free too
+            raw = start_raw_udp(reactor, truncated, self)
+            port = raw.transport.getHost().port
+            try:
+                tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
+            except CannotListenError:
+                continue
+            self.addCleanup(tcp.stopListening)
+            break
         r = resolver_for({"servers": [{"address": "127.0.0.1", "port": port}]})
         self.assertEqual((yield r.resolve("x.test", V4)), ["10.3.3.3"])
         self.assertEqual(len(raw.received), 1)
@@ -379,8 +384,10 @@ class DoHTests(TestCase):
     def test_doh(self) -> Any:
         zone = Zone({"d.test": ["10.4.4.4", "fd00::4"]})
         port, ca, res = start_doh(reactor, zone, self)
-        r = resolver_for({"servers": [f"https+local://localhost:{port}/dns-query"],
-                          "hosts": {"localhost": "127.0.0.1"}}, trust_root=ca)
+        # localhost: the system's addresses in turn (::1 may come first; the server is
+        # on 127.0.0.1 only)
+        r = resolver_for({"servers": [f"https+local://localhost:{port}/dns-query"]},
+                         trust_root=ca)
         self.addCleanup(r.close)
         ips = yield r.resolve("d.test")
         self.assertEqual(ips, ["10.4.4.4", "fd00::4"])

@@ -26,10 +26,10 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
-from zope.interface import implementer
 
 from vtwist.dns import message as wire
 from vtwist.dns.cache import StaticHosts, TTLCache
+from vtwist.dns.endpoint import ResolvingEndpoint
 from vtwist.dns.settings import (
     DOH,
     DOH_LOCAL,
@@ -62,33 +62,21 @@ class Skip(Exception):
     """This server gave nothing usable; the next one is asked."""
 
 
-@implementer(IStreamClientEndpoint)
-class _ResolvedEndpoint:
-    """Resolve a server's name with the bootstrap resolver, then connect by IP."""
-
-    def __init__(self, resolve: Callable[[], defer.Deferred[str]],
-                 make: Callable[[str], IStreamClientEndpoint]) -> None:
-        self.resolve, self.make = resolve, make
-
-    def connect(self, factory: Any) -> defer.Deferred[Any]:
-        return self.resolve().addCallback(lambda ip: self.make(ip).connect(factory))
-
-
 class _EndpointFactory:
     """Agent's endpoints for one DoH server: TLS (checked against ``trust_root``) over a
     stream from ``network``."""
 
     def __init__(self, network: Network, server: NameServer, trust_root: Any,
-                 bootstrap: Callable[[str], defer.Deferred[str]] | None) -> None:
+                 bootstrap: Any, clock: Any) -> None:
         self.network, self.server, self.trust_root = network, server, trust_root
-        self.bootstrap = bootstrap
+        self.bootstrap, self.clock = bootstrap, clock
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         host, port = self.server.host, self.server.port
-        if self.bootstrap is not None and ip_of(host) is None:
-            bootstrap = self.bootstrap
-            base: IStreamClientEndpoint = _ResolvedEndpoint(
-                lambda: bootstrap(host), lambda ip: self.network.stream(ip, port))
+        if self.bootstrap is not None and ip_of(host) is None:  # each address in turn
+            base: IStreamClientEndpoint = ResolvingEndpoint(
+                self.bootstrap, host, lambda ip: self.network.stream(ip, port),
+                clock=self.clock)
         else:
             base = self.network.stream(host, port)
         return wrapClientTLS(optionsForClientTLS(host, self.trust_root), base)
@@ -338,7 +326,7 @@ class DnsResolver:
             pool.maxPersistentPerHost = 2
             self._pools.append(pool)
             factory = _EndpointFactory(network, server, self.trust_root,
-                                       self._bootstrap if direct else None)
+                                       self if direct else None, self.reactor)
             agent = Agent.usingEndpointFactory(self.reactor, factory, pool=pool)
             sender = doh_query(agent, server.url)
         else:
