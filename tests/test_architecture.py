@@ -83,6 +83,7 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/proxy/vmess/legacy.py",
     "vtwist/proxy/vmess/body.py",
     "vtwist/proxy/vmess/replay.py",
+    "vtwist/proxy/sharedreplay.py",
     "vtwist/proxy/vmess/users.py",
     "vtwist/proxy/vmess/handshake.py",
     "vtwist/proxy/vmess/picker.py",

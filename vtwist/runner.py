@@ -86,6 +86,9 @@ def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
     """Run ``config`` until SIGINT/SIGTERM; returns the exit status. SIGHUP reloads from
     ``load()`` (the same source read again; default: ``config`` as it was) and reopens the
     log files. ``pidfile``: where the process id goes (``vtwist reload`` reads it)."""
+    from vtwist.app.worker import log_open_files_limit, worker_from_environment
+
+    worker = worker_from_environment()  # one of --workers N: shared ports and replay tables
     service = build(config)
     if service is None:
         return 1
@@ -99,12 +102,15 @@ def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
     except ConfigError as e:
         print(f"{ERROR_PREFIX}{e}", file=sys.stderr)
         return 1
+    log_open_files_limit()
     service.reloader = Reloader(service, load or (lambda: config))
     install_reload_signal(service.reloader, reactor)
     if pidfile:
         _write_pidfile(pidfile, reactor)
     service.startService()
     service.stopReactorIfUnbound()
+    if worker is not None:
+        worker.started(service, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()  # its own SIGINT/SIGTERM handlers stop it
     return 1 if service.failed else 0

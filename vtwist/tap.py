@@ -26,6 +26,8 @@ class Options(usage.Options):
                                  "error or none (generated configs use info)"],
         ["assets", None, None, "look for geoip.dat, geosite.dat and ext: files in this "
                                "directory first"],
+        ["workers", None, "1", "run N processes that share the listening ports "
+                               "(SO_REUSEPORT) under this one; auto = the CPU count"],
     ]
     optFlags = [["test", "t", "validate the config and exit 0 (valid) or 1, like v2ray -test"],
                 ["verbose", "v", "the same as --loglevel debug"]]
@@ -47,6 +49,12 @@ class Options(usage.Options):
                                    f"got {self['loglevel']!r}")
         if self["verbose"]:
             self["loglevel"] = "debug"
+        from vtwist.app.workers import parse_workers
+
+        try:
+            self["workers"] = parse_workers(self["workers"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         if self["assets"]:
             from vtwist.routing.geodata.assets import add_asset_dir
 
@@ -90,11 +98,16 @@ def makeService(options: Options) -> Any:
         raise SystemExit(1) from None
     if options["test"]:
         raise SystemExit(runner.check_config(config))
+    if options["workers"] > 1:
+        return _supervisor(options, config)
     service = runner.build(config)
     if service is None:
         raise SystemExit(1)
     service.stopReactorIfUnbound()  # twistd starts the service before the reactor
     _exit_1_if_failed(service)
+    from vtwist.app.worker import log_open_files_limit
+
+    log_open_files_limit()
     from twisted.internet import reactor
     from twisted.logger import globalLogPublisher
 
@@ -112,6 +125,22 @@ def makeService(options: Options) -> Any:
     service.reloader = Reloader(service, lambda: config_from_options(options))
     install_reload_signal(service.reloader, reactor)
     return service
+
+
+def _supervisor(options: Options, config: dict[str, Any]) -> Any:
+    """``--workers N``: the supervisor as twistd's service (vtwist.app.workers)."""
+    from twisted.internet import reactor
+
+    from vtwist.app import workers
+
+    if not workers.prepare(config):
+        raise SystemExit(1)
+    workers.log_open_files_limit()
+    supervisor = workers.Supervisor(config, options["workers"], reactor,
+                                    lambda: config_from_options(options), options["assets"])
+    workers.install_reload_signal(supervisor, reactor)
+    _exit_1_if_failed(supervisor)
+    return supervisor
 
 
 def _exit_1_if_failed(service: Any) -> None:

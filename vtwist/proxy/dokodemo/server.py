@@ -28,6 +28,7 @@ from vtwist.proxy.dokodemo.redirect import (
 )
 from vtwist.proxy.dokodemo.udp import MAX_DATAGRAM, DokodemoDatagrams
 from vtwist.transport.layer import set_no_delay
+from vtwist.transport.reuseport import listen_udp
 from vtwist.transport.stack import server_endpoint
 from vtwist.tunnel.failures import ConnectFailure
 from vtwist.tunnel.inbound import InboundFactory
@@ -179,8 +180,8 @@ class DokodemoFactory(InboundFactory):
             listening = listen_transparent_udp(reactor, port, protocol, listen, self.mark,
                                                MAX_DATAGRAM)
         else:
-            listening = reactor.listenUDP(port, protocol, interface=listen,
-                                          maxPacketSize=MAX_DATAGRAM)
+            listening = listen_udp(reactor, port, protocol, interface=listen,
+                                   maxPacketSize=MAX_DATAGRAM)
         self.datagrams.append(protocol)
         return listening
 

@@ -8,6 +8,10 @@ at most the last ``2 * capacity`` salts are remembered.
 
 from __future__ import annotations
 
+from typing import Any
+
+from vtwist.proxy.sharedreplay import SharedSaltFilter, shared
+
 #: Salts per set (two sets: up to about 2 * 65536 * 48 bytes of salts and set overhead).
 CAPACITY = 65536
 
@@ -39,3 +43,10 @@ class SaltFilter:
             self._current = set()
         self._current.add(salt)
         return True
+
+
+def salt_filter(packets: bool = False) -> Any:
+    """An inbound's salt filter (stream or ``packets``): the one all workers share
+    (``--workers``), or its own :class:`SaltFilter`."""
+    table = shared("ss-packet-salt" if packets else "ss-salt")
+    return SharedSaltFilter(table) if table is not None else SaltFilter()

@@ -35,10 +35,11 @@ from vtwist.proxy.shadowsocks.codec import (
     decode_packet,
     encode_packet,
 )
-from vtwist.proxy.shadowsocks.replay import SaltFilter
+from vtwist.proxy.shadowsocks.replay import salt_filter
 from vtwist.proxy.shadowsocks.transport import ShadowsocksTransport
 from vtwist.sansio import NEED_DATA
 from vtwist.transport.layer import set_no_delay
+from vtwist.transport.reuseport import listen_udp
 from vtwist.transport.stack import server_endpoint
 from vtwist.tunnel.inbound import InboundFactory
 from vtwist.tunnel.packets import PacketTunnel
@@ -306,8 +307,8 @@ class ShadowsocksServerFactory(InboundFactory):
         self.settings = settings
         self.userPolicy = policy.level(settings.level)
         self.guard = guard or ProbeGuard()
-        self.salts = SaltFilter()
-        self.packet_salts = SaltFilter()
+        self.salts = salt_filter()  # shared by the workers with --workers
+        self.packet_salts = salt_filter(packets=True)
         self.accepted = 0
         self.refused = 0
         self.datagrams: list[ShadowsocksDatagrams] = []
@@ -326,8 +327,8 @@ class ShadowsocksServerFactory(InboundFactory):
     def listenDatagrams(self, reactor: Any, listen: str, port: int) -> Any:
         """Start the UDP listener on ``listen:port`` (service.py hook)."""
         protocol = ShadowsocksDatagrams(self)
-        listening = reactor.listenUDP(port, protocol, interface=listen,
-                                      maxPacketSize=MAX_DATAGRAM)
+        listening = listen_udp(reactor, port, protocol, interface=listen,
+                               maxPacketSize=MAX_DATAGRAM)
         self.datagrams.append(protocol)
         return listening
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Hashable
+from typing import Any
 
+from vtwist.proxy.sharedreplay import SharedAuthIDFilter, SharedSessionHistory, shared
 from vtwist.proxy.vmess.header import AUTH_ID_WINDOW
 
 SESSION_HISTORY_SECONDS = 180
@@ -85,3 +87,15 @@ class SessionHistory:
         seen[session] = expiry
         order.append((expiry, session))
         return True
+
+
+def auth_id_filter() -> Any:
+    """An inbound's AuthID filter: the one all workers share (``--workers``), or its own."""
+    table = shared("vmess-auth-id")
+    return SharedAuthIDFilter(table) if table is not None else AuthIDFilter()
+
+
+def session_history() -> Any:
+    """An inbound's legacy session history: shared by all workers, or its own."""
+    table = shared("vmess-session")
+    return SharedSessionHistory(table) if table is not None else SessionHistory()

@@ -36,7 +36,7 @@ from vtwist.proxy.vmess.header import (
     SwitchAccount,
     encode_switch_account,
 )
-from vtwist.proxy.vmess.replay import AuthIDFilter, SessionHistory
+from vtwist.proxy.vmess.replay import auth_id_filter, session_history
 from vtwist.proxy.vmess.server_udp import VMessPacketSide
 from vtwist.proxy.vmess.transport import VMessTransport
 from vtwist.proxy.vmess.users import Account, UserTable
@@ -69,8 +69,8 @@ class VMessServerState:
         if legacy and accounts:
             # Build the legacy hash table now rather than stall on the first legacy header.
             self.users.legacy_table.update(now())
-        self.auth_filter = AuthIDFilter()
-        self.sessions = SessionHistory()
+        self.auth_filter = auth_id_filter()  # shared by the workers with --workers
+        self.sessions = session_history()
         self.disable_insecure = disable_insecure
         self.guard = guard or ProbeGuard()
 

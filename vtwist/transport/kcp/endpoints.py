@@ -27,6 +27,7 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from vtwist.dns.system import SystemResolver
+from vtwist.transport.reuseport import listen_udp
 
 from .config import KCPConfig, buffer_bytes
 from .protocol import DEFAULT_HANDSHAKE, KCPClientProtocol, KCPListener, KCPListeningPort
@@ -56,8 +57,8 @@ class KCPServerEndpoint:
         """Start listening; fires with an IListeningPort."""
         listener = KCPListener(self.config, protocolFactory, self.reactor)
         try:
-            udp = self.reactor.listenUDP(self.port, listener, interface=self.interface,
-                                         maxPacketSize=65536)
+            udp = listen_udp(self.reactor, self.port, listener, interface=self.interface,
+                             maxPacketSize=65536)
         except error.CannotListenError:
             return defer.fail()
         return defer.succeed(KCPListeningPort(udp, listener))

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndp
 from vtwist.address import parse_ip
 from vtwist.dns.endpoint import ResolvingEndpoint
 from vtwist.dns.system import SystemResolver
+from vtwist.transport import reuseport
 from vtwist.transport.domainsocket.endpoints import server_endpoint as unix_server_endpoint
 from vtwist.transport.domainsocket.settings import listen_address
 
@@ -47,6 +48,8 @@ def server_base(reactor: Any, listen: str, port: int, stream: Any) -> IStreamSer
     unix = listen_address(listen) if ip is None else None
     if unix is not None:
         endpoint = unix_server_endpoint(reactor, unix)
+    elif reuseport.enabled():  # --workers: every worker binds the port (SO_REUSEPORT)
+        endpoint = reuseport.tcp_server_endpoint(reactor, port, str(ip) if ip else listen)
     elif ip is not None and ip.version == 6:
         endpoint = TCP6ServerEndpoint(reactor, port, interface=str(ip))
     else:

@@ -1,0 +1,135 @@
+"""One worker of ``--workers N`` (the supervisor is :mod:`vtwist.app.workers`), and the open
+files limit every vtwist process raises at start-up.
+
+A worker is ``python -m vtwist run`` started with :data:`ENV` = "index/count/supervisor pid",
+the shared replay mapping on fd :data:`TABLES_FD` and a readiness pipe on :data:`READY_FD`.
+It binds every listener with ``SO_REUSEPORT``, uses the shared replay tables, dies with its
+supervisor (``PR_SET_PDEATHSIG``), ignores SIGINT (the supervisor decides), stops once on
+SIGTERM and writes ``ready`` once all its inbounds listen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from twisted.logger import Logger
+
+from vtwist.proxy import sharedreplay
+from vtwist.transport import reuseport
+
+log = Logger()
+
+#: the environment variable that makes ``python -m vtwist run`` a worker: "index/count/ppid"
+ENV = "VTWIST_WORKER"
+#: the shared replay tables and the readiness pipe in a worker
+TABLES_FD = 3
+READY_FD = 4
+
+
+# -- resource limits -------------------------------------------------------------------------
+#: file descriptors a relayed connection may hold: two sockets and, with the splice relay,
+#: a pipe (two ends) per direction
+FDS_PER_CONNECTION = 6
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Go programs do); (soft, hard)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
+def log_open_files_limit() -> int:
+    """Raise the open files limit and log it with the connections it allows."""
+    soft, _ = raise_open_files_limit()
+    log.info("open files limit {soft}: about {conns} relayed connections per process",
+             soft=soft, conns=max(0, soft - 64) // FDS_PER_CONNECTION)
+    return soft
+
+
+# -- the worker side -------------------------------------------------------------------------
+def _die_with_parent(ppid: int) -> None:
+    """SIGTERM this process when the supervisor dies (Linux); exit now if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != ppid:
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def _record_lock(fd: int) -> Iterator[None]:
+    """A POSIX record lock on ``fd`` (per process, so workers exclude each other)."""
+    import fcntl
+
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+
+
+class Worker:
+    """This process as worker ``index`` of ``count``."""
+
+    def __init__(self, index: int, count: int, ready_fd: int = READY_FD) -> None:
+        self.index = index
+        self.count = count
+        self.ready_fd = ready_fd
+
+    def started(self, service: Any, reactor: Any) -> None:
+        """Once every inbound listens, tell the supervisor; leave SIGINT to it."""
+        def ready(_: Any) -> None:
+            try:
+                os.write(self.ready_fd, b"ready\n")
+                os.close(self.ready_fd)
+            except OSError:
+                pass
+
+        service.whenListening().addCallbacks(ready, lambda _: None)
+        reactor.callWhenRunning(self._signals, reactor)
+
+    @staticmethod
+    def _signals(reactor: Any) -> None:
+        """Ignore SIGINT; stop once on SIGTERM (the supervisor's and a process group's
+        signal may both arrive)."""
+        stopping: list[bool] = []
+
+        def term(signum: int, frame: Any) -> None:
+            if not stopping:
+                stopping.append(True)
+                reactor.callFromThread(reactor.stop)
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, term)
+
+
+def worker_from_environment(environ: dict[str, str] | None = None) -> Worker | None:
+    """In a worker (:data:`ENV` set): share ports and replay tables; None otherwise."""
+    environ = os.environ if environ is None else environ
+    spec = environ.pop(ENV, None)
+    if not spec:
+        return None
+    index, count, ppid = (int(part) for part in spec.split("/"))
+    _die_with_parent(ppid)
+    reuseport.enable()
+    size = sharedreplay.mapping_size()
+    mapping = mmap.mmap(TABLES_FD, size)
+    sharedreplay.install(sharedreplay.layout(mapping, lambda: _record_lock(TABLES_FD)))
+    return Worker(index, count)

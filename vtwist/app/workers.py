@@ -1,0 +1,354 @@
+"""``--workers N``: one supervising process and N worker processes that share the ports.
+
+The supervisor validates the config (a bad config fails before any worker starts), writes
+it to a private file, creates the shared replay tables (:mod:`vtwist.proxy.sharedreplay`) in
+a ``memfd`` and starts each worker as ``python -m vtwist run --config FILE`` with the
+mapping on fd 3, a readiness pipe on fd 4 and :data:`ENV` naming its index. Re-executing
+(rather than forking) keeps each worker's reactor its own and works the same under
+``python -m vtwist run`` and ``twistd`` (the supervisor is a plain Twisted service).
+
+A worker (:mod:`vtwist.app.worker`) binds every listener with ``SO_REUSEPORT``,
+uses the shared replay tables, dies with its supervisor (``PR_SET_PDEATHSIG``), ignores
+SIGINT (a Ctrl-C reaches the whole process group: the supervisor decides) and writes
+``ready`` on fd 4 once all its inbounds listen.
+
+The supervisor: SIGTERM/SIGINT stop every worker (SIGTERM, then SIGKILL after
+:data:`STOP_TIMEOUT`); SIGHUP reads the config source again, validates it, rewrites the file
+and passes SIGHUP to every worker (each reloads it); a worker that exits before it is ready
+stops them all with exit status 1; a worker that dies later is started again after
+:data:`RESTART_DELAY` (only its own connections are lost). Workers share stdout/stderr and
+append to the same log files, so logs come out as one stream.
+
+Stats, the API and metrics count per process, so they are refused with workers for now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from vtwist.app.worker import ENV, READY_FD, TABLES_FD, log_open_files_limit
+from vtwist.proxy import sharedreplay
+
+log = Logger()
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+STOP_TIMEOUT = 10.0
+RESTART_DELAY = 1.0
+NOT_WITH_WORKERS = ("--workers with api/stats/metrics is not supported yet (each worker "
+                    "would count only its own connections): run one process, or drop the "
+                    "api, stats and metrics sections")
+
+
+def parse_workers(text: str | int) -> int:
+    """``auto`` (the CPU count) or a positive integer. Raises ValueError."""
+    if str(text).strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else (os.cpu_count() or 1))
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"--workers: expected a number or auto, got {text!r}") from None
+    if count < 1:
+        raise ValueError(f"--workers: expected at least 1, got {count}")
+    return count
+
+
+def unsupported(config: Any) -> str | None:
+    """Why a parsed config cannot run with workers (None: it can)."""
+    if config.stats or config.api is not None or config.metrics is not None:
+        return NOT_WITH_WORKERS
+    return None
+
+
+# -- the supervisor --------------------------------------------------------------------------
+class _WorkerProcess(ProcessProtocol):
+    """One worker as the supervisor sees it."""
+
+    def __init__(self, supervisor: Supervisor, index: int) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.ready = False
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self.pid: int | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        self.pid = self.transport.pid  # type: ignore[union-attr]
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
+        if childFD == READY_FD and b"ready" in data and not self.ready:
+            self.ready = True
+            self.supervisor.worker_ready(self)
+
+    def processEnded(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
+        self.supervisor.worker_ended(self, reason.value)
+        self.ended.callback(None)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the worker if it still runs."""
+        try:
+            self.transport.signalProcess(signum)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - ProcessExitedAlready
+            pass
+
+
+class Supervisor(Service):
+    """Runs ``config`` in ``workers`` processes that share its ports (see the module doc).
+
+    ``load``: reads the config source again for a reload (default: ``config`` unchanged).
+    ``assets``: the ``--assets`` directory the workers get. :attr:`failed` is True when a
+    worker could not start; :meth:`whenReady` fires once every worker listens.
+    """
+
+    def __init__(self, config: dict[str, Any], workers: int, reactor: Any = None,
+                 load: Callable[[], dict[str, Any]] | None = None,
+                 assets: str | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.config = config
+        self.count = workers
+        self.reactor = reactor
+        self.load = load or (lambda: config)
+        self.assets = assets
+        self.failed = False
+        self.stopping = False
+        self.workers: list[_WorkerProcess | None] = [None] * workers
+        self._ready: defer.Deferred[None] = defer.Deferred()
+        self._ready.addErrback(lambda _: None)
+        self._waiters: list[defer.Deferred[None]] = []
+        self._dir: str | None = None
+        self._tables_fd: int | None = None
+        self._null_fd: int | None = None
+
+    # setup
+    def _write_config(self, config: dict[str, Any]) -> None:
+        assert self._dir is not None
+        path = os.path.join(self._dir, "config.json")
+        fd, tmp = tempfile.mkstemp(dir=self._dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(config, f)
+        os.replace(tmp, path)
+
+    @property
+    def config_path(self) -> str:
+        """The private copy of the config every worker runs."""
+        assert self._dir is not None
+        return os.path.join(self._dir, "config.json")
+
+    def _make_tables(self) -> int:
+        size = sharedreplay.mapping_size()
+        fd = os.memfd_create("vtwist-replay")
+        os.ftruncate(fd, size)
+        mapping = mmap.mmap(fd, size)
+        now = self.reactor.seconds()
+        for table in sharedreplay.layout(mapping).values():
+            table.initialize(secrets.token_bytes(16), now)
+            table.release()
+        mapping.close()
+        return fd
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        """Write the config, create the shared tables and start every worker."""
+        super().startService()
+        self._dir = tempfile.mkdtemp(prefix="vtwist-workers-")
+        self._write_config(self.config)
+        self._tables_fd = self._make_tables()
+        self._null_fd = os.open(os.devnull, os.O_RDONLY)
+        for index in range(self.count):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        argv = [sys.executable, "-m", "vtwist", "run", "--config", self.config_path]
+        if self.assets:
+            argv += ["--assets", self.assets]
+        env = dict(os.environ)
+        env[ENV] = f"{index}/{self.count}/{os.getpid()}"
+        # the workers import this same vtwist (also when it is not installed)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT,
+                                                          env.get("PYTHONPATH")]))
+        worker = _WorkerProcess(self, index)
+        self.workers[index] = worker
+        self.reactor.spawnProcess(
+            worker, sys.executable, argv, env=env,
+            childFDs={0: self._null_fd, 1: 1, 2: 2, TABLES_FD: self._tables_fd,
+                      READY_FD: "r"})
+
+    # events
+    def worker_ready(self, worker: _WorkerProcess) -> None:
+        """A worker listens on every port."""
+        log.info("worker {index} (pid {pid}) ready", index=worker.index, pid=worker.pid)
+        if all(w is not None and w.ready for w in self.workers) and not self._ready.called:
+            log.info("{count} workers listening", count=self.count)
+            self._ready.callback(None)
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def worker_ended(self, worker: _WorkerProcess, status: Any) -> None:
+        """A worker exited: fail (not started yet), restart (it died), or nothing (stop)."""
+        if self.stopping:
+            return
+        how = (f"signal {status.signal}" if getattr(status, "signal", None)
+               else f"status {getattr(status, 'exitCode', '?')}")
+        if not worker.ready:
+            log.error("worker {index} (pid {pid}) exited with {how} before it was "
+                      "listening: stopping", index=worker.index, pid=worker.pid, how=how)
+            self.failed = True
+            if not self._ready.called:
+                why = RuntimeError(f"worker {worker.index} failed to start")
+                self._ready.errback(why)
+                waiters, self._waiters = self._waiters, []
+                for waiter in waiters:
+                    waiter.errback(why)
+            if self.reactor.running:
+                self.reactor.stop()
+            return
+        log.warn("worker {index} (pid {pid}) exited with {how}: starting it again",
+                 index=worker.index, pid=worker.pid, how=how)
+
+        def restart() -> None:
+            if not self.stopping:
+                self._spawn(worker.index)
+
+        self.reactor.callLater(RESTART_DELAY, restart)
+
+    def whenReady(self) -> defer.Deferred[None]:  # noqa: N802 - Twisted style
+        """Fires once every worker listens (fails if one could not start)."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._ready.called:
+            self._ready.addBoth(lambda v: (waiter.errback(v) if isinstance(v, Failure)
+                                           else waiter.callback(None)) or v)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def pids(self) -> list[int]:
+        """The running workers' process ids."""
+        return [w.pid for w in self.workers if w is not None and w.pid is not None]
+
+    def reload(self) -> bool:
+        """Read the config source again; if valid, every worker reloads it (SIGHUP)."""
+        from vtwist import runner
+
+        try:
+            config = self.load()
+        except Exception as e:  # noqa: BLE001 - ConfigError, OSError, ValueError
+            log.error("reload: {why}; keeping the running config", why=e)
+            return False
+        parsed = runner.validate(config)
+        if parsed is None:
+            log.error("reload: the new config is invalid (above); keeping the running one")
+            return False
+        why = unsupported(parsed)
+        if why:
+            log.error("reload: {why}; keeping the running config", why=why)
+            return False
+        self.config = config
+        self._write_config(config)
+        for worker in self.workers:
+            if worker is not None:
+                worker.signal(signal.SIGHUP)
+        log.info("reload: passed to {count} workers", count=self.count)
+        return True
+
+    def stopService(self) -> defer.Deferred[Any]:  # noqa: N802 - Twisted's name
+        """SIGTERM every worker, SIGKILL what is left after :data:`STOP_TIMEOUT`."""
+        super().stopService()
+        self.stopping = True
+        running = [w for w in self.workers if w is not None and not w.ended.called]
+        for worker in running:
+            worker.signal(signal.SIGTERM)
+
+        def kill() -> None:
+            for worker in running:
+                if not worker.ended.called:
+                    worker.signal(signal.SIGKILL)
+
+        timer = self.reactor.callLater(STOP_TIMEOUT, kill)
+
+        def done(_: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            self._cleanup()
+
+        return defer.DeferredList([w.ended for w in running]).addCallback(done)
+
+    def _cleanup(self) -> None:
+        for fd in (self._tables_fd, self._null_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._tables_fd = self._null_fd = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def install_reload_signal(supervisor: Supervisor, reactor: Any) -> None:
+    """SIGHUP reloads every worker (in the reactor, not in the signal handler)."""
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(supervisor.reload)
+
+    signal.signal(signal.SIGHUP, handler)
+
+
+def prepare(config: dict[str, Any], err: Any = None) -> bool:
+    """Validate ``config`` for workers (printing why not, no traceback): True if it can run."""
+    from vtwist import runner
+
+    err = err or sys.stderr
+    service = runner.build(config)
+    if service is None:
+        return False
+    why = unsupported(service.config)
+    if why:
+        print(f"vtwist: {why}", file=err)
+        return False
+    return True
+
+
+def supervise(config: dict[str, Any], workers: int,
+              load: Callable[[], dict[str, Any]] | None = None, pidfile: str | None = None,
+              assets: str | None = None) -> int:
+    """``python -m vtwist run --workers N``: run until SIGINT/SIGTERM; the exit status."""
+    if not prepare(config):
+        return 1
+    from twisted.internet import reactor
+
+    from vtwist import runner
+    from vtwist.config.errors import ConfigError
+    from vtwist.config.loader import parse_config
+    from vtwist.logsetup import begin_logging
+
+    try:
+        logs = begin_logging(parse_config(config, lambda _: None).log)
+    except ConfigError as e:
+        print(f"vtwist: config error: {e}", file=sys.stderr)
+        return 1
+    log_open_files_limit()
+    supervisor = Supervisor(config, workers, reactor, load, assets)
+    install_reload_signal(supervisor, reactor)
+    if pidfile:
+        runner._write_pidfile(pidfile, reactor)
+    reactor.callWhenRunning(supervisor.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stopService)
+    reactor.run()
+    del logs
+    return 1 if supervisor.failed else 0
