@@ -83,9 +83,11 @@ def loads(text: str) -> Any:
     except json.JSONDecodeError as e:
         end = stripped.rstrip()
         if end and (e.pos >= len(end) or e.msg.startswith("Unterminated string")):
+            where = f"line {e.lineno}, column {e.colno}"
+            detail = f"a string starting at {where} never ends" \
+                if e.msg.startswith("Unterminated string") else f"{e.msg} at {where}"
             raise ConfigError("", f"invalid JSON: the file ends before the JSON is complete "
-                                  f"(it looks truncated; line {e.lineno}, column {e.colno}: "
-                                  f"{e.msg})") from None
+                                  f"(it looks truncated; {detail})") from None
         raise ConfigError("", f"invalid JSON (line {e.lineno}, column {e.colno}): "
                               f"{e.msg}") from None
     except RecursionError:
