@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="the same as --loglevel debug")
     p.add_argument("--pidfile", metavar="FILE", help="write the process id here (for "
                    "vtwist reload; SIGHUP reloads the config)")
+    p.add_argument("--workers", metavar="N", default="1", help="run N processes that share "
+                   "the listening ports (SO_REUSEPORT) under one supervisor; auto = the CPU "
+                   "count")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reload", help="make a running vtwist re-read its config (SIGHUP)",
