@@ -91,6 +91,16 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from vtwist import runner
 
     config = _config_for_run(args)
+    if args.workers != "1":  # --workers N: a supervisor and N processes sharing the ports
+        from vtwist.app import workers
+
+        try:
+            count = workers.parse_workers(args.workers)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        if count > 1:
+            return workers.supervise(config, count, lambda: _config_for_run(args),
+                                     args.pidfile, args.assets)
     # SIGHUP / vtwist reload: the same source read again
     return runner.run_config(config, lambda: _config_for_run(args), args.pidfile)
 
