@@ -13,13 +13,13 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.h2_support import clean_h2
 from tests.interop.transport_support import HashingClient, TransportFixture
 from vtwist.config.errors import ConfigError
 from vtwist.config.node import Node
 from vtwist.testing.doubles import Echo
 from vtwist.transport import registry
 from vtwist.transport.grpc.settings import GRPCSettings
-from vtwist.transport.h2.endpoints import close_connections
 from vtwist.transport.settings import parse_stream_settings
 
 
@@ -132,7 +132,7 @@ class EndpointStringTests(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        self.addCleanup(close_connections)
+        clean_h2(self)
 
     async def echo_through(self, server: str, client: str) -> None:
         port = await serverFromString(reactor, server).listen(
@@ -175,6 +175,31 @@ class EndpointStringTests(TestCase):
     async def test_grpc(self) -> None:
         await self.echo_through("grpc:port=0:interface=127.0.0.1:serviceName=svc",
                                 "grpc:host=127.0.0.1:port={port}:serviceName=svc:mode=multi")
+
+    async def test_pool(self) -> None:
+        """Streams share one pooled connection; when it goes, the next connect dials anew."""
+        port = await serverFromString(reactor, "h2:0:interface=127.0.0.1").listen(
+            protocol.Factory.forProtocol(Echo))
+        self.addCleanup(port.stopListening)
+        endpoint = clientFromString(reactor, f"h2:127.0.0.1:{port.getHost().port}:"
+                                             "hostHeader=www.example.com")
+        clients = [HashingClient(100_000) for _ in range(5)]
+        for c in clients:
+            await endpoint.connect(protocol.Factory.forProtocol(lambda c=c: c))
+        pool = endpoint.pool()
+        self.assertEqual(len(pool.connections), 1)
+        first = pool.connections[0]
+        self.assertEqual({c.transport.connection for c in clients}, {first})
+        self.assertEqual(len({c.transport.stream_id for c in clients}), 5)
+        await defer.gatherResults([c.done for c in clients])
+        await pool.close()
+        self.assertEqual(pool.connections, [])
+        again = HashingClient(1000)
+        await endpoint.connect(protocol.Factory.forProtocol(lambda: again))
+        await again.done
+        self.assertEqual(again.got.hexdigest(), again.sent.hexdigest())
+        self.assertEqual(len(pool.connections), 1)
+        self.assertIsNot(pool.connections[0], first)
 
     def test_bad_strings(self) -> None:
         for text in ("h2:host=x:bogus=1", "grpc:host=x:serverName=n", "h2:port=1",

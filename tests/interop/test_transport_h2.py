@@ -18,12 +18,12 @@ from typing import Any
 
 from twisted.internet import defer, reactor, task
 
+from tests.h2_support import clean_h2
 from tests.interop.transport_support import SERVER_NAME, TransportTestCase
 from tests.interop.v2ray_runner import EchoServer
 from tests.interop.vmess_harness import socks_echo, socks_udp_echo
 from tests.netutil import free_port
 from tests.services import start_service
-from vtwist.transport.h2.endpoints import close_connections
 
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 SECURITY = "aes-128-gcm"
@@ -86,7 +86,7 @@ class HTTP2Interop(TransportTestCase):
         cls = type(self)
         if "echo" not in cls.__dict__:
             cls.echo = EchoServer()
-        self.addCleanup(close_connections)
+        clean_h2(self)
 
     def stream(self, flavour: str, inbound: bool) -> dict[str, Any]:
         """streamSettings for a flavour (a copy)."""
