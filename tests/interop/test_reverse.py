@@ -257,6 +257,21 @@ class VTwistBridgeVTwistPortal(_Reverse, TestCase):
     async def test_portal_restart(self) -> None:
         await self.reconnect(await self.setUpPair("vtwist", "vtwist"))
 
+    async def test_reload_keeps_the_portal(self) -> None:
+        """A hot reload of the portal keeps the portal outbound and its bridge connection."""
+        from vtwist.app.reload import Reloader
+
+        port = await self.setUpPair("vtwist", "vtwist")
+        self.assertEqual(await self.fetch(port, "small"), SMALL)
+        portal = self.portal.dispatcher.by_tag["portal"]
+        changed = dict(self.portalConfig, outbounds=[
+            *self.portalConfig["outbounds"], {"tag": "direct", "protocol": "freedom"}])
+        result = await Reloader(self.portal, lambda: changed).reload()
+        self.assertIsNotNone(result)
+        self.assertIs(self.portal.dispatcher.by_tag["portal"], portal)
+        self.assertEqual(await self.fetch(port, "small"), SMALL)
+        self.assertEqual(self.bridgeService().opened, 1)
+
     async def test_drain(self) -> None:
         self.patch(portal_module, "DRAIN_AFTER", 3)
         port = await self.setUpPair("vtwist", "vtwist")

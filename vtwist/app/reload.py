@@ -339,6 +339,7 @@ class Reloader:
 
     def _build(self, config: Config) -> dict[str, Any]:
         """Everything new, built before anything changes (a failure changes nothing)."""
+        from vtwist.app.reverse import reverse_portals
         from vtwist.service import build_inbound_factory, inbound_services
         from vtwist.tunnel.dialer import build_outbounds
         from vtwist.tunnel.dispatcher import Dispatcher
@@ -353,6 +354,7 @@ class Reloader:
             reuse = {id(config.outbounds[j]): old_built[i] for j, i in kept.items()
                      if i < len(old_built)}
             outbounds = build_outbounds(config.outbounds, ctx, reuse)
+            outbounds += reverse_portals(config.reverse, ctx, old_built)
             old_dispatcher = service.dispatcher
             dispatcher = Dispatcher(outbounds, router=config.routing,
                                     resolver=old_dispatcher.resolver,

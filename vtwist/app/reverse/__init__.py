@@ -8,19 +8,24 @@ joins a mux endpoint to a tunnel in memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["reverse_bridges", "reverse_portals"]
 
 
-def reverse_portals(config: Any, ctx: Any) -> list[Any]:
+def reverse_portals(config: Any, ctx: Any, reuse: Sequence[Any] = ()) -> list[Any]:
     """A :class:`~vtwist.app.reverse.portal.PortalOutbound` per portal of ``config`` (a
-    ReverseConfig or None), registered in ``ctx.outbounds`` by tag."""
+    ReverseConfig or None), registered in ``ctx.outbounds`` by tag. A portal of ``reuse``
+    (the outbounds before a reload) with the same tag and domain is kept, with its bridge
+    connections."""
     if config is None or not config.portals:
         return []
     from vtwist.app.reverse.portal import PortalOutbound
 
-    portals = [PortalOutbound(ctx.reactor, p.tag, p.domain) for p in config.portals]
+    old = {(o.tag, o.domain): o for o in reuse if isinstance(o, PortalOutbound)}
+    portals = [old.get((p.tag, p.domain)) or PortalOutbound(ctx.reactor, p.tag, p.domain)
+               for p in config.portals]
     for portal in portals:
         ctx.outbounds[portal.tag] = portal
     return portals
