@@ -270,6 +270,7 @@ class ParseWithoutTwistedTests(SynchronousTestCase):
             "outbounds": [
                 {"protocol": "freedom", "tag": "direct"},
                 {"protocol": "blackhole", "tag": "block"},
+                {"protocol": "dns", "tag": "dns-out", "settings": {"network": "tcp"}},
                 {"protocol": "vmess", "tag": "proxy",
                  "settings": {"vnext": [{"address": "127.0.0.1", "port": 443,
                                          "users": [user]}]},
@@ -281,6 +282,10 @@ class ParseWithoutTwistedTests(SynchronousTestCase):
                 {"type": "field", "ip": ["10.0.0.0/8"], "outboundTag": "block"},
                 {"type": "field", "domain": ["domain:example.com"], "outboundTag": "direct"},
             ]},
+            "dns": {"servers": ["1.1.1.1", "https://dns.example/dns-query", "localhost",
+                                {"address": "8.8.8.8", "domains": ["domain:example.com"],
+                                 "expectIPs": ["10.0.0.0/8"]}],
+                    "hosts": {"domain:a.example": ["10.0.0.1", "::1"]}, "clientIp": "1.2.3.4"},
         }
         # The child imports this tree's vtwist, whatever is installed.
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
