@@ -152,3 +152,36 @@ class VMessFailureTests(TestCase):
                             for x in self.capture.lines()), self.capture.lines())
         app.transport.loseConnection()
         yield app.lost
+
+    @defer.inlineCallbacks
+    def test_idle_connection_is_not_a_refusal(self) -> Any:
+        """An application that has written nothing yet (a browser's preconnect) is not
+        waiting for an answer: no warning however long the destination stays silent."""
+        from twisted.internet import task
+
+        class Silent(Protocol):
+            lost: defer.Deferred[None]
+
+            def connectionLost(self, reason: Any = None) -> None:
+                self.lost.callback(None)
+
+        user = str(uuid.uuid4())
+        target = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(target.stopListening)
+        port = free_port()
+        yield start_service({
+            "inbounds": [{"protocol": "vmess", "listen": "127.0.0.1", "port": port,
+                          "settings": {"clients": [{"id": user}]}}],
+            "outbounds": [{"protocol": "freedom", "settings": {
+                "redirect": f"127.0.0.1:{target.getHost().port}"}}]}, self)
+        endpoint = VMessClientEndpoint(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+            Account.from_text(user, security="aes-128-gcm"), Destination.tcp("127.0.0.1", 9),
+            reactor=reactor, answer_timeout=0.3)
+        app = Silent()
+        app.lost = defer.Deferred()
+        yield endpoint.connect(Factory.forProtocol(lambda: app))
+        yield task.deferLater(reactor, 1.0, lambda: None)
+        self.assertEqual(self.warnings(), [])
+        app.transport.loseConnection()
+        yield app.lost

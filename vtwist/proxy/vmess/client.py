@@ -106,7 +106,7 @@ class VMessClientProtocol(Protocol):
                                      security=ep.security_value)
         self.packet = ep.command == H.CMD_UDP
         self.inner = VMessTransport(self.transport, self.session.body_encoder(ep.chunk_size),
-                                    self._header)
+                                    self._header, self._firstData)
         self.app = self.factory.wrapped.buildProtocol(self.transport.getPeer())
         if self.app is None:
             self.transport.loseConnection()
@@ -120,9 +120,15 @@ class VMessClientProtocol(Protocol):
         self._timer = None
         ep = self.factory.endpoint
         self._sentAt = ep.reactor.seconds()
-        if ep.answer_timeout is not None and self.decoder is None:
-            self._answerTimer = ep.reactor.callLater(ep.answer_timeout, self._noAnswer)
         return self.session.request_header(ep.clock())
+
+    def _firstData(self) -> None:
+        """The application wrote its first bytes: a server answers once the destination
+        does, so the answer deadline starts now (a connection where nobody has said
+        anything yet, such as a browser's preconnect, is not waiting for an answer)."""
+        ep = self.factory.endpoint
+        if ep.answer_timeout is not None and self.decoder is None and not self._answeredBytes:
+            self._answerTimer = ep.reactor.callLater(ep.answer_timeout, self._noAnswer)
 
     # -- failure reasons, one warning per failed connection ------------------------------
     def _where(self) -> str:
@@ -312,7 +318,8 @@ class VMessClientEndpoint:
     overrides it. ``command`` is ``CMD_TCP`` (default) or ``CMD_UDP``. ``clock`` gives the
     wall-clock seconds stamped into the request header (``time.time`` by default).
     ``answer_timeout`` (seconds, e.g. the policy's ``handshake``): when no byte of the
-    response arrives that long after the request, one warning says what that usually means
+    response arrives that long after the application's first bytes went out, one warning
+    says what that usually means
     (wrong id, clock skew, not a VMess server); the connection stays open, since a server
     answers only once the destination does. A close before the answer, a response failing
     authentication and a refused connect are warnings too (one per connection).

@@ -35,10 +35,13 @@ class VMessTransport(PassThroughMixin):
     """
 
     def __init__(self, lower: Any, encoder: BodyEncoder,
-                 header: Callable[[], bytes] | None = None) -> None:
+                 header: Callable[[], bytes] | None = None,
+                 onFirstData: Callable[[], None] | None = None) -> None:
         self.lower = lower
         self.encoder = encoder
         self._header = header
+        #: called once, when the application first writes payload bytes
+        self._onFirstData = onFirstData
         self.disconnecting = False
         self.writeClosed = False
 
@@ -66,6 +69,9 @@ class VMessTransport(PassThroughMixin):
         """Encode and send (one datagram per call in UDP mode)."""
         if self.writeClosed or self.disconnecting or not data:
             return
+        if self._onFirstData is not None:
+            first, self._onFirstData = self._onFirstData, None
+            first()
         pieces = self._takeHeader()
         pieces += self.encoder.encode_sequence(data)
         if pieces:
