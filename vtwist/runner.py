@@ -46,8 +46,8 @@ def validate(config: dict[str, Any], err: Any = None) -> Config | None:
     except ConfigError as e:
         print(f"{ERROR_PREFIX}{e}", file=err)
         return None
-    if not parsed.inbounds:
-        warn(NOTHING_LISTENS)
+    if not parsed.inbounds and not (parsed.reverse and parsed.reverse.bridges):
+        warn(NOTHING_LISTENS)  # a reverse bridge serves without inbounds
     return parsed
 
 
