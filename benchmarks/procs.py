@@ -62,9 +62,44 @@ def wait_udp_bound(port: int, proc: subprocess.Popen[bytes] | None = None,
     raise RuntimeError(f"nothing bound UDP 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-def vtwist_command(config_path: str) -> list[str]:
-    """How to run vtwist on a config file: ``python -m vtwist run --config FILE``."""
-    return [sys.executable, "-m", "vtwist", "run", "--config", config_path]
+def vtwist_command(config_path: str, workers: int = 1) -> list[str]:
+    """How to run vtwist on a config file: ``python -m vtwist run --config FILE`` (with
+    ``--workers N`` when more than one)."""
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    return [sys.executable, "-m", "vtwist", "run", "--config", config_path, *extra]
+
+
+def descendants(pid: int) -> list[int]:
+    """The running child processes of ``pid``, theirs, and so on (``--workers``)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            kids = [int(k) for k in
+                    Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        found += kids
+        todo += kids
+    return found
+
+
+def wait_listeners(port: int, count: int, proc: subprocess.Popen[bytes] | None = None,
+                   timeout: float = 60.0) -> None:
+    """Block until ``count`` sockets listen on TCP 127.0.0.1:``port`` (every worker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with status {proc.returncode}")
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        listening = sum(1 for row in rows if row.split()[3] == "0A"
+                        and int(row.split()[1].split(":")[1], 16) == port)
+        if listening >= count:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"fewer than {count} listeners on 127.0.0.1:{port} after "
+                       f"{timeout:.0f} s")
 
 
 class Proc:
@@ -101,28 +136,38 @@ class Proc:
         return "\n".join(lines[-n:])
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the process so far (from /proc/PID/stat)."""
-        try:
-            text = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return float("nan")
-        fields = text[text.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """utime + stime of the process and its running children (``--workers``) so far
+        (from /proc/PID/stat)."""
+        total = 0.0
+        for pid in [self.pid, *descendants(self.pid)]:
+            try:
+                text = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                if pid == self.pid:
+                    return float("nan")
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return total
 
     def status_kb(self, key: str) -> int:
-        """A ``kB`` field of /proc/PID/status (VmHWM, VmRSS), 0 when unreadable."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        """A ``kB`` field of /proc/PID/status (VmHWM, VmRSS), 0 when unreadable; with
+        workers, the largest of the process's and its children's (a per-process figure)."""
+        best = 0
+        for pid in [self.pid, *descendants(self.pid)]:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(key + ":"):
+                        best = max(best, int(line.split()[1]))
+            except OSError:
+                pass
+        return best
 
     def reset_peak_rss(self) -> bool:
         """Reset VmHWM to the current RSS (``clear_refs`` 5); False when not allowed."""
         try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            for pid in [self.pid, *descendants(self.pid)]:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
             return True
         except OSError:
             return False

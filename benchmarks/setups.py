@@ -17,6 +17,7 @@ from benchmarks.procs import (
     ProcessGroup,
     free_port,
     vtwist_command,
+    wait_listeners,
     wait_port,
     wait_udp_bound,
 )
@@ -24,10 +25,11 @@ from benchmarks.procs import (
 V2RAY = "/usr/bin/v2ray"
 
 
-def impl_argv(impl: str, config_path: str) -> list[str]:
-    """The command line running ``impl`` (vtwist or v2ray) on a config file."""
+def impl_argv(impl: str, config_path: str, workers: int = 1) -> list[str]:
+    """The command line running ``impl`` (vtwist or v2ray) on a config file (vtwist with
+    ``workers`` processes)."""
     if impl == "vtwist":
-        return vtwist_command(config_path)
+        return vtwist_command(config_path, workers)
     if impl == "v2ray":
         return [V2RAY, "-config", config_path]
     raise ValueError(f"unknown implementation {impl!r}")
@@ -134,9 +136,11 @@ class Chain(Setup):
                  server_stream: dict[str, Any] | None = None,
                  middle: Middle | None = None, server_tcp: bool = True,
                  name: str | None = None, env: dict[str, str] | None = None,
-                 protocol: str = "vmess") -> None:
+                 protocol: str = "vmess", workers: int = 1) -> None:
         super().__init__(name or impl, impl, env)
         self.protocol = protocol
+        #: vtwist ``--workers`` of both the client and the server
+        self.workers = workers
         self.security = security
         self.variant = variant
         self.client_stream = client_stream
@@ -151,10 +155,12 @@ class Chain(Setup):
         spath = group.write_config(f"{tag}-server", configs.chain_server(
             self.protocol, server_port, self.security,
             str(group.workdir / f"{tag}-server-access.log"), self.server_stream))
-        server = group.spawn(f"{tag}-server", impl_argv(self.family, spath), env=self.env)
+        server = group.spawn(f"{tag}-server", impl_argv(self.family, spath, self.workers),
+                             env=self.env)
         self.procs = [server]
         if self.server_tcp:
             wait_port(server_port, server.popen)
+            wait_listeners(server_port, self.workers, server.popen)  # every worker
         else:
             wait_udp_bound(server_port, server.popen)
         dial = server_port
@@ -164,6 +170,8 @@ class Chain(Setup):
         cpath = group.write_config(f"{tag}-client", configs.chain_client(
             self.protocol, self.socks_port, dial, self.security,
             str(group.workdir / f"{tag}-client-access.log"), self.client_stream))
-        client = group.spawn(f"{tag}-client", impl_argv(self.family, cpath), env=self.env)
+        client = group.spawn(f"{tag}-client", impl_argv(self.family, cpath, self.workers),
+                             env=self.env)
         self.procs = [client, server]
         wait_port(self.socks_port, client.popen)
+        wait_listeners(self.socks_port, self.workers, client.popen)
