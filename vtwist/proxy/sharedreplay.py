@@ -84,6 +84,8 @@ class SharedTable:
         self._view = memoryview(buffer)[offset:offset + spec.size]
         self._lock = lock
         self._mask = spec.slots - 1
+        self._key: Any = None
+        self._bases = (HEADER, HEADER + spec.slots * FINGERPRINT)
         if spec.slots & self._mask:
             raise ValueError("slots must be a power of two")
 
@@ -92,18 +94,22 @@ class SharedTable:
         self._view[:] = bytes(len(self._view))
         _HEAD.pack_into(self._view, 0, now, 0, 0, 0, 0)
         self._view[32:32 + len(key[:16])] = key[:16]
+        self._key = None
 
     def release(self) -> None:
         """Let go of the buffer (so a mapping can be closed)."""
         self._view.release()
 
     def _fingerprint(self, value: bytes) -> bytes:
-        fp = hashlib.blake2b(value, digest_size=FINGERPRINT,
-                             key=bytes(self._view[32:48])).digest()
+        if self._key is None:  # set once by the supervisor before any worker starts
+            self._key = hashlib.blake2b(digest_size=FINGERPRINT, key=bytes(self._view[32:48]))
+        h = self._key.copy()
+        h.update(value)
+        fp = h.digest()
         return fp if fp != _ZERO else b"\x01" + fp[1:]
 
     def _generation(self, index: int) -> int:
-        return HEADER + index * self.spec.slots * FINGERPRINT
+        return self._bases[index]
 
     def _clear(self, index: int) -> None:
         start = self._generation(index)
@@ -115,6 +121,8 @@ class SharedTable:
         start, current, _, c0, c1 = _HEAD.unpack_from(self._view, 0)
         counts = [c0, c1]
         period = self.spec.period
+        if (now - start < period) if period is not None else counts[current] < self.spec.limit:
+            return current, counts[current]  # the common case: nothing to rotate
         if period is not None and now - start >= period:
             stale = now - start >= 2 * period
             if stale:  # nothing in either generation is recent enough to keep
@@ -134,7 +142,7 @@ class SharedTable:
     def _find(self, generation: int, fp: bytes) -> tuple[bool, int]:
         """(found, the empty slot's offset or -1) for ``fp`` in ``generation``."""
         view = self._view
-        base = self._generation(generation)
+        base = self._bases[generation]
         slot = int.from_bytes(fp[:8], "little") & self._mask
         for _ in range(min(MAX_PROBES, self.spec.slots)):
             at = base + slot * FINGERPRINT
