@@ -17,9 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, DNSLookupError
-from twisted.internet.interfaces import IConsumer, IPushProducer, IStreamClientEndpoint, ITransport
+from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.names import dns
@@ -32,6 +31,7 @@ from vtwist.dns.system import V4, V6, NoAddress, NoSuchDomain, SystemResolver
 from vtwist.dns.transports import DirectNetwork, tcp_query
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.dns.settings import DnsOutboundSettings
+from vtwist.proxy.local import LocalTransport
 
 log = Logger(namespace="vtwist.dns.outbound")
 
@@ -170,15 +170,12 @@ class DnsHandler:
             d.cancel()
 
 
-@implementer(ITransport, IConsumer, IPushProducer)
-class _DnsStreamTransport:
+class _DnsStreamTransport(LocalTransport):
     """The far end of a TCP DNS stream: writes are length-prefixed queries; answers go
     back to the protocol as length-prefixed messages."""
 
-    disconnecting = False
-
     def __init__(self, protocol: Any, outbound: DnsOutbound, target: Destination) -> None:
-        self.protocol = protocol
+        super().__init__(protocol)
         self.buffer = b""
         self.handler = DnsHandler(outbound, target, self._answered)
 
@@ -202,41 +199,14 @@ class _DnsStreamTransport:
         """As :meth:`write`."""
         self.write(b"".join(data))
 
-    def loseConnection(self) -> None:
-        """End the stream (pending queries are cancelled)."""
-        if not self.disconnecting:
-            self.disconnecting = True
-            self.handler.close()
-            self.protocol.connectionLost(Failure(ConnectionDone()))
+    def closing(self) -> None:
+        """Pending queries are cancelled."""
+        self.handler.close()
 
     def loseWriteConnection(self) -> None:
         """The client is done sending: close once the answers are out."""
         d = defer.DeferredList(list(self.handler.pending), consumeErrors=True)
         d.addCallback(lambda _: self.loseConnection())
-
-    abortConnection = loseConnection
-
-    def getPeer(self) -> IPv4Address:
-        """A placeholder address."""
-        return IPv4Address("TCP", "0.0.0.0", 0)
-
-    getHost = getPeer
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        """Answers are small; producers are never paused."""
-
-    def unregisterProducer(self) -> None:
-        """Nothing registered."""
-
-    def pauseProducing(self) -> None:
-        """Nothing to pause."""
-
-    def resumeProducing(self) -> None:
-        """Nothing to resume."""
-
-    def stopProducing(self) -> None:
-        """Close."""
-        self.loseConnection()
 
 
 @implementer(IStreamClientEndpoint)
