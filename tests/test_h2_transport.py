@@ -334,6 +334,30 @@ class GunWireTests(Case):
             (trailers,) = peer.of(TrailersReceived, sid)
             self.assertEqual(dict(trailers.headers), {"grpc-status": "0"})
 
+    def test_large_frame_with_settings_ack(self) -> None:
+        """Our frame size holds from the start: a peer's SETTINGS ACK and a frame of the size
+        we allowed, read together, are fine (h2 alone refused the frame; grpcio sends so)."""
+        server = H2Protocol(GunProfile(GRPCSettings("svc")), client=False,
+                            appFactory=Factory.forProtocol(Echo), clock=self.clock)
+        transport = iosim.FakeTransport(server, isServer=True)
+        server.makeConnection(transport)
+        peer = H2Connection(H2Configuration(client_side=True))
+        peer.initiate_connection()
+        server.dataReceived(peer.data_to_send())
+        peer.receive_data(b"".join(transport.stream))  # our SETTINGS: the peer ACKs them
+        self.assertEqual(peer.max_outbound_frame_size, h2conn.MAX_FRAME)
+        sid = peer.get_next_available_stream_id()
+        peer.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                                (":path", "/svc/Tun"), ("content-type", "application/grpc")])
+        message = framing.hunk_message(os.urandom(60000))
+        peer.send_data(sid, message)
+        transport.stream.clear()
+        server.dataReceived(peer.data_to_send())  # the ACK, the headers and the big frame
+        self.assertFalse(transport.disconnecting)
+        events = peer.receive_data(b"".join(transport.stream))
+        echoed = b"".join(e.data for e in events if isinstance(e, DataReceived))
+        self.assertEqual(echoed, message)
+
     def test_server_refusals(self) -> None:
         """Unknown method: grpc-status 12 (trailers-only); not gRPC: 415."""
         cases = [([("content-type", "application/grpc")], "/svc/Nope", "200", "12"),

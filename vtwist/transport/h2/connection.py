@@ -45,7 +45,7 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import H2Error, NoAvailableStreamIDError, ProtocolError
-from h2.settings import SettingCodes
+from h2.settings import SettingCodes, Settings
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -440,6 +440,18 @@ class H2Protocol(Protocol):
         self.conn = H2Connection(H2Configuration(
             client_side=client, header_encoding=None, validate_inbound_headers=True,
             validate_outbound_headers=False, normalize_outbound_headers=False))
+        # Our settings are in force from the start (they go out in the first SETTINGS frame).
+        # As pending updates they would apply when the peer acknowledges them, but h2 sizes
+        # its frame reader once per receive_data: a peer's ACK followed in the same read by a
+        # frame of the new size was refused as overlong (grpcio does exactly that).
+        initial = {SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                   SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
+                   SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                   SettingCodes.MAX_HEADER_LIST_SIZE: 65536}
+        if client:
+            initial[SettingCodes.ENABLE_PUSH] = 0
+        self.conn.local_settings = Settings(client=client, initial_values=initial)
+        self.conn.max_inbound_frame_size = MAX_FRAME
 
     # -- connection ------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -458,13 +470,6 @@ class H2Protocol(Protocol):
     def _start(self) -> None:
         """Send the preface (a client's) and our settings; open the connection window."""
         self.conn.initiate_connection()
-        # Our settings apply once the peer acknowledges them (h2 tracks that).
-        settings = {SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                    SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
-                    SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS}
-        if self.client:
-            settings[SettingCodes.ENABLE_PUSH] = 0
-        self.conn.update_settings(settings)
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.writeOut()
 
