@@ -368,6 +368,22 @@ class ErrorTests(SynchronousTestCase):
         self.assertEqual(e.path, "routing.rules[1].source[0]")
         self.assertIn("gone.dat not found", e.message)
 
+    def test_regexp_python_cannot_compile(self) -> None:
+        """An RE2-only regexp in a list: a rule warns and leaves it out; strict use refuses."""
+        write_geosite(os.path.join(self.dir, "re2.dat"), {"x": [
+            (REGEX, r"^\pL+\.re2\.test$", ()), (DOMAIN, "kept.test", ())]})
+        warnings: list[str] = []
+        config = parse_config({"outbounds": OUTBOUNDS, "routing": {"rules": [
+            field(domain=["ext:re2.dat:x"])]}}, warnings.append)
+        rule = config.routing.rules[0]
+        self.assertTrue(rule.domains.match("a.kept.test"))
+        [warning] = [w for w in warnings if "re2.dat" in w]
+        self.assertIn("routing.rules[0].domain[0]: 'ext:re2.dat:x': regexp", warning)
+        self.assertIn("left out", warning)
+        with self.assertRaises(ConfigError) as cm:
+            domain_matcher(["ext:re2.dat:x"], "dns.hosts", GeoAssets([self.dir]))
+        self.assertIn("regexp Python cannot compile", cm.exception.message)
+
     def test_damaged_file(self) -> None:
         path = os.path.join(self.dir, "geosite.dat")
         data = raw(path)

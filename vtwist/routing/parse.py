@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vtwist.address import parse_ip
 from vtwist.config.errors import ConfigError
@@ -110,8 +110,13 @@ def _geosite_ref(entry: str, rest: str, path: str, file: str | None
 
 
 def parse_domain(matcher: DomainMatcher, entry: str, path: str,
-                 assets: GeoAssets | None = None) -> None:
-    """Add one ``domain`` entry (V2Ray's prefixes, geosite:/ext: lists) to ``matcher``."""
+                 assets: GeoAssets | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
+    """Add one ``domain`` entry (V2Ray's prefixes, geosite:/ext: lists) to ``matcher``.
+
+    ``warn``: where a list's regexp that Python cannot compile is reported (it is then left
+    out); without it, that is a :class:`ConfigError`.
+    """
     if not entry:
         raise ConfigError(path, "empty domain rule")
     prefix, sep, rest = entry.partition(":")
@@ -119,7 +124,7 @@ def parse_domain(matcher: DomainMatcher, entry: str, path: str,
         file, name, attrs = _geosite_ref(entry, rest, path,
                                          "geosite.dat" if prefix == "geosite" else None)
         assets = assets or shared_assets()
-        matcher.include(assets.geosite(file, name, attrs, entry, path))
+        matcher.include(assets.geosite(file, name, attrs, entry, path, warn))
     elif sep and prefix in ("domain", "full", "keyword", "regexp"):
         if not rest:
             raise ConfigError(path, f"empty {prefix} rule: {entry!r}")
@@ -210,7 +215,8 @@ def _listed(values: Sequence[str], path: str) -> list[tuple[str, str]]:
 
 
 def domain_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = None, *,
-                   plain: str = "keyword") -> DomainMatcher:
+                   plain: str = "keyword",
+                   warn: Callable[[str], None] | None = None) -> DomainMatcher:
     """A matcher for a list of domain rules, as routing's ``domain`` takes them.
 
     ``values``: the entries (``domain:``, ``full:``, ``keyword:``, ``regexp:``,
@@ -219,7 +225,8 @@ def domain_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = 
     ``assets``: the :class:`~vtwist.routing.geodata.assets.GeoAssets` to read lists from
     (default: the process's shared one, so a list decodes once for routing and ``dns``);
     ``plain``: what a bare string is, ``"keyword"`` (routing, ``dns.servers[].domains``)
-    or ``"full"`` (``dns.hosts`` keys). Raises :class:`ConfigError`.
+    or ``"full"`` (``dns.hosts`` keys); ``warn``: where a list's regexp Python cannot compile
+    is reported and left out (without it, that is an error). Raises :class:`ConfigError`.
 
     The result may be a geosite list shared with other rules: never ``add`` to it (make a
     :class:`DomainMatcher` of your own and ``include`` it).
@@ -232,7 +239,7 @@ def domain_matcher(values: Sequence[str], path: str, assets: GeoAssets | None = 
                 "ext-domain")):
             matcher.add("full", entry)
         else:
-            parse_domain(matcher, entry, entry_path, assets)
+            parse_domain(matcher, entry, entry_path, assets, warn)
     return _flattened(matcher)
 
 
@@ -280,7 +287,7 @@ def parse_rule(node: Node, outbound_tags: Sequence[str],
     if domain_entries:
         rule.domains = DomainMatcher()
         for entry, path in domain_entries:
-            parse_domain(rule.domains, entry, path, assets)
+            parse_domain(rule.domains, entry, path, assets, node.warn_sink)
         rule.domains = _flattened(rule.domains)
         if not rule.domains:
             node.warn("domain: its lists hold no domain (an @attribute no entry carries?), "

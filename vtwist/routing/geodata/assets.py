@@ -81,12 +81,22 @@ class GeoAssets:
         return self._get(("ip", file, code.lower()), file, code, rule, path, geoip_set)
 
     def geosite(self, file: str, code: str, attrs: tuple[str, ...], rule: str,
-                path: str) -> DomainMatcher:
-        """The domains of ``code`` in ``file``, only those with every attribute in ``attrs``."""
+                path: str, warn: Callable[[str], None] | None = None) -> DomainMatcher:
+        """The domains of ``code`` in ``file``, only those with every attribute in ``attrs``.
+
+        A regexp Python cannot compile is a :class:`ConfigError`, or with ``warn``, left out
+        with a warning (once, when the list is decoded).
+        """
         attrs = tuple(sorted({a.lower() for a in attrs}))
 
         def build(buf: object, entry: Entry) -> DomainMatcher:
-            return geosite_matcher(buf, entry, attrs)
+            skipped: list[tuple[str, str]] | None = [] if warn is not None else None
+            matcher = geosite_matcher(buf, entry, attrs, skipped)
+            for pattern, reason in skipped or ():
+                assert warn is not None
+                warn(f"{path}: {rule!r}: regexp {pattern!r} of {file} left out: Python's re "
+                     f"cannot compile it ({reason})")
+            return matcher
 
         return self._get(("site", file, code.lower(), attrs), file, code, rule, path, build)
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from vtwist.routing.geodata.wire import Entry, geoip_ranges, geosite_domains
 from vtwist.routing.matcher import DomainMatcher, IPSet
 
@@ -13,11 +15,13 @@ def geoip_set(buf: object, entry: Entry) -> IPSet:
     return IPSet.from_cidrs(v4, v6)
 
 
-def geosite_matcher(buf: object, entry: Entry, attrs: tuple[str, ...] = ()) -> DomainMatcher:
+def geosite_matcher(buf: object, entry: Entry, attrs: tuple[str, ...] = (),
+                    skipped: list[tuple[str, str]] | None = None) -> DomainMatcher:
     """The domains of one GeoSite entry (only those carrying every attribute in ``attrs``).
 
-    Raises :class:`re.error` for a regexp entry Python cannot compile, and
-    :class:`~vtwist.routing.geodata.wire.GeoDataError` for damaged data.
+    A regexp entry Python cannot compile (RE2-only syntax) raises :class:`re.error`, or,
+    with ``skipped``, is left out and listed there as (pattern, reason). Damaged data raises
+    :class:`~vtwist.routing.geodata.wire.GeoDataError`.
     """
     matcher = DomainMatcher()
     full, suffixes, keywords = matcher.full, matcher.suffixes, matcher.keywords
@@ -28,7 +32,12 @@ def geosite_matcher(buf: object, entry: Entry, attrs: tuple[str, ...] = ()) -> D
             full.add(value.lower())
         elif kind == "keyword":
             keywords.append(value.lower())
-        else:
+        elif skipped is None:
             matcher.add(kind, value)
+        else:
+            try:
+                matcher.add(kind, value)
+            except re.error as e:
+                skipped.append((value, str(e)))
     matcher.freeze()
     return matcher
