@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.h2_support import clean_h2
 from tests.interop.transport_support import HashingClient, TransportFixture
+from tests.netutil import wait_until
 from vtwist.config.errors import ConfigError
 from vtwist.config.node import Node
 from vtwist.testing.doubles import Echo
@@ -200,6 +201,40 @@ class EndpointStringTests(TestCase):
         self.assertEqual(again.got.hexdigest(), again.sent.hexdigest())
         self.assertEqual(len(pool.connections), 1)
         self.assertIsNot(pool.connections[0], first)
+
+    async def test_cancel_waiting_connect(self) -> None:
+        """A connect cancelled while waiting for the response (a connect deadline) resets its
+        stream; the connection is left without it."""
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+
+        silent = await self.listen_silent(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"))
+        endpoint = clientFromString(reactor, f"h2:127.0.0.1:{silent}")
+        d = endpoint.connect(protocol.Factory.forProtocol(HashingClient))
+        await wait_until(lambda: endpoint.pool().connections and
+                         endpoint.pool().connections[0].streams, "no stream opened")
+        connection = endpoint.pool().connections[0]
+        d.cancel()
+        with self.assertRaises(defer.CancelledError):
+            await d
+        self.assertEqual(connection.streams, {})
+
+    async def listen_silent(self, endpoint: Any) -> int:
+        """A TCP server that reads and never answers; its port."""
+        connections: list[Any] = []
+
+        class Silent(protocol.Protocol):
+            def connectionMade(self) -> None:
+                connections.append(self.transport)
+
+        port = await endpoint.listen(protocol.Factory.forProtocol(Silent))
+        self.addCleanup(port.stopListening)
+
+        def close() -> None:
+            for transport in connections:
+                transport.abortConnection()
+
+        self.addCleanup(close)
+        return port.getHost().port
 
     def test_bad_strings(self) -> None:
         for text in ("h2:host=x:bogus=1", "grpc:host=x:serverName=n", "h2:port=1",

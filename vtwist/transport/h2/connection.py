@@ -601,13 +601,13 @@ class H2Protocol(Protocol):
         return self.conn.open_outbound_streams < limit and \
             self.conn.highest_outbound_stream_id < (1 << 31) - 1024
 
-    def openStream(self, appFactory: IProtocolFactory, ready: Deferred) -> None:
+    def openStream(self, appFactory: IProtocolFactory, ready: Deferred) -> H2Stream | None:
         """Open a stream for ``appFactory``'s protocol; ``ready`` fires with it."""
         try:
             sid = self.conn.get_next_available_stream_id()
         except NoAvailableStreamIDError:
             ready.errback(error.ConnectError("no HTTP/2 stream ids left"))
-            return
+            return None
         self._disarm()
         self.everStream = True
         stream = H2Stream(self, sid, self.profile.client_codec())
@@ -619,6 +619,7 @@ class H2Protocol(Protocol):
         if not self.profile.wait_for_response:
             self._connectApp(stream)
         self.writeOut()
+        return stream
 
     def _connectApp(self, stream: H2Stream) -> None:
         ready = stream.ready

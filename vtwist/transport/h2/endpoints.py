@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from h2.errors import ErrorCodes
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -26,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.interfaces import IStreamLayer
-from vtwist.transport.h2.connection import H2Protocol
+from vtwist.transport.h2.connection import H2Protocol, H2Stream
 from vtwist.transport.h2.profile import Profile
 
 
@@ -68,24 +69,39 @@ class H2ServerEndpoint:
         return self.endpoint.listen(H2ServerFactory(self.profile, protocolFactory, self.clock))
 
 
+class StreamRequest:
+    """One ``connect``: the application's factory, the Deferred it got, and its stream once
+    opened. Cancelling the Deferred (a connect timeout) resets the stream."""
+
+    def __init__(self, factory: IProtocolFactory) -> None:
+        self.factory = factory
+        self.stream: H2Stream | None = None
+        self.ready: Deferred = Deferred(self._cancel)
+
+    def _cancel(self, ready: Deferred) -> None:
+        stream = self.stream
+        if stream is not None and not stream.finished and stream.ready is ready:
+            stream.ready = None
+            stream.reset(ErrorCodes.CANCEL)
+
+
 class Pool:
     """The HTTP/2 connections to one server (one key of :data:`POOLS`)."""
 
     def __init__(self, owner: Any = None) -> None:
         self.owner = owner  # kept so that the key's id() stays unique while pooled
         self.connections: list[H2Protocol] = []
-        self.waiting: list[tuple[IProtocolFactory, Deferred]] = []
+        self.waiting: list[StreamRequest] = []
         self.dialing = False
         self.lost: dict[H2Protocol, Deferred] = {}
 
-    def request(self, endpoint: H2ClientEndpoint, factory: IProtocolFactory,
-                ready: Deferred) -> None:
+    def request(self, endpoint: H2ClientEndpoint, request: StreamRequest) -> None:
         """Open a stream on a connection with room, dialling one when none has."""
         for connection in self.connections:
             if connection.canOpenStream():
-                connection.openStream(factory, ready)
+                request.stream = connection.openStream(request.factory, request.ready)
                 return
-        self.waiting.append((factory, ready))
+        self.waiting.append(request)
         if not self.dialing:
             self._dial(endpoint)
 
@@ -114,16 +130,16 @@ class Pool:
         self.connections.append(proto)
         self.lost[proto] = Deferred()
         waiting, self.waiting = self.waiting, []
-        for factory, ready in waiting:
-            if not ready.called:
-                self.request(endpoint, factory, ready)
+        for request in waiting:
+            if not request.ready.called:
+                self.request(endpoint, request)
 
     def _failed(self, reason: Failure) -> None:
         self.dialing = False
         waiting, self.waiting = self.waiting, []
-        for _factory, ready in waiting:
-            if not ready.called:
-                ready.errback(reason)
+        for request in waiting:
+            if not request.ready.called:
+                request.ready.errback(reason)
 
     def _lost(self, proto: H2Protocol) -> None:
         if proto in self.connections:
@@ -182,9 +198,9 @@ class H2ClientEndpoint:
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
         """A new stream; fires with the application protocol (V2Ray's http: after a 200)."""
-        ready: Deferred = Deferred()
-        self.pool().request(self, protocolFactory, ready)
-        return ready
+        request = StreamRequest(protocolFactory)
+        self.pool().request(self, request)
+        return request.ready
 
 
 def authority_for(host: str, port: int, default_port: int) -> str:
