@@ -175,11 +175,14 @@ def report(results: dict[tuple[str, bool], list[dict[str, float]]]) -> dict[str,
               f"({o['hwm_growth']:+6.1f})   {o['rss_plain']:6.1f} / {o['rss_rules']:6.1f} MB "
               f"({o['rss_growth']:+6.1f})")
     v, g = out["vtwist"], out["v2ray"]
-    if g["hwm_growth"] > 0 and g["load"] > 0:
-        print(f"  vtwist/V2Ray: peak RSS growth {v['hwm_growth'] / g['hwm_growth']:.2f}x "
-              f"(goal <= 0.5x), RSS growth {v['rss_growth'] / max(g['rss_growth'], 0.1):.2f}x, "
-              f"data load {v['load'] / g['load']:.2f}x wall, "
-              f"{v['load_cpu'] / max(g['load_cpu'], 0.01):.2f}x CPU (goal <= 1x)")
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+    print(f"  vtwist/V2Ray: peak RSS growth {ratio(v['hwm_growth'], g['hwm_growth'])} "
+          f"(goal <= 0.5x), RSS growth {ratio(v['rss_growth'], g['rss_growth'])}, "
+          f"data load {ratio(v['load'], g['load'])} wall, "
+          f"{ratio(v['load_cpu'], g['load_cpu'])} CPU (goal <= 1x)")
     return out
 
 

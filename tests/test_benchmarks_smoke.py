@@ -63,3 +63,22 @@ class HttpQuickTests(SynchronousTestCase):
             for setup in ("vtwist", "pproxy", "v2ray"):
                 self.assertIsNotNone(r["median"][setup], (r["metric"], setup))
                 self.assertGreater(r["median"][setup], 0)
+
+
+class GeodataQuickTests(SynchronousTestCase):
+    """``python -m benchmarks geodata --quick``: small generated lists, vtwist and V2Ray
+    started with and without the rules, then the routing micro-benchmark."""
+
+    def test_geodata_quick(self) -> None:
+        """Both implementations start with the rules (the data found and read), exit 0."""
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+            run = subprocess.run(
+                [sys.executable, "-m", "benchmarks", "geodata", "--quick", "--data", tmp],
+                cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        for name in ("vtwist-plain-0", "vtwist-rules-0", "v2ray-plain-0", "v2ray-rules-0"):
+            self.assertIn(f"  {name}: ready ", run.stdout)
+        self.assertIn("vtwist/V2Ray: peak RSS growth", run.stdout)
+        self.assertIn("routing decision (CPU time in process", run.stdout)
