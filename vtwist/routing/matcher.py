@@ -12,9 +12,14 @@ domain target (``IPOnDemand``, or ``IPIfNonMatch`` after a first pass matched no
 again with ``RouteContext.resolved`` set (an empty tuple when resolution failed, as V2Ray
 then lets IP conditions fail). With ``AsIs``, IP conditions see IP-literal targets only.
 
+A rule leads to an outbound tag or to a balancer, which picks one of the outbounds its
+selector matches at that moment. ``protocol`` conditions look at what sniffing recognised
+(``RouteContext.protocol``). Geo data lists (:mod:`vtwist.routing.geodata`) arrive as shared
+:class:`IPSet` / :class:`DomainMatcher` objects that rules include by reference.
+
 Differences from V2Ray 4.34, on purpose: ``domain``/``full:``/``keyword:`` compare
 case-insensitively (DNS names are) and ``regexp:`` uses Python's ``re`` (RE2 patterns mostly
-work the same).
+work the same); an IP set may hold negated lists (``geoip:!CC``, which 4.34 lacks).
 """
 
 from __future__ import annotations
