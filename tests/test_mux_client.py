@@ -161,3 +161,28 @@ class PoolTests(SynchronousTestCase):
         self.clock.advance(0)
         self.pool.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_runs_of_keep_frames_arrive_as_one_piece(self) -> None:
+        """Consecutive Keep frames of one session: one dataReceived; order kept across
+        sessions; data before that session's End; datagrams stay one per frame."""
+        calls: dict[int, list[bytes]] = {1: [], 2: []}
+        apps = []
+        for sid in (1, 2):
+            app = self.open()
+            app.transport.write(b"go")
+            app.dataReceived = calls[sid].append  # type: ignore[method-assign]
+            apps.append(app)
+        carrier = self.pool.carriers[0]
+        wire = b"".join([*F.split_stream(1, b"a" * 20000), *F.encode_keep(2, b"b1"),
+                         *F.encode_keep(1, b"c"), *F.encode_keep(2, b"b2"),
+                         *F.encode_keep(2, b"b3"), F.encode_end(2)])
+        carrier.dataReceived(wire)
+        self.assertEqual(calls[1], [b"a" * 20000, b"c"])
+        self.assertEqual(calls[2], [b"b1", b"b2b3"])
+        self.assertTrue(apps[1].readLost)
+        udp: list[bytes] = []
+        self.pool.endpoint(Destination.udp("1.1.1.1", 53)).connect(
+            Factory.forProtocol(HalfCloseRecorder)).addCallback(
+            lambda p: setattr(p, "dataReceived", udp.append) or p.transport.write(b"q"))
+        carrier.dataReceived(b"".join([*F.encode_keep(3, b"d1"), *F.encode_keep(3, b"d2")]))
+        self.assertEqual(udp, [b"d1", b"d2"])

@@ -378,6 +378,10 @@ class MuxConnection:
             return
         self.active = True
         sessions = self.sessions
+        # Consecutive Keep frames of one TCP session reach it as one piece (a sender's
+        # large write arrives as a run of 8 KiB frames); datagrams stay one per frame.
+        run: MuxStream | None = None
+        pieces: list[bytes] = []
         for frame in frames:
             if self.closed:
                 return
@@ -388,14 +392,33 @@ class MuxConnection:
                     if frame.data is not None:
                         self.unknownKeep(frame)
                 elif frame.data:
-                    stream._data(frame.data, frame.target)
-            elif status == END:
+                    if stream is run:
+                        pieces.append(frame.data)
+                        continue
+                    if run is not None:
+                        run._data(b"".join(pieces) if len(pieces) > 1 else pieces[0], None)
+                        run = None
+                        if self.closed:
+                            return
+                    if stream.udp:
+                        stream._data(frame.data, frame.target)
+                    else:
+                        run, pieces = stream, [frame.data]
+                continue
+            if run is not None:
+                run._data(b"".join(pieces) if len(pieces) > 1 else pieces[0], None)
+                run = None
+                if self.closed:
+                    return
+            if status == END:
                 stream = sessions.get(frame.session_id)
                 if stream is not None:
                     stream._end(frame.error)
             elif status == NEW:
                 self.frameNew(frame)
             # KeepAlive: nothing (its data is already consumed)
+        if run is not None and not self.closed:
+            run._data(b"".join(pieces) if len(pieces) > 1 else pieces[0], None)
 
     def unknownKeep(self, frame: Frame) -> None:
         """Keep + Data for an id we do not know: End, as 4.34 answers (mux.md §3.5)."""
