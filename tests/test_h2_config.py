@@ -127,6 +127,29 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(json.loads(result.stdout), [])
 
 
+class GeneratedConfigTests(SynchronousTestCase):
+    """``vtwist config server --transport h2|grpc``: a config vtwist parses, and its link."""
+
+    def test_server_configs(self) -> None:
+        from vtwist.config.loader import parse_config
+        from vtwist.genconfig import ServerSpec, server_config
+
+        for spec, settings in [
+            (ServerSpec(transport="h2", tls=True, host="a.example"),
+             {"host": ["a.example"]}),
+            (ServerSpec(transport="grpc", tls=True, path="svc"), {"serviceName": "svc"}),
+            (ServerSpec(transport="grpc", header="multi", path="svc"),
+             {"serviceName": "svc", "multiMode": True}),
+        ]:
+            config, link = server_config(spec)
+            stream = config["inbounds"][0]["streamSettings"]
+            key = "httpSettings" if spec.transport == "h2" else "grpcSettings"
+            for name, value in settings.items():
+                self.assertEqual(stream[key][name], value)
+            self.assertEqual(parse_config(config).inbounds[0].stream.network, spec.transport)
+            self.assertEqual(link.net, spec.transport)
+
+
 class EndpointStringTests(TestCase):
     """``h2:`` and ``grpc:`` endpoint strings: real sockets, h2c, an echo through them."""
 

@@ -26,20 +26,22 @@ class GRPCLinkFields(LinkFields):
     """grpc: ``type`` the mode, ``host`` the authority, ``path`` the service name."""
 
     label = "grpc"
-    header_types = MODES
+    #: "none" (a link's type left empty) stands for gun.
+    header_types = ("none", *MODES)
 
     def header(self, value: str, key: str) -> str:
-        """gun or multi (empty, none and Xray's guna are gun)."""
-        mode = value.lower()
-        if mode in ("", "none", "guna"):
+        """none (not given), gun or multi (Xray's guna is gun)."""
+        mode = value.lower() or "none"
+        if mode == "guna":
             return "gun"
-        if mode not in MODES:
+        if mode not in self.header_types:
             raise LinkFieldError(key, f"unknown grpc mode {value!r} (expected gun or multi)")
         return mode
 
     def canonical(self, header: str, host: str, path: str) -> Fields:
-        """The mode as gun or multi."""
-        return self.header(header, "type"), host, path
+        """The mode as gun or multi (none is gun)."""
+        mode = self.header(header, "type")
+        return ("gun" if mode == "none" else mode), host, path
 
     def to_settings(self, header: str, host: str, path: str) -> dict[str, Any] | None:
         """``{"serviceName": ..., "multiMode": ..., "authority": ...}``."""
