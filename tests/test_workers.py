@@ -421,6 +421,18 @@ class WorkersTests(SynchronousTestCase):
             self.assertIn("--workers with api/stats/metrics is not supported yet",
                           done.stderr + done.stdout)
 
+    def test_unix_listener_refused_with_workers(self) -> None:
+        """A UNIX socket listener cannot be shared: refused before anything starts."""
+        config = self.dokodemo(1080)  # the port is unused with a socket path
+        config["inbounds"][0]["listen"] = os.path.join(self.dir, "socks.sock")
+        path = self.write_config(config)
+        done = subprocess.run([sys.executable, "-m", "vtwist", "run", "--workers", "2",
+                               "--config", path], capture_output=True, text=True,
+                              timeout=120, cwd=self.dir, env=ENV)
+        self.assertEqual(done.returncode, 1, done.stderr)
+        self.assertIn("--workers with a UNIX socket listener (inbounds[0]) is not supported",
+                      done.stderr)
+
     def test_bad_workers_value(self) -> None:
         """``--workers 0`` / ``--workers x``: a usage error."""
         for value in ("0", "x"):

@@ -71,8 +71,15 @@ def parse_workers(text: str | int) -> int:
 
 def unsupported(config: Any) -> str | None:
     """Why a parsed config cannot run with workers (None: it can)."""
+    from vtwist.transport.domainsocket.settings import listen_address
+
     if config.stats or config.api is not None or config.metrics is not None:
         return NOT_WITH_WORKERS
+    for i, inbound in enumerate(config.inbounds):
+        network = getattr(inbound.stream, "network", "")
+        if listen_address(inbound.listen) is not None or network in ("domainsocket", "ds"):
+            return (f"--workers with a UNIX socket listener (inbounds[{i}]) is not "
+                    "supported: a socket path has one owner; run one process")
     return None
 
 

@@ -45,6 +45,7 @@ from vtwist.transport.quic.tlsconfig import (
     client_configuration,
     server_configuration,
 )
+from vtwist.transport.reuseport import listen_udp
 
 log = Logger()
 #: A client opens a new connection once this many streams are in use on each one.
@@ -198,8 +199,8 @@ class QUICServerEndpoint:
         """Start listening; fires with an IListeningPort."""
         try:
             listener = QuicListener(self.reactor, protocolFactory, self.settings, self.tls)
-            udp = self.reactor.listenUDP(self.port, listener, interface=self.interface,
-                                         maxPacketSize=65536)
+            udp = listen_udp(self.reactor, self.port, listener, interface=self.interface,
+                             maxPacketSize=65536)  # SO_REUSEPORT with --workers
             _buffers(udp)
         except Exception:  # noqa: BLE001 - CannotListenError, a bad certificate ...
             return defer.fail()
