@@ -475,6 +475,49 @@ class PairTests(Case):
         self.assertLost(app, error.ConnectionLost)
         self.assertFalse(pair.client.canOpenStream())
 
+    def test_write_from_resume_inside_flush(self) -> None:
+        """A producer resumed by a flush that writes its last bytes and closes right there:
+        those bytes go out (the flush takes another pass), the stream ends."""
+        servers: list[Collect] = []
+
+        def server_app() -> Collect:
+            servers.append(Collect())
+            return servers[-1]
+
+        pair = Pair(HTTPProfile(HTTP), HTTPProfile(HTTP), server_app, self.clock)
+        app = Collect()
+        self.successResultOf(pair.open(app))
+        block = os.urandom(100_000)
+        transport = app.transport
+
+        class LastWords:
+            resumed = 0
+
+            def pauseProducing(self) -> None:
+                pass
+
+            def resumeProducing(self) -> None:
+                self.resumed += 1
+                transport.unregisterProducer()
+                transport.write(b"the end")
+                transport.loseConnection()
+
+            def stopProducing(self) -> None:
+                pass
+
+        producer = LastWords()
+        transport.registerProducer(producer, True)
+        transport.pauseProducing()  # our reading side: irrelevant here
+        for _ in range(20):  # past the window and HIGH_WATER: the producer is paused
+            transport.write(block)
+        self.assertTrue(transport.producerPaused)
+        for _ in range(50):
+            pair.pump.flush()
+            self.clock.advance(0)
+        self.assertEqual(producer.resumed, 1)
+        self.assertEqual(bytes(servers[0].data), block * 20 + b"the end")
+        self.assertTrue(transport.finished)
+
     def test_stalled_reader(self) -> None:
         """A paused reader holds at most one stream window; the writer's producer is paused
         once its buffer passes HIGH_WATER; all arrives in order after resuming."""

@@ -308,6 +308,7 @@ class H2Stream:
         if not data or self.closing or self.finished:
             return
         self.buffer.append(self.codec.encode(bytes(data)))
+        self.connection.wantSend(self)
         self.connection.flush()
         if (len(self.buffer) > HIGH_WATER and self.producer is not None
                 and self.streaming and not self.producerPaused):
@@ -323,6 +324,7 @@ class H2Stream:
         if self.closing or self.finished:
             return
         self.closing = True
+        self.connection.wantSend(self)
         self.sent()
 
     def loseConnection(self) -> None:
@@ -333,6 +335,7 @@ class H2Stream:
         self.fullClose = True
         if not self.closing:
             self.closing = True
+            self.connection.wantSend(self)
             self.sent()
         elif self.localEnded:
             if not self.remoteEndDelivered:
@@ -435,6 +438,9 @@ class H2Protocol(Protocol):
         self._preface = b"" if not client else None  # a server's first bytes, until known
         self._timer: Any = None
         self._flushing = False
+        self._again = False
+        #: Streams with bytes to send or an end to say.
+        self._sending: dict[int, H2Stream] = {}
         self.closeCode = ErrorCodes.CANCEL if client else ErrorCodes.NO_ERROR
         # Our own headers are constant and valid: h2 need not check them on every stream.
         self.conn = H2Connection(H2Configuration(
@@ -662,27 +668,44 @@ class H2Protocol(Protocol):
         except H2Error as e:  # pragma: no cover - a closed stream
             self.log.debug("headers on stream {sid} not sent: {e}", sid=sid, e=e)
 
+    def wantSend(self, stream: H2Stream) -> None:
+        """``stream`` has bytes to send or its end to say: the next flush looks at it."""
+        self._sending[stream.stream_id] = stream
+
     def flush(self) -> None:
-        """Send what the windows allow from every stream's buffer, then write out."""
-        if self._flushing or self.gone:
+        """Send what the windows allow from the buffers of the streams with something to
+        send, then write out. Writes made meanwhile (a producer resumed by this very flush)
+        get another pass, so no bytes are left waiting for an event that may not come."""
+        if self.gone:
+            return
+        if self._flushing:
+            self._again = True
             return
         self._flushing = True
         try:
             conn = self.conn
-            for stream in list(self.streams.values()):
-                buffer = stream.buffer
-                while buffer and not self.lowerPaused and not stream.finished:
-                    size = min(conn.local_flow_control_window(stream.stream_id),
-                               conn.max_outbound_frame_size, len(buffer))
-                    if size <= 0:
-                        break
-                    conn.send_data(stream.stream_id, buffer.take(size))
-                if not stream.finished:
-                    stream.sent()
+            again = True
+            while again:
+                self._again = False
+                for stream in list(self._sending.values()):
+                    buffer = stream.buffer
+                    while buffer and not self.lowerPaused and not stream.finished:
+                        size = min(conn.local_flow_control_window(stream.stream_id),
+                                   conn.max_outbound_frame_size, len(buffer))
+                        if size <= 0:
+                            break
+                        conn.send_data(stream.stream_id, buffer.take(size))
+                    if not stream.finished:
+                        stream.sent()
+                    if stream.finished or not (stream.buffer or stream.producerPaused or (
+                            stream.closing and not stream.localEnded)):
+                        self._sending.pop(stream.stream_id, None)
+                again = self._again
         except H2Error as e:  # pragma: no cover - a stream closed under us
             self.log.debug("flush: {e}", e=e)
         finally:
             self._flushing = False
+            self._again = False
         self.writeOut()
 
     def endStream(self, stream: H2Stream) -> None:
@@ -721,6 +744,7 @@ class H2Protocol(Protocol):
 
     def streamFinished(self, stream: H2Stream) -> None:
         """``stream`` is over: forget it; with no streams left, start the idle timer."""
+        self._sending.pop(stream.stream_id, None)
         if self.streams.pop(stream.stream_id, None) is None:
             return
         if not self.streams:
