@@ -191,6 +191,7 @@ class FrameDecoder:
         frames: list[Frame] = []
         pos = self._pos
         end = len(buf)
+        view = memoryview(buf)  # data slices copy once; released before buf changes size
         try:
             while True:
                 frame = self._pending
@@ -204,7 +205,10 @@ class FrameDecoder:
                         raise MuxError(f"metadata too short ({mlen} bytes)")
                     if end - pos < 2 + mlen:
                         break
-                    frame = parse_metadata(bytes(buf[pos + 2:pos + 2 + mlen]))
+                    if mlen == 4 and buf[pos + 4] == KEEP:  # the common frame, inline
+                        frame = Frame((buf[pos + 2] << 8) | buf[pos + 3], KEEP, buf[pos + 5])
+                    else:
+                        frame = parse_metadata(bytes(view[pos + 2:pos + 2 + mlen]))
                     pos += 2 + mlen
                     if not frame.option & OPT_DATA:
                         frames.append(frame)
@@ -217,13 +221,15 @@ class FrameDecoder:
                     raise MuxError(f"UDP datagram of {dlen} bytes (over {MAX_UDP_DATA})")
                 if end - pos < 2 + dlen:
                     break
-                frame.data = bytes(buf[pos + 2:pos + 2 + dlen])
+                frame.data = bytes(view[pos + 2:pos + 2 + dlen])
                 pos += 2 + dlen
                 self._pending = None
                 frames.append(frame)
         except MuxError:
             self.dead = True
             raise
+        finally:
+            view.release()
         if pos == end:
             buf.clear()
             pos = 0
