@@ -17,7 +17,13 @@ Closing: ``loseConnection`` sends what is buffered, ends the stream (with the pr
 trailers on a server) and resets it if the peer still sends (NO_ERROR from a server, as Go's
 does, CANCEL from a client); ``loseWriteConnection`` only ends our side (a half-close);
 ``abortConnection`` resets at once. The peer ending its side reaches a half-close aware
-application as ``readConnectionLost``, others as a close.
+application as ``readConnectionLost``, others as a close. Bytes held while paused are
+delivered from the reactor after ``resumeProducing``, never inside it (as TCP does).
+
+A server says nothing until the client's preface has come: an HTTP/1 request gets Go's 404
+(V2Ray's server answers HTTP/1 too), anything else is dropped; a connection that opens no
+stream within ``FIRST_STREAM_TIMEOUT`` is closed, and either side closes one left without
+streams for ``IDLE_TIMEOUT``.
 """
 
 from __future__ import annotations
