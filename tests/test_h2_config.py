@@ -241,6 +241,27 @@ class EndpointStringTests(TestCase):
             await d
         self.assertEqual(connection.streams, {})
 
+    async def test_server_closes_at_once(self) -> None:
+        """A server that closes every connection at once: the connect fails, it does not
+        dial again and again."""
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+
+        accepted: list[int] = []
+
+        class Closer(protocol.Protocol):
+            def connectionMade(self) -> None:
+                accepted.append(1)
+                self.transport.loseConnection()
+
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            protocol.Factory.forProtocol(Closer))
+        self.addCleanup(port.stopListening)
+        endpoint = clientFromString(reactor, f"h2:127.0.0.1:{port.getHost().port}")
+        with self.assertRaises(Exception) as caught:
+            await endpoint.connect(protocol.Factory.forProtocol(HashingClient))
+        self.assertIn("h2:", str(caught.exception))
+        self.assertLessEqual(len(accepted), 2)
+
     async def listen_silent(self, endpoint: Any) -> int:
         """A TCP server that reads and never answers; its port."""
         connections: list[Any] = []

@@ -763,6 +763,8 @@ class H2Protocol(Protocol):
     # -- timers ----------------------------------------------------------------------------
     def _arm(self, seconds: float) -> None:
         self._disarm()
+        if self.gone:
+            return
         self._timer = resolve_reactor(self.clock).callLater(seconds, self._idle)
 
     def _disarm(self) -> None:

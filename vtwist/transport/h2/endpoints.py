@@ -127,6 +127,10 @@ class Pool:
                     f"{endpoint.profile.name}: the server did not agree on ALPN h2 "
                     f"(got {text})")))
                 return
+        if not proto.canOpenStream():  # closed (or going away) as soon as it was up
+            self._failed(Failure(error.ConnectError(
+                f"{endpoint.profile.name}: the server closed the connection at once")))
+            return
         self.connections.append(proto)
         self.lost[proto] = Deferred()
         waiting, self.waiting = self.waiting, []
