@@ -22,6 +22,7 @@ from h2.events import (
     TrailersReceived,
 )
 from twisted.internet import defer, error, task
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.test import iosim
@@ -208,6 +209,22 @@ class HTTPWireTests(Case):
         peer.send()
         self.assertTrue(peer.of(StreamEnded, sid))
         self.assertEqual(server.streams, {})
+
+    def test_forwarded_for(self) -> None:
+        """X-Forwarded-For's first address is the peer (port 0), as V2Ray's server says."""
+        apps: list[Collect] = []
+
+        def app() -> Collect:
+            apps.append(Collect())
+            return apps[-1]
+
+        server, peer = self.serve(app)
+        sid = peer.h2.get_next_available_stream_id()
+        peer.h2.send_headers(sid, [(":method", "PUT"), (":scheme", "https"),
+                                   (":authority", "a.test"), (":path", "/tunnel"),
+                                   ("x-forwarded-for", "203.0.113.7, 10.0.0.1")])
+        peer.send()
+        self.assertEqual(apps[0].transport.getPeer(), IPv4Address("TCP", "203.0.113.7", 0))
 
     def test_server_404(self) -> None:
         """A host not in the list, or a path not under ours: 404, no application."""
