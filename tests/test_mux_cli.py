@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import sys
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -72,3 +73,25 @@ class RunTests(SynchronousTestCase):
     def test_with_mux(self) -> None:
         self.assertEqual(genconfig.with_mux({"protocol": "vmess"}, None), {"protocol": "vmess"})
         self.assertRaises(LinkError, genconfig.with_mux, {"protocol": "shadowsocks"}, 8)
+
+
+class TwistdTests(SynchronousTestCase):
+    def options(self, *argv: str) -> Any:
+        from vtwist import tap
+
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_link_with_mux(self) -> None:
+        from vtwist import tap
+
+        config = tap.config_from_options(self.options("--link", VLESS, "--mux", "16"))
+        self.assertEqual(config["outbounds"][0]["mux"], {"enabled": True, "concurrency": 16})
+
+    def test_usage_errors(self) -> None:
+        from twisted.python import usage
+
+        for argv in (("--mux", "8"), ("--link", VLESS, "--mux", "0"),
+                     ("--link", VLESS, "--mux", "x")):
+            self.assertRaises(usage.UsageError, self.options, *argv)

@@ -22,6 +22,8 @@ class Options(usage.Options):
         ["pick", None, None, "with --subscription: the link whose name (ps) this is"],
         ["socks", None, None, "with --link/--subscription: SOCKS5 listen address "
                               "[default: 127.0.0.1:1080]"],
+        ["mux", None, None, "with --link/--subscription: Mux.Cool on the (vmess or vless) "
+                            "outbound, N sessions per connection (1-1024)"],
         ["loglevel", None, None, "override the config's log.loglevel: debug, info, warning, "
                                  "error or none (generated configs use info)"],
         ["assets", None, None, "look for geoip.dat, geosite.dat and ext: files in this "
@@ -42,6 +44,13 @@ class Options(usage.Options):
         if self["socks"] is not None and not (self["link"] or self["subscription"]):
             raise usage.UsageError("--socks goes with --link or --subscription (a config "
                                    "names its inbounds)")
+        if self["mux"] is not None:
+            if not (self["link"] or self["subscription"]):
+                raise usage.UsageError("--mux goes with --link or --subscription (a config "
+                                       "sets its own mux)")
+            if not str(self["mux"]).isdigit() or not 1 <= int(self["mux"]) <= 1024:
+                raise usage.UsageError(f"--mux: expected 1-1024, got {self['mux']!r}")
+            self["mux"] = int(self["mux"])
         from vtwist.cli import LOGLEVELS
 
         if self["loglevel"] is not None and self["loglevel"] not in LOGLEVELS:
@@ -77,13 +86,14 @@ def _config(options: Options) -> dict[str, Any]:
     if options["link"]:
         from vtwist.genconfig import client_config_from_link
 
-        return client_config_from_link(options["link"], socks=socks)
+        return client_config_from_link(options["link"], socks=socks, mux=options["mux"])
     if options["subscription"]:
         from vtwist.genconfig import client_config_from_subscription
 
         with open(options["subscription"], encoding="utf-8") as f:
             text = f.read()
-        return client_config_from_subscription(text, options["pick"], socks=socks)
+        return client_config_from_subscription(text, options["pick"], socks=socks,
+                                               mux=options["mux"])
     return runner.default_config()
 
 
