@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from tests.certs import shared_server_cert
 
 from .netutil import free_port
 from .test_socks_backpressure import rss
@@ -72,6 +75,20 @@ class H2BackpressureTests(SynchronousTestCase):
 
     stream: dict = {"network": "h2", "httpSettings": {"path": "/bp"}}
     label = "h2"
+    tls = False
+
+    def streams(self) -> tuple[dict, dict]:
+        """The server's and the client's streamSettings."""
+        if not self.tls:
+            return self.stream, self.stream
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        cert_file, key_file = shared_server_cert("localhost").write(directory, "s")
+        server = {**self.stream, "security": "tls", "tlsSettings": {"certificates": [
+            {"certificateFile": cert_file, "keyFile": key_file}]}}
+        client = {**self.stream, "security": "tls",
+                  "tlsSettings": {"serverName": "localhost", "allowInsecure": True}}
+        return server, client
 
     def _start(self, config: dict, probe_port: int | None) -> subprocess.Popen:
         fd, path = tempfile.mkstemp(suffix=".json")
@@ -93,12 +110,12 @@ class H2BackpressureTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.socks_port = free_port()
         server_port = free_port()
-        stream = self.stream
+        server_stream, client_stream = self.streams()
         self.server = self._start({
             "log": {"loglevel": "warning", "access": os.devnull},
             "inbounds": [{"listen": "127.0.0.1", "port": server_port, "protocol": "vmess",
                           "settings": {"clients": [{"id": UUID, "alterId": 0}]},
-                          "streamSettings": stream}],
+                          "streamSettings": server_stream}],
             "outbounds": [{"protocol": "freedom"}]}, None)
         self.client = self._start({
             "log": {"loglevel": "warning", "access": os.devnull},
@@ -107,7 +124,7 @@ class H2BackpressureTests(SynchronousTestCase):
             "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
                 "address": "127.0.0.1", "port": server_port,
                 "users": [{"id": UUID, "alterId": 0, "security": "aes-128-gcm"}]}]},
-                "streamSettings": stream}]}, self.socks_port)
+                "streamSettings": client_stream}]}, self.socks_port)
         deadline = time.monotonic() + 20
         waiting = [self.socks_port, server_port]  # both processes listen on TCP
         while waiting:
@@ -213,3 +230,11 @@ class MultiBackpressureTests(H2BackpressureTests):
 
     stream = {"network": "grpc", "grpcSettings": {"serviceName": "bp", "multiMode": True}}
     label = "grpc multi"
+
+
+class GunTLSBackpressureTests(H2BackpressureTests):
+    """The same over gRPC gun with TLS (the TLS layer's producer pauses reach HTTP/2)."""
+
+    stream = {"network": "grpc", "grpcSettings": {"serviceName": "bp"}}
+    label = "grpc+tls"
+    tls = True
