@@ -23,6 +23,9 @@ from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
 _enabled = False
+#: the listen backlog of a shared TCP port (as vtwist's own listeners: Go's listeners take
+#: the kernel's somaxconn, Twisted's default of 50 is small for connection bursts)
+BACKLOG = 1024
 
 
 def enable(on: bool = True) -> None:
@@ -45,7 +48,7 @@ def _family(interface: str) -> socket.AddressFamily:
 
 
 def bound_socket(kind: socket.SocketKind, port: int, interface: str = "",
-                 backlog: int = 50) -> socket.socket:
+                 backlog: int = BACKLOG) -> socket.socket:
     """A non-blocking socket bound to ``interface:port`` with ``SO_REUSEPORT`` (and
     listening, for TCP). Raises :class:`twisted.internet.error.CannotListenError`."""
     family = _family(interface)
@@ -67,7 +70,7 @@ def bound_socket(kind: socket.SocketKind, port: int, interface: str = "",
 
 
 def listen_tcp(reactor: Any, port: int, factory: IProtocolFactory, interface: str = "",
-               backlog: int = 50) -> Any:
+               backlog: int = BACKLOG) -> Any:
     """An ``IListeningPort`` for TCP on ``interface:port`` shared through SO_REUSEPORT."""
     sock = bound_socket(socket.SOCK_STREAM, port, interface, backlog)
     try:
@@ -94,7 +97,7 @@ def listen_udp(reactor: Any, port: int, protocol: Any, interface: str = "",
 class ReusePortTCPServerEndpoint:
     """A TCP server endpoint whose port other workers bind too (``SO_REUSEPORT``)."""
 
-    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = 50) -> None:
+    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = BACKLOG) -> None:
         self.reactor = reactor
         self.port = port
         self.interface = interface
