@@ -67,18 +67,21 @@ class SocksProxy(Setup):
     """vtwist or V2Ray running SOCKS5 in, freedom out."""
 
     def __init__(self, impl: str, name: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, workers: int = 1) -> None:
         super().__init__(name or impl, impl, env)
+        #: vtwist ``--workers``
+        self.workers = workers
 
     def start(self, group: ProcessGroup) -> None:
-        """One process on one config."""
+        """One process on one config (a supervisor and its workers with ``workers``)."""
         self.socks_port = free_port()
         tag = f"socks-{self.tag}"
         path = group.write_config(tag, configs.socks_freedom(
             self.socks_port, str(group.workdir / f"{tag}-access.log")))
-        proc = group.spawn(tag, impl_argv(self.family, path), env=self.env)
+        proc = group.spawn(tag, impl_argv(self.family, path, self.workers), env=self.env)
         self.procs = [proc]
         wait_port(self.socks_port, proc.popen)
+        wait_listeners(self.socks_port, self.workers, proc.popen)
 
 
 class HttpProxy(Setup):

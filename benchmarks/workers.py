@@ -1,6 +1,7 @@
-"""Suite ``workers`` (issue 17, lever 4): the VMess aes-128-gcm chain with ``--workers 2`` on
-both vtwist sides, beside one vtwist process per side and V2Ray (which uses every core by
-itself): 8 and 64 parallel streams and connections/s, where a second core can help.
+"""Suite ``workers`` (issue 17, lever 4): vtwist with ``--workers 2`` beside one vtwist process
+and V2Ray (which uses every core by itself), where a second core can help: the VMess
+aes-128-gcm chain (2 workers on both sides) on 8 and 64 parallel streams and connections/s,
+and the single SOCKS5 -> freedom hop on 16 streams and connections/s.
 
 CPU s/GB counts the supervisor and its workers; peak RSS is the largest single process.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from benchmarks import metrics
 from benchmarks.core import MB, Context, Group
-from benchmarks.setups import Chain
+from benchmarks.setups import Chain, SocksProxy
 
 WORKERS = 2
 
@@ -32,4 +33,10 @@ def groups(ctx: Context) -> list[Group]:
          Chain("vtwist", security, f"vmess-{security}"),
          Chain("v2ray", security, f"vmess-{security}")],
         measured,
-        ["targets: 64 streams >= 1.0x V2Ray; connections/s >= 1.5x V2Ray"])]
+        ["targets: 64 streams >= 1.0x V2Ray; connections/s >= 1.5x V2Ray"]),
+        Group("workers", f"SOCKS5 -> freedom, {total // MB} MB each way, vtwist with "
+                         f"--workers {WORKERS}",
+              [SocksProxy("vtwist", f"vtwist-x{WORKERS}", workers=WORKERS),
+               SocksProxy("vtwist"), SocksProxy("v2ray")],
+              [metrics.throughput("down", 16, total, ctx.verify),
+               metrics.conn_rate(50 if ctx.quick else 2000)])]
