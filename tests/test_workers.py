@@ -433,6 +433,30 @@ class WorkersTests(SynchronousTestCase):
         self.assertIn("--workers with a UNIX socket listener (inbounds[0]) is not supported",
                       done.stderr)
 
+    def test_open_files_limit_raised(self) -> None:
+        """At start-up the soft RLIMIT_NOFILE goes up to the hard limit, and is logged with
+        the connections it allows (issue 20)."""
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard <= 256:
+            self.skipTest(f"hard limit {hard}: nothing to raise")
+        path = self.write_config(self.dokodemo(free_port()))
+        log = open(self.out_path, "ab")  # noqa: SIM115 - closed below
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vtwist", "run", "--config", path], stdout=log,
+            stderr=subprocess.STDOUT, cwd=self.dir, env=ENV,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait()))
+        wait_for(lambda: "open files limit" in self.output(),
+                 lambda: f"no limit line:\n{self.output()}", 60)
+        with open(f"/proc/{proc.pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max open files"))
+        self.assertEqual(int(line.split()[3]), hard, line)
+        self.assertIn(f"open files limit {hard}: about {(hard - 64) // 6} relayed "
+                      "connections per process", self.output())
+
     def test_bad_workers_value(self) -> None:
         """``--workers 0`` / ``--workers x``: a usage error."""
         for value in ("0", "x"):
