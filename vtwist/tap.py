@@ -108,7 +108,9 @@ def makeService(options: Options) -> Any:
         raise SystemExit(1) from None
     if options["test"]:
         raise SystemExit(runner.check_config(config))
-    if options["workers"] > 1:
+    from vtwist.app.workers import parse_workers
+
+    if parse_workers(options["workers"]) > 1:  # an int after postOptions; "1" when unparsed
         return _supervisor(options, config)
     service = runner.build(config)
     if service is None:
@@ -146,7 +148,7 @@ def _supervisor(options: Options, config: dict[str, Any]) -> Any:
     if not workers.prepare(config):
         raise SystemExit(1)
     workers.log_open_files_limit()
-    supervisor = workers.Supervisor(config, options["workers"], reactor,
+    supervisor = workers.Supervisor(config, workers.parse_workers(options["workers"]), reactor,
                                     lambda: config_from_options(options), options["assets"])
     workers.install_reload_signal(supervisor, reactor)
     _exit_1_if_failed(supervisor)
