@@ -9,18 +9,28 @@
   :func:`endpoint_protocol` that a connection's bytes go unchanged to the relay's protocol.
 - pyOpenSSL has no ``SSL_session_reused``; :func:`tls_session_reused` calls it through
   pyOpenSSL's private bindings (TLS resumption is observable, for tests and logs).
+- Twisted's ``tcp.Port`` meets EMFILE by closing the waiting clients with its reserved
+  descriptor and logging each attempt (ENFILE/ENOBUFS/ENOMEM: a log line per reactor
+  iteration while the socket stays readable). :class:`AcceptBackoffPort` pauses accepting
+  instead, with a backoff and one log line per interval (its ``doRead`` uses private names).
 """
 
 from __future__ import annotations
 
+import errno
+import resource
+import socket
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.endpoints import _WrappingProtocol
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.tcp import Connection
+from twisted.logger import Logger
 
-__all__ = ["IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "endpoint_protocol", "idle_plain_tcp",
-           "raise_write_high_water", "tls_session_reused"]
+__all__ = ["AcceptBackoffPort", "IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "endpoint_protocol",
+           "idle_plain_tcp", "raise_write_high_water", "tls_session_reused"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
@@ -72,3 +82,127 @@ def tls_session_reused(connection: Any) -> bool:
     from OpenSSL._util import lib
 
     return bool(lib.SSL_session_reused(connection._ssl))
+
+
+#: accept() errors that mean "no descriptor or memory for one more connection right now"
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: accept() errors about one connection only (it went away, netfilter refused it): go on
+TRANSIENT = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO, errno.EINTR})
+_accept_log = Logger(namespace="vtwist.transport.tcp")
+
+
+class AcceptBackoffPort(tcp.Port):
+    """A listening TCP port that survives descriptor exhaustion.
+
+    When ``accept`` fails with EMFILE, ENFILE, ENOBUFS or ENOMEM it stops reading the
+    listening socket and tries again after a backoff (``backoff_min`` doubling up to
+    ``backoff_max``): the waiting clients stay in the kernel's backlog and are accepted once
+    descriptors free up, the reactor does not spin, and established connections keep
+    flowing. It logs the first failure at once, then at most one line per ``log_interval``
+    (with the number of failed attempts since), and one line when accepting works again.
+    """
+
+    backoff_min = 0.05
+    backoff_max = 1.0
+    log_interval = 10.0
+
+    exhausted_attempts = 0  # failed accepts since the last log line
+    exhausted_total = 0
+    _backoff = 0.0
+    _resume: IDelayedCall | None = None
+    _logged_at: float | None = None
+    _paused_since: float | None = None
+    _warned = False
+
+    def doRead(self) -> None:
+        """Accept what is waiting, up to ``numberAccepts`` (Twisted's scaling)."""
+        accepted = 0
+        for _ in range(self.numberAccepts):
+            try:
+                skt, addr = self.socket.accept()
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                if e.errno in TRANSIENT:
+                    continue
+                if e.errno in EXHAUSTED:
+                    self._exhausted(e.errno)
+                    return
+                _accept_log.error("{port}: accept failed: {error}", port=self._where(),
+                                  error=e)
+                break
+            accepted += 1
+            if self._paused_since is not None:
+                self._recovered()
+            if len(addr) == 4:  # IPv6: keep the scope ID
+                host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                addr = (host[0], *addr[1:])
+            protocol = self.factory.buildProtocol(self._buildAddr(addr))
+            if protocol is None:
+                skt.close()
+                continue
+            s = self.sessionno
+            self.sessionno = s + 1
+            transport = self.transport(skt, protocol, addr, self, s, self.reactor)
+            protocol.makeConnection(transport)
+        if accepted == self.numberAccepts:
+            self.numberAccepts += 20
+        else:
+            self.numberAccepts = max(1, accepted)
+
+    def _where(self) -> str:
+        host = self.getHost()
+        return f"{getattr(host, 'host', '?')}:{getattr(host, 'port', '?')}"
+
+    def _exhausted(self, code: int) -> None:
+        now = self.reactor.seconds()
+        self.exhausted_attempts += 1
+        self.exhausted_total += 1
+        if self._paused_since is None:
+            self._paused_since = now
+        if self._logged_at is None or now - self._logged_at >= self.log_interval:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            _accept_log.warn(
+                "{port}: cannot accept a connection ({code}, {attempts} attempt(s) since the "
+                "last message; descriptor limit {soft}/{hard}): accepting again as "
+                "descriptors free up; established connections go on",
+                port=self._where(), code=errno.errorcode.get(code, code),
+                attempts=self.exhausted_attempts, soft=soft, hard=hard)
+            self._logged_at = now
+            self._warned = True
+            self.exhausted_attempts = 0
+        self._backoff = min(self.backoff_max, max(self.backoff_min, self._backoff * 2))
+        self.stopReading()
+        if self._resume is None or not self._resume.active():
+            self._resume = self.reactor.callLater(self._backoff, self._resumeAccepting)
+
+    def _resumeAccepting(self) -> None:
+        self._resume = None
+        if self.connected and not self.disconnecting:
+            self.startReading()
+
+    def _recovered(self) -> None:
+        # at most one "again" line per warning line: two lines per interval at worst
+        if self._warned:
+            paused = self.reactor.seconds() - (self._paused_since or 0.0)
+            _accept_log.info("{port}: accepting connections again after {paused:.1f} s",
+                             port=self._where(), paused=paused)
+            self._warned = False
+        self._paused_since = None
+        self._backoff = 0.0
+
+    def connectionLost(self, reason: Any) -> None:
+        """The port closed: no resume pending."""
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        self._resume = None
+        super().connectionLost(reason)
+
+
+def adopt_backoff_port(reactor: Any, fd: int, family: socket.AddressFamily,
+                       factory: Any) -> AcceptBackoffPort:
+    """``reactor.adoptStreamPort`` with an :class:`AcceptBackoffPort`: listen on an already
+    bound, listening, non-blocking socket (``fd`` is duplicated; the caller closes its own)."""
+    port = AcceptBackoffPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port.startListening()
+    return port
