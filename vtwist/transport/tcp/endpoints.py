@@ -6,9 +6,7 @@ from typing import Any
 
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
-    TCP4ServerEndpoint,
     TCP6ClientEndpoint,
-    TCP6ServerEndpoint,
 )
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 
@@ -18,6 +16,7 @@ from vtwist.dns.system import SystemResolver
 from vtwist.transport import reuseport
 from vtwist.transport.domainsocket.endpoints import server_endpoint as unix_server_endpoint
 from vtwist.transport.domainsocket.settings import listen_address
+from vtwist.transport.tcp.listen import TCPServerEndpoint
 
 
 def tcp_client_endpoint(reactor: Any, host: str, port: int,
@@ -50,10 +49,8 @@ def server_base(reactor: Any, listen: str, port: int, stream: Any) -> IStreamSer
         endpoint = unix_server_endpoint(reactor, unix)
     elif reuseport.enabled():  # --workers: every worker binds the port (SO_REUSEPORT)
         endpoint = reuseport.tcp_server_endpoint(reactor, port, str(ip) if ip else listen)
-    elif ip is not None and ip.version == 6:
-        endpoint = TCP6ServerEndpoint(reactor, port, interface=str(ip))
-    else:
-        endpoint = TCP4ServerEndpoint(reactor, port, interface=listen)
+    else:  # IPv4 or IPv6 by the address; accepting pauses (not fails) without descriptors
+        endpoint = TCPServerEndpoint(reactor, port, str(ip) if ip is not None else listen)
     if stream.accept_proxy_protocol:
         from twisted.protocols.haproxy import proxyEndpoint
 
