@@ -21,14 +21,20 @@ class LevelPolicy:
     stats_user_downlink: bool = False
 
 
+#: vtwist's cap on one inbound's connections still in their handshake (V2Ray has none)
+DEFAULT_MAX_HANDSHAKES = 4096
+
+
 @dataclass(frozen=True)
 class SystemPolicy:
-    """``policy.system``: the inbound and outbound traffic counters (V2Ray 4.34)."""
+    """``policy.system``: the inbound and outbound traffic counters (V2Ray 4.34), and
+    vtwist's own ``maxHandshakes`` (per inbound; the oldest beyond it are shed; 0: no cap)."""
 
     stats_inbound_uplink: bool = False
     stats_inbound_downlink: bool = False
     stats_outbound_uplink: bool = False
     stats_outbound_downlink: bool = False
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from vtwist.config.registry import (
     transport_keys,
 )
 from vtwist.config.reverse import parse_reverse
-from vtwist.policy import LevelPolicy, Policy, SystemPolicy
+from vtwist.policy import DEFAULT_MAX_HANDSHAKES, LevelPolicy, Policy, SystemPolicy
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "none")
 LOG_FORMATS = ("text", "json")  # log.format: vtwist's own key
@@ -172,6 +172,7 @@ def parse_policy(node: Node) -> Policy:
             stats_inbound_downlink=system_node.bool("statsInboundDownlink", False),
             stats_outbound_uplink=system_node.bool("statsOutboundUplink", False),
             stats_outbound_downlink=system_node.bool("statsOutboundDownlink", False),
+            max_handshakes=system_node.int("maxHandshakes", DEFAULT_MAX_HANDSHAKES, 0),
         )
         system_node.warn_unknown()
     node.warn_unknown()

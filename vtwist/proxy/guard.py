@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 
 from vtwist.address import format_address
+from vtwist.tunnel.handshakes import handshakes_of
 
 
 @dataclass
@@ -103,6 +104,9 @@ class GuardedServerProtocol(Protocol):
         self._start = reactor.seconds()
         self._handshakeSeconds = seconds
         self._timer = reactor.callLater(seconds, self.handshakeTimedOut)
+        limit = handshakes_of(self.factory)
+        if limit is not None:  # past the inbound's cap the oldest handshakes are shed
+            limit.enter(self)
 
     def handshakeTimedOut(self) -> None:
         """The deadline passed (subclasses refuse, or fall back)."""
@@ -111,6 +115,9 @@ class GuardedServerProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        limit = handshakes_of(self.factory)
+        if limit is not None:
+            limit.leave(self)
 
     def handshakeDone(self) -> None:
         """The client's request is valid: stop the deadline, count how long it took."""

@@ -11,6 +11,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.tunnel.dialer import Dialer, chained_dialer, direct_dialer
+from vtwist.tunnel.handshakes import HandshakeLimit
 from vtwist.tunnel.service import TunnelService
 
 
@@ -31,6 +32,8 @@ class InboundFactory(Factory):
         #: the protocols whose sniffed domain replaces the destination (``destOverride``)
         self.sniffing: tuple[str, ...] = ()
         self.connections: weakref.WeakSet[Protocol] = weakref.WeakSet()
+        #: the connections still in their handshake, capped (``policy.system.maxHandshakes``)
+        self.handshakes = HandshakeLimit(clock=self.reactor, name=tag or "inbound")
 
     def track(self, protocol: Protocol) -> Protocol:
         """Remember ``protocol`` as live."""

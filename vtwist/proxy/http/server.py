@@ -54,6 +54,7 @@ from vtwist.transport.internals import raise_write_high_water
 from vtwist.transport.layer import set_no_delay
 from vtwist.tunnel.activity import ActivityTimer
 from vtwist.tunnel.failures import ConnectFailure, classify
+from vtwist.tunnel.handshakes import handshakes_of
 from vtwist.tunnel.inbound import InboundFactory
 from vtwist.tunnel.relay import RelayProtocol
 from vtwist.tunnel.service import TunnelService
@@ -232,6 +233,9 @@ class HttpProxyProtocol(Protocol):
         self._cancelTimer()
         self._timer = self.factory.reactor.callLater(self.factory.policy.handshake,
                                                      self._handshakeTimeout)
+        limit = handshakes_of(self.factory)
+        if limit is not None:  # waiting for a request head: past the cap the oldest go
+            limit.enter(self)
 
     def _handshakeTimeout(self) -> None:
         self._timer = None
@@ -251,6 +255,9 @@ class HttpProxyProtocol(Protocol):
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+        limit = handshakes_of(self.factory)
+        if limit is not None:
+            limit.leave(self)
 
 
 @implementer(IInboundReply)

@@ -43,6 +43,7 @@ from vtwist.proxy.socks.codec import (
 from vtwist.proxy.socks.udp import UDP_IDLE_TIMEOUT, UDPAssociation
 from vtwist.transport.layer import set_no_delay
 from vtwist.tunnel.failures import ConnectFailure, classify
+from vtwist.tunnel.handshakes import handshakes_of
 from vtwist.tunnel.inbound import InboundFactory
 from vtwist.tunnel.service import TunnelService
 from vtwist.tunnel.stream import StreamTunnel
@@ -93,6 +94,9 @@ class SocksServerProtocol(Protocol):
         set_no_delay(self.transport)
         self._timer = self.factory.reactor.callLater(
             self.factory.policy.handshake, self._handshakeTimeout)
+        limit = handshakes_of(self.factory)
+        if limit is not None:  # past the inbound's cap the oldest handshakes are shed
+            limit.enter(self)
 
     def dataReceived(self, data: bytes) -> None:
         """Handshake bytes, or the tunnel's payload, depending on the phase."""
@@ -202,6 +206,9 @@ class SocksServerProtocol(Protocol):
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+        limit = handshakes_of(self.factory)
+        if limit is not None:
+            limit.leave(self)
 
     def _close(self) -> None:
         if self.phase is not Phase.CLOSED:

@@ -1,0 +1,203 @@
+"""Handshake floods: idle connections against each inbound are capped per inbound
+(``policy.system.maxHandshakes``, the oldest shed first), the rest close at the handshake
+deadline, and a real client is served meanwhile. The 5,000-connection version with
+slowloris is ``python -m benchmarks flood``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.interop.vmess_harness import socks_echo
+from tests.netutil import free_port, wait_until
+from tests.services import start_service
+from vtwist.config.errors import ConfigError
+from vtwist.config.loader import parse_config
+from vtwist.policy import DEFAULT_MAX_HANDSHAKES
+from vtwist.testing.doubles import log_lines
+from vtwist.tunnel.handshakes import HandshakeLimit
+
+UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
+CAP = 40
+FLOOD = 160
+HANDSHAKE = 2  # seconds (policy.levels.0.handshake)
+
+
+class Idle(Protocol):
+    """A flood connection: connects, sends nothing, notes when the server closed it."""
+
+    opened = closed = 0.0
+
+    def connectionMade(self) -> None:
+        self.opened = time.monotonic()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed = time.monotonic()
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def server_and_outbound(protocol: str, port: int) -> tuple[dict, dict]:
+    """The inbound under test on ``port`` and the outbound that speaks to it."""
+    server = {"address": "127.0.0.1", "port": port}
+    inbound: dict[str, Any] = {"listen": "127.0.0.1", "port": port, "protocol": protocol}
+    if protocol == "socks":
+        inbound["settings"] = {"auth": "noauth"}
+        outbound = {"protocol": "socks", "settings": {"servers": [server]}}
+    elif protocol == "http":
+        inbound["settings"] = {}
+        outbound = {"protocol": "http", "settings": {"servers": [server]}}
+    elif protocol == "vmess":
+        inbound["settings"] = {"clients": [{"id": UUID}]}
+        outbound = {"protocol": "vmess", "settings": {"vnext": [{**server, "users": [
+            {"id": UUID, "security": "aes-128-gcm"}]}]}}
+    elif protocol == "vless":
+        inbound["settings"] = {"clients": [{"id": UUID}], "decryption": "none"}
+        outbound = {"protocol": "vless", "settings": {"vnext": [{**server, "users": [
+            {"id": UUID, "encryption": "none"}]}]}}
+    elif protocol == "trojan":
+        inbound["settings"] = {"clients": [{"password": "secret"}]}
+        outbound = {"protocol": "trojan", "settings": {"servers": [
+            {**server, "password": "secret"}]}}
+    else:
+        inbound["settings"] = {"method": "aes-128-gcm", "password": "secret"}
+        outbound = {"protocol": "shadowsocks", "settings": {"servers": [
+            {**server, "method": "aes-128-gcm", "password": "secret"}]}}
+    return inbound, outbound
+
+
+class FloodMixin:
+    """One protocol's flood; subclasses set ``protocol``."""
+
+    protocol = ""
+    timeout = 90
+
+    async def test_flood(self) -> None:
+        echo = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")
+        self.addCleanup(echo.stopListening)
+        port, socks_port = free_port(), free_port()
+        inbound, outbound = server_and_outbound(self.protocol, port)
+        server = await start_service({
+            "log": {"loglevel": "none"},
+            "policy": {"levels": {"0": {"handshake": HANDSHAKE}},
+                       "system": {"maxHandshakes": CAP}},
+            "inbounds": [inbound], "outbounds": [{"protocol": "freedom"}]}, self)
+        factory = server.inbound_services[0].factory
+        guard = getattr(factory, "guard", None) or getattr(getattr(factory, "state", None),
+                                                           "guard", None)
+        if guard is not None:  # refused probes: FIN soon after the deadline
+            guard.min_delay = guard.max_delay = 0.1
+        await start_service({
+            "log": {"loglevel": "none"},
+            "inbounds": [{"listen": "127.0.0.1", "port": socks_port, "protocol": "socks",
+                          "settings": {"auth": "noauth"}}],
+            "outbounds": [outbound]}, self)
+
+        flood: list[Idle] = []
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        peak = 0
+        for _ in range(FLOOD):
+            flood.append(await connectProtocol(endpoint, Idle()))
+            peak = max(peak, len(factory.handshakes))
+        await wait_until(lambda: len(factory.handshakes) == CAP
+                         and sum(1 for c in flood if c.closed) >= FLOOD - CAP,
+                         lambda: f"{len(factory.handshakes)} in handshake, "
+                                 f"{sum(1 for c in flood if c.closed)} closed", timeout=10)
+        self.assertLessEqual(peak, CAP)
+        self.assertEqual(factory.handshakes.shed, FLOOD - CAP)
+        # the oldest were shed: the newest CAP are the ones still open
+        self.assertTrue(all(c.closed for c in flood[:FLOOD - CAP]))
+        self.assertFalse(any(c.closed for c in flood[FLOOD - CAP:]))
+
+        # a real client is served while CAP connections still sit in their handshake
+        started = time.monotonic()
+        sent, got, _ = await socks_echo(reactor, socks_port, "127.0.0.1",
+                                        echo.getHost().port, 4096, timeout=10)
+        self.assertEqual(sent, got)
+        self.assertLess(time.monotonic() - started, 1.0)
+
+        # the survivors close at their handshake deadline (plus the guard's short delay)
+        await wait_until(lambda: all(c.closed for c in flood), "the flood to close",
+                         timeout=HANDSHAKE + 10)
+        # the real client's connection was the newest: it shed the oldest idle one
+        self.assertEqual(factory.handshakes.shed, FLOOD - CAP + 1)
+        for c in flood[FLOOD - CAP + 1:]:
+            self.assertGreaterEqual(c.closed - c.opened, HANDSHAKE - 0.2)
+            self.assertLess(c.closed - c.opened, HANDSHAKE + 3)
+        self.assertEqual(len(factory.handshakes), 0)
+
+
+def _flood_case(name: str) -> type:
+    return type(f"{name.capitalize()}FloodTests", (FloodMixin, TestCase),
+                {"protocol": name, "__doc__": f"A flood of idle connections at {name}."})
+
+
+SocksFloodTests = _flood_case("socks")
+HttpFloodTests = _flood_case("http")
+VmessFloodTests = _flood_case("vmess")
+VlessFloodTests = _flood_case("vless")
+TrojanFloodTests = _flood_case("trojan")
+ShadowsocksFloodTests = _flood_case("shadowsocks")
+
+
+class HandshakeLimitTests(SynchronousTestCase):
+    """The cap alone."""
+
+    def protocols(self, n: int) -> list[Protocol]:
+        out = []
+        for _ in range(n):
+            p = Protocol()
+            p.makeConnection(StringTransport())
+            out.append(p)
+        return out
+
+    def test_oldest_shed_first(self) -> None:
+        logs = log_lines(self, "vtwist.tunnel.handshakes")
+        clock = Clock()
+        limit = HandshakeLimit(3, clock, "in")
+        a, b, c, d, e = self.protocols(5)
+        for p in (a, b, c):
+            limit.enter(p)
+        limit.enter(a)  # a restarts its handshake (http keep-alive): now the newest
+        limit.enter(d)
+        self.assertTrue(b.transport.disconnecting)
+        self.assertFalse(a.transport.disconnecting or c.transport.disconnecting)
+        limit.leave(c)
+        limit.enter(e)
+        self.assertFalse(a.transport.disconnecting)
+        self.assertEqual((len(limit), limit.shed), (3, 1))
+        for _ in range(20):
+            limit.enter(Protocol())
+        self.assertEqual(limit.shed, 21)
+        self.assertEqual(len(logs), 1, logs)  # one line per interval
+        clock.advance(11)
+        limit.enter(Protocol())
+        self.assertEqual(len(logs), 2)
+        self.assertIn("21 connection(s)", logs[1])
+
+    def test_zero_is_no_cap(self) -> None:
+        limit = HandshakeLimit(0)
+        for p in self.protocols(50):
+            limit.enter(p)
+        self.assertEqual((len(limit), limit.shed), (50, 0))
+
+    def test_config(self) -> None:
+        base = {"inbounds": [], "outbounds": [{"protocol": "freedom"}]}
+        self.assertEqual(parse_config(base).policy.system.max_handshakes,
+                         DEFAULT_MAX_HANDSHAKES)
+        config = parse_config({**base, "policy": {"system": {"maxHandshakes": 10}}})
+        self.assertEqual(config.policy.system.max_handshakes, 10)
+        with self.assertRaises(ConfigError) as caught:
+            parse_config({**base, "policy": {"system": {"maxHandshakes": -1}}})
+        self.assertIn("maxHandshakes", str(caught.exception))
+
