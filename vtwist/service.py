@@ -183,6 +183,8 @@ def build_inbound_factory(inbound: InboundConfig, ctx: BuildContext) -> Any:
     if api is not None:  # routing sends this inbound to the gRPC API
         return api
     factory = inbound_spec(inbound.protocol).build_factory(inbound, ctx)  # type: ignore[union-attr]
+    if getattr(factory, "handshakes", None) is not None:  # vtwist's policy.system.maxHandshakes
+        factory.handshakes.limit = ctx.policy.system.max_handshakes
     if inbound.sniffing.enabled:
         factory.sniffing = tuple(inbound.sniffing.dest_override)
     return factory
