@@ -17,7 +17,8 @@ def qr_matrix(text: str, border: int = 4) -> Matrix:
         import qrcode
         from qrcode.constants import ERROR_CORRECT_M
     except ImportError:
-        raise RuntimeError("QR codes need the qrcode package: pip install 'vtwist[qr]'") from None
+        raise RuntimeError("QR codes need the qrcode package (vtwist's [qr] extra): "
+                           "pip install qrcode") from None
     code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=border)
     code.add_data(text)
     code.make(fit=True)
