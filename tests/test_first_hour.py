@@ -53,7 +53,12 @@ def run_until_listening(test: SynchronousTestCase, argv: list[str],
             proc.kill()
             proc.wait()
     test.addCleanup(cleanup)
-    wait_for_port(port)
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            out.seek(0)
+            raise AssertionError(f"{argv} exited {proc.returncode}: {out.read().decode()}")
+    wait_for_port(port, timeout=60, alive=alive)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
     out.seek(0)
