@@ -8,14 +8,38 @@ inbounds listen with the gRPC server instead of their protocol.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.logger import Logger
 
 from vtwist.app.api.context import ApiContext
 from vtwist.app.api.services import build_services
 from vtwist.config.model import Config, InboundConfig
 from vtwist.tunnel.stats import StatsManager
+
+log = Logger(namespace="vtwist.app.api")
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``listen`` (an address, or a UNIX socket path) is reachable from this host
+    only."""
+    if listen.startswith(("/", "@")):
+        return True
+    try:
+        return ipaddress.ip_address(listen).is_loopback
+    except ValueError:
+        return listen == "localhost"
+
+
+def warn_exposed(what: str, listen: str) -> bool:
+    """Log a warning when an unauthenticated endpoint listens beyond loopback; True if so."""
+    if is_loopback(listen):
+        return False
+    log.warn("{what} listens on {listen} without authentication: anyone who reaches it "
+             "can use it (listen on 127.0.0.1, or firewall it)", what=what, listen=listen)
+    return True
 
 
 def build_stats(config: Config) -> StatsManager | None:
@@ -59,6 +83,7 @@ class Operations:
             return None
         from vtwist.app.api.server import GrpcServerFactory
 
+        warn_exposed(f"the gRPC API (inbound {inbound.tag!r})", inbound.listen)
         if self.services is None:
             self.services = build_services(self.config.api.services, self.context)
         stats = self.context.stats
@@ -73,4 +98,5 @@ class Operations:
             return []
         from vtwist.app.metrics import MetricsService
 
+        warn_exposed("the metrics endpoint", self.config.metrics.listen)
         return [MetricsService(self.config.metrics, self.context)]

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from vtwist.address import format_address
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
+from vtwist.proxy.credentials import password_ok
 from vtwist.proxy.http.codec import (
     AUTH_REQUIRED,
     CONNECT_ESTABLISHED,
@@ -171,7 +172,8 @@ class HttpProxyProtocol(Protocol):
         email = None
         if factory.accounts:
             credentials = request.credentials
-            if credentials is None or factory.accounts.get(credentials[0]) != credentials[1]:
+            if credentials is None or not password_ok(factory.accounts.get(credentials[0]),
+                                                      credentials[1]):
                 self.transport.write(AUTH_REQUIRED)
                 self._reject("proxy authentication required" if credentials is None else
                              f"invalid user or password for {credentials[0]!r}")

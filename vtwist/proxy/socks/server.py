@@ -23,6 +23,7 @@ from zope.interface import implementer
 from vtwist.address import Destination, format_address, normalize_host, parse_ip
 from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
+from vtwist.proxy.credentials import password_ok
 from vtwist.proxy.socks.codec import (
     CMD_CONNECT,
     CMD_UDP_ASSOCIATE,
@@ -161,7 +162,7 @@ class SocksServerProtocol(Protocol):
     def _credentials(self, credentials: Credentials) -> None:
         accounts = self.factory.accounts or {}
         expected = accounts.get(credentials.username)
-        ok = expected is not None and expected == credentials.password
+        ok = password_ok(expected, credentials.password)  # same time for unknown users
         self.transport.write(self.codec.send(AuthResult(ok)))
         if not ok:
             self._reject("invalid username or password")

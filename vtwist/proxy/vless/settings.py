@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from vtwist.config.node import Node
 from vtwist.config.registry import OutboundSpec
 from vtwist.proxy.fallback.settings import Fallback, parse_fallbacks
-from vtwist.proxy.vmess.ids import format_uuid, parse_uuid
+from vtwist.proxy.vmess.ids import log_uuid, parse_uuid
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,9 @@ class VLESSAccount:
 
     @property
     def label(self) -> str:
-        """The email, else the UUID (for log lines)."""
-        return self.email or format_uuid(self.uuid)
+        """The email, else the UUID's first 8 hex digits (for log lines: never the whole
+        UUID, it is the user's secret)."""
+        return self.email or log_uuid(self.uuid)
 
     @classmethod
     def from_text(cls, text: str, level: int = 0, email: str = "") -> VLESSAccount:

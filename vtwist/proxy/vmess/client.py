@@ -62,7 +62,7 @@ from vtwist.address import Destination
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess.body import DEFAULT_SEND_CHUNK, MAX_CHUNK, MAX_SEND_CHUNK, BodyError
 from vtwist.proxy.vmess.handshake import ClientSession
-from vtwist.proxy.vmess.ids import format_uuid
+from vtwist.proxy.vmess.ids import log_uuid
 from vtwist.proxy.vmess.transport import VMessTransport
 from vtwist.proxy.vmess.users import Account, resolve_security
 from vtwist.reactors import resolve_reactor
@@ -234,7 +234,7 @@ class VMessClientProtocol(Protocol):
         onCommand = self.factory.endpoint.onCommand
         log.info("vmess: server offers SwitchAccount to {host}:{port} id {id} alterId "
                  "{alter} level {ulevel} for {mins} min ({use})",
-                 host=cmd.host or "(same server)", port=cmd.port, id=format_uuid(cmd.uuid),
+                 host=cmd.host or "(same server)", port=cmd.port, id=log_uuid(cmd.uuid),
                  alter=cmd.alter_ids, ulevel=cmd.level, mins=cmd.valid_minutes,
                  use="taken in turn" if onCommand is not None else "not used")
         if onCommand is not None:

@@ -31,6 +31,12 @@ def format_uuid(raw: bytes) -> str:
     return str(_uuid.UUID(bytes=bytes(raw)))
 
 
+def log_uuid(raw: bytes) -> str:
+    """A user's UUID as log lines show it: its first 8 hex digits only (the UUID is the
+    user's secret; the prefix tells users apart without revealing it)."""
+    return bytes(raw[:4]).hex() + "..."
+
+
 def cmd_key(uuid_bytes: bytes) -> bytes:
     """cmdKey = MD5(uuid || fixed salt)."""
     return hashlib.md5(uuid_bytes + _CMD_KEY_SALT).digest()

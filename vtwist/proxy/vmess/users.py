@@ -68,8 +68,9 @@ class Account:
 
     @property
     def label(self) -> str:
-        """The email if set, else the UUID (for logs)."""
-        return self.email or self.uuid_text
+        """The email if set, else the UUID's first 8 hex digits (for logs: never the whole
+        UUID, it is the user's secret)."""
+        return self.email or ids.log_uuid(self.uuid)
 
     @property
     def uses_aead(self) -> bool:
