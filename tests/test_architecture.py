@@ -77,6 +77,7 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/proxy/socks/client_codec.py",
     "vtwist/proxy/http/client_codec.py",
     "vtwist/proxy/upstream.py",
+    "vtwist/proxy/credentials.py",
     "vtwist/proxy/vmess/ids.py",
     "vtwist/proxy/vmess/kdf.py",
     "vtwist/proxy/vmess/header.py",
