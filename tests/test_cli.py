@@ -119,7 +119,7 @@ class SimpleCommandTests(CLITestCase):
         self.assertIn("required", self.usage_error())
         self.assertIn("invalid choice", self.usage_error("frobnicate"))
         self.assertIn("required", self.usage_error("link"))
-        self.assertIn("invalid choice", self.usage_error("config", "server", "--transport", "h2"))
+        self.assertIn("invalid choice", self.usage_error("config", "server", "--transport", "xhttp"))
 
     def test_console_script(self) -> None:
         """``vtwist`` is installed (pyproject's console script; tools/test.sh installs it)."""
@@ -183,8 +183,9 @@ class LinkCommandTests(CLITestCase):
             (b64link(fields(id="xyz")), "invalid vmess link: id: not a valid UUID: 'xyz'"),
             (b64link({"port": 1, "id": UID}), "invalid vmess link: add: is missing (the "
                                               "server address)"),
-            (b64link(fields(net="h2")), "invalid vmess link: net: transport 'h2' is not "
-                                        "supported by vtwist yet (supported: tcp, kcp, ws)"),
+            (b64link(fields(net="ds")), "invalid vmess link: net: transport 'domainsocket' has "
+                                        "no share-link form (supported: tcp, kcp, ws, h2, grpc,"
+                                        " quic)"),
         ):
             self.assertEqual(self.run_cli("link", "decode", link), (2, "", f"vtwist: {message}\n"))
 

@@ -632,7 +632,7 @@ class CommandLineTests(CLITestCase):
 
     def test_run_link_and_subscription(self) -> None:
         ran: list[dict[str, Any]] = []
-        self.patch(runner, "run_config", lambda config: ran.append(config) or 0)
+        self.patch(runner, "run_config", lambda config, *rest: ran.append(config) or 0)
         for text in LOCAL.values():
             self.assertEqual(self.run_cli("run", "--link", text), (0, "", ""))
             self.assertEqual(ran[-1], client_config_from_link(text))

@@ -136,7 +136,7 @@ class LinkSchemesEndToEndTests(LinkCase):
                      "&allowInsecure=1#pick-vless",
         }
         body = encode_subscription(["hysteria2://x@127.0.0.1:1#skip",
-                                    f"vless://{UUID}@127.0.0.1:1?type=grpc#skip-grpc",
+                                    f"vless://{UUID}@127.0.0.1:1?type=ds#skip-ds",
                                     *links.values()])
         path = os.path.join(self.dir, "subscription.txt")
         with open(path, "w", encoding="utf-8") as f:
