@@ -126,3 +126,51 @@ class WebSocketRegressionTests(SynchronousTestCase):
     def test_http10_without_host(self) -> None:
         answer = self.answer(self.request(version=b"1.0", host=b""))
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
+
+
+class LengthCapTests(SynchronousTestCase):
+    """No length field makes a decoder hold more than its format's largest unit: 256 KiB of
+    input, headers declaring the largest lengths, leave at most ``cap`` bytes buffered (or
+    raise the codec's error at once)."""
+
+    def held(self, feed, size, data: bytes, errors: tuple[type[BaseException], ...]  # noqa: ANN001
+             ) -> int:
+        most = 0
+        try:
+            for i in range(0, len(data), 1024):
+                feed(data[i:i + 1024])
+                most = max(most, size())
+        except errors:
+            pass
+        return most
+
+    def test_stream_decoders(self) -> None:
+        from tests.fuzz.targets import _ss_account
+        from vtwist.proxy.mux.frame import FrameDecoder, MuxError
+        from vtwist.proxy.shadowsocks.aead import CipherError, StreamDecoder
+        from vtwist.proxy.trojan.codec import PacketDecoder as TrojanPackets
+        from vtwist.proxy.trojan.codec import TrojanError
+        from vtwist.proxy.vless.codec import PacketDecoder as VLESSPackets
+        from vtwist.proxy.vless.codec import VLESSError
+        from vtwist.proxy.vmess.body import BodyDecoder, BodyError
+        from vtwist.transport.grpc.framing import FramingError, MessageDecoder
+
+        big = b"\xff" * (256 << 10)
+        cases = []
+        mux = FrameDecoder()
+        cases.append(("mux", mux.feed, lambda: mux.buffered, b"\xff\xff" + big, MuxError,
+                      2 * 65538))
+        body = BodyDecoder(5, 1, bytes(16), bytes(16))  # security none: raw u16 lengths
+        cases.append(("vmess body", body.feed, lambda: len(body._buf), big, BodyError, 65538))
+        trojan = TrojanPackets()
+        cases.append(("trojan udp", trojan.feed, lambda: trojan.buffered,
+                      b"\x01\x01\x02\x03\x04\x00\x35\x1f\xff\r\n" + big, TrojanError, 8192 + 64))
+        vless = VLESSPackets()
+        cases.append(("vless udp", vless.feed, lambda: len(vless.buf), big, VLESSError, 65538))
+        ss = StreamDecoder(_ss_account("none"))
+        cases.append(("shadowsocks", ss.feed, lambda: ss.buffered, big, CipherError, 0x3FFF + 64))
+        grpc = MessageDecoder()
+        cases.append(("grpc", grpc.feed, lambda: grpc.pending, b"\x00\xff\xff\xff\xff" + big,
+                      FramingError, 0))
+        for name, feed, size, data, error, cap in cases:
+            self.assertLessEqual(self.held(feed, size, data, (error,)), cap, name)
