@@ -167,16 +167,20 @@ class KCPEndpointTests(TestCase):
         return defer.ensureDeferred(run())
 
     def test_plugin_module_is_cheap(self) -> None:
+        """The endpoint dropins load only the small parser-declaration module of vtwist."""
         import subprocess
         import sys
 
-        code = ("import sys; import twisted.plugins.vtwist_kcp_endpoints; "
-                "print(any(m.startswith('vtwist') for m in sys.modules))")
+        dropins = ("kcp", "ws", "h2", "quic_ds", "link")
+        code = ("import sys; "
+                + "; ".join(f"import twisted.plugins.vtwist_{d}_endpoints" for d in dropins)
+                + "; print(sorted(m for m in sys.modules if m.startswith('vtwist')))")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=root)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True, cwd=root, env=env)
-        self.assertEqual(out.stdout.strip(), "False")
+        self.assertEqual(out.stdout.strip(),
+                         str(["vtwist", "vtwist.transport", "vtwist.transport.plugin_parsers"]))
 
     def test_echo_latency(self) -> defer.Deferred:
         async def run() -> None:

@@ -4,45 +4,16 @@
 ``serverFromString(reactor, "grpc:port=8443:serviceName=svc")`` and
 ``clientFromString(reactor, "grpc:host=example.com:serviceName=svc:mode=multi")``.
 
-Kept cheap to import: vtwist is loaded only when such a string is parsed, and then the
+Kept cheap to import (it needs only :mod:`vtwist.transport.plugin_parsers`): the rest
+of vtwist is loaded only when such a string is parsed, and then the
 prefix's parser comes from vtwist's network registry.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from vtwist.transport.plugin_parsers import client_parser, server_parser
 
-from twisted.internet.interfaces import (
-    IStreamClientEndpointStringParserWithReactor,
-    IStreamServerEndpointStringParser,
-)
-from twisted.plugin import IPlugin
-from zope.interface import implementer
-
-
-@implementer(IPlugin, IStreamServerEndpointStringParser)
-class _ServerParser:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def parseStreamServer(self, reactor: Any, *args: Any, **kwargs: Any) -> Any:
-        from vtwist.transport.endpoint_strings import parse_server
-
-        return parse_server(self.prefix, reactor, *args, **kwargs)
-
-
-@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
-class _ClientParser:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def parseStreamClient(self, reactor: Any, *args: Any, **kwargs: Any) -> Any:
-        from vtwist.transport.endpoint_strings import parse_client
-
-        return parse_client(self.prefix, reactor, *args, **kwargs)
-
-
-h2ServerParser = _ServerParser("h2")
-h2ClientParser = _ClientParser("h2")
-grpcServerParser = _ServerParser("grpc")
-grpcClientParser = _ClientParser("grpc")
+h2ServerParser = server_parser("h2")
+h2ClientParser = client_parser("h2")
+grpcServerParser = server_parser("grpc")
+grpcClientParser = client_parser("grpc")

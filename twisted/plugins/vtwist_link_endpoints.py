@@ -3,30 +3,17 @@
 ``trojan:`` and ``ss:`` (``vtwist.share.endpoints.endpoint_string`` escapes a link's ``:``
 and ``=``).
 
-Kept cheap to import: vtwist is loaded only when such a string is parsed.
+Kept cheap to import (it needs only :mod:`vtwist.transport.plugin_parsers`): the rest
+of vtwist is loaded only when such a string is parsed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from vtwist.transport.plugin_parsers import client_parser
 
-from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
-from twisted.plugin import IPlugin
-from zope.interface import implementer
+LINK = "vtwist.share.endpoints:parse_client"
 
-
-@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
-class _LinkParser:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def parseStreamClient(self, reactor: Any, *args: Any, **kwargs: Any) -> Any:
-        from vtwist.share.endpoints import parse_client
-
-        return parse_client(self.prefix, reactor, *args, **kwargs)
-
-
-vmessLinkParser = _LinkParser("vmess")
-vlessLinkParser = _LinkParser("vless")
-trojanLinkParser = _LinkParser("trojan")
-ssLinkParser = _LinkParser("ss")
+vmessLinkParser = client_parser("vmess", LINK)
+vlessLinkParser = client_parser("vless", LINK)
+trojanLinkParser = client_parser("trojan", LINK)
+ssLinkParser = client_parser("ss", LINK)
