@@ -21,7 +21,8 @@ from pathlib import Path
 from benchmarks.core import MB, Context, measure_ceiling, run_group
 from benchmarks.procs import REPO
 
-SUITES = ("socks", "http", "chain", "kcp", "tls", "stats", "quic", "h2", "mux", "workers")
+SUITES = ("socks", "http", "chain", "kcp", "tls", "stats", "quic", "h2", "mux", "workers",
+          "handshake")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
