@@ -12,7 +12,7 @@ import copy
 
 from benchmarks import metrics
 from benchmarks.configs import tls_stream
-from benchmarks.core import Context, Group
+from benchmarks.core import Context, Group, baseline
 from benchmarks.setups import Chain
 from benchmarks.tls import SECURITY, make_server_cert
 
@@ -39,6 +39,8 @@ def groups(ctx: Context) -> list[Group]:
                     f"{impl}{'@resume' if enabled else ''}"
                 setups.append(Chain(impl, SECURITY, variant, with_resumption(client, enabled),
                                     with_resumption(server, enabled), name=name))
+        setups.extend(baseline(ctx, lambda env, c=client, s=server, v=variant: Chain(
+            "vtwist", SECURITY, v, c, s, name="vtwist@base", env=env)))
         result.append(Group(
             "handshake", f"SOCKS5 -> VMess ({SECURITY}) over {network}+tls: connection set-up, "
                          "TLS resumption on (vtwist, v2ray@resume) and off (vtwist@full, v2ray)",
