@@ -14,7 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests import test_reload as helpers
-from tests.netutil import accepts, free_port
+from tests.netutil import accepts, free_port, wait_until
 from tests.services import start_service
 from tests.test_reload import USER_A, Paced, Probe, vmess
 from vtwist.app.api.v2raypb import (
@@ -206,12 +206,12 @@ class HandlerServiceTests(TestCase):
             cmd.AddInboundResponse), grpc.StatusCode.UNKNOWN, "failed to listen")
         ws = app_proxyman_config_pb2.ReceiverConfig(
             port_range={"From": socks_port, "To": socks_port})
-        ws.stream_settings.protocol_name = "websocket"
+        ws.stream_settings.protocol_name = "xhttp"
         self.assertStatus(await self.call("AddInbound", cmd.AddInboundRequest(
             inbound=config_pb2.InboundHandlerConfig(
                 tag="ws", receiver_settings=typed(ws),
                 proxy_settings=typed(proxy_socks_config_pb2.ServerConfig()))),
-            cmd.AddInboundResponse), grpc.StatusCode.UNIMPLEMENTED, "plain tcp")
+            cmd.AddInboundResponse), grpc.StatusCode.UNIMPLEMENTED, "'xhttp'")
         self.assertEqual([i.tag for i in service.config.inbounds], ["vm", "api-in"])
         self.assertEqual(await self.vmess_echo(USER_A), b"ping")
 
@@ -237,3 +237,93 @@ class HandlerServiceTests(TestCase):
             self.assertEqual(await self.vmess_echo(user), b"ping", user)
         self.assertIsInstance(await self.remove_user("b@x"), cmd.AlterInboundResponse)
         self.assertEqual(await self.vmess_echo(USER_B), b"")
+
+    async def test_vmess_over_ws_tls(self) -> None:
+        """A panel's AddInbound with a websocket+TLS StreamConfig (certificate as bytes)
+        listens over that transport: a config's VMess ws+tls outbound reaches it. Then the
+        outbound is replaced by one added through AddOutbound over ws+TLS too, verifying
+        the server against a CA certificate given as bytes."""
+        from tests.certs import shared_ca, shared_server_cert
+        from tests.test_stream_config import stream
+        from vtwist.app.api.v2raypb import (
+            common_protocol_server_spec_pb2,
+            proxy_vmess_inbound_config_pb2,
+            proxy_vmess_outbound_config_pb2,
+            transport_internet_tls_config_pb2,
+            transport_internet_websocket_config_pb2,
+        )
+
+        tls_pb = transport_internet_tls_config_pb2
+        open_echoes: list[Any] = []
+
+        class Tracked(Echo):
+            def connectionMade(self) -> None:
+                open_echoes.append(self)
+
+            def connectionLost(self, reason: Any = None) -> None:
+                open_echoes.remove(self)
+
+        echo = reactor.listenTCP(0, Factory.forProtocol(Tracked), interface="127.0.0.1")
+        self.addCleanup(echo.stopListening)
+        self.echo = echo.getHost().port
+        ws_port, socks_port = free_port(), free_port()
+        config = self.config()
+        config["inbounds"].append({"tag": "socks-in", "protocol": "socks", "port": socks_port,
+                                   "listen": "127.0.0.1", "settings": {}})
+        config["outbounds"].append({
+            "tag": "out", "protocol": "vmess",
+            "settings": {"vnext": [{"address": "127.0.0.1", "port": ws_port,
+                                    "users": [{"id": USER_A}]}]},
+            "streamSettings": {"network": "ws", "security": "tls",
+                               "wsSettings": {"path": "/panel"},
+                               "tlsSettings": {"serverName": "localhost",
+                                               "allowInsecure": True}}})
+        config["routing"]["rules"].append({"type": "field", "inboundTag": ["socks-in"],
+                                           "outboundTag": "out"})
+        await start_service(config, self)
+
+        async def socks_echo() -> bytes:
+            probe = Probe()
+            await helpers.ReloadTests.via_socks(self, socks_port, probe)  # type: ignore[arg-type]
+            return await probe.done
+
+        from vtwist.transport.layer import LayerHandshakeError
+
+        with self.assertRaises(LayerHandshakeError):  # nothing on ws_port yet
+            await socks_echo()
+        cert = shared_server_cert("localhost", "127.0.0.1")
+        ws = transport_internet_websocket_config_pb2.Config(path="/panel")
+        tls = tls_pb.Config(certificate=[tls_pb.Certificate(Certificate=cert.cert_pem,
+                                                            Key=cert.key_pem)])
+        receiver = app_proxyman_config_pb2.ReceiverConfig(
+            port_range={"From": ws_port, "To": ws_port},
+            listen=common_net_address_pb2.IPOrDomain(ip=bytes([127, 0, 0, 1])),
+            stream_settings=stream("websocket", ws, tls))
+        account = proxy_vmess_account_pb2.Account(id=USER_A)
+        user = common_protocol_user_pb2.User(email="a@x", account=typed(account))
+        added = await self.call("AddInbound", cmd.AddInboundRequest(
+            inbound=config_pb2.InboundHandlerConfig(
+                tag="vm-ws", receiver_settings=typed(receiver), proxy_settings=typed(
+                    proxy_vmess_inbound_config_pb2.Config(user=[user])))),
+            cmd.AddInboundResponse)
+        self.assertIsInstance(added, cmd.AddInboundResponse, added)
+        self.assertEqual(await socks_echo(), b"ping")
+        # the outbound, from protobuf: ws + TLS verified against the CA (bytes)
+        removed = await self.call("RemoveOutbound", cmd.RemoveOutboundRequest(tag="out"),
+                                  cmd.RemoveOutboundResponse)
+        self.assertIsInstance(removed, cmd.RemoveOutboundResponse, removed)
+        client_tls = tls_pb.Config(server_name="localhost", certificate=[tls_pb.Certificate(
+            Certificate=shared_ca().cert_pem, usage=tls_pb.Certificate.AUTHORITY_VERIFY)])
+        sender = app_proxyman_config_pb2.SenderConfig(
+            stream_settings=stream("websocket", ws, client_tls))
+        server = common_protocol_server_spec_pb2.ServerEndpoint(
+            address=common_net_address_pb2.IPOrDomain(ip=bytes([127, 0, 0, 1])),
+            port=ws_port, user=[user])
+        added = await self.call("AddOutbound", cmd.AddOutboundRequest(
+            outbound=config_pb2.OutboundHandlerConfig(
+                tag="out", sender_settings=typed(sender), proxy_settings=typed(
+                    proxy_vmess_outbound_config_pb2.Config(Receiver=[server])))),
+            cmd.AddOutboundResponse)
+        self.assertIsInstance(added, cmd.AddOutboundResponse, added)
+        self.assertEqual(await socks_echo(), b"ping")
+        await wait_until(lambda: not open_echoes, "the relayed connections close")

@@ -4,8 +4,9 @@ API is validated exactly as one in a config file.
 
 Covered: users of vmess, vless, trojan and shadowsocks; inbounds vmess, vless, trojan,
 shadowsocks, socks, http and dokodemo-door; outbounds freedom, blackhole, vmess, vless,
-trojan, shadowsocks and socks; over plain TCP. Other transports, TLS from protobuf
-(certificates as bytes) and other protocols are refused with UNIMPLEMENTED.
+trojan, shadowsocks and socks; over every transport and TLS :mod:`.stream_config` converts
+(tcp, mkcp, websocket, http, quic, domainsocket, grpc). Other protocols are refused with
+UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from vtwist.app.api.errors import GrpcError, Status
+from vtwist.app.api.stream_config import stream_json
 from vtwist.app.api.v2raypb import (
     app_proxyman_config_pb2,
     common_protocol_user_pb2,
@@ -192,21 +194,10 @@ def inbound_proxy_json(typed: Any) -> tuple[str, dict[str, Any]]:
     raise GrpcError(Status.UNIMPLEMENTED, f"vtwist cannot add an inbound of type {kind!r}")
 
 
-def _plain_stream(stream: Any, what: str) -> None:
-    """Only plain TCP (no stream settings, or tcp without transport settings or TLS)."""
-    if stream.protocol_name not in ("", "tcp") or stream.protocol not in (0, 1, 2) \
-            or stream.security_type or len(stream.transport_settings):
-        raise GrpcError(Status.UNIMPLEMENTED, f"{what}: vtwist's HandlerService adds "
-                        "handlers over plain tcp only (use a config file and reload for "
-                        "other transports)")
-
-
 def inbound_json(config: Any) -> dict[str, Any]:
     """A ``core.InboundHandlerConfig`` as a V2Ray JSON ``inbounds[]`` entry."""
     receiver = unpack(config.receiver_settings, app_proxyman_config_pb2.ReceiverConfig,
                       "receiver_settings")
-    if receiver.HasField("stream_settings"):
-        _plain_stream(receiver.stream_settings, "receiver_settings.stream_settings")
     protocol, settings = inbound_proxy_json(config.proxy_settings)
     low, high = receiver.port_range.From, receiver.port_range.To or receiver.port_range.From
     data: dict[str, Any] = {"tag": config.tag, "protocol": protocol,
@@ -215,6 +206,9 @@ def inbound_json(config: Any) -> dict[str, Any]:
     listen = address(receiver.listen) if receiver.HasField("listen") else ""
     if listen:
         data["listen"] = listen
+    if receiver.HasField("stream_settings"):
+        data["streamSettings"] = stream_json(receiver.stream_settings,
+                                             "receiver_settings.stream_settings")
     sniffing = receiver.sniffing_settings
     if sniffing.enabled:
         data["sniffing"] = {"enabled": True,
@@ -229,7 +223,8 @@ def outbound_json(config: Any) -> dict[str, Any]:
         sender = unpack(config.sender_settings, app_proxyman_config_pb2.SenderConfig,
                         "sender_settings")
         if sender.HasField("stream_settings"):
-            _plain_stream(sender.stream_settings, "sender_settings.stream_settings")
+            data["streamSettings"] = stream_json(sender.stream_settings,
+                                                 "sender_settings.stream_settings")
         if sender.proxy_settings.tag:
             data["proxySettings"] = {"tag": sender.proxy_settings.tag}
         if sender.multiplex_settings.enabled:
