@@ -16,7 +16,7 @@ from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 
 from tests.interop.v2ray_runner import EchoServer, V2Ray
-from tests.interop.vmess_harness import socks_echo
+from tests.interop.vmess_harness import socks_echo, socks_udp_echo
 from tests.netutil import free_port, wait_until
 from tests.services import start_service
 from vtwist.testing.doubles import LogCapture
@@ -89,4 +89,159 @@ class ChainTests(TestCase):
         self.assertTrue(any(f"accepted tcp:127.0.0.1:{self.port_a} [in-b >> " in line
                             for line in lines), lines)
         self.assertTrue(any(f"accepted tcp:127.0.0.1:{self.echo.port} [in-a >> " in line
+                            for line in lines), lines)
+
+
+SS_PASSWORD = "chained-ss-udp"
+UDP_PAYLOADS = [b"abc", bytes(range(200)), b"\x5a" * 1400]
+
+
+def ss_server(port: int) -> dict[str, Any]:
+    """A Shadowsocks server (tcp and udp) on ``port`` -> freedom."""
+    return {"log": {"loglevel": "warning"},
+            "inbounds": [{"port": port, "listen": "127.0.0.1", "protocol": "shadowsocks",
+                          "tag": "in-ss",
+                          "settings": {"method": "aes-128-gcm", "password": SS_PASSWORD,
+                                       "network": "tcp,udp"}}],
+            "outbounds": [{"protocol": "freedom"}]}
+
+
+def ss_chain_client(socks: int, ss_port: int, upstream: dict[str, Any]) -> dict[str, Any]:
+    """socks in (udp) -> shadowsocks ``ss`` (proxySettings -> ``up``) ; ``upstream``."""
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [{"port": socks, "listen": "127.0.0.1", "protocol": "socks",
+                      "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"}}],
+        "outbounds": [
+            {"tag": "ss", "protocol": "shadowsocks", "proxySettings": {"tag": "up"},
+             "settings": {"servers": [{"address": "127.0.0.1", "port": ss_port,
+                                       "method": "aes-128-gcm", "password": SS_PASSWORD}]}},
+            dict(upstream, tag="up"),
+        ]}
+
+
+def vmess_upstream(port: int) -> dict[str, Any]:
+    """The vmess outbound to the middle server (``server(port, UB, 0, ...)``)."""
+    return {"protocol": "vmess",
+            "settings": {"vnext": [{"address": "127.0.0.1", "port": port,
+                                    "users": [{"id": UB, "alterId": 0,
+                                               "security": "aes-128-gcm"}]}]}}
+
+
+class _UDPChain(TestCase):
+    """An echo server, ports for the server, the middle server and the client's SOCKS."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.echo = EchoServer()
+        self.addCleanup(self.echo.stop)
+        self.ss_port, self.mid, self.socks = free_port(udp_too=True), free_port(), free_port()
+
+    def v2ray(self, config: dict[str, Any], port: int) -> V2Ray:
+        v = V2Ray(config, wait_ports=[port])
+        self.addCleanup(v.stop)
+        return v
+
+    async def echo_through(self) -> None:
+        got = await socks_udp_echo(reactor, self.socks, "127.0.0.1", self.echo.port,
+                                   UDP_PAYLOADS)
+        self.assertEqual(got, UDP_PAYLOADS)
+
+
+class ShadowsocksUDPChainTests(_UDPChain):
+    """A Shadowsocks outbound's UDP with proxySettings goes through the proxy outbound.
+
+    V2Ray 4.34 (``app/proxyman/outbound/handler.go`` ``Dial``) hands the Shadowsocks
+    client's ``udp:server:port`` destination to the proxy handler, so the Shadowsocks
+    packets ride the proxy's UDP (VMess UDP, SOCKS UDP ASSOCIATE) to the server's UDP port.
+    The middle server's access log must show ``udp:<ss port>``; the echo must come back.
+    """
+
+    async def test_vtwist_over_vmess_to_v2ray(self) -> None:
+        """vtwist client: ss over vmess -> V2Ray vmess server -> V2Ray ss server (UDP)."""
+        mid = self.v2ray(server(self.mid, UB, 0, "in-mid"), self.mid)
+        self.v2ray(ss_server(self.ss_port), self.ss_port)
+        await start_service(ss_chain_client(self.socks, self.ss_port,
+                                            vmess_upstream(self.mid)), self)
+        await self.echo_through()
+        await wait_until(lambda: f"udp:127.0.0.1:{self.ss_port}" in mid.output(),
+                         lambda: f"the Shadowsocks UDP skipped VMess:\n{mid.output()}", 10)
+
+    async def test_v2ray_over_vmess_to_vtwist(self) -> None:
+        """The same client config run by V2Ray 4.34, through vtwist vmess and ss servers."""
+        access = LogCapture("vtwist.access")
+        self.addCleanup(access.stop)
+        await start_service(server(self.mid, UB, 0, "in-mid"), self)
+        await start_service(ss_server(self.ss_port), self)
+        self.v2ray(ss_chain_client(self.socks, self.ss_port, vmess_upstream(self.mid)),
+                   self.socks)
+        await self.echo_through()
+        lines = [formatEvent(e) for e in access.events]
+        self.assertTrue(any(f"accepted udp:127.0.0.1:{self.ss_port} [in-mid >> " in line
+                            for line in lines), lines)
+
+    async def test_vtwist_over_socks_to_v2ray(self) -> None:
+        """vtwist client: ss over a SOCKS outbound (UDP ASSOCIATE) -> V2Ray socks server."""
+        mid = self.v2ray({"log": {"loglevel": "info"},
+                          "inbounds": [{"port": self.mid, "listen": "127.0.0.1",
+                                        "protocol": "socks", "tag": "in-mid",
+                                        "settings": {"auth": "noauth", "udp": True,
+                                                     "ip": "127.0.0.1"}}],
+                          "outbounds": [{"protocol": "freedom"}]}, self.mid)
+        await start_service(ss_server(self.ss_port), self)
+        upstream = {"protocol": "socks",
+                    "settings": {"servers": [{"address": "127.0.0.1", "port": self.mid}]}}
+        await start_service(ss_chain_client(self.socks, self.ss_port, upstream), self)
+        await self.echo_through()
+        await wait_until(lambda: f"udp:127.0.0.1:{self.ss_port}" in mid.output(),
+                         lambda: f"the Shadowsocks UDP skipped SOCKS:\n{mid.output()}", 10)
+
+
+def socks_server(port: int, level: str = "warning") -> dict[str, Any]:
+    """A SOCKS5 server with UDP on ``port`` -> freedom."""
+    return {"log": {"loglevel": level},
+            "inbounds": [{"port": port, "listen": "127.0.0.1", "protocol": "socks",
+                          "tag": "in-socks", "settings": {"auth": "noauth", "udp": True,
+                                                          "ip": "127.0.0.1"}}],
+            "outbounds": [{"protocol": "freedom"}]}
+
+
+def socks_chain_client(socks: int, server_port: int, mid: int) -> dict[str, Any]:
+    """socks in (udp) -> socks outbound ``s`` (proxySettings -> vmess ``up``)."""
+    config = ss_chain_client(socks, 0, vmess_upstream(mid))
+    config["outbounds"][0] = {
+        "tag": "s", "protocol": "socks", "proxySettings": {"tag": "up"},
+        "settings": {"servers": [{"address": "127.0.0.1", "port": server_port}]}}
+    return config
+
+
+class SocksUDPChainTests(_UDPChain):
+    """The same for a SOCKS outbound's UDP: the control connection and the datagrams to
+    the relay both go through the proxy outbound (V2Ray 4.34's socks client dials the
+    relay's ``udp:`` destination through ``Dial``)."""
+
+    async def test_vtwist_over_vmess_to_v2ray(self) -> None:
+        """vtwist client: socks over vmess -> V2Ray vmess server -> V2Ray socks server."""
+        mid = self.v2ray(server(self.mid, UB, 0, "in-mid"), self.mid)
+        self.v2ray(socks_server(self.ss_port), self.ss_port)
+        await start_service(socks_chain_client(self.socks, self.ss_port, self.mid), self)
+        await self.echo_through()
+        await wait_until(lambda: f"udp:127.0.0.1:{self.ss_port}" in mid.output(),
+                         lambda: f"the SOCKS UDP skipped VMess:\n{mid.output()}", 10)
+
+    async def test_v2ray_over_vmess_to_vtwist(self) -> None:
+        """The same client config run by V2Ray 4.34, through vtwist vmess and socks."""
+        access = LogCapture("vtwist.access")
+        self.addCleanup(access.stop)
+        await start_service(server(self.mid, UB, 0, "in-mid"), self)
+        await start_service(socks_server(self.ss_port), self)
+        self.v2ray(socks_chain_client(self.socks, self.ss_port, self.mid), self.socks)
+        await self.echo_through()
+        # vtwist's SOCKS relay has a port of its own: the middle server opened a udp
+        # destination, the SOCKS server's TCP port only as the control connection
+        lines = [formatEvent(e) for e in access.events]
+        self.assertTrue(any("accepted udp:127.0.0.1:" in line and "[in-mid >> " in line
+                            for line in lines), lines)
+        self.assertTrue(any(f"accepted tcp:127.0.0.1:{self.ss_port} [in-mid >> " in line
                             for line in lines), lines)

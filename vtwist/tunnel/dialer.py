@@ -35,15 +35,39 @@ def direct_dialer(reactor: Any, stream: StreamSettings | None,
     return dial
 
 
-def chained_dialer(reactor: Any, through: Any, stream: StreamSettings | None) -> Dialer:
+class ChainedDialer:
     """Dial the server through the outbound ``through`` (an IOutbound); TLS from ``stream``
-    (when its security is tls) goes on top, the rest of ``stream`` is not used."""
-    def dial(host: str, port: int) -> IStreamClientEndpoint:
-        endpoint = through.endpointFor(Destination.tcp(host, port))
-        if stream is not None:
-            endpoint = TLS.wrapClient(endpoint, stream, host, port, reactor)
+    (when its security is tls) goes on top, the rest of ``stream`` is not used.
+
+    Datagrams to a server (a Shadowsocks or SOCKS outbound's UDP) take ``through``'s packet
+    path too: V2Ray 4.34's ``Dial`` hands a ``udp:`` destination to the proxy outbound as
+    it does a ``tcp:`` one. See :func:`packet_path`.
+    """
+
+    def __init__(self, reactor: Any, through: Any, stream: StreamSettings | None) -> None:
+        self.reactor = reactor
+        #: the outbound every connection (and datagram) to a server goes through
+        self.through = through
+        self.stream = stream
+
+    def __call__(self, host: str, port: int) -> IStreamClientEndpoint:
+        """An endpoint to ``host:port`` through ``through`` (TLS on top, if configured)."""
+        endpoint = self.through.endpointFor(Destination.tcp(host, port))
+        if self.stream is not None:
+            endpoint = TLS.wrapClient(endpoint, self.stream, host, port, self.reactor)
         return endpoint  # type: ignore[no-any-return]
-    return dial
+
+
+def chained_dialer(reactor: Any, through: Any, stream: StreamSettings | None) -> Dialer:
+    """A :class:`ChainedDialer`: the server through the outbound ``through``."""
+    return ChainedDialer(reactor, through, stream)
+
+
+def packet_path(dialer: Any) -> Any:
+    """The outbound (an IOutbound) that datagrams to a server go through when ``dialer``
+    is chained (proxySettings): open a ``packetSession`` on it and send to
+    ``Destination.udp(server, port)``. None: the outbound sends its datagrams itself."""
+    return getattr(dialer, "through", None)
 
 
 def build_outbounds(configs: Sequence[OutboundConfig], ctx: Any,

@@ -9,7 +9,10 @@ connecting, when the application writes nothing at once). A close by the server 
 boundary is a normal end.
 
 UDP goes straight to the server's UDP port, one packet per datagram, from one local socket
-per session; servers are chosen round robin as V2Ray 4.34 does.
+per session; servers are chosen round robin as V2Ray 4.34 does. With proxySettings the
+packets take the proxy outbound's packet path instead (its ``packetSession``, to
+``udp:server:port``), as V2Ray 4.34's ``Dial`` sends a ``udp:`` destination through the
+proxy handler.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from vtwist.proxy.shadowsocks.codec import (
 from vtwist.proxy.shadowsocks.settings import ShadowsocksOutboundSettings, ShadowsocksServer
 from vtwist.proxy.shadowsocks.transport import ShadowsocksTransport
 from vtwist.reactors import resolve_reactor
-from vtwist.tunnel.dialer import direct_dialer
+from vtwist.tunnel.dialer import direct_dialer, packet_path
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.shadowsocks.outbound")
@@ -190,7 +193,9 @@ class _Datagrams(DatagramProtocol):
 
 @implementer(IPacketSession)
 class ShadowsocksPacketSession:
-    """UDP through a Shadowsocks server: each datagram one packet to its UDP port."""
+    """UDP through a Shadowsocks server: each datagram one packet to its UDP port, from a
+    local socket or, when the outbound is chained (proxySettings), through the proxy
+    outbound's packet session."""
 
     def __init__(self, outbound: ShadowsocksOutbound, server: ShadowsocksServer,
                  onPacket: Callable[[bytes, Destination], None],
@@ -204,7 +209,17 @@ class ShadowsocksPacketSession:
         self.address: tuple[str, int] | None = None
         self.queue: PacketQueue | None = PacketQueue()
         self.dropped = 0
-        if parse_ip(server.address) is not None:
+        #: the proxy outbound's IPacketSession (proxySettings), else None
+        self.upstream: Any = None
+        via = packet_path(outbound.dialer)
+        if via is not None:
+            self.queue = None
+            upstream = via.packetSession(self._upstreamPacket, self._upstreamClosed)
+            if self.closed:
+                upstream.close()
+            else:
+                self.upstream = upstream
+        elif parse_ip(server.address) is not None:
             self._known(server.address)
         else:
             d = outbound.reactor.resolve(server.address)
@@ -231,7 +246,14 @@ class ShadowsocksPacketSession:
         """Send one datagram to ``destination`` through the server."""
         if self.closed:
             return
-        if self.address is None:
+        if self.upstream is not None:
+            try:
+                packet = encode_packet(self.server.account, destination, data)
+            except ValueError as e:
+                log.info("shadowsocks UDP to {dest}: {e}", dest=destination, e=e)
+                return
+            self.upstream.send(packet, Destination.udp(self.server.address, self.server.port))
+        elif self.address is None:
             self.queue.push((data, destination))  # type: ignore[union-attr]
         else:
             self._write(data, destination)
@@ -246,6 +268,20 @@ class ShadowsocksPacketSession:
     def _datagram(self, data: bytes, addr: Any) -> None:
         if self.closed or (normalize_host(addr[0]), addr[1]) != self.address:
             return
+        self._packet(data)
+
+    def _upstreamPacket(self, data: bytes, source: Destination) -> None:
+        """A packet from the server through the proxy outbound (any source: V2Ray 4.34
+        reads whatever its proxy connection delivers)."""
+        if not self.closed:
+            self._packet(data)
+
+    def _upstreamClosed(self) -> None:
+        self.upstream = None
+        self._end("the proxy outbound's UDP session ended")
+
+    def _packet(self, data: bytes) -> None:
+        """One packet from the server: opened and handed on, or dropped when bad."""
         try:
             packet = decode_packet(self.server.account, data)
             source = Destination.udp(packet.host, packet.port)
@@ -269,9 +305,12 @@ class ShadowsocksPacketSession:
         if self.port is not None:
             port, self.port = self.port, None
             port.stopListening()
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            upstream.close()
 
     def close(self) -> None:
-        """Close the session's UDP socket."""
+        """Close the session's UDP socket (or its proxy outbound's session)."""
         if not self.closed:
             self._free()
 

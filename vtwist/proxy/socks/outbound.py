@@ -1,5 +1,7 @@
 """The ``socks`` outbound at run time: TCP through :class:`SocksClientEndpoint` (``CONNECT``),
-UDP through a ``UDP ASSOCIATE`` per packet session."""
+UDP through a ``UDP ASSOCIATE`` per packet session. With proxySettings both the control
+connection and the datagrams to the relay go through the proxy outbound (V2Ray 4.34's
+``Dial`` of a ``udp:`` destination)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from vtwist.proxy.socks.codec import (
     parse_datagram,
 )
 from vtwist.proxy.upstream import ServerPicker, UpstreamServer, UpstreamSettings
-from vtwist.tunnel.dialer import direct_dialer
+from vtwist.tunnel.dialer import direct_dialer, packet_path
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.socks.outbound")
@@ -90,6 +92,8 @@ class SocksPacketSession:
         self.control: _Control | None = None
         self.port: Any = None
         self.relay: tuple[str, int] | None = None
+        #: the proxy outbound's IPacketSession to the relay (proxySettings), else None
+        self.upstream: Any = None
         self.server, endpoint = outbound.associateEndpoint()
         self._connecting: defer.Deferred[Any] | None = endpoint.connect(
             Factory.forProtocol(lambda: _Control(self)))
@@ -104,6 +108,10 @@ class SocksPacketSession:
             return
         reply = control.transport.reply
         host = reply.host
+        via = packet_path(self.outbound.dialer)
+        if via is not None:
+            self._relayThrough(via, self.server.address if host in _ANY else host, reply.port)
+            return
         if host in _ANY:
             host = self._serverIP(control)
         if parse_ip(host) is None:
@@ -120,6 +128,26 @@ class SocksPacketSession:
         if isinstance(peer, str) and parse_ip(peer) is not None:
             return normalize_host(peer)
         return self.server.address
+
+    def _relayThrough(self, via: Any, host: str, port: int) -> None:
+        """Datagrams to the relay ``host:port`` through the proxy outbound ``via``."""
+        upstream = via.packetSession(self._upstreamPacket, self._upstreamClosed)
+        if self.closed:
+            upstream.close()
+            return
+        self.upstream = upstream
+        self.relay = (normalize_host(host), port)
+        queue, self.queue = self.queue, None
+        for data, destination in queue.take() if queue is not None else ():
+            self._write(data, destination)
+
+    def _upstreamPacket(self, data: bytes, source: Destination) -> None:
+        if not self.closed:
+            self._relayed(data)
+
+    def _upstreamClosed(self) -> None:
+        self.upstream = None
+        self._end("the proxy outbound's UDP session ended")
 
     def _relayKnown(self, ip: str, port: int) -> None:
         if self.closed:
@@ -172,6 +200,9 @@ class SocksPacketSession:
         except ValueError as e:
             log.info("socks UDP to {dest}: cannot frame: {e}", dest=destination, e=e)
             return
+        if self.upstream is not None:
+            self.upstream.send(packet, Destination.udp(*self.relay))  # type: ignore[misc]
+            return
         try:
             self.port.write(packet, self.relay)
         except OSError as e:
@@ -182,6 +213,10 @@ class SocksPacketSession:
             return
         if (normalize_host(addr[0]), addr[1]) != self.relay:
             return  # only the relay answers (V2Ray's UDP socket is connected to it)
+        self._relayed(data)
+
+    def _relayed(self, data: bytes) -> None:
+        """One datagram from the relay: unframed and handed on (fragments dropped)."""
         try:
             datagram = parse_datagram(data)
         except ProtocolError as e:
@@ -204,6 +239,9 @@ class SocksPacketSession:
         if self.port is not None:
             port, self.port = self.port, None
             port.stopListening()
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            upstream.close()
 
     def close(self) -> None:
         """End the association: close the control connection and the UDP socket."""
