@@ -133,6 +133,23 @@ class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
                                     "is ignored; connections leave from the system's choice "
                                     "of source address"])
 
+    def test_duplicate_inbound_tags_warn(self) -> None:
+        """V2Ray 4.34 accepts two inbounds with one tag (app/proxyman/inbound keeps the last
+        in a map): vtwist accepts them, both listen, and one warning names both paths."""
+        warnings: list[str] = []
+        c = parse_config({"inbounds": [
+            {"tag": "in", "protocol": "socks", "port": 1080},
+            {"tag": "other", "protocol": "socks", "port": 1081},
+            {"protocol": "socks", "port": 1082}, {"protocol": "socks", "port": 1083},
+            {"tag": "in", "protocol": "http", "port": 8080}],
+            "outbounds": [{"protocol": "freedom"}]}, warnings.append)
+        self.assertEqual([i.ports for i in c.inbounds], [[1080], [1081], [1082], [1083],
+                                                         [8080]])
+        self.assertEqual(warnings, [
+            "inbounds[4]: tag 'in' is also inbounds[0]'s: both listen, routing's inboundTag "
+            "matches both and the API's tag calls reach the first (V2Ray 4.34 starts only "
+            "the last one)"])
+
     def test_error_paths(self) -> None:
         self.assertConfigError({"outbounds": []}, "outbounds: at least one outbound is required")
         self.assertConfigError([], "expected an object, got list")

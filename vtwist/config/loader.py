@@ -336,6 +336,22 @@ def check_proxy_chains(outbounds: list[OutboundConfig], paths: list[str]) -> Non
             current = outbounds[nxt]
 
 
+def warn_duplicate_inbound_tags(inbounds: list[InboundConfig], nodes: list[Node]) -> None:
+    """V2Ray 4.34 accepts two inbounds with one tag (its inbound manager keeps the last in
+    a map, so the earlier one never listens): vtwist accepts them too, runs both, and warns
+    naming both JSON paths."""
+    first: dict[str, Node] = {}
+    for inbound, node in zip(inbounds, nodes, strict=True):
+        if not inbound.tag:
+            continue
+        if inbound.tag in first:
+            node.warn(f"tag {inbound.tag!r} is also {first[inbound.tag].path}'s: both "
+                      "listen, routing's inboundTag matches both and the API's tag calls "
+                      "reach the first (V2Ray 4.34 starts only the last one)")
+        else:
+            first[inbound.tag] = node
+
+
 def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config:
     """Validate a whole config (a parsed JSON object) into a :class:`Config`."""
     config = Config()
@@ -356,6 +372,7 @@ def parse_config(data: Any, warn: Callable[[str], None] | None = None) -> Config
     transport.warn_unknown()
     inbound_nodes, outbound_nodes = legacy_sections(root)
     config.inbounds = [parse_inbound(n, transport) for n in inbound_nodes]
+    warn_duplicate_inbound_tags(config.inbounds, inbound_nodes)
     config.outbounds = [parse_outbound(n, transport) for n in outbound_nodes]
     if not config.outbounds:
         raise ConfigError("outbounds", "at least one outbound is required")
