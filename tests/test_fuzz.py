@@ -88,7 +88,8 @@ class DriverTests(SynchronousTestCase):
     def test_every_codec_has_a_target(self) -> None:
         self.assertLessEqual({"socks", "http", "vmess-instruction", "vmess-handshake",
                               "vmess-body", "vless", "trojan", "shadowsocks", "mux", "kcp",
-                              "sniff", "ws", "grpc", "geodata"}, set(TARGETS))
+                              "sniff", "ws", "grpc", "geodata", "dns", "h2-grpc-profiles",
+                              "outbound-replies"}, set(TARGETS))
 
 
 class WebSocketRegressionTests(SynchronousTestCase):

@@ -580,3 +580,80 @@ def _quic_codecs() -> list:
     return [PacketCodec(QUICSettings(security=security, key="k", header_type=header))
             for security in ("none", "aes-128-gcm", "chacha20-poly1305")
             for header in HEADER_TYPES]
+
+
+# -- codecs that landed with the DNS, h2/grpc and outbound work -------------------------------
+def _dns_seeds() -> list[bytes]:
+    from vtwist.dns.message import build_query, parse_message
+    from vtwist.proxy.dns.outbound import answer_query
+    query = build_query("example.com", 1, 0x1234)
+    return [query, build_query("a.b.example", 28, 7, "1.2.3.4"),
+            answer_query(parse_message(query), ["1.2.3.4", "5.6.7.8"], 0)]
+
+
+@target("dns", seeds=_dns_seeds)
+def dns_message(data: bytes, cut: int) -> None:
+    """DNS messages: a query the dns outbound reads, an answer the resolver reads (CNAME
+    chains, truncation, wrong IDs)."""
+    from vtwist.dns.message import BadAnswer, parse_answer, parse_message
+    try:
+        parse_message(data)
+    except BadAnswer:
+        pass
+    for qtype in (1, 28):
+        try:
+            parse_answer(data, 0x1234, "example.com", qtype)
+        except BadAnswer:
+            pass
+
+
+@target("h2-grpc-profiles", seeds=_grpc_seeds)
+def h2_grpc_profiles(data: bytes, cut: int) -> None:
+    """The gun tunnel's codec (Hunk and MultiHunk), stream data split anywhere."""
+    from vtwist.transport.grpc.framing import FramingError
+    from vtwist.transport.grpc.profile import GunCodec
+    for multi in (False, True):
+        codec = GunCodec(multi)
+        try:
+            for part in split(data, cut):
+                codec.decode(part)
+        except FramingError:
+            pass
+
+
+@target("outbound-replies", seeds=lambda: [
+    b"\x05\x00\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x50hello",
+    b"\x05\x02\x01\x00\x05\x00\x00\x03\x0bexample.com\x01\xbb",
+    b"HTTP/1.1 200 Connection established\r\n\r\nhello",
+    b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"])
+def outbound_replies(data: bytes, cut: int) -> None:
+    """What the socks and http outbounds read from an upstream proxy."""
+    from vtwist.proxy.http.client_codec import ConnectClient, ConnectError
+    from vtwist.proxy.socks import codec as S
+    from vtwist.proxy.socks.client_codec import ClientCodec
+    socks = ClientCodec()
+    socks.send(S.Greeting((0, 2)))
+    try:
+        for part in split(data, cut):
+            socks.receive_data(part)
+            while True:
+                event = socks.next_event()
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, S.MethodChoice):
+                    socks.send(S.Credentials(b"u", b"p") if event.method == 2 else
+                               S.Request(5, S.CMD_CONNECT, "example.com", 443))
+                elif isinstance(event, S.AuthResult):
+                    socks.send(S.Request(5, S.CMD_CONNECT, "example.com", 443))
+                else:
+                    break
+    except (S.ProtocolError, S.LocalProtocolError):
+        pass
+    http = ConnectClient("example.com:443", ("u", "p"))
+    http.request()
+    try:
+        for part in (*split(data, cut), b""):
+            if http.receive_data(part) is not NEED_DATA:
+                break
+    except ConnectError:
+        pass
