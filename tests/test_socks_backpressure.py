@@ -9,52 +9,28 @@ directions (client uploads into a slow target; target sends to a slow client).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from .backpressure_support import (
+    CHUNK,
+    cpu_seconds,
+    listening_target,
+    pipes,
+    rss,
+    socks_transfer,
+    start_vtwist,
+    wait_listening,
+)
 from .netutil import free_port
-from .test_socks_e2e import socks_connect
 
 TOTAL = 200 * 1024 * 1024
-CHUNK = 1 << 20
 READ_RATE = 40 * 1024 * 1024  # bytes/s the slow reader drains
 ALLOWED_GROWTH = 8 * 1024 * 1024
 DEADLINE = 40.0
-
-
-def rss(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def pipes(pid: int) -> int:
-    """How many pipe descriptors ``pid`` holds."""
-    count = 0
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("pipe:")
-        except OSError:
-            pass
-    return count
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def slow_read(sock: socket.socket, rate: float, deadline: float) -> int:
@@ -90,100 +66,38 @@ class BackpressureTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.socks_port = free_port()
-        config = {
+        self.proxy = start_vtwist(self, {
             "log": {"loglevel": "warning", "access": os.devnull},
             "inbounds": [{"protocol": "socks", "listen": "127.0.0.1", "port": self.socks_port,
                           "settings": {"auth": "noauth"}}],
-            "outbounds": [{"protocol": "freedom"}]}
-        fd, path = tempfile.mkstemp(suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f)
-        self.addCleanup(os.unlink, path)
-        self.proxy = subprocess.Popen(
-            [sys.executable, "-m", "vtwist", "run", "-c", path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "VTWIST_SPLICE": "1" if self.splice else "0"},
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        self.addCleanup(self._stop)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.socks_port), timeout=1).close()
-                break
-            except OSError:
-                if self.proxy.poll() is not None or time.monotonic() > deadline:
-                    self.fail(f"proxy did not start: {self.proxy.stderr.read()!r}")
-                time.sleep(0.05)
-        self.target = socket.socket()
-        self.target.bind(("127.0.0.1", 0))
-        self.target.listen(4)
-        self.target.settimeout(10)
-        self.addCleanup(self.target.close)
-
-    def _stop(self) -> None:
-        if self.proxy.poll() is None:
-            self.proxy.kill()
-        self.proxy.wait(10)
-        self.proxy.stderr.close()
+            "outbounds": [{"protocol": "freedom"}]},
+            env={**os.environ, "VTWIST_SPLICE": "1" if self.splice else "0"})
+        wait_listening(self, [self.socks_port], [self.proxy], 15)
+        self.target = listening_target(self, 10)
 
     def transfer(self, total: int, upload: bool, rate: float) -> dict[str, float]:
         """Move ``total`` bytes one way through the proxy; returns measurements."""
-        port = self.target.getsockname()[1]
         deadline = time.monotonic() + DEADLINE
-        result: dict[str, object] = {}
+        pid = self.proxy.pid
+        pipes_before = pipes(pid)
+        seen = {"peak": 0, "pipes": pipes_before}
 
-        def target_side() -> None:
-            try:
-                conn, _ = self.target.accept()
-                with conn:
-                    if upload:
-                        result["received"] = slow_read(conn, rate, deadline)
-                    else:
-                        fast_write(conn, total)
-                        conn.settimeout(10)
-                        conn.recv(1)  # wait for the client's FIN
-            except Exception as e:  # noqa: BLE001 - reported by the test
-                result["error"] = e
+        def connected() -> None:
+            seen["base"] = seen["peak"] = rss(pid)
+            seen["cpu"] = cpu_seconds(pid)
 
-        thread = threading.Thread(target=target_side, daemon=True)
-        thread.start()
-        pipes_before = most_pipes = pipes(self.proxy.pid)
-        client = socks_connect(self.socks_port, "127.0.0.1", port)
-        peak = base = rss(self.proxy.pid)
-        cpu_before = cpu_seconds(self.proxy.pid)
-        done = threading.Event()
+        def sample() -> None:
+            seen["peak"] = max(seen["peak"], rss(pid))
+            seen["pipes"] = max(seen["pipes"], pipes(pid))
 
-        def client_side() -> None:
-            try:
-                with client:
-                    if upload:
-                        fast_write(client, total)
-                        client.settimeout(10)
-                        client.recv(1)  # the target's close comes back as EOF
-                    else:
-                        result["received"] = slow_read(client, rate, deadline)
-                        client.shutdown(socket.SHUT_WR)
-            except Exception as e:  # noqa: BLE001
-                result["error"] = e
-            finally:
-                done.set()
-
-        started = time.monotonic()
-        worker = threading.Thread(target=client_side, daemon=True)
-        worker.start()
-        while not done.wait(0.05):
-            peak = max(peak, rss(self.proxy.pid))
-            most_pipes = max(most_pipes, pipes(self.proxy.pid))
-            self.assertLess(time.monotonic(), deadline, "transfer took too long")
-        elapsed = time.monotonic() - started
-        cpu = cpu_seconds(self.proxy.pid) - cpu_before
-        thread.join(10)
-        worker.join(10)
-        if "error" in result:
-            raise result["error"]  # type: ignore[misc]
-        self.assertEqual(result["received"], total)
-        return {"base": base, "peak": peak, "seconds": elapsed, "cpu": cpu,
-                "pipes": most_pipes - pipes_before}
+        received, _, elapsed = socks_transfer(
+            self, self.socks_port, self.target, upload,
+            lambda sock: slow_read(sock, rate, deadline),
+            lambda sock: fast_write(sock, total), sample, deadline, 10, connected)
+        cpu = cpu_seconds(pid) - seen["cpu"]
+        self.assertEqual(received, total)
+        return {"base": seen["base"], "peak": seen["peak"], "seconds": elapsed, "cpu": cpu,
+                "pipes": seen["pipes"] - pipes_before}
 
     def check(self, upload: bool) -> None:
         idle_pipes = pipes(self.proxy.pid)
