@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import metrics
 from benchmarks.configs import tls_stream
 from benchmarks.core import MB, Context, Group
 from benchmarks.setups import Chain
+from benchmarks.tls import make_server_cert, transport_group
 
 SECURITY = "aes-128-gcm"
 
@@ -31,23 +31,14 @@ def h2_groups(ctx: Context, total: int, cert: str, key: str) -> list[Group]:
         setups = [Chain(impl, SECURITY, f"vmess-{network}-tls",
                         _stream(network, False, cert, key), _stream(network, True, cert, key))
                   for impl in impls]
-        out.append(Group(
-            "tls", f"SOCKS5 -> VMess ({SECURITY}) over {network}+tls -> VMess -> freedom, "
-                   f"{total // MB} MB each way",
-            setups,
-            [metrics.throughput("down", 1, total, ctx.verify),
-             metrics.throughput("up", 1, total, ctx.verify),
-             metrics.throughput("down", 8, total, ctx.verify),
-             metrics.conn_rate(40 if ctx.quick else 500),
-             metrics.echo(50 if ctx.quick else 1000)],
-            ["target: h2 throughput >= 1.0x V2Ray (issue 15)" if network == "h2"
-             else "V2Ray 4.34 has no gRPC transport: vtwist alone"]))
+        out.append(transport_group(
+            ctx, f"{network}+tls", total, setups,
+            "target: h2 throughput >= 1.0x V2Ray (issue 15)" if network == "h2"
+            else "V2Ray 4.34 has no gRPC transport: vtwist alone"))
     return out
 
 
 def groups(ctx: Context) -> list[Group]:
     """Only the HTTP/2 and gRPC comparisons."""
-    from benchmarks.tls import make_server_cert
-
     cert, key = make_server_cert(ctx.workdir)
     return h2_groups(ctx, (4 if ctx.quick else 128) * MB, cert, key)

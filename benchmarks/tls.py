@@ -50,17 +50,8 @@ def groups(ctx: Context) -> list[Group]:
         server = tls_stream(network, True, cert, key)
         variant = f"vmess-{network}-tls"
         setups = [Chain(impl, SECURITY, variant, client, server) for impl in ("vtwist", "v2ray")]
-        echoes = 50 if ctx.quick else 1000
-        result.append(Group(
-            "tls", f"SOCKS5 -> VMess ({SECURITY}) over {network}+tls -> VMess -> freedom, "
-                   f"{total // MB} MB each way",
-            setups,
-            [metrics.throughput("down", 1, total, ctx.verify),
-             metrics.throughput("up", 1, total, ctx.verify),
-             metrics.throughput("down", 8, total, ctx.verify),
-             metrics.conn_rate(40 if ctx.quick else 500),
-             metrics.echo(echoes)],
-            ["target: single-stream throughput >= 0.5x V2Ray"]))
+        result.append(transport_group(ctx, f"{network}+tls", total, setups,
+                                      "target: single-stream throughput >= 0.5x V2Ray"))
     result.append(quic_group(ctx, total))
     from benchmarks.h2 import h2_groups
 
@@ -74,8 +65,16 @@ def quic_group(ctx: Context, total: int) -> Group:
     stream = {"network": "quic", "quicSettings": {}}
     setups = [Chain(impl, SECURITY, "vmess-quic", stream, stream, server_tcp=False)
               for impl in ("vtwist", "v2ray")]
+    return transport_group(ctx, "quic", total, setups,
+                           "target: throughput >= 1.0x V2Ray (issue 15)")
+
+
+def transport_group(ctx: Context, over: str, total: int, setups: list[Chain],
+                    note: str) -> Group:
+    """SOCKS5 -> VMess over ``over`` -> VMess -> freedom: ``total`` bytes down and up on one
+    stream, down on 8, the connection rate and the echo latency."""
     return Group(
-        "tls", f"SOCKS5 -> VMess ({SECURITY}) over quic -> VMess -> freedom, "
+        "tls", f"SOCKS5 -> VMess ({SECURITY}) over {over} -> VMess -> freedom, "
                f"{total // MB} MB each way",
         setups,
         [metrics.throughput("down", 1, total, ctx.verify),
@@ -83,4 +82,4 @@ def quic_group(ctx: Context, total: int) -> Group:
          metrics.throughput("down", 8, total, ctx.verify),
          metrics.conn_rate(40 if ctx.quick else 500),
          metrics.echo(50 if ctx.quick else 1000)],
-        ["target: throughput >= 1.0x V2Ray (issue 15)"])
+        [note])
