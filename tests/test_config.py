@@ -76,6 +76,20 @@ class PortTests(SynchronousTestCase):
                 parse_ports(Node(bad, "inbounds[0].port"))
             self.assertTrue(str(cm.exception).startswith("inbounds[0].port: "), str(cm.exception))
 
+    def test_unix_listen_needs_no_port(self) -> None:
+        """A UNIX-socket ``listen`` (4.34: /path, @name, @@name) has no port, or one that
+        is ignored (a range still gives one listener); an IP still needs one."""
+        c = parse_config(config(inbounds=[
+            {"listen": "@vless-ws", "protocol": "socks"},
+            {"listen": "/dev/shm/x.sock", "protocol": "socks", "port": "1000-1002"},
+            {"listen": "@@padded", "protocol": "socks", "port": 1234}]))
+        self.assertEqual([(i.listen, i.ports) for i in c.inbounds],
+                         [("@vless-ws", [0]), ("/dev/shm/x.sock", [1000]),
+                          ("@@padded", [1234])])
+        with self.assertRaises(ConfigError) as cm:
+            parse_config(config(inbounds=[{"listen": "127.0.0.1", "protocol": "socks"}]))
+        self.assertEqual(str(cm.exception), "inbounds[0].port: is required")
+
 
 class ConfigTests(ConfigErrorMixin, SynchronousTestCase):
     def test_minimal(self) -> None:

@@ -221,8 +221,14 @@ def parse_inbound(node: Node, transport: Node | None = None) -> InboundConfig:
     if spec is None:
         raise node.error(f"unsupported inbound protocol {protocol!r} (vtwist has: "
                          f"{', '.join(sorted(INBOUND_MODULES))})", "protocol")
-    inbound = InboundConfig(protocol=protocol, ports=parse_ports(node.get("port")))
-    inbound.listen = node.str("listen", "0.0.0.0") or "0.0.0.0"
+    listen = node.str("listen", "0.0.0.0") or "0.0.0.0"
+    if listen.startswith(("/", "@")):
+        # a UNIX socket (4.34: /path, @name, @@name): no port needed, one listener
+        ports = parse_ports(node.get("port"))[:1] if node.has("port") else [0]
+    else:
+        ports = parse_ports(node.get("port"))
+    inbound = InboundConfig(protocol=protocol, ports=ports)
+    inbound.listen = listen
     inbound.tag = node.str("tag", "")
     inbound.settings = spec.parse_settings(node.get("settings", {}))
     inbound.stream = stream_settings_parser()(node.get("streamSettings", {}),
