@@ -232,6 +232,8 @@ def inbound_description(inbound: InboundConfig, factory: Any, port: int,
     udp = " (+udp)" if getattr(factory, "udp", False) is True else ""
     tag = f" [{inbound.tag}]" if inbound.tag else ""
     host = inbound.listen if ":" not in inbound.listen else f"[{inbound.listen}]"
+    if inbound.listen.startswith(("/", "@")):  # a UNIX socket: no port
+        return f"{inbound.protocol} {host}/{network}{udp}{tag}"
     return f"{inbound.protocol} {host}:{port}/{network}{udp}{tag}"
 
 
