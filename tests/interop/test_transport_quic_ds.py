@@ -16,9 +16,14 @@ from typing import Any
 
 from twisted.internet import defer, reactor, task
 
-from tests.interop.transport_support import TransportTestCase
-from tests.interop.v2ray_runner import EchoServer
-from tests.interop.vmess_harness import socks_echo, socks_udp_echo
+from tests.interop.transport_support import (
+    PAIRINGS,
+    PairingTestCase,
+    TransportTestCase,
+    add_pairing_tests,
+    vmess_server_config,
+    vmess_socks_client_config,
+)
 from tests.netutil import free_port, wait_until
 from tests.services import start_service
 from vtwist.transport.quic.endpoints import POOL
@@ -26,7 +31,6 @@ from vtwist.transport.quic.endpoints import POOL
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 SECURITY = "aes-128-gcm"
 SIZE = 20 * 1024 * 1024
-PAIRS = (("vtwist", "v2ray"), ("v2ray", "vtwist"), ("vtwist", "vtwist"))
 
 QUIC_FLAVOURS: dict[str, dict[str, Any] | None] = {
     "quic": {},
@@ -43,39 +47,16 @@ DS_FLAVOURS = ("ds", "ds_abstract_tls")
 
 def server_config(port: int, stream: dict[str, Any]) -> dict[str, Any]:
     """VMess inbound -> freedom."""
-    return {
-        "log": {"loglevel": "warning"},
-        "inbounds": [{"listen": "127.0.0.1", "port": port, "protocol": "vmess",
-                      "settings": {"clients": [{"id": UUID, "alterId": 0}]},
-                      "streamSettings": stream}],
-        "outbounds": [{"protocol": "freedom"}],
-    }
+    return vmess_server_config(port, UUID, stream)
 
 
-def client_config(socks: int, server_port: int, stream: dict[str, Any]) -> dict[str, Any]:
-    """SOCKS inbound (with UDP) -> VMess outbound."""
-    return {
-        "log": {"loglevel": "warning"},
-        "inbounds": [{"listen": "127.0.0.1", "port": socks, "protocol": "socks",
-                      "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"}}],
-        "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
-            "address": "127.0.0.1", "port": server_port,
-            "users": [{"id": UUID, "alterId": 0, "security": SECURITY}]}]},
-            "streamSettings": stream}],
-    }
-
-
-class QuicDomainSocketInterop(TransportTestCase):
+class QuicDomainSocketInterop(PairingTestCase):
     """The pairings over each QUIC and domain-socket flavour."""
 
     timeout = 240
-    echo: EchoServer
 
     def setUp(self) -> None:
         super().setUp()
-        cls = type(self)
-        if "echo" not in cls.__dict__:
-            cls.echo = EchoServer()
         self.addCleanup(POOL.close_all)
         self.abstract = f"vtwist-ds-{os.getpid()}-{id(self)}"
 
@@ -113,49 +94,22 @@ class QuicDomainSocketInterop(TransportTestCase):
             await proc.wait_started()
         return port
 
-    async def start_client(self, who: str, flavour: str, server_port: int) -> int:
-        socks = free_port(udp_too=True)
-        config = client_config(socks, server_port, self.stream(flavour, False))
-        if who == "vtwist":
-            await start_service(config, self)
-        else:
-            await self.v2ray(config).wait_port(socks)
-        return socks
-
     async def run_pair(self, flavour: str, client: str, server: str,
                        streams: int = 0) -> None:
         server_port = await self.start_server(server, flavour)
-        socks = await self.start_client(client, flavour, server_port)
-        sent, got, _ = await socks_echo(reactor, socks, "127.0.0.1", self.echo.port, SIZE,
-                                        timeout=180)
-        self.assertEqual(got, sent, "20 MB echo differs")
-        payloads = [os.urandom(n) for n in (1, 100, 1024, 1400)]
-        echoed = await socks_udp_echo(reactor, socks, "127.0.0.1", self.echo.port, payloads)
-        self.assertEqual(echoed, payloads)
-        if streams:
-            results = await defer.gatherResults([
-                defer.ensureDeferred(socks_echo(reactor, socks, "127.0.0.1", self.echo.port,
-                                                2 * 1024 * 1024, timeout=180))
-                for _ in range(streams)])
-            for sent, got, _ in results:
-                self.assertEqual(got, sent, "a parallel stream's echo differs")
+        socks = free_port(udp_too=True)
+        await self.start(client, vmess_socks_client_config(
+            socks, server_port, UUID, SECURITY, self.stream(flavour, False)), socks)
+        await self.check_socks(socks, SIZE, (1, 100, 1024, 1400), streams, timeout=180)
         await task.deferLater(reactor, 0.5, lambda: None)
 
 
-def _make(flavour: str, client: str, server: str, streams: int) -> None:
-    async def test(self: QuicDomainSocketInterop) -> None:
-        await self.run_pair(flavour, client, server, streams)
-
-    test.__name__ = f"test_{flavour}_{client}_client_{server}_server"
-    test.__doc__ = (f"VMess over {flavour}: {client} client, {server} server, 20 MB each way, "
-                    f"UDP echo{f', {streams} parallel streams' if streams else ''}.")
-    setattr(QuicDomainSocketInterop, test.__name__, test)
-
-
 for _flavour in (*QUIC_FLAVOURS, *DS_FLAVOURS):
-    for _client, _server in PAIRS:
-        _make(_flavour, _client, _server,
-              8 if _flavour in ("quic", "quic_aes_srtp", "ds") else 0)
+    _streams = 8 if _flavour in ("quic", "quic_aes_srtp", "ds") else 0
+    add_pairing_tests(QuicDomainSocketInterop, _flavour, PAIRINGS,
+                      "VMess over {kind}: {client} client, {server} server, 20 MB each way, "
+                      f"UDP echo{f', {_streams} parallel streams' if _streams else ''}.",
+                      streams=_streams)
 
 
 class QuicVersions(TransportTestCase):

@@ -9,15 +9,19 @@ and runs a UDP echo (SOCKS UDP ASSOCIATE -> VLESS UDP, length-prefixed datagrams
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
 from twisted.internet import protocol, reactor, task
 
-from tests.interop.transport_support import TransportTestCase
+from tests.interop.transport_support import (
+    PAIRINGS,
+    PairingTestCase,
+    TransportTestCase,
+    add_pairing_tests,
+)
 from tests.interop.v2ray_runner import EchoServer
-from tests.interop.vmess_harness import socks_echo, socks_udp_echo
+from tests.interop.vmess_harness import socks_echo
 from tests.netutil import free_port
 from tests.services import start_service
 
@@ -53,40 +57,18 @@ def client_config(socks: int, server: int, stream: dict[str, Any]) -> dict[str, 
     }
 
 
-class VLESSInterop(TransportTestCase):
+class VLESSInterop(PairingTestCase):
     """transports x (vtwist | V2Ray client) x (vtwist | V2Ray server)."""
 
     timeout = 120
-    echo: EchoServer
 
-    def setUp(self) -> None:
-        super().setUp()
-        cls = type(self)
-        if "echo" not in cls.__dict__:
-            cls.echo = EchoServer()
-
-    async def start(self, who: str, config: dict[str, Any], port: int) -> None:
-        if who == "vtwist":
-            await start_service(config, self)
-        else:
-            await self.v2ray(config).wait_port(port)
-
-    async def pair(self, kind: str, client: str, server: str) -> int:
-        """Start both sides; the SOCKS port of the client."""
+    async def run_pair(self, kind: str, client: str, server: str) -> None:
         server_port, socks = free_port(), free_port(udp_too=True)
         await self.start(server, server_config(server_port, self.fx.settings(kind, True)),
                          server_port)
         await self.start(client, client_config(socks, server_port,
                                                self.fx.settings(kind, False)), socks)
-        return socks
-
-    async def run_pair(self, kind: str, client: str, server: str) -> None:
-        socks = await self.pair(kind, client, server)
-        sent, got, _ = await socks_echo(reactor, socks, "127.0.0.1", self.echo.port, SIZE)
-        self.assertEqual(got, sent, "20 MB echo differs")
-        payloads = [os.urandom(n) for n in (1, 100, 1400, 2000)]
-        echoed = await socks_udp_echo(reactor, socks, "127.0.0.1", self.echo.port, payloads)
-        self.assertEqual(echoed, payloads)
+        await self.check_socks(socks, SIZE, (1, 100, 1400, 2000))
         if client == "vtwist":
             await settle()
 
@@ -97,19 +79,10 @@ async def settle(seconds: float = 1.3) -> None:
     await task.deferLater(reactor, seconds, lambda: None)
 
 
-def _make(kind: str, client: str, server: str) -> Any:
-    async def test(self: VLESSInterop) -> None:
-        await self.run_pair(kind, client, server)
-
-    test.__name__ = f"test_{kind}_{client}_client_{server}_server"
-    test.__doc__ = f"VLESS over {kind}: {client} client, {server} server, 20 MB each way + UDP."
-    return test
-
-
 for _kind in ("tcp", "tls", "wss"):
-    for _client, _server in (("vtwist", "v2ray"), ("v2ray", "vtwist"), ("vtwist", "vtwist")):
-        _t = _make(_kind, _client, _server)
-        setattr(VLESSInterop, _t.__name__, _t)
+    add_pairing_tests(VLESSInterop, _kind, PAIRINGS,
+                      "VLESS over {kind}: {client} client, {server} server, "
+                      "20 MB each way + UDP.")
 
 
 class Silent(protocol.Protocol):

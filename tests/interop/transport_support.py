@@ -12,12 +12,16 @@ from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
 
 from tests.certs import shared_ca, shared_server_cert
-from tests.interop.v2ray_runner import V2Ray
+from tests.interop.v2ray_runner import EchoServer, V2Ray
+from tests.interop.vmess_harness import socks_echo, socks_udp_echo
+from tests.services import start_service
 from vtwist.config.node import Node
 from vtwist.testing.doubles import Echo
 from vtwist.transport.settings import StreamSettings, parse_stream_settings
 
 SERVER_NAME = "example.test"
+#: (client, server) in every pairing of vtwist and V2Ray 4.34
+PAIRINGS = (("vtwist", "v2ray"), ("v2ray", "vtwist"), ("vtwist", "vtwist"))
 
 
 class HashingClient(protocol.Protocol):
@@ -111,6 +115,20 @@ def vmess_client_config(port: int, target: int, server_port: int, user_id: str,
     }
 
 
+def vmess_socks_client_config(socks: int, server_port: int, user_id: str, security: str,
+                              stream: dict[str, Any]) -> dict[str, Any]:
+    """A VMess client for vtwist or V2Ray: SOCKS inbound (with UDP) -> VMess outbound."""
+    return {
+        "log": {"loglevel": "warning"},
+        "inbounds": [{"listen": "127.0.0.1", "port": socks, "protocol": "socks",
+                      "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"}}],
+        "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
+            "address": "127.0.0.1", "port": server_port,
+            "users": [{"id": user_id, "alterId": 0, "security": security}]}]},
+            "streamSettings": stream}],
+    }
+
+
 class TransportFixture:
     """Files for TLS (CA + server certificate) and stream settings for each combination."""
 
@@ -183,3 +201,65 @@ class TransportTestCase(TestCase):
         self.assertEqual(client.received, size, f"echo incomplete: {client.reason}")
         self.assertEqual(client.got.hexdigest(), client.sent.hexdigest())
         return client
+
+
+class PairingTestCase(TransportTestCase):
+    """Pairings of vtwist and V2Ray 4.34 (client and server sides of a proxy chain), checked
+    through the client's SOCKS inbound against an echo server shared by the class.
+
+    A subclass defines ``run_pair(kind, client, server, ...)``; :func:`add_pairing_tests`
+    adds one test per pairing.
+    """
+
+    echo: EchoServer
+
+    def setUp(self) -> None:
+        super().setUp()
+        cls = type(self)
+        if "echo" not in cls.__dict__:
+            cls.echo = EchoServer()
+
+    async def start(self, who: str, config: dict[str, Any], port: int) -> None:
+        """Run ``config`` in vtwist (in this process) or V2Ray; wait for its TCP ``port``."""
+        if who == "vtwist":
+            await start_service(config, self)
+        else:
+            await self.v2ray(config).wait_port(port)
+
+    async def check_socks(self, socks: int, size: int, udp_sizes: tuple[int, ...],
+                          streams: int = 0, timeout: float = 60.0) -> None:
+        """Through the SOCKS port: ``size`` bytes echoed (sha256 both ways), a UDP echo of
+        payloads of ``udp_sizes``, then ``streams`` parallel 2 MB echoes."""
+        sent, got, _ = await socks_echo(reactor, socks, "127.0.0.1", self.echo.port, size,
+                                        timeout=timeout)
+        self.assertEqual(got, sent, f"{size >> 20} MB echo differs")
+        payloads = [os.urandom(n) for n in udp_sizes]
+        echoed = await socks_udp_echo(reactor, socks, "127.0.0.1", self.echo.port, payloads)
+        self.assertEqual(echoed, payloads)
+        if streams:
+            results = await defer.gatherResults([
+                defer.ensureDeferred(socks_echo(reactor, socks, "127.0.0.1", self.echo.port,
+                                                2 * 1024 * 1024, timeout=timeout))
+                for _ in range(streams)])
+            for sent, got, _ in results:
+                self.assertEqual(got, sent, "a parallel stream's echo differs")
+
+
+def _pairing_test(kind: str, client: str, server: str, options: dict[str, Any]) -> Any:
+    async def test(self: Any) -> None:
+        await self.run_pair(kind, client, server, **options)
+
+    test.__name__ = f"test_{kind}_{client}_client_{server}_server"
+    return test
+
+
+def add_pairing_tests(cls: type[PairingTestCase], kind: str,
+                      pairings: tuple[tuple[str, str], ...], doc: str,
+                      **options: Any) -> None:
+    """Add ``test_{kind}_{client}_client_{server}_server`` to ``cls`` for each pairing:
+    ``run_pair(kind, client, server, **options)``; ``doc`` is formatted with ``kind``,
+    ``client`` and ``server``."""
+    for client, server in pairings:
+        test = _pairing_test(kind, client, server, options)
+        test.__doc__ = doc.format(kind=kind, client=client, server=server)
+        setattr(cls, test.__name__, test)
