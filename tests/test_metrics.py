@@ -103,3 +103,44 @@ class MetricsTests(TestCase):
         self.assertEqual(samples[("vtwist_connections_total", ())], 0)
 
 
+
+
+class HandshakeLatencyTests(TestCase):
+    """The socks and http inbounds feed ``vtwist_handshake_seconds`` (connection to a valid
+    request; the http inbound once per connection, not per keep-alive request)."""
+
+    timeout = 60
+
+    async def test_socks_and_http(self) -> None:
+        import os
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        from tests.services import serve_web
+
+        web = serve_web(self, {b"page": b"hello"})
+        socks, http, metrics = free_port(), free_port(), free_port()
+        service = await start_service({
+            "metrics": {"port": metrics},
+            "inbounds": [
+                {"tag": "socks-in", "port": socks, "listen": "127.0.0.1", "protocol": "socks"},
+                {"tag": "http-in", "port": http, "listen": "127.0.0.1", "protocol": "http"}],
+            "outbounds": [{"tag": "direct", "protocol": "freedom"}]}, self)
+        url = f"http://127.0.0.1:{web}/page"
+        for proxy in (f"socks5h://127.0.0.1:{socks}", f"http://127.0.0.1:{http}"):
+            # curl keeps one connection for both requests: one handshake each (the http
+            # inbound's second request is a keep-alive one, not a handshake)
+            out, err, code = await getProcessOutputAndValue(
+                "curl", ["-sS", "--max-time", "10", "-x", proxy, url, url],
+                env=dict(os.environ))
+            self.assertEqual((out, code), (b"hellohello", 0), err)
+        stats = service.tunnels.stats
+        await wait_until(lambda: stats.active == 0, "connections still open")
+        samples = await scrape(metrics)
+        counts = {protocol: samples[("vtwist_handshake_seconds_count",
+                                     (("protocol", protocol),))]
+                  for protocol in ("socks", "http")}
+        self.assertEqual(counts, {"socks": 1, "http": 1})
+        total = samples[("vtwist_handshake_seconds_sum", (("protocol", "socks"),))]
+        self.assertGreater(total, 0)
+        self.assertLess(total, 10)

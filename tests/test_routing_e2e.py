@@ -76,6 +76,24 @@ class RoutingCurlTests(TestCase):
         self.assertIn("[socks-in >> direct]", lines[2])
         self.assertIn("[socks-in >> direct]", lines[3])
 
+    async def test_blackholed_connection_gets_closed_line(self) -> None:
+        """A connection routed to the blackhole gets its closed line (bytes and duration)
+        when the blackhole ends it, a second after its 403."""
+        from .netutil import wait_until
+
+        out, err, code = await self.get("www.blocked.test")
+        self.assertEqual((code, out), (0, b"\n403"), err)
+
+        def closed() -> list[str]:
+            return [formatEvent(e) for e in self.logs.events
+                    if e["log_namespace"] == "vtwist.access" and e.get("status") == "closed"]
+
+        await wait_until(lambda: bool(closed()), "a closed line")
+        [line] = closed()
+        self.assertIn(f"closed tcp:www.blocked.test:{self.web_port} [socks-in >> block] up ",
+                      line)
+        self.assertIn(" down 101 B ", line)
+
 
 class ResolvingRoutingCurlTests(RoutingCurlTests):
     """IPOnDemand: "localhost" is looked up by the system resolver and hits an IP rule."""

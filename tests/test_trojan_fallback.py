@@ -154,3 +154,34 @@ class TrojanFallbackTests(TestCase):
         self.assertEqual(bytes(factory.seen[0]), request)
         self.assertEqual(bytes(client.data), b"")
         client.transport.loseConnection()
+
+    async def test_fallback_traffic_counted(self) -> None:
+        """Bytes relayed to a fallback count toward the inbound's traffic counters (V2Ray
+        4.34 counts every byte of an inbound's connections), not toward any outbound or
+        user; the connection is open while it lasts."""
+        from tests.netutil import wait_until
+
+        rec, factory = self.recorder(b"fallback page")
+        port = free_port()
+        service = await start_service({
+            "log": {"loglevel": "warning"}, "stats": {},
+            "policy": {"system": {"statsInboundUplink": True,
+                                  "statsInboundDownlink": True,
+                                  "statsOutboundUplink": True,
+                                  "statsOutboundDownlink": True}},
+            "inbounds": [{"tag": "tr", "listen": "127.0.0.1", "port": port,
+                          "protocol": "trojan",
+                          "settings": {"clients": [{"password": PASSWORD, "email": "u@x"}],
+                                       "fallbacks": [{"dest": rec}]}}],
+            "outbounds": [{"tag": "direct", "protocol": "freedom"}]}, self)
+        out, code = await self.curl(port, "/index", tls=False)
+        self.assertEqual((out, code), (b"fallback page", 0))
+        stats = service.tunnels.stats
+        await wait_until(lambda: stats.active == 0, "the fallback connection ends")
+        response = (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n"
+                    b"fallback page")
+        self.assertEqual(stats.get("inbound>>>tr>>>traffic>>>uplink"),
+                         len(factory.seen[0]))
+        self.assertEqual(stats.get("inbound>>>tr>>>traffic>>>downlink"), len(response))
+        self.assertEqual(stats.get("outbound>>>direct>>>traffic>>>uplink"), 0)
+        self.assertEqual(stats.opened, 1)

@@ -357,7 +357,8 @@ class ServerTests(SynchronousTestCase):
             def eof(self) -> None: ...
             def lost(self, reason: Any = None) -> None: ...
 
-        def fake(transport: Any, fb: Any, early: bytes, reactor: Any, policy: Any) -> Any:
+        def fake(transport: Any, fb: Any, early: bytes, reactor: Any, policy: Any,
+                 *counting: Any) -> Any:
             chosen.append((early, fb.dest))
             return Link()
         self.patch(server_module, "hand_off", fake)

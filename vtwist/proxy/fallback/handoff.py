@@ -5,6 +5,11 @@ The caller (the VLESS or Trojan server protocol) keeps receiving its transport's
 reports them to the returned :class:`FallbackLink`: ``dataReceived`` -> :meth:`received`,
 ``readConnectionLost`` -> :meth:`eof`, ``connectionLost`` -> :meth:`lost`. The fallback
 target sees exactly the client's bytes, in order, with nothing added but the PROXY header.
+
+With ``tunnels`` (the inbound's :class:`~vtwist.tunnel.service.TunnelService`) the bytes
+count toward the inbound's traffic counters (``inbound>>>TAG>>>traffic>>>…`` and the
+metrics), as V2Ray 4.34 counts every byte of an inbound's connections, and the connection is
+an open one while it lasts; there is no outbound and no user.
 """
 
 from __future__ import annotations
@@ -77,8 +82,12 @@ class FallbackLink:
     """One connection handed to a fallback; its protocol reports its events here."""
 
     def __init__(self, transport: Any, fallback: Fallback, early: bytes, reactor: Any,
-                 policy: LevelPolicy = DEFAULT_LEVEL) -> None:
+                 policy: LevelPolicy = DEFAULT_LEVEL, tunnels: Any = None,
+                 inbound_tag: str = "") -> None:
         self.transport = transport
+        self.stats = getattr(tunnels, "stats", None)
+        self.inbound_tag = inbound_tag
+        self._flow: Any = None
         self.fallback = fallback
         self.reactor = reactor
         self.policy = policy
@@ -162,13 +171,27 @@ class FallbackLink:
         first = [piece for piece in (self.header, self.early) if piece]
         if first:
             out.writeSequence(first)
-        self.early = b""
-        relay = Relay(self.transport, out, self.reactor, self.policy)
+        relay = Relay(self.transport, out, self.reactor, self.policy,
+                      onFinish=self._finished)
         self.relay = relay
+        stats = self.stats
+        if stats is not None:
+            self._flow = stats.track(relay.bytes, *stats.counters_for(
+                self.inbound_tag, "", None))
+            stats.connection_opened()
+        relay.bytes[INBOUND] += len(self.early)  # read before the relay, sent above
+        self.early = b""
         proto.attach(relay)
         held, self.held = self.held, None
         if held is not None and not relay.finished:
             held.replay(relay, INBOUND, self.transport)
+
+    def _finished(self) -> None:
+        """The relay ended: settle the counters."""
+        stats, flow, self._flow = self.stats, self._flow, None
+        if stats is not None and flow is not None:
+            stats.untrack(flow)
+            stats.connection_closed()
 
     def _failed(self, failure: Failure) -> None:
         self._connecting = None
@@ -187,8 +210,10 @@ class FallbackLink:
 
 
 def hand_off(transport: Any, fallback: Fallback, early: bytes, reactor: Any,
-             policy: LevelPolicy = DEFAULT_LEVEL) -> FallbackLink:
+             policy: LevelPolicy = DEFAULT_LEVEL, tunnels: Any = None,
+             inbound_tag: str = "") -> FallbackLink:
     """Connect ``transport``'s client to ``fallback``: the PROXY header (``xver``), then
     ``early`` (every byte read so far), then a relay both ways. Returns the
-    :class:`FallbackLink` the caller reports its protocol's later events to."""
-    return FallbackLink(transport, fallback, early, reactor, policy)
+    :class:`FallbackLink` the caller reports its protocol's later events to. With
+    ``tunnels`` the bytes count toward inbound ``inbound_tag``'s traffic."""
+    return FallbackLink(transport, fallback, early, reactor, policy, tunnels, inbound_tag)

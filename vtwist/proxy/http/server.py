@@ -91,12 +91,15 @@ class HttpProxyProtocol(Protocol):
         self.exchange: Exchange | None = None
         self.clientDone = False  # the client half-closed
         self._timer: IDelayedCall | None = None
+        self._began = 0.0
 
     # -- connection events -------------------------------------------------------------
     def connectionMade(self) -> None:
         """Start the handshake clock."""
         self.source = format_address(self.transport.getPeer())
         set_no_delay(self.transport)
+        #: when the connection came (the first request's handshake latency; 0: measured)
+        self._began = self.factory.reactor.seconds()
         self._startTimer()
 
     def dataReceived(self, data: bytes) -> None:
@@ -179,6 +182,11 @@ class HttpProxyProtocol(Protocol):
                              f"invalid user or password for {credentials[0]!r}")
                 return
             email = credentials[0]
+        if self._began:  # the first request: connection to request head, as the metric
+            stats = getattr(factory.tunnels, "stats", None)
+            if stats is not None:
+                stats.handshake("http", factory.reactor.seconds() - self._began)
+            self._began = 0.0
         if request.connect:
             self.phase = Phase.TUNNEL
             early = self.codec.take_trailing_data()

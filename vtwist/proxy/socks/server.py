@@ -87,12 +87,14 @@ class SocksServerProtocol(Protocol):
         self.tunnel: StreamTunnel | None = None
         self.association: UDPAssociation | None = None
         self._timer: IDelayedCall | None = None
+        self._began = 0.0
 
     # -- connection events -------------------------------------------------------------
     def connectionMade(self) -> None:
         """Start the handshake clock."""
         self.source = format_address(self.transport.getPeer())
         set_no_delay(self.transport)
+        self._began = self.factory.reactor.seconds()  # for the handshake latency metric
         self._timer = self.factory.reactor.callLater(
             self.factory.policy.handshake, self._handshakeTimeout)
         limit = handshakes_of(self.factory)
@@ -188,6 +190,14 @@ class SocksServerProtocol(Protocol):
                 f"unsupported command {request.command}"
             self._refuse(ReplyCode.COMMAND_NOT_SUPPORTED, what)
 
+    def _handshakeDone(self) -> None:
+        """A valid request: stop the deadline, count how long the handshake took."""
+        self._cancelTimer()
+        factory = self.factory
+        stats = getattr(factory.tunnels, "stats", None)
+        if stats is not None:
+            stats.handshake("socks", factory.reactor.seconds() - self._began)
+
     def _refuse(self, code: ReplyCode, why: str) -> None:
         self.transport.write(self.codec.send(Reply(code)))
         self._reject(why)
@@ -221,7 +231,7 @@ class SocksServerProtocol(Protocol):
 
     # -- CONNECT -----------------------------------------------------------------------
     def _connect(self, destination: Destination) -> None:
-        self._cancelTimer()
+        self._handshakeDone()
         self.phase = Phase.TUNNEL
         early = self.codec.take_trailing_data()
         factory = self.factory
@@ -232,7 +242,7 @@ class SocksServerProtocol(Protocol):
 
     # -- UDP ASSOCIATE -----------------------------------------------------------------
     def _associate(self, request: Request) -> None:
-        self._cancelTimer()
+        self._handshakeDone()
         factory = self.factory
         peer = self.transport.getPeer()
         association = UDPAssociation(

@@ -162,7 +162,8 @@ class TrojanServerProtocol(GuardedServerProtocol):
     def _fallBack(self, fallback: Fallback, first: bytes) -> None:
         self.phase = Phase.FALLBACK
         self.fallback = hand_off(self.transport, fallback, first, self.reactor,
-                                 self.factory.policy.level(0))
+                                 self.factory.policy.level(0), self.factory.tunnels,
+                                 self.factory.tag)
 
     def _refuse(self, reason: str) -> None:
         """A known key with a broken request: one access line, then the probe guard."""

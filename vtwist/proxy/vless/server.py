@@ -205,7 +205,7 @@ class VLESSServerProtocol(GuardedServerProtocol):
         log.info("vless from {peer}: {why}; fallback to {dest}", peer=self._peer(), why=why,
                  dest=fallback.dest.rstrip("\0"))
         self.fallback = hand_off(self.transport, fallback, early, self.reactor,
-                                 f.policy.level(0))
+                                 f.policy.level(0), f.tunnels, f.tag)
 
     def _refuse(self, reason: str) -> None:
         """Never answer: one access line, then the guard holds the connection."""
