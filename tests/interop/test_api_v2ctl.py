@@ -36,19 +36,32 @@ POLICY = {"system": {"statsInboundUplink": True, "statsInboundDownlink": True,
           "levels": {"0": {"statsUserUplink": True, "statsUserDownlink": True}}}
 
 
-def server_config(vmess: int, api: int, metrics: int | None = None) -> dict[str, Any]:
-    """The server side, the same JSON for vtwist and V2Ray."""
-    config: dict[str, Any] = {
+def api_config(api: int, services: list[str], inbound: dict[str, Any]) -> dict[str, Any]:
+    """The API (``services``) on a dokodemo-door inbound on ``api``, one more ``inbound``,
+    freedom out (tag ``direct``): the same JSON for vtwist and V2Ray."""
+    return {
         "log": {"loglevel": "warning"},
-        "stats": {}, "policy": POLICY,
-        "api": {"tag": "api", "services": ["StatsService", "LoggerService"]},
+        "api": {"tag": "api", "services": services},
         "inbounds": [
             {"tag": "api", "port": api, "listen": "127.0.0.1", "protocol": "dokodemo-door",
              "settings": {"address": "127.0.0.1"}},
-            {"tag": "vmess-in", "port": vmess, "listen": "127.0.0.1", "protocol": "vmess",
-             "settings": {"clients": [{"id": USER, "alterId": 0, "email": EMAIL}]}}],
+            inbound],
         "outbounds": [{"tag": "direct", "protocol": "freedom"}],
         "routing": {"rules": [{"type": "field", "inboundTag": ["api"], "outboundTag": "api"}]}}
+
+
+def door(port: int, target: int) -> dict[str, Any]:
+    """A dokodemo-door inbound (tag ``door``) on ``port`` to 127.0.0.1:``target``."""
+    return {"tag": "door", "port": port, "listen": "127.0.0.1", "protocol": "dokodemo-door",
+            "settings": {"address": "127.0.0.1", "port": target}}
+
+
+def server_config(vmess: int, api: int, metrics: int | None = None) -> dict[str, Any]:
+    """The server side, the same JSON for vtwist and V2Ray."""
+    config = api_config(api, ["StatsService", "LoggerService"], {
+        "tag": "vmess-in", "port": vmess, "listen": "127.0.0.1", "protocol": "vmess",
+        "settings": {"clients": [{"id": USER, "alterId": 0, "email": EMAIL}]}})
+    config.update({"stats": {}, "policy": POLICY})
     if metrics is not None:
         config["metrics"] = {"port": metrics}
     return config
@@ -304,18 +317,9 @@ class RestartLoggerTests(TestCase):
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         access = os.path.join(workdir, "access.log")
-        api, door = free_port(), free_port()
-        config = {"log": {"loglevel": "warning", "access": access},
-                  "api": {"tag": "api", "services": ["LoggerService"]},
-                  "inbounds": [
-                      {"tag": "api", "port": api, "listen": "127.0.0.1",
-                       "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}},
-                      {"tag": "door", "port": door, "listen": "127.0.0.1",
-                       "protocol": "dokodemo-door",
-                       "settings": {"address": "127.0.0.1", "port": echo.port}}],
-                  "outbounds": [{"protocol": "freedom"}],
-                  "routing": {"rules": [{"type": "field", "inboundTag": ["api"],
-                                         "outboundTag": "api"}]}}
+        api, door_port = free_port(), free_port()
+        config = api_config(api, ["LoggerService"], door(door_port, echo.port))
+        config["log"]["access"] = access
         path = os.path.join(workdir, "config.json")
         with open(path, "w") as f:
             json.dump(config, f)
@@ -325,11 +329,11 @@ class RestartLoggerTests(TestCase):
         proc = Subprocess([sys.executable, "-m", "vtwist", "run", "--config", path],
                           stdout=subprocess.DEVNULL, stderr=errors, cwd=repo)
         self.addCleanup(proc.stop)
-        for port in (api, door):
+        for port in (api, door_port):
             await wait_for_port_async(port, 30, alive=proc.check_alive)
 
         def one_connection() -> None:
-            with socket.create_connection(("127.0.0.1", door)) as s:
+            with socket.create_connection(("127.0.0.1", door_port)) as s:
                 s.sendall(b"ping")
                 assert s.recv(4) == b"ping"
 
@@ -364,18 +368,10 @@ class DokodemoSideBySide(TestCase):
         echo = EchoServer()
         self.addCleanup(echo.stop)
 
-        def config(door: int, api: int) -> dict[str, Any]:
-            return {"log": {"loglevel": "warning"}, "stats": {}, "policy": POLICY,
-                    "api": {"tag": "api", "services": ["StatsService"]},
-                    "inbounds": [
-                        {"tag": "api", "port": api, "listen": "127.0.0.1",
-                         "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}},
-                        {"tag": "door", "port": door, "listen": "127.0.0.1",
-                         "protocol": "dokodemo-door",
-                         "settings": {"address": "127.0.0.1", "port": echo.port}}],
-                    "outbounds": [{"tag": "direct", "protocol": "freedom"}],
-                    "routing": {"rules": [{"type": "field", "inboundTag": ["api"],
-                                           "outboundTag": "api"}]}}
+        def config(door_port: int, api: int) -> dict[str, Any]:
+            out = api_config(api, ["StatsService"], door(door_port, echo.port))
+            out.update({"stats": {}, "policy": POLICY})
+            return out
 
         ours_door, ours_api, theirs_door, theirs_api = (free_port() for _ in range(4))
         await start_service(config(ours_door, ours_api), self)
@@ -396,11 +392,11 @@ class DokodemoSideBySide(TestCase):
                     got += len(chunk)
 
         results = []
-        for door, api in ((ours_door, ours_api), (theirs_door, theirs_api)):
+        for door_port, api in ((ours_door, ours_api), (theirs_door, theirs_api)):
             out, code = await v2ctl(api, "StatsService.QueryStats",
                                     'pattern: "traffic" reset: true')
             self.assertEqual(code, 0, out)
-            await threads.deferToThread(transfer, door)
+            await threads.deferToThread(transfer, door_port)
             out, code = await v2ctl(api, "StatsService.QueryStats", 'pattern: "door"')
             self.assertEqual(code, 0, out)
             after = parse_stats(out)
