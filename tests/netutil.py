@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def _bindable(family: int, kind: int, host: str, port: int) -> bool:
@@ -103,3 +104,34 @@ async def wait_for_port_async(port: int, timeout: float = 10.0, host: str = "127
     """:func:`wait_for_port` for reactor tests: the reactor keeps running meanwhile."""
     await wait_until(lambda: accepts(port, host), f"nothing listening on {host}:{port}",
                      timeout, alive)
+
+
+def reactor_connections(match: Callable[[Any, Any], bool]) -> list[Any]:
+    """This process's connected reactor sockets whose (host, peer) addresses ``match``."""
+    from twisted.internet import reactor
+
+    found = []
+    for s in set(reactor.getReaders()) | set(reactor.getWriters()):
+        try:
+            host, peer = s.getHost(), s.getPeer()
+        except Exception:  # noqa: BLE001 - a listening port, a UDP socket
+            continue
+        if match(host, peer):
+            found.append(s)
+    return found
+
+
+def named_servers(case: Any, names: tuple[str, ...], protocol: Any) -> dict[str, int]:
+    """A TCP server on 127.0.0.1 per name, speaking ``protocol`` (whose factory has that
+    ``name``), stopped at ``case``'s cleanup; {name: port}."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+
+    ports = {}
+    for name in names:
+        factory = Factory.forProtocol(protocol)
+        factory.name = name  # type: ignore[attr-defined]
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        case.addCleanup(listening.stopListening)
+        ports[name] = listening.getHost().port
+    return ports

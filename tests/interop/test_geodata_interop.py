@@ -19,11 +19,11 @@ import socket
 from typing import Any
 
 from twisted.internet import defer, reactor, threads
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.interop.v2ray_runner import V2Ray
-from tests.netutil import free_port
+from tests.netutil import free_port, named_servers
 from tests.services import start_service
 from vtwist.proxy.socks import codec
 from vtwist.testing.geodata import Samples, generate
@@ -124,13 +124,7 @@ class GeoDataRoutingInterop(TestCase):
                 os.environ["V2RAY_LOCATION_ASSET"] = old
 
         self.addCleanup(restore)
-        self.ports: dict[str, int] = {}
-        for name in OUTBOUNDS:
-            factory = Factory.forProtocol(Ident)
-            factory.name = name  # type: ignore[attr-defined]
-            listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
-            self.addCleanup(listening.stopListening)
-            self.ports[name] = listening.getHost().port
+        self.ports = named_servers(self, OUTBOUNDS, Ident)
         self.vtwist_port, self.v2ray_port = free_port(), free_port()
         yield start_service(self.config(self.vtwist_port, v2ray=False), self)
         self.v2ray = V2Ray(self.config(self.v2ray_port, v2ray=True))

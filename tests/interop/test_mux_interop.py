@@ -29,7 +29,13 @@ from tests.interop.kcp_support import kcp_settings
 from tests.interop.transport_support import TransportFixture
 from tests.interop.v2ray_runner import EchoServer, V2Ray
 from tests.interop.vmess_harness import SocksStream, socks_echo, socks_udp_echo
-from tests.netutil import free_port, wait_for_port, wait_for_udp_bound, wait_until
+from tests.netutil import (
+    free_port,
+    reactor_connections,
+    wait_for_port,
+    wait_for_udp_bound,
+    wait_until,
+)
 from tests.services import start_service
 from vtwist.transport.kcp.endpoints import KCPClientEndpoint
 from vtwist.transport.kcp.protocol import KCPClientProtocol
@@ -195,15 +201,8 @@ def target_sockets(echo_port: int) -> list[Any]:
 
 def sockets_on(port: int) -> list[Any]:
     """This process's connections accepted on ``port`` (a server's carriers)."""
-    found = []
-    for s in set(reactor.getReaders()) | set(reactor.getWriters()):
-        try:
-            host, peer = s.getHost(), s.getPeer()
-        except Exception:  # noqa: BLE001 - a listening port, a UDP socket
-            continue
-        if getattr(host, "port", None) == port and getattr(peer, "port", None) != port:
-            found.append(s)
-    return found
+    return reactor_connections(lambda host, peer: getattr(host, "port", None) == port
+                               and getattr(peer, "port", None) != port)
 
 
 def kcp_left() -> list[Any]:

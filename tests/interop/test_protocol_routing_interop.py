@@ -13,12 +13,12 @@ import socket
 import ssl
 from typing import Any
 
-from twisted.internet import defer, reactor, threads
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet import defer, threads
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.interop.v2ray_runner import V2Ray
-from tests.netutil import free_port
+from tests.netutil import free_port, named_servers
 from tests.services import start_service
 from vtwist.proxy.socks import codec
 
@@ -76,13 +76,7 @@ class ProtocolRoutingInterop(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        self.ports: dict[str, int] = {}
-        for name in OUTBOUNDS:
-            factory = Factory.forProtocol(Ident)
-            factory.name = name  # type: ignore[attr-defined]
-            listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
-            self.addCleanup(listening.stopListening)
-            self.ports[name] = listening.getHost().port
+        self.ports = named_servers(self, OUTBOUNDS, Ident)
         self.inbounds = {impl: (free_port(), free_port()) for impl in ("vtwist", "v2ray")}
         yield start_service(self.config(*self.inbounds["vtwist"]), self)
         v2ray_both, v2ray_tls = self.inbounds["v2ray"]

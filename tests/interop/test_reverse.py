@@ -22,7 +22,7 @@ from twisted.web.client import Agent, readBody
 
 from tests.interop.v2ray_runner import EchoServer, V2Ray
 from tests.interop.vmess_harness import socks_udp_echo
-from tests.netutil import free_port, wait_until
+from tests.netutil import free_port, reactor_connections, wait_until
 from tests.services import serve_web, start_service
 from vtwist.app.reverse import portal as portal_module
 from vtwist.app.reverse.bridge import Bridge
@@ -173,15 +173,8 @@ class _Reverse:
 
 def connections_to(port: int) -> list[Any]:
     """This process's connections from or to ``port``: the bridge's, at either end."""
-    found = []
-    for s in set(reactor.getReaders()) | set(reactor.getWriters()):
-        try:
-            host, peer = s.getHost(), s.getPeer()
-        except Exception:  # noqa: BLE001 - a listening port, a UDP socket
-            continue
-        if port in (getattr(host, "port", None), getattr(peer, "port", None)):
-            found.append(s)
-    return found
+    return reactor_connections(
+        lambda host, peer: port in (getattr(host, "port", None), getattr(peer, "port", None)))
 
 
 async def _sleep(seconds: float) -> None:
