@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from h2.config import H2Configuration
@@ -55,6 +56,17 @@ class Collect(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.reason = reason
         self.lost.callback(None)
+
+
+def collecting() -> tuple[list[Collect], Callable[[], Collect]]:
+    """(the server-side protocols made so far, a factory function making them)."""
+    servers: list[Collect] = []
+
+    def server_app() -> Collect:
+        servers.append(Collect())
+        return servers[-1]
+
+    return servers, server_app
 
 
 @implementer(IHalfCloseableProtocol)
@@ -465,12 +477,7 @@ class PairTests(Case):
 
     def test_abort_resets(self) -> None:
         """abortConnection resets the stream; the server side is told it was lost."""
-        servers: list[Collect] = []
-
-        def server_app() -> Collect:
-            servers.append(Collect())
-            return servers[-1]
-
+        servers, server_app = collecting()
         pair = Pair(HTTPProfile(HTTP), HTTPProfile(HTTP), server_app, self.clock)
         app = Collect()
         self.successResultOf(pair.open(app))
@@ -495,12 +502,7 @@ class PairTests(Case):
     def test_write_from_resume_inside_flush(self) -> None:
         """A producer resumed by a flush that writes its last bytes and closes right there:
         those bytes go out (the flush takes another pass), the stream ends."""
-        servers: list[Collect] = []
-
-        def server_app() -> Collect:
-            servers.append(Collect())
-            return servers[-1]
-
+        servers, server_app = collecting()
         pair = Pair(HTTPProfile(HTTP), HTTPProfile(HTTP), server_app, self.clock)
         app = Collect()
         self.successResultOf(pair.open(app))
@@ -539,12 +541,7 @@ class PairTests(Case):
         """A paused reader holds at most one stream window; the writer's producer is paused
         once its buffer passes HIGH_WATER; all arrives in order after resuming."""
         for profile in (HTTPProfile(HTTP), GunProfile(GRPCSettings("svc"))):
-            servers: list[Collect] = []
-
-            def server_app(servers: list[Collect] = servers) -> Collect:
-                servers.append(Collect())
-                return servers[-1]
-
+            servers, server_app = collecting()
             pair = Pair(profile, profile, server_app, self.clock)
             app = Collect()
             self.successResultOf(pair.open(app))
