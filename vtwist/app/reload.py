@@ -14,6 +14,12 @@ configs. :class:`Reloader` applies what they say to a running
   to the policy's idle time, then close; a removed one (``remove``) drains the same way;
 * the outbounds and routing switch for new connections at once (an unchanged outbound is
   kept with its mux connections); the outbounds that went are closed after the drain time;
+* a changed ``dns`` section gets a new resolver: routing, and every outbound (rebuilt then,
+  none kept), resolve through it from then on; the old one closes after the drain time;
+* ``policy.system``'s stats switches apply to connections from then on; an inbound that
+  routing now sends to the API (or no longer does) gets the gRPC server (or its protocol);
+* a changed ``stats``, ``api`` or ``metrics`` section, or changed ``reverse`` bridges, need
+  a restart: one warning line each, and the running ones stay;
 * a config that fails to parse or build changes nothing: one error line;
 * the log files reopen (logrotate), after a refused config too.
 """
@@ -148,6 +154,23 @@ def reusable_outbounds(old: Sequence[OutboundConfig],
                 del candidates[j]
                 changed = True
     return candidates
+
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """The sections a reload cannot apply that differ between ``old`` and ``new``."""
+    def bridges(config: Config) -> list[Any]:
+        return list(getattr(config.reverse, "bridges", None) or [])
+
+    changed = []
+    if old.stats != new.stats:
+        changed.append("the stats section")
+    if not _same(old.api, new.api):
+        changed.append("the api section")
+    if not _same(old.metrics, new.metrics):
+        changed.append("the metrics section")
+    if not _same(bridges(old), bridges(new)):
+        changed.append("reverse.bridges")
+    return changed
 
 
 def drain_time(config: Config) -> float:
@@ -340,16 +363,30 @@ class Reloader:
     def _build(self, config: Config) -> dict[str, Any]:
         """Everything new, built before anything changes (a failure changes nothing)."""
         from vtwist.app.reverse import reverse_portals
+        from vtwist.dns.system import routing_lookup
         from vtwist.service import build_inbound_factory, inbound_services
         from vtwist.tunnel.dialer import build_outbounds
         from vtwist.tunnel.dispatcher import Dispatcher
+        from vtwist.tunnel.dnsroute import config_resolver
 
         service = self.service
         old: Config = service.config
-        ctx = dataclasses.replace(service.ctx, policy=config.policy, outbounds={})
+        dns_changed = not _same(old.dns, config.dns)
+        resolver = getattr(service, "resolver", None)
+        if dns_changed:
+            resolver = config_resolver(config.dns, service.reactor,
+                                       lambda: service.dispatcher)
+        ctx = dataclasses.replace(service.ctx, policy=config.policy, outbounds={},
+                                  resolver=resolver)
         saved_inbounds = dict(ctx.inbounds)
+        operations = getattr(service, "operations", None)
+        old_api_tags = set(getattr(operations, "api_tags", set()))
+        api_tags = old_api_tags
+        if operations is not None and _same(old.api, config.api):
+            api_tags = config.api_inbound_tags()  # routing may send other inbounds now
         try:
-            kept = reusable_outbounds(old.outbounds, config.outbounds)
+            # outbounds resolve through the resolver they were built with: none kept
+            kept = {} if dns_changed else reusable_outbounds(old.outbounds, config.outbounds)
             old_built = service.dispatcher.outbounds
             reuse = {id(config.outbounds[j]): old_built[i] for j, i in kept.items()
                      if i < len(old_built)}
@@ -357,14 +394,21 @@ class Reloader:
             outbounds += reverse_portals(config.reverse, ctx, old_built)
             old_dispatcher = service.dispatcher
             dispatcher = Dispatcher(outbounds, router=config.routing,
-                                    resolver=old_dispatcher.resolver,
+                                    resolver=routing_lookup(resolver) if dns_changed
+                                    else old_dispatcher.resolver,
                                     log_access=config.log.access != "none")
             changes = diff_inbounds(old.inbounds, config.inbounds,
                                     not _same(old.policy, config.policy))
+            if operations is not None:
+                operations.api_tags = api_tags  # what new factories are built with
             groups: dict[int, list[Any]] = {}
             factories: dict[int, Any] = {}
             final: list[InboundChange] = []
             for change in changes:
+                if change.kind in (KEEP, USERS) and (
+                        old.inbounds[change.old].tag in old_api_tags) != (
+                        config.inbounds[change.new].tag in api_tags):
+                    change = InboundChange(SWAP, change.old, change.new)  # API <-> protocol
                 if change.kind == SWAP and not _switchable(
                         service.inbound_groups[change.old]):
                     change = InboundChange(RESTART, change.old, change.new)
@@ -377,9 +421,15 @@ class Reloader:
         except BaseException:
             ctx.inbounds.clear()
             ctx.inbounds.update(saved_inbounds)
+            if operations is not None:
+                operations.api_tags = old_api_tags
+            if dns_changed and resolver is not None:
+                getattr(resolver, "close", lambda: None)()
             raise
         return {"ctx": ctx, "dispatcher": dispatcher, "changes": final, "groups": groups,
-                "factories": factories, "kept": kept}
+                "factories": factories, "kept": kept,
+                "resolver": resolver if dns_changed else None,
+                "restart": needs_restart(old, config)}
 
     @inlineCallbacks
     def _apply(self, config: Config, plan: dict[str, Any]) -> Any:
@@ -395,6 +445,19 @@ class Reloader:
         dispatcher = plan["dispatcher"]
         service.dispatcher = service.tunnels.dispatcher = dispatcher
         service.tunnels.access.enabled = config.log.access != "none"
+        if plan["resolver"] is not None:  # the dns section changed
+            old_resolver, service.resolver = getattr(service, "resolver", None), \
+                plan["resolver"]
+            service.ctx.resolver = plan["resolver"]
+            if old_resolver is not None:
+                drains.retire(old_resolver, seconds)
+            log.info("reload: dns: the new servers answer from now on")
+        stats = getattr(service.tunnels, "stats", None)
+        if stats is not None:  # policy.system's switches: the next connections' counters
+            stats.switches = config.policy.system
+        for what in plan["restart"]:
+            log.warn("reload: {what} changed: it takes effect at the next restart (the "
+                     "running one stays)", what=what)
         for outbound in old_outbounds:
             if outbound not in dispatcher.outbounds:
                 drains.retire(outbound, seconds)
