@@ -28,6 +28,7 @@ from vtwist.app.api.v2raypb import (
     transport_internet_tls_config_pb2,
     transport_internet_websocket_config_pb2,
 )
+from vtwist.transport.grpc.framing import FramingError, iter_fields
 
 #: protocol_name (and the deprecated enum's values) -> the JSON network name
 NETWORKS = {"tcp": "tcp", "mkcp": "kcp", "websocket": "ws", "http": "http",
@@ -181,37 +182,18 @@ def _grpc(typed: Any, what: str) -> dict[str, Any]:
 def _string_fields(data: bytes, what: str) -> dict[int, str]:
     """The length-delimited fields of a small message (last one wins), as text."""
     out: dict[int, str] = {}
-    i = 0
-
-    def varint() -> int:
-        nonlocal i
-        value = shift = 0
-        while True:
-            if i >= len(data) or shift > 63:
-                raise GrpcError(Status.INVALID_ARGUMENT, f"{what}: does not decode")
-            byte = data[i]
-            i += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-
-    while i < len(data):
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            varint()
-        elif wire == 2:
-            length = varint()
-            if i + length > len(data):
-                raise GrpcError(Status.INVALID_ARGUMENT, f"{what}: does not decode")
+    try:
+        fields = list(iter_fields(data))
+    except FramingError:
+        raise GrpcError(Status.INVALID_ARGUMENT, f"{what}: does not decode") from None
+    for number, wire, value in fields:
+        if wire == 2:
             try:
-                out[number] = data[i:i + length].decode()
+                out[number] = value.decode()  # type: ignore[union-attr]
             except UnicodeDecodeError:
                 raise GrpcError(Status.INVALID_ARGUMENT, f"{what}: field {number} is not "
                                 "text") from None
-            i += length
-        else:
+        elif wire != 0:
             raise GrpcError(Status.INVALID_ARGUMENT, f"{what}: wire type {wire} unexpected")
     return out
 

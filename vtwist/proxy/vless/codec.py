@@ -21,6 +21,7 @@ from typing import Any
 
 from vtwist.address import Destination, normalize_host
 from vtwist.sansio import NEED_DATA, Event
+from vtwist.transport.grpc.framing import FramingError, encode_bytes_field, iter_fields
 
 VERSION = 0
 CMD_TCP = 1
@@ -50,65 +51,23 @@ class Addons:
 
 
 # -- protobuf (the two fields of Addons; unknown fields skipped) -----------------------------
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise VLESSError("truncated varint in addons")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise VLESSError("varint too long in addons")
-
-
-def _put_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def decode_addons(data: bytes) -> Addons:
     """The protobuf ``Addons`` message; unknown fields are skipped, malformed input raises."""
     flow, seed = "", b""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise VLESSError("field number 0 in addons")
-        if wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            value = data[pos:pos + length]
-            pos += length
-            if pos > len(data):
-                raise VLESSError("truncated addons")
-            if number == 1:
-                try:
-                    flow = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise VLESSError("addons Flow is not UTF-8") from None
-            elif number == 2:
-                seed = bytes(value)
-        else:
-            raise VLESSError(f"unsupported protobuf wire type {wire} in addons")
-        if pos > len(data):
-            raise VLESSError("truncated addons")
+    try:
+        fields = list(iter_fields(data))
+    except FramingError as e:
+        raise VLESSError(f"{e} in addons") from None
+    for number, wire, value in fields:
+        if wire != 2:
+            continue
+        if number == 1:
+            try:
+                flow = value.decode("utf-8")  # type: ignore[union-attr]
+            except UnicodeDecodeError:
+                raise VLESSError("addons Flow is not UTF-8") from None
+        elif number == 2:
+            seed = value  # type: ignore[assignment]
     return Addons(flow, seed)
 
 
@@ -118,10 +77,9 @@ def encode_addons(addons: Addons | None) -> bytes:
         return b""
     out = b""
     if addons.flow:
-        flow = addons.flow.encode("utf-8")
-        out += b"\x0a" + _put_varint(len(flow)) + flow
+        out += encode_bytes_field(1, addons.flow.encode("utf-8"))
     if addons.seed:
-        out += b"\x12" + _put_varint(len(addons.seed)) + addons.seed
+        out += encode_bytes_field(2, addons.seed)
     return out
 
 
