@@ -15,7 +15,6 @@ from twisted.trial.unittest import TestCase
 from tests import test_reload as helpers
 from tests.netutil import free_port
 from tests.test_reload import Probe, config, socks
-from vtwist.testing.doubles import Echo, LogCapture
 
 
 class SectionReloadTests(TestCase):
@@ -25,13 +24,7 @@ class SectionReloadTests(TestCase):
     reload = helpers.ReloadTests.reload
     via_socks = helpers.ReloadTests.via_socks
     echoes = helpers.ReloadTests.echoes
-
-    def setUp(self) -> None:
-        port = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.echo = port.getHost().port
-        self.logs = LogCapture()
-        self.addCleanup(self.logs.stop)
+    setUp = helpers.ReloadTests.setUp
 
     def warnings(self) -> list[str]:
         return [line for line in self.logs.lines(LogLevel.warn) if "reload" in line]
