@@ -121,6 +121,50 @@ class DnsOutboundTests(TestCase):
         self.assertEqual(self.zone.queries.count(("b.test", 1)), 1)
 
 
+class ChainedDnsOutboundTests(TestCase):
+    """dig -> dokodemo-door -> dns outbound with ``proxySettings``: a forwarded UDP query
+    goes through the proxy outbound's UDP (a SOCKS outbound to a SOCKS inbound of the same
+    service), as V2Ray 4.34 dials ``udp:`` through the proxy outbound."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_forwarded_udp_goes_through_the_proxy(self) -> Any:
+        from twisted.logger import formatEvent
+
+        from tests.netutil import wait_until
+        from vtwist.testing.doubles import LogCapture
+
+        if shutil.which("dig") is None:
+            raise SkipTest("dig is not installed (apt-get install -y dnsutils)")
+        zone = Zone({"a.test": ["10.0.0.1"]})
+        zone.txt["t.test"] = "through the proxy"
+        server = start_dns(reactor, zone, self)
+        door, relay = free_port(udp_too=True), free_port(udp_too=True)
+        data = config(door, server)
+        data["log"] = {"loglevel": "warning"}
+        data["inbounds"].append({"tag": "relay", "protocol": "socks", "listen": "127.0.0.1",
+                                 "port": relay, "settings": {"udp": True,
+                                                             "ip": "127.0.0.1"}})
+        data["outbounds"] = [
+            {"tag": "dns-out", "protocol": "dns", "proxySettings": {"tag": "via"},
+             "settings": {"address": "127.0.0.1", "port": server}},
+            {"tag": "via", "protocol": "socks",
+             "settings": {"servers": [{"address": "127.0.0.1", "port": relay}]}},
+            {"tag": "direct", "protocol": "freedom"}]
+        data["routing"] = {"rules": [{"type": "field", "inboundTag": ["relay"],
+                                      "outboundTag": "direct"}]}
+        logs = LogCapture("vtwist.access")
+        self.addCleanup(logs.stop)
+        yield start_service(data, self)
+        out = yield dig(door, "t.test", "TXT", "+short")
+        self.assertEqual(out.decode().strip(), '"through the proxy"')
+        self.assertIn(("t.test", 16), zone.queries)
+        relayed = f"accepted udp:127.0.0.1:{server} [relay >> direct]"
+        yield defer.ensureDeferred(wait_until(
+            lambda: any(relayed in formatEvent(e) for e in logs.events), relayed))
+
+
 class DnsOutboundSettingsTests(SynchronousTestCase):
     """The dns outbound's settings as 4.34 reads them; errors name the JSON path."""
 

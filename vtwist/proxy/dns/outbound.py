@@ -6,7 +6,10 @@ config's resolver (the internal DNS; TTL 600 and the authoritative flag, as 4.34
 answers NXDOMAIN, a name with no such address an empty answer, any other failure SERVFAIL
 (4.34 sends nothing then; a client waits out its timeout). Every other query is forwarded
 to ``address``:``port`` over ``network`` (each defaulting to the query's own) and the
-answer relayed back. Malformed messages are dropped.
+answer relayed back: over TCP through the outbound's dialer (streamSettings, or the
+``proxySettings`` outbound), over UDP from a socket of its own, or, with ``proxySettings``,
+through that outbound's UDP path (V2Ray 4.34 dials ``udp:`` through the proxy outbound too).
+Malformed messages are dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from vtwist.dns.transports import DirectNetwork, tcp_query
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.dns.settings import DnsOutboundSettings
 from vtwist.proxy.local import LocalTransport
+from vtwist.tunnel.dialer import packet_path
 
 log = Logger(namespace="vtwist.dns.outbound")
 
@@ -99,6 +103,53 @@ class UDPForwarder(DatagramProtocol):
     def close(self) -> None:
         """Stop listening (pending queries are left to their timeouts)."""
         self.port.stopListening()
+
+
+class ChainedUDPForwarder:
+    """:class:`UDPForwarder`'s job through the ``proxySettings`` outbound ``via``: one
+    ``packetSession`` on it (opened on the first query, again after it ended) carries
+    every forwarded query, each with an ID of its own."""
+
+    def __init__(self, via: Any) -> None:
+        self.via = via
+        self.session: Any = None
+        self.pending: dict[int, tuple[defer.Deferred[bytes], bytes, tuple[str, int]]] = {}
+
+    def query(self, data: bytes, address: tuple[str, int]) -> defer.Deferred[bytes]:
+        """Send ``data`` to ``address`` (a host, which the proxy may resolve, and a port)
+        through ``via``; the answer, with ``data``'s ID."""
+        for _ in range(8):
+            new_id = random.getrandbits(16)
+            if new_id not in self.pending:
+                break
+        else:
+            return defer.fail(BadAnswer("too many forwarded queries in flight"))
+        d: defer.Deferred[bytes] = defer.Deferred(lambda _: self.pending.pop(new_id, None))
+        self.pending[new_id] = (d, data[:2], address)
+        if self.session is None:
+            self.session = self.via.packetSession(self._received, self._ended)
+        self.session.send(struct.pack("!H", new_id) + data[2:],
+                          Destination.udp(address[0], address[1]))
+        return d
+
+    def _received(self, data: bytes, source: Destination) -> None:
+        if len(data) < 12:
+            return
+        key = struct.unpack("!H", data[:2])[0]
+        entry = self.pending.get(key)
+        if entry is None or source.port != entry[2][1]:
+            return  # late, or not from the port asked
+        del self.pending[key]
+        entry[0].callback(entry[1] + data[2:])
+
+    def _ended(self) -> None:
+        self.session = None  # the next query opens another; pending ones time out
+
+    def close(self) -> None:
+        """Close the session (pending queries are left to their timeouts)."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
 
 
 class DnsHandler:
@@ -261,7 +312,7 @@ class DnsOutbound:
         self.resolver = resolver if resolver is not None else SystemResolver(reactor)
         self.network = DirectNetwork(reactor)
         self.dial = dial
-        self._forwarders: dict[bool, UDPForwarder] = {}
+        self._forwarders: dict[bool, Any] = {}
         self._made: dict[bytes, tuple[float, bytes]] = {}
         #: False for the internal DNS's own queries routed here: forwarded, never answered
         #: from the internal DNS (that would loop; 4.34's isOwnLink)
@@ -290,6 +341,10 @@ class DnsOutbound:
         network = self.settings.network or target.network
 
         async def go() -> bytes:
+            via = packet_path(self.dial)
+            if network != "tcp" and via is not None:  # proxySettings: the proxy's UDP
+                sent = self._forwarder(False, via).query(data, (normalize_host(host), port))
+                return await sent.addTimeout(FORWARD_TIMEOUT, self.reactor)  # type: ignore[no-any-return]
             ip = host if parse_ip(host) is not None else (await self.resolver.resolve(host))[0]
             if network == "tcp":
                 sent = tcp_query(self._streams(), ip, port)(data, query_id)
@@ -317,10 +372,11 @@ class DnsOutbound:
             self._made.pop(next(iter(self._made)))
         self._made[query[2:]] = (self.reactor.seconds() + MADE_ANSWER_SECONDS, answer[2:])
 
-    def _forwarder(self, v6: bool) -> UDPForwarder:
+    def _forwarder(self, v6: bool, via: Any = None) -> Any:
         forwarder = self._forwarders.get(v6)
         if forwarder is None:
-            forwarder = self._forwarders[v6] = UDPForwarder(self.reactor, v6)
+            forwarder = self._forwarders[v6] = UDPForwarder(self.reactor, v6) \
+                if via is None else ChainedUDPForwarder(via)
         return forwarder
 
     def close(self) -> None:
