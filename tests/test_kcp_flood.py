@@ -11,13 +11,19 @@ import time
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.netutil import wait_until
+from tests.test_vmess_server import NOW, POLICY
+from vtwist.proxy.guard import ProbeGuard
+from vtwist.proxy.vmess.server import VMessServerFactory, VMessServerState
+from vtwist.proxy.vmess.users import Account
+from vtwist.testing.tunnels import RecordingTunnels
 from vtwist.transport.kcp.config import KCPConfig
 from vtwist.transport.kcp.obfs import HEADER_TYPES
-from vtwist.transport.kcp.protocol import KCPListener
+from vtwist.transport.kcp.protocol import KCPListener, make_packer
+from vtwist.transport.kcp.segment import encode_data
 
 DATAGRAMS = 1500  # per header type and seed
 
@@ -79,3 +85,37 @@ class KCPFloodTests(TestCase):
                   for header in HEADER_TYPES for seed in (None, "flood-seed")]
         print("\nmKCP random-datagram flood, CPU per datagram (send + receive): "
               + ", ".join(report))
+
+
+class CraftedKCPFloodTests(SynchronousTestCase):
+    """Without a seed anyone can craft valid mKCP datagrams: each new conversation is a
+    session whose VMess server sits in its handshake. The inbound's handshake cap sheds the
+    oldest at once (abort, not a lingering close), so sessions stay bounded."""
+
+    def test_sessions_bounded_by_the_handshake_cap(self) -> None:
+        clock = Clock()
+        clock.advance(NOW)
+        state = VMessServerState([Account(os.urandom(16))], guard=ProbeGuard())
+        factory = VMessServerFactory(state, RecordingTunnels(clock), POLICY, tag="in",
+                                     now=clock.seconds)
+        factory.handshakes.limit = 100
+        listener = KCPListener(KCPConfig(), factory, clock)
+        sent: list[bytes] = []
+        listener.send_datagrams = lambda datagrams, peer: sent.extend(datagrams)
+        packer = make_packer(KCPConfig())
+        rng = random.Random(3)
+        peak = 0
+        for i in range(3000):  # (port, conv) pairs repeat rarely
+            segment = encode_data(conv=rng.getrandbits(16), option=0, timestamp=0, number=0,
+                                  sending_next=0, payload=b"x")
+            listener.datagramReceived(packer.pack(segment), ("127.0.0.1", 40000 + i % 1000))
+            if i % 50 == 0:
+                clock.advance(0.05)
+            peak = max(peak, len(listener.sessions))
+        self.assertEqual(listener.stats.sessions_created, 3000)
+        self.assertLessEqual(peak, 101)
+        self.assertEqual(factory.handshakes.shed, 2900)
+        clock.advance(POLICY.level(0).handshake + 10)
+        for _ in range(200):
+            clock.advance(0.1)
+        self.assertEqual(len(listener.sessions), 0)

@@ -56,7 +56,12 @@ class HandshakeLimit:
         self._unlogged += 1
         transport = getattr(protocol, "transport", None)
         if transport is not None:
-            transport.loseConnection()
+            # a FIN for TCP (an idle connection costs nothing once closed); transports whose
+            # graceful close lingers (an mKCP session) are dropped at once
+            if getattr(transport, "abortOnShed", False):
+                transport.abortConnection()
+            else:
+                transport.loseConnection()
         now = self.clock.seconds() if self.clock is not None else None
         if now is None or self._logged_at is None or now - self._logged_at >= LOG_INTERVAL:
             log.warn("{name}: {n} connection(s) in handshake shed (more than {limit} at once; "

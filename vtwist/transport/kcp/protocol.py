@@ -166,6 +166,10 @@ class KCPTransport:
         """Queue several byte strings."""
         self.write(b"".join(data))
 
+    #: an inbound shedding this session in its handshake (vtwist.tunnel.handshakes) drops it
+    #: at once: a graceful close would keep a flood's sessions for their linger
+    abortOnShed = True
+
     def loseConnection(self) -> None:
         """Close: written data is still delivered, then the session terminates."""
         if self.disconnecting or self._lost_sent:
