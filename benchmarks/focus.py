@@ -4,7 +4,7 @@
 
 SETUP: ``socks`` (SOCKS5 -> freedom), ``kcp`` (the VMess aes-128-gcm chain over mKCP with
 V2Ray's default kcpSettings) or a VMess body security for the TCP chain (``aes-128-gcm``,
-``chacha20-poly1305``, ``none``). LOAD: ``up`` / ``down`` (one stream of
+``chacha20-poly1305``, ``none``), or ``shadowsocks`` (the aes-128-gcm Shadowsocks chain). LOAD: ``up`` / ``down`` (one stream of
 ``--mb`` MB) or ``connect`` (``--conns`` connections from 8 workers). Prints the rate, the CPU
 per GB or per connection of each process, and the summary of each process's profile
 (main thread, blocking sampling at 400 Hz; idle ``epoll_wait`` left out).
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.setup == "kcp":
             stream = kcp_stream()
             setup = Chain("vtwist", "aes-128-gcm", "focus-kcp", stream, stream, server_tcp=False)
+        elif args.setup == "shadowsocks":
+            setup = Chain("vtwist", "aes-128-gcm", "focus-ss", protocol="shadowsocks")
         else:
             setup = Chain("vtwist", args.setup, f"focus-{args.setup}")
         setup.start(group)

@@ -30,7 +30,7 @@ from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 
 __all__ = ["AcceptBackoffPort", "IOpenSSLTrustRoot", "WRITE_HIGH_WATER", "endpoint_protocol",
-           "idle_plain_tcp", "raise_write_high_water", "tls_session_reused"]
+           "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
@@ -47,6 +47,23 @@ def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> Non
                 return len(t.dataBuffer) + t._tempDataLen > limit
 
             transport._isSendBufferFull = full  # type: ignore[method-assign]
+            return
+        transport = getattr(transport, "lowerTransport", None) or getattr(
+            transport, "transport", None)
+        if transport is None:
+            return
+
+
+def read_whole_units(transport: Any, unit: int) -> None:
+    """Let the socket under ``transport`` (through any wrapping layers) read the largest
+    multiple of ``unit`` bytes up to Twisted's 64 KiB at a time: a codec that seals each read
+    in chunks of at most ``unit`` bytes then makes no small remainder chunk per read (a 64 KiB
+    read is 4 Shadowsocks chunks of 0x3FFF plus one of 4 bytes, two more AEAD calls)."""
+    for _ in range(8):
+        if isinstance(transport, Connection):
+            size = Connection.bufferSize // unit * unit
+            if size:
+                transport.bufferSize = size
             return
         transport = getattr(transport, "lowerTransport", None) or getattr(
             transport, "transport", None)

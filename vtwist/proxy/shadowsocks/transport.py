@@ -19,6 +19,8 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from vtwist.proxy.shadowsocks.aead import MAX_PAYLOAD
+from vtwist.transport.internals import read_whole_units
 from vtwist.transport.passthrough import PassThroughMixin
 
 Encode = Callable[[Any], list[bytes]]
@@ -52,6 +54,13 @@ class ShadowsocksTransport(PassThroughMixin):
     def writeSequence(self, data: Any) -> None:
         """Seal several pieces as one write."""
         self.write(b"".join(data))
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """Register on the lower transport. A producer that is a socket (the relay's other
+        side) reads 4 whole chunks at a time (65532 bytes, not 65536: one small fifth chunk,
+        two AEAD calls, less per read)."""
+        read_whole_units(producer, MAX_PAYLOAD)
+        self.lower.registerProducer(producer, streaming)
 
     def flush(self) -> None:
         """Send what the encoder holds back (the client's salt and address) on its own."""
