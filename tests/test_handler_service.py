@@ -77,24 +77,19 @@ class HandlerServiceTests(TestCase):
     async def call(self, method: str, request: Any, response_class: Any) -> Any:
         """One unary call from a thread (grpcio blocks); returns the response or the
         grpc.RpcError."""
-        stub = self.channel.unary_unary(SERVICE + method,
-                                        request_serializer=lambda m: m.SerializeToString(),
-                                        response_deserializer=response_class.FromString)
+        return await self.unary(self.channel.unary_unary(
+            SERVICE + method, request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_class.FromString), request)
 
+    async def raw(self, method: str, data: bytes) -> Any:
+        """:meth:`call` with the request's bytes as they are; the response's bytes."""
+        return await self.unary(self.channel.unary_unary(SERVICE + method), data)
+
+    async def unary(self, stub: Any, request: Any) -> Any:
+        """``stub(request)`` from a thread; the response or the grpc.RpcError."""
         def call() -> Any:
             try:
                 return stub(request, timeout=20)
-            except grpc.RpcError as e:
-                return e
-
-        return await deferToThread(call)
-
-    async def raw(self, method: str, data: bytes) -> Any:
-        stub = self.channel.unary_unary(SERVICE + method)
-
-        def call() -> Any:
-            try:
-                return stub(data, timeout=20)
             except grpc.RpcError as e:
                 return e
 
