@@ -245,3 +245,46 @@ class SocksUDPChainTests(_UDPChain):
                             for line in lines), lines)
         self.assertTrue(any(f"accepted tcp:127.0.0.1:{self.ss_port} [in-mid >> " in line
                             for line in lines), lines)
+
+
+def freedom_chain_client(socks: int, mid: int, echo: int) -> dict[str, Any]:
+    """socks in (udp) -> freedom (redirect to the echo port; proxySettings -> vmess)."""
+    config = ss_chain_client(socks, 0, vmess_upstream(mid))
+    config["outbounds"][0] = {
+        "tag": "direct", "protocol": "freedom", "proxySettings": {"tag": "up"},
+        "settings": {"redirect": f"127.0.0.1:{echo}"}}
+    return config
+
+
+class FreedomChainTests(_UDPChain):
+    """A freedom outbound with proxySettings goes out through the proxy outbound (4.34's
+    freedom dials through its handler's ``Dial``): streams and datagrams, after its
+    ``redirect``. The client asks for a closed port; the redirect names the echo's."""
+
+    async def echo_both(self) -> None:
+        closed = free_port(udp_too=True)
+        sent, got, _ = await socks_echo(reactor, self.socks, "127.0.0.1", closed, 1 << 20)
+        self.assertEqual(got, sent)
+        got_udp = await socks_udp_echo(reactor, self.socks, "127.0.0.1", closed,
+                                       UDP_PAYLOADS)
+        self.assertEqual(got_udp, UDP_PAYLOADS)
+
+    async def test_vtwist_over_vmess_to_v2ray(self) -> None:
+        mid = self.v2ray(server(self.mid, UB, 0, "in-mid"), self.mid)
+        await start_service(freedom_chain_client(self.socks, self.mid, self.echo.port), self)
+        await self.echo_both()
+        for network in ("tcp", "udp"):
+            await wait_until(lambda n=network: f"{n}:127.0.0.1:{self.echo.port}" in mid.output(),
+                             lambda: f"freedom skipped VMess:\n{mid.output()}", 10)
+
+    async def test_v2ray_over_vmess_to_vtwist(self) -> None:
+        """The same client config run by V2Ray 4.34 (the reference), through vtwist."""
+        access = LogCapture("vtwist.access")
+        self.addCleanup(access.stop)
+        await start_service(server(self.mid, UB, 0, "in-mid"), self)
+        self.v2ray(freedom_chain_client(self.socks, self.mid, self.echo.port), self.socks)
+        await self.echo_both()
+        lines = [formatEvent(e) for e in access.events]
+        for network in ("tcp", "udp"):
+            self.assertTrue(any(f"accepted {network}:127.0.0.1:{self.echo.port} [in-mid >> "
+                                in line for line in lines), lines)

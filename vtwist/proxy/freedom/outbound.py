@@ -1,4 +1,10 @@
-"""The ``freedom`` outbound at run time: connect straight to the destination."""
+"""The ``freedom`` outbound at run time: connect straight to the destination.
+
+With ``proxySettings`` "straight" means through the proxy outbound, as V2Ray 4.34's freedom
+dials through its handler's ``Dial``: redirect and domainStrategy apply first, then streams
+go through the proxy's ``endpointFor`` (TLS of streamSettings on top, as the chained dialer
+has it) and datagrams through its ``packetSession``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from vtwist.dns.system import ANY, V4, V6, SystemResolver
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.freedom.settings import FreedomSettings
 from vtwist.transport.tcp.endpoints import tcp_client_endpoint
+from vtwist.tunnel.dialer import packet_path
 from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.freedom")
@@ -57,6 +64,20 @@ class FreedomPacketSession:
         self._resolved: dict[str, str] = {}
         self._resolving: dict[str, PacketQueue] = {}
         self.closed = False
+        #: the proxy outbound's IPacketSession (proxySettings), else None
+        self.upstream: Any = None
+        if outbound.via is not None:
+            upstream = outbound.via.packetSession(onPacket, self._upstreamClosed)
+            if self.closed:
+                upstream.close()
+            else:
+                self.upstream = upstream
+
+    def _upstreamClosed(self) -> None:
+        self.upstream = None
+        if not self.closed:
+            self.close()
+            self.onClose()
 
     def _port(self, family: int) -> Any:
         port = self._ports.get(family)
@@ -73,6 +94,10 @@ class FreedomPacketSession:
             return
         destination = self.outbound.redirected(destination)
         ip = parse_ip(destination.host)
+        strategy = self.outbound.settings.domain_strategy
+        if self.upstream is not None and (ip is not None or strategy == "AsIs"):
+            self.upstream.send(data, destination)  # the proxy resolves a name itself
+            return
         if ip is not None:
             self._sendTo(data, str(ip), destination.port)
             return
@@ -87,7 +112,6 @@ class FreedomPacketSession:
             return
         waiting = self._resolving[host] = PacketQueue()
         waiting.push((data, destination.port))
-        strategy = self.outbound.settings.domain_strategy
         resolver = self.outbound.system if strategy == "AsIs" else self.outbound.resolver
         d = defer.Deferred.fromCoroutine(resolve(resolver, host, strategy))
 
@@ -107,6 +131,9 @@ class FreedomPacketSession:
     def _sendTo(self, data: bytes, ip: str, port: int) -> None:
         if self.closed:
             return
+        if self.upstream is not None:
+            self.upstream.send(data, Destination.udp(ip, port))
+            return
         family = 6 if ":" in ip else 4
         try:
             self._port(family).write(data, (ip, port))
@@ -122,6 +149,9 @@ class FreedomPacketSession:
         for port in self._ports.values():
             port.stopListening()
         self._ports.clear()
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            upstream.close()
 
 
 @implementer(IOutbound)
@@ -129,8 +159,13 @@ class FreedomOutbound:
     """Direct connections, honouring domainStrategy and redirect."""
 
     def __init__(self, reactor: Any, tag: str = "", settings: FreedomSettings | None = None,
-                 connect_timeout: float = 30, resolver: Any = None) -> None:
+                 connect_timeout: float = 30, resolver: Any = None,
+                 dialer: Callable[[str, int], Any] | None = None) -> None:
         self.reactor = reactor
+        #: the chained dialer (proxySettings), else None: connect straight out
+        self.dialer = dialer if packet_path(dialer) is not None else None
+        #: the proxy outbound datagrams go through (proxySettings), else None
+        self.via = packet_path(dialer)
         #: UseIP*: the config's resolver; AsIs names: the system's (as V2Ray 4.34)
         self.resolver = resolver if resolver is not None else SystemResolver(reactor)
         self.system = SystemResolver(reactor)
@@ -151,14 +186,21 @@ class FreedomOutbound:
         destination = self.redirected(destination)
         strategy = self.settings.domain_strategy
         resolver = self.system if strategy == "AsIs" else self.resolver
+        dialer = self.dialer
+        if dialer is not None and (strategy == "AsIs" or not destination.is_domain):
+            return dialer(destination.host, destination.port)  # type: ignore[no-any-return]
         if not destination.is_domain:
             return tcp_client_endpoint(self.reactor, destination.host, destination.port,
                                        self.connect_timeout)
         port, timeout = destination.port, self.connect_timeout
-        return ResolvingEndpoint(
-            resolver, destination.host,
-            lambda ip: tcp_client_endpoint(self.reactor, ip, port, timeout), FAMILIES[strategy],
-            clock=self.reactor)
+        if dialer is not None:
+            def connect(ip: str) -> Any:
+                return dialer(ip, port)
+        else:
+            def connect(ip: str) -> Any:
+                return tcp_client_endpoint(self.reactor, ip, port, timeout)
+        return ResolvingEndpoint(resolver, destination.host, connect, FAMILIES[strategy],
+                                 clock=self.reactor)
 
     def packetSession(self, onPacket: Callable[[bytes, Destination], None],
                       onClose: Callable[[], None]) -> FreedomPacketSession:
@@ -168,5 +210,6 @@ class FreedomOutbound:
 
 def build_outbound(outbound: Any, ctx: Any) -> FreedomOutbound:
     """The registry's builder: a FreedomOutbound from its config."""
+    dialer = ctx.dialer(outbound) if getattr(outbound, "proxy_tag", "") else None
     return FreedomOutbound(ctx.reactor, outbound.tag, outbound.settings,
-                           resolver=ctx.resolver)
+                           resolver=ctx.resolver, dialer=dialer)

@@ -1,12 +1,14 @@
-"""A Shadowsocks outbound's UDP with proxySettings: packets take the proxy outbound's
-packet session (V2Ray 4.34's ``Dial`` with a ``udp:`` destination), never a socket of
-their own. The proxy outbound here is a recorder; the wire check is in
+"""Outbounds with proxySettings send datagrams through the proxy outbound's packet
+session (V2Ray 4.34's ``Dial`` with a ``udp:`` destination), never from a socket of their
+own: Shadowsocks (to the server's UDP port) and freedom (streams too, after redirect and
+domainStrategy). The proxy outbound here is a recorder; the wire checks are in
 tests/interop/test_proxy_settings.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.error import ConnectError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -109,3 +111,66 @@ class ChainedPacketSessionTests(TestCase):
         self.assertEqual((closed, up.sessions[0].sent), ([1], []))
         session.close()
         self.assertEqual(closed, [1])
+
+
+class _StreamUpstream(_Upstream):
+    """Records endpointFor too (a refusing endpoint: only the destination matters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list[Destination] = []
+
+    def endpointFor(self, destination: Destination) -> Any:
+        from vtwist.proxy.socks.outbound import RefusingEndpoint
+
+        self.streams.append(destination)
+        return RefusingEndpoint("recorded")
+
+
+class _Resolver:
+    async def resolve(self, host: str, family: int) -> list[str]:
+        return {"example.com": ["93.184.216.34"]}.get(host, [])
+
+
+class ChainedFreedomTests(TestCase):
+    """freedom with proxySettings: redirect, then the proxy (a name resolved first only
+    with UseIP*), for streams and datagrams; never a socket of its own."""
+
+    def outbound(self, strategy: str, up: _StreamUpstream) -> Any:
+        from vtwist.proxy.freedom.outbound import FreedomOutbound
+        from vtwist.proxy.freedom.settings import FreedomSettings
+
+        reactor = _NoUDP()
+        settings = FreedomSettings(domain_strategy=strategy, redirect=("", 8080))
+        return FreedomOutbound(reactor, "direct", settings, resolver=_Resolver(),
+                               dialer=chained_dialer(reactor, up, None))
+
+    async def test_as_is_passes_names(self) -> None:
+        up = _StreamUpstream()
+        freedom = self.outbound("AsIs", up)
+        with self.assertRaises(ConnectError):
+            await freedom.endpointFor(Destination.tcp("example.com", 80)).connect(None)
+        session = freedom.packetSession(lambda d, s: None, lambda: None)
+        session.send(b"q", Destination.udp("example.com", 53))
+        self.assertEqual(up.streams, [Destination.tcp("example.com", 8080)])
+        self.assertEqual(up.sessions[0].sent, [(b"q", Destination.udp("example.com", 8080))])
+
+    async def test_use_ip_resolves_then_goes_through(self) -> None:
+        up = _StreamUpstream()
+        freedom = self.outbound("UseIPv4", up)
+        with self.assertRaises(ConnectError):
+            await freedom.endpointFor(Destination.tcp("example.com", 80)).connect(None)
+        got: list[Any] = []
+        closed: list[int] = []
+        session = freedom.packetSession(lambda d, s: got.append((d, s)),
+                                        lambda: closed.append(1))
+        session.send(b"q", Destination.udp("example.com", 53))
+        self.assertEqual(up.streams, [Destination.tcp("93.184.216.34", 8080)])
+        [proxy] = up.sessions
+        self.assertEqual(proxy.sent, [(b"q", Destination.udp("93.184.216.34", 8080))])
+        proxy.onPacket(b"a", Destination.udp("93.184.216.34", 8080))
+        self.assertEqual(got, [(b"a", Destination.udp("93.184.216.34", 8080))])
+        proxy.onClose()
+        self.assertEqual(closed, [1])
+        session.close()
+        self.assertEqual((closed, proxy.closed), ([1], 0))
