@@ -131,3 +131,71 @@ class V2ctlStreamConfigTests(SynchronousTestCase):
                             app_proxyman_config_pb2.SenderConfig, "sender_settings")
             self.assertSame(sender.stream_settings, outbound_stream, False,
                             f"{name} outbound")
+
+
+#: name -> (inbound, outbound) without streamSettings: every protocol HandlerService takes
+PROTOCOLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "vless": ({"protocol": "vless", "settings": {
+        "clients": [{"id": USER, "email": "a@x", "level": 1}], "decryption": "none",
+        "fallbacks": [{"dest": 80}, {"path": "/p", "dest": "127.0.0.1:81", "xver": 1}]}},
+        {"protocol": "vless", "settings": {"vnext": [{"address": "127.0.0.1", "port": 1, "users": [
+            {"id": USER, "encryption": "none", "level": 1}]}]}}),
+    "trojan": ({"protocol": "trojan", "settings": {
+        "clients": [{"password": "pw", "email": "t@x"}], "fallbacks": [{"dest": 80}]}},
+        {"protocol": "trojan", "settings": {"servers": [
+            {"address": "127.0.0.1", "port": 1, "password": "pw", "email": "t@x"}]}}),
+    "shadowsocks": ({"protocol": "shadowsocks", "settings": {
+        "method": "aes-256-gcm", "password": "pw", "network": "tcp,udp"}},
+        {"protocol": "shadowsocks", "settings": {"servers": [
+            {"address": "127.0.0.1", "port": 1, "method": "chacha20-poly1305",
+             "password": "pw"}]}}),
+    "socks": ({"protocol": "socks", "settings": {
+        "auth": "password", "accounts": [{"user": "u", "pass": "p"}], "udp": True,
+        "ip": "127.0.0.1"}},
+        {"protocol": "socks", "settings": {"servers": [
+            {"address": "127.0.0.1", "port": 1, "users": [{"user": "u", "pass": "p"}]}]}}),
+    "http-freedom": ({"protocol": "http", "settings": {
+        "accounts": [{"user": "u", "pass": "p"}], "allowTransparent": False}},
+        {"protocol": "freedom", "settings": {"domainStrategy": "UseIPv4",
+                                             "redirect": "127.0.0.1:5"}}),
+    "dokodemo-blackhole": ({"protocol": "dokodemo-door", "settings": {
+        "address": "1.2.3.4", "port": 5, "network": "tcp,udp"}},
+        {"protocol": "blackhole", "settings": {"response": {"type": "http"}}}),
+    "vmess": ({"protocol": "vmess", "settings": {
+        "clients": [{"id": USER, "alterId": 4, "email": "v@x"}],
+        "default": {"alterId": 4, "level": 0}, "disableInsecureEncryption": True}},
+        {"protocol": "vmess", "settings": {"vnext": [{"address": "example.com", "port": 1, "users": [
+            {"id": USER, "alterId": 0, "security": "chacha20-poly1305"}]}]}}),
+}
+
+
+class V2ctlHandlerConfigTests(SynchronousTestCase):
+    """Whole handler configs (AddInbound/AddOutbound) as v2ctl builds them: the same
+    inbound and outbound vtwist reads from the JSON."""
+
+    def setUp(self) -> None:
+        if V2CTL is None:
+            self.skipTest("v2ctl is not installed (apt-get install -y v2ray)")
+
+    def test_every_protocol(self) -> None:
+        from vtwist.app.api.handler_config import inbound_json, outbound_json
+        from vtwist.config.loader import parse_inbound, parse_outbound
+
+        for name, (inbound, outbound) in PROTOCOLS.items():
+            data_in = {"tag": "in", "port": 1234, "listen": "127.0.0.1", **inbound}
+            data_out = {"tag": "out", **outbound}
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump({"inbounds": [data_in], "outbounds": [data_out]}, f)
+            self.addCleanup(os.unlink, f.name)
+            done = subprocess.run([V2CTL, "config", f.name], capture_output=True, timeout=60)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            core = config_pb2.Config.FromString(done.stdout)
+            warnings: list[str] = []
+            got_in = parse_inbound(Node(inbound_json(core.inbound[0]), "inbound",
+                                        warnings.append))
+            got_out = parse_outbound(Node(outbound_json(core.outbound[0]), "outbound",
+                                          warnings.append))
+            self.assertEqual(warnings, [], name)
+            self.assertEqual(got_in, parse_inbound(Node(data_in, "i", lambda _: None)), name)
+            self.assertEqual(got_out, parse_outbound(Node(data_out, "o", lambda _: None)),
+                             name)

@@ -42,6 +42,8 @@ except ImportError:  # pragma: no cover
 
 _CIPHERS = {1: "aes-128-gcm", 2: "aes-256-gcm", 3: "chacha20-poly1305", 4: "none"}
 _NETWORKS = {1: "tcp", 2: "tcp", 3: "udp"}
+#: common.protocol.SecurityType -> a VMess user's JSON ``security`` (4.34: others are auto)
+_VMESS_SECURITY = {3: "aes-128-gcm", 4: "chacha20-poly1305", 5: "none"}
 
 
 def unpack(typed: Any, message_class: type, what: str) -> Any:
@@ -75,7 +77,8 @@ def address(value: Any) -> str:
 ACCOUNTS: dict[str, tuple[str, Any, Any]] = {
     "v2ray.core.proxy.vmess.Account": (
         "vmess", proxy_vmess_account_pb2.Account,
-        lambda a: {"id": a.id, "alterId": a.alter_id}),
+        lambda a: {"id": a.id, "alterId": a.alter_id,
+                   "security": _VMESS_SECURITY.get(a.security_settings.type, "auto")}),
     "v2ray.core.proxy.vless.Account": (
         "vless", proxy_vless_account_pb2.Account,
         lambda a: {"id": a.id, **({"flow": a.flow} if a.flow else {})}),
