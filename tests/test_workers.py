@@ -523,3 +523,49 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class CrashLoopTests(SynchronousTestCase):
+    """The supervisor restarts a dying worker, but not forever (clock-driven)."""
+
+    def supervisor(self) -> tuple[Any, Any, list[int], list[int]]:
+        from twisted.internet import task
+
+        from vtwist.app.workers import Supervisor
+
+        clock = task.Clock()
+        clock.running = True  # type: ignore[attr-defined]
+        stopped: list[int] = []
+        clock.stop = lambda: stopped.append(1)  # type: ignore[attr-defined]
+        sup = Supervisor({}, 2, clock)
+        spawned: list[int] = []
+        sup._spawn = spawned.append  # type: ignore[method-assign]
+        return sup, clock, stopped, spawned
+
+    def test_gives_up_on_a_crash_loop(self) -> None:
+        from twisted.internet.error import ProcessTerminated
+
+        from vtwist.app.workers import MAX_RESTARTS, _WorkerProcess
+
+        sup, clock, stopped, spawned = self.supervisor()
+        worker = _WorkerProcess(sup, 1)
+        worker.ready, worker.pid = True, 4242
+        for _ in range(MAX_RESTARTS):
+            sup.worker_ended(worker, ProcessTerminated(signal=9))
+            clock.advance(2)
+        self.assertEqual((spawned, sup.failed, stopped), ([1] * MAX_RESTARTS, False, []))
+        sup.worker_ended(worker, ProcessTerminated(signal=9))
+        self.assertEqual((sup.failed, stopped), (True, [1]))
+
+    def test_spaced_deaths_are_restarted(self) -> None:
+        from twisted.internet.error import ProcessTerminated
+
+        from vtwist.app.workers import MAX_RESTARTS, RESTART_WINDOW, _WorkerProcess
+
+        sup, clock, stopped, spawned = self.supervisor()
+        worker = _WorkerProcess(sup, 0)
+        worker.ready, worker.pid = True, 4242
+        for _ in range(MAX_RESTARTS * 3):
+            sup.worker_ended(worker, ProcessTerminated(exitCode=1))
+            clock.advance(RESTART_WINDOW / MAX_RESTARTS + 1)
+        self.assertEqual((len(spawned), sup.failed, stopped), (MAX_RESTARTS * 3, False, []))

@@ -19,7 +19,14 @@ stops them all with exit status 1; a worker that dies later is started again aft
 :data:`RESTART_DELAY` (only its own connections are lost). Workers share stdout/stderr and
 append to the same log files, so logs come out as one stream.
 
-Stats, the API and metrics count per process, so they are refused with workers for now.
+Stats, the API and metrics count per process, so they are refused with workers for now, as
+are UNIX socket listeners (a path has one owner).
+
+Limits: the kernel hashes UDP flows over the sockets bound at the moment, so when a worker
+dies (and again when it comes back) some UDP flows of the *other* workers move too: their
+mKCP and QUIC sessions break (TCP connections stay where they are). A worker that keeps dying
+is restarted at most :data:`MAX_RESTARTS` times in :data:`RESTART_WINDOW` seconds, then the
+supervisor stops with status 1. Config warnings are printed by every worker.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 
 STOP_TIMEOUT = 10.0
 RESTART_DELAY = 1.0
+#: more restarts than this within RESTART_WINDOW seconds: give up (a crash loop)
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
 NOT_WITH_WORKERS = ("--workers with api/stats/metrics is not supported yet (each worker "
                     "would count only its own connections): run one process, or drop the "
                     "api, stats and metrics sections")
@@ -140,6 +150,7 @@ class Supervisor(Service):
         self._ready: defer.Deferred[None] = defer.Deferred()
         self._ready.addErrback(lambda _: None)
         self._waiters: list[defer.Deferred[None]] = []
+        self._restarts: list[float] = []
         self._dir: str | None = None
         self._tables_fd: int | None = None
         self._null_fd: int | None = None
@@ -224,6 +235,16 @@ class Supervisor(Service):
                 waiters, self._waiters = self._waiters, []
                 for waiter in waiters:
                     waiter.errback(why)
+            if self.reactor.running:
+                self.reactor.stop()
+            return
+        now = self.reactor.seconds()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
+        if len(self._restarts) > MAX_RESTARTS:
+            log.error("worker {index} (pid {pid}) exited with {how}; {count} restarts in "
+                      "{window:.0f} s: stopping", index=worker.index, pid=worker.pid, how=how,
+                      count=len(self._restarts) - 1, window=RESTART_WINDOW)
+            self.failed = True
             if self.reactor.running:
                 self.reactor.stop()
             return
