@@ -466,6 +466,30 @@ class WorkersTests(SynchronousTestCase):
             self.assertEqual(done.returncode, 2, done.stderr)
             self.assertIn("--workers", done.stderr)
 
+    def test_run_reload_command_reaches_every_worker(self) -> None:
+        """``run --workers 2 --pidfile`` + ``vtwist reload``: the supervisor's pid is in the
+        file, and a port added by the reload listens in both workers."""
+        port, second = free_port(), free_port()
+        config = self.dokodemo(port)
+        path = self.write_config(config)
+        pidfile = os.path.join(self.dir, "vtwist.pid")
+        proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--workers", "2",
+                           "--config", path, "--pidfile", pidfile])
+        wait_for(lambda: "2 workers listening" in self.output() and os.path.exists(pidfile),
+                 lambda: f"not ready:\n{self.output()}", 120)
+        pids = children(proc.pid)
+        config["inbounds"].append({**config["inbounds"][0], "port": second, "tag": "two"})
+        self.write_config(config)
+        done = subprocess.run([sys.executable, "-m", "vtwist", "reload", "--pidfile", pidfile],
+                              capture_output=True, text=True, timeout=60, cwd=self.dir,
+                              env=ENV)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn(f"sent SIGHUP to {proc.pid}", done.stdout)
+        wait_for(lambda: _listeners(second) == set(pids),
+                 lambda: f"not every worker listens on {second}: {_listeners(second)}\n"
+                         f"{self.output()}", 120)
+        self.assertIn("reload: passed to 2 workers", self.output())
+
     def test_twistd_workers_and_reload(self) -> None:
         """``twistd -n vtwist --workers 2``: both workers serve; SIGHUP reaches each of them
         (a second inbound listens in both); SIGTERM stops them all."""
@@ -523,6 +547,18 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class ParseWorkersTests(SynchronousTestCase):
+
+    def test_values(self) -> None:
+        from vtwist.app.workers import parse_workers
+
+        self.assertEqual(parse_workers("3"), 3)
+        self.assertEqual(parse_workers(2), 2)
+        self.assertEqual(parse_workers("auto"), len(os.sched_getaffinity(0)))
+        for bad in ("0", "-1", "x", ""):
+            self.assertRaises(ValueError, parse_workers, bad)
 
 
 class CrashLoopTests(SynchronousTestCase):
