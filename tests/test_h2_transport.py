@@ -35,6 +35,8 @@ from vtwist.transport.grpc import framing
 from vtwist.transport.grpc.profile import GunProfile
 from vtwist.transport.grpc.settings import GRPCSettings
 from vtwist.transport.h2 import connection as h2conn
+from vtwist.transport.h2 import framerepr
+from vtwist.transport.h2 import stream as h2stream
 from vtwist.transport.h2.connection import H2Protocol
 from vtwist.transport.h2.profile import HTTPProfile
 from vtwist.transport.h2.settings import HTTPSettings
@@ -579,7 +581,7 @@ class PairTests(Case):
             self.assertLessEqual(held, h2conn.STREAM_WINDOW + 65536)
             self.assertEqual(len(reader.data), 0)
             self.assertLessEqual(len(app.transport.buffer),
-                                 h2conn.HIGH_WATER + 2 * len(block))
+                                 h2stream.HIGH_WATER + 2 * len(block))
             self.assertLess(total, 4 << 20)
             reader.transport.resumeProducing()
             self.assertEqual(len(reader.data), 0)  # delivered from the reactor, as TCP does
@@ -605,4 +607,7 @@ class FrameReprTests(SynchronousTestCase):
             return "<hex:" + r + ">"
 
         for data in (None, b"", b"a", bytes(10), bytes(range(11)), os.urandom(70000)):
-            self.assertEqual(h2conn._quick_raw_data_repr(data), reference(data))
+            self.assertEqual(framerepr._quick_raw_data_repr(data), reference(data))
+        import hyperframe.frame
+
+        self.assertIs(hyperframe.frame._raw_data_repr, framerepr._quick_raw_data_repr)

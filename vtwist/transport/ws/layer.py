@@ -11,7 +11,6 @@ address when there is one, as V2Ray does. :data:`WEBSOCKET` is the ``IStreamLaye
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,6 +42,7 @@ from zope.interface import implementer
 
 from vtwist.interfaces import IStreamLayer
 from vtwist.reactors import resolve_reactor
+from vtwist.transport.forwarded import forwarded_peer
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
 from vtwist.transport.ws.http import (
     bad_request,
@@ -70,13 +70,7 @@ def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Addr
     """The first X-Forwarded-For address as a peer address (port 0, as V2Ray), if valid."""
     for name, value in headers:
         if name.lower() == b"x-forwarded-for":
-            first = value.split(b",")[0].strip().decode("latin-1")
-            try:
-                ip = ipaddress.ip_address(first)
-            except ValueError:
-                return None
-            cls = IPv6Address if ip.version == 6 else IPv4Address
-            return cls("TCP", str(ip), 0)
+            return forwarded_peer(value)
     return None
 
 
