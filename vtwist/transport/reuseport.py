@@ -6,9 +6,10 @@ hashes each UDP datagram by its 4-tuple, so all datagrams of one peer address (o
 session: the client uses one UDP socket per session) reach the same worker.
 
 The switch is process-wide: :func:`enable` is called once by a worker before its service is
-built; everywhere else (one process, tests, embedding) the listeners are Twisted's own.
-The sockets are created here and handed to the reactor with ``adoptStreamPort`` /
-``adoptDatagramPort``.
+built; everywhere else (one process, tests, embedding) the listeners are the usual ones.
+A TCP port is vtwist's :class:`~vtwist.transport.internals.AcceptBackoffPort` with
+``SO_REUSEPORT`` set on its socket; a UDP socket is created here and handed to the reactor
+with ``adoptDatagramPort``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import ipaddress
 import socket
 from typing import Any
 
-from twisted.internet import defer, error
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet import error
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
+from vtwist.transport.internals import AcceptBackoffPort
+from vtwist.transport.tcp.listen import BACKLOG, TCPServerEndpoint
+
 _enabled = False
-#: the listen backlog of a shared TCP port (as vtwist's own listeners: Go's listeners take
-#: the kernel's somaxconn, Twisted's default of 50 is small for connection bursts)
-BACKLOG = 1024
 
 
 def enable(on: bool = True) -> None:
@@ -69,16 +69,6 @@ def bound_socket(kind: socket.SocketKind, port: int, interface: str = "",
     return sock
 
 
-def listen_tcp(reactor: Any, port: int, factory: IProtocolFactory, interface: str = "",
-               backlog: int = BACKLOG) -> Any:
-    """An ``IListeningPort`` for TCP on ``interface:port`` shared through SO_REUSEPORT."""
-    sock = bound_socket(socket.SOCK_STREAM, port, interface, backlog)
-    try:
-        return reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
-    finally:
-        sock.close()  # the reactor holds its own duplicate
-
-
 def listen_udp(reactor: Any, port: int, protocol: Any, interface: str = "",
                maxPacketSize: int = 8192) -> Any:  # noqa: N803 - Twisted's name
     """``reactor.listenUDP``, or, in a worker, the same port shared through SO_REUSEPORT."""
@@ -93,26 +83,29 @@ def listen_udp(reactor: Any, port: int, protocol: Any, interface: str = "",
         sock.close()
 
 
+class ReusePortPort(AcceptBackoffPort):
+    """vtwist's listening TCP port (it survives descriptor exhaustion) bound with
+    ``SO_REUSEPORT``, so every worker binds the same port."""
+
+    def createInternetSocket(self) -> socket.socket:  # noqa: N802 - Twisted's name
+        """Twisted's socket (SO_REUSEADDR) with SO_REUSEPORT as well."""
+        sock = super().createInternetSocket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
+
+
 @implementer(IStreamServerEndpoint)
-class ReusePortTCPServerEndpoint:
+class ReusePortTCPServerEndpoint(TCPServerEndpoint):
     """A TCP server endpoint whose port other workers bind too (``SO_REUSEPORT``)."""
 
-    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = BACKLOG) -> None:
-        self.reactor = reactor
-        self.port = port
-        self.interface = interface
-        self.backlog = backlog
-
-    def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[Any]:  # noqa: N803
-        """Bind, listen and adopt the socket; fires with the ``IListeningPort``."""
-        return defer.execute(listen_tcp, self.reactor, self.port, protocolFactory,
-                             self.interface, self.backlog)
+    def _listen(self, factory: IProtocolFactory) -> AcceptBackoffPort:
+        port = ReusePortPort(self.port, factory, self.backlog, self.interface, self.reactor)
+        port.startListening()
+        return port
 
 
 def tcp_server_endpoint(reactor: Any, port: int, interface: str) -> IStreamServerEndpoint:
-    """Twisted's TCP server endpoint, or in a worker the SO_REUSEPORT one."""
+    """vtwist's TCP server endpoint, or in a worker the SO_REUSEPORT one."""
     if _enabled and port != 0:
-        return ReusePortTCPServerEndpoint(reactor, port, interface)
-    if ":" in interface:
-        return TCP6ServerEndpoint(reactor, port, interface=interface)
-    return TCP4ServerEndpoint(reactor, port, interface=interface)
+        return ReusePortTCPServerEndpoint(reactor, port, interface, BACKLOG)
+    return TCPServerEndpoint(reactor, port, interface, BACKLOG)
