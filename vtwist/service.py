@@ -214,7 +214,11 @@ def inbound_services(inbound: InboundConfig, ctx: BuildContext) -> list[InboundS
         endpoint = stream_endpoint(ctx.reactor, inbound.listen, port, inbound.stream)
         if endpoint is not None:  # switchable: a reload may replace the factory in place
             services.append(InboundService(SwitchEndpoint(endpoint), factory, what))
-        if getattr(factory, "listensDatagrams", False):
+        if getattr(factory, "listensDatagrams", False) and inbound.listen.startswith(("/", "@")):
+            log.warn("{what}: no UDP on a UNIX socket, the stream listens alone (V2Ray "
+                     "4.34 listens on one only for vmess, vless, trojan and http)",
+                     what=inbound_description(inbound, factory, port, "udp"))
+        elif getattr(factory, "listensDatagrams", False):
             services.append(DatagramService(factory, ctx.reactor, inbound.listen, port,
                                             inbound_description(inbound, factory, port, "udp")))
     return services
