@@ -83,6 +83,27 @@ class InboundSettings(ConfigErrorMixin, SynchronousTestCase):
         self.assertTrue(factory.listensDatagrams)
         self.assertIsNone(factory.streamEndpoint(Clock(), "127.0.0.1", 1, None))
 
+    def test_unix_socket_listens_stream_only(self) -> None:
+        """``listen`` a UNIX socket with ``network`` tcp,udp: the stream listener alone
+        (no port needed) and one warning for the UDP side, never a failed UDP listen."""
+        from vtwist.service import inbound_services
+        from vtwist.testing.doubles import LogCapture
+        from vtwist.testing.tunnels import RecordingTunnels
+        from vtwist.tunnel.inbound import BuildContext
+
+        data = inbound({"method": "none", "password": "x", "network": "tcp,udp"})
+        del data["inbounds"][0]["port"]
+        data["inbounds"][0]["listen"] = "@vtwist-ss"
+        config = parse_config(data)
+        ctx = BuildContext(Clock(), RecordingTunnels(Clock()))
+        logs = LogCapture("vtwist.service")
+        self.addCleanup(logs.stop)
+        services = inbound_services(config.inbounds[0], ctx)
+        self.assertEqual([type(s).__name__ for s in services], ["InboundService"])
+        self.assertEqual(logs.lines(), [
+            "shadowsocks @vtwist-ss/udp: no UDP on a UNIX socket, the stream listens alone "
+            "(V2Ray 4.34 listens on one only for vmess, vless, trojan and http)"])
+
 
 class OutboundSettings(ConfigErrorMixin, SynchronousTestCase):
     def test_servers(self) -> None:
