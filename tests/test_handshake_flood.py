@@ -80,6 +80,7 @@ class FloodMixin:
     """One protocol's flood; subclasses set ``protocol``."""
 
     protocol = ""
+    stream: dict | None = None  # streamSettings of both ends (None: plain TCP)
     timeout = 90
 
     async def test_flood(self) -> None:
@@ -87,6 +88,8 @@ class FloodMixin:
         self.addCleanup(echo.stopListening)
         port, socks_port = free_port(), free_port()
         inbound, outbound = server_and_outbound(self.protocol, port)
+        if self.stream is not None:
+            inbound["streamSettings"] = outbound["streamSettings"] = self.stream
         server = await start_service({
             "log": {"loglevel": "none"},
             "policy": {"levels": {"0": {"handshake": HANDSHAKE}},
@@ -150,6 +153,14 @@ VmessFloodTests = _flood_case("vmess")
 VlessFloodTests = _flood_case("vless")
 TrojanFloodTests = _flood_case("trojan")
 ShadowsocksFloodTests = _flood_case("shadowsocks")
+
+
+class VmessWebSocketFloodTests(FloodMixin, TestCase):
+    """Idle connections that never send their WebSocket upgrade count against the cap too
+    (the ws layer's 4 s upgrade deadline closes the rest)."""
+
+    protocol = "vmess"
+    stream = {"network": "ws", "wsSettings": {"path": "/ws"}}
 
 
 class HandshakeLimitTests(SynchronousTestCase):

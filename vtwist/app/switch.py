@@ -40,6 +40,12 @@ class SwitchingFactory(Factory):
         """A connection of the factory in place now."""
         return self.current.buildProtocol(addr)  # type: ignore[no-any-return]
 
+    @property
+    def handshakes(self) -> Any:
+        """The cap on connections in handshake of the factory in place now (a layer below
+        the inbound's protocol, e.g. a WebSocket upgrade, counts against it)."""
+        return getattr(self.current, "handshakes", None)
+
     def switch(self, factory: Any) -> Any:
         """Build the next connections with ``factory``; returns the one it replaces (its
         connections are left alone)."""

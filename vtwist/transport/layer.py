@@ -62,6 +62,7 @@ class Layer(PassThroughMixin, Protocol):
     name = "layer"
     log = Logger(namespace="vtwist.transport")
     handshakeTimeout: float | None = None
+    _handshakes: Any = None  # the inbound's HandshakeLimit while this layer's handshake runs
 
     def __init__(self, factory: IProtocolFactory, ready: Deferred | None = None,
                  clock: IReactorTime | None = None) -> None:
@@ -72,6 +73,7 @@ class Layer(PassThroughMixin, Protocol):
         self.failed = False
         self.disconnecting = False
         self._timer: Any = None
+        self._handshakes: Any = None
 
     @property
     def lowerTransport(self) -> Any:
@@ -85,6 +87,12 @@ class Layer(PassThroughMixin, Protocol):
         if self.handshakeTimeout is not None:
             clock = resolve_reactor(self.clock)
             self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)
+            # a server layer's handshake (a WebSocket upgrade) counts against the inbound's
+            # cap on connections in handshake (vtwist.tunnel.handshakes), if it has one
+            limit = getattr(self.appFactory, "handshakes", None) if self.ready is None else None
+            if limit is not None:
+                self._handshakes = limit
+                limit.enter(self)
         self.handshakeStarted()
 
     def dataReceived(self, data: bytes) -> None:
@@ -190,6 +198,9 @@ class Layer(PassThroughMixin, Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._handshakes is not None:
+            limit, self._handshakes = self._handshakes, None
+            limit.leave(self)
 
     def _errback(self, why: str) -> None:
         if self.ready is not None:
