@@ -406,6 +406,21 @@ class WorkersTests(SynchronousTestCase):
         self.assertIn("config error", done.stderr)
         self.assertNotIn("worker", done.stderr)
 
+    def test_port_in_use_stops_everything(self) -> None:
+        """A port another program holds (without SO_REUSEPORT): the workers cannot listen,
+        the supervisor stops them and exits 1, with the bind error in its output."""
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        self.addCleanup(busy.close)
+        path = self.write_config(self.dokodemo(busy.getsockname()[1]))
+        done = subprocess.run([sys.executable, "-m", "vtwist", "run", "--workers", "2",
+                               "--config", path], capture_output=True, text=True,
+                              timeout=120, cwd=self.dir, env=ENV)
+        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertIn("cannot listen", done.stdout + done.stderr)
+        self.assertIn("before it was listening: stopping", done.stdout + done.stderr)
+
     def test_stats_refused_with_workers(self) -> None:
         """api/stats/metrics with --workers: a clear refusal, status 1 (run and twistd)."""
         config = self.dokodemo(free_port())
