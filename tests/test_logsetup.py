@@ -65,6 +65,36 @@ class LogSetupTests(SynchronousTestCase):
         self.assertEqual(file_observers(LogConfig(loglevel="none", error=error)), [])
         self.assertEqual(file_observers(LogConfig()), [])
 
+    def test_access_line_stamp_and_text(self) -> None:
+        """Access lines: the ``line`` field as given (AccessLog's form) or the formatted
+        event (any other access event), each stamped with its own second, local time."""
+        import time
+
+        from vtwist.address import Destination
+        from vtwist.logsetup import _AccessLineObserver
+        from vtwist.tunnel import access
+
+        out = io.StringIO()
+        observer = _AccessLineObserver(out)
+        publisher = LogPublisher(observer)
+        self.patch(access, "access_log", Logger(namespace="vtwist.access", observer=publisher))
+        log = access.AccessLog()
+        log.accepted("127.0.0.1:1", Destination.tcp("a", 1), "in", "out", "u@x")
+        Logger(namespace="vtwist.access", observer=publisher).info("from {who} rejected",
+                                                                   who="1.2.3.4:5")
+        event = {"log_format": "{line}", "line": "x {y}", "log_time": 86400 * 365.5}
+        observer(event)
+        observer({**event, "line": "later", "log_time": 86400 * 365.5 + 61})
+        lines = out.getvalue().splitlines()
+        stamp = r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
+        self.assertRegex(lines[0], stamp + r"from 127\.0\.0\.1:1 accepted tcp:a:1 "
+                         r"\[in >> out\] email: u@x$")
+        self.assertRegex(lines[1], stamp + r"from 1\.2\.3\.4:5 rejected$")
+        fmt = "%Y/%m/%d %H:%M:%S"
+        self.assertEqual(lines[2], time.strftime(fmt, time.localtime(86400 * 365.5)) + " x {y}")
+        self.assertEqual(lines[3],
+                         time.strftime(fmt, time.localtime(86400 * 365.5 + 61)) + " later")
+
     def test_unopenable_file(self) -> None:
         """A log file that cannot be opened is a ConfigError naming the key, not an OSError."""
         missing = os.path.join(self.mktemp(), "no-such-dir", "access.log")

@@ -72,10 +72,19 @@ class _AccessLineObserver:
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
+        #: the last second stamped and its text (a busy proxy writes many lines a second)
+        self._second: int | None = None
+        self._stamp = ""
 
     def __call__(self, event: dict[str, Any]) -> None:
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(event.get("log_time", 0)))
-        self.out.write(f"{stamp} {formatEvent(event)}\n")
+        second = int(event.get("log_time", 0))
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(second))
+        line = event.get("line")
+        if event.get("log_format") != "{line}" or not isinstance(line, str):
+            line = formatEvent(event)  # AccessLog's events carry the whole line as "line"
+        self.out.write(f"{self._stamp} {line}\n")
         self.out.flush()
 
 

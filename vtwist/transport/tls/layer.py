@@ -22,13 +22,12 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.interfaces import IStreamLayer
 from vtwist.transport import registry
-from vtwist.transport.internals import tls_session_reused
+from vtwist.transport.internals import LeanTLSFactory, tls_session_reused
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
 from vtwist.transport.tls.context import (
     CLIENT_CREATORS,
@@ -110,26 +109,26 @@ class TLSLayer(Layer):
 
 @implementer(IStreamServerEndpoint)
 class _TLSWrappedServerEndpoint:
-    """Listens on ``endpoint`` with a TLSMemoryBIOFactory around the given factory."""
+    """Listens on ``endpoint`` with a TLS factory around the given factory."""
 
     def __init__(self, endpoint: IStreamServerEndpoint, options: Any) -> None:
         self.endpoint = endpoint
         self.options = options
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred:
-        return self.endpoint.listen(TLSMemoryBIOFactory(self.options, False, protocolFactory))
+        return self.endpoint.listen(LeanTLSFactory(self.options, False, protocolFactory))
 
 
 @implementer(IStreamClientEndpoint)
 class _TLSWrappedClientEndpoint:
-    """Connects ``endpoint`` with a TLSMemoryBIOFactory around the given factory."""
+    """Connects ``endpoint`` with a TLS factory around the given factory."""
 
     def __init__(self, endpoint: IStreamClientEndpoint, creator: Any) -> None:
         self.endpoint = endpoint
         self.creator = creator
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
-        return self.endpoint.connect(TLSMemoryBIOFactory(self.creator, True, protocolFactory))
+        return self.endpoint.connect(LeanTLSFactory(self.creator, True, protocolFactory))
 
 
 def wrap_server_endpoint(endpoint: IStreamServerEndpoint, settings: TLSSettings,
