@@ -344,11 +344,17 @@ class WorkersTests(SynchronousTestCase):
     def test_workers_die_with_supervisor(self) -> None:
         """SIGKILL to the supervisor (no chance to stop them): the workers go too."""
         proc, pids = self.run_workers(self.dokodemo(free_port()))
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")
+        private = os.path.dirname(argv[argv.index("--config") + 1])
+        self.assertTrue(os.path.isdir(private), private)
         proc.kill()
         proc.wait()
         for pid in pids:
             wait_for(lambda: not _running(pid), f"worker {pid} outlived its "  # noqa: B023
                      "supervisor", 60)
+        # the supervisor could not clean up: its workers removed its config copy
+        wait_for(lambda: not os.path.exists(private), f"{private} left behind", 30)
 
     def test_kcp_sessions_stay_whole(self) -> None:
         """mKCP sessions (one UDP socket each on the client) through 2 server workers:
@@ -414,12 +420,18 @@ class WorkersTests(SynchronousTestCase):
         busy.listen()
         self.addCleanup(busy.close)
         path = self.write_config(self.dokodemo(busy.getsockname()[1]))
-        done = subprocess.run([sys.executable, "-m", "vtwist", "run", "--workers", "2",
-                               "--config", path], capture_output=True, text=True,
-                              timeout=120, cwd=self.dir, env=ENV)
-        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
-        self.assertIn("cannot listen", done.stdout + done.stderr)
-        self.assertIn("before it was listening: stopping", done.stdout + done.stderr)
+        proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--workers", "2",
+                           "--config", path])
+        try:
+            status = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            tree = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etime,cmd", "--ppid",
+                                   str(proc.pid), "-p", str(proc.pid)],
+                                  capture_output=True, text=True).stdout
+            self.fail(f"still running:\n{tree}\n{self.output()}")
+        self.assertEqual(status, 1, self.output())
+        self.assertIn("cannot listen", self.output())
+        self.assertIn("before it was listening: stopping", self.output())
 
     def test_stats_refused_with_workers(self) -> None:
         """api/stats/metrics with --workers: a clear refusal, status 1 (run and twistd)."""
@@ -581,13 +593,20 @@ class CrashLoopTests(SynchronousTestCase):
 
     def supervisor(self) -> tuple[Any, Any, list[int], list[int]]:
         from twisted.internet import task
+        from twisted.internet.error import ReactorNotRunning
 
         from vtwist.app.workers import Supervisor
 
         clock = task.Clock()
         clock.running = True  # type: ignore[attr-defined]
         stopped: list[int] = []
-        clock.stop = lambda: stopped.append(1)  # type: ignore[attr-defined]
+
+        def stop() -> None:  # as a reactor: a second stop raises
+            if stopped:
+                raise ReactorNotRunning("Can't stop reactor that has already been stopped.")
+            stopped.append(1)
+
+        clock.stop = stop  # type: ignore[attr-defined]
         sup = Supervisor({}, 2, clock)
         spawned: list[int] = []
         sup._spawn = spawned.append  # type: ignore[method-assign]
@@ -620,3 +639,32 @@ class CrashLoopTests(SynchronousTestCase):
             sup.worker_ended(worker, ProcessTerminated(exitCode=1))
             clock.advance(RESTART_WINDOW / MAX_RESTARTS + 1)
         self.assertEqual((len(spawned), sup.failed, stopped), (MAX_RESTARTS * 3, False, []))
+
+    def test_two_failed_starts_at_once(self) -> None:
+        """Both workers fail before listening in the same moment: one reactor stop, and
+        each worker's end still fires (stopService waits on them)."""
+        from twisted.internet.error import ProcessTerminated
+        from twisted.python.failure import Failure
+
+        from vtwist.app.workers import _WorkerProcess
+
+        sup, clock, stopped, spawned = self.supervisor()
+        workers = [_WorkerProcess(sup, i) for i in range(2)]
+        for worker in workers:
+            worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
+        self.assertEqual((sup.failed, stopped), (True, [1]))
+        self.assertTrue(all(w.ended.called for w in workers))
+        self.assertEqual(spawned, [])
+
+    def test_slow_start_fails(self) -> None:
+        """A worker not listening after START_TIMEOUT: a failed start, the reactor stops."""
+        from vtwist.app.workers import START_TIMEOUT, _WorkerProcess
+
+        sup, clock, stopped, spawned = self.supervisor()
+        sup.workers = [_WorkerProcess(sup, 0), _WorkerProcess(sup, 1)]
+        sup.workers[0].ready = True
+        sup._start_timer = clock.callLater(START_TIMEOUT, sup._too_slow)
+        clock.advance(START_TIMEOUT - 1)
+        self.assertEqual(stopped, [])
+        clock.advance(1)
+        self.assertEqual((sup.failed, stopped), (True, [1]))

@@ -88,10 +88,13 @@ def _record_lock(fd: int) -> Iterator[None]:
 class Worker:
     """This process as worker ``index`` of ``count``."""
 
-    def __init__(self, index: int, count: int, ready_fd: int = READY_FD) -> None:
+    def __init__(self, index: int, count: int, ready_fd: int = READY_FD,
+                 supervisor: int = 0) -> None:
         self.index = index
         self.count = count
         self.ready_fd = ready_fd
+        #: the supervisor's process id
+        self.supervisor = supervisor
 
     def started(self, service: Any, reactor: Any) -> None:
         """Once every inbound listens, tell the supervisor; leave SIGINT to it."""
@@ -104,6 +107,19 @@ class Worker:
 
         service.whenListening().addCallbacks(ready, lambda _: None)
         reactor.callWhenRunning(self._signals, reactor)
+        reactor.addSystemEventTrigger("after", "shutdown", self._orphaned)
+
+    def _orphaned(self) -> None:
+        """The supervisor died without cleaning up (SIGKILL): remove its private config
+        copy, ``/tmp/vtwist-workers-*/config.json`` (any worker may; the others find it
+        gone)."""
+        if self.supervisor and os.getppid() != self.supervisor:
+            config = _config_argument()
+            folder = os.path.dirname(config) if config else ""
+            if os.path.basename(folder).startswith("vtwist-workers-"):
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
     def _signals(reactor: Any) -> None:
@@ -132,4 +148,15 @@ def worker_from_environment(environ: dict[str, str] | None = None) -> Worker | N
     size = sharedreplay.mapping_size()
     mapping = mmap.mmap(TABLES_FD, size)
     sharedreplay.install(sharedreplay.layout(mapping, lambda: _record_lock(TABLES_FD)))
-    return Worker(index, count)
+    return Worker(index, count, supervisor=ppid)
+
+
+def _config_argument() -> str | None:
+    """The ``--config`` path of this process's command line."""
+    import sys
+
+    argv = sys.argv
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("--config", "-c"):
+            return argv[i + 1]
+    return None

@@ -56,6 +56,8 @@ log = Logger()
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 STOP_TIMEOUT = 10.0
+#: a worker not listening this many seconds after the start is a failed start
+START_TIMEOUT = 120.0
 RESTART_DELAY = 1.0
 #: more restarts than this within RESTART_WINDOW seconds: give up (a crash loop)
 MAX_RESTARTS = 5
@@ -113,8 +115,10 @@ class _WorkerProcess(ProcessProtocol):
             self.supervisor.worker_ready(self)
 
     def processEnded(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
-        self.supervisor.worker_ended(self, reason.value)
-        self.ended.callback(None)
+        try:
+            self.supervisor.worker_ended(self, reason.value)
+        finally:  # stopService waits on this: it must fire whatever happened above
+            self.ended.callback(None)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the worker if it still runs."""
@@ -151,6 +155,7 @@ class Supervisor(Service):
         self._ready.addErrback(lambda _: None)
         self._waiters: list[defer.Deferred[None]] = []
         self._restarts: list[float] = []
+        self._start_timer: Any = None
         self._dir: str | None = None
         self._tables_fd: int | None = None
         self._null_fd: int | None = None
@@ -191,6 +196,18 @@ class Supervisor(Service):
         self._null_fd = os.open(os.devnull, os.O_RDONLY)
         for index in range(self.count):
             self._spawn(index)
+        self._start_timer = self.reactor.callLater(START_TIMEOUT, self._too_slow)
+
+    def _too_slow(self) -> None:
+        """Not every worker listens after :data:`START_TIMEOUT`: a failed start."""
+        self._start_timer = None
+        slow = [w.index for w in self.workers if w is not None and not w.ready]
+        if not slow or self.stopping:
+            return
+        log.error("workers {slow} not listening after {timeout:.0f} s: stopping",
+                  slow=slow, timeout=START_TIMEOUT)
+        self.failed = True
+        self._stop_reactor()
 
     def _spawn(self, index: int) -> None:
         argv = [sys.executable, "-m", "vtwist", "run", "--config", self.config_path]
@@ -214,6 +231,9 @@ class Supervisor(Service):
         log.info("worker {index} (pid {pid}) ready", index=worker.index, pid=worker.pid)
         if all(w is not None and w.ready for w in self.workers) and not self._ready.called:
             log.info("{count} workers listening", count=self.count)
+            if self._start_timer is not None and self._start_timer.active():
+                self._start_timer.cancel()
+            self._start_timer = None
             self._ready.callback(None)
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
@@ -235,8 +255,7 @@ class Supervisor(Service):
                 waiters, self._waiters = self._waiters, []
                 for waiter in waiters:
                     waiter.errback(why)
-            if self.reactor.running:
-                self.reactor.stop()
+            self._stop_reactor()
             return
         now = self.reactor.seconds()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
@@ -245,8 +264,7 @@ class Supervisor(Service):
                       "{window:.0f} s: stopping", index=worker.index, pid=worker.pid, how=how,
                       count=len(self._restarts) - 1, window=RESTART_WINDOW)
             self.failed = True
-            if self.reactor.running:
-                self.reactor.stop()
+            self._stop_reactor()
             return
         log.warn("worker {index} (pid {pid}) exited with {how}: starting it again",
                  index=worker.index, pid=worker.pid, how=how)
@@ -256,6 +274,15 @@ class Supervisor(Service):
                 self._spawn(worker.index)
 
         self.reactor.callLater(RESTART_DELAY, restart)
+
+    def _stop_reactor(self) -> None:
+        """Stop the reactor once (two workers may fail in the same moment)."""
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            pass
 
     def whenReady(self) -> defer.Deferred[None]:  # noqa: N802 - Twisted style
         """Fires once every worker listens (fails if one could not start)."""
@@ -300,6 +327,8 @@ class Supervisor(Service):
         """SIGTERM every worker, SIGKILL what is left after :data:`STOP_TIMEOUT`."""
         super().stopService()
         self.stopping = True
+        if self._start_timer is not None and self._start_timer.active():
+            self._start_timer.cancel()
         running = [w for w in self.workers if w is not None and not w.ended.called]
         for worker in running:
             worker.signal(signal.SIGTERM)
