@@ -14,8 +14,8 @@ SIGINT (a Ctrl-C reaches the whole process group: the supervisor decides) and wr
 
 The supervisor: SIGTERM/SIGINT stop every worker (SIGTERM, then SIGKILL after
 :data:`STOP_TIMEOUT`); SIGHUP reads the config source again, validates it, rewrites the file
-and passes SIGHUP to every worker (each reloads it); a worker that exits before it is ready
-stops them all with exit status 1; a worker that dies later is started again after
+and passes SIGHUP to every worker (each reloads it); a worker that exits before it is ready,
+or is not ready within :data:`START_TIMEOUT`, stops them all with exit status 1; a worker that dies later is started again after
 :data:`RESTART_DELAY` (only its own connections are lost). Workers share stdout/stderr and
 append to the same log files, so logs come out as one stream.
 
