@@ -110,16 +110,19 @@ def run_mutate(target: Target, seconds: float, seed: int, out: str) -> tuple[int
     return execs, findings
 
 
-def run_atheris(target: Target, seconds: float, out: str) -> tuple[int, int]:
-    """Coverage-guided: atheris with the seeds as its corpus (exits the process)."""
+def run_atheris(target: Target, seconds: float, out: str,
+                corpus: str | None = None) -> tuple[int, int]:
+    """Coverage-guided: atheris with the seeds (and ``corpus``, a directory an earlier run
+    grew, to go on from there) as its corpus (exits the process)."""
     import atheris
 
-    corpus = tempfile.mkdtemp(prefix=f"fuzz-{target.name}-")
-    for i, seed in enumerate(target.seeds()):
-        with open(os.path.join(corpus, f"seed{i}"), "wb") as f:
-            f.write(b"\x00\x00" + seed)
-        target.run(seed, 0)  # imports everything before instrumenting
-    atheris.instrument_all()
+    corpus = corpus or tempfile.mkdtemp(prefix=f"fuzz-{target.name}-")
+    os.makedirs(corpus, exist_ok=True)
+    with atheris.instrument_imports(include=["vtwist", "h11", "wsproto"]):
+        for i, seed in enumerate(target.seeds()):  # imports the codecs, instrumented
+            with open(os.path.join(corpus, f"seed{i}"), "wb") as f:
+                f.write(b"\x00\x00" + seed)
+            target.run(seed, 0)
 
     def one(raw: bytes) -> None:
         cut = int.from_bytes(raw[:2], "big")
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", choices=("mutate", "atheris"), default="mutate")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default="fuzz-findings")
+    p.add_argument("--corpus", default=None,
+                   help="atheris: the corpus directory to grow (default: a new one)")
     args = p.parse_args(argv)
     if args.target == "list":
         print("\n".join(TARGETS))
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         target = TARGETS[name]
         started = time.monotonic()
         if args.engine == "atheris":
-            run_atheris(target, args.minutes * 60, args.out)
+            run_atheris(target, args.minutes * 60, args.out, args.corpus)
             continue
         seed = args.seed if args.seed is not None else random.randrange(1 << 32)
         execs, findings = run_mutate(target, args.minutes * 60, seed, args.out)
