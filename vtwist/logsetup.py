@@ -77,7 +77,8 @@ class _AccessLineObserver:
         self._stamp = ""
 
     def __call__(self, event: dict[str, Any]) -> None:
-        second = int(event.get("log_time", 0))
+        when = event.get("log_time")
+        second = int(when if when is not None else time.time())
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(second))

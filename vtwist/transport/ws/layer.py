@@ -45,11 +45,13 @@ from vtwist.reactors import resolve_reactor
 from vtwist.transport.forwarded import forwarded_peer
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
 from vtwist.transport.ws.http import (
+    accept_response,
     bad_request,
     decode_early_data,
     encode_early_data,
     host_header,
     http_response,
+    plain_upgrade,
     valid_key,
 )
 from vtwist.transport.ws.settings import EARLY_DATA_PROTOCOL_HEADER, MAX_EARLY_DATA, WSSettings
@@ -195,16 +197,20 @@ class WSServerLayer(_WSLayer):
                                  http_response(405, [("Sec-Websocket-Version", "13")],
                                                b"Method Not Allowed\n"))
             return
-        handshake = H11Handshake(ConnectionType.SERVER)
-        try:
-            handshake.initiate_upgrade_connection(event.headers, event.target)
-            request = next(handshake.events())
-        except (ProtocolError, h11.ProtocolError, UnicodeError) as e:
-            # wsproto decodes header values as ASCII/IDNA and re-sends the request through
-            # h11 (an HTTP/1.0 request without Host): any of these is a bad upgrade
-            self.handshakeFailed(f"not a WebSocket upgrade: {e}", bad_request())
-            return
-        assert isinstance(request, Request)
+        handshake: H11Handshake | None = None
+        offered = plain_upgrade(event.target, event.headers)  # the common case, answered fast
+        if offered is None:
+            handshake = H11Handshake(ConnectionType.SERVER)
+            try:
+                handshake.initiate_upgrade_connection(event.headers, event.target)
+                request = next(handshake.events())
+            except (ProtocolError, h11.ProtocolError, UnicodeError) as e:
+                # wsproto decodes header values as ASCII/IDNA and re-sends the request through
+                # h11 (an HTTP/1.0 request without Host): any of these is a bad upgrade
+                self.handshakeFailed(f"not a WebSocket upgrade: {e}", bad_request())
+                return
+            assert isinstance(request, Request)
+            offered = request.subprotocols
         key = dict((k.lower(), v) for k, v in event.headers).get(b"sec-websocket-key", b"")
         if not valid_key(key):
             self.handshakeFailed(f"bad Sec-WebSocket-Key {key[:40]!r}", bad_request())
@@ -212,10 +218,14 @@ class WSServerLayer(_WSLayer):
         self.forwardedFor = _forwarded_for(event.headers)
         # Echo the first offered subprotocol: clients that offer one refuse an answer without
         # it (V2Ray 4.34 offers none; Xray and v2fly put early data there).
-        subprotocol = request.subprotocols[0] if request.subprotocols else None
+        subprotocol = offered[0] if offered else None
         early = early_in_path or self._earlyDataInHeaders(event.headers)
-        self.transport.write(handshake.send(AcceptConnection(subprotocol=subprotocol)))
-        self.conn = handshake.connection
+        if handshake is None:
+            self.transport.write(accept_response(key, subprotocol))
+            self.conn = Connection(ConnectionType.SERVER)
+        else:
+            self.transport.write(handshake.send(AcceptConnection(subprotocol=subprotocol)))
+            self.conn = handshake.connection
         leftover = self.http.trailing_data[0]
         self.http = None  # type: ignore[assignment]
         self.handshakeDone()
