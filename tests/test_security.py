@@ -123,3 +123,100 @@ class ExposureTests(SynchronousTestCase):
         self.assertTrue(warn_exposed("the metrics endpoint", "0.0.0.0"))
         self.assertEqual(len(logs), 1)
         self.assertIn("without authentication", logs[0])
+
+
+class OtherProbeTimingTests(SynchronousTestCase):
+    """Shadowsocks, and Trojan and VLESS without fallbacks: the same close time for every
+    refusal, whether the prober's user/key is unknown or its data is bad."""
+
+    def close_time(self, build, data: bytes, previous: bytes = b"") -> float:  # noqa: ANN001
+        clock = Clock()
+        clock.advance(NOW)
+        guard = ProbeGuard(min_delay=2, max_delay=8, rng=random.Random(7))
+        factory = build(RecordingTunnels(clock), guard)
+        if previous:
+            first = factory.buildProtocol(None)
+            first.makeConnection(HalfCloseTransport())
+            first.dataReceived(previous)
+            guard.rng = random.Random(7)
+        proto = factory.buildProtocol(None)
+        transport = HalfCloseTransport()
+        proto.makeConnection(transport)
+        start = clock.seconds()
+        if data:
+            proto.dataReceived(data)
+        while not transport.writeClosed:
+            clock.advance(0.125)
+            self.assertLess(clock.seconds() - start, 30)
+        self.assertEqual(transport.value(), b"")
+        return clock.seconds() - start
+
+    def assertSame(self, times: dict[str, float]) -> None:
+        self.assertEqual(len(set(times.values())), 1, times)
+        self.assertGreaterEqual(min(times.values()), POLICY.level(0).handshake + 2)
+
+    def test_shadowsocks(self) -> None:
+        from vtwist.proxy.shadowsocks.aead import Account as SSAccount
+        from vtwist.proxy.shadowsocks.aead import StreamEncoder
+        from vtwist.proxy.shadowsocks.codec import ClientStream
+        from vtwist.proxy.shadowsocks.server import ShadowsocksServerFactory
+        from vtwist.proxy.shadowsocks.settings import ShadowsocksInboundSettings
+        account = SSAccount.from_password("aes-128-gcm", "secret")
+
+        def build(tunnels, guard):  # noqa: ANN001, ANN202
+            settings = ShadowsocksInboundSettings(account, "", 0, ("tcp",))
+            return ShadowsocksServerFactory(tunnels, settings, POLICY, "ss", guard=guard)
+
+        good = b"".join(ClientStream(account, Destination.tcp("example.com", 443))
+                        .encode(b"hello"))
+        wrong_key = b"".join(ClientStream(SSAccount.from_password("aes-128-gcm", "other"),
+                                          Destination.tcp("example.com", 443)).encode(b"x"))
+        bad_address = b"".join(StreamEncoder(account).encode(b"\x09not an address"))
+        self.assertSame({
+            "nothing": self.close_time(build, b""),
+            "random bytes": self.close_time(build, os.urandom(200)),
+            "wrong password": self.close_time(build, wrong_key),
+            "right password, bad address": self.close_time(build, bad_address),
+            "salt only": self.close_time(build, good[:16]),
+            "replayed stream": self.close_time(build, good, previous=good),
+        })
+
+    def test_trojan(self) -> None:
+        from vtwist.proxy.trojan.codec import CMD_TCP, encode_request, password_key
+        from vtwist.proxy.trojan.server import TrojanServerFactory
+        from vtwist.proxy.trojan.settings import TrojanInboundSettings, TrojanUser
+
+        def build(tunnels, guard):  # noqa: ANN001, ANN202
+            return TrojanServerFactory(TrojanInboundSettings([TrojanUser("alpha")]), tunnels,
+                                       POLICY, tag="trojan", guard=guard)
+
+        key = password_key("alpha")
+        self.assertSame({
+            "nothing": self.close_time(build, b""),
+            "random bytes": self.close_time(build, os.urandom(200)),
+            "wrong password": self.close_time(build, encode_request(
+                password_key("beta"), CMD_TCP, Destination.tcp("example.com", 443))),
+            "right password, bad address": self.close_time(build, key + b"\r\n\x01\x09xx"),
+            "half a key": self.close_time(build, key[:30]),
+        })
+
+    def test_vless(self) -> None:
+        from vtwist.proxy.vless.codec import CMD_TCP, encode_request
+        from vtwist.proxy.vless.server import VLESSServerFactory
+        uuid = os.urandom(16)
+
+        def build(tunnels, guard):  # noqa: ANN001, ANN202
+            return VLESSServerFactory([VLESSAccount(uuid)], tunnels, POLICY, "vless",
+                                      guard=guard)
+
+        dest = Destination.tcp("example.com", 443)
+        good = encode_request(uuid, CMD_TCP, dest)
+        self.assertSame({
+            "nothing": self.close_time(build, b""),
+            "random bytes": self.close_time(build, os.urandom(200)),
+            "unknown user": self.close_time(build, encode_request(os.urandom(16), CMD_TCP,
+                                                                  dest)),
+            "known user, bad command": self.close_time(build, good[:18] + b"\x00\x09"
+                                                       + good[20:]),
+            "truncated": self.close_time(build, good[:10]),
+        })
