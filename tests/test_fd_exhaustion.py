@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,3 +147,35 @@ class DescriptorExhaustionTests(SynchronousTestCase):
                       self.log_text())
         self.assertTrue(echoes(first, b"end", 5))
         self.assertEqual(self.proc.poll(), None)
+
+
+class AdoptTests(TestCase):
+    """``adopt_backoff_port`` listens on an existing socket (what ``--workers`` binds with
+    SO_REUSEPORT) with the same exhaustion handling."""
+
+    async def test_adopt(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Factory, Protocol
+
+        from vtwist.transport.internals import AcceptBackoffPort, adopt_backoff_port
+
+        accepted: list[Protocol] = []
+
+        class Note(Protocol):
+            def connectionMade(self) -> None:
+                accepted.append(self)
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        sock.setblocking(False)
+        port = adopt_backoff_port(reactor, sock.fileno(), sock.family, Factory.forProtocol(Note))
+        sock.close()
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port, AcceptBackoffPort)
+        client = await connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Protocol())
+        client.transport.loseConnection()
+        from tests.netutil import wait_until
+        await wait_until(lambda: bool(accepted), "the adopted port to accept", timeout=10)
