@@ -20,8 +20,12 @@ from typing import Any
 
 from twisted.internet import reactor
 
-from tests.interop.test_transport_quic_ds import client_config, server_config
-from tests.interop.transport_support import SERVER_NAME, TransportTestCase
+from tests.interop.test_transport_quic_ds import SECURITY, UUID, server_config
+from tests.interop.transport_support import (
+    SERVER_NAME,
+    TransportTestCase,
+    vmess_socks_client_config,
+)
 from tests.interop.v2ray_runner import EchoServer, Subprocess
 from tests.interop.vmess_harness import socks_echo, socks_udp_echo
 from tests.netutil import free_port, wait_for_port_async
@@ -81,7 +85,7 @@ events {{ worker_connections 256; }}
 
     async def client(self, who: str, nginx_port: int, stream: dict[str, Any]) -> int:
         socks = free_port(udp_too=True)
-        config = client_config(socks, nginx_port, stream)
+        config = vmess_socks_client_config(socks, nginx_port, UUID, SECURITY, stream)
         if who == "vtwist":
             await start_service(config, self)
         else:

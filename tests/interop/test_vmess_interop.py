@@ -170,7 +170,9 @@ class V2RayClientToVTwistServer(_Pairing):
 
     @classmethod
     def startV2Ray(cls) -> None:
-        cls.vmess_port = free_port()
+        # One server port per combination: a connection V2Ray makes for one test can never
+        # reach the server of another (each test starts its own server on its port).
+        cls.vmess_ports: dict[tuple[str, int], int] = {}
         cls.socks_ports: dict[tuple[str, int], int] = {}
         inbounds, outbounds, rules = [], [], []
         for sec in SECURITIES:
@@ -178,8 +180,10 @@ class V2RayClientToVTwistServer(_Pairing):
                 name = _combo(sec, alter)
                 port = free_port()
                 cls.socks_ports[(sec, alter)] = port
+                cls.vmess_ports[(sec, alter)] = free_port()
                 inbounds.append(_socks_inbound(port, tag=f"in-{name}"))
-                outbounds.append(_vmess_outbound(cls.vmess_port, sec, alter, tag=f"out-{name}"))
+                outbounds.append(_vmess_outbound(cls.vmess_ports[(sec, alter)], sec, alter,
+                                                 tag=f"out-{name}"))
                 rules.append({"type": "field", "inboundTag": [f"in-{name}"],
                               "outboundTag": f"out-{name}"})
         cls.v2ray = V2Ray({"log": {"loglevel": "warning"}, "inbounds": inbounds,
@@ -188,7 +192,7 @@ class V2RayClientToVTwistServer(_Pairing):
 
     async def socksPort(self, sec: str, alter: int) -> int:
         service = await self.vtwist({"log": {"loglevel": "warning"},
-                                     "inbounds": [_server_inbound(self.vmess_port)],
+                                     "inbounds": [_server_inbound(self.vmess_ports[(sec, alter)])],
                                      "outbounds": [{"protocol": "freedom"}]})
         self.server_factory = service.inbound_services[0].factory
         return self.socks_ports[(sec, alter)]
