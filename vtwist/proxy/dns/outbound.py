@@ -65,25 +65,53 @@ def answer_query(query: dns.Message, ips: list[str], rcode: int) -> bytes:
     return bytes(reply.toStr())
 
 
-class UDPForwarder(DatagramProtocol):
-    """One UDP socket carrying every forwarded query of an outbound (per address family):
-    each gets an ID of its own on the way out, and its answer its own ID back."""
+class _ForwardedQueries:
+    """Queries in flight, each under an ID of its own; an answer gets its query's ID back."""
 
-    def __init__(self, reactor: Any, v6: bool) -> None:
-        self.pending: dict[int, tuple[defer.Deferred[bytes], bytes, tuple[str, int]]] = {}
-        self.port = reactor.listenUDP(0, self, interface="::" if v6 else "0.0.0.0",
-                                      maxPacketSize=65535)
+    pending: dict[int, tuple[defer.Deferred[bytes], bytes, tuple[str, int]]]
 
-    def query(self, data: bytes, address: tuple[str, int]) -> defer.Deferred[bytes]:
-        """Send ``data`` (a DNS message) to ``address``; the answer, with ``data``'s ID."""
+    def register(self, data: bytes, address: tuple[str, int]
+                 ) -> tuple[int, defer.Deferred[bytes]]:
+        """A fresh ID for ``data`` (a DNS message) asked of ``address``, and the Deferred its
+        answer fires; raises :class:`BadAnswer` when no ID is free."""
         for _ in range(8):
             new_id = random.getrandbits(16)
             if new_id not in self.pending:
                 break
         else:
-            return defer.fail(BadAnswer("too many forwarded queries in flight"))
+            raise BadAnswer("too many forwarded queries in flight")
         d: defer.Deferred[bytes] = defer.Deferred(lambda _: self.pending.pop(new_id, None))
         self.pending[new_id] = (d, data[:2], address)
+        return new_id, d
+
+    def answered(self, data: bytes, from_asked: Callable[[tuple[str, int]], bool]) -> None:
+        """An answer: fire its query (with the query's own ID) unless it is late, too short,
+        or ``from_asked`` says it did not come from where the query went."""
+        if len(data) < 12:
+            return
+        key = struct.unpack("!H", data[:2])[0]
+        entry = self.pending.get(key)
+        if entry is None or not from_asked(entry[2]):
+            return
+        del self.pending[key]
+        entry[0].callback(entry[1] + data[2:])
+
+
+class UDPForwarder(_ForwardedQueries, DatagramProtocol):
+    """One UDP socket carrying every forwarded query of an outbound (per address family):
+    each gets an ID of its own on the way out, and its answer its own ID back."""
+
+    def __init__(self, reactor: Any, v6: bool) -> None:
+        self.pending = {}
+        self.port = reactor.listenUDP(0, self, interface="::" if v6 else "0.0.0.0",
+                                      maxPacketSize=65535)
+
+    def query(self, data: bytes, address: tuple[str, int]) -> defer.Deferred[bytes]:
+        """Send ``data`` (a DNS message) to ``address``; the answer, with ``data``'s ID."""
+        try:
+            new_id, d = self.register(data, address)
+        except BadAnswer as e:
+            return defer.fail(e)
         try:
             self.port.write(struct.pack("!H", new_id) + data[2:], address)
         except OSError as e:
@@ -92,20 +120,15 @@ class UDPForwarder(DatagramProtocol):
         return d
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
-        if len(data) < 12:
-            return
-        entry = self.pending.get(struct.unpack("!H", data[:2])[0])
-        if entry is None or (normalize_host(addr[0]), addr[1]) != entry[2]:
-            return  # late, or not from the server asked (RFC 5452)
-        del self.pending[struct.unpack("!H", data[:2])[0]]
-        entry[0].callback(entry[1] + data[2:])
+        # only from the server asked (RFC 5452)
+        self.answered(data, lambda asked: (normalize_host(addr[0]), addr[1]) == asked)
 
     def close(self) -> None:
         """Stop listening (pending queries are left to their timeouts)."""
         self.port.stopListening()
 
 
-class ChainedUDPForwarder:
+class ChainedUDPForwarder(_ForwardedQueries):
     """:class:`UDPForwarder`'s job through the ``proxySettings`` outbound ``via``: one
     ``packetSession`` on it (opened on the first query, again after it ended) carries
     every forwarded query, each with an ID of its own."""
@@ -113,19 +136,15 @@ class ChainedUDPForwarder:
     def __init__(self, via: Any) -> None:
         self.via = via
         self.session: Any = None
-        self.pending: dict[int, tuple[defer.Deferred[bytes], bytes, tuple[str, int]]] = {}
+        self.pending = {}
 
     def query(self, data: bytes, address: tuple[str, int]) -> defer.Deferred[bytes]:
         """Send ``data`` to ``address`` (a host, which the proxy may resolve, and a port)
         through ``via``; the answer, with ``data``'s ID."""
-        for _ in range(8):
-            new_id = random.getrandbits(16)
-            if new_id not in self.pending:
-                break
-        else:
-            return defer.fail(BadAnswer("too many forwarded queries in flight"))
-        d: defer.Deferred[bytes] = defer.Deferred(lambda _: self.pending.pop(new_id, None))
-        self.pending[new_id] = (d, data[:2], address)
+        try:
+            new_id, d = self.register(data, address)
+        except BadAnswer as e:
+            return defer.fail(e)
         if self.session is None:
             self.session = self.via.packetSession(self._received, self._ended)
         self.session.send(struct.pack("!H", new_id) + data[2:],
@@ -133,14 +152,8 @@ class ChainedUDPForwarder:
         return d
 
     def _received(self, data: bytes, source: Destination) -> None:
-        if len(data) < 12:
-            return
-        key = struct.unpack("!H", data[:2])[0]
-        entry = self.pending.get(key)
-        if entry is None or source.port != entry[2][1]:
-            return  # late, or not from the port asked
-        del self.pending[key]
-        entry[0].callback(entry[1] + data[2:])
+        # only from the port asked (the proxy may have resolved the host)
+        self.answered(data, lambda asked: source.port == asked[1])
 
     def _ended(self) -> None:
         self.session = None  # the next query opens another; pending ones time out
