@@ -24,13 +24,14 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.address import Destination, normalize_host, parse_ip
+from vtwist.address import Destination
 from vtwist.interfaces import IOutbound, IPacketSession
+from vtwist.proxy.server_datagrams import ServerDatagrams
 from vtwist.proxy.shadowsocks.aead import Account, CipherError, StreamDecoder
 from vtwist.proxy.shadowsocks.codec import (
     ClientStream,
@@ -43,7 +44,6 @@ from vtwist.proxy.shadowsocks.settings import ShadowsocksOutboundSettings, Shado
 from vtwist.proxy.shadowsocks.transport import ShadowsocksTransport
 from vtwist.reactors import resolve_reactor
 from vtwist.tunnel.dialer import direct_dialer, packet_path
-from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.shadowsocks.outbound")
 
@@ -183,19 +183,11 @@ class ShadowsocksClientEndpoint:
         return d.addCallback(unwrap)
 
 
-class _Datagrams(DatagramProtocol):
-    def __init__(self, session: ShadowsocksPacketSession) -> None:
-        self.session = session
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.session._datagram(data, addr)
-
-
 @implementer(IPacketSession)
 class ShadowsocksPacketSession:
     """UDP through a Shadowsocks server: each datagram one packet to its UDP port, from a
     local socket or, when the outbound is chained (proxySettings), through the proxy
-    outbound's packet session."""
+    outbound's packet session (:class:`~vtwist.proxy.server_datagrams.ServerDatagrams`)."""
 
     def __init__(self, outbound: ShadowsocksOutbound, server: ShadowsocksServer,
                  onPacket: Callable[[bytes, Destination], None],
@@ -205,80 +197,22 @@ class ShadowsocksPacketSession:
         self.onPacket = onPacket
         self.onClose = onClose
         self.closed = False
-        self.port: Any = None
-        self.address: tuple[str, int] | None = None
-        self.queue: PacketQueue | None = PacketQueue()
+        #: packets from the server that did not open
         self.dropped = 0
-        #: the proxy outbound's IPacketSession (proxySettings), else None
-        self.upstream: Any = None
-        via = packet_path(outbound.dialer)
-        if via is not None:
-            self.queue = None
-            upstream = via.packetSession(self._upstreamPacket, self._upstreamClosed)
-            if self.closed:
-                upstream.close()
-            else:
-                self.upstream = upstream
-        elif parse_ip(server.address) is not None:
-            self._known(server.address)
-        else:
-            d = outbound.reactor.resolve(server.address)
-            d.addCallbacks(self._known, lambda f: self._end(
-                f"cannot resolve {server.address}: {f.getErrorMessage()}"))
-
-    def _known(self, ip: str) -> None:
-        if self.closed:
-            return
-        ip = normalize_host(ip)
-        try:
-            self.port = self.outbound.reactor.listenUDP(
-                0, _Datagrams(self), interface="::" if ":" in ip else "0.0.0.0",
-                maxPacketSize=65535)
-        except Exception as e:  # noqa: BLE001 - CannotListenError and OSError alike
-            self._end(f"cannot open a UDP socket: {e}")
-            return
-        self.address = (ip, self.server.port)
-        queue, self.queue = self.queue, None
-        for data, destination in queue.take() if queue is not None else ():
-            self._write(data, destination)
+        self.datagrams = ServerDatagrams(outbound.reactor, packet_path(outbound.dialer),
+                                         self._packet, self._end, "shadowsocks")
+        self.datagrams.open(server.address, server.port)
 
     def send(self, data: bytes, destination: Destination) -> None:
         """Send one datagram to ``destination`` through the server."""
         if self.closed:
             return
-        if self.upstream is not None:
-            try:
-                packet = encode_packet(self.server.account, destination, data)
-            except ValueError as e:
-                log.info("shadowsocks UDP to {dest}: {e}", dest=destination, e=e)
-                return
-            self.upstream.send(packet, Destination.udp(self.server.address, self.server.port))
-        elif self.address is None:
-            self.queue.push((data, destination))  # type: ignore[union-attr]
-        else:
-            self._write(data, destination)
-
-    def _write(self, data: bytes, destination: Destination) -> None:
         try:
-            self.port.write(encode_packet(self.server.account, destination, data),
-                            self.address)
-        except (OSError, ValueError) as e:
+            packet = encode_packet(self.server.account, destination, data)
+        except ValueError as e:
             log.info("shadowsocks UDP to {dest}: {e}", dest=destination, e=e)
-
-    def _datagram(self, data: bytes, addr: Any) -> None:
-        if self.closed or (normalize_host(addr[0]), addr[1]) != self.address:
             return
-        self._packet(data)
-
-    def _upstreamPacket(self, data: bytes, source: Destination) -> None:
-        """A packet from the server through the proxy outbound (any source: V2Ray 4.34
-        reads whatever its proxy connection delivers)."""
-        if not self.closed:
-            self._packet(data)
-
-    def _upstreamClosed(self) -> None:
-        self.upstream = None
-        self._end("the proxy outbound's UDP session ended")
+        self.datagrams.send(packet)
 
     def _packet(self, data: bytes) -> None:
         """One packet from the server: opened and handed on, or dropped when bad."""
@@ -296,23 +230,13 @@ class ShadowsocksPacketSession:
             return
         log.info("shadowsocks UDP via {server}:{port}: {why}", server=self.server.address,
                  port=self.server.port, why=why)
-        self._free()
+        self.close()
         self.onClose()
-
-    def _free(self) -> None:
-        self.closed = True
-        self.queue = None
-        if self.port is not None:
-            port, self.port = self.port, None
-            port.stopListening()
-        if self.upstream is not None:
-            upstream, self.upstream = self.upstream, None
-            upstream.close()
 
     def close(self) -> None:
         """Close the session's UDP socket (or its proxy outbound's session)."""
-        if not self.closed:
-            self._free()
+        self.closed = True
+        self.datagrams.close()
 
 
 @implementer(IOutbound)

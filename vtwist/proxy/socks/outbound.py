@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -19,6 +19,7 @@ from zope.interface import implementer
 from vtwist.address import Destination, normalize_host, parse_ip
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.policy import DEFAULT_POLICY, Policy
+from vtwist.proxy.server_datagrams import ServerDatagrams
 from vtwist.proxy.socks.client import SocksClientEndpoint
 from vtwist.proxy.socks.codec import (
     CMD_CONNECT,
@@ -29,7 +30,6 @@ from vtwist.proxy.socks.codec import (
 )
 from vtwist.proxy.upstream import ServerPicker, UpstreamServer, UpstreamSettings
 from vtwist.tunnel.dialer import direct_dialer, packet_path
-from vtwist.tunnel.packets import PacketQueue
 
 log = Logger(namespace="vtwist.socks.outbound")
 
@@ -64,21 +64,14 @@ class _Control(Protocol):
         self.session._controlLost(reason)
 
 
-class _Relay(DatagramProtocol):
-    def __init__(self, session: SocksPacketSession) -> None:
-        self.session = session
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.session._datagram(data, addr)
-
-
 @implementer(IPacketSession)
 class SocksPacketSession:
     """UDP through a SOCKS5 server: one ``UDP ASSOCIATE`` for the whole session.
 
-    Datagrams wait in a :class:`PacketQueue` while the association opens; then each goes to
-    the relay address the server returned (the server's own address when it answers
-    ``0.0.0.0``, as V2Ray does) framed per RFC 1928. Replies from the relay reach
+    Datagrams wait while the association opens; then each goes to the relay address the
+    server returned (the server's own address when it answers ``0.0.0.0``, as V2Ray does)
+    framed per RFC 1928, from a local socket or through the proxy outbound
+    (:class:`~vtwist.proxy.server_datagrams.ServerDatagrams`). Replies from the relay reach
     ``onPacket`` with their source; the session ends when the control connection closes.
     """
 
@@ -88,12 +81,10 @@ class SocksPacketSession:
         self.onPacket = onPacket
         self.onClose = onClose
         self.closed = False
-        self.queue: PacketQueue | None = PacketQueue()
         self.control: _Control | None = None
-        self.port: Any = None
-        self.relay: tuple[str, int] | None = None
-        #: the proxy outbound's IPacketSession to the relay (proxySettings), else None
-        self.upstream: Any = None
+        self.via = packet_path(outbound.dialer)
+        self.datagrams = ServerDatagrams(outbound.reactor, self.via, self._relayed, self._end,
+                                         "socks")
         self.server, endpoint = outbound.associateEndpoint()
         self._connecting: defer.Deferred[Any] | None = endpoint.connect(
             Factory.forProtocol(lambda: _Control(self)))
@@ -108,19 +99,9 @@ class SocksPacketSession:
             return
         reply = control.transport.reply
         host = reply.host
-        via = packet_path(self.outbound.dialer)
-        if via is not None:
-            self._relayThrough(via, self.server.address if host in _ANY else host, reply.port)
-            return
         if host in _ANY:
-            host = self._serverIP(control)
-        if parse_ip(host) is None:
-            d = self.outbound.reactor.resolve(host)
-            d.addCallbacks(lambda ip: self._relayKnown(ip, reply.port),
-                           lambda f: self._end(f"cannot resolve relay {host}: "
-                                               f"{f.getErrorMessage()}"))
-            return
-        self._relayKnown(host, reply.port)
+            host = self.server.address if self.via is not None else self._serverIP(control)
+        self.datagrams.open(host, reply.port)
 
     def _serverIP(self, control: _Control) -> str:
         """The server's address: the control connection's peer, else the configured one."""
@@ -128,42 +109,6 @@ class SocksPacketSession:
         if isinstance(peer, str) and parse_ip(peer) is not None:
             return normalize_host(peer)
         return self.server.address
-
-    def _relayThrough(self, via: Any, host: str, port: int) -> None:
-        """Datagrams to the relay ``host:port`` through the proxy outbound ``via``."""
-        upstream = via.packetSession(self._upstreamPacket, self._upstreamClosed)
-        if self.closed:
-            upstream.close()
-            return
-        self.upstream = upstream
-        self.relay = (normalize_host(host), port)
-        queue, self.queue = self.queue, None
-        for data, destination in queue.take() if queue is not None else ():
-            self._write(data, destination)
-
-    def _upstreamPacket(self, data: bytes, source: Destination) -> None:
-        if not self.closed:
-            self._relayed(data)
-
-    def _upstreamClosed(self) -> None:
-        self.upstream = None
-        self._end("the proxy outbound's UDP session ended")
-
-    def _relayKnown(self, ip: str, port: int) -> None:
-        if self.closed:
-            return
-        ip = normalize_host(ip)
-        interface = "::" if ":" in ip else "0.0.0.0"
-        try:
-            self.port = self.outbound.reactor.listenUDP(0, _Relay(self), interface=interface,
-                                                        maxPacketSize=65535)
-        except Exception as e:  # noqa: BLE001 - CannotListenError and OSError alike
-            self._end(f"cannot open a UDP socket: {e}")
-            return
-        self.relay = (ip, port)
-        queue, self.queue = self.queue, None
-        for data, destination in queue.take() if queue is not None else ():
-            self._write(data, destination)
 
     def _connectFailed(self, failure: Failure) -> None:
         self._connecting = None
@@ -181,7 +126,7 @@ class SocksPacketSession:
             return
         log.info("socks UDP via {server}:{port}: {why}", server=self.server.address,
                  port=self.server.port, why=why)
-        self._free()
+        self.close()
         self.onClose()
 
     # -- datagrams -----------------------------------------------------------------------
@@ -189,31 +134,12 @@ class SocksPacketSession:
         """Send one datagram (queued until the relay is known)."""
         if self.closed:
             return
-        if self.relay is None:
-            self.queue.push((data, destination))  # type: ignore[union-attr]
-        else:
-            self._write(data, destination)
-
-    def _write(self, data: bytes, destination: Destination) -> None:
         try:
             packet = build_datagram(destination.host, destination.port, data)
         except ValueError as e:
             log.info("socks UDP to {dest}: cannot frame: {e}", dest=destination, e=e)
             return
-        if self.upstream is not None:
-            self.upstream.send(packet, Destination.udp(*self.relay))  # type: ignore[misc]
-            return
-        try:
-            self.port.write(packet, self.relay)
-        except OSError as e:
-            log.info("socks UDP to {dest}: {e}", dest=destination, e=e)
-
-    def _datagram(self, data: bytes, addr: Any) -> None:
-        if self.closed or self.relay is None:
-            return
-        if (normalize_host(addr[0]), addr[1]) != self.relay:
-            return  # only the relay answers (V2Ray's UDP socket is connected to it)
-        self._relayed(data)
+        self.datagrams.send(packet)
 
     def _relayed(self, data: bytes) -> None:
         """One datagram from the relay: unframed and handed on (fragments dropped)."""
@@ -227,26 +153,18 @@ class SocksPacketSession:
         self.onPacket(datagram.payload, Destination.udp(datagram.host, datagram.port))
 
     # -- the end -------------------------------------------------------------------------
-    def _free(self) -> None:
+    def close(self) -> None:
+        """End the association: close the control connection and the UDP path."""
+        if self.closed:
+            return
         self.closed = True
-        self.queue = None
+        self.datagrams.close()
         if self._connecting is not None:
             connecting, self._connecting = self._connecting, None
             connecting.cancel()
         if self.control is not None:
             control, self.control = self.control, None
             control.transport.loseConnection()
-        if self.port is not None:
-            port, self.port = self.port, None
-            port.stopListening()
-        if self.upstream is not None:
-            upstream, self.upstream = self.upstream, None
-            upstream.close()
-
-    def close(self) -> None:
-        """End the association: close the control connection and the UDP socket."""
-        if not self.closed:
-            self._free()
 
 
 @implementer(IOutbound)
