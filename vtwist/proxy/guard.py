@@ -10,13 +10,17 @@ such connections are held at once is capped.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from vtwist.address import format_address
+from vtwist.interfaces import IInboundReply
 from vtwist.tunnel.handshakes import handshakes_of
 
 
@@ -72,6 +76,23 @@ class ProbeHold:
                 self._timer.cancel()
             self._timer = None
             self.guard.held -= 1
+
+
+@implementer(IInboundReply)
+class SilentReply:
+    """The tunnel's reply for a server with no answer of its own to send (VMess, VLESS,
+    Trojan, Shadowsocks: a response header, if any, rides the first downlink bytes); a
+    failed connect calls ``close`` (the protocol's way of closing its client)."""
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self.close = close
+
+    def succeeded(self, bound: Any) -> None:
+        """Nothing to send."""
+
+    def failed(self, kind: Any, reason: Failure) -> None:
+        """Close the client's connection."""
+        self.close()
 
 
 class GuardedServerProtocol(Protocol):

@@ -23,9 +23,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.address import Destination, normalize_host
-from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
-from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard, SilentReply
 from vtwist.proxy.shadowsocks.aead import CipherError, StreamDecoder, StreamEncoder
 from vtwist.proxy.shadowsocks.codec import (
     Accepted,
@@ -63,21 +62,6 @@ class Phase(Enum):
     PROBE = "probe"
     STREAM = "stream"
     DONE = "done"
-
-
-@implementer(IInboundReply)
-class _Reply:
-    """Shadowsocks answers nothing of its own; a failed connect closes the client."""
-
-    def __init__(self, protocol: ShadowsocksServerProtocol) -> None:
-        self.protocol = protocol
-
-    def succeeded(self, bound: Any) -> None:
-        """Nothing to send."""
-
-    def failed(self, kind: Any, reason: Failure) -> None:
-        """Close the client's connection."""
-        self.protocol._close()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -141,7 +125,7 @@ class ShadowsocksServerProtocol(GuardedServerProtocol):
         self.inner = ShadowsocksTransport(self.transport,
                                           StreamEncoder(f.settings.account).encode)
         self.tunnel = f.tunnels.openStream(
-            self.inner, destination, _Reply(self), early=request.early, inbound_tag=f.tag,
+            self.inner, destination, SilentReply(self._close), early=request.early, inbound_tag=f.tag,
             source=self._peer(), email=f.settings.email or None, policy=f.userPolicy,
             sniff=f.sniffing)
         if self.decoder.eof and self.tunnel is not None:

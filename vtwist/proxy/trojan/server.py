@@ -22,12 +22,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.fallback.choose import choose_fallback
 from vtwist.proxy.fallback.handoff import FallbackLink, hand_off, negotiated_alpn
 from vtwist.proxy.fallback.settings import Fallback
-from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard, SilentReply
 from vtwist.proxy.trojan.codec import CMD_UDP, Accepted, Malformed, NotTrojan, RequestReader
 from vtwist.proxy.trojan.server_udp import TrojanPacketSide
 from vtwist.sansio import NEED_DATA, Clock
@@ -51,21 +50,6 @@ class Phase(Enum):
     STREAM = "stream"
     PACKETS = "packets"
     DONE = "done"
-
-
-@implementer(IInboundReply)
-class _Reply:
-    """Trojan answers nothing of its own; a failed connect closes the client."""
-
-    def __init__(self, protocol: TrojanServerProtocol) -> None:
-        self.protocol = protocol
-
-    def succeeded(self, bound: Any) -> None:
-        """Nothing to send."""
-
-    def failed(self, kind: Any, reason: Failure) -> None:
-        """Close the client's connection."""
-        self.protocol.transport.loseConnection()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -138,7 +122,7 @@ class TrojanServerProtocol(GuardedServerProtocol):
             f.accepted["tcp"] += 1
             self.phase = Phase.STREAM
             self.side = f.tunnels.openStream(
-                self.transport, r.destination, _Reply(self), inbound_tag=f.tag,
+                self.transport, r.destination, SilentReply(self.transport.loseConnection), inbound_tag=f.tag,
                 source=self._peer(), email=email, policy=policy, sniff=f.sniffing)
         if r.leftover and self.side is not None:
             self.side.received(r.leftover)

@@ -22,12 +22,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
 from vtwist.proxy.fallback.choose import FIRST_READ, MIN_REQUEST, choose_in, fallback_table
 from vtwist.proxy.fallback.handoff import FallbackLink, hand_off, negotiated_alpn
 from vtwist.proxy.fallback.settings import Fallback
-from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard, SilentReply
 from vtwist.proxy.vless.codec import (
     CMD_MUX,
     CMD_TCP,
@@ -60,21 +59,6 @@ class Phase(Enum):
     STREAM = "stream"
     PACKETS = "packets"
     DONE = "done"
-
-
-@implementer(IInboundReply)
-class _NoReply:
-    """VLESS answers nothing of its own: the response header rides the first downlink bytes."""
-
-    def __init__(self, protocol: VLESSServerProtocol) -> None:
-        self.protocol = protocol
-
-    def succeeded(self, bound: Any) -> None:
-        """Nothing to send yet."""
-
-    def failed(self, kind: Any, reason: Failure) -> None:
-        """Close."""
-        self.protocol._close()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -172,7 +156,7 @@ class VLESSServerProtocol(GuardedServerProtocol):
             self.inner = VLESSTransport(self.transport, RESPONSE)
             self.phase = Phase.STREAM
             self.side = f.tunnels.openStream(
-                self.inner, r.destination, _NoReply(self), inbound_tag=f.tag,
+                self.inner, r.destination, SilentReply(self._close), inbound_tag=f.tag,
                 early=[r.leftover] if r.leftover else None, source=self._peer(),
                 email=email, policy=policy, sniff=f.sniffing)
             return

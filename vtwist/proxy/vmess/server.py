@@ -23,9 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_POLICY, Policy
-from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard
+from vtwist.proxy.guard import GuardedServerProtocol, ProbeGuard, SilentReply
 from vtwist.proxy.vmess.body import SEC_LEGACY, SEC_NONE, BodyError
 from vtwist.proxy.vmess.handshake import Rejected, RequestParsed, ServerHandshake
 from vtwist.proxy.vmess.header import (
@@ -96,21 +95,6 @@ class Phase(Enum):
     STREAM = "stream"
     PACKETS = "packets"
     DONE = "done"
-
-
-@implementer(IInboundReply)
-class _NoReply:
-    """VMess answers nothing of its own: the response header rides the first downlink bytes."""
-
-    def __init__(self, protocol: VMessServerProtocol) -> None:
-        self.protocol = protocol
-
-    def succeeded(self, bound: Any) -> None:
-        """Nothing to send yet."""
-
-    def failed(self, kind: Any, reason: Failure) -> None:
-        """Close (with the end-of-stream chunk, as V2Ray)."""
-        self.protocol._close()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -188,7 +172,7 @@ class VMessServerProtocol(GuardedServerProtocol):
         if r.command == CMD_TCP:
             self.phase = Phase.STREAM
             self.side = f.tunnels.openStream(
-                self.inner, r.destination, _NoReply(self), inbound_tag=f.tag,
+                self.inner, r.destination, SilentReply(self._close), inbound_tag=f.tag,
                 source=self._peer(), email=email, policy=policy, sniff=f.sniffing)
         elif r.command == CMD_MUX:
             from vtwist.proxy.mux.server import MuxServer
