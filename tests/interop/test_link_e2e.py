@@ -26,7 +26,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.v2ray_runner import Subprocess, V2Ray
+from tests.interop.v2ray_runner import Subprocess, V2Ray, read_child_log
 from tests.netutil import free_port, wait_for_port, wait_for_udp_bound
 from tests.test_links import DESIGN_LINK, UID
 from vtwist import cli
@@ -159,9 +159,7 @@ class LinkCase(SynchronousTestCase):
             if hasattr(p, "output"):
                 logs.append(p.output())
             else:
-                p.log.flush()
-                p.log.seek(0)
-                logs.append(p.log.read().decode(errors="replace"))
+                logs.append(read_child_log(p.log))
         self.fail(f"curl through the link failed: {last}\n" + "\n---\n".join(logs))
 
     def round_trip(self, server_args: list[str], real_server: bool = False,

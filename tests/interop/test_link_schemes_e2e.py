@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from tests.interop.test_link_e2e import BLOB, LinkCase
+from tests.interop.v2ray_runner import read_child_log
 from tests.netutil import free_port, wait_for_port
 from vtwist.genconfig import self_signed_certificate
 from vtwist.share.schemes import parse_link
@@ -152,8 +153,7 @@ class LinkSchemesEndToEndTests(LinkCase):
                                        f"pick-{name}", "--socks", f"127.0.0.1:{socks}")
             wait_for_port(socks, timeout=10, alive=client.check_alive)
             self.curl(socks, [*servers, client])
-            client.log.seek(0)  # type: ignore[attr-defined]
-            log = client.log.read().decode(errors="replace")  # type: ignore[attr-defined]
+            log = read_child_log(client.log)  # type: ignore[attr-defined]
             self.assertIn("subscription line 1: skipped (unknown scheme hysteria2://", log)
             self.assertIn("subscription line 2: skipped (unsupported network)", log)
             client.stop()

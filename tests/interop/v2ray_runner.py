@@ -41,6 +41,14 @@ def _stop_all() -> None:
         child.stop()
 
 
+def read_child_log(log: Any) -> str:
+    """Everything in ``log`` (a file a child process writes to) so far, read with ``pread``:
+    the child shares the file's offset, so a seek here would make its next line overwrite
+    the start of the file."""
+    fd = log.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+
 class Subprocess:
     """A child process killed on :meth:`stop`, at exit, or when this process dies."""
 
@@ -93,9 +101,7 @@ class V2Ray(Subprocess):
 
     def output(self) -> str:
         """What v2ray printed so far."""
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        return read_child_log(self.log)
 
     def check_alive(self) -> None:
         """Raise, with its output, if v2ray has exited."""
