@@ -46,8 +46,12 @@ U0 = str(uuid.uuid4())  # alterId 0: AEAD header
 U4 = str(uuid.uuid4())  # alterId 4: legacy header
 
 
-def _user(alter: int) -> str:
-    return U0 if alter == 0 else U4
+def _user(alter: int, sec: str = "") -> str:
+    """The user of one (security, alterId) combination: V2Ray's outbounds then never share a
+    user id (with shared ids, a CI run saw one test's header security on another's server)."""
+    if not sec:
+        return U0 if alter == 0 else U4
+    return str(uuid.uuid5(uuid.UUID(U0 if alter == 0 else U4), sec))
 
 
 def _combo(sec: str, alter: int) -> str:
@@ -56,7 +60,8 @@ def _combo(sec: str, alter: int) -> str:
 
 def _vmess_inbound(port: int, **settings: Any) -> dict[str, Any]:
     return {"tag": "main", "port": port, "listen": "127.0.0.1", "protocol": "vmess",
-            "settings": {"clients": [{"id": U0, "alterId": 0}, {"id": U4, "alterId": 4}],
+            "settings": {"clients": [{"id": _user(alter, sec), "alterId": alter}
+                                     for sec in ("", *SECURITIES) for alter in ALTER_IDS],
                          **settings}}
 
 
@@ -64,7 +69,7 @@ def _vmess_outbound(port: int, sec: str, alter: int, tag: str = "",
                     **settings: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"protocol": "vmess", "settings": {"vnext": [{
         "address": "127.0.0.1", "port": port,
-        "users": [{"id": _user(alter), "alterId": alter, "security": sec}]}], **settings}}
+        "users": [{"id": _user(alter, sec), "alterId": alter, "security": sec}]}], **settings}}
     if tag:
         out["tag"] = tag
     return out
