@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vtwist.share import fields
-from vtwist.share.errors import UnsupportedTransportError, Warn
+from vtwist.share.errors import LinkError, UnsupportedTransportError, Warn, relabel
 from vtwist.share.fields import join_list, split_list
 from vtwist.transport import registry
 from vtwist.transport.linkfields import LinkFields
@@ -189,3 +189,49 @@ class Stream:
         if self.allow_insecure:
             data["allowInsecure"] = True
         return data
+
+
+class StreamLink:
+    """What the query-string links with a transport share (``vless://``, ``trojan://``): the
+    name, the canonical form, the notes and V2Ray's outbound. A subclass is a frozen dataclass
+    with ``address``, ``port``, ``remark`` and ``stream`` fields, and says its ``protocol``,
+    its error label ``what`` and :meth:`server_settings`."""
+
+    protocol: str
+    what: str
+    address: str
+    port: int
+    remark: str
+    stream: Stream
+
+    @property
+    def name(self) -> str:
+        """``remark``, or ``address:port`` when the link has none."""
+        return self.remark or f"{self.address}:{self.port}"
+
+    def canonical(self) -> Any:
+        """The link with transport fields that mean nothing cleared (raises
+        UnsupportedTransportError for a network a link cannot name)."""
+        try:
+            return replace(self, stream=self.stream.canonical("type"))  # type: ignore[type-var]
+        except LinkError as e:
+            raise relabel(e, self.what) from None
+
+    def ignored(self) -> list[str]:
+        """Notes on fields the outbound cannot use."""
+        return self.stream.ignored("type")
+
+    def server_settings(self) -> dict[str, Any]:
+        """The outbound's ``settings`` for this (canonical) link."""
+        raise NotImplementedError
+
+    def to_outbound(self, tag: str | None = None) -> dict[str, Any]:
+        """V2Ray 4.34's outbound (``tag`` defaults to the name; omitted if empty)."""
+        link = self.canonical()
+        outbound: dict[str, Any] = {"protocol": self.protocol}
+        tag = link.remark if tag is None else tag
+        if tag:
+            outbound["tag"] = tag
+        outbound["settings"] = link.server_settings()
+        outbound["streamSettings"] = link.stream.to_settings("type")
+        return outbound

@@ -9,13 +9,13 @@ outbound (``servers[0]``) and its transport through :class:`vtwist.share.stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 from vtwist.share import fields
 from vtwist.share.errors import LinkError, UnsupportedLinkError, Warn, relabel
-from vtwist.share.stream import Stream
+from vtwist.share.stream import Stream, StreamLink
 from vtwist.share.url import join_url, link_body, quote_component, server, split_url
 
 SCHEME = "trojan"
@@ -24,8 +24,11 @@ SHAPE = "password@host:port?sni=...#name"
 
 
 @dataclass(frozen=True)
-class TrojanLink:
+class TrojanLink(StreamLink):
     """One ``trojan://`` link: the server, the password, the name and the transport."""
+
+    protocol = "trojan"
+    what = WHAT
 
     address: str
     port: int
@@ -33,36 +36,10 @@ class TrojanLink:
     remark: str = ""
     stream: Stream = field(default_factory=lambda: Stream(tls="tls"))
 
-    @property
-    def name(self) -> str:
-        """``remark``, or ``address:port`` when the link has none."""
-        return self.remark or f"{self.address}:{self.port}"
-
-    def canonical(self) -> TrojanLink:
-        """The link with transport fields that mean nothing cleared (raises
-        UnsupportedTransportError for h2/quic/grpc)."""
-        try:
-            return replace(self, stream=self.stream.canonical("type"))
-        except LinkError as e:
-            raise relabel(e, WHAT) from None
-
-    def ignored(self) -> list[str]:
-        """Notes on fields the outbound cannot use."""
-        return self.stream.ignored("type")
-
-    def to_outbound(self, tag: str | None = None) -> dict[str, Any]:
-        """V2Ray 4.34's ``trojan`` outbound (``tag`` defaults to the name; omitted if empty)."""
-        link = self.canonical()
-        outbound: dict[str, Any] = {"protocol": "trojan"}
-        tag = link.remark if tag is None else tag
-        if tag:
-            outbound["tag"] = tag
-        outbound["settings"] = {"servers": [{
-            "address": link.address, "port": link.port, "password": link.password,
-            "level": 0,
-        }]}
-        outbound["streamSettings"] = link.stream.to_settings("type")
-        return outbound
+    def server_settings(self) -> dict[str, Any]:
+        """``servers[0]`` with the password."""
+        return {"servers": [{"address": self.address, "port": self.port,
+                             "password": self.password, "level": 0}]}
 
     def to_url(self) -> str:
         """``trojan://password@host:port?type=...&security=tls&sni=...#name``."""

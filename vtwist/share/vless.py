@@ -9,13 +9,13 @@ A link maps to V2Ray 4.34's ``vless`` outbound (``vnext[0].users[0]`` with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 from vtwist.share import fields
 from vtwist.share.errors import LinkError, UnsupportedLinkError, Warn, relabel
-from vtwist.share.stream import Stream
+from vtwist.share.stream import Stream, StreamLink
 from vtwist.share.url import join_url, link_body, server, split_url
 
 SCHEME = "vless"
@@ -24,8 +24,11 @@ SHAPE = "uuid@host:port?type=...#name"
 
 
 @dataclass(frozen=True)
-class VlessLink:
+class VlessLink(StreamLink):
     """One ``vless://`` link: the server, the user id, the name and the transport."""
+
+    protocol = "vless"
+    what = WHAT
 
     address: str
     port: int
@@ -33,36 +36,10 @@ class VlessLink:
     remark: str = ""
     stream: Stream = field(default_factory=Stream)
 
-    @property
-    def name(self) -> str:
-        """``remark``, or ``address:port`` when the link has none."""
-        return self.remark or f"{self.address}:{self.port}"
-
-    def canonical(self) -> VlessLink:
-        """The link with transport fields that mean nothing cleared (raises
-        UnsupportedTransportError for h2/quic/grpc)."""
-        try:
-            return replace(self, stream=self.stream.canonical("type"))
-        except LinkError as e:
-            raise relabel(e, WHAT) from None
-
-    def ignored(self) -> list[str]:
-        """Notes on fields the outbound cannot use."""
-        return self.stream.ignored("type")
-
-    def to_outbound(self, tag: str | None = None) -> dict[str, Any]:
-        """V2Ray 4.34's ``vless`` outbound (``tag`` defaults to the name; omitted if empty)."""
-        link = self.canonical()
-        outbound: dict[str, Any] = {"protocol": "vless"}
-        tag = link.remark if tag is None else tag
-        if tag:
-            outbound["tag"] = tag
-        outbound["settings"] = {"vnext": [{
-            "address": link.address, "port": link.port,
-            "users": [{"id": link.id, "encryption": "none", "level": 0}],
-        }]}
-        outbound["streamSettings"] = link.stream.to_settings("type")
-        return outbound
+    def server_settings(self) -> dict[str, Any]:
+        """``vnext[0].users[0]`` with the id and ``encryption: "none"``."""
+        return {"vnext": [{"address": self.address, "port": self.port,
+                           "users": [{"id": self.id, "encryption": "none", "level": 0}]}]}
 
     def to_url(self) -> str:
         """``vless://uuid@host:port?type=...&encryption=none&security=...#name``."""
