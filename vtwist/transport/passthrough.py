@@ -41,3 +41,29 @@ class PassThroughMixin:
     def resumeProducing(self) -> None:
         """Read from the lower transport again."""
         self.lowerTransport.resumeProducing()
+
+
+class WrappingTransportMixin(PassThroughMixin):
+    """A protocol's plain side over the ``lower`` transport that carries its wire bytes
+    (VMess, VLESS, Shadowsocks): aborting and stopping go straight to ``lower``."""
+
+    lower: Any
+    disconnecting: bool
+
+    @property
+    def lowerTransport(self) -> Any:
+        """The transport carrying the wire bytes."""
+        return self.lower
+
+    def abortConnection(self) -> None:
+        """Close the lower connection at once."""
+        self.disconnecting = True
+        abort = getattr(self.lower, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.lower.loseConnection()
+
+    def stopProducing(self) -> None:
+        """Stop for good: close."""
+        self.lower.stopProducing()

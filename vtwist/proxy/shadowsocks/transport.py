@@ -21,13 +21,13 @@ from zope.interface import implementer
 
 from vtwist.proxy.shadowsocks.aead import MAX_PAYLOAD
 from vtwist.transport.internals import read_whole_units
-from vtwist.transport.passthrough import PassThroughMixin
+from vtwist.transport.passthrough import WrappingTransportMixin
 
 Encode = Callable[[Any], list[bytes]]
 
 
 @implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableDescriptor)
-class ShadowsocksTransport(PassThroughMixin):
+class ShadowsocksTransport(WrappingTransportMixin):
     """Plain side of one Shadowsocks connection; ``lower`` carries the wire bytes.
 
     ``encode(data) -> list[bytes]`` is the direction's encoder (a StreamEncoder's or a
@@ -39,11 +39,6 @@ class ShadowsocksTransport(PassThroughMixin):
         self.encode = encode
         self.disconnecting = False
         self.writeClosed = False
-
-    @property
-    def lowerTransport(self) -> Any:
-        """The transport carrying the wire bytes."""
-        return self.lower
 
     def write(self, data: bytes) -> None:
         """Seal and send."""
@@ -84,16 +79,3 @@ class ShadowsocksTransport(PassThroughMixin):
             return
         self.disconnecting = True
         self.lower.loseConnection()
-
-    def abortConnection(self) -> None:
-        """Close the lower connection at once."""
-        self.disconnecting = True
-        abort = getattr(self.lower, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            self.lower.loseConnection()
-
-    def stopProducing(self) -> None:
-        """Stop for good: close."""
-        self.lower.stopProducing()

@@ -19,11 +19,11 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from vtwist.proxy.vless.codec import encode_packet
-from vtwist.transport.passthrough import PassThroughMixin
+from vtwist.transport.passthrough import WrappingTransportMixin
 
 
 @implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableDescriptor)
-class VLESSTransport(PassThroughMixin):
+class VLESSTransport(WrappingTransportMixin):
     """Writes go to ``lower`` after ``header`` (sent once); ``packet``: one framed datagram
     per write."""
 
@@ -33,11 +33,6 @@ class VLESSTransport(PassThroughMixin):
         self.packet = packet
         self.disconnecting = False
         self.writeClosed = False
-
-    @property
-    def lowerTransport(self) -> Any:
-        """The transport carrying the wire bytes."""
-        return self.lower
 
     @property
     def lower_gone(self) -> bool:
@@ -99,16 +94,3 @@ class VLESSTransport(PassThroughMixin):
         # WebSocket close): whatever arrives now is dropped anyway.
         self.lower.resumeProducing()
         self.lower.loseConnection()
-
-    def abortConnection(self) -> None:
-        """Close the lower connection at once."""
-        self.disconnecting = True
-        abort = getattr(self.lower, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            self.lower.loseConnection()
-
-    def stopProducing(self) -> None:
-        """Stop for good: close."""
-        self.lower.stopProducing()

@@ -21,11 +21,11 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from vtwist.proxy.vmess.body import BodyEncoder
-from vtwist.transport.passthrough import PassThroughMixin
+from vtwist.transport.passthrough import WrappingTransportMixin
 
 
 @implementer(ITransport, IConsumer, IPushProducer, IHalfCloseableDescriptor)
-class VMessTransport(PassThroughMixin):
+class VMessTransport(WrappingTransportMixin):
     """Plain side of one VMess connection; ``lower`` carries the wire bytes.
 
     ``header`` is a callable giving the header bytes (request header on the client,
@@ -44,11 +44,6 @@ class VMessTransport(PassThroughMixin):
         self._onFirstData = onFirstData
         self.disconnecting = False
         self.writeClosed = False
-
-    @property
-    def lowerTransport(self) -> Any:
-        """The transport carrying the wire bytes."""
-        return self.lower
 
     # -- writing -------------------------------------------------------------------
     def _takeHeader(self) -> list[bytes]:
@@ -102,16 +97,3 @@ class VMessTransport(PassThroughMixin):
         if self._header is not None and not self.lower_gone:
             self.lower.write(self._takeHeader()[0])
         self.lower.loseConnection()
-
-    def abortConnection(self) -> None:
-        """Close the lower connection at once."""
-        self.disconnecting = True
-        abort = getattr(self.lower, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            self.lower.loseConnection()
-
-    def stopProducing(self) -> None:
-        """Stop for good: close."""
-        self.lower.stopProducing()
