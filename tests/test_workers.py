@@ -468,7 +468,9 @@ class WorkersTests(SynchronousTestCase):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY or hard <= 256:
             self.skipTest(f"hard limit {hard}: nothing to raise")
-        path = self.write_config(self.dokodemo(free_port()))
+        config = self.dokodemo(free_port())
+        config["log"]["loglevel"] = "warning"  # a start-up line, shown at warning too
+        path = self.write_config(config)
         log = open(self.out_path, "ab")  # noqa: SIM115 - closed below
         self.addCleanup(log.close)
         proc = subprocess.Popen(
@@ -481,8 +483,25 @@ class WorkersTests(SynchronousTestCase):
         with open(f"/proc/{proc.pid}/limits") as f:
             line = next(x for x in f if x.startswith("Max open files"))
         self.assertEqual(int(line.split()[3]), hard, line)
-        self.assertIn(f"open files limit {hard}: about {(hard - 64) // 6} relayed "
-                      "connections per process", self.output())
+        self.assertIn(f"open files limit {hard}: about {(hard - 64) // 2} relayed "
+                      f"connections per process ({(hard - 64) // 6} if every one splices)",
+                      self.output())
+
+    def test_open_files_limit_each_worker(self) -> None:
+        """With ``--workers 2`` the supervisor and each worker raise the limit and log
+        it."""
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        proc, pids = self.run_workers(self.dokodemo(free_port()))
+        for pid in [proc.pid, *pids]:
+            with open(f"/proc/{pid}/limits") as f:
+                line = next(x for x in f if x.startswith("Max open files"))
+            self.assertEqual(line.split()[3], line.split()[4], line)  # soft == hard
+        wait_for(lambda: self.output().count("open files limit ") == 3,
+                 lambda: f"not three limit lines:\n{self.output()}", 30)
+        if hard != resource.RLIM_INFINITY:
+            self.assertEqual(self.output().count(f"open files limit {hard}: about "), 3)
 
     def test_bad_workers_value(self) -> None:
         """``--workers 0`` / ``--workers x``: a usage error."""
