@@ -39,9 +39,17 @@ _NOISE = re.compile(r"(Starting|Stopping) (factory|protocol) |\((TCP|UDP) Port \
                     r"|^\S+ starting on \d+$")
 
 
+#: a new-style event whose format has none of these words is not noise (checked before
+#: formatting it: every access line passes through here)
+_NOISE_HINT = re.compile(r"actory|rotocol|Port|starting on")
+
+
 def is_twisted_noise(event: dict[str, Any]) -> bool:
     """True for Twisted's factory/protocol start-stop and port open/close lines (also for
     vtwist's own factories: Twisted names its logger after the factory's class)."""
+    fmt = event.get("log_format")
+    if isinstance(fmt, str) and "log_text" not in event and not _NOISE_HINT.search(fmt):
+        return False  # (legacy log.msg events carry their text in log_text)
     try:
         text = formatEvent(event)
     except Exception:  # noqa: BLE001 - an unformattable event is not ours to judge

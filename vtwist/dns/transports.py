@@ -185,7 +185,9 @@ def tcp_query(network: Network, host: str, port: int) -> Callable[
 
         try:
             endpoint = network.stream(host, port)
-            connecting = endpoint.connect(protocol.Factory.forProtocol(build))
+            factory = protocol.Factory.forProtocol(build)
+            factory.noisy = False  # one per query
+            connecting = endpoint.connect(factory)
         except Exception:  # noqa: BLE001 - an outbound refusing synchronously
             return defer.fail(Failure())
         state["connecting"] = connecting

@@ -64,7 +64,9 @@ class ConnectionPerDestination:
         queue = self._queued[dest] = PacketQueue()
         queue.push(data)
         endpoint = self.outbound.endpointFor(dest)
-        d = endpoint.connect(Factory.forProtocol(lambda: _Datagrams(self, dest)))
+        factory = Factory.forProtocol(lambda: _Datagrams(self, dest))
+        factory.noisy = False  # one per destination
+        d = endpoint.connect(factory)
 
         def connected(proto: _Datagrams) -> None:
             queued = self._queued.pop(dest)

@@ -144,6 +144,8 @@ class ShadowsocksClientProtocol(Protocol):
 
 
 class _ClientFactory(Factory):
+    noisy = False  # one per connection: no 'Starting factory' event each time
+
     def __init__(self, endpoint: ShadowsocksClientEndpoint, wrapped: Any) -> None:
         self.endpoint = endpoint
         self.wrapped = wrapped

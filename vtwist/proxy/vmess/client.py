@@ -301,6 +301,8 @@ class VMessClientProtocol(Protocol):
 
 
 class _VMessClientFactory(Factory):
+    noisy = False  # one per connection: no 'Starting factory' event each time
+
     def __init__(self, endpoint: VMessClientEndpoint, wrapped: Any) -> None:
         self.endpoint = endpoint
         self.wrapped = wrapped
