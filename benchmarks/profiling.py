@@ -17,7 +17,8 @@ from pathlib import Path
 
 _LINE = re.compile(r"^(.*) (\d+)$")
 _FRAME = re.compile(r"^(.*?) \((.*?)(?::-?\d+)?\)$")
-_IDLE = ("EPollReactor.doPoll", "PollReactor.doPoll", "SelectReactor.doSelect")
+_IDLE = ("EPollReactor.doPoll", "PollReactor.doPoll", "SelectReactor.doSelect",
+         "lean_poll.<locals>.doPoll")
 _PLUMBING = ("<frozen runpy>", "runner.py:run_config", "cli.py:", "vtwist/__main__.py",
              "ReactorBase.run", "ReactorBase.mainLoop", "log.py:callWithLogger",
              "log.py:callWithContext", "context.py:", "_PollLikeMixin._doReadOrWrite", "doPoll")

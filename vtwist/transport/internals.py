@@ -16,6 +16,14 @@
 - Twisted's ``TLSMemoryBIOProtocol.makeConnection`` calls ``directlyProvides`` once per
   interface of the transport (nine for TCP; each call replaces the last, ~16 µs per TLS
   connection in all). :class:`LeanTLSProtocol` makes the one call whose result stays.
+- Twisted's TCP ``write`` only queues: it registers the socket for writing and sends on the
+  next reactor turn (two ``epoll_ctl`` calls and a turn per write). :class:`EagerServer` and
+  :class:`EagerClient` send at once when nothing is queued, as asyncio's transports do, and
+  queue only what the socket does not take. :class:`LeanTCPClientEndpoint` connects with
+  them, without the endpoint's per-connection wrapping protocol and factory.
+- ``EPollReactor.doPoll`` runs every readiness event inside ``log.callWithLogger`` (a
+  context push and pop per event, for the legacy log's ``system`` field).
+  :func:`lean_poll` makes a vtwist process's reactor call the handlers directly.
 """
 
 from __future__ import annotations
@@ -23,22 +31,27 @@ from __future__ import annotations
 import errno
 import resource
 import socket
+import sys
 from functools import lru_cache
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import _WrappingProtocol
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
+from twisted.internet.error import ConnectingCancelledError, NoProtocol
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from zope.interface import directlyProvides, providedBy
+from twisted.python import log
+from zope.interface import directlyProvides, implementer, providedBy
 
-__all__ = ["AcceptBackoffPort", "IOpenSSLTrustRoot", "LeanTLSFactory", "LeanTLSProtocol",
-           "WRITE_HIGH_WATER", "endpoint_protocol",
+__all__ = ["AcceptBackoffPort", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
+           "LeanTCPClientEndpoint", "LeanTLSFactory", "LeanTLSProtocol",
+           "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll",
            "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
@@ -139,9 +152,11 @@ class LeanTLSProtocol(TLSMemoryBIOProtocol):
 
 
 class LeanTLSFactory(TLSMemoryBIOFactory):
-    """``TLSMemoryBIOFactory`` building :class:`LeanTLSProtocol`."""
+    """``TLSMemoryBIOFactory`` building :class:`LeanTLSProtocol`, quietly (one factory per
+    client connection: no 'Starting factory' event each time)."""
 
     protocol = LeanTLSProtocol
+    noisy = False
 
 
 #: accept() errors that mean "no descriptor or memory for one more connection right now"
@@ -151,8 +166,176 @@ TRANSIENT = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO, errno.EINT
 _accept_log = Logger(namespace="vtwist.transport.tcp")
 
 
+class _EagerWrites:
+    """``write``/``writeSequence`` of a TCP connection that send at once when nothing is
+    queued; what the socket does not take is queued as usual (and so is everything while
+    something is queued, while TLS is started on the connection, or once it is closing)."""
+
+    def _queued(self) -> bool:
+        t: Any = self
+        return bool(t._tempDataLen or t.dataBuffer or not t.connected or t.disconnecting
+                    or t._writeDisconnecting or t._writeDisconnected or t.TLS)
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now if nothing is queued, else queue it."""
+        if self._queued():
+            return super().write(data)  # type: ignore[misc]
+        try:
+            sent = self.socket.send(data)  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # the queued write meets the error again and closes as usual
+            return super().write(data)  # type: ignore[misc]
+        if sent < len(data):
+            super().write(data[sent:])  # type: ignore[misc]
+        return None
+
+    def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted's name
+        """Send the buffers now (one ``sendmsg``) if nothing is queued, else queue them."""
+        if self._queued():
+            return super().writeSequence(iovec)  # type: ignore[misc]
+        iovec = list(iovec)
+        if len(iovec) > 64:  # well under IOV_MAX
+            return self.write(b"".join(iovec))
+        try:
+            sent = self.socket.sendmsg(iovec)  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return super().writeSequence(iovec)  # type: ignore[misc]
+        total = sum(map(len, iovec))
+        if sent < total:
+            super().write(b"".join(iovec)[sent:])  # type: ignore[misc]
+        return None
+
+
+class EagerServer(_EagerWrites, tcp.Server):
+    """An accepted TCP connection whose writes go out at once when nothing is queued."""
+
+
+class EagerClient(_EagerWrites, tcp.Client):
+    """A connecting TCP connection whose writes go out at once when nothing is queued; it
+    tells its :class:`_Connecting` factory once the protocol is connected."""
+
+    def _connectDone(self) -> None:
+        super()._connectDone()
+        if self.connected and self.protocol is not None:
+            self.connector.factory.made(self.protocol)
+
+
+class _LeanConnector(tcp.Connector):
+    def _makeTransport(self) -> EagerClient:
+        return EagerClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+class _Connecting(ClientFactory):
+    """One connection attempt: builds the application's protocol (no wrapping protocol)
+    and fires :attr:`deferred` with it once connected, or with the failure."""
+
+    noisy = False
+    connector: _LeanConnector | None = None
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.deferred: Deferred[Any] = Deferred(canceller=self._cancel)
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        assert self.connector is not None
+        d.errback(ConnectingCancelledError(self.connector.getDestination()))
+        self.connector.stopConnecting()
+
+    def doStart(self) -> None:  # noqa: N802 - Twisted's names
+        self.factory.doStart()
+
+    def doStop(self) -> None:  # noqa: N802
+        self.factory.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+        try:
+            protocol = self.factory.buildProtocol(addr)
+            if protocol is None:
+                raise NoProtocol()
+        except BaseException:  # noqa: BLE001 - reported through the Deferred, as Twisted does
+            self.deferred.errback()
+            return None
+        return protocol
+
+    def made(self, protocol: Any) -> None:
+        if not self.deferred.called:
+            self.deferred.callback(protocol)
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:  # noqa: N802
+        if not self.deferred.called:
+            self.deferred.errback(reason)
+
+    def clientConnectionLost(self, connector: Any, reason: Any) -> None:  # noqa: N802
+        if not self.deferred.called:  # lost inside connectionMade
+            self.deferred.errback(reason)
+
+
+@implementer(IStreamClientEndpoint)
+class LeanTCPClientEndpoint:
+    """``TCP4ClientEndpoint``/``TCP6ClientEndpoint`` for an IP literal on a POSIX reactor,
+    connecting with :class:`EagerClient`; the Deferred fires with the application's own
+    protocol, which the transport calls directly (half-close included)."""
+
+    def __init__(self, reactor: Any, host: str, port: int, timeout: float | None = 30,
+                 bindAddress: Any = None) -> None:  # noqa: N803
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.bindAddress = bindAddress
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:  # noqa: N803
+        """Connect; fires with the protocol ``protocolFactory`` built."""
+        try:
+            connecting = _Connecting(protocolFactory)
+            connecting.connector = _LeanConnector(self.host, self.port, connecting,
+                                                  self.timeout, self.bindAddress, self.reactor)
+            connecting.connector.connect()
+            return connecting.deferred
+        except BaseException:  # noqa: BLE001
+            return fail()
+
+
+def lean_poll(reactor: Any) -> bool:
+    """Make an epoll ``reactor`` call readiness handlers directly rather than inside
+    ``log.callWithLogger`` (legacy log lines from inside them then say ``-`` for their
+    system). True when done; other reactors are left alone."""
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+    except ImportError:  # not Linux
+        return False
+    if type(reactor) is not EPollReactor:
+        return False
+    drdw = reactor._doReadOrWrite
+    selectables = reactor._selectables
+    poller = reactor._poller
+
+    def doPoll(timeout: float | None) -> None:  # noqa: N802 - Twisted's name
+        try:
+            events = poller.poll(-1 if timeout is None else timeout, len(selectables))
+        except InterruptedError:
+            return
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            try:
+                drdw(selectable, fd, event)
+            except BaseException:  # noqa: BLE001 - as callWithLogger: log, go on
+                if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                    raise
+                log.err()
+
+    reactor.doPoll = reactor.doIteration = doPoll
+    return True
+
+
 class AcceptBackoffPort(tcp.Port):
-    """A listening TCP port that survives descriptor exhaustion.
+    """A listening TCP port that survives descriptor exhaustion (its connections are
+    :class:`EagerServer`).
 
     When ``accept`` fails with EMFILE, ENFILE, ENOBUFS or ENOMEM it stops reading the
     listening socket and tries again after a backoff (``backoff_min`` doubling up to
@@ -162,6 +345,7 @@ class AcceptBackoffPort(tcp.Port):
     (with the number of failed attempts since), and one line when accepting works again.
     """
 
+    transport = EagerServer
     backoff_min = 0.05
     backoff_max = 1.0
     log_interval = 10.0

@@ -9,6 +9,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
 )
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.posixbase import PosixReactorBase
 
 from vtwist.address import parse_ip
 from vtwist.dns.endpoint import ResolvingEndpoint
@@ -16,6 +17,7 @@ from vtwist.dns.system import SystemResolver
 from vtwist.transport import reuseport
 from vtwist.transport.domainsocket.endpoints import server_endpoint as unix_server_endpoint
 from vtwist.transport.domainsocket.settings import listen_address
+from vtwist.transport.internals import LeanTCPClientEndpoint
 from vtwist.transport.tcp.listen import TCPServerEndpoint
 
 
@@ -30,6 +32,8 @@ def tcp_client_endpoint(reactor: Any, host: str, port: int,
         return ResolvingEndpoint(resolver or SystemResolver(reactor), host,
                                  lambda ip: tcp_client_endpoint(reactor, ip, port, timeout),
                                  clock=reactor)
+    if isinstance(reactor, PosixReactorBase):  # sends at once, no wrapping protocol
+        return LeanTCPClientEndpoint(reactor, str(ip), port, timeout=timeout)
     if ip.version == 6:
         return TCP6ClientEndpoint(reactor, str(ip), port, timeout=timeout)
     return TCP4ClientEndpoint(reactor, str(ip), port, timeout=timeout)

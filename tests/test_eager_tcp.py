@@ -1,0 +1,238 @@
+"""TCP connections that send at once (EagerServer/EagerClient), the lean client endpoint and
+the lean poll, over real loopback sockets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError, NoProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from tests.netutil import free_port
+from vtwist.transport.internals import (
+    EagerClient,
+    EagerServer,
+    LeanTCPClientEndpoint,
+    lean_poll,
+)
+from vtwist.transport.tcp.endpoints import tcp_client_endpoint
+from vtwist.transport.tcp.listen import TCPServerEndpoint
+
+
+@implementer(IHalfCloseableProtocol)
+class Sink(Protocol):
+    """Hashes what arrives; fires ``done`` with (sha256, length) at the peer's half-close."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.length = 0
+        self.done: defer.Deferred[tuple[str, int]] = defer.Deferred()
+        self.made = False
+
+    def connectionMade(self) -> None:
+        self.made = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.hash.update(data)
+        self.length += len(data)
+
+    def readConnectionLost(self) -> None:
+        self.done.callback((self.hash.hexdigest(), self.length))
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.done.called:
+            self.done.errback(reason)
+
+
+class EagerWriteTests(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def listen(self, protocol: Protocol) -> Any:
+        port = yield TCPServerEndpoint(reactor, 0, "127.0.0.1").listen(
+            Factory.forProtocol(lambda: protocol))
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_small_write_leaves_at_once(self) -> Any:
+        """A write with nothing queued is on the wire before the reactor turns: nothing is
+        buffered and the socket is not registered for writing; both ends are eager."""
+        server = Sink()
+        port = yield self.listen(server)
+        client = yield tcp_client_endpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(Protocol))
+        self.assertIsInstance(client.transport, EagerClient)
+        client.transport.write(b"hello")
+        client.transport.writeSequence([b" ", b"world"])
+        self.assertEqual(client.transport.dataBuffer, b"")
+        self.assertEqual(client.transport._tempDataLen, 0)
+        self.assertNotIn(client.transport, reactor.getWriters())
+        client.transport.loseWriteConnection()
+        digest, length = yield server.done
+        self.assertIsInstance(server.transport, EagerServer)
+        self.assertEqual((digest, length),
+                         (hashlib.sha256(b"hello world").hexdigest(), 11))
+
+    @defer.inlineCallbacks
+    def test_large_writes_keep_order(self) -> Any:
+        """Writes larger than the socket takes are queued from where the send stopped;
+        later writes and sequences queue behind them; every byte arrives once, in order."""
+        server = Sink()
+        port = yield self.listen(server)
+        client = yield tcp_client_endpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(Protocol))
+        client.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        expected = hashlib.sha256()
+        total = 0
+        for i in range(40):
+            block = os.urandom(50_000 + i)
+            if i % 3:
+                client.transport.write(block)
+            else:
+                client.transport.writeSequence([block[:7], block[7:]])
+            expected.update(block)
+            total += len(block)
+        self.assertGreater(len(client.transport.dataBuffer) + client.transport._tempDataLen, 0)
+        client.transport.loseWriteConnection()
+        digest, length = yield server.done
+        self.assertEqual((digest, length), (expected.hexdigest(), total))
+
+    @defer.inlineCallbacks
+    def test_half_close_reaches_the_protocol(self) -> Any:
+        """The lean endpoint hands the transport the application's own protocol: a
+        half-closeable protocol gets readConnectionLost and can still write back."""
+        received: defer.Deferred[bytes] = defer.Deferred()
+
+        class Answer(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.callback(data)
+
+        port = yield self.listen(Answer())
+        sink = Sink()
+        client = yield LeanTCPClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: sink))
+        self.assertIs(client, sink)
+        self.assertTrue(sink.made)
+        client.transport.write(b"ping")
+        yield received
+        # the server half-closes: our protocol sees readConnectionLost, writes still work
+        server_transport = [t for t in reactor.getReaders()
+                            if isinstance(t, EagerServer) and t.getHost().port == port]
+        self.assertEqual(len(server_transport), 1)
+        server_transport[0].write(b"bye")
+        server_transport[0].loseWriteConnection()
+        digest, length = yield sink.done
+        self.assertEqual((digest, length), (hashlib.sha256(b"bye").hexdigest(), 3))
+
+
+class LeanEndpointFailureTests(TestCase):
+    timeout = 30
+
+    def test_refused(self) -> Any:
+        """Nothing listening: the Deferred fails with ConnectionRefusedError."""
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", free_port()).connect(
+            Factory.forProtocol(Protocol))
+        return self.assertFailure(d, ConnectionRefusedError)
+
+    def test_no_protocol(self) -> Any:
+        """A factory that builds nothing: NoProtocol, and the connection is dropped."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+
+        class Nothing(Factory):
+            def buildProtocol(self, addr: Any) -> None:
+                return None
+
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1]).connect(
+            Nothing())
+        return self.assertFailure(d, NoProtocol)
+
+    def test_cancel(self) -> Any:
+        """Cancelling before the connection completes: ConnectingCancelledError."""
+        d = LeanTCPClientEndpoint(reactor, "192.0.2.1", 9).connect(
+            Factory.forProtocol(Protocol))  # TEST-NET-1: never answers on loopback-only hosts
+        d.cancel()
+        return self.assertFailure(d, ConnectingCancelledError)
+
+    def test_failing_connection_made(self) -> Any:
+        """A protocol whose connectionMade raises: the Deferred fails rather than hanging."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+
+        class Broken(Protocol):
+            def connectionMade(self) -> None:
+                raise ValueError("broken")
+
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1]).connect(
+            Factory.forProtocol(Broken))
+
+        def check(_: Any) -> None:
+            self.flushLoggedErrors(ValueError)
+
+        return self.assertFailure(d, Exception).addCallback(check)
+
+
+class LeanPollTests(SynchronousTestCase):
+    def test_handlers_called_and_errors_logged(self) -> None:
+        """A lean-polled epoll reactor runs readiness handlers; one that raises is logged
+        and the next event is still handled."""
+        r = EPollReactor()
+        self.addCleanup(r.disconnectAll)
+        self.assertTrue(lean_poll(r))
+        calls: list[str] = []
+
+        class Reader:
+            def __init__(self, name: str, fail: bool) -> None:
+                self.rfd, self.wfd = os.pipe()
+                os.write(self.wfd, b"x")
+                self.name, self.fail = name, fail
+
+            def fileno(self) -> int:
+                return self.rfd
+
+            def doRead(self) -> None:
+                os.read(self.rfd, 1)
+                calls.append(self.name)
+                if self.fail:
+                    raise RuntimeError("handler failed")
+
+            def logPrefix(self) -> str:
+                return self.name
+
+            def connectionLost(self, reason: Any) -> None:
+                calls.append(f"{self.name} lost")
+
+        readers = [Reader("a", True), Reader("b", False)]
+        for reader in readers:
+            r.addReader(reader)
+        r.doIteration(0)
+        for reader in readers:
+            r.removeReader(reader)
+            os.close(reader.rfd)
+            os.close(reader.wfd)
+        self.assertEqual(sorted(c for c in calls if " " not in c), ["a", "b"])
+        self.assertIn("a lost", calls)  # Twisted's handling: a raising handler disconnects
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_other_reactors_untouched(self) -> None:
+        """Only the epoll reactor itself is changed."""
+        from twisted.internet.selectreactor import SelectReactor
+
+        self.assertFalse(lean_poll(SelectReactor()))
