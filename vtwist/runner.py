@@ -94,6 +94,8 @@ def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
         return 1
     from twisted.internet import reactor
 
+    _stop_on_early_signals(reactor)
+
     from vtwist.app.reload import Reloader, install_reload_signal
     from vtwist.logsetup import begin_logging
 
@@ -112,8 +114,26 @@ def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
     if worker is not None:
         worker.started(service, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    from vtwist.transport.internals import lean_poll
+
+    lean_poll(reactor)  # readiness handlers called directly, not in a log context each
     reactor.run()  # its own SIGINT/SIGTERM handlers stop it
     return 1 if service.failed else 0
+
+
+def _stop_on_early_signals(reactor: Any) -> None:
+    """SIGINT/SIGTERM before the reactor runs (while the ports open) stop it once it runs.
+
+    Python's default SIGINT raises KeyboardInterrupt wherever the process is, and a Deferred
+    callback opening a port turns that into a logged failure: the process would go on.
+    ``reactor.run`` installs Twisted's own handlers over these."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        reactor.callWhenRunning(reactor.stop)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _write_pidfile(path: str, reactor: Any) -> None:

@@ -136,6 +136,9 @@ def makeService(options: Options) -> Any:
     # SIGHUP: read the same source again and apply the difference (vtwist reload)
     service.reloader = Reloader(service, lambda: config_from_options(options))
     install_reload_signal(service.reloader, reactor)
+    from vtwist.transport.internals import lean_poll
+
+    lean_poll(reactor)  # readiness handlers called directly, not in a log context each
     return service
 
 
