@@ -16,7 +16,6 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
-from wsproto.events import AcceptConnection
 
 from vtwist.testing.doubles import (
     EchoRecorder,
@@ -29,6 +28,8 @@ from vtwist.transport.layer import LayerHandshakeError
 from vtwist.transport.tcp.disguise import HTTPHeaderClientLayer, HTTPHeaderServerLayer
 from vtwist.transport.tcp.header import request_header, request_path, response_header
 from vtwist.transport.tcp.settings import TCPSettings
+from vtwist.transport.ws import layer as ws_layer
+from vtwist.transport.ws.http import accept_response
 from vtwist.transport.ws.layer import MAX_REQUEST_BYTES, WSClientLayer, WSServerLayer
 from vtwist.transport.ws.settings import WSSettings
 
@@ -433,13 +434,7 @@ class WSEarlyDataTests(SynchronousTestCase):
         """A server that does not echo the header (V2Ray 4.34) dropped the early data: the
         client sends it again as the first message."""
         self.patch(WSServerLayer, "_earlyDataInHeaders", lambda layer, headers: None)
-        original = AcceptConnection.__init__
-
-        def no_subprotocol(event: AcceptConnection, **kwargs: Any) -> None:
-            kwargs["subprotocol"] = None
-            original(event, **kwargs)
-
-        self.patch(AcceptConnection, "__init__", no_subprotocol)
+        self.patch(ws_layer, "accept_response", lambda key, subprotocol: accept_response(key, None))
         _, pump = self.connect(WSSettings(path="/ws", max_early_data=8,
                                           early_data_header="Sec-WebSocket-Protocol"))
         self.outcome[0].transport.write(b"0123456789")

@@ -1,4 +1,7 @@
-"""The WebSocket layer: server/client endpoint wrappers (wsproto) and its ``IStreamLayer``.
+"""The WebSocket layer: server/client endpoint wrappers and its ``IStreamLayer``.
+
+The server reads the request with h11 (wsproto judges unusual upgrades), the client's upgrade
+is :mod:`.client_upgrade`'s, and frames after it are :mod:`.frames`'.
 
 Like V2Ray 4.34 (gorilla/websocket): binary messages carry the stream (any message type is
 accepted on receive) and each write is one message. The server answers only GET upgrades on
@@ -11,6 +14,8 @@ address when there is one, as V2Ray does. :data:`WEBSOCKET` is the ``IStreamLaye
 
 from __future__ import annotations
 
+import base64
+import os
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,15 +31,10 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import ConnectionType
 from wsproto.events import (
     AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
     Request,
-    TextMessage,
 )
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
@@ -44,6 +44,18 @@ from vtwist.interfaces import IStreamLayer
 from vtwist.reactors import resolve_reactor
 from vtwist.transport.forwarded import forwarded_peer
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
+from vtwist.transport.ws.client_upgrade import Refused, read_upgrade_response, upgrade_request
+from vtwist.transport.ws.frames import (
+    BINARY,
+    CLOSE,
+    DATA,
+    ERROR,
+    PING,
+    PONG,
+    FrameDecoder,
+    close_frame,
+    encode_frame,
+)
 from vtwist.transport.ws.http import (
     accept_response,
     bad_request,
@@ -78,52 +90,58 @@ def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Addr
 
 # -- the stream part, common to both sides -------------------------------------------------
 class _WSLayer(Layer):
-    """After the upgrade: binary messages <-> stream bytes, ping/pong, close codes."""
+    """After the upgrade: binary messages <-> stream bytes, ping/pong, close codes
+    (:mod:`.frames`; the client masks its frames)."""
 
     name = "ws"
     log = log
-    conn: Connection | None = None
+    masking = False
+    frames: FrameDecoder | None = None
+    closeSent = False
     closeCode: int | None = None
     protocolError: str | None = None
 
     def streamData(self, data: bytes) -> None:
         """Frames in: deliver message bytes, answer pings, handle close."""
-        assert self.conn is not None
-        if self.conn.state is ConnectionState.CLOSED:
-            return
-        self.conn.receive_data(data)
-        self._pump()
+        assert self.frames is not None
+        for kind, value in self.frames.feed(data):
+            if kind == DATA:
+                if self.app is not None and value:
+                    self.app.dataReceived(value)
+            elif kind == PING:
+                if not self.closeSent:
+                    self.transport.write(self._frame(PONG, value))
+            elif kind == CLOSE:
+                self._closed(*value)
+            elif kind == ERROR:
+                self._broken(*value)
 
-    def _pump(self) -> None:
-        conn = self.conn
-        for event in conn.events():
-            if isinstance(event, BytesMessage):
-                if self.app is not None and event.data:
-                    self.app.dataReceived(bytes(event.data))
-            elif isinstance(event, TextMessage):
-                if self.app is not None and event.data:
-                    self.app.dataReceived(event.data.encode("utf-8"))
-            elif isinstance(event, Ping):
-                self.transport.write(conn.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                self._closed(event)
-                return
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        return encode_frame(opcode, payload, self._mask())
 
-    def _closed(self, event: CloseConnection) -> None:
-        conn = self.conn
-        if conn.state is ConnectionState.OPEN:
-            # Not a close from the peer: wsproto could not parse its frames.
-            self.protocolError = event.reason
-            self.closeCode = event.code
-            self.log.info("ws connection with {peer} broken: {why} (closing with {code})",
-                          peer=self._peerText(), why=event.reason, code=int(event.code))
-            self.transport.write(conn.send(CloseConnection(code=event.code)))
-        else:
-            self.closeCode = int(event.code)
-            if conn.state is ConnectionState.REMOTE_CLOSING:
-                self.transport.write(conn.send(event.response()))
+    def _broken(self, code: int, why: str) -> None:
+        """The peer's frames could not be decoded: close with ``code``."""
+        self.protocolError = why
+        self.closeCode = code
+        self.log.info("ws connection with {peer} broken: {why} (closing with {code})",
+                      peer=self._peerText(), why=why, code=code)
+        if not self.closeSent:
+            self.closeSent = True
+            self.transport.write(close_frame(code, "", self._mask()))
         self.disconnecting = True
         self.transport.loseConnection()
+
+    def _closed(self, code: int, reason: str) -> None:
+        """The peer's close: answer it (unless ours went first), then drop the connection."""
+        self.closeCode = code
+        if not self.closeSent:
+            self.closeSent = True
+            self.transport.write(close_frame(code, reason, self._mask()))
+        self.disconnecting = True
+        self.transport.loseConnection()
+
+    def _mask(self) -> bytes | None:
+        return os.urandom(4) if self.masking else None
 
     def lostReason(self, reason: Failure) -> Failure:
         """A close with 1000 (or no code) is a clean end; other codes are errors."""
@@ -137,9 +155,9 @@ class _WSLayer(Layer):
 
     def write(self, data: bytes) -> None:
         """One binary message per write."""
-        if not data or self.conn is None or self.conn.state is not ConnectionState.OPEN:
+        if not data or self.frames is None or self.closeSent:
             return
-        self.transport.write(self.conn.send(BytesMessage(data=data)))
+        self.transport.write(self._frame(BINARY, data))
 
     def writeSequence(self, data: Any) -> None:
         """One binary message for the lot."""
@@ -147,8 +165,9 @@ class _WSLayer(Layer):
 
     def closeLayer(self) -> None:
         """Close code 1000, then drop the connection (as V2Ray does)."""
-        if self.conn is not None and self.conn.state is ConnectionState.OPEN:
-            self.transport.write(self.conn.send(CloseConnection(code=1000)))
+        if self.frames is not None and not self.closeSent:
+            self.closeSent = True
+            self.transport.write(close_frame(1000, "", self._mask()))
         self.transport.loseConnection()
 
 
@@ -222,10 +241,9 @@ class WSServerLayer(_WSLayer):
         early = early_in_path or self._earlyDataInHeaders(event.headers)
         if handshake is None:
             self.transport.write(accept_response(key, subprotocol))
-            self.conn = Connection(ConnectionType.SERVER)
         else:
             self.transport.write(handshake.send(AcceptConnection(subprotocol=subprotocol)))
-            self.conn = handshake.connection
+        self.frames = FrameDecoder(client=False)
         leftover = self.http.trailing_data[0]
         self.http = None  # type: ignore[assignment]
         self.handshakeDone()
@@ -267,13 +285,16 @@ class WSClientLayer(_WSLayer):
     """Client: sends the upgrade (path, Host, headers) and waits for 101."""
 
     handshakeTimeout = CLIENT_HANDSHAKE_TIMEOUT
+    masking = True
 
     def __init__(self, factory: IProtocolFactory, ready: Deferred | None, host_header: str,
                  settings: WSSettings, clock: Any = None) -> None:
         super().__init__(factory, ready, clock)
         self.settings = settings
         self.hostHeader = settings.host or host_header
-        self.handshake = H11Handshake(ConnectionType.CLIENT)
+        self.key = b""  # Sec-WebSocket-Key, once the request is sent
+        self.offered: str | None = None  # the Sec-WebSocket-Protocol offered (early data)
+        self.response = b""  # the answer's head so far
         # Early data: the application is connected before the upgrade, its first write
         # rides in the request, and what it writes until the answer waits here.
         self.requestSent = False
@@ -310,51 +331,57 @@ class WSClientLayer(_WSLayer):
         self._earlyTimer = None
         settings = self.settings
         target = settings.path
-        headers = [(k.encode(), v.encode()) for k, v in settings.headers]
-        subprotocols: list[str] = []
+        headers = settings.headers
         if early:
             encoded = encode_early_data(early)
             header = settings.early_data_header
             if not header:
                 target += encoded
             elif header.lower() == EARLY_DATA_PROTOCOL_HEADER.lower():
-                subprotocols.append(encoded)
+                self.offered = encoded
                 self.earlyOffered = early
             else:
-                headers.append((header.encode(), encoded.encode()))
-        request = Request(host=self.hostHeader, target=target, extra_headers=headers,
-                          subprotocols=subprotocols)
-        self.transport.write(self.handshake.send(request))
+                headers = [*headers, (header, encoded)]
+        self.key = base64.b64encode(os.urandom(16))
+        try:
+            request = upgrade_request(target, self.hostHeader, self.key, headers, self.offered)
+        except ValueError as e:
+            self.upgradeFailed(f"cannot send the upgrade request: {e}")
+            return
+        self.transport.write(request)
 
     def handshakeData(self, data: bytes) -> None:
-        """Wait for 101 Switching Protocols."""
-        try:
-            self.handshake.receive_data(data)
-            events = list(self.handshake.events())
-        except ProtocolError as e:
-            self.upgradeFailed(f"bad upgrade response: {e}")
+        """Wait for 101 Switching Protocols (checked by :mod:`.client_upgrade`)."""
+        if not self.requestSent:
+            self.upgradeFailed("the server spoke before the upgrade request")
             return
-        for event in events:
-            if isinstance(event, AcceptConnection):
-                self.conn = self.handshake.connection
-                if self.earlyOffered and event.subprotocol is None:
-                    # No echo: a server without early data (V2Ray 4.34) took the header
-                    # for a subprotocol offer and dropped it. Send the bytes as a message.
-                    self.pending.insert(0, self.earlyOffered)
-                self.earlyOffered = b""
-                if self.app is None:
-                    self.handshakeDone()
-                else:
-                    self._cancelTimer()
-                    self._flushPending()
-                if self.app is not None:
-                    self._pump()
-                return
-            if isinstance(event, RejectConnection):
-                self.upgradeFailed(
-                    f"server answered HTTP {event.status_code} to the upgrade of"
-                    f" {self.settings.path!r}")
-                return
+        if self.response:
+            data = self.response + data
+        answer = read_upgrade_response(data, self.key, self.offered)
+        if answer is None:
+            self.response = data
+            return
+        self.response = b""
+        if isinstance(answer, Refused):
+            if answer.status is not None:
+                self.upgradeFailed(f"server answered HTTP {answer.status} to the upgrade of"
+                                   f" {self.settings.path!r}")
+            else:
+                self.upgradeFailed(f"bad upgrade response: {answer.reason}")
+            return
+        self.frames = FrameDecoder(client=True)
+        if self.earlyOffered and answer.subprotocol is None:
+            # No echo: a server without early data (V2Ray 4.34) took the header for a
+            # subprotocol offer and dropped it. Send the bytes as a message.
+            self.pending.insert(0, self.earlyOffered)
+        self.earlyOffered = b""
+        if self.app is None:
+            self.handshakeDone()
+        else:
+            self._cancelTimer()
+            self._flushPending()
+        if answer.leftover and self.app is not None and not self.disconnecting:
+            self.streamData(answer.leftover)
 
     def upgradeFailed(self, why: str, abort: bool = False) -> None:
         """The upgrade did not happen: fail the connect (or, with early data, the app)."""
@@ -363,7 +390,7 @@ class WSClientLayer(_WSLayer):
 
     def streamData(self, data: bytes) -> None:
         """With early data the application is up before the answer: finish the upgrade."""
-        if self.conn is None:
+        if self.frames is None:
             if not self.failed:
                 self.handshakeData(data)
             return
@@ -371,7 +398,7 @@ class WSClientLayer(_WSLayer):
 
     def _timedOut(self) -> None:
         self._timer = None
-        if self.conn is None and not self.failed:
+        if self.frames is None and not self.failed:
             self.upgradeFailed(f"no handshake within {self.handshakeTimeout:g} s", abort=True)
 
     def lostReason(self, reason: Failure) -> Failure:
@@ -390,7 +417,7 @@ class WSClientLayer(_WSLayer):
     # -- the application's writes while the upgrade is under way -----------------
     def write(self, data: bytes) -> None:
         """Before the answer: the first bytes ride in the request, the rest wait."""
-        if self.conn is not None or self.failed or not data:
+        if self.frames is not None or self.failed or not data:
             super().write(data)
             return
         if not self.requestSent:
@@ -433,7 +460,7 @@ class WSClientLayer(_WSLayer):
 
     def closeLayer(self) -> None:
         """Closing before the answer: send what waits once the upgrade is done."""
-        if self.conn is None and self.requestSent and not self.failed:
+        if self.frames is None and self.requestSent and not self.failed:
             self.closeAfterUpgrade = True
             return
         super().closeLayer()
