@@ -121,6 +121,8 @@ SANS_IO: tuple[str, ...] = (
     "vtwist/transport/ws/__init__.py",
     "vtwist/transport/ws/settings.py",
     "vtwist/transport/ws/http.py",
+    "vtwist/transport/ws/client_upgrade.py",
+    "vtwist/transport/ws/frames.py",
     "vtwist/transport/grpc/__init__.py",
     "vtwist/transport/grpc/framing.py",
     "vtwist/transport/grpc/settings.py",
