@@ -68,7 +68,7 @@ class Destination:
     @property
     def hostport(self) -> str:
         """``host:port`` with IPv6 in brackets."""
-        if self.is_ipv6:
+        if ":" in self.host and self.is_ipv6:  # (no IPv4 literal or domain has a colon)
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 

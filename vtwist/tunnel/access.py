@@ -11,11 +11,23 @@ Each event also carries its fields as keys (``status``: accepted/rejected/closed
 
 from __future__ import annotations
 
-from twisted.logger import Logger
+import time
+from typing import Any
+
+from twisted.logger import Logger, LogLevel
 
 from vtwist.address import Destination
 
 access_log = Logger(namespace="vtwist.access")
+
+
+def _emit(event: dict[str, Any]) -> None:
+    """``access_log.info("{line}", **event)`` without ``Logger.emit``'s per-call check of
+    the level against every level there is (two access lines per connection)."""
+    event.update(log_logger=access_log, log_level=LogLevel.info,
+                 log_namespace=access_log.namespace, log_source=None, log_format="{line}",
+                 log_time=time.time())
+    access_log.observer(event)
 
 
 class AccessLog:
@@ -29,19 +41,20 @@ class AccessLog:
         """One connection or UDP session was routed to an outbound."""
         if not self.enabled:
             return
-        line = f"from {source} accepted {destination} [{inbound_tag or ''} >> {outbound_tag or ''}]"
+        target = str(destination)
+        line = f"from {source} accepted {target} [{inbound_tag or ''} >> {outbound_tag or ''}]"
         if email:
             line += f" email: {email}"
         # the fields are keys of their own too (log.format json)
-        access_log.info("{line}", line=line, status="accepted", source=source,
-                        destination=str(destination), inbound=inbound_tag or "",
-                        outbound=outbound_tag or "", email=email or "")
+        _emit({"line": line, "status": "accepted", "source": source, "destination": target,
+               "inbound": inbound_tag or "", "outbound": outbound_tag or "",
+               "email": email or ""})
 
     def rejected(self, source: str, protocol: str, why: str) -> None:
         """An inbound refused a client (bad handshake, wrong credentials, probe...)."""
         if self.enabled:
-            access_log.info("{line}", line=f"from {source} rejected {protocol}: {why}",
-                            status="rejected", source=source, protocol=protocol, reason=why)
+            _emit({"line": f"from {source} rejected {protocol}: {why}", "status": "rejected",
+                   "source": source, "protocol": protocol, "reason": why})
 
     def closed(self, source: str, destination: Destination, inbound_tag: str | None,
                outbound_tag: str | None, email: str | None, up: int, down: int,
@@ -49,15 +62,15 @@ class AccessLog:
         """A relayed connection or UDP session ended: the bytes each way and how long."""
         if not self.enabled:
             return
-        line = (f"from {source} closed {destination} [{inbound_tag or ''} >> "
+        target = str(destination)
+        line = (f"from {source} closed {target} [{inbound_tag or ''} >> "
                 f"{outbound_tag or ''}] up {human_bytes(up)} down {human_bytes(down)} "
                 f"{duration:.1f} s")
         if email:
             line += f" email: {email}"
-        access_log.info("{line}", line=line, status="closed", source=source,
-                        destination=str(destination), inbound=inbound_tag or "",
-                        outbound=outbound_tag or "", email=email or "", up=up, down=down,
-                        duration=round(duration, 3))
+        _emit({"line": line, "status": "closed", "source": source, "destination": target,
+               "inbound": inbound_tag or "", "outbound": outbound_tag or "",
+               "email": email or "", "up": up, "down": down, "duration": round(duration, 3)})
 
 
 def human_bytes(n: int) -> str:
