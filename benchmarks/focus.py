@@ -4,9 +4,11 @@
 
 SETUP: ``socks`` (SOCKS5 -> freedom), ``kcp`` (the VMess aes-128-gcm chain over mKCP with
 V2Ray's default kcpSettings) or a VMess body security for the TCP chain (``aes-128-gcm``,
-``chacha20-poly1305``, ``none``), or ``shadowsocks`` (the aes-128-gcm Shadowsocks chain). LOAD: ``up`` / ``down`` (one stream of
-``--mb`` MB) or ``connect`` (``--conns`` connections from 8 workers). Prints the rate, the CPU
-per GB or per connection of each process, and the summary of each process's profile
+``chacha20-poly1305``, ``none``), ``shadowsocks`` (the aes-128-gcm Shadowsocks chain), or
+``mux`` / ``mux-tls`` (the VMess aes-128-gcm chain with Mux.Cool on, concurrency 8, over
+plain tcp / tcp+tls). LOAD: ``up`` / ``down`` (one stream of ``--mb`` MB) or ``connect``
+(``--conns`` connections from 8 workers). Prints the rate, the CPU per GB or per connection
+of each process, and the summary of each process's profile
 (main thread, blocking sampling at 400 Hz; idle ``epoll_wait`` left out).
 """
 
@@ -26,6 +28,19 @@ from benchmarks.loadgen import Target, connect_rate, transfer
 from benchmarks.procs import ProcessGroup
 from benchmarks.profiling import start_spy, stop_spies, summarize
 from benchmarks.setups import Chain, Setup, SocksProxy
+
+
+def _mux_setup(name: str, workdir: Path) -> Setup:
+    """The VMess chain with Mux.Cool on its client outbound (``mux-tls``: over tcp+tls)."""
+    from benchmarks.configs import tls_stream
+    from benchmarks.mux import MuxChain
+    from benchmarks.tls import make_server_cert
+
+    if name == "mux":
+        return MuxChain("vtwist", "focus-mux")
+    cert, key = make_server_cert(workdir)
+    return MuxChain("vtwist", "focus-mux-tls", tls_stream("tcp", False, cert, key),
+                    tls_stream("tcp", True, cert, key))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
             setup = Chain("vtwist", "aes-128-gcm", "focus-kcp", stream, stream, server_tcp=False)
         elif args.setup == "shadowsocks":
             setup = Chain("vtwist", "aes-128-gcm", "focus-ss", protocol="shadowsocks")
+        elif args.setup in ("mux", "mux-tls"):
+            setup = _mux_setup(args.setup, workdir)
         else:
             setup = Chain("vtwist", args.setup, f"focus-{args.setup}")
         setup.start(group)

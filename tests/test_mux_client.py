@@ -50,6 +50,8 @@ class PoolTests(SynchronousTestCase):
         return got[0]
 
     def frames(self, index: int = 0) -> list[F.Frame]:
+        """The frames carrier ``index`` wrote (at the end of the reactor turn)."""
+        self.clock.advance(0)
         out = F.FrameDecoder().feed(self.transports[index].value())
         self.transports[index].clear()
         return out

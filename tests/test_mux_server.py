@@ -27,7 +27,8 @@ class ServerTests(SynchronousTestCase):
         self.logs = log_lines(self, "vtwist.mux")
 
     def frames(self) -> list[F.Frame]:
-        """What the server wrote on the carrier so far."""
+        """What the server wrote on the carrier so far (at the end of the reactor turn)."""
+        self.clock.advance(0)
         out = F.FrameDecoder().feed(self.carrier.value())
         self.carrier.clear()
         return out

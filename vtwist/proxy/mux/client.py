@@ -26,6 +26,7 @@ Fetching through a V2Ray server with mux::
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -78,7 +79,13 @@ class MuxCarrier(MuxConnection):
         self.connecting = True
         self.opened = 0
         self._idle: Any = None
+        #: when the carrier last became empty (None: it has sessions)
+        self._idleSince: float | None = None
         self._keepalive: Any = None
+        #: sessions whose New frame waits for their first bytes, oldest first, and the one
+        #: timer that sends a New alone once its wait is over
+        self._newQueue: deque[MuxStream] = deque()
+        self._newTimer: Any = None
         #: KeepAlive frames sent so far
         self.keepalives = 0
         self.gone = False
@@ -104,12 +111,15 @@ class MuxCarrier(MuxConnection):
         if self.closed or self.closing:
             return True
         waiting = len(self.waiters)
-        if self.opened + waiting >= self.pool.max_sessions:
+        pool = self.pool
+        if self.opened + waiting >= pool.max_sessions:
             return True
+        if len(self.sessions.live) + waiting < pool.concurrency:
+            return False
         # As 4.34, a session stops counting once End went either way (a half-closed one
         # may still be receiving).
         active = sum(1 for s in self.sessions.live.values() if not (s.sentEnd or s.gotEnd))
-        return active + waiting >= self.pool.concurrency
+        return active + waiting >= pool.concurrency
 
     closing = False
 
@@ -149,7 +159,7 @@ class MuxCarrier(MuxConnection):
 
     def open(self, destination: Destination, factory: Any) -> Deferred[Any]:
         """A stream to ``destination`` on this carrier (once it is up)."""
-        self._cancelIdle()
+        self._idleSince = None
         if self.connecting:
             waiter = _Waiter(destination, factory)
             self.waiters.append(waiter)
@@ -174,8 +184,24 @@ class MuxCarrier(MuxConnection):
         stream.protocol = proto
         proto.makeConnection(stream)
         if stream.pendingNew and not stream.closed:
-            stream.newTimer = self.clock.callLater(FIRST_PAYLOAD_WAIT, self.flushNew, stream)
+            stream.newDeadline = self.clock.seconds() + FIRST_PAYLOAD_WAIT
+            self._newQueue.append(stream)
+            if self._newTimer is None:
+                self._newTimer = self.clock.callLater(FIRST_PAYLOAD_WAIT, self._newsDue)
         return proto
+
+    def _newsDue(self) -> None:
+        """New frames alone for the sessions whose first-payload wait is over."""
+        self._newTimer = None
+        queue = self._newQueue
+        now = self.clock.seconds() + 1e-9
+        while queue and queue[0].newDeadline <= now:
+            self.flushNew(queue.popleft())
+        while queue and not queue[0].pendingNew:
+            queue.popleft()  # announced with their data already
+        if queue and not self.closed:
+            self._newTimer = self.clock.callLater(max(0.0, queue[0].newDeadline - now),
+                                                  self._newsDue)
 
     # -- keeping it alive ---------------------------------------------------------------
     def _scheduleKeepAlive(self) -> None:
@@ -210,8 +236,23 @@ class MuxCarrier(MuxConnection):
             return
         if self.opened >= self.pool.max_sessions:
             self.close()  # used up: it takes no more sessions
-        elif self._idle is None:
-            self._idle = self.clock.callLater(self.pool.idle_timeout, self.close)
+            return
+        self._idleSince = self.clock.seconds()
+        if self._idle is None:
+            self._idle = self.clock.callLater(self.pool.idle_timeout, self._idleDue)
+
+    def _idleDue(self) -> None:
+        """Close if still empty ``idle_timeout`` after it became so; else look again then.
+        (One timer per carrier: a session that comes and goes does not cancel it.)"""
+        self._idle = None
+        since = self._idleSince
+        if self.closed or since is None or len(self.sessions) or self.waiters:
+            return  # busy: the next _checkIdle arms the timer again
+        left = since + self.pool.idle_timeout - self.clock.seconds()
+        if left > 1e-9:
+            self._idle = self.clock.callLater(left, self._idleDue)
+        else:
+            self.close()
 
     def _cancelIdle(self) -> None:
         if self._idle is not None:
@@ -226,6 +267,7 @@ class MuxCarrier(MuxConnection):
             return
         self.closing = True
         self.pool._remove(self)
+        self.flush()
         self.lost(None)
         if self.transport is not None:
             self.transport.unregisterProducer()
@@ -235,6 +277,10 @@ class MuxCarrier(MuxConnection):
         """The carrier is gone: its streams fail, later streams get a fresh carrier."""
         self._cancelIdle()
         self._cancelKeepAlive()
+        timer, self._newTimer = self._newTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._newQueue.clear()
         self.pool._remove(self)
         super().lost(reason)
         waiters, self.waiters = self.waiters, []

@@ -18,6 +18,7 @@ Flow control, as V2Ray 4.34 (Mux.Cool has no per-session window; mux.md §6):
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
@@ -36,6 +37,7 @@ from vtwist.address import Destination
 from vtwist.proxy.mux.frame import (
     END,
     KEEP,
+    MAX_TCP_DATA,
     MAX_UDP_DATA,
     NEW,
     Frame,
@@ -53,6 +55,11 @@ log = Logger(namespace="vtwist.mux")
 
 #: Bytes a paused session may still receive before the whole carrier stops reading.
 SESSION_BUFFER = 256 * 1024
+#: Frames wait in the carrier's write buffer until the end of the reactor turn (so the
+#: frames of many sessions leave as one write: one VMess chunk, one TLS record) unless the
+#: buffer holds this many bytes; a larger write goes out at once.
+FLUSH_BYTES = 16 * 1024
+_KEEP_HEAD = struct.Struct(">HHBBH")
 
 
 def _no_delay(transport: Any) -> None:
@@ -94,9 +101,9 @@ class MuxStream:
         #: our consumer paused us, and what arrived since
         self.paused = False
         self.pendingBytes = 0
-        #: client: the New frame has not gone out yet (and the timer that sends it alone)
+        #: client: the New frame has not gone out yet; when it goes out alone at the latest
         self.pendingNew = False
-        self.newTimer: Any = None
+        self.newDeadline = 0.0
         #: answer datagrams with their source in the metadata (an Xray peer)
         self.xudp = False
         self.sent = 0
@@ -105,9 +112,6 @@ class MuxStream:
     def announced(self) -> None:
         """The New frame goes out now."""
         self.pendingNew = False
-        timer, self.newTimer = self.newTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
     # -- ITransport ------------------------------------------------------------------
     def write(self, data: Any) -> None:
@@ -240,8 +244,7 @@ class MuxStream:
         protocol, self.protocol = self.protocol, None
         self.producer = None
         if protocol is not None:
-            why = reason if reason is not None else Failure(ConnectionDone())
-            self.conn.clock.callLater(0, protocol.connectionLost, why)
+            self.conn.notifyLost(protocol, reason)
 
     def _lost(self, reason: Failure) -> None:
         """The carrier is gone."""
@@ -293,6 +296,17 @@ class MuxConnection:
         #: set on traffic, for an ActivityTimer; ``wrote``: set on every frame written
         self.active = False
         self.wrote = False
+        #: frames not yet written to the carrier, and their payload bytes
+        self._out: list[Any] = []
+        self._outBytes = 0
+        #: sessions whose protocol hears ``connectionLost`` at the end of this turn
+        self._lostQueue: list[tuple[Any, Failure | None]] = []
+        #: the call at the end of this reactor turn (flushes ``_out``, tells ``_lostQueue``)
+        self._turn: Any = None
+        #: carrier writes so far (each one VMess chunk or more)
+        self.writes = 0
+        self._peer: Any = None
+        self._host: Any = None
         if transport is not None:
             self.attach(transport)
 
@@ -304,12 +318,19 @@ class MuxConnection:
         transport.registerProducer(_WriteGate(self), True)
 
     def getPeer(self) -> Any:
-        """The carrier's peer."""
-        return self.transport.getPeer() if self.transport is not None else None
+        """The carrier's peer (asked of the transport once)."""
+        peer = self._peer
+        if peer is None and self.transport is not None:
+            peer = self._peer = self.transport.getPeer()
+        return peer
 
     def getHost(self) -> Any:
-        """The carrier's local address."""
-        return self.transport.getHost() if self.transport is not None else None
+        """The carrier's local address (asked of the transport once: every session's
+        ``getHost`` would be a ``getsockname`` call)."""
+        host = self._host
+        if host is None and self.transport is not None:
+            host = self._host = self.transport.getHost()
+        return host
 
     def describe(self) -> str:
         """Who is at the other end, for log lines."""
@@ -317,36 +338,84 @@ class MuxConnection:
         host = getattr(peer, "host", None)
         return f"{host}:{getattr(peer, 'port', '')}" if host else "unknown"
 
+    # -- the end of the reactor turn ------------------------------------------------------
+    def _schedule(self) -> None:
+        if self._turn is None:
+            self._turn = self.clock.callLater(0, self._endOfTurn)
+
+    def _endOfTurn(self) -> None:
+        """Tell the protocols of the sessions that ended, then write the frames queued."""
+        self._turn = None
+        if self._lostQueue:
+            lost, self._lostQueue = self._lostQueue, []
+            for protocol, reason in lost:
+                protocol.connectionLost(reason if reason is not None
+                                        else Failure(ConnectionDone()))
+        if self._out:
+            self.flush()
+
+    def notifyLost(self, protocol: Any, reason: Failure | None) -> None:
+        """``protocol.connectionLost`` at the end of this turn (as Twisted, never inside
+        the call that ended the session)."""
+        self._lostQueue.append((protocol, reason))
+        self._schedule()
+
     # -- writing -------------------------------------------------------------------------
-    def write(self, pieces: list[Any]) -> None:
-        """Whole frames to the carrier."""
+    def write(self, pieces: list[Any], size: int = 0) -> None:
+        """Whole frames (``size`` payload bytes) to the carrier: queued until the end of
+        the turn, so every session's frames of one turn leave in one write; at once when
+        the queue holds :data:`FLUSH_BYTES`."""
         if self.closed or self.transport is None:
             return
         self.active = True
         self.wrote = True
-        self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        self._out += pieces
+        self._outBytes += size
+        if self._outBytes >= FLUSH_BYTES:
+            self.flush()
+        else:
+            self._schedule()
+
+    def flush(self) -> None:
+        """Write the queued frames to the carrier now (one write)."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        self._outBytes = 0
+        if self.closed or self.transport is None:
+            return
+        self.writes += 1
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def sendData(self, stream: MuxStream, data: Any, address: Destination | None = None) -> None:
         """``data`` as Keep frames (the New frame first, while it is pending)."""
+        n = len(data)
         if stream.udp:
-            if len(data) > MAX_UDP_DATA:
-                log.debug("mux: dropping a {n}-byte datagram (over {limit})", n=len(data),
+            if n > MAX_UDP_DATA:
+                log.debug("mux: dropping a {n}-byte datagram (over {limit})", n=n,
                           limit=MAX_UDP_DATA)
                 return
             if stream.pendingNew:
                 stream.announced()
-                self.write([encode_new(stream.id, stream.target, bytes(data))])
+                self.write([encode_new(stream.id, stream.target, data)], n)
+            elif address is None:
+                self.write([_KEEP_HEAD.pack(4, stream.id, KEEP, 1, n) + data], n)
             else:
-                self.write(encode_keep(stream.id, data, address))
+                self.write(encode_keep(stream.id, data, address), n)
             return
         if stream.pendingNew:
             stream.announced()
-            view = memoryview(data)
-            first = encode_new(stream.id, stream.target, bytes(view[:8192]))
-            self.write([first, *split_stream(stream.id, view[8192:])] if len(view) > 8192
-                       else [first])
-            return
-        self.write(split_stream(stream.id, data))
+            if n > MAX_TCP_DATA:
+                view = memoryview(data)
+                self.write([encode_new(stream.id, stream.target, view[:MAX_TCP_DATA]),
+                            *split_stream(stream.id, view[MAX_TCP_DATA:])], n)
+            else:
+                self.write([encode_new(stream.id, stream.target, data)], n)
+        elif n <= MAX_TCP_DATA:
+            self.write([_KEEP_HEAD.pack(4, stream.id, KEEP, 1, n) + data], n)
+        else:
+            self.write(split_stream(stream.id, data), n)
 
     def sendEnd(self, stream: MuxStream, error: bool, halfClose: bool = False) -> None:
         """End for ``stream`` (a never-announced session: End with Error alone, as 4.34;
@@ -361,7 +430,6 @@ class MuxConnection:
 
     def flushNew(self, stream: MuxStream) -> None:
         """Send a pending New without data (the first-payload wait is over)."""
-        stream.newTimer = None
         if stream.pendingNew and not stream.closed:
             stream.announced()
             self.write([encode_new(stream.id, stream.target)])
@@ -376,6 +444,21 @@ class MuxConnection:
         except MuxError as e:
             self.fail(str(e))
             return
+        self.frames(frames)
+
+    def receivedSequence(self, payloads: list[Any]) -> None:
+        """Several pieces of carrier bytes (decoded VMess chunks) at once."""
+        if self.closed:
+            return
+        try:
+            frames = self.decoder.feed_all(payloads)
+        except MuxError as e:
+            self.fail(str(e))
+            return
+        self.frames(frames)
+
+    def frames(self, frames: list[Frame]) -> None:
+        """Dispatch decoded frames to their sessions."""
         self.active = True
         sessions = self.sessions
         # Consecutive Keep frames of one TCP session reach it as one piece (a sender's

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Container
+from collections.abc import Container, Iterable
 
 from vtwist.address import Destination, is_valid_domain, normalize_host
 from vtwist.sansio import Event
@@ -188,6 +188,22 @@ class FrameDecoder:
             buf.clear()
             self._pos = 0
         buf += data
+        return self._parse()
+
+    def feed_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> list[Frame]:
+        """:meth:`feed` of several pieces in a row (one parse for all of them)."""
+        if self.dead:
+            raise MuxError("decoder already failed")
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        for piece in pieces:
+            buf += piece
+        return self._parse()
+
+    def _parse(self) -> list[Frame]:
+        buf = self._buf
         frames: list[Frame] = []
         pos = self._pos
         end = len(buf)
@@ -257,6 +273,24 @@ class FrameDecoder:
 
 def encode_address(dest: Destination) -> bytes:
     """Port, then address type and address (Mux.Cool's order)."""
+    key = (dest.host, dest.port)
+    encoded = _ADDRESSES.get(key)
+    if encoded is None:
+        encoded = _encode_address(dest)
+        if len(_ADDRESSES) >= _ADDRESS_CACHE:
+            _ADDRESSES.clear()
+        _ADDRESSES[key] = encoded
+    return encoded
+
+
+#: encode_address's results by (host, port): a client's New frames mostly go to a few
+#: destinations (cleared whole when full)
+_ADDRESSES: dict[tuple[str, int], bytes] = {}
+_ADDRESS_CACHE = 4096
+_NEW_HEAD = struct.Struct(">HHBBB")  # metaLen, id, New, option, network
+
+
+def _encode_address(dest: Destination) -> bytes:
     ip = dest.ip
     port = _HEAD.pack(dest.port)
     if isinstance(ip, ipaddress.IPv4Address):
@@ -269,16 +303,18 @@ def encode_address(dest: Destination) -> bytes:
     return port + bytes([ATYP_DOMAIN, len(host)]) + host
 
 
-def encode_new(session_id: int, target: Destination, data: bytes | None = None,
+def encode_new(session_id: int, target: Destination, data: bytes | memoryview | None = None,
                global_id: bytes | None = None) -> bytes:
     """A New frame for ``target`` (with its first data when ``data`` is not None)."""
-    net = NET_UDP if target.network == "udp" else NET_TCP
-    meta = struct.pack(">HBBB", session_id, NEW, OPT_DATA if data is not None else 0, net) \
-        + encode_address(target) + (global_id or b"")
-    head = _HEAD.pack(len(meta)) + meta
+    address = encode_address(target)
+    if global_id:
+        address += global_id
+    head = _NEW_HEAD.pack(5 + len(address), session_id, NEW,
+                          OPT_DATA if data is not None else 0,
+                          NET_UDP if target.network == "udp" else NET_TCP) + address
     if data is None:
         return head
-    return head + _HEAD.pack(len(data)) + bytes(data)
+    return head + _HEAD.pack(len(data)) + data
 
 
 def encode_keep(session_id: int, data: bytes | memoryview,

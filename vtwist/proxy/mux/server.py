@@ -33,12 +33,16 @@ from vtwist.tunnel.service import TunnelService
 __all__ = ["MuxServer"]
 
 
-@implementer(IInboundReply)
-class _SessionReply:
-    """A mux session answers nothing on success; a failed connect is End with Error."""
+@implementer(IHalfCloseableProtocol, IInboundReply)
+class _TunnelSide:
+    """A TCP session's events into its StreamTunnel, and the tunnel's reply: nothing on
+    success, End with Error for a failed connect."""
+
+    __slots__ = ("stream", "tunnel")
 
     def __init__(self, stream: MuxStream) -> None:
         self.stream = stream
+        self.tunnel: Any = None
 
     def succeeded(self, bound: Any) -> None:
         """Nothing to send."""
@@ -46,14 +50,6 @@ class _SessionReply:
     def failed(self, kind: Any, reason: Failure) -> None:
         """End with Error."""
         self.stream.abortConnection()
-
-
-@implementer(IHalfCloseableProtocol)
-class _TunnelSide:
-    """A TCP session's events into its StreamTunnel."""
-
-    def __init__(self) -> None:
-        self.tunnel: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         self.tunnel.received(data)
@@ -139,22 +135,22 @@ class MuxServer(MuxConnection):
             if frame.data:
                 side.datagramReceived(frame.data, target)
             return
-        tcp = _TunnelSide()
+        tcp = _TunnelSide(stream)
         stream.protocol = tcp
         tcp.tunnel = self.tunnels.openStream(
-            stream, target, _SessionReply(stream), early=[frame.data] if frame.data else None,
+            stream, target, tcp, early=[frame.data] if frame.data else None,
             policy=self.policy, sniff=self.sniff, **self.access)
 
     # -- the inbound's body events --------------------------------------------------------
     def receivedSequence(self, payloads: list[Any]) -> None:
-        """Decoded body pieces from the VMess connection."""
+        """Decoded body pieces from the VMess connection (parsed as one)."""
         self.activity.active = True
-        for payload in payloads:
-            self.dataReceived(payload)
+        super().receivedSequence(payloads)
 
     def received(self, data: Any) -> None:
         """One decoded body piece."""
-        self.receivedSequence([data])
+        self.activity.active = True
+        self.dataReceived(data)
 
     def eof(self) -> None:
         """The client ended the carrier's uplink: every session's uplink ends with it."""
@@ -185,6 +181,7 @@ class MuxServer(MuxConnection):
         """Close the carrier (flushing what is framed) and every session."""
         if self.closed:
             return
+        self.flush()
         self.lost(None)
         if self.transport is not None:
             self.transport.unregisterProducer()
