@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from vtwist.transport.internals import IOpenSSLTrustRoot
 from vtwist.transport.tls.settings import TLSSettings
+from vtwist.transport.tls.tuning import expect_peer_name, tune_context
 
 
 # -- contexts ------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> Ce
             extraCertChain=[crypto.X509.from_cryptography(c) for c in entry.chain[1:]],
             enableSessionTickets=settings.session_resumption,
         )
-        ctx = opts.getContext()
+        ctx = tune_context(opts.getContext())
         if alpn:
             ctx.set_alpn_select_callback(_alpn_select(alpn))
         options.append((_names(entry.chain[0]), opts))
@@ -176,16 +177,15 @@ class _TrustRoot:
 
 
 @implementer(IOpenSSLClientConnectionCreator)
-class _InsecureClientCreator:
-    """allowInsecure: send SNI and ALPN, verify nothing."""
+class _ClientCreator:
+    """Client connections on one context (built once): SNI (a DNS name) and ALPN per
+    connection, nothing else; the context does any verification itself."""
 
-    def __init__(self, server_name: str, alpn: list[bytes]) -> None:
+    def __init__(self, server_name: str, alpn: list[bytes], context: SSL.Context) -> None:
         self.sni = None if isIPAddress(server_name) or isIPv6Address(server_name) \
             else server_name.encode("idna")
         self.alpn = alpn
-        self.context = CertificateOptions(
-            verify=False, acceptableProtocols=alpn or None,
-            enableSessionTickets=True).getContext()
+        self.context = context
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self.context, None)
@@ -198,15 +198,33 @@ class _InsecureClientCreator:
         return conn
 
 
+class _InsecureClientCreator(_ClientCreator):
+    """allowInsecure: send SNI and ALPN, verify nothing."""
+
+    def __init__(self, server_name: str, alpn: list[bytes]) -> None:
+        super().__init__(server_name, alpn, tune_context(CertificateOptions(
+            verify=False, enableSessionTickets=True).getContext()))
+
+
 def client_creator(server_name: str, settings: TLSSettings,
                    default_alpn: list[str]) -> Any:
-    """The connection creator for a client connecting to ``server_name``."""
+    """The connection creator for a client connecting to ``server_name``.
+
+    A verifying client's context checks the chain (trust roots as set) and the name in
+    OpenSSL (:func:`~vtwist.transport.tls.tuning.expect_peer_name`); without that binding,
+    Twisted's ``optionsForClientTLS`` checks the name with service-identity.
+    """
     alpn = [p.encode() for p in (settings.alpn or default_alpn)]
     if settings.allow_insecure:
         return _InsecureClientCreator(server_name, alpn)
     trusted = [c for entry in settings.certificates for c in entry.chain]
     root = _TrustRoot(trusted, system=not settings.disable_system_root)
-    return optionsForClientTLS(server_name, trustRoot=root, acceptableProtocols=alpn or None,
+    context = tune_context(CertificateOptions(trustRoot=root,
+                                              enableSessionTickets=True).getContext())
+    if expect_peer_name(context, server_name):
+        return _ClientCreator(server_name, alpn, context)
+    return optionsForClientTLS(server_name, trustRoot=root,  # pragma: no cover
+                               acceptableProtocols=alpn or None,
                                extraCertificateOptions={"enableSessionTickets": True})
 
 

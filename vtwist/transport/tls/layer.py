@@ -36,6 +36,7 @@ from vtwist.transport.tls.context import (
     server_context_factory,
 )
 from vtwist.transport.tls.settings import TLSSettings
+from vtwist.transport.tls.tuning import verify_error
 
 log = Logger(namespace="vtwist.transport.tls")
 
@@ -43,10 +44,18 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 # -- the layer -------------------------------------------------------------------------
-def describe_tls_failure(reason: Failure, server_name: str | None = None) -> str:
-    """A one-line reason for a failed TLS handshake."""
+def describe_tls_failure(reason: Failure, server_name: str | None = None,
+                         connection: SSL.Connection | None = None) -> str:
+    """A one-line reason for a failed TLS handshake (``connection``: its OpenSSL connection,
+    which knows why a certificate failed verification)."""
     if reason.check(VerificationError):
         return f"certificate does not match the name {server_name!r}: {reason.value}"
+    failed = verify_error(connection) if reason.check(SSL.Error) and connection else None
+    if failed is not None:
+        mismatch, text = failed
+        if mismatch:
+            return f"certificate does not match the name {server_name!r}: {text}"
+        return f"untrusted certificate chain (certificate verify failed: {text})"
     if reason.check(SSL.Error):
         parts = []
         for item in reason.value.args[0] if reason.value.args else []:
@@ -99,7 +108,8 @@ class TLSLayer(Layer):
 
     def describeFailure(self, reason: Failure) -> str:
         """Name the TLS reason: untrusted chain, name mismatch, garbage ..."""
-        return describe_tls_failure(reason, self.server_name)
+        handle = self.transport.getHandle() if self.transport is not None else None
+        return describe_tls_failure(reason, self.server_name, handle)
 
     @property
     def negotiatedProtocol(self) -> bytes | None:

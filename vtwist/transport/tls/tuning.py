@@ -1,0 +1,103 @@
+"""Handshake cost settings for the OpenSSL contexts TLS uses, each set once per context.
+
+* Key exchange groups: X25519, then P-256 and P-384 (what Go's crypto/tls, and with it
+  V2Ray 4.34, offers and accepts). OpenSSL 3.5+ otherwise leads with the hybrid
+  X25519MLKEM768 and sends two key shares in every ClientHello (1.5 KB; an ML-KEM key pair
+  on the client, an encapsulation on the server): about a third of a resumed handshake's
+  CPU between two vtwist processes.
+* TLS 1.3 cipher suites: AES-128-GCM first, as Go orders them on AES-NI hardware (OpenSSL
+  leads with AES-256-GCM; a server prefers its own order).
+
+A verifying client checks the server's name in OpenSSL itself (:func:`expect_peer_name`,
+set once on the context: ``X509_VERIFY_PARAM_set1_host``/``_set1_ip``, SAN only, no partial
+wildcards, as service-identity and Go check it) instead of Twisted's per-connection Python
+verify callback; :func:`verify_error` says why a verification failed.
+
+pyOpenSSL has no public calls for these; they go through its cffi binding when that has
+them (:data:`NATIVE`), and callers fall back to Twisted's ways otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from OpenSSL import SSL
+
+#: The key exchange groups, in order of preference (OpenSSL names).
+GROUPS = b"X25519:P-256:P-384"
+#: The TLS 1.3 cipher suites, in order of preference.
+TLS13_CIPHERSUITES = b"TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+
+
+_NEEDED = ("SSL_CTX_set1_curves_list", "SSL_CTX_get0_param", "X509_VERIFY_PARAM_set1_host",
+           "X509_VERIFY_PARAM_set1_ip", "X509_VERIFY_PARAM_set_hostflags",
+           "SSL_get_verify_result", "X509_verify_cert_error_string",
+           "X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS", "X509_CHECK_FLAG_NEVER_CHECK_SUBJECT",
+           "X509_V_ERR_HOSTNAME_MISMATCH", "X509_V_ERR_IP_ADDRESS_MISMATCH")
+
+
+def _binding() -> tuple[Any, Any]:
+    try:
+        from OpenSSL._util import ffi, lib
+    except ImportError:  # pragma: no cover - a pyOpenSSL without its cffi binding
+        return None, None
+    if not all(hasattr(lib, name) for name in _NEEDED):  # pragma: no cover
+        return None, None
+    return ffi, lib
+
+
+_FFI, _LIB = _binding()
+#: True when the binding has every call used here (else: OpenSSL's defaults, Twisted's checks).
+NATIVE = _LIB is not None
+
+
+def set_groups(context: SSL.Context, groups: bytes = GROUPS) -> bool:
+    """Offer (client) and accept (server) only ``groups``; False when it could not be set."""
+    if _LIB is None:  # pragma: no cover - depends on the pyOpenSSL build
+        return False
+    return bool(_LIB.SSL_CTX_set1_curves_list(context._context, groups) == 1)
+
+
+def tune_context(context: SSL.Context) -> SSL.Context:
+    """Set the groups and the TLS 1.3 cipher suites of ``context`` (before its first use)."""
+    set_groups(context)
+    try:
+        context.set_tls13_ciphersuites(TLS13_CIPHERSUITES)
+    except (AttributeError, SSL.Error):  # pragma: no cover - an older pyOpenSSL/OpenSSL
+        pass
+    return context
+
+
+def expect_peer_name(context: SSL.Context, name: str) -> bool:
+    """Make ``context`` (a verifying client's) fail the handshake unless the server's
+    certificate names ``name`` (a DNS name, or an IP address in an iPAddress SAN). False when
+    the binding cannot, so that the caller checks the name itself."""
+    if _LIB is None:  # pragma: no cover - depends on the pyOpenSSL build
+        return False
+    param = _LIB.SSL_CTX_get0_param(context._context)
+    try:
+        ip = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        ip = None
+    if ip is not None:
+        packed = ip.packed
+        return bool(_LIB.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed)) == 1)
+    host = name.encode("idna")
+    _LIB.X509_VERIFY_PARAM_set_hostflags(
+        param, _LIB.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+        | _LIB.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT)
+    return bool(_LIB.X509_VERIFY_PARAM_set1_host(param, host, len(host)) == 1)
+
+
+def verify_error(connection: SSL.Connection) -> tuple[bool, str] | None:
+    """Why the peer's certificate failed verification on ``connection``: (name mismatch?,
+    OpenSSL's text), or None when it did not fail (or cannot be told)."""
+    if _LIB is None or connection is None:  # pragma: no cover - depends on the build
+        return None
+    code = _LIB.SSL_get_verify_result(connection._ssl)
+    if code == 0:
+        return None
+    text = _FFI.string(_LIB.X509_verify_cert_error_string(code)).decode("ascii", "replace")
+    mismatch = code in (_LIB.X509_V_ERR_HOSTNAME_MISMATCH, _LIB.X509_V_ERR_IP_ADDRESS_MISMATCH)
+    return mismatch, text
