@@ -160,8 +160,9 @@ def echo_through(s: socket.socket, size: int) -> bool:
     return hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
 
 
-class WorkersTests(SynchronousTestCase):
-    """``python -m vtwist run --workers 2`` (and twistd's ``--workers``)."""
+class WorkersHarness(SynchronousTestCase):
+    """Runs ``python -m vtwist run --workers N`` (or twistd's) in a temporary directory,
+    with an echo target; no tests of its own."""
 
     def setUp(self) -> None:
         self.dir = tempfile.mkdtemp()
@@ -245,7 +246,11 @@ class WorkersTests(SynchronousTestCase):
         return wait_for(lambda: socket_owner(port, mine, pids),
                         f"no worker holds the connection from port {mine}", 30)
 
-    # -- the tests ----------------------------------------------------------------------------
+
+
+class WorkersTests(WorkersHarness):
+    """``python -m vtwist run --workers 2`` (and twistd's ``--workers``)."""
+
     def test_connections_spread_over_workers(self) -> None:
         """Connections from many source ports land on both workers (SO_REUSEPORT), and
         every one is relayed intact; SIGTERM then stops the supervisor and every worker."""
@@ -432,21 +437,6 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(status, 1, self.output())
         self.assertIn("cannot listen", self.output())
         self.assertIn("before it was listening: stopping", self.output())
-
-    def test_stats_refused_with_workers(self) -> None:
-        """api/stats/metrics with --workers: a clear refusal, status 1 (run and twistd)."""
-        config = self.dokodemo(free_port())
-        config["stats"] = {}
-        path = self.write_config(config)
-        for argv in ([sys.executable, "-m", "vtwist", "run", "--workers", "2",
-                      "--config", path],
-                     [*TWISTD, "-n", "--pidfile=", "vtwist", "--workers", "2", "--config",
-                      path]):
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                                  cwd=self.dir, env=ENV)
-            self.assertEqual(done.returncode, 1, done.stderr)
-            self.assertIn("--workers with api/stats/metrics is not supported yet",
-                          done.stderr + done.stdout)
 
     def test_unix_listener_refused_with_workers(self) -> None:
         """A UNIX socket listener cannot be shared: refused before anything starts."""

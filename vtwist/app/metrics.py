@@ -7,11 +7,15 @@ connections, failures by reason, handshake latency) and the mKCP session census
 process's resident memory and open file descriptors. Labels stay bounded: inbound and
 outbound tags, users' emails, failure reasons, protocol names, mKCP role and header type —
 never a destination.
+
+With ``--workers N`` the supervisor serves ``/metrics`` (:mod:`vtwist.app.controlplane`):
+its StatsManager is the sum the workers push, and the mKCP figures are theirs
+(:func:`kcp_figures` in each worker; ``context.kcp_figures`` in the supervisor).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -43,8 +47,12 @@ REASONS = ("dispatch", "timeout", "refused", "unreachable", "other", "probe", "r
 class TunnelCollector:
     """Reads a :class:`StatsManager` and the mKCP census at scrape time."""
 
-    def __init__(self, stats: StatsManager) -> None:
+    def __init__(self, stats: StatsManager,
+                 kcp: Callable[[], dict[tuple[str, str], list[float]]] | None = None,
+                 ) -> None:
         self.stats = stats
+        #: the mKCP figures (default: this process's census; a supervisor: its workers')
+        self.kcp = kcp or kcp_figures
 
     def describe(self) -> list[Metric]:
         """Nothing up front (the families depend on the traffic)."""
@@ -83,15 +91,32 @@ class TunnelCollector:
             buckets.append(("+Inf", histogram.count))
             handshake.add_metric([protocol], buckets, histogram.total)
         yield handshake
-        yield from kcp_metrics()
+        yield from kcp_metrics(self.kcp())
 
 
-def kcp_metrics() -> Iterator[Metric]:
-    """mKCP sessions, segments, retransmissions, loss and RTT by role and header type."""
+def kcp_figures() -> dict[tuple[str, str], list[float]]:
+    """This process's mKCP census by (role, header): [live sessions, DATA segments sent,
+    retransmissions, sum of the live sessions' smoothed RTT in ms, live sessions with an
+    RTT] (what a worker pushes to its supervisor, :mod:`vtwist.app.statsync`)."""
     live: dict[tuple[str, str], list[Any]] = {}
     for transport in list(census.LIVE):
         live.setdefault(census.labels(transport), []).append(transport.session)
-    keys = sorted(set(live) | set(census.RETIRED))
+    figures: dict[tuple[str, str], list[float]] = {}
+    for key in sorted(set(live) | set(census.RETIRED)):
+        retired = census.RETIRED.get(key, [0, 0, 0])
+        current = live.get(key, [])
+        sampled = [s.srtt for s in current if s.srtt]
+        figures[key] = [len(current), retired[1] + sum(s.segments_sent for s in current),
+                        retired[2] + sum(s.retransmissions for s in current),
+                        sum(sampled), len(sampled)]
+    return figures
+
+
+def kcp_metrics(figures: dict[tuple[str, str], list[float]] | None = None,
+                ) -> Iterator[Metric]:
+    """mKCP sessions, segments, retransmissions, loss and RTT by role and header type
+    (``figures``: as :func:`kcp_figures` gives them; default: this process's)."""
+    figures = kcp_figures() if figures is None else figures
     sessions = GaugeMetricFamily("vtwist_kcp_sessions", "Live mKCP sessions.",
                                  labels=["role", "header"])
     sent = CounterMetricFamily("vtwist_kcp_segments_sent", "mKCP DATA segments sent.",
@@ -105,24 +130,21 @@ def kcp_metrics() -> Iterator[Metric]:
     rtt = GaugeMetricFamily("vtwist_kcp_srtt_seconds",
                             "Smoothed round trip of live mKCP sessions (mean).",
                             labels=["role", "header"])
-    for key in keys:
-        retired = census.RETIRED.get(key, [0, 0, 0])
-        current = live.get(key, [])
-        total_sent = retired[1] + sum(s.segments_sent for s in current)
-        total_retrans = retired[2] + sum(s.retransmissions for s in current)
-        sessions.add_metric(list(key), len(current))
+    for key in sorted(figures):
+        count, total_sent, total_retrans, srtt_sum, sampled = figures[key]
+        sessions.add_metric(list(key), count)
         sent.add_metric(list(key), total_sent)
         retrans.add_metric(list(key), total_retrans)
         loss.add_metric(list(key), total_retrans / total_sent if total_sent else 0.0)
-        sampled = [s.srtt for s in current if s.srtt]
-        rtt.add_metric(list(key), sum(sampled) / len(sampled) / 1000 if sampled else 0.0)
+        rtt.add_metric(list(key), srtt_sum / sampled / 1000 if sampled else 0.0)
     yield from (sessions, sent, retrans, loss, rtt)
 
 
-def registry_for(stats: StatsManager) -> CollectorRegistry:
+def registry_for(stats: StatsManager, kcp: Callable[[], Any] | None = None,
+                 ) -> CollectorRegistry:
     """A registry of its own (several services in one process do not collide)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TunnelCollector(stats))  # type: ignore[arg-type]
+    registry.register(TunnelCollector(stats, kcp))  # type: ignore[arg-type]
     ProcessCollector(registry=registry)
     return registry
 
@@ -150,7 +172,9 @@ class MetricsService(Service):
         """Listen; a bind failure is logged and kept in ``failure``."""
         super().startService()
         root = Resource()
-        root.putChild(b"metrics", MetricsResource(registry=registry_for(self.context.stats)))
+        kcp = getattr(self.context, "kcp_figures", None)
+        root.putChild(b"metrics", MetricsResource(registry=registry_for(self.context.stats,
+                                                                       kcp)))
         reactor = self.context.reactor
         listen = self.config.listen
         endpoint_class = TCP6ServerEndpoint if ":" in listen else TCP4ServerEndpoint

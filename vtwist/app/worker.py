@@ -2,10 +2,17 @@
 files limit every vtwist process raises at start-up.
 
 A worker is ``python -m vtwist run`` started with :data:`ENV` = "index/count/supervisor pid",
-the shared replay mapping on fd :data:`TABLES_FD` and a readiness pipe on :data:`READY_FD`.
-It binds every listener with ``SO_REUSEPORT``, uses the shared replay tables, dies with its
-supervisor (``PR_SET_PDEATHSIG``), ignores SIGINT (the supervisor decides), stops once on
-SIGTERM and writes ``ready`` once all its inbounds listen.
+the shared replay mapping on fd :data:`TABLES_FD`, a readiness pipe on :data:`READY_FD` and
+its control channel on :data:`~vtwist.app.control.CONTROL_FD`. It binds every listener with
+``SO_REUSEPORT``, uses the shared replay tables, dies with its supervisor
+(``PR_SET_PDEATHSIG``), ignores SIGINT (the supervisor decides), stops once on SIGTERM and
+writes ``ready`` once all its inbounds listen.
+
+With ``stats`` or ``metrics`` it counts as one process does and pushes what it counted to
+the supervisor (:mod:`vtwist.app.statsync`) every :data:`~vtwist.app.statsync.INTERVAL`
+seconds and once more when it stops; it serves neither the API (the supervisor leaves the
+API inbounds out of the workers' config) nor the metrics endpoint: the supervisor serves
+both from the sum. It reopens its log files when the supervisor asks (RestartLogger).
 """
 
 from __future__ import annotations
@@ -107,9 +114,12 @@ class Worker:
         self.ready_fd = ready_fd
         #: the supervisor's process id
         self.supervisor = supervisor
+        #: the control channel (a WorkerChannel) once started
+        self.channel: Any = None
 
     def started(self, service: Any, reactor: Any) -> None:
-        """Once every inbound listens, tell the supervisor; leave SIGINT to it."""
+        """Once every inbound listens, tell the supervisor; leave SIGINT to it; push the
+        counters over the control channel."""
         def ready(_: Any) -> None:
             try:
                 os.write(self.ready_fd, b"ready\n")
@@ -120,6 +130,60 @@ class Worker:
         service.whenListening().addCallbacks(ready, lambda _: None)
         reactor.callWhenRunning(self._signals, reactor)
         reactor.addSystemEventTrigger("after", "shutdown", self._orphaned)
+        self._control(service, reactor)
+
+    def _control(self, service: Any, reactor: Any) -> None:
+        """Open the control channel: answer requests, push the counters."""
+        from vtwist.app import statsync
+        from vtwist.app.control import CONTROL_FD, WorkerChannel
+        from vtwist.logsetup import reopen_logs
+
+        try:
+            os.fstat(CONTROL_FD)
+        except OSError:  # no channel (not started by a supervisor of this version)
+            return
+        channel = self.channel = WorkerChannel(CONTROL_FD, reactor,
+                                               {"restart_logger": reopen_logs})
+        channel.start()
+        known: set[Any] = set()
+        last: list[Any] = [0, None]  # active, kcp: what was pushed last
+
+        def push() -> None:
+            try:
+                pushed()
+            except Exception:  # noqa: BLE001 - logged; the next interval tries again
+                log.failure("workers: pushing the counters failed")
+
+        def pushed() -> None:
+            stats = getattr(service.tunnels, "stats", None)
+            if stats is None:
+                return
+            kcp = None
+            if stats.metrics:
+                from vtwist.app.metrics import kcp_figures
+
+                kcp = kcp_figures
+            message = statsync.take(stats, known, kcp)
+            if not any((message["counters"], message["totals"], message["failed"],
+                        message["handshakes"], message["opened"])) and \
+                    [message["active"], message.get("kcp")] == last:
+                return  # nothing new: an idle worker stays quiet
+            last[:] = [message["active"], message.get("kcp")]
+            channel.send({"stats": message})
+
+        from twisted.internet.task import LoopingCall
+
+        loop = LoopingCall(push)
+        loop.clock = reactor
+        reactor.callWhenRunning(loop.start, statsync.INTERVAL, now=False)
+
+        def last_push() -> None:  # after the reactor closed every connection
+            if loop.running:
+                loop.stop()
+            push()
+            channel.close()
+
+        reactor.addSystemEventTrigger("after", "shutdown", last_push)
 
     def _orphaned(self) -> None:
         """The supervisor died without cleaning up (SIGKILL): remove its private config
@@ -148,6 +212,14 @@ class Worker:
         signal.signal(signal.SIGTERM, term)
 
 
+_current: Worker | None = None
+
+
+def current() -> Worker | None:
+    """This process as a worker of ``--workers N``; None in a single process."""
+    return _current
+
+
 def worker_from_environment(environ: dict[str, str] | None = None) -> Worker | None:
     """In a worker (:data:`ENV` set): share ports and replay tables; None otherwise."""
     environ = os.environ if environ is None else environ
@@ -157,10 +229,13 @@ def worker_from_environment(environ: dict[str, str] | None = None) -> Worker | N
     index, count, ppid = (int(part) for part in spec.split("/"))
     _die_with_parent(ppid)
     reuseport.enable()
+    global _current
     size = sharedreplay.mapping_size()
     mapping = mmap.mmap(TABLES_FD, size)
     sharedreplay.install(sharedreplay.layout(mapping, lambda: _record_lock(TABLES_FD)))
-    return Worker(index, count, supervisor=ppid)
+    _current = Worker(index, count, supervisor=ppid)
+    return _current
+
 
 
 def _config_argument() -> str | None:

@@ -3,7 +3,8 @@
 The supervisor validates the config (a bad config fails before any worker starts), writes
 it to a private file, creates the shared replay tables (:mod:`vtwist.proxy.sharedreplay`) in
 a ``memfd`` and starts each worker as ``python -m vtwist run --config FILE`` with the
-mapping on fd 3, a readiness pipe on fd 4 and :data:`ENV` naming its index. Re-executing
+mapping on fd 3, a readiness pipe on fd 4, its control channel (:mod:`vtwist.app.control`)
+on fd 5 and :data:`ENV` naming its index. Re-executing
 (rather than forking) keeps each worker's reactor its own and works the same under
 ``python -m vtwist run`` and ``twistd`` (the supervisor is a plain Twisted service).
 
@@ -19,8 +20,15 @@ or is not ready within :data:`START_TIMEOUT`, stops them all with exit status 1;
 :data:`RESTART_DELAY` (only its own connections are lost). Workers share stdout/stderr and
 append to the same log files, so logs come out as one stream.
 
-Stats, the API and metrics count per process, so they are refused with workers for now, as
-are UNIX socket listeners (a path has one owner).
+Stats, the API and metrics: each worker counts its own connections and pushes what it
+counted over its control channel every :data:`~vtwist.app.statsync.INTERVAL` seconds and
+when it stops; the supervisor sums them and serves the gRPC API (its inbounds listen in the
+supervisor only) and the metrics endpoint from the sum (:mod:`vtwist.app.controlplane`). So
+a query lags the traffic by at most that interval, and a worker killed with SIGKILL loses
+at most its last interval of counts (what it pushed before stays). The API's HandlerService
+is refused with workers (see the control plane); RestartLogger reaches every worker.
+
+UNIX socket listeners are refused (a path has one owner).
 
 Limits: the kernel hashes UDP flows over the sockets bound at the moment, so when a worker
 dies (and again when it comes back) some UDP flows of the *other* workers move too: their
@@ -49,6 +57,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from vtwist.app import control
 from vtwist.app.worker import ENV, READY_FD, TABLES_FD, log_open_files_limit
 from vtwist.proxy import sharedreplay
 
@@ -62,9 +71,6 @@ RESTART_DELAY = 1.0
 #: more restarts than this within RESTART_WINDOW seconds: give up (a crash loop)
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
-NOT_WITH_WORKERS = ("--workers with api/stats/metrics is not supported yet (each worker "
-                    "would count only its own connections): run one process, or drop the "
-                    "api, stats and metrics sections")
 
 
 def parse_workers(text: str | int) -> int:
@@ -85,8 +91,6 @@ def unsupported(config: Any) -> str | None:
     """Why a parsed config cannot run with workers (None: it can)."""
     from vtwist.transport.domainsocket.settings import listen_address
 
-    if config.stats or config.api is not None or config.metrics is not None:
-        return NOT_WITH_WORKERS
     for i, inbound in enumerate(config.inbounds):
         network = getattr(inbound.stream, "network", "")
         if listen_address(inbound.listen) is not None or network in ("domainsocket", "ds"):
@@ -105,6 +109,8 @@ class _WorkerProcess(ProcessProtocol):
         self.ready = False
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.pid: int | None = None
+        #: the supervisor's end of its control channel (a SupervisorChannel)
+        self.channel: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         self.pid = self.transport.pid  # type: ignore[union-attr]
@@ -159,10 +165,18 @@ class Supervisor(Service):
         self._dir: str | None = None
         self._tables_fd: int | None = None
         self._null_fd: int | None = None
+        #: the API and metrics over the workers' summed counters (None: neither)
+        self.control: Any = None
 
     # setup
     def _write_config(self, config: dict[str, Any]) -> None:
+        """Write what the workers run: ``config`` without the API inbounds (the
+        supervisor's own)."""
+        from vtwist.app.controlplane import worker_config
+        from vtwist.config.loader import parse_config
+
         assert self._dir is not None
+        config = worker_config(config, parse_config(config, lambda _: None))
         path = os.path.join(self._dir, "config.json")
         fd, tmp = tempfile.mkstemp(dir=self._dir)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -188,12 +202,14 @@ class Supervisor(Service):
         return fd
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
-        """Write the config, create the shared tables and start every worker."""
+        """Write the config, create the shared tables, listen for the API and metrics and
+        start every worker."""
         super().startService()
         self._dir = tempfile.mkdtemp(prefix="vtwist-workers-")
         self._write_config(self.config)
         self._tables_fd = self._make_tables()
         self._null_fd = os.open(os.devnull, os.O_RDONLY)
+        self._start_control()
         for index in range(self.count):
             self._spawn(index)
         self._start_timer = self.reactor.callLater(START_TIMEOUT, self._too_slow)
@@ -209,6 +225,49 @@ class Supervisor(Service):
         self.failed = True
         self._stop_reactor()
 
+    def _start_control(self) -> None:
+        """The gRPC API and metrics endpoint, when the config has them; an API port that
+        cannot listen is a failed start."""
+        from vtwist.app.controlplane import ControlPlane
+        from vtwist.config.loader import parse_config
+
+        control = ControlPlane(parse_config(self.config, lambda _: None), self.reactor,
+                               self.pids, self.broadcast)
+        if not control.wanted:
+            return
+        self.control = control
+        control.startService()
+
+        def failed(failure: Failure) -> None:
+            log.error("the gRPC API cannot listen: {why}; stopping",
+                      why=failure.getErrorMessage())
+            self.failed = True
+            self.reactor.callWhenRunning(self._stop_reactor)  # twistd: not running yet
+
+        control.whenListening().addErrback(failed)
+
+    def broadcast(self, op: str) -> defer.Deferred[None]:
+        """Ask every running worker to do ``op`` (control channel); fires when all have
+        answered, fails with the first error a worker answered (a worker that ended
+        meanwhile counts as done: it starts again with the config as it is)."""
+        from vtwist.app.control import ChannelClosed
+
+        def answered(failure: Failure, index: int) -> None:
+            if failure.check(ChannelClosed):
+                return None
+            raise RuntimeError(f"worker {index}: {failure.getErrorMessage()}")
+
+        calls = [w.channel.request(op).addErrback(answered, w.index)
+                 for w in self.workers if w is not None and w.channel is not None
+                 and not w.channel.gone]
+        done = defer.gatherResults(calls, consumeErrors=True)
+
+        def first(failure: Failure) -> Failure:
+            return failure.value.subFailure \
+                if isinstance(failure.value, defer.FirstError) else failure
+
+        return done.addCallbacks(lambda _: None, first)
+
     def _spawn(self, index: int) -> None:
         argv = [sys.executable, "-m", "vtwist", "run", "--config", self.config_path]
         if self.assets:
@@ -220,10 +279,29 @@ class Supervisor(Service):
                                                           env.get("PYTHONPATH")]))
         worker = _WorkerProcess(self, index)
         self.workers[index] = worker
-        self.reactor.spawnProcess(
-            worker, sys.executable, argv, env=env,
-            childFDs={0: self._null_fd, 1: 1, 2: 2, TABLES_FD: self._tables_fd,
-                      READY_FD: "r"})
+        mine, theirs = control.socket_pair()
+        try:
+            self.reactor.spawnProcess(
+                worker, sys.executable, argv, env=env,
+                childFDs={0: self._null_fd, 1: 1, 2: 2, TABLES_FD: self._tables_fd,
+                          READY_FD: "r", control.CONTROL_FD: theirs.fileno()})
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        key = object()  # this process of worker ``index`` (a restart is another)
+
+        def message(data: dict[str, Any]) -> None:
+            if self.control is not None and isinstance(data.get("stats"), dict):
+                self.control.apply(key, data["stats"])
+
+        def lost() -> None:
+            if self.control is not None:
+                self.control.worker_gone(key)
+
+        worker.channel = control.SupervisorChannel(message, lost)
+        control.adopt(self.reactor, mine, worker.channel)
 
     # events
     def worker_ready(self, worker: _WorkerProcess) -> None:
@@ -315,6 +393,8 @@ class Supervisor(Service):
         if why:
             log.error("reload: {why}; keeping the running config", why=why)
             return False
+        if self.control is not None or parsed.api is not None or parsed.metrics is not None:
+            self._warn_control_changes(parsed)
         self.config = config
         self._write_config(config)
         for worker in self.workers:
@@ -322,6 +402,18 @@ class Supervisor(Service):
                 worker.signal(signal.SIGHUP)
         log.info("reload: passed to {count} workers", count=self.count)
         return True
+
+    def _warn_control_changes(self, new: Any) -> None:
+        """The API and metrics endpoints are the supervisor's: a reload does not move them."""
+        from vtwist.config.loader import parse_config
+
+        old = parse_config(self.config, lambda _: None)
+        api_inbounds = [[i for i in c.inbounds if i.tag in c.api_inbound_tags()]
+                        for c in (old, new)]
+        if (old.stats, old.api, old.metrics, api_inbounds[0]) != \
+                (new.stats, new.api, new.metrics, api_inbounds[1]):
+            log.warn("reload: the stats, api and metrics sections and the API inbounds are "
+                     "the supervisor's: a change to them takes effect at the next start")
 
     def stopService(self) -> defer.Deferred[Any]:  # noqa: N802 - Twisted's name
         """SIGTERM every worker, SIGKILL what is left after :data:`STOP_TIMEOUT`."""
@@ -340,10 +432,14 @@ class Supervisor(Service):
 
         timer = self.reactor.callLater(STOP_TIMEOUT, kill)
 
-        def done(_: Any) -> None:
+        def done(_: Any) -> Any:
             if timer.active():
                 timer.cancel()
             self._cleanup()
+            if self.control is not None:
+                control, self.control = self.control, None
+                return control.stopService()
+            return None
 
         return defer.DeferredList([w.ended for w in running]).addCallback(done)
 

@@ -25,7 +25,13 @@ class ApiContext:
       ``by_tag``: the outbound manager);
     * ``stats`` — the :class:`vtwist.tunnel.stats.StatsManager`, None without ``"stats"``;
     * ``restart_logger`` — reopens the log files (LoggerService.RestartLogger);
-    * ``started`` — ``time.monotonic()`` when the service was built (uptime).
+    * ``started`` — ``time.monotonic()`` when the service was built (uptime);
+    * ``processes`` — with ``--workers N``, the workers' process ids (GetSysStats adds their
+      memory to the supervisor's); None in a single process;
+    * ``kcp_figures`` — with ``--workers N``, the workers' summed mKCP census for the
+      metrics (:meth:`vtwist.app.statsync.Aggregate.kcp_figures`); None: this process's.
+
+    ``restart_logger`` may return a Deferred (the supervisor waits for its workers).
     """
 
     reactor: Any
@@ -34,8 +40,10 @@ class ApiContext:
     build: Any = None
     dispatcher: Any = None
     stats: Any = None
-    restart_logger: Callable[[], None] = lambda: None
+    restart_logger: Callable[[], Any] = lambda: None
     started: float = field(default_factory=time.monotonic)
+    processes: Callable[[], list[int]] | None = None
+    kcp_figures: Callable[[], Any] | None = None
 
     def uptime(self) -> float:
         """Seconds since the service was built."""

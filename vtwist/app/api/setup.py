@@ -93,8 +93,11 @@ class Operations:
         return GrpcServerFactory(self.context.tunnels, inbound.tag, self.services, counters)
 
     def extra_services(self) -> list[Service]:
-        """Services beside the inbounds: the metrics HTTP endpoint."""
-        if self.config.metrics is None:
+        """Services beside the inbounds: the metrics HTTP endpoint (not in a worker of
+        ``--workers N``: its supervisor serves the sum, :mod:`vtwist.app.controlplane`)."""
+        from vtwist.app.worker import current
+
+        if self.config.metrics is None or current() is not None:
             return []
         from vtwist.app.metrics import MetricsService
 

@@ -48,10 +48,23 @@ class StatsService:
         """Uptime and vtwist's own figures in V2Ray's fields: ``NumGoroutine`` is the number
         of open connections and UDP sessions, ``Sys`` and ``Alloc`` the process's peak
         resident memory in bytes, ``NumGC`` the garbage collector's runs, ``LiveObjects``
-        the interpreter's allocated memory blocks (cheap to read: no walk over objects)."""
+        the interpreter's allocated memory blocks (cheap to read: no walk over objects).
+        With ``--workers N`` (the supervisor answers) ``Alloc`` and ``Sys`` add the
+        workers' resident memory now and at its peak; the rest is the supervisor's."""
         decode(pb.SysStatsRequest, data)
         stats = self.context.stats
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        processes = getattr(self.context, "processes", None)
+        if processes is not None:
+            pids = processes()
+            return pb.SysStatsResponse(
+                Uptime=int(self.context.uptime()),
+                NumGoroutine=stats.active if stats is not None else 0,
+                NumGC=sum(s["collections"] for s in gc.get_stats()),
+                Alloc=(current_rss() or rss) + sum(process_rss(pid)[0] for pid in pids),
+                Sys=rss + sum(process_rss(pid)[1] for pid in pids),
+                LiveObjects=sys.getallocatedblocks(),
+            ).SerializeToString()
         return pb.SysStatsResponse(
             Uptime=int(self.context.uptime()),
             NumGoroutine=stats.active if stats is not None else 0,
@@ -68,6 +81,22 @@ def current_rss() -> int:
             return int(f.read().split()[1]) * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def process_rss(pid: int) -> tuple[int, int]:
+    """Process ``pid``'s resident memory now and at its peak, in bytes ((0, 0) when it
+    is gone or /proc is missing)."""
+    now = peak = 0
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    now = int(line.split()[1]) * 1024
+                elif line.startswith(b"VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return now, peak
 
 
 def build(context: Any) -> StatsService:
