@@ -178,6 +178,21 @@ class StatsWorkersTests(WorkersHarness):
         self.wait_counted(first + second)
         self.assertEqual(self.scrape()["vtwist_connections_total"], 24)
 
+    def test_stopping_worker_pushes_its_last_counts(self) -> None:
+        """A worker stopped with SIGTERM while a connection is open pushes what it counted
+        since its last push before it exits (nothing lost); it is started again."""
+        proc, pids = self.run_workers(self.config())
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        owner = self.owner(s, self.port, pids)
+        self.assertTrue(echo_through(s, 54321))
+        os.kill(owner, signal.SIGTERM)  # well within the push interval
+        wait_for(lambda: owner not in children(proc.pid), "the worker does not stop", 30)
+        self.assertEqual(self.query()["inbound>>>in>>>traffic>>>uplink"], 54321)
+        self.assertEqual(self.query()["inbound>>>in>>>traffic>>>downlink"], 54321)
+        s.close()
+        wait_for(lambda: "exited with status 0: starting it again" in self.output(),
+                 lambda: f"not restarted:\n{self.output()}", 30)
+
     def test_logs_and_access_lines_one_stream(self) -> None:
         """Both workers write whole lines to the one access log and the one output; after
         logrotate's move, RestartLogger makes every worker write to the new file."""
