@@ -258,3 +258,40 @@ class ControlPlaneTests(SynchronousTestCase):
         error = self.failureResultOf(answer, GrpcError).value
         self.assertEqual(error.status_code, Status.UNKNOWN)
         self.assertIn("worker 1: cannot open /x", error.message)
+
+    def test_reload_keeps_the_supervisors_endpoints(self) -> None:
+        """A reload that changes the metrics or API: a warning (they are the supervisor's,
+        kept until the next start); the workers' new config still leaves the API out."""
+        import os
+        import tempfile
+
+        from twisted.internet.task import Clock
+
+        from vtwist.app.workers import Supervisor
+        from vtwist.testing.doubles import log_lines
+
+        raw = {"api": {"tag": "api", "services": ["StatsService"]}, "stats": {},
+               "metrics": {"port": 9100},
+               "inbounds": [{"tag": "in", "port": 1080, "protocol": "socks"},
+                            {"tag": "api", "port": 10085, "listen": "127.0.0.1",
+                             "protocol": "dokodemo-door",
+                             "settings": {"address": "127.0.0.1"}}],
+               "outbounds": [{"protocol": "freedom"}],
+               "routing": {"rules": [{"type": "field", "inboundTag": ["api"],
+                                      "outboundTag": "api"}]}}
+        changed = {**raw, "metrics": {"port": 9200}}
+        configs = [raw, changed]
+        supervisor = Supervisor(raw, 1, Clock(), load=lambda: configs.pop(0))
+        supervisor._dir = tempfile.mkdtemp()
+        self.addCleanup(supervisor._cleanup)
+        lines = log_lines(self, "vtwist")
+        self.assertTrue(supervisor.reload())
+        self.assertEqual([line for line in lines if "supervisor's" in line], [])
+        self.assertTrue(supervisor.reload())
+        self.assertEqual(len([line for line in lines if "takes effect at the next start"
+                              in line]), 1, lines)
+        with open(os.path.join(supervisor._dir, "config.json")) as f:
+            written = json.load(f)
+        self.assertEqual([i["tag"] for i in written["inbounds"]], ["in"])
+        self.assertEqual(written["metrics"], {"port": 9200})
+
