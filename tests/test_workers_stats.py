@@ -13,10 +13,18 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from typing import Any
 
 from tests.netutil import free_port
-from tests.test_workers import WorkersHarness, children, echo_through, wait_for
+from tests.test_workers import (
+    WorkersHarness,
+    _accepts,
+    children,
+    echo_through,
+    socks_connect,
+    wait_for,
+)
 
 V2CTL = shutil.which("v2ctl")
 STAT = re.compile(r'stat:\s*<\s*name:\s*"([^"]*)"(?:\s*value:\s*(\d+))?\s*>')
@@ -157,6 +165,50 @@ class StatsWorkersTests(WorkersHarness):
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(timeout=60), 0, self.output())
         self.assertNotIn("Traceback", self.output())
+
+    def test_user_counters_over_vmess(self) -> None:
+        """A VMess server with 2 workers: the user's counters (V2Ray's names) sum what both
+        workers relayed for that user, from a vtwist client through SOCKS."""
+        user, socks_port = str(uuid.uuid4()), free_port()
+        server = self.config()
+        server["inbounds"][0] = {"tag": "in", "port": self.port, "listen": "127.0.0.1",
+                                 "protocol": "vmess", "settings": {"clients": [
+                                     {"id": user, "alterId": 0, "email": "u@x", "level": 0}]}}
+        server["policy"]["levels"] = {"0": {"statsUserUplink": True,
+                                            "statsUserDownlink": True}}
+        client = {"log": {"loglevel": "warning"},
+                  "inbounds": [{"port": socks_port, "listen": "127.0.0.1",
+                                "protocol": "socks", "settings": {"udp": False}}],
+                  "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
+                      "address": "127.0.0.1", "port": self.port,
+                      "users": [{"id": user, "alterId": 0}]}]}}]}
+        proc, pids = self.run_workers(server)
+        self.target.sources = pids
+        client_proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--config",
+                                  self.write_config(client, "client.json")],
+                                 os.path.join(self.dir, "client.log"))
+        wait_for(lambda: _accepts(socks_port) or client_proc.poll() is not None,
+                 "the client does not listen", 60)
+        total = 0
+        for i in range(12):
+            s = socks_connect(socks_port, self.target.port)
+            size = 3000 + 111 * i
+            self.assertTrue(echo_through(s, size))
+            s.close()
+            total += size
+        wait_for(lambda: len(self.target.owners) == 12, "the target saw no 12 connections")
+        self.assertEqual(set(self.target.owners), set(pids), self.target.owners)
+        seen: list[dict[str, int]] = [{}]
+
+        def counted() -> bool:
+            seen[0] = self.query("user>>>")
+            return seen[0] == {"user>>>u@x>>>traffic>>>uplink": total,
+                               "user>>>u@x>>>traffic>>>downlink": total}
+
+        wait_for(counted, lambda: f"expected {total} each way, got {seen[0]}", 20)
+        metrics = self.scrape()
+        self.assertEqual(metrics['vtwist_traffic_bytes_total{direction="downlink",'
+                                 'kind="user",name="u@x"}'], total)
 
     def test_killed_worker_keeps_pushed_counts(self) -> None:
         """A worker killed with SIGKILL after its counts were pushed: they stay in the sum;
