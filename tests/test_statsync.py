@@ -295,3 +295,36 @@ class ControlPlaneTests(SynchronousTestCase):
         self.assertEqual([i["tag"] for i in written["inbounds"]], ["in"])
         self.assertEqual(written["metrics"], {"port": 9200})
 
+    def test_broadcast_answers_once_all_did(self) -> None:
+        """RestartLogger's broadcast: done once every worker answered; a worker that is
+        gone counts as done; a worker's error is the call's error, naming the worker."""
+        from twisted.internet.task import Clock
+
+        from vtwist.app.workers import Supervisor, _WorkerProcess
+
+        supervisor = Supervisor({}, 3, Clock())
+        channels = []
+        for index in range(3):
+            worker = supervisor.workers[index] = _WorkerProcess(supervisor, index)
+            worker.channel = control.SupervisorChannel(lambda _: None, lambda: None)
+            worker.channel.makeConnection(StringTransport())
+            channels.append(worker.channel)
+
+        def answer(channel: control.SupervisorChannel, error: str | None = None) -> None:
+            request = json.loads(channel.transport.value()[4:])["request"]
+            channel.transport.clear()
+            channel.dataReceived(control.encode({"reply": request, "error": error}))
+
+        done = supervisor.broadcast("restart_logger")
+        answer(channels[0])
+        channels[1].connectionLost(None)  # died meanwhile
+        self.assertNoResult(done)
+        answer(channels[2])
+        self.successResultOf(done)
+
+        failing = supervisor.broadcast("restart_logger")  # worker 1 is gone: not asked
+        answer(channels[0], "cannot open /var/log/x")
+        answer(channels[2])
+        self.assertEqual(self.failureResultOf(failing).getErrorMessage(),
+                         "worker 0: cannot open /var/log/x")
+

@@ -250,10 +250,8 @@ class Supervisor(Service):
         """Ask every running worker to do ``op`` (control channel); fires when all have
         answered, fails with the first error a worker answered (a worker that ended
         meanwhile counts as done: it starts again with the config as it is)."""
-        from vtwist.app.control import ChannelClosed
-
         def answered(failure: Failure, index: int) -> None:
-            if failure.check(ChannelClosed):
+            if failure.check(control.ChannelClosed):
                 return None
             raise RuntimeError(f"worker {index}: {failure.getErrorMessage()}")
 
