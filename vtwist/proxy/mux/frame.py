@@ -124,6 +124,13 @@ def _address(meta: bytes, at: int, network: str) -> tuple[Destination, int]:
     return Destination(network, host, port), end  # type: ignore[arg-type]
 
 
+#: a New frame's destination by its metadata after the id/status/option (network, port,
+#: address, anything after): a server sees the same few destinations again and again
+#: (cleared whole when full)
+_NEW_TARGETS: dict[bytes, tuple[Destination, int]] = {}
+_NEW_TARGET_CACHE = 4096
+
+
 def parse_metadata(meta: bytes) -> Frame:
     """A frame (without its data) from its metadata bytes; raises :class:`MuxError`."""
     if len(meta) < 4:
@@ -132,15 +139,22 @@ def parse_metadata(meta: bytes) -> Frame:
     if status == NEW:
         if len(meta) < 8:
             raise MuxError(f"New metadata too short ({len(meta)} bytes)")
-        net = meta[4]
-        if net == NET_TCP:
-            network = "tcp"
-        elif net == NET_UDP:
-            network = "udp"
-        else:
-            raise MuxError(f"unknown network {net} in New frame")
-        target, end = _address(meta, 5, network)
-        global_id = meta[end:end + 8] if network == "udp" and len(meta) >= end + 8 else None
+        key = meta[4:]
+        known = _NEW_TARGETS.get(key)
+        if known is None:
+            net = meta[4]
+            if net == NET_TCP:
+                network = "tcp"
+            elif net == NET_UDP:
+                network = "udp"
+            else:
+                raise MuxError(f"unknown network {net} in New frame")
+            known = _address(meta, 5, network)
+            if len(_NEW_TARGETS) >= _NEW_TARGET_CACHE:
+                _NEW_TARGETS.clear()
+            _NEW_TARGETS[key] = known
+        target, end = known
+        global_id = meta[end:end + 8] if meta[4] == NET_UDP and len(meta) >= end + 8 else None
         return Frame(sid, status, option, target, None, global_id)
     if status == KEEP:
         if len(meta) > 4 and meta[4] == NET_UDP:  # Xray: the datagram's address
