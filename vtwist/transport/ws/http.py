@@ -124,3 +124,45 @@ def accept_response(key: bytes, subprotocol: str | None) -> bytes:
     if subprotocol is not None:
         lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii"))
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TARGET = re.compile(rb"[\x21-\x7e]+\Z")
+_HEAD_VALUE = re.compile(rb"[\x20-\x7e\t]*\Z")
+#: Headers that make h11 judge the request (a body, or a Host it must check).
+_H11_ONLY = (b"content-length", b"transfer-encoding")
+
+RequestHead = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]
+
+
+def read_request_head(buffer: bytes) -> RequestHead | bool | None:
+    """A plainly laid out ``HTTP/1.1`` request head: (method, target, headers with lower-case
+    names and stripped values, the bytes after the head), as h11 would give them.
+
+    None: the head is not complete yet (only CRLF line ends looked for). False: the head is
+    laid out unusually (bare LF, folded lines, another version, no or several Host headers, a
+    body) -- h11 must read it, and refuse it where it is invalid.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return False if b"\n\n" in buffer or b"\n\r\n" in buffer else None
+    lines = buffer[:end].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not _TOKEN.match(parts[0]) \
+            or not _TARGET.match(parts[1]):
+        return False
+    headers = []
+    hosts = 0
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name) or not _HEAD_VALUE.match(value):
+            return False
+        name = name.lower()
+        if name == b"host":
+            hosts += 1
+        elif name in _H11_ONLY:
+            return False
+        headers.append((name, value.strip(b" \t")))
+    if hosts != 1:
+        return False
+    return parts[0], parts[1], headers, buffer[end + 4:]

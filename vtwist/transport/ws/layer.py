@@ -64,6 +64,7 @@ from vtwist.transport.ws.http import (
     host_header,
     http_response,
     plain_upgrade,
+    read_request_head,
     valid_key,
 )
 from vtwist.transport.ws.settings import EARLY_DATA_PROTOCOL_HEADER, MAX_EARLY_DATA, WSSettings
@@ -180,13 +181,30 @@ class WSServerLayer(_WSLayer):
                  clock: Any = None) -> None:
         super().__init__(factory, None, clock)
         self.settings = settings
-        self.http = h11.Connection(h11.SERVER)
+        self.http: h11.Connection | None = None  # only for requests read_request_head leaves
+        self.head = b""
         self.received = 0
         self.forwardedFor: IPv4Address | IPv6Address | None = None
 
     def handshakeData(self, data: bytes) -> None:
-        """Parse the request with h11; check the path, then the upgrade with wsproto."""
+        """Read the request (plain ones directly, others with h11); check the path, then the
+        upgrade (plain ones directly, others with wsproto)."""
         self.received += len(data)
+        if self.http is None:
+            if self.head:
+                data = self.head + data
+            head = read_request_head(data)
+            if head is None:
+                if self.received > MAX_REQUEST_BYTES:
+                    self._tooLong()
+                else:
+                    self.head = data
+                return
+            self.head = b""
+            if head is not False:
+                self._upgrade(*head)  # type: ignore[misc]
+                return
+            self.http = h11.Connection(h11.SERVER)
         self.http.receive_data(data)
         try:
             event = self.http.next_event()
@@ -196,13 +214,23 @@ class WSServerLayer(_WSLayer):
             return
         if event is h11.NEED_DATA:
             if self.received > MAX_REQUEST_BYTES:
-                self.handshakeFailed(f"request header longer than {MAX_REQUEST_BYTES} bytes",
-                                     http_response(431))
+                self._tooLong()
             return
         if not isinstance(event, h11.Request):
             self.handshakeFailed("bad HTTP request", http_response(400))
             return
-        target = event.target.decode("latin-1")
+        leftover = self.http.trailing_data[0]
+        self.http = None
+        self._upgrade(event.method, event.target, list(event.headers), leftover)
+
+    def _tooLong(self) -> None:
+        self.handshakeFailed(f"request header longer than {MAX_REQUEST_BYTES} bytes",
+                             http_response(431))
+
+    def _upgrade(self, method: bytes, raw_target: bytes, headers: list[tuple[bytes, bytes]],
+                 leftover: bytes) -> None:
+        """The request is read: check the path, then answer the upgrade."""
+        target = raw_target.decode("latin-1")
         path = unquote(target.split("?", 1)[0])
         early_in_path: bytes | None = None
         if path != self.settings.path:
@@ -211,17 +239,17 @@ class WSServerLayer(_WSLayer):
                 self.handshakeFailed(f"request for {target!r}, not {self.settings.path!r}",
                                      http_response(404))
                 return
-        if event.method != b"GET":
-            self.handshakeFailed(f"{event.method.decode('latin-1')} is not a WebSocket upgrade",
+        if method != b"GET":
+            self.handshakeFailed(f"{method.decode('latin-1')} is not a WebSocket upgrade",
                                  http_response(405, [("Sec-Websocket-Version", "13")],
                                                b"Method Not Allowed\n"))
             return
         handshake: H11Handshake | None = None
-        offered = plain_upgrade(event.target, event.headers)  # the common case, answered fast
+        offered = plain_upgrade(raw_target, headers)  # the common case, answered fast
         if offered is None:
             handshake = H11Handshake(ConnectionType.SERVER)
             try:
-                handshake.initiate_upgrade_connection(event.headers, event.target)
+                handshake.initiate_upgrade_connection(headers, raw_target)
                 request = next(handshake.events())
             except (ProtocolError, h11.ProtocolError, UnicodeError) as e:
                 # wsproto decodes header values as ASCII/IDNA and re-sends the request through
@@ -230,22 +258,20 @@ class WSServerLayer(_WSLayer):
                 return
             assert isinstance(request, Request)
             offered = request.subprotocols
-        key = dict((k.lower(), v) for k, v in event.headers).get(b"sec-websocket-key", b"")
+        key = dict((k.lower(), v) for k, v in headers).get(b"sec-websocket-key", b"")
         if not valid_key(key):
             self.handshakeFailed(f"bad Sec-WebSocket-Key {key[:40]!r}", bad_request())
             return
-        self.forwardedFor = _forwarded_for(event.headers)
+        self.forwardedFor = _forwarded_for(headers)
         # Echo the first offered subprotocol: clients that offer one refuse an answer without
         # it (V2Ray 4.34 offers none; Xray and v2fly put early data there).
         subprotocol = offered[0] if offered else None
-        early = early_in_path or self._earlyDataInHeaders(event.headers)
+        early = early_in_path or self._earlyDataInHeaders(headers)
         if handshake is None:
             self.transport.write(accept_response(key, subprotocol))
         else:
             self.transport.write(handshake.send(AcceptConnection(subprotocol=subprotocol)))
         self.frames = FrameDecoder(client=False)
-        leftover = self.http.trailing_data[0]
-        self.http = None  # type: ignore[assignment]
         self.handshakeDone()
         if early and self.app is not None and not self.disconnecting:
             self.app.dataReceived(early)
