@@ -33,6 +33,9 @@ _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
 
+_XOR = [bytes(a ^ b for a in range(256)) for b in range(256)]  # wsproto's tables
+
+
 def _xor(data: bytes, mask: bytes, offset: int = 0) -> bytes:
     """``data`` XOR the 4-byte ``mask`` repeated, starting at mask byte ``offset``."""
     n = len(data)
@@ -40,8 +43,14 @@ def _xor(data: bytes, mask: bytes, offset: int = 0) -> bytes:
         return b""
     if offset:
         mask = mask[offset:] + mask[:offset]
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    if n < 512:  # one big-integer XOR is quicker for short payloads
+        key = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "little")
+                ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    out = bytearray(data)
+    for i in range(4):
+        out[i::4] = out[i::4].translate(_XOR[mask[i]])
+    return bytes(out)
 
 
 def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
