@@ -25,6 +25,12 @@ log = Logger()
 
 #: QUIC application error code for a reset stream or a closed connection (0: none).
 NO_ERROR = 0
+#: aioquic's timer asked for less than this far ahead fires on the next reactor turn
+#: instead. The reactor's epoll sleeps in whole milliseconds (a 20 us wait is 1 ms), and
+#: aioquic's pacer lets at most 16 datagrams go per wake-up: above 16 per ms (gaps under
+#: 62.5 us, ~22 MB/s) sleeping through each gap would cap the rate there. Longer gaps are
+#: slept: the pacer's bucket then covers the whole millisecond.
+SHORT_WAIT = 0.0001
 
 
 class FlowQuicConnection(QuicConnection):
@@ -42,6 +48,8 @@ class FlowQuicConnection(QuicConnection):
         target = self.consumed.get(stream.stream_id, 0) + self.window
         if target - stream.max_stream_data_local >= self.window // 4:
             stream.max_stream_data_local = target
+        elif stream.max_stream_data_local_sent == stream.max_stream_data_local:
+            return  # nothing to announce (called for every packet built)
         # Hide the highest offset so that aioquic does not double the window by itself.
         receiver = stream.receiver
         highest, receiver.highest_offset = receiver.highest_offset, 0
@@ -97,11 +105,14 @@ class QuicSession:
         """A datagram from the peer (still obfuscated)."""
         if self.closed:
             return
-        datagram = self.codec.open(data)
-        if datagram is None:
-            return
-        self.quic.receive_datagram(datagram, addr, now=self.reactor.seconds())
-        self.schedule()
+        codec = self.codec
+        if not codec.identity:
+            data = codec.open(data)
+            if data is None:
+                return
+        self.quic.receive_datagram(data, addr, now=self.reactor.seconds())
+        if self._pump_call is None:
+            self.schedule()
 
     def _onTimer(self) -> None:
         self._timer = None
@@ -133,17 +144,30 @@ class QuicSession:
                 self._events()
                 if self.closed:
                     break
-                now = self.reactor.seconds()
-                for data, addr in self.quic.datagrams_to_send(now=now):
-                    try:
-                        self.send(self.codec.seal(data), addr)
-                    except OSError as e:  # unreachable, too big ...: QUIC resends or times out
-                        log.debug("QUIC: cannot send to {addr}: {e}", addr=addr, e=e)
+                datagrams = self.quic.datagrams_to_send(now=self.reactor.seconds())
+                if datagrams:
+                    self._sendAll(datagrams)
                 for stream in list(self.streams.values()):
                     stream.sent()
             self._setTimer()
         finally:
             self._pumping = False
+
+    def _sendAll(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        send, seal = self.send, self.codec.seal
+        many = getattr(send, "many", None)  # a DatagramWriter: the burst in few calls
+        if many is not None:
+            if not self.codec.identity:
+                datagrams = [(seal(data), addr) for data, addr in datagrams]
+            dropped = many(datagrams)
+            if dropped:
+                log.debug("QUIC: {n} datagrams not sent", n=dropped)
+            return
+        for data, addr in datagrams:
+            try:
+                send(seal(data), addr)
+            except OSError as e:  # unreachable, too big, buffer full: QUIC resends
+                log.debug("QUIC: cannot send to {addr}: {e}", addr=addr, e=e)
 
     def _setTimer(self) -> None:
         if self.closed:
@@ -154,24 +178,40 @@ class QuicSession:
                 self._timer.cancel()
             self._timer = None
             return
-        delay = max(0.0, at - self.reactor.seconds())
+        delay = at - self.reactor.seconds()
+        if delay < SHORT_WAIT:
+            delay = 0.0  # the next reactor turn, after its I/O (see SHORT_WAIT)
         if self._timer is not None and self._timer.active():
             self._timer.reset(delay)
         else:
             self._timer = self.reactor.callLater(delay, self._onTimer)
 
     def _events(self) -> None:
+        """Act on aioquic's events. A stream's data events of one pump are joined and
+        handed over as one piece (one protocol call per turn, not one per packet); any
+        other event first delivers what was gathered, so the order is kept."""
+        gathered: dict[int, tuple[list[bytes], list[bool]]] = {}
+        next_event = self.quic.next_event
         while True:
-            event = self.quic.next_event()
+            event = next_event()
+            if type(event) is events.StreamDataReceived:
+                entry = gathered.get(event.stream_id)
+                if entry is None:
+                    gathered[event.stream_id] = ([event.data], [event.end_stream])
+                else:
+                    entry[0].append(event.data)
+                    if event.end_stream:
+                        entry[1][0] = True
+                continue
+            if gathered:
+                self._received(gathered)
+                gathered = {}
+                if self.closed:
+                    return
             if event is None:
                 return
-            if isinstance(event, events.StreamDataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is None:
-                    stream = self._accept(event.stream_id)
-                    if stream is None:
-                        continue
-                stream.received(event.data, event.end_stream)
+            if isinstance(event, events.StreamDataReceived):  # a subclass, one at a time
+                self._received({event.stream_id: ([event.data], [event.end_stream])})
             elif isinstance(event, events.StreamReset):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
@@ -191,6 +231,15 @@ class QuicSession:
                 reason = event.reason_phrase or f"error code {event.error_code}"
                 self._terminated(reason)
                 return
+
+    def _received(self, gathered: dict[int, tuple[list[bytes], list[bool]]]) -> None:
+        for stream_id, (chunks, end) in gathered.items():
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                stream = self._accept(stream_id)
+                if stream is None:
+                    continue
+            stream.received(chunks[0] if len(chunks) == 1 else b"".join(chunks), end[0])
 
     def _accept(self, stream_id: int) -> QuicStreamTransport | None:
         if self.on_stream is None or self.quic.configuration.is_client:  # clients accept none

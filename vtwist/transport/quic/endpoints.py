@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from vtwist.transport.quic.connection import FlowQuicConnection, QuicSession
 from vtwist.transport.quic.packet import PacketCodec
+from vtwist.transport.quic.sender import datagram_writer
 from vtwist.transport.quic.settings import QUICSettings
 from vtwist.transport.quic.tlsconfig import (
     HANDSHAKE_TIMEOUT,
@@ -90,6 +91,7 @@ class QuicListener(DatagramProtocol):
         self.sessions: dict[Any, QuicSession] = {}
         self.cids: dict[bytes, QuicSession] = {}
         self.closing = False
+        self.send: Any = None
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         """Route to the address's connection, or start one on a client Initial."""
@@ -122,7 +124,9 @@ class QuicListener(DatagramProtocol):
         quic = FlowQuicConnection(configuration=self.configuration, window=STREAM_WINDOW,
                                   original_destination_connection_id=header.destination_cid)
         host = self.transport.getHost()
-        session = QuicSession(self.reactor, quic, self.codec, self.transport.write,
+        if self.send is None:
+            self.send = datagram_writer(self.transport)
+        session = QuicSession(self.reactor, quic, self.codec, self.send,
                               _udp_address(addr[0], addr[1]),
                               _udp_address(host.host, host.port),
                               on_stream=self._stream, on_closed=self._closed,
@@ -316,7 +320,7 @@ class QUICClientEndpoint:
             self.pool.remove(key, session)
             udp.stopListening()
 
-        session = QuicSession(self.reactor, quic, codec, udp.write,
+        session = QuicSession(self.reactor, quic, codec, datagram_writer(udp),
                               _udp_address(ip, self.port), _udp_address(local.host, local.port),
                               on_closed=closed)
         sock.session = session
