@@ -5,6 +5,13 @@ frames arriving on it and writes every session's frames whole, in order, into it
 :class:`MuxStream` is one session presented as an ordinary Twisted transport, so the relay,
 ``twisted.web`` or any protocol runs over it unchanged.
 
+Writing: every session's frames go into one per-carrier buffer, written as one piece at
+the end of the reactor turn (or at once past :data:`FLUSH_BYTES`, and before the carrier
+closes), so the frames of many short sessions produced in one turn cost one VMess chunk
+(one TLS record) and one socket write; frames of one session keep their order, and the
+frames of different sessions never interleave inside a frame. The sessions' protocols hear
+``connectionLost`` in that same end-of-turn call.
+
 Flow control, as V2Ray 4.34 (Mux.Cool has no per-session window; mux.md §6):
 
 - *Towards the carrier*: the connection is the one push producer registered on the carrier;
