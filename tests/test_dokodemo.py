@@ -136,9 +136,10 @@ class TCPTests(TestCase):
         [(destination, kw, _)] = tunnels.connects
         self.assertEqual(destination, Destination.tcp("example.com", 443))
         self.assertEqual(kw["source"], "10.1.1.1:5555")
-        self.assertTrue(transport.producerState == "paused")
+        self.assertEqual(transport.producerState, "producing")
         protocol.dataReceived(b"early")
         self.assertEqual(protocol.tunnel.held.chunks, [b"early"])
+        self.assertEqual(transport.producerState, "paused")  # held: paused until relayed
 
     def test_connect_failure_closes(self) -> None:
         factory, tunnels = factory_for({"address": "1.2.3.4", "port": 80})

@@ -120,12 +120,14 @@ class WriteHighWaterTests(SynchronousTestCase):
 
 class RelayProtocolTests(SynchronousTestCase):
     def test_holds_until_attached(self) -> None:
-        """Bytes and EOF that arrive before attach are replayed in order, then reading resumes."""
+        """Bytes that arrive before attach pause the connection and are replayed in order,
+        then reading resumes; a connection that sends nothing first is never paused."""
         protocol = RelayProtocol()
         target = HalfCloseTransport()
         protocol.makeConnection(target)
-        self.assertEqual(target.producerState, "paused")
+        self.assertEqual(target.producerState, "producing")
         protocol.dataReceived(b"banner ")
+        self.assertEqual(target.producerState, "paused")
         protocol.dataReceived(b"line")
         client = HalfCloseTransport()
         relay = Relay(client, target, Clock(), POLICY)

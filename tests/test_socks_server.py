@@ -98,7 +98,8 @@ class ConnectTests(ServerTestBase):
     def test_connect_ipv4_and_relay(self) -> None:
         pending = self.handshake("10.1.2.3", 8080)
         self.assertEqual(pending.destination, Destination.tcp("10.1.2.3", 8080))
-        self.assertEqual(self.transport.producerState, "paused")
+        # a client waiting for the reply is not paused; one that sends on is (next test)
+        self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(self.written(), b"")  # no reply before the outcome is known
         pending.succeed(bound=("10.0.0.5", 40000))
         reply = codec.parse_reply(self.written())
@@ -136,10 +137,12 @@ class ConnectTests(ServerTestBase):
     def test_pipelined_handshake_and_early_data(self) -> None:
         """Greeting, request and payload in one segment; more payload while connecting."""
         self.protocol.dataReceived(GREETING + connect_request() + b"early ")
+        self.assertEqual(self.transport.producerState, "paused")  # sent on: paused
         self.protocol.dataReceived(b"later")  # arrives although paused (already read)
         pending = self.outbound.connects[0]
         pending.succeed()
         self.assertEqual(pending.transport.value(), b"early later")
+        self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(self.written()[:2], b"\x05\x00")
 
     def test_target_banner_before_attach(self) -> None:

@@ -19,13 +19,15 @@ if TYPE_CHECKING:
 class HeldInput:
     """Chunks, a half-close and a loss that arrived before the relay (bounded by the pause)."""
 
-    __slots__ = ("chunks", "eof", "lost", "lostReason")
+    __slots__ = ("chunks", "eof", "lost", "lostReason", "paused")
 
     def __init__(self) -> None:
         self.chunks: list[Any] = []
         self.eof = False
         self.lost = False
         self.lostReason: Failure | None = None
+        #: :meth:`hold` paused the side's transport (so the replay resumes it)
+        self.paused = False
 
     def data(self, data: Any) -> None:
         """Keep one chunk."""
@@ -34,6 +36,19 @@ class HeldInput:
     def extend(self, chunks: list[Any]) -> None:
         """Keep several chunks."""
         self.chunks.extend(chunks)
+
+    def hold(self, chunks: list[Any], transport: Any) -> None:
+        """Keep ``chunks`` and pause ``transport`` the first time anything is kept: the side
+        is paused only when it sends before the relay exists (most wait for an answer), so
+        what is kept stays within about one read. Replay with :meth:`pausedTransport`."""
+        self.chunks.extend(chunks)
+        if not self.paused:
+            self.paused = True
+            transport.pauseProducing()
+
+    def pausedTransport(self, transport: Any) -> Any:
+        """``transport`` if :meth:`hold` paused it (for :meth:`replay` to resume), else None."""
+        return transport if self.paused else None
 
     def connectionLost(self, reason: Failure | None) -> None:
         """The side's connection ended before the relay."""

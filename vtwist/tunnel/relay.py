@@ -148,20 +148,15 @@ class RelayProtocol(Protocol):
         self.side = side
         held, self.held = self.held, None
         if held is not None:
-            held.replay(relay, side, self.transport)
-
-    def connectionMade(self) -> None:
-        """Hold the data until attached (the inbound may still be replying)."""
-        if self.relay is None:
-            self.transport.pauseProducing()
+            held.replay(relay, side, held.pausedTransport(self.transport))
 
     def dataReceived(self, data: bytes) -> None:
-        """Forward, or keep until attached."""
+        """Forward, or keep until attached (pausing: the inbound may still be replying)."""
         relay = self.relay
         if relay is not None:
             relay.received(self.side, data)
         else:
-            self.held.data(data)  # type: ignore[union-attr]
+            self.held.hold([data], self.transport)  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
         """The peer half-closed."""

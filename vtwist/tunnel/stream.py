@@ -2,9 +2,10 @@
 
 The inbound protocol hands over its transport after its handshake and from then on reports
 its side's events here (:meth:`~StreamTunnel.received`, :meth:`~StreamTunnel.eof`,
-:meth:`~StreamTunnel.lost`). While the outbound connects, the inbound's transport is paused
-and what it already sent is held; once connected, the inbound's reply goes out, the relay
-joins both transports, and the held input is replayed (resume, then replay).
+:meth:`~StreamTunnel.lost`). While the outbound connects, what the inbound sends is held and
+its transport paused (from its first bytes on: most clients wait for the reply); once
+connected, the inbound's reply goes out, the relay joins both transports, and the held input
+is replayed (resume, then replay).
 
 With sniffing (the inbound's ``sniffing.destOverride``), the reply goes out first, as in
 V2Ray: the client's first bytes are read (at most :data:`SNIFF_TIMEOUT` seconds, a bounded
@@ -85,9 +86,12 @@ class StreamTunnel:
 
     def start(self, early: list[Any], sniff: tuple[str, ...] = ()) -> None:
         """Keep ``early``; sniff first when ``sniff`` names protocols; connect."""
-        if early:
+        sniffing = bool(sniff) and self.destination.network == "tcp"
+        if early and sniffing:
             self.held.extend(early)  # type: ignore[union-attr]
-        if sniff and self.destination.network == "tcp":
+        elif early:  # sent before the relay exists: paused until it does
+            self.held.hold(early, self.transport)  # type: ignore[union-attr]
+        if sniffing:
             self.phase = Phase.SNIFFING
             self.sniffer = Sniffer()  # every sniffer, as 4.34: routing sees the protocol
             self.sniffOverride = sniff
@@ -123,8 +127,8 @@ class StreamTunnel:
         self._connect()
 
     def _connect(self) -> None:
-        """Pause the inbound and connect within the policy's deadline."""
-        self.transport.pauseProducing()
+        """Connect within the policy's deadline (the inbound is paused once it sends more
+        than the relay can take yet: :meth:`HeldInput.hold`)."""
         d = self.service.connect(self.destination, inbound_tag=self.inbound_tag,
                                  source=self.source, email=self.email,
                                  timeout=self.policy.connect_timeout, protocol=self.protocol)
@@ -139,9 +143,11 @@ class StreamTunnel:
         if relay is not None:
             relay.received(INBOUND, data)
         elif self.held is not None:
-            self.held.data(data)
             if self.phase is Phase.SNIFFING:
+                self.held.data(data)
                 self._sniff()
+            else:
+                self.held.hold([data], self.transport)
 
     def receivedSequence(self, chunks: list[Any]) -> None:
         """Several pieces from the inbound's client at once."""
@@ -149,9 +155,11 @@ class StreamTunnel:
         if relay is not None:
             relay.receivedSequence(INBOUND, chunks)
         elif self.held is not None:
-            self.held.extend(chunks)
             if self.phase is Phase.SNIFFING:
+                self.held.extend(chunks)
                 self._sniff()
+            else:
+                self.held.hold(chunks, self.transport)
 
     def eof(self) -> None:
         """The inbound's client will send no more."""
@@ -211,7 +219,7 @@ class StreamTunnel:
         outbound.attach(relay)
         held, self.held = self.held, None
         if not relay.finished and held is not None:
-            held.replay(relay, INBOUND, self.transport)
+            held.replay(relay, INBOUND, held.pausedTransport(self.transport))
 
     def _finished(self) -> None:
         """The relay ended: settle the counters, write the close line."""
