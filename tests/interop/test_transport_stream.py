@@ -78,7 +78,7 @@ class VTwistClientToV2RayServer(_EveryKind, TransportTestCase):
         kcp = KCPClientEndpoint(reactor, "127.0.0.1", port, settings.kcp, linger=0.2)
         client = await self.transfer(
             tls.wrap_client_endpoint(reactor, kcp, "127.0.0.1", settings.tls), SIZE)
-        await client.transport.transport.transport.terminated  # TLS layer, TLS, mKCP
+        await client.transport.transport.terminated  # the TLS layer, then mKCP
 
 
 class V2RayClientToVTwistServer(_EveryKind, TransportTestCase):

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
-from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+from twisted.internet.ssl import CertificateOptions
 from zope.interface import implementer
 
 from vtwist.transport.internals import IOpenSSLTrustRoot
@@ -122,8 +122,11 @@ class RotatingServerOptions:
         return self.options
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        """A server connection on the current context."""
-        return self.current().serverConnectionForTLS(tlsProtocol)
+        """A server connection on the current context (ALPN and SNI are the context's)."""
+        conn = SSL.Connection(self.current().getContext(), None)
+        conn.set_app_data(tlsProtocol)
+        conn.set_accept_state()
+        return conn
 
     def getContext(self) -> SSL.Context:
         """The current context (the old-style context factory interface)."""
@@ -211,8 +214,7 @@ def client_creator(server_name: str, settings: TLSSettings,
     """The connection creator for a client connecting to ``server_name``.
 
     A verifying client's context checks the chain (trust roots as set) and the name in
-    OpenSSL (:func:`~vtwist.transport.tls.tuning.expect_peer_name`); without that binding,
-    Twisted's ``optionsForClientTLS`` checks the name with service-identity.
+    OpenSSL (:func:`~vtwist.transport.tls.tuning.expect_peer_name`), set once here.
     """
     alpn = [p.encode() for p in (settings.alpn or default_alpn)]
     if settings.allow_insecure:
@@ -221,11 +223,9 @@ def client_creator(server_name: str, settings: TLSSettings,
     root = _TrustRoot(trusted, system=not settings.disable_system_root)
     context = tune_context(CertificateOptions(trustRoot=root,
                                               enableSessionTickets=True).getContext())
-    if expect_peer_name(context, server_name):
-        return _ClientCreator(server_name, alpn, context)
-    return optionsForClientTLS(server_name, trustRoot=root,  # pragma: no cover
-                               acceptableProtocols=alpn or None,
-                               extraCertificateOptions={"enableSessionTickets": True})
+    if not expect_peer_name(context, server_name):  # pragma: no cover - the pyOpenSSL build
+        raise RuntimeError(f"cannot make OpenSSL check the server name {server_name!r}")
+    return _ClientCreator(server_name, alpn, context)
 
 
 class ClientCreatorCache:

@@ -1,4 +1,5 @@
-"""The TLS layer: endpoint wrappers (TLSMemoryBIOProtocol below, the application above).
+"""The TLS layer: endpoint wrappers (:class:`TLSLayer` on the lower connection, the
+application above).
 
 Client side, the server's name (``serverName``, else the address) is checked with
 service-identity through Twisted's ``optionsForClientTLS`` (see
@@ -16,7 +17,6 @@ from service_identity import VerificationError
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
-    IHandshakeListener,
     IProtocolFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
@@ -27,14 +27,15 @@ from zope.interface import implementer
 
 from vtwist.interfaces import IStreamLayer
 from vtwist.transport import registry
-from vtwist.transport.internals import LeanTLSFactory, tls_session_reused
-from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
+from vtwist.transport.internals import tls_session_reused
+from vtwist.transport.layer import LayerClientEndpoint, LayerServerEndpoint
 from vtwist.transport.tls.context import (
     CLIENT_CREATORS,
     ResumingClientCreator,
     RotatingServerOptions,
     server_context_factory,
 )
+from vtwist.transport.tls.memory import MemoryTLSLayer
 from vtwist.transport.tls.settings import TLSSettings
 from vtwist.transport.tls.tuning import verify_error
 
@@ -69,76 +70,42 @@ def describe_tls_failure(reason: Failure, server_name: str | None = None,
     return str(reason.value) or reason.type.__name__
 
 
-@implementer(IHandshakeListener)
-class TLSLayer(Layer):
-    """Sits on a TLSMemoryBIOProtocol; the application starts once the handshake is done."""
+class TLSLayer(MemoryTLSLayer):
+    """TLS right on the lower connection; the application starts once the handshake is
+    done (see :class:`~vtwist.transport.tls.memory.MemoryTLSLayer`)."""
 
     name = "TLS"
     log = log
     handshakeTimeout = HANDSHAKE_TIMEOUT
 
-    def __init__(self, factory: IProtocolFactory, ready: Deferred | None = None,
-                 server_name: str | None = None, clock: Any = None) -> None:
-        super().__init__(factory, ready, clock)
+    def __init__(self, factory: IProtocolFactory, creator: Any, client: bool,
+                 ready: Deferred | None = None, server_name: str | None = None,
+                 clock: Any = None, resumption: ResumingClientCreator | None = None) -> None:
+        super().__init__(factory, creator, client, ready, clock)
         self.server_name = server_name
+        #: The client's :class:`~vtwist.transport.tls.context.ResumingClientCreator`, if any.
+        self.resumption = resumption
 
-    #: The client's :class:`~vtwist.transport.tls.context.ResumingClientCreator`, if any.
-    resumption: Any = None
-
-    def handshakeCompleted(self) -> None:
+    def tlsHandshakeDone(self) -> None:
         """OpenSSL finished the handshake (and verification)."""
-        self._rememberSession()
+        if self.resumption is not None:
+            self.resumption.remember(self.tls)
         self.handshakeDone()
 
-    def streamData(self, data: bytes) -> None:
-        """The first bytes: TLS 1.3 tickets have arrived by now, keep the session."""
+    def tlsFirstData(self) -> None:
+        """The first records after the handshake: TLS 1.3 tickets are in, keep the session."""
         if self.resumption is not None:
-            self._rememberSession()
+            self.resumption.remember(self.tls)
             self.resumption = None
-        super().streamData(data)
-
-    def _rememberSession(self) -> None:
-        if self.resumption is not None:
-            self.resumption.remember(self.transport.getHandle())
 
     @property
     def resumed(self) -> bool:
         """True when this connection's handshake resumed an earlier session."""
-        return tls_session_reused(self.transport.getHandle())
+        return tls_session_reused(self.tls)
 
     def describeFailure(self, reason: Failure) -> str:
         """Name the TLS reason: untrusted chain, name mismatch, garbage ..."""
-        handle = self.transport.getHandle() if self.transport is not None else None
-        return describe_tls_failure(reason, self.server_name, handle)
-
-    @property
-    def negotiatedProtocol(self) -> bytes | None:
-        """The ALPN protocol agreed on, if any."""
-        return self.transport.negotiatedProtocol
-
-
-@implementer(IStreamServerEndpoint)
-class _TLSWrappedServerEndpoint:
-    """Listens on ``endpoint`` with a TLS factory around the given factory."""
-
-    def __init__(self, endpoint: IStreamServerEndpoint, options: Any) -> None:
-        self.endpoint = endpoint
-        self.options = options
-
-    def listen(self, protocolFactory: IProtocolFactory) -> Deferred:
-        return self.endpoint.listen(LeanTLSFactory(self.options, False, protocolFactory))
-
-
-@implementer(IStreamClientEndpoint)
-class _TLSWrappedClientEndpoint:
-    """Connects ``endpoint`` with a TLS factory around the given factory."""
-
-    def __init__(self, endpoint: IStreamClientEndpoint, creator: Any) -> None:
-        self.endpoint = endpoint
-        self.creator = creator
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
-        return self.endpoint.connect(LeanTLSFactory(self.creator, True, protocolFactory))
+        return describe_tls_failure(reason, self.server_name, self.tls)
 
 
 def wrap_server_endpoint(endpoint: IStreamServerEndpoint, settings: TLSSettings,
@@ -148,8 +115,7 @@ def wrap_server_endpoint(endpoint: IStreamServerEndpoint, settings: TLSSettings,
     if default_alpn is None:
         default_alpn = ["h2", "http/1.1"]
     options = RotatingServerOptions(lambda: server_context_factory(settings, default_alpn))
-    return LayerServerEndpoint(_TLSWrappedServerEndpoint(endpoint, options),
-                               lambda f: TLSLayer(f, clock=clock))
+    return LayerServerEndpoint(endpoint, lambda f: TLSLayer(f, options, False, clock=clock))
 
 
 def wrap_client_endpoint(reactor: Any, endpoint: IStreamClientEndpoint, host: str,
@@ -161,13 +127,12 @@ def wrap_client_endpoint(reactor: Any, endpoint: IStreamClientEndpoint, host: st
     server_name = settings.server_name or host
     creator = CLIENT_CREATORS.get(settings, server_name, default_alpn)
 
-    def make(factory: IProtocolFactory, ready: Deferred) -> TLSLayer:
-        layer = TLSLayer(factory, ready, server_name, clock=reactor)
-        if isinstance(creator, ResumingClientCreator):
-            layer.resumption = creator
-        return layer
+    resumption = creator if isinstance(creator, ResumingClientCreator) else None
 
-    return LayerClientEndpoint(_TLSWrappedClientEndpoint(endpoint, creator), make)
+    def make(factory: IProtocolFactory, ready: Deferred) -> TLSLayer:
+        return TLSLayer(factory, creator, True, ready, server_name, reactor, resumption)
+
+    return LayerClientEndpoint(endpoint, make)
 
 
 # -- the IStreamLayer (vtwist.transport.stack) ------------------------------------------

@@ -1,0 +1,272 @@
+"""TLS over memory BIOs in one protocol object: the handshake, then a plain stream transport.
+
+:class:`MemoryTLSLayer` is a :class:`~vtwist.transport.layer.Layer` right on the TCP
+connection. It owns its ``OpenSSL.SSL.Connection`` (memory BIOs) and replaces Twisted's
+``TLSMemoryBIOProtocol`` plus the layer above it, with less Python per connection:
+
+* one protocol object per connection instead of two (no ``ProtocolWrapper``, no wrapping
+  factory registering each protocol, no interface declarations per connection);
+* one ``bio_read`` (and one ``transport.write``) per handshake flight or application write,
+  sized so that an empty BIO is not asked again (no exception per write);
+* a server does not run a handshake step before the ClientHello has arrived;
+* the plaintext of everything one TCP read carried reaches the application in one
+  ``dataReceived`` call, not one per TLS record.
+
+What the application sees is what it saw over ``TLSMemoryBIOProtocol``: ``connectionLost``
+with the TLS error if one ended the connection, with ``ConnectionLost`` when the peer
+closed TCP without a close_notify after the handshake; writes after ``loseConnection``
+are dropped unless a producer is still registered, and the close_notify goes out once the
+producer is unregistered (Twisted's order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from vtwist.transport.layer import Layer
+
+#: Bytes asked of the outgoing BIO beyond what a write put in (record headers and tags).
+_SLACK = 4096
+#: Plaintext asked of OpenSSL per ``recv``.
+_READ_SIZE = 65536
+
+
+class MemoryTLSLayer(Layer):
+    """TLS on the transport below (``creator`` makes the connection), the application above.
+
+    ``client`` says which side of the handshake this is; subclasses hook
+    :meth:`tlsHandshakeDone` and :meth:`tlsFirstData`.
+    """
+
+    name = "TLS"
+
+    def __init__(self, factory: Any, creator: Any, client: bool, ready: Any = None,
+                 clock: Any = None) -> None:
+        super().__init__(factory, ready, clock)
+        self.creator = creator
+        self.client = client
+        #: The ``OpenSSL.SSL.Connection`` once the lower connection is up.
+        self.tls: SSL.Connection | None = None
+        self._reason: Failure | None = None  # the TLS error that ended the connection
+        self._peerClosed = False  # the peer's close_notify arrived
+        self._shutDown = False  # our close_notify is out (or the TLS side is done)
+        self._producer: Any = None
+        self._closePending = False  # loseConnection waits for the producer to go
+        self._blocked: list[bytes] | None = None  # writes waiting for a read (renegotiation)
+        self._aborted = False
+        self._fresh = True  # no application data read yet
+
+    # -- handshake ---------------------------------------------------------------------
+    def handshakeStarted(self) -> None:
+        """Make the TLS connection; a client sends its ClientHello."""
+        if self.client:
+            self.tls = self.creator.clientConnectionForTLS(self)
+            self._step()
+        else:
+            self.tls = self.creator.serverConnectionForTLS(self)
+
+    def handshakeData(self, data: bytes) -> None:
+        """A handshake flight (or part of one) from the peer."""
+        self.tls.bio_write(data)
+        self._step()
+
+    def _step(self) -> None:
+        try:
+            self.tls.do_handshake()
+        except SSL.WantReadError:
+            self._flush(0)
+            return
+        except SSL.Error:
+            self._fail(Failure())
+            return
+        self.tlsHandshakeDone()
+        if self.failed or self.app is None:
+            self._flush(0)
+            return
+        self._receive()
+
+    def tlsHandshakeDone(self) -> None:
+        """The handshake (and verification) succeeded: connect the application."""
+        self.handshakeDone()
+
+    def tlsFirstData(self) -> None:
+        """The first records after the handshake were read (TLS 1.3 tickets are in)."""
+
+    def _fail(self, reason: Failure) -> None:
+        """A TLS error: send the alert OpenSSL made, close, report ``reason``."""
+        if self._reason is None:
+            self._reason = reason
+        self._shutDown = True
+        self._flush(0)
+        self.transport.loseConnection()
+
+    # -- reading -------------------------------------------------------------------------
+    def streamData(self, data: bytes) -> None:
+        """Records after the handshake: decrypt, hand the plaintext over in one call."""
+        self.tls.bio_write(data)
+        self._receive()
+        if self._fresh:
+            self._fresh = False
+            self.tlsFirstData()
+
+    def _receive(self) -> None:
+        tls = self.tls
+        chunks = []
+        closed = None
+        while True:
+            try:
+                chunks.append(tls.recv(_READ_SIZE))
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                closed = True
+                break
+            except SSL.Error:
+                closed = Failure()
+                break
+        if chunks and not self._aborted and self.app is not None:
+            self.app.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._blocked is not None and closed is None:
+            self._unblock()
+        if closed is True:  # the peer's close_notify: answer it and close
+            self._peerClosed = True
+            self._closeTLS()
+        elif closed is not None:
+            self._fail(closed)
+        else:
+            self._flush(0)  # tickets, key updates: anything OpenSSL answered
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Encrypt and send application bytes (dropped once closing, as Twisted does)."""
+        if self.disconnecting and self._producer is None:
+            return
+        self._write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        """Several buffers as one write (one or more records)."""
+        self.write(b"".join(data))
+
+    def _write(self, data: bytes) -> None:
+        if self._shutDown or not data:
+            return
+        if self._blocked is not None:
+            self._blocked.append(data)
+            return
+        tls = self.tls
+        size = len(data)
+        view = memoryview(data) if size > 16384 else data
+        done = 0
+        try:
+            while done < size:
+                done += tls.send(view[done:] if done else view)
+        except SSL.WantReadError:
+            self._blocked = [bytes(view[done:])]
+            if self._producer is not None:
+                self._producer.pauseProducing()
+        except SSL.Error:
+            self._fail(Failure())
+            return
+        self._flush(done)
+
+    def _unblock(self) -> None:
+        waiting, self._blocked = self._blocked, None
+        for data in waiting or ():
+            self._write(data)
+        if self._blocked is None:
+            if self._producer is not None:
+                self._producer.resumeProducing()
+            elif self._closePending:
+                self._closeTLS()
+
+    def _flush(self, written: int) -> None:
+        """Send what OpenSSL put in the outgoing BIO: one ``bio_read``, one write."""
+        tls = self.tls
+        size = written + _SLACK
+        try:
+            out = tls.bio_read(size)
+        except SSL.WantReadError:
+            return
+        if len(out) == size:  # there is more: take it all
+            parts = [out]
+            while True:
+                try:
+                    parts.append(tls.bio_read(65536))
+                except SSL.WantReadError:
+                    break
+            out = b"".join(parts)
+        self.transport.write(out)
+
+    # -- closing ---------------------------------------------------------------------------
+    def closeLayer(self) -> None:
+        """The application closes: close_notify, then close TCP (after a producer goes)."""
+        if self.app is None or self.tls is None:
+            self.abortConnection()
+            return
+        if self._producer is not None or self._blocked is not None:
+            self._closePending = True
+            return
+        self._closeTLS()
+
+    def _closeTLS(self) -> None:
+        if not self._shutDown:
+            self._shutDown = True
+            try:
+                self.tls.shutdown()
+            except SSL.Error:
+                pass
+            self._flush(0)
+        self.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        """Drop the connection now; nothing more reaches the application."""
+        self._aborted = True
+        self._shutDown = True
+        super().abortConnection()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """Register on the transport below (TLS adds no buffer of its own)."""
+        self._producer = producer
+        self.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """Unregister below; a close that waited for this goes ahead."""
+        if self._producer is None:
+            return
+        self._producer = None
+        self.transport.unregisterProducer()
+        if self._closePending and self._blocked is None:
+            self._closePending = False
+            self._closeTLS()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The TCP connection is gone: report the TLS reason if there is one."""
+        if self._reason is not None:
+            reason = self._reason
+        elif self.app is not None and not self._peerClosed and not self._shutDown \
+                and reason.check(ConnectionDone):
+            reason = Failure(ConnectionLost("closed without a TLS close_notify"))
+        self._reason = None
+        self._shutDown = True
+        super().connectionLost(reason)
+
+    # -- what the application may ask ------------------------------------------------------
+    def getHandle(self) -> SSL.Connection | None:
+        """The ``OpenSSL.SSL.Connection`` (as Twisted's TLS transport answers)."""
+        return self.tls
+
+    def getPeerCertificate(self) -> Any:
+        """The peer's certificate (``OpenSSL.crypto.X509``), if it sent one."""
+        return self.tls.get_peer_certificate() if self.tls is not None else None
+
+    @property
+    def negotiatedProtocol(self) -> bytes | None:
+        """The ALPN protocol agreed on, if any."""
+        if self.tls is None:
+            return None
+        return self.tls.get_alpn_proto_negotiated() or None
