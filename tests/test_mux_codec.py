@@ -161,6 +161,36 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(b"".join(f.data for f in frames), data)
 
 
+class CacheTests(SynchronousTestCase):
+    """New frames' addresses are encoded and parsed once per destination; the caches give
+    the same answers as the first time and stay bounded."""
+
+    def test_new_frames_round_trip_through_the_caches(self) -> None:
+        dests = [Destination.tcp("example.com", 80), Destination.tcp("example.com", 443),
+                 Destination.udp("example.com", 80), Destination.tcp("10.0.0.1", 80),
+                 Destination.tcp("2001:db8::1", 80)]
+        for _ in range(2):
+            wire = b"".join(F.encode_new(i, d, b"x") for i, d in enumerate(dests))
+            frames = F.FrameDecoder().feed(wire)
+            self.assertEqual([f.target for f in frames], dests)
+        gid = F.FrameDecoder().feed(F.encode_new(1, dests[2], b"q", b"\x07" * 8))[0]
+        self.assertEqual((gid.target, gid.global_id), (dests[2], b"\x07" * 8))
+
+    def test_bounded(self) -> None:
+        for port in range(F._NEW_TARGET_CACHE + 10):
+            dest = Destination.tcp("example.org", port % 65536)
+            (frame,) = F.FrameDecoder().feed(F.encode_new(1, dest))
+            self.assertEqual(frame.target, dest)
+        self.assertLessEqual(len(F._NEW_TARGETS), F._NEW_TARGET_CACHE)
+        self.assertLessEqual(len(F._ADDRESSES), F._ADDRESS_CACHE)
+
+    def test_bad_domain_not_cached(self) -> None:
+        with self.assertRaises(ValueError):
+            F.encode_address(Destination.tcp("x" * 256, 80))
+        with self.assertRaises(ValueError):
+            F.encode_address(Destination.tcp("x" * 256, 80))
+
+
 class SessionTableTests(SynchronousTestCase):
     """Ids as the 4.34 client allocates them; lookups; what was seen."""
 
