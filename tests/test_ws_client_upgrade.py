@@ -326,3 +326,35 @@ class ResponseParserProperties(SynchronousTestCase):
     def test_random_bytes(self, blob: bytes) -> None:
         result = read_upgrade_response(blob, KEY, None)
         self.assertNotIsInstance(result, Accepted)
+
+    @settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.one_of(st.binary(max_size=200),
+                     st.builds(lambda lines, tail: response(*lines) + tail,
+                               st.lists(st.sampled_from(GOOD + [b"Sec-WebSocket-Protocol: x",
+                                                                b"X: \x00", b"Upgrade: h2c"]),
+                                        max_size=5),
+                               st.binary(max_size=20))),
+           st.integers(1, 9), st.booleans())
+    def test_layer_never_hangs(self, answer: bytes, pieces: int, accept: bool) -> None:
+        """Any answer, in any pieces, with our accept token or not: the connect succeeds or
+        fails (at the latest at the deadline), and a failure closes the connection."""
+        outcome: list[Any] = []
+        ready: Deferred = Deferred()
+        ready.addBoth(outcome.append)
+        clock = Clock()
+        layer = WSClientLayer(Factory.forProtocol(Recorder), ready, "h:1", WSSettings(), clock)
+        transport = StringTransport()
+        layer.makeConnection(transport)
+        if accept:
+            key = transport.value().split(b"Sec-WebSocket-Key: ")[1][:24]
+            answer = answer.replace(ACCEPT, generate_accept_token(key))
+        step = max(1, len(answer) // pieces)
+        for i in range(0, len(answer), step):
+            layer.dataReceived(answer[i:i + step])
+        clock.advance(8)
+        self.assertEqual(len(outcome), 1)
+        if isinstance(outcome[0], Failure):
+            self.assertIsInstance(outcome[0].value, LayerHandshakeError)
+            self.assertTrue(transport.disconnecting)
+        else:
+            self.assertIs(outcome[0], layer.app)
