@@ -64,6 +64,7 @@ class SettingsTests(SynchronousTestCase):
             ({"hosts": {"a.com": "not a domain!"}}, "dns.hosts.a.com"),
             ({"hosts": {"a.com": ["1.1.1.1", "b.com"]}}, "dns.hosts.a.com"),
             ({"servers": ["gopher://x"]}, "dns.servers[0]"),
+            ({"servers": ["https://[::1/dns-query"]}, "dns.servers[0]"),  # unclosed "["
         ]:
             with self.assertRaises(ConfigError) as e:
                 parse_dns(Node(section, "dns"))

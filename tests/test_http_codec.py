@@ -70,6 +70,15 @@ class RequestTests(SynchronousTestCase):
                 ServerCodec().receive_data(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
             self.assertEqual(e.exception.status, 400)
 
+    def test_unparseable_absolute_uri(self) -> None:
+        """URLs urlsplit refuses (an unclosed "[", found by the long fuzz run) or that hold
+        non-ASCII are a 400, not a ValueError."""
+        for target in (b"http://h:8080_[/>/", b"http://[::1/", b"http://a.test/\xe9"):
+            with self.assertRaises(HttpError) as e:
+                ServerCodec().receive_data(b"POST " + target + b" HTTP/1.1\r\nHost: h\r\n"
+                                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            self.assertEqual(e.exception.status, 400, target)
+
     def test_origin_form(self) -> None:
         """Refused unless allowTransparent, which takes the Host header (as V2Ray)."""
         data = b"GET /x HTTP/1.1\r\nHost: a.test:81\r\n\r\n"

@@ -521,6 +521,7 @@ class HTTPHeaderTests(SynchronousTestCase):
         self.assertEqual(request_path(b"GET http://h/p?q HTTP/1.1\r\n"), "/p")
         self.assertIsNone(request_path(b"GET / HTTP/1.1\r\nbroken line\r\n"))
         self.assertIsNone(request_path(b"\x00\x01\x02"))
+        self.assertIsNone(request_path(b"GET http://h[/p HTTP/1.1\r\n"))  # urlsplit refuses
 
     def test_server_accepts(self) -> None:
         layer, transport, apps = self.server()

@@ -123,7 +123,10 @@ def parse_address(node: Node, address: str, port: int) -> NameServer:
     scheme, sep, rest = address.partition("://")
     scheme = scheme.lower()
     if sep and scheme in ("https", "https+local"):
-        url = urlsplit(address)
+        try:
+            url = urlsplit(address)
+        except ValueError as e:  # e.g. "Invalid IPv6 URL"
+            raise node.error(f"bad URL {address!r}: {e}") from None
         if not url.hostname:
             raise node.error(f"expected a URL like https://dns.google/dns-query, got {address!r}")
         try:

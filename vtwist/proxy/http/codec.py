@@ -264,15 +264,21 @@ class ServerCodec:
                 raise HttpError(400, f"not a proxy request (origin-form target {text[:80]!r})")
             authority, default_port, path = host_header.decode("latin-1"), 80, target
         else:
-            url = urlsplit(text)
+            try:
+                url = urlsplit(text)
+            except ValueError as e:  # e.g. "Invalid IPv6 URL" for an unclosed "["
+                raise HttpError(400, f"bad URL {text[:80]!r}: {e}") from None
             scheme = url.scheme.lower()
             if scheme not in ("http", "https"):
                 raise HttpError(400, f"unsupported URL scheme {url.scheme!r}")
             authority = url.netloc.rpartition("@")[2]
             default_port = 443 if scheme == "https" else 80
-            path = (url.path or "/").encode("ascii")
-            if url.query:
-                path += b"?" + url.query.encode("ascii")
+            try:
+                path = (url.path or "/").encode("ascii")
+                if url.query:
+                    path += b"?" + url.query.encode("ascii")
+            except UnicodeEncodeError:
+                raise HttpError(400, f"non-ASCII URL {text[:80]!r}") from None
         if not authority:
             raise HttpError(400, f"no host in {text[:80]!r}")
         try:

@@ -57,7 +57,10 @@ def request_path(header: bytes) -> str | None:
             return None
     target = parts[1]
     if "://" in target:
-        path = urlsplit(target).path
+        try:
+            path = urlsplit(target).path
+        except ValueError:  # e.g. an unclosed "[": not a request this header matches
+            return None
     else:
         path = target.split("?", 1)[0].split("#", 1)[0]
     return unquote(path)
