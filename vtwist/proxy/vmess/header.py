@@ -12,6 +12,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -183,6 +184,12 @@ def auth_id_key(cmd_key: bytes) -> bytes:
     return K.kdf16(cmd_key, K.AUTH_ID_ENCRYPTION_KEY)
 
 
+@lru_cache(maxsize=1024)
+def _auth_id_cipher(cmd_key: bytes) -> Cipher:
+    """AES-128-ECB under a user's AuthID key: a per-user constant, built once."""
+    return Cipher(algorithms.AES(auth_id_key(cmd_key)), modes.ECB())
+
+
 def auth_id_plain(timestamp: int, rand4: bytes) -> bytes:
     """The AuthID block before encryption: BE64(ts) || rand || CRC32."""
     head = struct.pack(">q", timestamp) + rand4
@@ -192,8 +199,7 @@ def auth_id_plain(timestamp: int, rand4: bytes) -> bytes:
 def create_auth_id(cmd_key: bytes, timestamp: int, rand4: bytes | None = None) -> bytes:
     """AES-128-ECB(auth key, BE64(ts) || 4 random || CRC32)."""
     rand4 = os.urandom(4) if rand4 is None else rand4
-    enc = Cipher(algorithms.AES(auth_id_key(cmd_key)), modes.ECB()).encryptor()
-    return enc.update(auth_id_plain(timestamp, rand4))
+    return _auth_id_cipher(bytes(cmd_key)).encryptor().update(auth_id_plain(timestamp, rand4))
 
 
 def check_auth_id_plain(block: bytes) -> int | None:

@@ -44,7 +44,17 @@ _OUTER0 = hashlib.sha256(_pad(ROOT_KEY).translate(_OPAD))
 def _digest(state: Any, outers: tuple[Any, ...]) -> bytes:
     """The digest of the HMAC stack whose innermost SHA-256 ``state`` has absorbed the inner
     pads of every layer and then the message; ``outers[j]`` is a fresh layer-j object that has
-    absorbed layer j+1's outer pad (so HMAC_k(m) = H_{k-1}(opad_k || H_{k-1}(ipad_k || m)))."""
+    absorbed layer j+1's outer pad (so HMAC_k(m) = H_{k-1}(opad_k || H_{k-1}(ipad_k || m))).
+
+    The depths VMess uses (one to three path elements) are unrolled below: the same hashing,
+    a third of the Python calls of the recursion."""
+    depth = len(outers)
+    if depth == 1:
+        return _digest1(state, outers[0])
+    if depth == 2:
+        return _digest2(state, outers[0], outers[1])
+    if depth == 3:
+        return _digest3(state, outers[0], outers[1], outers[2])
     if not outers:
         outer = _OUTER0.copy()
         outer.update(state.digest())
@@ -53,6 +63,28 @@ def _digest(state: Any, outers: tuple[Any, ...]) -> bytes:
     top = outers[-1].copy()
     top.update(_digest(state, below))
     return _digest(top, below)
+
+
+def _digest1(state: Any, o1: Any) -> bytes:
+    leaf = _OUTER0.copy()
+    leaf.update(state.digest())
+    top = o1.copy()
+    top.update(leaf.digest())
+    leaf = _OUTER0.copy()
+    leaf.update(top.digest())
+    return leaf.digest()
+
+
+def _digest2(state: Any, o1: Any, o2: Any) -> bytes:
+    top = o2.copy()
+    top.update(_digest1(state, o1))
+    return _digest1(top, o1)
+
+
+def _digest3(state: Any, o1: Any, o2: Any, o3: Any) -> bytes:
+    top = o3.copy()
+    top.update(_digest2(state, o1, o2))
+    return _digest2(top, o1, o2)
 
 
 class _Chain:
