@@ -218,6 +218,37 @@ class MemoryTests(SynchronousTestCase):
             self.assertFalse(pair.server_app.made)
 
 
+class NameTests(SynchronousTestCase):
+    """The name a verifying client checks, now in OpenSSL: SAN DNS names with a wildcard for
+    exactly one whole label, IP addresses against iPAddress entries."""
+
+    def connects(self, cert_names: tuple[str, ...], server_name: str) -> bool:
+        cert = shared_server_cert(*cert_names)
+        server = TLSSettings(certificates=[TLSCertificate("encipherment", [cert.cert],
+                                                          cert.key)])
+        pair = Pair(self, client=client_settings(server_name), server=server)
+        failures: list[Any] = []
+        pair.ready.addErrback(failures.append)
+        pair.run()
+        if failures:
+            self.assertIn(f"does not match the name {server_name!r}", str(failures[0].value))
+        return not failures and pair.client_app.made
+
+    def test_dns_names_and_wildcards(self) -> None:
+        self.assertTrue(self.connects((NAME,), NAME))
+        self.assertTrue(self.connects((NAME,), NAME.upper()))
+        self.assertTrue(self.connects(("*.wild.test",), "a.wild.test"))
+        self.assertFalse(self.connects(("*.wild.test",), "b.a.wild.test"))
+        self.assertFalse(self.connects(("*.wild.test",), "wild.test"))
+        self.assertFalse(self.connects((NAME,), "x" + NAME))
+
+    def test_ip_addresses(self) -> None:
+        self.assertTrue(self.connects((NAME, "127.0.0.1"), "127.0.0.1"))
+        self.assertFalse(self.connects((NAME, "127.0.0.1"), "127.0.0.2"))
+        self.assertTrue(self.connects(("::1",), "::1"))
+        self.assertFalse(self.connects((NAME,), "127.0.0.1"))
+
+
 class Resumed(Protocol):
     """Server side: records whether the handshake resumed, answers one byte."""
 
