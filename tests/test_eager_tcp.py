@@ -18,10 +18,12 @@ from zope.interface import implementer
 
 from tests.netutil import free_port
 from vtwist.transport.internals import (
+    WRITE_HIGH_WATER,
     EagerClient,
     EagerServer,
     LeanTCPClientEndpoint,
     lean_poll,
+    raise_write_high_water,
 )
 from vtwist.transport.tcp.endpoints import tcp_client_endpoint
 from vtwist.transport.tcp.listen import TCPServerEndpoint
@@ -136,6 +138,21 @@ class EagerWriteTests(TestCase):
         server_transport[0].loseWriteConnection()
         digest, length = yield sink.done
         self.assertEqual((digest, length), (hashlib.sha256(b"bye").hexdigest(), 3))
+
+
+class HighWaterTests(SynchronousTestCase):
+    def test_eager_connections_buffer_to_the_relay_mark(self) -> None:
+        """vtwist's TCP connections pause their producer only past WRITE_HIGH_WATER (a relay
+        would otherwise pause and resume on nearly every 64 KiB read), with nothing set per
+        connection."""
+        for cls in (EagerServer, EagerClient):
+            t = cls.__new__(cls)
+            t.dataBuffer, t._tempDataLen = b"", 200_000
+            self.assertFalse(t._isSendBufferFull())
+            t._tempDataLen = WRITE_HIGH_WATER + 1
+            self.assertTrue(t._isSendBufferFull())
+            raise_write_high_water(t)
+            self.assertNotIn("_isSendBufferFull", vars(t))
 
 
 class LeanEndpointFailureTests(TestCase):

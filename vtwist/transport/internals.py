@@ -64,6 +64,8 @@ def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> Non
     """Let the socket under ``transport`` (through any wrapping layers) buffer ``limit`` bytes
     before it pauses its producer. Reads keep their size."""
     for _ in range(8):
+        if isinstance(transport, _EagerWrites) and limit == WRITE_HIGH_WATER:
+            return  # vtwist's own connections have this limit already
         if isinstance(transport, Connection):
             def full(t: Connection = transport) -> bool:
                 return len(t.dataBuffer) + t._tempDataLen > limit
@@ -170,6 +172,11 @@ class _EagerWrites:
     """``write``/``writeSequence`` of a TCP connection that send at once when nothing is
     queued; what the socket does not take is queued as usual (and so is everything while
     something is queued, while TLS is started on the connection, or once it is closing)."""
+
+    def _isSendBufferFull(self) -> bool:  # noqa: N802 - Twisted's name
+        """Pause the producer past :data:`WRITE_HIGH_WATER` (see raise_write_high_water)."""
+        t: Any = self
+        return len(t.dataBuffer) + t._tempDataLen > WRITE_HIGH_WATER
 
     def _queued(self) -> bool:
         t: Any = self
