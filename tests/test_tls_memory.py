@@ -5,6 +5,8 @@ cipher suite, names checked by OpenSSL)."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 from OpenSSL import SSL
@@ -274,6 +276,13 @@ class Ping(Protocol):
         self.done.callback(self.resumed)
 
 
+class Drop(Ping):
+    """A Ping that drops the connection (no close_notify) when the answer comes."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.abortConnection()
+
+
 class SocketTests(TestCase):
     timeout = 30
 
@@ -304,3 +313,17 @@ class SocketTests(TestCase):
             flags += await gatherResults([Deferred.fromCoroutine(one()) for _ in range(4)])
         self.assertEqual(flags, [False] + [True] * 12)
         self.assertEqual(sorted(seen), [False] + [True] * 12)
+
+        # a connection dropped without a close_notify leaves the session resumable
+        client = tls.wrap_client_endpoint(
+            reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+            "127.0.0.1", settings, ["http/1.1"])
+        drop = Drop()
+        await client.connect(Factory.forProtocol(lambda d=drop: d))
+        self.assertTrue(await drop.done)
+        ref = weakref.ref(drop.transport.tls)
+        del drop
+        await task.deferLater(reactor, 0, lambda: None)  # connectionLost has returned
+        gc.collect()  # OpenSSL judges the session when the connection is freed
+        self.assertIsNone(ref())
+        self.assertEqual(await one(), True)

@@ -253,6 +253,11 @@ class MemoryTLSLayer(Layer):
             reason = Failure(ConnectionLost("closed without a TLS close_notify"))
         self._reason = None
         self._shutDown = True
+        if self.app is not None and self.tls is not None:
+            # A session stays resumable however the connection ended after its handshake
+            # (OpenSSL drops the session of a connection freed without a close_notify sent,
+            # which would make the client's next connection a full handshake; Go resumes).
+            self.tls.set_shutdown(self.tls.get_shutdown() | SSL.SENT_SHUTDOWN)
         super().connectionLost(reason)
 
     # -- what the application may ask ------------------------------------------------------
