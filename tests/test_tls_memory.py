@@ -140,6 +140,7 @@ class MemoryTests(SynchronousTestCase):
         clean close, its own connectionLost too."""
         pair = Pair(self)
         pair.run()
+        handle = pair.client.getHandle()
         pair.client_app.transport.write(b"x")
         pair.client_app.transport.loseConnection()
         pair.client_app.transport.write(b"dropped")
@@ -147,7 +148,11 @@ class MemoryTests(SynchronousTestCase):
         self.assertEqual(pair.server_app.received, [b"x"])
         self.assertIsInstance(pair.server_app.reason.value, ConnectionDone)
         self.assertIsInstance(pair.client_app.reason.value, ConnectionDone)
-        self.assertTrue(pair.client.tls.get_shutdown() & SSL.SENT_SHUTDOWN)
+        self.assertTrue(handle.get_shutdown() & SSL.SENT_SHUTDOWN)
+        # the OpenSSL connection is let go at once (it does not refer back to its layer)
+        self.assertIsNone(pair.client.getHandle())
+        self.assertIsNone(handle.get_app_data())
+        self.assertFalse(pair.client.resumed)
 
     def test_tcp_close_without_close_notify_is_connection_lost(self) -> None:
         pair = Pair(self)

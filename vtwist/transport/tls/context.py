@@ -122,9 +122,9 @@ class RotatingServerOptions:
         return self.options
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        """A server connection on the current context (ALPN and SNI are the context's)."""
+        """A server connection on the current context (ALPN and SNI are the context's; no
+        app data: a connection and its protocol must not hold each other)."""
         conn = SSL.Connection(self.current().getContext(), None)
-        conn.set_app_data(tlsProtocol)
         conn.set_accept_state()
         return conn
 
@@ -192,7 +192,6 @@ class _ClientCreator:
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self.context, None)
-        conn.set_app_data(tlsProtocol)
         if self.alpn:  # Twisted's context offers none: its connections set them (as here)
             conn.set_alpn_protos(self.alpn)
         if self.sni:

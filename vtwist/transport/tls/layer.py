@@ -100,8 +100,9 @@ class TLSLayer(MemoryTLSLayer):
 
     @property
     def resumed(self) -> bool:
-        """True when this connection's handshake resumed an earlier session."""
-        return tls_session_reused(self.tls)
+        """True when this connection's handshake resumed an earlier session (False once
+        the connection is gone)."""
+        return self.tls is not None and tls_session_reused(self.tls)
 
     def describeFailure(self, reason: Failure) -> str:
         """Name the TLS reason: untrusted chain, name mismatch, garbage ..."""

@@ -59,6 +59,7 @@ class MemoryTLSLayer(Layer):
         self._closePending = False  # loseConnection waits for the producer to go
         self._blocked: list[bytes] | None = None  # writes waiting for a read (renegotiation)
         self._aborted = False
+        self._lost = False  # the lower connection is gone
         self._fresh = True  # no application data read yet
 
     # -- handshake ---------------------------------------------------------------------
@@ -187,6 +188,8 @@ class MemoryTLSLayer(Layer):
     def _flush(self, written: int) -> None:
         """Send what OpenSSL put in the outgoing BIO: one ``bio_read``, one write."""
         tls = self.tls
+        if tls is None:
+            return
         size = written + _SLACK
         try:
             out = tls.bio_read(size)
@@ -205,6 +208,8 @@ class MemoryTLSLayer(Layer):
     # -- closing ---------------------------------------------------------------------------
     def closeLayer(self) -> None:
         """The application closes: close_notify, then close TCP (after a producer goes)."""
+        if self._lost:
+            return
         if self.app is None or self.tls is None:
             self.abortConnection()
             return
@@ -214,6 +219,8 @@ class MemoryTLSLayer(Layer):
         self._closeTLS()
 
     def _closeTLS(self) -> None:
+        if self._lost:
+            return
         if not self._shutDown:
             self._shutDown = True
             try:
@@ -225,6 +232,8 @@ class MemoryTLSLayer(Layer):
 
     def abortConnection(self) -> None:
         """Drop the connection now; nothing more reaches the application."""
+        if self._lost:
+            return
         self._aborted = True
         self._shutDown = True
         super().abortConnection()
@@ -258,7 +267,11 @@ class MemoryTLSLayer(Layer):
             # (OpenSSL drops the session of a connection freed without a close_notify sent,
             # which would make the client's next connection a full handshake; Go resumes).
             self.tls.set_shutdown(self.tls.get_shutdown() | SSL.SENT_SHUTDOWN)
-        super().connectionLost(reason)
+        self._lost = True
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.tls = None  # OpenSSL's buffers go now, not when this object goes
 
     # -- what the application may ask ------------------------------------------------------
     def getHandle(self) -> SSL.Connection | None:
