@@ -1,9 +1,9 @@
 """The TLS layer: endpoint wrappers (:class:`TLSLayer` on the lower connection, the
 application above).
 
-Client side, the server's name (``serverName``, else the address) is checked with
-service-identity through Twisted's ``optionsForClientTLS`` (see
-:mod:`vtwist.transport.tls.context`). A failed handshake (untrusted chain, name mismatch,
+Client side, OpenSSL checks the chain and the server's name (``serverName``, else the
+address; see :mod:`vtwist.transport.tls.context` and :mod:`vtwist.transport.tls.tuning`).
+A failed handshake (untrusted chain, name mismatch,
 garbage) closes the connection with one log line saying why. :data:`TLS` is the
 ``IStreamLayer`` the stack puts right above the base endpoint.
 """
