@@ -13,9 +13,6 @@
   descriptor and logging each attempt (ENFILE/ENOBUFS/ENOMEM: a log line per reactor
   iteration while the socket stays readable). :class:`AcceptBackoffPort` pauses accepting
   instead, with a backoff and one log line per interval (its ``doRead`` uses private names).
-- Twisted's ``TLSMemoryBIOProtocol.makeConnection`` calls ``directlyProvides`` once per
-  interface of the transport (nine for TCP; each call replaces the last, ~16 µs per TLS
-  connection in all). :class:`LeanTLSProtocol` makes the one call whose result stays.
 - Twisted's TCP ``write`` only queues: it registers the socket for writing and sends on the
   next reactor turn (two ``epoll_ctl`` calls and a turn per write). :class:`EagerServer` and
   :class:`EagerClient` send at once when nothing is queued, as asyncio's transports do, and
@@ -32,7 +29,6 @@ import errno
 import resource
 import socket
 import sys
-from functools import lru_cache
 from typing import Any
 
 from twisted.internet import tcp
@@ -41,16 +37,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import _WrappingProtocol
 from twisted.internet.error import ConnectingCancelledError, NoProtocol
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory
 from twisted.internet.tcp import Connection
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python import log
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import implementer
 
 __all__ = ["AcceptBackoffPort", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
-           "LeanTCPClientEndpoint", "LeanTLSFactory", "LeanTLSProtocol",
+           "LeanTCPClientEndpoint",
            "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll",
            "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
 
@@ -123,42 +117,6 @@ def tls_session_reused(connection: Any) -> bool:
     from OpenSSL._util import lib
 
     return bool(lib.SSL_session_reused(connection._ssl))
-
-
-@lru_cache(maxsize=64)
-def _last_interface(spec: Any) -> Any:
-    """The last interface ``spec`` (a transport's ``providedBy``) iterates over, or None;
-    remembered per spec (a class's declaration is one object for all its instances)."""
-    interfaces = list(spec)
-    return interfaces[-1] if interfaces else None
-
-
-class LeanTLSProtocol(TLSMemoryBIOProtocol):
-    """``TLSMemoryBIOProtocol`` whose ``makeConnection`` declares the transport's interfaces
-    with one ``directlyProvides`` call: Twisted (26.10) calls it once per interface, each
-    call replacing the previous declaration, so only the last interface stays declared;
-    this makes that one call and nothing else changes (a test compares both)."""
-
-    def makeConnection(self, transport: Any) -> None:
-        """Twisted's ``TLSMemoryBIOProtocol.makeConnection`` with one ``directlyProvides``."""
-        self._tlsConnection = self.factory._creatorCallable(self)
-        self._appSendBuffer = []
-        last = _last_interface(providedBy(transport))
-        if last is not None:
-            directlyProvides(self, last)
-        Protocol.makeConnection(self, transport)
-        self.factory.registerProtocol(self)
-        if self._connectWrapped:
-            ProtocolWrapper.makeConnection(self, transport)
-        self._checkHandshakeStatus()
-
-
-class LeanTLSFactory(TLSMemoryBIOFactory):
-    """``TLSMemoryBIOFactory`` building :class:`LeanTLSProtocol`, quietly (one factory per
-    client connection: no 'Starting factory' event each time)."""
-
-    protocol = LeanTLSProtocol
-    noisy = False
 
 
 #: accept() errors that mean "no descriptor or memory for one more connection right now"
