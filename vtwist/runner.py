@@ -94,7 +94,7 @@ def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
         return 1
     from twisted.internet import reactor
 
-    _stop_on_early_signals(reactor)
+    stop_on_early_signals(reactor)
 
     from vtwist.app.reload import Reloader, install_reload_signal
     from vtwist.logsetup import begin_logging
@@ -121,7 +121,7 @@ def run_config(config: dict[str, Any], load: Callable[[], Any] | None = None,
     return 1 if service.failed else 0
 
 
-def _stop_on_early_signals(reactor: Any) -> None:
+def stop_on_early_signals(reactor: Any) -> None:
     """SIGINT/SIGTERM before the reactor runs (while the ports open) stop it once it runs.
 
     Python's default SIGINT raises KeyboardInterrupt wherever the process is, and a Deferred

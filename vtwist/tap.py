@@ -112,6 +112,9 @@ def makeService(options: Options) -> Any:
 
     if parse_workers(options["workers"]) > 1:  # an int after postOptions; "1" when unparsed
         return _supervisor(options, config)
+    from twisted.internet import reactor
+
+    runner.stop_on_early_signals(reactor)  # twistd opens the ports before the reactor runs
     service = runner.build(config)
     if service is None:
         raise SystemExit(1)
@@ -120,7 +123,6 @@ def makeService(options: Options) -> Any:
     from vtwist.app.worker import log_open_files_limit
 
     log_open_files_limit()
-    from twisted.internet import reactor
     from twisted.logger import globalLogPublisher
 
     from vtwist.app.reload import Reloader, install_reload_signal
