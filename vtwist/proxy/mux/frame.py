@@ -195,14 +195,7 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Add bytes; the complete frames so far. Raises :class:`MuxError` on bad input."""
-        if self.dead:
-            raise MuxError("decoder already failed")
-        buf = self._buf
-        if self._pos and self._pos == len(buf):
-            buf.clear()
-            self._pos = 0
-        buf += data
-        return self._parse()
+        return self.feed_all((data,))
 
     def feed_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> list[Frame]:
         """:meth:`feed` of several pieces in a row (one parse for all of them)."""
