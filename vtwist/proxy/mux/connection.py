@@ -444,16 +444,9 @@ class MuxConnection:
     # -- reading -------------------------------------------------------------------------
     def dataReceived(self, data: Any) -> None:
         """Carrier bytes: parse and dispatch frames."""
-        if self.closed:
-            return
-        try:
-            frames = self.decoder.feed(data)
-        except MuxError as e:
-            self.fail(str(e))
-            return
-        self.frames(frames)
+        self.receivedSequence((data,))
 
-    def receivedSequence(self, payloads: list[Any]) -> None:
+    def receivedSequence(self, payloads: Any) -> None:
         """Several pieces of carrier bytes (decoded VMess chunks) at once."""
         if self.closed:
             return
