@@ -115,3 +115,25 @@ class HoldQuickTests(SynchronousTestCase):
         self.assertEqual((vtwist["echoed"], vtwist["failed"], vtwist["held_at_sinks"]),
                          (30, 0, 30), vtwist)
         self.assertEqual(vtwist["processes_per_side"], 3, vtwist)  # supervisor + 2 workers
+
+
+class CpuQuickTests(SynchronousTestCase):
+    """``python -m benchmarks.cpu`` at a tiny count, beside a second tree (this one)."""
+
+    def test_cpu_tiny(self) -> None:
+        """Each setup prints a rate and a CPU figure per process; a ``--tree`` run really
+        runs that tree (its processes get its PYTHONPATH first)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        run = subprocess.run(
+            [sys.executable, "-m", "benchmarks.cpu", "socks", "--count", "300", "--reps", "1",
+             "--tree", str(REPO)],
+            cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
+        out = run.stdout
+        self.assertEqual(run.returncode, 0, out + run.stderr)
+        lines = [line.split() for line in out.splitlines()[1:]]
+        self.assertEqual([parts[0] for parts in lines], ["vtwist", f"vtwist@{REPO}"], out)
+        for parts in lines:
+            self.assertEqual(parts[2], "conn/s", out)
+            self.assertGreater(float(parts[1]), 0, out)
+            self.assertGreater(float(parts[4]), 0, out)  # the proxy's ms per connection

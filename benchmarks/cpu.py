@@ -1,0 +1,105 @@
+"""CPU per connection (or per GB) of each proxy process, without a profiler, alternated.
+
+``python -m benchmarks.cpu SETUP [--load connect|up|down] [--count N] [--streams S]
+[--impl vtwist v2ray] [--tree DIR ...] [--reps R]``
+
+SETUP: ``socks`` (SOCKS5 -> freedom) or a VMess body security for the TCP chain
+(``aes-128-gcm``, ``chacha20-poly1305``, ``none``). ``connect``: ``--count`` short
+connections from 8 workers; ``up``/``down``: ``--count`` MB over ``--streams`` streams.
+Each ``--tree`` is a vtwist source tree run beside the installed one (its processes get
+``PYTHONPATH=DIR``), e.g. the tree before a change. Every repetition runs each setup once in
+turn (A B A B ...); the medians of user+system CPU of each process come out in ms per
+connection (or s per GB), with the user/system split, beside the rate. This is the figure
+that survives a busy machine best: the alternation puts every setup under the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.__main__ import start_sink, stop_sink
+from benchmarks.core import warm_up
+from benchmarks.loadgen import Target, connect_rate, transfer
+from benchmarks.procs import CLK_TCK, ProcessGroup
+from benchmarks.setups import Chain, Setup, SocksProxy
+
+
+def _user_system(pid: int) -> tuple[float, float]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
+             tree: str | None) -> tuple[float, list[tuple[str, float, float]]]:
+    """One run: (rate, [(process, user, system) per connection or per GB])."""
+    env = {"PYTHONPATH": tree} if tree else None  # (the group puts this repo first else)
+    workdir = Path(tempfile.mkdtemp(prefix="vtwist-cpu-"))
+    sink, sink_port = start_sink(workdir)
+    group = ProcessGroup(workdir)
+    try:
+        setup: Setup = SocksProxy(impl, env=env) if setup_name == "socks" else Chain(
+            impl, setup_name, f"cpu-{setup_name}", env=env)
+        setup.start(group)
+        target = Target(setup.socks_port, sink_port)
+        warm_up(setup, target)
+        connect_rate(target, 200)
+        time.sleep(0.5)
+        before = [_user_system(p.pid) for p in setup.procs]
+        if load == "connect":
+            rate, _, _ = connect_rate(target, count)
+            per = count
+        else:
+            seconds = transfer(target, load, count * 1_000_000, streams)
+            rate, per = count / seconds, count / 1000
+        after = [_user_system(p.pid) for p in setup.procs]
+        return rate, [(p.name, (a[0] - b[0]) / per, (a[1] - b[1]) / per)
+                      for p, a, b in zip(setup.procs, after, before, strict=True)]
+    finally:
+        group.close()
+        stop_sink(sink)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Alternate the setups, print medians."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("setup")
+    p.add_argument("--load", choices=["connect", "up", "down"], default="connect")
+    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--impl", nargs="+", default=["vtwist"], choices=["vtwist", "v2ray"])
+    p.add_argument("--tree", nargs="*", default=[])
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args(argv)
+    runs: list[tuple[str, str, str | None]] = [(impl, impl, None) for impl in args.impl]
+    runs += [("vtwist", f"vtwist@{tree}", tree) for tree in args.tree]
+    unit = "ms per connection" if args.load == "connect" else "s per GB"
+    scale = 1000 if args.load == "connect" else 1
+    results: dict[str, list[tuple[float, list[tuple[str, float, float]]]]] = {}
+    for _ in range(args.reps):
+        for impl, label, tree in runs:
+            results.setdefault(label, []).append(
+                run_once(args.setup, impl, args.load, args.count, args.streams, tree))
+    rate_unit = "conn/s" if args.load == "connect" else "MB/s"
+    print(f"{args.setup} {args.load} x{args.count}: medians of {args.reps} alternated runs; "
+          f"CPU in {unit} (user + system)")
+    for label, reps in results.items():
+        rate = statistics.median(r for r, _ in reps)
+        parts = []
+        for i, (name, _, _) in enumerate(reps[0][1]):
+            user = statistics.median(r[1][i][1] for r in reps) * scale
+            system = statistics.median(r[1][i][2] for r in reps) * scale
+            parts.append(f"{name.rsplit('-', 1)[-1]} {user + system:.3f} "
+                         f"({user:.3f} + {system:.3f})")
+        print(f"  {label:24} {rate:8.0f} {rate_unit}   " + ", ".join(parts))
+
+
+if __name__ == "__main__":
+    main()
