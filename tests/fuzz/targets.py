@@ -541,17 +541,26 @@ def _geo_seeds() -> list[bytes]:
 def geodata(data: bytes, cut: int) -> None:
     """geoip.dat / geosite.dat readers: the index, then every entry as both kinds."""
     from vtwist.routing.geodata import wire as W
-    from vtwist.routing.geodata.build import geoip_set, geosite_matcher
+    from vtwist.routing.geodata.build import geoip_set
     try:
         entries = W.index(data, len(data))
     except W.GeoDataError:
         return
     for entry in entries.values():
-        for fn in (W.geoip_ranges, W.geosite_domains, geoip_set, geosite_matcher):
+        for fn in (W.geoip_ranges, W.geosite_domains, geoip_set, _geosite_as_loaded):
             try:
                 fn(data, entry)
             except W.GeoDataError:
                 pass
+
+
+def _geosite_as_loaded(data: bytes, entry: object) -> None:
+    """geosite_matcher as the asset loader calls it: a regexp Python cannot compile is
+    skipped and reported, not raised (a 10-minute run found that the bare call raises
+    re.error for one, which is that function's documented behaviour without ``skipped``)."""
+    from vtwist.routing.geodata.build import geosite_matcher
+
+    geosite_matcher(data, entry, (), [])
 
 
 # -- smaller codecs --------------------------------------------------------------------------
