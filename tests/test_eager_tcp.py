@@ -164,40 +164,40 @@ class LeanEndpointFailureTests(TestCase):
             Factory.forProtocol(Protocol))
         return self.assertFailure(d, ConnectionRefusedError)
 
-    def test_no_protocol(self) -> Any:
-        """A factory that builds nothing: NoProtocol, and the connection is dropped."""
+    def listening_port(self) -> int:
+        """A loopback port something listens on (a bare socket: nothing is accepted)."""
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         self.addCleanup(listener.close)
+        return listener.getsockname()[1]
+
+    def test_no_protocol(self) -> Any:
+        """A factory that builds nothing: NoProtocol, and the connection is dropped."""
 
         class Nothing(Factory):
             def buildProtocol(self, addr: Any) -> None:
                 return None
 
-        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1]).connect(
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.listening_port()).connect(
             Nothing())
         return self.assertFailure(d, NoProtocol)
 
     def test_cancel(self) -> Any:
         """Cancelling before the connection completes: ConnectingCancelledError."""
-        d = LeanTCPClientEndpoint(reactor, "192.0.2.1", 9).connect(
-            Factory.forProtocol(Protocol))  # TEST-NET-1: never answers on loopback-only hosts
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.listening_port()).connect(
+            Factory.forProtocol(Protocol))  # the connect itself starts on the next turn
         d.cancel()
         return self.assertFailure(d, ConnectingCancelledError)
 
     def test_failing_connection_made(self) -> Any:
         """A protocol whose connectionMade raises: the Deferred fails rather than hanging."""
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        self.addCleanup(listener.close)
 
         class Broken(Protocol):
             def connectionMade(self) -> None:
                 raise ValueError("broken")
 
-        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1]).connect(
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.listening_port()).connect(
             Factory.forProtocol(Broken))
 
         def check(_: Any) -> None:
