@@ -13,7 +13,6 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError, NoProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -254,39 +253,3 @@ class LeanPollTests(SynchronousTestCase):
         from twisted.internet.selectreactor import SelectReactor
 
         self.assertFalse(lean_poll(SelectReactor()))
-
-
-class BoundedDrainTests(TestCase):
-    timeout = 30
-
-    @defer.inlineCallbacks
-    def test_finished_relay_aborts_a_side_that_never_drains(self) -> Any:
-        """A relay finishes while its outbound side still queues bytes towards a peer that
-        never reads: loseConnection alone would wait for good; after DRAIN_LIMIT the side is
-        aborted. A side with nothing queued gets no timer."""
-        from twisted.internet.task import Clock
-
-        from vtwist.policy import DEFAULT_LEVEL
-        from vtwist.testing.doubles import HalfCloseTransport
-        from vtwist.transport.internals import write_pending
-        from vtwist.tunnel.relay import DRAIN_LIMIT, Relay
-
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        self.addCleanup(listener.close)
-        client = yield LeanTCPClientEndpoint(reactor, "127.0.0.1",
-                                             listener.getsockname()[1]).connect(
-            Factory.forProtocol(Protocol))
-        peer, _ = listener.accept()  # never reads
-        self.addCleanup(peer.close)
-        client.transport.write(b"x" * (16 * 1024 * 1024))
-        self.assertTrue(write_pending(client.transport))
-        clock = Clock()
-        relay = Relay(HalfCloseTransport(), client.transport, clock, DEFAULT_LEVEL)
-        relay.finish()
-        self.assertTrue(client.transport.connected)  # waiting for the drain
-        self.assertEqual(len(clock.getDelayedCalls()), 1)  # only the stuck side
-        clock.advance(DRAIN_LIMIT)
-        yield deferLater(reactor, 0.05, lambda: None)
-        self.assertFalse(client.transport.connected)

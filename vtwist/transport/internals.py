@@ -46,8 +46,7 @@ from zope.interface import implementer
 __all__ = ["AcceptBackoffPort", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
            "LeanTCPClientEndpoint",
            "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll",
-           "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused",
-           "write_pending"]
+           "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
@@ -71,25 +70,6 @@ def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> Non
             transport, "transport", None)
         if transport is None:
             return
-
-
-def _tcp_under(transport: Any) -> Connection | None:
-    for _ in range(8):
-        if isinstance(transport, Connection):
-            return transport
-        transport = getattr(transport, "lowerTransport", None) or getattr(
-            transport, "transport", None)
-        if transport is None:
-            return None
-    return None
-
-
-def write_pending(transport: Any) -> bool:
-    """True when the TCP connection under ``transport`` (through any wrapping layers) is
-    open and still holds bytes it has not handed to the kernel."""
-    tcp_connection = _tcp_under(transport)
-    return bool(tcp_connection is not None and tcp_connection.connected
-                and (tcp_connection.dataBuffer or tcp_connection._tempDataLen))
 
 
 def read_whole_units(transport: Any, unit: int) -> None:

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
-from vtwist.transport.internals import endpoint_protocol, raise_write_high_water, write_pending
+from vtwist.transport.internals import endpoint_protocol, raise_write_high_water
 from vtwist.tunnel.activity import ActivityTimer
 from vtwist.tunnel.held import HeldInput
 from vtwist.tunnel.splice import offer_splice
@@ -45,20 +45,6 @@ OUTBOUND = 1
 log = Logger(namespace="vtwist.relay")
 
 
-#: Seconds a finished relay's side may take to hand its queued bytes to the kernel before it
-#: is aborted: ``loseConnection`` waits for the drain, and a peer that is itself blocked
-#: writing to us (we stopped reading) would never drain it, so the socket would stay open.
-DRAIN_LIMIT = 10.0
-
-
-def _abort_if_open(transport: Any) -> None:
-    if write_pending(transport):  # still open, still not drained
-        try:
-            transport.abortConnection()
-        except Exception:  # noqa: BLE001 - a transport without abortConnection
-            pass
-
-
 class Relay:
     """Two transports joined as producers and consumers of each other."""
 
@@ -66,7 +52,6 @@ class Relay:
                  policy: LevelPolicy = DEFAULT_LEVEL,
                  onFinish: Callable[[], None] | None = None) -> None:
         self.transports = (inbound, outbound)
-        self.clock = clock
         self.policy = policy
         self.onFinish = onFinish
         self.eofs = [False, False]
@@ -136,8 +121,6 @@ class Relay:
             except Exception:  # noqa: BLE001 - a transport already gone may refuse
                 pass
             transport.loseConnection()
-            if write_pending(transport):  # it closes once that drains: bound the wait
-                self.clock.callLater(DRAIN_LIMIT, _abort_if_open, transport)
         if self.onFinish is not None:
             callback, self.onFinish = self.onFinish, None
             callback()
