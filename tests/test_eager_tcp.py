@@ -253,3 +253,66 @@ class LeanPollTests(SynchronousTestCase):
         from twisted.internet.selectreactor import SelectReactor
 
         self.assertFalse(lean_poll(SelectReactor()))
+
+
+class BoundedDrainTests(TestCase):
+    """A closing connection whose queued bytes stop draining is aborted after DRAIN_LIMIT;
+    one that drains (even slowly) closes as usual, and no timer outlives a connection."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        import vtwist.transport.internals as internals
+
+        self.patch(internals, "DRAIN_LIMIT", 0.3)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.addCleanup(self.listener.close)
+
+    @defer.inlineCallbacks
+    def _connect_and_fill(self) -> Any:
+        client = yield LeanTCPClientEndpoint(reactor, "127.0.0.1",
+                                             self.listener.getsockname()[1]).connect(
+            Factory.forProtocol(Protocol))
+        peer, _ = self.listener.accept()
+        self.addCleanup(peer.close)
+        client.transport.write(b"x" * (16 * 1024 * 1024))
+        self.assertGreater(client.transport._queuedBytes(), 0)
+        return client, peer
+
+    @defer.inlineCallbacks
+    def test_a_peer_that_never_reads_gets_the_connection_aborted(self) -> Any:
+        from twisted.internet.task import deferLater
+
+        client, _peer = yield self._connect_and_fill()
+        client.transport.loseConnection()
+        self.assertTrue(client.transport.connected)  # waiting for the drain
+        yield deferLater(reactor, 0.15, lambda: None)
+        self.assertTrue(client.transport.connected)
+        yield deferLater(reactor, 0.5, lambda: None)
+        self.assertFalse(client.transport.connected)
+
+    @defer.inlineCallbacks
+    def test_a_slow_reader_keeps_the_connection_until_it_drains(self) -> Any:
+        """A peer reading a little every interval is never aborted: everything arrives."""
+        from twisted.internet.task import deferLater
+
+        client, peer = yield self._connect_and_fill()
+        peer.setblocking(False)
+        client.transport.loseConnection()
+        received, chunk = 0, b""
+        for _ in range(400):  # bounded: 16 MiB at >= 1 MiB per 50 ms step
+            yield deferLater(reactor, 0.05, lambda: None)
+            try:
+                while chunk := peer.recv(1 << 20):
+                    received += len(chunk)
+                    if received % (1 << 20) < len(chunk):
+                        break  # about 1 MiB per step: slower than one interval's drain
+            except BlockingIOError:
+                pass
+            if not chunk and received:
+                break
+        self.assertEqual(received, 16 * 1024 * 1024)
+        self.assertFalse(client.transport.connected)
+        self.assertIsNone(client.transport._drainCheck)

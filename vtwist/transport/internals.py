@@ -17,7 +17,11 @@
   next reactor turn (two ``epoll_ctl`` calls and a turn per write). :class:`EagerServer` and
   :class:`EagerClient` send at once when nothing is queued, as asyncio's transports do, and
   queue only what the socket does not take. :class:`LeanTCPClientEndpoint` connects with
-  them, without the endpoint's per-connection wrapping protocol and factory.
+  them, without the endpoint's per-connection wrapping protocol and factory. Their
+  ``loseConnection`` bounds the drain: Twisted waits for queued bytes to reach the kernel
+  before it closes, and a peer blocked writing to us (we stopped reading when we closed)
+  never takes them, so the socket would stay open for good. A connection whose queue makes
+  no progress for :data:`DRAIN_LIMIT` seconds is aborted.
 - ``EPollReactor.doPoll`` runs every readiness event inside ``log.callWithLogger`` (a
   context push and pop per event, for the legacy log's ``system`` field).
   :func:`lean_poll` makes a vtwist process's reactor call the handlers directly.
@@ -43,7 +47,7 @@ from twisted.logger import Logger
 from twisted.python import log
 from zope.interface import implementer
 
-__all__ = ["AcceptBackoffPort", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
+__all__ = ["DRAIN_LIMIT", "AcceptBackoffPort", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
            "LeanTCPClientEndpoint",
            "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll",
            "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
@@ -52,6 +56,10 @@ __all__ = ["AcceptBackoffPort", "EagerClient", "EagerServer", "IOpenSSLTrustRoot
 #: high-water mark equals one 64 KiB read, so nearly every read would pause and resume the
 #: other side (epoll churn); reads stay 64 KiB.
 WRITE_HIGH_WATER = 256 * 1024
+
+#: Seconds a closing connection's queued bytes may make no progress towards the kernel
+#: before the connection is aborted (see :class:`_EagerWrites`).
+DRAIN_LIMIT = 10.0
 
 
 def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> None:
@@ -130,6 +138,41 @@ class _EagerWrites:
     """``write``/``writeSequence`` of a TCP connection that send at once when nothing is
     queued; what the socket does not take is queued as usual (and so is everything while
     something is queued, while TLS is started on the connection, or once it is closing)."""
+
+    #: the pending drain check of a closing connection, and what was queued at the last one
+    _drainCheck: IDelayedCall | None = None
+    _drainQueued = 0
+
+    def _queuedBytes(self) -> int:
+        t: Any = self
+        return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+    def loseConnection(self, *args: Any) -> None:  # noqa: N802 - Twisted's name
+        """Close once the queue drains, as Twisted does; abort if it stops draining."""
+        super().loseConnection(*args)  # type: ignore[misc]
+        t: Any = self
+        if self._drainCheck is None and t.connected and self._queuedBytes():
+            self._drainQueued = self._queuedBytes()
+            self._drainCheck = t.reactor.callLater(DRAIN_LIMIT, self._checkDrain)
+
+    def _checkDrain(self) -> None:
+        t: Any = self
+        self._drainCheck = None
+        queued = self._queuedBytes()
+        if not t.connected or not queued:
+            return
+        if queued < self._drainQueued:  # slow but moving: give it another interval
+            self._drainQueued = queued
+            self._drainCheck = t.reactor.callLater(DRAIN_LIMIT, self._checkDrain)
+            return
+        t.abortConnection()
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
+        """Drop the drain check with the connection."""
+        if self._drainCheck is not None:
+            self._drainCheck.cancel()
+            self._drainCheck = None
+        super().connectionLost(reason)  # type: ignore[misc]
 
     def _isSendBufferFull(self) -> bool:  # noqa: N802 - Twisted's name
         """Pause the producer past :data:`WRITE_HIGH_WATER` (see raise_write_high_water)."""
