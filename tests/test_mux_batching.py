@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from vtwist.address import Destination
 from vtwist.proxy.mux import frame as F
 from vtwist.proxy.mux.client import FIRST_PAYLOAD_WAIT, IDLE_TIMEOUT, MuxPool
-from vtwist.proxy.mux.connection import FLUSH_BYTES
+from vtwist.proxy.mux.connection import END_DELAY, FLUSH_BYTES
 from vtwist.proxy.mux.server import MuxServer
 from vtwist.testing.doubles import HalfCloseRecorder, HalfCloseTransport
 from vtwist.testing.tunnels import RecordingTunnels
@@ -109,6 +109,50 @@ class ServerBatchingTests(SynchronousTestCase):
         self.assertEqual(frames[0], (1, F.KEEP, b"small"))
         self.assertEqual(b"".join(d for i, _, d in frames[1:] if i == 2), big)
         self.assertTrue(all(len(d) <= F.MAX_TCP_DATA for _, _, d in frames if d))
+
+    def test_plain_end_waits_for_company(self) -> None:
+        """A plain End with nothing else to send waits; the next frame takes it along, in
+        order, in one write."""
+        r1, r2 = self.open(1, 2)
+        r1.eof(1)
+        self.clock.advance(0)
+        self.assertEqual(self.carrier.writes, [])
+        self.clock.advance(END_DELAY / 2)
+        r2.received(1, b"reply")
+        self.clock.advance(0)
+        self.assertEqual([decode(w) for w in self.carrier.writes],
+                         [[(1, F.END, None), (2, F.KEEP, b"reply")]])
+        self.clock.advance(END_DELAY)  # its timer finds nothing left to write
+        self.assertEqual(len(self.carrier.writes), 1)
+
+    def test_plain_end_alone_leaves_after_its_wait(self) -> None:
+        """Ends alone leave together END_DELAY after the first of them; one timer."""
+        r1, r2 = self.open(1, 2)
+        r1.eof(1)
+        self.clock.advance(END_DELAY / 2)
+        timers = len(self.clock.getDelayedCalls())
+        r2.eof(1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), timers)
+        self.clock.advance(END_DELAY / 2 - 1e-6)
+        self.assertEqual(self.carrier.writes, [])
+        self.clock.advance(2e-6)
+        self.assertEqual([decode(w) for w in self.carrier.writes],
+                         [[(1, F.END, None), (2, F.END, None)]])
+
+    def test_end_with_error_leaves_at_the_end_of_the_turn(self) -> None:
+        """A failed session's End (Error bit) does not wait."""
+        self.open(1)
+        self.server.sessions.get(1).abortConnection()
+        self.clock.advance(0)
+        (frame,) = F.FrameDecoder().feed(self.carrier.writes[0])
+        self.assertEqual((frame.session_id, frame.status, frame.error), (1, F.END, True))
+
+    def test_carrier_lost_cancels_the_end_wait(self) -> None:
+        (r1,) = self.open(1)
+        r1.eof(1)
+        self.server.lost(None)
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.active()
+                          and c.func == self.server._lazyDue], [])
 
     def test_close_flushes_framed_bytes_first(self) -> None:
         """The client's EOF with the last session's reply and End queued: both are

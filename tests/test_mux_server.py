@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.address import Destination
 from vtwist.proxy.mux import frame as F
-from vtwist.proxy.mux.connection import SESSION_BUFFER
+from vtwist.proxy.mux.connection import END_DELAY, SESSION_BUFFER
 from vtwist.proxy.mux.server import MuxServer
 from vtwist.testing.doubles import HalfCloseTransport, log_lines
 from vtwist.testing.tunnels import RecordingTunnels
@@ -27,8 +27,10 @@ class ServerTests(SynchronousTestCase):
         self.logs = log_lines(self, "vtwist.mux")
 
     def frames(self) -> list[F.Frame]:
-        """What the server wrote on the carrier so far (at the end of the reactor turn)."""
+        """What the server wrote on the carrier so far (at the end of the reactor turn, and
+        a plain End after its wait for company)."""
         self.clock.advance(0)
+        self.clock.advance(END_DELAY)
         out = F.FrameDecoder().feed(self.carrier.value())
         self.carrier.clear()
         return out

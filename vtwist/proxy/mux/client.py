@@ -114,12 +114,20 @@ class MuxCarrier(MuxConnection):
         pool = self.pool
         if self.opened + waiting >= pool.max_sessions:
             return True
-        if len(self.sessions.live) + waiting < pool.concurrency:
+        live = self.sessions.live
+        room = pool.concurrency - waiting
+        if room <= 0:
+            return True
+        if len(live) < room:
             return False
         # As 4.34, a session stops counting once End went either way (a half-closed one
         # may still be receiving).
-        active = sum(1 for s in self.sessions.live.values() if not (s.sentEnd or s.gotEnd))
-        return active + waiting >= pool.concurrency
+        for s in live.values():
+            if not (s.sentEnd or s.gotEnd):
+                room -= 1
+                if room <= 0:
+                    return True
+        return False
 
     closing = False
 
@@ -172,10 +180,17 @@ class MuxCarrier(MuxConnection):
     def _start(self, destination: Destination, factory: Any) -> Any:
         if self.closed:
             raise ConnectionLost("the mux connection closed")
-        sid = self.sessions.allocate()
+        sessions = self.sessions
+        sid = sessions.allocate()
         stream = MuxStream(self, sid, destination)
         stream.pendingNew = True
-        self.sessions.add(sid, stream, udp=stream.udp)
+        if stream.udp:
+            sessions.add(sid, stream, udp=True)
+        else:  # SessionTable.add, inline: a TCP id the client just allocated
+            sessions.live[sid] = stream
+            sessions.udp.discard(sid)
+            if sid > sessions.highest:
+                sessions.highest = sid
         self.opened += 1
         proto = factory.buildProtocol(None)
         if proto is None:
@@ -232,7 +247,7 @@ class MuxCarrier(MuxConnection):
         self._checkIdle()
 
     def _checkIdle(self) -> None:
-        if self.closed or len(self.sessions) or self.waiters or self.connecting:
+        if self.closed or self.sessions.live or self.waiters or self.connecting:
             return
         if self.opened >= self.pool.max_sessions:
             self.close()  # used up: it takes no more sessions

@@ -9,7 +9,9 @@ Writing: every session's frames go into one per-carrier buffer, written as one p
 the end of the reactor turn (or at once past :data:`FLUSH_BYTES`, and before the carrier
 closes), so the frames of many short sessions produced in one turn cost one VMess chunk
 (one TLS record) and one socket write; frames of one session keep their order, and the
-frames of different sessions never interleave inside a frame. The sessions' protocols hear
+frames of different sessions never interleave inside a frame. A plain End frame does not
+make that write on its own: it leaves with the next other frame, or :data:`END_DELAY`
+(2 ms) later (nearly half the writes of short sessions were End frames alone). The sessions' protocols hear
 ``connectionLost`` in that same end-of-turn call.
 
 Flow control, as V2Ray 4.34 (Mux.Cool has no per-session window; mux.md §6):
@@ -66,6 +68,10 @@ SESSION_BUFFER = 256 * 1024
 #: frames of many sessions leave as one write: one VMess chunk, one TLS record) unless the
 #: buffer holds this many bytes; a larger write goes out at once.
 FLUSH_BYTES = 16 * 1024
+#: An End frame (without the Error bit) with no other frame to go out waits up to this long
+#: for one (a short session's End would otherwise cost a VMess chunk, a TLS record and a
+#: write on its own, and a read at the peer); the first other frame takes it along.
+END_DELAY = 0.002
 _KEEP_HEAD = struct.Struct(">HHBBH")
 
 
@@ -306,6 +312,10 @@ class MuxConnection:
         #: frames not yet written to the carrier, and their payload bytes
         self._out: list[Any] = []
         self._outBytes = 0
+        #: ``_out`` holds a frame other than a plain End (it goes out at the end of the turn)
+        self._urgent = False
+        #: the call that writes plain End frames left waiting (END_DELAY)
+        self._lazy: Any = None
         #: sessions whose protocol hears ``connectionLost`` at the end of this turn
         self._lostQueue: list[tuple[Any, Failure | None]] = []
         #: the call at the end of this reactor turn (flushes ``_out``, tells ``_lostQueue``)
@@ -346,10 +356,6 @@ class MuxConnection:
         return f"{host}:{getattr(peer, 'port', '')}" if host else "unknown"
 
     # -- the end of the reactor turn ------------------------------------------------------
-    def _schedule(self) -> None:
-        if self._turn is None:
-            self._turn = self.clock.callLater(0, self._endOfTurn)
-
     def _endOfTurn(self) -> None:
         """Tell the protocols of the sessions that ended, then write the frames queued."""
         self._turn = None
@@ -358,6 +364,12 @@ class MuxConnection:
             for protocol, reason in lost:
                 protocol.connectionLost(reason if reason is not None
                                         else Failure(ConnectionDone()))
+        if self._urgent:
+            self.flush()
+
+    def _lazyDue(self) -> None:
+        """Plain End frames waited long enough for company."""
+        self._lazy = None
         if self._out:
             self.flush()
 
@@ -365,7 +377,8 @@ class MuxConnection:
         """``protocol.connectionLost`` at the end of this turn (as Twisted, never inside
         the call that ended the session)."""
         self._lostQueue.append((protocol, reason))
-        self._schedule()
+        if self._turn is None:
+            self._turn = self.clock.callLater(0, self._endOfTurn)
 
     # -- writing -------------------------------------------------------------------------
     def write(self, pieces: list[Any], size: int = 0) -> None:
@@ -377,11 +390,23 @@ class MuxConnection:
         self.active = True
         self.wrote = True
         self._out += pieces
+        self._urgent = True
         self._outBytes += size
         if self._outBytes >= FLUSH_BYTES:
             self.flush()
-        else:
-            self._schedule()
+        elif self._turn is None:
+            self._turn = self.clock.callLater(0, self._endOfTurn)
+
+    def writeEnd(self, frame: bytes) -> None:
+        """A plain End frame: it goes out with the next other frame, or after
+        :data:`END_DELAY` (in order with every frame written before and after it)."""
+        if self.closed or self.transport is None:
+            return
+        self.active = True
+        self.wrote = True
+        self._out.append(frame)
+        if self._lazy is None and not self._urgent:
+            self._lazy = self.clock.callLater(END_DELAY, self._lazyDue)
 
     def flush(self) -> None:
         """Write the queued frames to the carrier now (one write)."""
@@ -390,6 +415,7 @@ class MuxConnection:
             return
         self._out = []
         self._outBytes = 0
+        self._urgent = False
         if self.closed or self.transport is None:
             return
         self.writes += 1
@@ -433,7 +459,10 @@ class MuxConnection:
                 self.write([encode_new(stream.id, stream.target), encode_end(stream.id, error)])
                 return
             error = True
-        self.write([encode_end(stream.id, error)])
+        if error:
+            self.write([encode_end(stream.id, True)])
+        else:
+            self.writeEnd(encode_end(stream.id))
 
     def flushNew(self, stream: MuxStream) -> None:
         """Send a pending New without data (the first-payload wait is over)."""
@@ -505,7 +534,7 @@ class MuxConnection:
 
     def unknownKeep(self, frame: Frame) -> None:
         """Keep + Data for an id we do not know: End, as 4.34 answers (mux.md §3.5)."""
-        self.write([encode_end(frame.session_id)])
+        self.writeEnd(encode_end(frame.session_id))
 
     def frameNew(self, frame: Frame) -> None:
         """A New frame (the server opens a session; a client ignores it)."""
@@ -529,7 +558,8 @@ class MuxConnection:
     def forget(self, stream: MuxStream) -> None:
         """``stream`` is over."""
         self.sessions.remove(stream.id, stream)
-        self.unblock(stream)
+        if self.blockers:
+            self.unblock(stream)
 
     def fail(self, reason: str) -> None:
         """Bad input: one log line, every session ends, the carrier is aborted."""
@@ -549,6 +579,9 @@ class MuxConnection:
         if self.closed:
             return
         self.closed = True
+        lazy, self._lazy = self._lazy, None
+        if lazy is not None and lazy.active():
+            lazy.cancel()
         why = reason if reason is not None and not reason.check(ConnectionDone) \
             else Failure(ConnectionLost("the mux connection closed"))
         for stream in self.sessions:
