@@ -595,6 +595,45 @@ class SetupFailureTests(TestCase):
         for proto in (client, relay_side):
             self.assertFalse(proto.transport.connected)
 
+    @defer.inlineCallbacks
+    def test_small_pipes_are_declined(self) -> Any:
+        """A pipe the kernel keeps small (an unprivileged user past the pipe quota gets two
+        pages) is not spliced through: the relay stays on the protocols and still relays."""
+        port = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pipes = PipeWatch(self)
+        client = yield _connect(port.getHost().port, Collecting)
+        relay_side = yield _connect(port.getHost().port, RelayProtocol)
+        relay = Relay(client.transport, relay_side.transport, reactor)
+        relay_side.attach(relay)
+        declined = stats.declined
+        with mock.patch.object(splice, "PIPE_SIZE", 4096):  # the real kernel makes it so
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertIsNone(relay.splice)
+        self.assertEqual(stats.declined, declined + 1)
+        self.assertEqual(pipes.still_open(), [])
+        # the echo server answers the relay's outbound side; the relay hands it to the
+        # client's connection, whose echo comes back to the client's protocol
+        relay_side.transport.write(b"still relayed")
+        for _ in range(100):
+            yield task.deferLater(reactor, 0.01, lambda: None)
+            if b"".join(client.received) == b"still relayed":
+                break
+        self.assertEqual(b"".join(client.received), b"still relayed")
+        self.assertEqual(relay.bytes[1], len(b"still relayed"))
+        relay.finish()
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        for proto in (client, relay_side):
+            self.assertFalse(proto.transport.connected)
+
+
+class Collecting(Protocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
 
 class Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:

@@ -66,6 +66,12 @@ log = Logger(namespace="vtwist.splice")
 #: most this much, and it is all a direction keeps in flight.
 PIPE_SIZE = 256 * 1024
 
+#: A pipe that holds less than this is not worth splicing through: an unprivileged user past
+#: ``/proc/sys/fs/pipe-user-pages-soft`` (64 MiB of pipes: 128 relays at PIPE_SIZE) gets
+#: pipes of two pages and cannot grow them, and an 8 KiB pipe would move a byte stream with
+#: more system calls than the normal relay. Such a relay stays on the protocols.
+MIN_PIPE_SIZE = 64 * 1024
+
 #: A readable socket moves at most this many bytes per reactor event, so one busy relay
 #: cannot starve the others.
 ROUND_LIMIT = 4 * PIPE_SIZE
@@ -275,11 +281,17 @@ class _Pipe:
         self.shut = False  # the destination's write side is shut
 
     def open(self) -> None:
+        """Make the pipe, as large as :data:`PIPE_SIZE` where the quota allows; raise
+        ``OSError`` if it holds less than :data:`MIN_PIPE_SIZE`."""
         self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:  # a per-user pipe quota: the default 64 KiB still works
             pass
+        size = fcntl.fcntl(self.wfd, fcntl.F_GETPIPE_SZ)
+        if size < MIN_PIPE_SIZE:
+            raise OSError(errno.ENOBUFS, f"a pipe of {size} bytes (the user's pipe quota "
+                                         "is used up)")
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
