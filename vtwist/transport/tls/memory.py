@@ -6,8 +6,9 @@ connection. It owns its ``OpenSSL.SSL.Connection`` (memory BIOs) and replaces Tw
 
 * one protocol object per connection instead of two (no ``ProtocolWrapper``, no wrapping
   factory registering each protocol, no interface declarations per connection);
-* one ``bio_read`` (and one ``transport.write``) per handshake flight or application write,
-  sized so that an empty BIO is not asked again (no exception per write);
+* one take of the outgoing BIO (and one ``transport.write``) per handshake flight or
+  application write, and OpenSSL's calls made straight through the binding
+  (:mod:`.calls`: no exception for "wants more bytes" or an empty BIO, no buffer per call);
 * a server does not run a handshake step before the ClientHello has arrived;
 * the plaintext of everything one TCP read carried reaches the application in one
   ``dataReceived`` call, not one per TLS record.
@@ -29,11 +30,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from vtwist.transport.layer import Layer
-
-#: Bytes asked of the outgoing BIO beyond what a write put in (record headers and tags).
-_SLACK = 4096
-#: Plaintext asked of OpenSSL per ``recv``.
-_READ_SIZE = 65536
+from vtwist.transport.tls import calls
 
 
 class MemoryTLSLayer(Layer):
@@ -73,17 +70,17 @@ class MemoryTLSLayer(Layer):
 
     def handshakeData(self, data: bytes) -> None:
         """A handshake flight (or part of one) from the peer."""
-        self.tls.bio_write(data)
+        calls.put(self.tls, data)
         self._step()
 
     def _step(self) -> None:
         try:
-            self.tls.do_handshake()
-        except SSL.WantReadError:
-            self._flush(0)
-            return
+            done = calls.handshake(self.tls)
         except SSL.Error:
             self._fail(Failure())
+            return
+        if not done:
+            self._flush(0)
             return
         self.tlsHandshakeDone()
         if self.failed or self.app is None:
@@ -109,27 +106,19 @@ class MemoryTLSLayer(Layer):
     # -- reading -------------------------------------------------------------------------
     def streamData(self, data: bytes) -> None:
         """Records after the handshake: decrypt, hand the plaintext over in one call."""
-        self.tls.bio_write(data)
+        calls.put(self.tls, data)
         self._receive()
         if self._fresh:
             self._fresh = False
             self.tlsFirstData()
 
     def _receive(self) -> None:
-        tls = self.tls
-        chunks = []
-        closed = None
-        while True:
-            try:
-                chunks.append(tls.recv(_READ_SIZE))
-            except SSL.WantReadError:
-                break
-            except SSL.ZeroReturnError:
-                closed = True
-                break
-            except SSL.Error:
-                closed = Failure()
-                break
+        chunks: list[bytes] = []
+        closed: bool | Failure | None
+        try:
+            closed = calls.read(self.tls, chunks) or None
+        except SSL.Error:
+            closed = Failure()
         if chunks and not self._aborted and self.app is not None:
             self.app.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._blocked is not None and closed is None:
@@ -165,7 +154,7 @@ class MemoryTLSLayer(Layer):
         done = 0
         try:
             while done < size:
-                done += tls.send(view[done:] if done else view)
+                done += calls.write(tls, view[done:] if done else view)
         except SSL.WantReadError:
             self._blocked = [bytes(view[done:])]
             if self._producer is not None:
@@ -186,24 +175,13 @@ class MemoryTLSLayer(Layer):
                 self._closeTLS()
 
     def _flush(self, written: int) -> None:
-        """Send what OpenSSL put in the outgoing BIO: one ``bio_read``, one write."""
+        """Send what OpenSSL put in the outgoing BIO: one take, one write."""
         tls = self.tls
         if tls is None:
             return
-        size = written + _SLACK
-        try:
-            out = tls.bio_read(size)
-        except SSL.WantReadError:
-            return
-        if len(out) == size:  # there is more: take it all
-            parts = [out]
-            while True:
-                try:
-                    parts.append(tls.bio_read(65536))
-                except SSL.WantReadError:
-                    break
-            out = b"".join(parts)
-        self.transport.write(out)
+        out = calls.take(tls, written)
+        if out:
+            self.transport.write(out)
 
     # -- closing ---------------------------------------------------------------------------
     def closeLayer(self) -> None:

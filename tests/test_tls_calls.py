@@ -1,0 +1,103 @@
+"""The direct OpenSSL calls of the TLS layer (vtwist.transport.tls.calls), and the same
+answers through pyOpenSSL's methods when the binding lacks them."""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_tls_memory import NAME, client_settings, server_settings
+from vtwist.transport.tls import calls
+from vtwist.transport.tls.context import (
+    ClientCreatorCache,
+    RotatingServerOptions,
+    server_context_factory,
+)
+
+
+def pair() -> tuple[SSL.Connection, SSL.Connection]:
+    """A client and a server connection on memory BIOs, nothing sent yet."""
+    server = RotatingServerOptions(lambda: server_context_factory(server_settings(), []))
+    settings = client_settings()
+    client = ClientCreatorCache().get(settings, NAME, [])
+    return client.clientConnectionForTLS(None), server.serverConnectionForTLS(None)
+
+
+class CallsTests(SynchronousTestCase):
+    direct = True
+
+    def setUp(self) -> None:
+        if not self.direct:
+            self.patch(calls, "DIRECT", False)
+        elif not calls.DIRECT:  # pragma: no cover - depends on the pyOpenSSL build
+            raise self.skipTest("this pyOpenSSL has no cffi binding")
+
+    def handshake(self) -> tuple[SSL.Connection, SSL.Connection]:
+        client, server = pair()
+        self.assertEqual(calls.take(server), b"")  # nothing yet, and no exception
+        self.assertFalse(calls.handshake(client))
+        hello = calls.take(client)
+        self.assertEqual(hello[:1], b"\x16")  # a handshake record: the ClientHello
+        calls.put(server, hello)
+        self.assertFalse(calls.handshake(server))
+        calls.put(client, calls.take(server))
+        self.assertTrue(calls.handshake(client))
+        calls.put(server, calls.take(client))
+        self.assertTrue(calls.handshake(server))
+        return client, server
+
+    def test_handshake_and_records(self) -> None:
+        """A handshake in steps, then records both ways, several read at once."""
+        client, server = self.handshake()
+        calls.put(client, calls.take(server))  # the tickets
+        chunks: list[bytes] = []
+        self.assertFalse(calls.read(client, chunks))
+        self.assertEqual(chunks, [])
+        self.assertEqual(calls.write(client, b"one"), 3)
+        self.assertEqual(calls.write(client, memoryview(b"two")), 3)
+        calls.put(server, calls.take(client))
+        self.assertFalse(calls.read(server, chunks))
+        self.assertEqual(b"".join(chunks), b"onetwo")
+
+    def test_large_write_taken_at_once(self) -> None:
+        """A write larger than the shared buffer comes out of the BIO whole."""
+        client, server = self.handshake()
+        data = bytes(range(256)) * 1024  # 256 KiB: 16 records
+        view, done = memoryview(data), 0
+        while done < len(data):  # (a record per call with partial writes on, as here)
+            done += calls.write(client, view[done:])
+        out = calls.take(client, len(data))
+        self.assertGreater(len(out), len(data))
+        self.assertEqual(calls.take(client), b"")
+        calls.put(server, out)
+        chunks: list[bytes] = []
+        self.assertFalse(calls.read(server, chunks))
+        self.assertEqual(b"".join(chunks), data)
+
+    def test_close_notify(self) -> None:
+        """The peer's close_notify: read says so (True)."""
+        client, server = self.handshake()
+        client.shutdown()
+        calls.put(server, calls.take(client))
+        self.assertTrue(calls.read(server, []))
+
+    def test_garbage_raises_pyopenssl_errors(self) -> None:
+        """Bytes that are not TLS: the handshake step raises pyOpenSSL's SSL.Error."""
+        _, server = pair()
+        calls.put(server, b"GET / HTTP/1.1\r\n\r\n")
+        self.assertRaises(SSL.Error, calls.handshake, server)
+
+    def test_bad_record_raises(self) -> None:
+        """A record that does not decrypt: read raises SSL.Error."""
+        client, server = self.handshake()
+        calls.write(client, b"payload")
+        record = bytearray(calls.take(client))
+        record[-1] ^= 1
+        calls.put(server, bytes(record))
+        self.assertRaises(SSL.Error, calls.read, server, [])
+
+
+class FallbackCallsTests(CallsTests):
+    """The same through pyOpenSSL's public methods."""
+
+    direct = False
