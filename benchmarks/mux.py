@@ -1,7 +1,8 @@
 """Suite ``mux`` (issue 16): Mux.Cool, vtwist<->vtwist beside V2Ray<->V2Ray, both with mux on.
 
 ``SOCKS5 -> VMess client (mux, concurrency 8) == shared connections == VMess server ->
-freedom -> sink``, over plain tcp and over tcp+tls, with vtwist without mux beside them:
+freedom -> sink``, over plain tcp and over tcp+tls, with vtwist without mux beside them (and
+with ``--baseline DIR``, that vtwist tree's mux chain as ``vtwist mux@base``):
 
 - the set-up rate of 1,000 short connections (each a mux session on a shared connection);
 - 8-stream throughput both ways (the eight streams share one mux connection).
@@ -16,7 +17,7 @@ import socket
 from typing import Any
 
 from benchmarks import configs, metrics
-from benchmarks.core import MB, Context, Group
+from benchmarks.core import MB, Context, Group, baseline
 from benchmarks.procs import ProcessGroup, free_port, wait_port
 from benchmarks.setups import Chain, impl_argv
 
@@ -29,8 +30,9 @@ class MuxChain(Chain):
 
     def __init__(self, impl: str, variant: str, client_stream: dict[str, Any] | None = None,
                  server_stream: dict[str, Any] | None = None, name: str | None = None,
-                 concurrency: int = CONCURRENCY) -> None:
-        super().__init__(impl, SECURITY, variant, client_stream, server_stream, name=name)
+                 concurrency: int = CONCURRENCY, env: dict[str, str] | None = None) -> None:
+        super().__init__(impl, SECURITY, variant, client_stream, server_stream, name=name,
+                         env=env)
         self.concurrency = concurrency
 
     def start(self, group: ProcessGroup) -> None:
@@ -70,6 +72,8 @@ def groups(ctx: Context) -> list[Group]:
         variant = f"mux-{network}"
         setups = [MuxChain("vtwist", variant, client, server, name="vtwist mux"),
                   MuxChain("v2ray", variant, client, server, name="v2ray mux"),
+                  *baseline(ctx, lambda env, v=variant, c=client, s=server: MuxChain(
+                      "vtwist", f"{v}-base", c, s, name="vtwist mux@base", env=env)),
                   Chain("vtwist", SECURITY, f"nomux-{network}", client, server,
                         name="vtwist no mux")]
         result.append(Group(
