@@ -24,6 +24,7 @@ from vtwist.transport.layer import LayerHandshakeError
 from vtwist.transport.tls import layer as tls
 from vtwist.transport.tls.context import (
     ClientCreatorCache,
+    ResumingClientCreator,
     RotatingServerOptions,
     server_context_factory,
 )
@@ -80,18 +81,25 @@ class Pair:
     """A client TLSLayer and a server TLSLayer joined in memory."""
 
     def __init__(self, test: SynchronousTestCase, client: TLSSettings | None = None,
-                 server: TLSSettings | None = None, greeting: bytes = b"") -> None:
+                 server: TLSSettings | None = None, greeting: bytes = b"",
+                 after: Pair | None = None) -> None:
         self.clock = task.Clock()
         server = server or server_settings()
-        options = RotatingServerOptions(lambda: server_context_factory(server, ["http/1.1"]))
         client = client or client_settings()
-        creator = ClientCreatorCache().get(client, client.server_name or NAME, ["http/1.1"])
+        if after is not None:  # the same server and client contexts as ``after``'s
+            options, creator = after.options, after.creator
+        else:
+            options = RotatingServerOptions(lambda: server_context_factory(server, ["http/1.1"]))
+            creator = ClientCreatorCache().get(client, client.server_name or NAME, ["http/1.1"])
+        self.options, self.creator = options, creator
         self.server_app, self.client_app = App(), App(greeting)
         self.ready: Deferred = Deferred()
         self.server = tls.TLSLayer(Factory.forProtocol(lambda: self.server_app), options, False,
                                    clock=self.clock)
         self.client = tls.TLSLayer(Factory.forProtocol(lambda: self.client_app), creator, True,
-                                   self.ready, client.server_name or NAME, self.clock)
+                                   self.ready, client.server_name or NAME, self.clock,
+                                   creator if isinstance(creator, ResumingClientCreator)
+                                   else None)
         self.server_wire = CountingTransport(self.server, True)
         self.client_wire = CountingTransport(self.client, False)
         self.pump = connect(self.server, self.server_wire, self.client, self.client_wire,
@@ -107,16 +115,55 @@ class MemoryTests(SynchronousTestCase):
     def test_flights_and_one_write_each(self) -> None:
         """ClientHello, then the server's flight, then Finished plus the first application
         bytes (written as the client's application connects): the client makes two writes,
-        the server one flight and one for its tickets."""
+        the server one for its flight and, its tickets waiting for its answer, one for that
+        answer with the tickets."""
         pair = Pair(self, greeting=b"hello")
         pair.run()
         self.assertTrue(pair.client_app.made and pair.server_app.made)
         self.assertEqual(pair.client_wire.writes, 2)  # ClientHello; Finished with "hello"
-        self.assertEqual(pair.server_wire.writes, 2)  # its flight; the session tickets
+        self.assertEqual(pair.server_wire.writes, 1)  # its flight (the tickets wait)
         self.assertEqual(pair.server_app.received, [b"hello"])
         self.assertEqual(pair.client.negotiatedProtocol, b"http/1.1")
         self.assertEqual(pair.client.tls.get_cipher_name(), "TLS_AES_128_GCM_SHA256")
         self.assertEqual(pair.client.tls.get_group_name(), "x25519")
+        pair.server_app.transport.write(b"answer")
+        pair.run()
+        self.assertEqual(pair.server_wire.writes, 2)  # the answer, the tickets with it
+        self.assertEqual(pair.client_app.received, [b"answer"])
+        self.assertIs(pair.client.resumption, None)  # the tickets came: session kept
+        pair.client_app.transport.loseConnection()
+        pair.run()
+        again = Pair(self, greeting=b"hello", after=pair)
+        again.run()
+        self.assertTrue(again.client.resumed)
+
+    def test_tickets_go_with_the_next_read_without_an_answer(self) -> None:
+        """A server that has not answered sends its waiting tickets when the client's next
+        records arrive (they do not wait for ever)."""
+        pair = Pair(self, greeting=b"hello")
+        pair.run()
+        self.assertEqual(pair.server_wire.writes, 1)
+        pair.client_app.transport.write(b"more")
+        pair.run()
+        self.assertEqual(pair.server_wire.writes, 2)  # the tickets, alone
+        self.assertEqual(pair.client_app.received, [])
+        self.assertIs(pair.client.resumption, None)  # the client read them
+        again = Pair(self, greeting=b"hello", after=pair)
+        again.run()
+        self.assertTrue(again.client.resumed)
+
+    def test_tickets_go_with_the_close_notify(self) -> None:
+        """A server that closes without answering: the tickets and its close_notify in one
+        write."""
+        pair = Pair(self, greeting=b"hello")
+        pair.run()
+        pair.server_app.transport.loseConnection()
+        pair.run()
+        self.assertEqual(pair.server_wire.writes, 2)
+        self.assertIsInstance(pair.client_app.reason.value, ConnectionDone)
+        again = Pair(self, greeting=b"hello", after=pair)
+        again.run()
+        self.assertTrue(again.client.resumed)
 
     def test_records_in_one_read_reach_the_app_in_one_call(self) -> None:
         pair = Pair(self)

@@ -9,7 +9,9 @@ connection. It owns its ``OpenSSL.SSL.Connection`` (memory BIOs) and replaces Tw
 * one take of the outgoing BIO (and one ``transport.write``) per handshake flight or
   application write, and OpenSSL's calls made straight through the binding
   (:mod:`.calls`: no exception for "wants more bytes" or an empty BIO, no buffer per call);
-* a server does not run a handshake step before the ClientHello has arrived;
+* a server does not run a handshake step before the ClientHello has arrived, and its
+  session tickets go out with its next write (its first answer), not in a write of their
+  own (they also go with the next read's flush, or the close_notify);
 * the plaintext of everything one TCP read carried reaches the application in one
   ``dataReceived`` call, not one per TLS record.
 
@@ -86,7 +88,10 @@ class MemoryTLSLayer(Layer):
         if self.failed or self.app is None:
             self._flush(0)
             return
-        self._receive()
+        # A server's session tickets wait in the BIO for its next write (or read, or close):
+        # OpenSSL makes them on the client's Finished, and sent alone they cost a write here
+        # and a read event at the client (Go's server sends its ticket with its flight).
+        self._receive(hold=not self.client)
 
     def tlsHandshakeDone(self) -> None:
         """The handshake (and verification) succeeded: connect the application."""
@@ -112,7 +117,7 @@ class MemoryTLSLayer(Layer):
             self._fresh = False
             self.tlsFirstData()
 
-    def _receive(self) -> None:
+    def _receive(self, hold: bool = False) -> None:
         chunks: list[bytes] = []
         closed: bool | Failure | None
         try:
@@ -128,7 +133,7 @@ class MemoryTLSLayer(Layer):
             self._closeTLS()
         elif closed is not None:
             self._fail(closed)
-        else:
+        elif not hold:
             self._flush(0)  # tickets, key updates: anything OpenSSL answered
 
     # -- writing -------------------------------------------------------------------------
