@@ -82,14 +82,15 @@ class Pair:
 
     def __init__(self, test: SynchronousTestCase, client: TLSSettings | None = None,
                  server: TLSSettings | None = None, greeting: bytes = b"",
-                 after: Pair | None = None) -> None:
+                 after: Pair | None = None, options: Any = None) -> None:
         self.clock = task.Clock()
         server = server or server_settings()
         client = client or client_settings()
         if after is not None:  # the same server and client contexts as ``after``'s
             options, creator = after.options, after.creator
         else:
-            options = RotatingServerOptions(lambda: server_context_factory(server, ["http/1.1"]))
+            options = options or RotatingServerOptions(
+                lambda: server_context_factory(server, ["http/1.1"]))
             creator = ClientCreatorCache().get(client, client.server_name or NAME, ["http/1.1"])
         self.options, self.creator = options, creator
         self.server_app, self.client_app = App(), App(greeting)
@@ -162,6 +163,24 @@ class MemoryTests(SynchronousTestCase):
         self.assertEqual(pair.server_wire.writes, 2)
         self.assertIsInstance(pair.client_app.reason.value, ConnectionDone)
         again = Pair(self, greeting=b"hello", after=pair)
+        again.run()
+        self.assertTrue(again.client.resumed)
+
+    def test_tls12_session_kept_at_the_handshake(self) -> None:
+        """Against a TLS 1.2 server the session (its ticket came in the handshake) is kept
+        when the handshake ends: the next connection resumes though no record followed."""
+        def tls12() -> Any:
+            options = server_context_factory(server_settings(), ["http/1.1"])
+            options.getContext().set_max_proto_version(SSL.TLS1_2_VERSION)
+            return options
+
+        pair = Pair(self, options=RotatingServerOptions(tls12))
+        pair.run()
+        self.assertEqual(pair.client.tls.get_protocol_version_name(), "TLSv1.2")
+        self.assertFalse(pair.client.resumed)
+        pair.client_app.transport.loseConnection()
+        pair.run()
+        again = Pair(self, after=pair)
         again.run()
         self.assertTrue(again.client.resumed)
 

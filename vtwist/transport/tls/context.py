@@ -181,19 +181,19 @@ class _TrustRoot:
 
 @implementer(IOpenSSLClientConnectionCreator)
 class _ClientCreator:
-    """Client connections on one context (built once): SNI (a DNS name) and ALPN per
-    connection, nothing else; the context does any verification itself."""
+    """Client connections on one context (built once, offering the ALPN protocols): SNI (a
+    DNS name) per connection, nothing else; the context does any verification itself."""
 
     def __init__(self, server_name: str, alpn: list[bytes], context: SSL.Context) -> None:
         self.sni = None if isIPAddress(server_name) or isIPv6Address(server_name) \
             else server_name.encode("idna")
         self.alpn = alpn
         self.context = context
+        if alpn:  # offered by the context (its own), not set on each connection
+            context.set_alpn_protos(alpn)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self.context, None)
-        if self.alpn:  # Twisted's context offers none: its connections set them (as here)
-            conn.set_alpn_protos(self.alpn)
         if self.sni:
             conn.set_tlsext_host_name(self.sni)
         conn.set_connect_state()

@@ -35,7 +35,7 @@ from vtwist.transport.tls.context import (
     RotatingServerOptions,
     server_context_factory,
 )
-from vtwist.transport.tls.memory import MemoryTLSLayer
+from vtwist.transport.tls.memory import TLS1_3, MemoryTLSLayer
 from vtwist.transport.tls.settings import TLSSettings
 from vtwist.transport.tls.tuning import verify_error
 
@@ -87,8 +87,10 @@ class TLSLayer(MemoryTLSLayer):
         self.resumption = resumption
 
     def tlsHandshakeDone(self) -> None:
-        """OpenSSL finished the handshake (and verification)."""
-        if self.resumption is not None:
+        """OpenSSL finished the handshake (and verification). A TLS 1.2 session is
+        resumable now; a TLS 1.3 one only once the server's tickets are read, so until then
+        the cached session (if any) stays the one new connections offer."""
+        if self.resumption is not None and self.tls.get_protocol_version() < TLS1_3:
             self.resumption.remember(self.tls)
         self.handshakeDone()
 

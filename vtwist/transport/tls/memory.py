@@ -10,7 +10,7 @@ connection. It owns its ``OpenSSL.SSL.Connection`` (memory BIOs) and replaces Tw
   application write, and OpenSSL's calls made straight through the binding
   (:mod:`.calls`: no exception for "wants more bytes" or an empty BIO, no buffer per call);
 * a server does not run a handshake step before the ClientHello has arrived, and its
-  session tickets go out with its next write (its first answer), not in a write of their
+  TLS 1.3 session tickets go out with its next write (its first answer), not in a write of their
   own (they also go with the next read's flush, or the close_notify);
 * the plaintext of everything one TCP read carried reaches the application in one
   ``dataReceived`` call, not one per TLS record.
@@ -33,6 +33,9 @@ from twisted.python.failure import Failure
 
 from vtwist.transport.layer import Layer
 from vtwist.transport.tls import calls
+
+#: ``SSL_version()`` of TLS 1.3.
+TLS1_3 = 0x0304
 
 
 class MemoryTLSLayer(Layer):
@@ -88,10 +91,11 @@ class MemoryTLSLayer(Layer):
         if self.failed or self.app is None:
             self._flush(0)
             return
-        # A server's session tickets wait in the BIO for its next write (or read, or close):
-        # OpenSSL makes them on the client's Finished, and sent alone they cost a write here
-        # and a read event at the client (Go's server sends its ticket with its flight).
-        self._receive(hold=not self.client)
+        # A TLS 1.3 server's session tickets wait in the BIO for its next write (or read, or
+        # close): OpenSSL makes them on the client's Finished, and sent alone they cost a
+        # write here and a read event at the client (Go's server sends its ticket with its
+        # flight). (A TLS 1.2 server's last flight is its Finished: that goes now.)
+        self._receive(hold=not self.client and self.tls.get_protocol_version() >= TLS1_3)
 
     def tlsHandshakeDone(self) -> None:
         """The handshake (and verification) succeeded: connect the application."""
