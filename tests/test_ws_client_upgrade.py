@@ -101,6 +101,33 @@ class ResponseChecks(SynchronousTestCase):
         self.assertEqual(read_upgrade_response(GORILLA_101 + frame, KEY, None),
                          Accepted(None, frame))
 
+    def test_plain_101_answers_as_the_parser_does(self) -> None:
+        """The byte-for-byte gorilla/wsproto answer (taken on sight) gets the answer the
+        full reading gives, echo or not, and so do its near misses."""
+        from vtwist.transport.ws import client_upgrade
+        from vtwist.transport.ws.http import accept_response
+
+        echoed = accept_response(KEY, "ZWFybHk") + b"\x82\x01x"
+        unusual = echoed.replace(b"\r\nUpgrade", b"\r\nX-A: b\r\nUpgrade")  # not plain
+        other = accept_response(KEY, "b3RoZXI")
+        extension = GORILLA_101[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        plain = client_upgrade._PLAIN_101
+        for answer, offered, expected in [
+                (GORILLA_101, None, Accepted(None, b"")),
+                (GORILLA_101, "ZWFybHk", Accepted(None, b"")),  # no echo: V2Ray 4.34
+                (echoed, "ZWFybHk", Accepted("ZWFybHk", b"\x82\x01x")),
+                (unusual, "ZWFybHk", Accepted("ZWFybHk", b"\x82\x01x")),
+                (other, "ZWFybHk", Refused("subprotocol 'b3RoZXI' was not offered")),
+                (echoed, None, Refused("subprotocol 'ZWFybHk' was not offered")),
+                (GORILLA_101.replace(ACCEPT, ACCEPT[:-2] + b"x="), None,
+                 Refused("bad Sec-WebSocket-Accept")),
+                (extension, None, Refused(
+                    "extensions accepted that were not offered: b'permessage-deflate'"))]:
+            self.assertEqual(read_upgrade_response(answer, KEY, offered), expected)
+            self.patch(client_upgrade, "_PLAIN_101", b"no fast path")
+            self.assertEqual(read_upgrade_response(answer, KEY, offered), expected)
+            self.patch(client_upgrade, "_PLAIN_101", plain)
+
     def test_nginx_like_101(self) -> None:
         answer = response(b"Server: nginx/1.22.1", b"Date: Sat, 05 Dec 2026 14:00:00 GMT",
                           b"connection: keep-alive, upgrade", b"UPGRADE:  WebSocket ",

@@ -63,6 +63,7 @@ class MemoryTLSLayer(Layer):
         self._aborted = False
         self._lost = False  # the lower connection is gone
         self._fresh = True  # no application data read yet
+        self._corked = False  # writes stay in the BIO (closeWith: the close takes them)
 
     # -- handshake ---------------------------------------------------------------------
     def handshakeStarted(self) -> None:
@@ -151,6 +152,19 @@ class MemoryTLSLayer(Layer):
         """Several buffers as one write (one or more records)."""
         self.write(b"".join(data))
 
+    def closeWith(self, data: bytes) -> None:
+        """``write(data)`` then ``loseConnection()``, the record and the close_notify in one
+        write below when the close can go at once (a WebSocket close frame, say)."""
+        if self._producer is None and self._blocked is None:
+            self._corked = True
+            try:
+                self.write(data)
+            finally:
+                self._corked = False
+        else:
+            self.write(data)
+        self.loseConnection()
+
     def _write(self, data: bytes) -> None:
         if self._shutDown or not data:
             return
@@ -171,7 +185,8 @@ class MemoryTLSLayer(Layer):
         except SSL.Error:
             self._fail(Failure())
             return
-        self._flush(done)
+        if not self._corked:
+            self._flush(done)
 
     def _unblock(self) -> None:
         waiting, self._blocked = self._blocked, None

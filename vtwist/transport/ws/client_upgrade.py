@@ -7,6 +7,7 @@ naming ``upgrade``, the ``Sec-WebSocket-Accept`` of our key, no extension we did
 and a ``Sec-WebSocket-Protocol`` (if any) equal to the one offered (the early data). A
 response head laid out unusually (bare LF line ends, folded lines, another HTTP version) is
 parsed by h11 instead and judged by the same rules; anything else is a :class:`Refused`.
+The answer gorilla (V2Ray) and wsproto give, byte for byte, is accepted on sight.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ _VALUE = re.compile(rb"[\x20-\x7e\t]*\Z")
 _REQUEST_VALUE = re.compile(rb"[\x20-\x7e\t\x80-\xff]*\Z")  # UTF-8 from the config too
 _TARGET = re.compile(r"[\x21-\x7e]+\Z")
 _STATUS = re.compile(rb"HTTP/1\.1 ([0-9]{3})(?: [\x20-\x7e\t]*)?\Z")
+#: The 101 gorilla/websocket (V2Ray) and wsproto (vtwist) send, up to the accept token: an
+#: answer that is this, the token, and the head's end (or the echoed subprotocol) is
+#: accepted without parsing it.
+_PLAIN_101 = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Accept: ")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,16 @@ def read_upgrade_response(buffer: bytes, key: bytes,
 
     None: ``buffer`` does not hold the whole head yet (and is within the limit).
     """
+    if buffer.startswith(_PLAIN_101):  # gorilla's and wsproto's answer, byte for byte
+        token = generate_accept_token(key)
+        end = len(_PLAIN_101) + len(token)
+        if buffer.startswith(token, len(_PLAIN_101)):
+            if buffer.startswith(b"\r\n\r\n", end):
+                return Accepted(None, buffer[end + 4:])
+            if offered is not None:
+                echo = b"\r\nSec-WebSocket-Protocol: " + offered.encode("latin-1") + b"\r\n\r\n"
+                if buffer.startswith(echo, end):
+                    return Accepted(offered, buffer[end + len(echo):])
     end = buffer.find(b"\r\n\r\n")
     if end < 0 or end > MAX_RESPONSE_BYTES:
         line_end = buffer.find(b"\r\n")

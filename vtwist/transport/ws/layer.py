@@ -126,19 +126,30 @@ class _WSLayer(Layer):
         self.closeCode = code
         self.log.info("ws connection with {peer} broken: {why} (closing with {code})",
                       peer=self._peerText(), why=why, code=code)
+        self.disconnecting = True
         if not self.closeSent:
             self.closeSent = True
-            self.transport.write(close_frame(code, "", self._mask()))
-        self.disconnecting = True
-        self.transport.loseConnection()
+            self._closeWith(close_frame(code, "", self._mask()))
+        else:
+            self.transport.loseConnection()
 
     def _closed(self, code: int, reason: str) -> None:
         """The peer's close: answer it (unless ours went first), then drop the connection."""
         self.closeCode = code
+        self.disconnecting = True
         if not self.closeSent:
             self.closeSent = True
-            self.transport.write(close_frame(code, reason, self._mask()))
-        self.disconnecting = True
+            self._closeWith(close_frame(code, reason, self._mask()))
+        else:
+            self.transport.loseConnection()
+
+    def _closeWith(self, frame: bytes) -> None:
+        """Send ``frame`` and drop the connection: in one write below over TLS."""
+        close = getattr(self.transport, "closeWith", None)
+        if close is not None:
+            close(frame)
+            return
+        self.transport.write(frame)
         self.transport.loseConnection()
 
     def _mask(self) -> bytes | None:
@@ -168,7 +179,8 @@ class _WSLayer(Layer):
         """Close code 1000, then drop the connection (as V2Ray does)."""
         if self.frames is not None and not self.closeSent:
             self.closeSent = True
-            self.transport.write(close_frame(1000, "", self._mask()))
+            self._closeWith(close_frame(1000, "", self._mask()))
+            return
         self.transport.loseConnection()
 
 
