@@ -138,22 +138,14 @@ class SenderTests(SynchronousTestCase):
         feed(s2, [AckSegment(0x1234, 0, 776, 0, 0, [1])], 0.03)
         self.assertEqual(s2.srtt, 30)
 
-    def test_ack_of_number_zero_gives_no_rtt_sample(self) -> None:
+    def test_ack_of_number_zero_gives_rtt_sample(self) -> None:
+        # V2Ray takes no sample when the largest acked number is 0; vtwist samples any
+        # ACK echoing the send time of a segment it newly acknowledges
         s = make_session()
         s.write(b"a")
         s.datagrams_to_send(0.0)
         feed(s, [AckSegment(0x1234, 0, 776, 0, 0, [0])], 0.03)
-        self.assertEqual(s.srtt, 0)
-
-    def test_fast_ack_pulls_deadlines(self) -> None:
-        s = make_session()
-        s.write(b"f" * 1326 * 4)
-        s.datagrams_to_send(0.0)
-        before = s.sender.index[0].timeout
-        feed(s, [AckSegment(0x1234, 0, 776, 0, 0, [2])], 0.01)
-        self.assertLess(s.sender.index[0].timeout, before)
-        self.assertLess(s.sender.index[1].timeout, before)
-        self.assertEqual(s.sender.index[3].timeout, before)
+        self.assertEqual(s.srtt, 30)
 
     def test_receiving_next_clears_window(self) -> None:
         s = make_session()

@@ -2,8 +2,8 @@
 
 :class:`Receiver` accepts DATA segments inside its window, reassembles them in order for
 the application, and keeps the acknowledgements it owes: each received number is acked at
-once, then re-acked every ``max(rto / 2, 20)`` ms until the peer's ``sending_next`` passes
-it.  Reading frees window; the new window end is advertised with the next ACK, or at once
+once (and again in the next such ACK, which covers one lost ACK), then re-acked every
+``max(rto / 2, 20)`` ms until the peer's ``sending_next`` passes it.  Reading frees window; the new window end is advertised with the next ACK, or at once
 (a window update) when the reader freed a quarter of the window.  ACK segments are encoded
 into the list its owner passes to :meth:`Receiver.flush`.
 """
@@ -34,6 +34,8 @@ class Receiver:
         self.acks: dict[int, list[int]] = {}
         self._ack_heap: list[int] = []
         self._ack_new: list[int] = []
+        #: Numbers of the last eager ACK, repeated in the next one.
+        self._ack_recent: list[int] = []
         self._ack_dirty = False
         self._ack_cleared = False
         self._advertised_end = window
@@ -110,6 +112,7 @@ class Receiver:
         self.acks.clear()
         self._ack_heap.clear()
         self._ack_new.clear()
+        self._ack_recent.clear()
 
     # ---------------------------------------------------------------- output
     def _emit(self, out: list[bytes], option: int, numbers: list[int], ts: int) -> None:
@@ -152,10 +155,21 @@ class Receiver:
                 dirty = False
         self._ack_new.clear()
         if dirty or due:
-            for n in later:
-                if len(due) >= ACK_MAX_NUMBERS:
-                    break
-                due.append(n)
+            if full:
+                for n in later:
+                    if len(due) >= ACK_MAX_NUMBERS:
+                        break
+                    due.append(n)
+            else:
+                # an eager ACK repeats the previous one's numbers (still owed): one lost
+                # ACK then costs the sender no spurious resend
+                recent = self._ack_recent
+                self._ack_recent = due[:]
+                for n in recent:
+                    if len(due) >= ACK_MAX_NUMBERS:
+                        break
+                    if n in acks:
+                        due.append(n)
             self._emit(out, option, due, ts)
         elif not full:
             return

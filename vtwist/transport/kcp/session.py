@@ -11,7 +11,7 @@ The session keeps the states, pings, TERMINATE and the timers, and composes
 the ARQ parts (each sans-IO, taking integer milliseconds as ``now``):
 
 * :class:`~vtwist.transport.kcp.sender.Sender`: send queue and window, segments
-  in flight, retransmission, fast resend, ACKs received;
+  in flight, loss detection and retransmission, ACKs received;
 * :class:`~vtwist.transport.kcp.receiver.Receiver`: receive window, reassembly,
   ACKs to send, window updates;
 * :class:`~vtwist.transport.kcp.rtt.RttEstimator` (RTO) and
@@ -24,6 +24,11 @@ Differences from V2Ray that keep the wire format identical:
   ``tti`` tick only drives retransmission, re-acknowledgement and pings;
 * first transmissions never go past the peer's advertised window (V2Ray may
   over-send up to 20x); a single probe segment keeps a closed window alive;
+* losses are found by transmission order and resent (twice) as ACKs arrive, and
+  timeouts wait for an ``rto`` without progress (see :mod:`.sender`); the sender's
+  :attr:`~vtwist.transport.kcp.sender.Sender.loss_check_at` is one of the timers;
+* an ACK sent as data arrives repeats the previous one's numbers, so one lost ACK
+  costs the peer no spurious resend;
 * small segments of one session may be packed into one datagram (V2Ray parses
   that); data segments are never empty;
 * TERMINATE is sent as soon as a session enters Terminating and then every
@@ -425,6 +430,9 @@ class Session:
         t = self._next_ping_tick
         if self._next_data_tick is not None and self._next_data_tick < t:
             t = self._next_data_tick
+        check = self.sender.loss_check_at  # None once the sender is closed
+        if check is not None and check < t:
+            t = check  # the flush that follows resends what has waited long enough
         return self._t0 + t / 1000.0
 
     def handle_timer(self, now: float) -> None:
