@@ -118,6 +118,16 @@ class ResumptionTests(TransportTestCase):
         client = stream_settings(client_json, inbound=False)
         self.assertEqual(await self.pings(port, "tls", 2, client), [False, False])
 
+    async def test_client_with_the_older_disable_key(self) -> None:
+        """``disableSessionResumption`` (V2Ray before 4.33, v2fly's examples) is honoured."""
+        seen: list[bool] = []
+        port = await self.serve("tls", seen)
+        for disable, expected in ((True, [False, False]), (False, [False, True])):
+            client_json = self.fx.settings("tls", inbound=False)
+            client_json["tlsSettings"]["disableSessionResumption"] = disable
+            client = stream_settings(client_json, inbound=False)
+            self.assertEqual(await self.pings(port, "tls", 2, client), expected)
+
     async def test_new_ticket_key_means_one_full_handshake(self) -> None:
         seen: list[bool] = []
         clock = [0.0]

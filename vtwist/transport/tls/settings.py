@@ -109,6 +109,8 @@ def parse_tls_settings(node: Node, inbound: bool) -> TLSSettings:
     settings.allow_insecure = node.bool("allowInsecure", False)
     settings.disable_system_root = node.bool("disableSystemRoot", False)
     settings.session_resumption = node.bool("enableSessionResumption", True)
+    if node.has("disableSessionResumption"):  # V2Ray before 4.33, still in v2fly's examples
+        settings.session_resumption = not node.bool("disableSessionResumption")
     for later in ("pinnedPeerCertificateChainSha256", "allowInsecureCiphers", "fingerprint"):
         if node.has(later):
             node.warn(f"{later} is not in V2Ray 4.34 and not supported by vtwist; ignored")
