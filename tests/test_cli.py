@@ -408,6 +408,18 @@ class RealCheckTests(CLITestCase):
             self.assertEqual(self.run_cli("config", "from-link", out.strip(), "-o", client)[0], 0)
             self.assertEqual(self.run_cli("check", client)[:2], (0, "Configuration OK.\n"))
 
+    def test_config_flag_as_run_takes_it(self) -> None:
+        """``check --config FILE`` / ``-c FILE`` (as ``run`` and ``v2ray -test -config``);
+        none or two files is a usage error."""
+        path = self.mktemp()
+        self.assertEqual(self.run_cli("config", "server", "-o", path)[0], 0)
+        for argv in (["--config", path], ["-c", path]):
+            self.assertEqual(self.run_cli("check", *argv)[:2], (0, "Configuration OK.\n"))
+        for argv in ([], [path, "-c", path]):
+            status, out, err = self.run_cli("check", *argv)
+            self.assertEqual((status, out), (cli.EXIT_USAGE, ""))
+            self.assertIn("one config file", err)
+
     def test_invalid_config_fails(self) -> None:
         path = self.write(json.dumps({"outbounds": [{"protocol": "carrier-pigeon"}]}))
         status, out, err = self.run_cli("check", path)

@@ -162,7 +162,9 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     """Validate a config file like ``v2ray -test``."""
     from vtwist import runner
 
-    return runner.check_config(_load_config(args.file))
+    if (args.file is None) == (args.config_file is None):
+        raise CLIError("check takes one config file: FILE or --config FILE")
+    return runner.check_config(_load_config(args.file or args.config_file))
 
 
 def cmd_uuid(args: argparse.Namespace, out: TextIO) -> int:
@@ -391,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     p = sub.add_parser("check", help="validate a config file (like v2ray -test)")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", nargs="?")
+    p.add_argument("--config", "-c", metavar="FILE", dest="config_file",
+                   help="the config file, as `run` takes it (or give it as FILE)")
     p.add_argument("--assets", metavar="DIR", help="look for geo data files in DIR first")
     p.set_defaults(func=cmd_check)
 
