@@ -131,6 +131,7 @@ class MemoryTests(SynchronousTestCase):
         pair.run()
         self.assertEqual(pair.server_wire.writes, 2)  # the answer, the tickets with it
         self.assertEqual(pair.client_app.received, [b"answer"])
+        self.assertEqual(pair.clock.getDelayedCalls(), [])  # no deadline left on either side
         self.assertIs(pair.client.resumption, None)  # the tickets came: session kept
         pair.client_app.transport.loseConnection()
         pair.run()
@@ -138,20 +139,28 @@ class MemoryTests(SynchronousTestCase):
         again.run()
         self.assertTrue(again.client.resumed)
 
-    def test_tickets_go_with_the_next_read_without_an_answer(self) -> None:
-        """A server that has not answered sends its waiting tickets when the client's next
-        records arrive (they do not wait for ever)."""
+    def test_tickets_wait_for_the_answer_or_the_deadline(self) -> None:
+        """A server that has not answered keeps its tickets across the client's next records
+        (its answer usually follows them), but not past the handshake deadline."""
         pair = Pair(self, greeting=b"hello")
         pair.run()
         self.assertEqual(pair.server_wire.writes, 1)
         pair.client_app.transport.write(b"more")
         pair.run()
+        self.assertEqual(pair.server_app.received, [b"hello", b"more"])
+        self.assertEqual(pair.server_wire.writes, 1)
+        pair.clock.advance(tls.HANDSHAKE_TIMEOUT)
+        pair.run()
         self.assertEqual(pair.server_wire.writes, 2)  # the tickets, alone
         self.assertEqual(pair.client_app.received, [])
         self.assertIs(pair.client.resumption, None)  # the client read them
+        self.assertFalse(pair.server_wire.disconnecting)  # (the deadline closed nothing)
         again = Pair(self, greeting=b"hello", after=pair)
         again.run()
         self.assertTrue(again.client.resumed)
+        pair.server_app.transport.write(b"late")  # and the answer, later, is no different
+        pair.run()
+        self.assertEqual(pair.client_app.received, [b"late"])
 
     def test_tickets_go_with_the_close_notify(self) -> None:
         """A server that closes without answering: the tickets and its close_notify in one

@@ -10,8 +10,8 @@ connection. It owns its ``OpenSSL.SSL.Connection`` (memory BIOs) and replaces Tw
   application write, and OpenSSL's calls made straight through the binding
   (:mod:`.calls`: no exception for "wants more bytes" or an empty BIO, no buffer per call);
 * a server does not run a handshake step before the ClientHello has arrived, and its
-  TLS 1.3 session tickets go out with its next write (its first answer), not in a write of their
-  own (they also go with the next read's flush, or the close_notify);
+  TLS 1.3 session tickets go out with its first write (its first answer), not in a write of
+  their own (else with its close_notify, or when the handshake deadline passes);
 * the plaintext of everything one TCP read carried reaches the application in one
   ``dataReceived`` call, not one per TLS record.
 
@@ -64,6 +64,7 @@ class MemoryTLSLayer(Layer):
         self._lost = False  # the lower connection is gone
         self._fresh = True  # no application data read yet
         self._corked = False  # writes stay in the BIO (closeWith: the close takes them)
+        self._holding = False  # a server's tickets wait for its first write (see _step)
 
     # -- handshake ---------------------------------------------------------------------
     def handshakeStarted(self) -> None:
@@ -88,15 +89,24 @@ class MemoryTLSLayer(Layer):
         if not done:
             self._flush(0)
             return
+        # A TLS 1.3 server's session tickets wait in the BIO for its first write (or its
+        # close, or the handshake deadline, whose timer stays for this): OpenSSL makes them
+        # on the client's Finished, and sent alone they cost a write here and a read event at
+        # the client (Go's server sends its ticket with its flight). A TLS 1.2 server's last
+        # flight carries its Finished: that goes now.
+        timer = None
+        if not self.client and self.tls.get_protocol_version() >= TLS1_3:
+            timer, self._timer = self._timer, None
+            self._holding = True  # (a flush, an early write say, ends it)
         self.tlsHandshakeDone()
         if self.failed or self.app is None:
             self._flush(0)
-            return
-        # A TLS 1.3 server's session tickets wait in the BIO for its next write (or read, or
-        # close): OpenSSL makes them on the client's Finished, and sent alone they cost a
-        # write here and a read event at the client (Go's server sends its ticket with its
-        # flight). (A TLS 1.2 server's last flight is its Finished: that goes now.)
-        self._receive(hold=not self.client and self.tls.get_protocol_version() >= TLS1_3)
+        else:
+            if self._holding and self._timer is None:
+                self._timer, timer = timer, None
+            self._receive()
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def tlsHandshakeDone(self) -> None:
         """The handshake (and verification) succeeded: connect the application."""
@@ -104,6 +114,14 @@ class MemoryTLSLayer(Layer):
 
     def tlsFirstData(self) -> None:
         """The first records after the handshake were read (TLS 1.3 tickets are in)."""
+
+    def _timedOut(self) -> None:
+        """The handshake deadline: fails a handshake, or sends tickets still waiting."""
+        if self._holding:
+            self._timer = None
+            self._flush(0)
+            return
+        super()._timedOut()
 
     def _fail(self, reason: Failure) -> None:
         """A TLS error: send the alert OpenSSL made, close, report ``reason``."""
@@ -122,7 +140,7 @@ class MemoryTLSLayer(Layer):
             self._fresh = False
             self.tlsFirstData()
 
-    def _receive(self, hold: bool = False) -> None:
+    def _receive(self) -> None:
         chunks: list[bytes] = []
         closed: bool | Failure | None
         try:
@@ -138,7 +156,7 @@ class MemoryTLSLayer(Layer):
             self._closeTLS()
         elif closed is not None:
             self._fail(closed)
-        elif not hold:
+        elif not self._holding:
             self._flush(0)  # tickets, key updates: anything OpenSSL answered
 
     # -- writing -------------------------------------------------------------------------
@@ -203,6 +221,9 @@ class MemoryTLSLayer(Layer):
         tls = self.tls
         if tls is None:
             return
+        if self._holding:  # the tickets go now: the deadline that bounded their wait goes
+            self._holding = False
+            self._cancelTimer()
         out = calls.take(tls, written)
         if out:
             self.transport.write(out)
