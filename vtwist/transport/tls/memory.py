@@ -116,7 +116,7 @@ class MemoryTLSLayer(Layer):
         """The first records after the handshake were read (TLS 1.3 tickets are in)."""
 
     def _timedOut(self) -> None:
-        """The handshake deadline: fails a handshake, or sends tickets still waiting."""
+        """The handshake deadline: fails a handshake, or sends the tickets still waiting."""
         if self._holding:
             self._timer = None
             self._flush(0)
