@@ -28,6 +28,13 @@ class KCPSettingsTests(SynchronousTestCase):
             self.assertEqual(cfg.write_buffer_bytes, 2 * 1024 * 1024)
             self.assertEqual(cfg.sending_in_flight, 194)
             self.assertEqual(cfg.receiving_window, 776)
+            self.assertEqual(cfg.receive_window, 1553, "what readBufferSize (2 MiB) holds")
+
+    def test_receive_window_is_the_larger_of_capacity_and_read_buffer(self) -> None:
+        self.assertEqual(parse({"readBufferSize": 1}).receive_window, 776)
+        self.assertEqual(parse({"readBufferSize": 0}).receive_window, 776)
+        self.assertEqual(parse({"readBufferSize": 4}).receive_window, 4 * 1024 * 1024 // 1350)
+        self.assertEqual(parse({"downlinkCapacity": 100}).receive_window, 3883)
 
     def test_all_fields(self) -> None:
         cfg = parse({"mtu": 1400, "tti": 20, "uplinkCapacity": 12, "downlinkCapacity": 100,

@@ -101,7 +101,7 @@ class ListenerTests(SynchronousTestCase):
         self.assertEqual(h.udp.written, [])
 
     def test_paused_reader_shrinks_advertised_window(self) -> None:
-        cfg = KCPConfig(downlink_capacity=1)  # window 38 segments
+        cfg = KCPConfig(downlink_capacity=1, read_buffer_bytes=0)  # window 38 segments
         n = cfg.receiving_window - 8
         h = ListenerHarness(cfg)
         h.peer.write(b"a")

@@ -167,7 +167,14 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(list(acks[0].numbers), [0])
         self.assertEqual(acks[0].timestamp, 777)
         self.assertEqual(acks[0].receiving_next, 1)
-        self.assertEqual(acks[0].receiving_window, 777)
+        # V2Ray advertises 1 + 776 (capacity x tti); vtwist the 2 MiB readBufferSize
+        self.assertEqual(acks[0].receiving_window, 1 + 1553)
+        s = make_session(read_buffer_bytes=1024 * 1024)
+        feed(s, [DataSegment(0x1234, 0, 777, 0, 0, b"hello")], 0.0)
+        s.read()
+        acks = [x for x in segments_of(s, s.datagrams_to_send(0.0))
+                if isinstance(x, AckSegment)]
+        self.assertEqual(acks[0].receiving_window, 777, "V2Ray's window when that is more")
 
     def test_reack_until_una_passes(self) -> None:
         s = make_session()
@@ -186,13 +193,13 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(s.receiver.acks, {})
 
     def test_out_of_window_dropped_without_ack(self) -> None:
-        s = make_session(downlink_capacity=0)  # window 8
+        s = make_session(downlink_capacity=0, read_buffer_bytes=0)  # window 8
         feed(s, [DataSegment(0x1234, 0, 5, 8, 0, b"x")], 0.0)
         self.assertEqual(s.dropped_out_of_window, 1)
         self.assertEqual(s.datagrams_to_send(0.0), [])
 
     def test_window_advances_only_when_read(self) -> None:
-        s = make_session(downlink_capacity=0)
+        s = make_session(downlink_capacity=0, read_buffer_bytes=0)
         for n in range(8):
             feed(s, [DataSegment(0x1234, 0, 5, n, 0, b"x")], 0.0)
         feed(s, [DataSegment(0x1234, 0, 5, 8, 0, b"x")], 0.0)
@@ -403,7 +410,7 @@ class SimulatedLinkTests(SynchronousTestCase):
         self.assertTrue(pair.run_until(pair.both_terminated, pair.now + 30))
 
     def test_slow_reader_shrinks_window(self) -> None:
-        pair = _pair(7, 0.0, 0.0, 0.0, downlink_capacity=1)
+        pair = _pair(7, 0.0, 0.0, 0.0, downlink_capacity=1, read_buffer_bytes=0)
         a, b = pair.a, pair.b
         pair.read_enabled[id(b)] = False
         data = random.Random(7).randbytes(2_000_000)

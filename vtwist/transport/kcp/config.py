@@ -80,6 +80,19 @@ class KCPConfig:
         return self._in_flight(self.downlink_capacity)
 
     @property
+    def receive_window(self) -> int:
+        """Receive window vtwist advertises (segments): V2Ray's :attr:`receiving_window`,
+        or what ``readBufferSize`` holds when that is more.
+
+        V2Ray documents ``readBufferSize`` as a connection's read buffer, but 4.34 uses it
+        for nothing and buffers at most ``receiving_window`` segments (capacity x tti).
+        Under loss that window, not the link, bounds goodput: a hole at its head stays
+        open about two round trips.  vtwist lets out-of-order and unread data fill the
+        read buffer the setting names (2 MiB by default: 1553 segments, V2Ray's 776).
+        """
+        return max(self.receiving_window, self.read_buffer_bytes // self.mtu)
+
+    @property
     def send_buffer_segs(self) -> int:
         """Segments the send window may hold before writers are paused."""
         return self.write_buffer_bytes // self.mtu
@@ -87,7 +100,7 @@ class KCPConfig:
     @property
     def socket_buffer_bytes(self) -> int:
         """Kernel socket buffer size suited to the capacities (at least 4 MiB)."""
-        peak = max(self.receiving_window, self.sending_in_flight * 20) * (self.mtu + 64)
+        peak = max(self.receive_window, self.sending_in_flight * 20) * (self.mtu + 64)
         return max(4 * MIB, min(64 * MIB, 2 * peak))
 
 

@@ -26,7 +26,7 @@ class Receiver:
         self.conv = conv
         #: Next number the application will read.
         self.rcv_nxt = 0
-        #: Receive window (segments), from ``receiving_window`` of the config.
+        #: Receive window (segments), from ``receive_window`` of the config.
         self.rcv_wnd = window
         #: Received, not yet read payloads by number.
         self.buffer: dict[int, bytes] = {}

@@ -134,7 +134,7 @@ class Session:
         #: Send queue, window, retransmission.
         self.sender = Sender(self.conv, config, self.rtt)
         #: Receive window, reassembly, acknowledgements.
-        self.receiver = Receiver(self.conv, config.receiving_window)
+        self.receiver = Receiver(self.conv, config.receive_window)
         # bound once: called per segment in receive_segments
         self._on_data = self.receiver.on_data
         self._on_ack = self.sender.on_ack
