@@ -101,3 +101,32 @@ class FallbackCallsTests(CallsTests):
     """The same through pyOpenSSL's public methods."""
 
     direct = False
+
+
+class ALPNTests(SynchronousTestCase):
+    """The server's ALPN choice (tuning.select_alpn's callback): its own order first, and
+    no ALPN at all (the handshake goes on) when nothing offered is one of its own."""
+
+    def negotiate(self, server_alpn: list[str], client_alpn: list[str]) -> bytes | None:
+        options = RotatingServerOptions(
+            lambda: server_context_factory(server_settings(), server_alpn))
+        client = ClientCreatorCache().get(client_settings(), NAME, client_alpn) \
+            .clientConnectionForTLS(None)
+        server = options.serverConnectionForTLS(None)
+        self.assertFalse(calls.handshake(client))
+        calls.put(server, calls.take(client))
+        self.assertFalse(calls.handshake(server))
+        calls.put(client, calls.take(server))
+        self.assertTrue(calls.handshake(client))
+        self.assertEqual(client.get_alpn_proto_negotiated(),
+                         server.get_alpn_proto_negotiated())
+        return client.get_alpn_proto_negotiated() or None
+
+    def test_server_order(self) -> None:
+        self.assertEqual(self.negotiate(["h2", "http/1.1"], ["http/1.1", "h2"]), b"h2")
+        self.assertEqual(self.negotiate(["http/1.1", "h2"], ["h2", "http/1.1"]), b"http/1.1")
+        self.assertEqual(self.negotiate(["h2", "http/1.1"], ["x", "http/1.1"]), b"http/1.1")
+
+    def test_nothing_in_common(self) -> None:
+        self.assertIsNone(self.negotiate(["h2"], ["http/1.1"]))
+        self.assertIsNone(self.negotiate(["h2"], []))

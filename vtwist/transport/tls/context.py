@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from vtwist.transport.internals import IOpenSSLTrustRoot
 from vtwist.transport.tls.settings import TLSSettings
-from vtwist.transport.tls.tuning import expect_peer_name, tune_context
+from vtwist.transport.tls.tuning import expect_peer_name, select_alpn, tune_context
 
 
 # -- contexts ------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def server_context_factory(settings: TLSSettings, default_alpn: list[str]) -> Ce
             enableSessionTickets=settings.session_resumption,
         )
         ctx = tune_context(opts.getContext())
-        if alpn:
+        if alpn and not select_alpn(ctx, alpn):  # pragma: no cover - the pyOpenSSL build
             ctx.set_alpn_select_callback(_alpn_select(alpn))
         options.append((_names(entry.chain[0]), opts))
     default = options[0][1]

@@ -8,6 +8,7 @@
 * TLS 1.3 cipher suites: AES-128-GCM first, as Go orders them on AES-NI hardware (OpenSSL
   leads with AES-256-GCM; a server prefers its own order).
 
+A server picks the ALPN protocol in a cffi callback of its own (:func:`select_alpn`).
 A verifying client checks the server's name in OpenSSL itself (:func:`expect_peer_name`,
 set once on the context: ``X509_VERIFY_PARAM_set1_host``/``_set1_ip``, SAN only, no partial
 wildcards, as service-identity and Go check it) instead of Twisted's per-connection Python
@@ -67,6 +68,43 @@ def tune_context(context: SSL.Context) -> SSL.Context:
     except (AttributeError, SSL.Error):  # pragma: no cover - an older pyOpenSSL/OpenSSL
         pass
     return context
+
+
+def select_alpn(context: SSL.Context, protocols: list[bytes]) -> bool:
+    """Make ``context`` (a server's) pick the first of ``protocols`` the client offers, or
+    answer without ALPN when none is offered; False when the binding cannot (the caller then
+    sets pyOpenSSL's callback).
+
+    The callback is cffi's, straight from OpenSSL: no pyOpenSSL wrapper per handshake
+    (which looks the connection up, copies the offer into a list of new strings and
+    allocates the answer each time).
+    """
+    if _LIB is None or not hasattr(_LIB, "SSL_CTX_set_alpn_select_cb"):  # pragma: no cover
+        return False
+    answers = [(p, _FFI.new("unsigned char[]", p)) for p in protocols]
+    ok, no_ack = _LIB.SSL_TLSEXT_ERR_OK, _LIB.SSL_TLSEXT_ERR_NOACK
+    buffer = _FFI.buffer
+
+    @_FFI.callback("int (*)(SSL *, unsigned char **, unsigned char *, unsigned char *,"
+                   " unsigned int, void *)", error=no_ack)
+    def select(ssl: Any, out: Any, outlen: Any, offer: Any, size: int, arg: Any) -> int:
+        data = buffer(offer, size)[:]
+        offered = []
+        at = 0
+        while at < size:
+            end = at + 1 + data[at]
+            offered.append(data[at + 1:end])
+            at = end
+        for protocol, answer in answers:
+            if protocol in offered:
+                out[0] = answer
+                outlen[0] = len(protocol)
+                return ok
+        return no_ack
+
+    context._vtwist_alpn = (select, answers)  # kept alive as long as the context
+    _LIB.SSL_CTX_set_alpn_select_cb(context._context, select, _FFI.NULL)
+    return True
 
 
 def expect_peer_name(context: SSL.Context, name: str) -> bool:
