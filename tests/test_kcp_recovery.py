@@ -175,6 +175,20 @@ class TimeoutTests(SynchronousTestCase):
         self.assertGreaterEqual(t, 0.150 + rto / 1000)
         self.assertEqual(s.sender.fast_retransmissions, 0)
 
+    def test_silent_peer_keeps_the_log_bounded(self) -> None:
+        """Nothing is acknowledged for 20 s: timeouts resend every segment each rto, and
+        the transmission log holds about one entry per segment, not one per resend."""
+        s = make_session()
+        s.write(b"x" * MSS * 30)
+        sent(s, 0.0)
+        t = 0.0
+        while t < 20.0:
+            t = s.next_timer()
+            s.handle_timer(t)
+            sent(s, t)
+        self.assertGreater(s.retransmissions, 30 * 100)
+        self.assertLessEqual(len(s.sender._sent_log), 2 * 30)
+
 
 class RttSampleTests(SynchronousTestCase):
     def test_reack_of_an_old_number_gives_no_sample(self) -> None:
@@ -317,3 +331,4 @@ class SimulatedLossTests(SynchronousTestCase):
         a = pair.a
         self.assertGreater(a.sender.reorder_steps, 0)
         self.assertLess(a.retransmissions, 0.04 * a.segments_sent)
+

@@ -323,6 +323,14 @@ class Sender:
                 self.retransmissions += sent
                 if cc.enabled and self.in_flight_total:
                     cc.on_loss(sent * 100 // self.in_flight_total, rto)
+                # the entries of what was just resent are stale: drop them from the front
+                # (a silent peer would otherwise grow the log by a window per rto)
+                while log:
+                    entry = log[0]
+                    seg = entry[2]
+                    if not seg.acked and seg.transmit == entry[3]:
+                        break
+                    log.popleft()
         # first transmissions, bounded by the peer's window
         limit = self.cc.send_limit(una, self.remote_wnd_end)
         unsent = self.unsent
