@@ -38,9 +38,10 @@ INITIAL_REMOTE_WINDOW = 32
 #: Reordering allowance of order-based loss detection, on top of the round trip of the
 #: newest acknowledged transmission: :data:`MIN_REORDER_MS` (the clock's granularity)
 #: while resends are rarely spurious, up to :data:`MAX_REORDER_STEPS` steps of
-#: ``srtt / REORDER_DIVISOR`` (one ``srtt``, as RFC 8985) while more than about one in
-#: REORDER_SCORE_SPURIOUS is.  (A resend also turns out spurious when the ACKs of the
-#: original were lost; that alone must not slow loss detection down.)
+#: ``srtt / REORDER_DIVISOR`` (one ``srtt``, as RFC 8985) while ACKs showing spurious
+#: resends come more often than one per REORDER_SCORE_SPURIOUS batches of resends.  (A
+#: resend also turns out spurious when the ACKs of the original were lost; that alone
+#: must not slow loss detection down.)
 REORDER_DIVISOR = 4
 MAX_REORDER_STEPS = 4
 MIN_REORDER_MS = 1
@@ -125,8 +126,8 @@ class Sender:
         self._duplicate = not config.congestion
         #: Resends found spurious (an earlier transmission was acknowledged after all).
         self.spurious_resends = 0
-        #: Evidence of reordering: + REORDER_SCORE_SPURIOUS per spurious resend, -1 per
-        #: resend; the allowance grows by a step per REORDER_SCORE_STEP of it.
+        #: Evidence of reordering: + REORDER_SCORE_SPURIOUS per ACK that shows spurious
+        #: resends, -1 per batch of resends; a step of allowance per REORDER_SCORE_STEP.
         self._reorder_score = 0
 
     # ----------------------------------------------------------- application
@@ -417,9 +418,8 @@ class Sender:
             self.duplicates += len(resent)
         self._order = order
         n = len(resent)
-        score = self._reorder_score
-        if score:
-            self._reorder_score = score - n if score > n else 0
+        if self._reorder_score:
+            self._reorder_score -= 1  # per batch: the ACKs of a burst lost together are one event
         self.retransmissions += n
         self.fast_retransmissions += n
         cc = self.cc
