@@ -291,8 +291,9 @@ class EagerAckTests(SynchronousTestCase):
         self.assertEqual([list(a.numbers) for a in acks], [[3]])
 
 
-def _bulk(loss: float, jitter: float, seed: int, size: int = 2_000_000) -> SimulatedPair:
-    a, b = make_session(), make_session()
+def _bulk(loss: float, jitter: float, seed: int, size: int = 2_000_000,
+          **cfg) -> SimulatedPair:
+    a, b = make_session(**cfg), make_session(**cfg)
     prof = LinkProfile(loss=loss, delay=0.02, jitter=jitter)
     pair = SimulatedPair(a, b, prof, LinkProfile(loss=loss, delay=0.02, jitter=jitter),
                          seed=seed)
@@ -332,3 +333,13 @@ class SimulatedLossTests(SynchronousTestCase):
         self.assertGreater(a.sender.reorder_steps, 0)
         self.assertLess(a.retransmissions, 0.04 * a.segments_sent)
 
+    def test_read_buffer_window_shortens_a_transfer_at_five_percent_loss(self) -> None:
+        """V2Ray's window (776 segments: readBufferSize 1 MiB) against the 2 MiB default's
+        1553, 4 MB: a hole at the window's head holds it about two round trips either way,
+        so the larger window moves about twice the data per hole (0.53-0.65 of the time
+        over six seeds)."""
+        small = _bulk(0.05, 0.0, 5, 4_000_000, read_buffer_bytes=1024 * 1024)
+        large = _bulk(0.05, 0.0, 5, 4_000_000)
+        self.assertEqual(small.b.rcv_wnd, 776)
+        self.assertEqual(large.b.rcv_wnd, 1553)
+        self.assertLess(large.now, 0.75 * small.now)
