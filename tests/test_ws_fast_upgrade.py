@@ -50,6 +50,8 @@ class FastUpgradeTests(SynchronousTestCase):
             [*BASE, (b"Sec-WebSocket-Protocol", b"AAAAAAAAAAA-_bbb")],
             [*BASE, (b"Sec-WebSocket-Protocol", b", x")],
             [(k, b"keep-alive, Upgrade" if k == b"Connection" else v) for k, v in BASE],
+            [(k, b"Upgrade ,keep-alive" if k == b"Connection" else v) for k, v in BASE],
+            [(k, b"close,,UPGRADE" if k == b"Connection" else v) for k, v in BASE],
             [(k.upper(), b"WebSocket" if k == b"Upgrade" else v) for k, v in BASE],
         ]
         for headers in variants:
@@ -73,6 +75,7 @@ class FastUpgradeTests(SynchronousTestCase):
             without(b"connection"), without(b"sec-websocket-key"),
             without(b"sec-websocket-version"), without(b"upgrade"),
             replaced(b"connection", b"keep-alive"), replaced(b"sec-websocket-version", b"8"),
+            replaced(b"connection", b"upgrades"), replaced(b"connection", b"up grade"),
             replaced(b"upgrade", b"h2c"),
             replaced(b"host", "bücher.de".encode()),
             [*BASE, (b"Sec-WebSocket-Key", KEY)],

@@ -108,7 +108,8 @@ def plain_upgrade(target: bytes, headers: list[tuple[bytes, bytes]]) -> list[str
     if len(seen) != len(_SINGLE) or seen[b"sec-websocket-version"] != b"13" \
             or seen[b"upgrade"].lower() != b"websocket":
         return None
-    if not any(t.lower() == "upgrade" for t in split_comma_header(seen[b"connection"])):
+    # (split_comma_header's test, on bytes: the values are printable ASCII here)
+    if not any(t.strip().lower() == b"upgrade" for t in seen[b"connection"].split(b",")):
         return None
     try:
         seen[b"host"].decode("idna")
@@ -128,7 +129,8 @@ def accept_response(key: bytes, subprotocol: str | None) -> bytes:
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _TARGET = re.compile(rb"[\x21-\x7e]+\Z")
-_HEAD_VALUE = re.compile(rb"[\x20-\x7e\t]*\Z")
+#: Header lines, each ``name:value`` and CRLF: a token, then printable ASCII and tabs.
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\x20-\x7e\t]*\r\n)*\Z")
 #: Headers that make h11 judge the request (a body, or a Host it must check).
 _H11_ONLY = (b"content-length", b"transfer-encoding")
 
@@ -146,17 +148,18 @@ def read_request_head(buffer: bytes) -> RequestHead | bool | None:
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         return False if b"\n\n" in buffer or b"\n\r\n" in buffer else None
-    lines = buffer[:end].split(b"\r\n")
-    parts = lines[0].split(b" ")
+    line_end = buffer.find(b"\r\n")
+    parts = buffer[:line_end].split(b" ")
     if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not _TOKEN.match(parts[0]) \
             or not _TARGET.match(parts[1]):
         return False
+    block = buffer[line_end + 2:end + 2]  # the header lines, each with its CRLF
+    if not _HEADER_LINES.match(block):  # every line's name and value in one pass
+        return False
     headers = []
     hosts = 0
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name) or not _HEAD_VALUE.match(value):
-            return False
+    for line in block.split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b":")
         name = name.lower()
         if name == b"host":
             hosts += 1
