@@ -11,11 +11,15 @@ deadline each later ACK pulls in by ``rto / 3``), checked on the ``tti`` tick:
 
 * **Loss by transmission order** (RACK, RFC 8985): every transmission is numbered in the
   order it went out.  Once the peer acknowledges a transmission, every earlier one still
-  unacknowledged after a reordering allowance (``rack_rtt`` plus ``srtt / 8``) is lost and
-  resent at once — on the flush that follows the ACK, or when the allowance ends
-  (:attr:`Sender.loss_check_at`, a session timer).  A log of transmissions in order makes
-  this O(1) per transmission.  This is what keeps the receive window moving at a few
-  percent loss: a hole at the window's head is refilled a round trip after it was made.
+  unacknowledged after that transmission's round trip plus a reordering allowance (1 ms,
+  up to ``srtt`` while resends turn out spurious) is lost and resent at once — on the
+  flush that follows the ACK, or when the allowance ends (:attr:`Sender.loss_check_at`, a
+  session timer).  A log of transmissions in order makes this O(1) per transmission.
+  This is what keeps the receive window moving at a few percent loss: a hole at the
+  window's head is refilled a round trip after it was made, not 2-3.
+* **Two copies** of each such resend (unless ``congestion`` is on): a lost resend holds
+  the window a round trip more, and at 5 % loss most windows hold one.  The cost is one
+  segment per loss, still within the peer's window.
 * **Timeouts** resend what is ``rto`` old only when no ACK acknowledged anything new for
   an ``rto`` (as TCP's timer): while ACKs flow, a burst's tail may take longer than
   ``rto`` to be acknowledged without being lost, and order-based detection finds the
