@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.testing.kcplink import LinkProfile, SimulatedPair
@@ -343,3 +345,55 @@ class SimulatedLossTests(SynchronousTestCase):
         self.assertEqual(small.b.rcv_wnd, 776)
         self.assertEqual(large.b.rcv_wnd, 1553)
         self.assertLess(large.now, 0.75 * small.now)
+
+
+_EVENTS = st.lists(st.tuples(
+    st.sampled_from(["write", "ack", "ack", "ping", "wait"]),
+    st.integers(0, 40),          # numbers: around what was sent
+    st.integers(-50, 5000),      # time stamp: past, now, our future
+    st.integers(0, 80),          # ms to wait
+    st.integers(0, 6)),          # the ACK's cumulative receiving_next
+    min_size=1, max_size=60)
+
+
+class AdversarialAckTests(SynchronousTestCase):
+    @settings(max_examples=150)
+    @given(_EVENTS)
+    def test_any_acks_keep_the_sender_sane(self, events) -> None:
+        """Whatever a peer acknowledges, echoes or advertises: no error, a timer always
+        ahead of the clock after a flush (never a busy loop), resends within the window,
+        and a transmission log of at most two entries per segment (none once all are
+        acknowledged)."""
+        s = make_session()
+        now = 0.0
+        for kind, n, ts, dt, cum in events:
+            ms = int(round(now * 1000))
+            if kind == "write":
+                s.write(b"w" * (1 + n * 700))
+            elif kind == "ack":
+                echo = max(0, ms - ts) if ts < 4000 else ts
+                s.receive_segments([AckSegment(CONV, 0, n + ts % 64, cum, echo,
+                                               [n, (n * 7) % 41, max(0, n - 1)])], now)
+            elif kind == "ping":
+                s.receive_segments([CmdSegment(CONV, CMD_PING, 0, n, n // 2, 1 + ts % 300)],
+                                   now)
+            else:
+                now += dt / 1000
+                t = s.next_timer()
+                while t is not None and t <= now:
+                    s.handle_timer(t)
+                    for seg in sent(s, t):
+                        if isinstance(seg, DataSegment):
+                            self.assertLess((seg.number - s.sender.una) & 0xFFFFFFFF,
+                                            max(s.sender.remote_wnd_end - s.sender.una, 1)
+                                            + s.send_queue_segments + 1)
+                    nt = s.next_timer()
+                    self.assertTrue(nt is None or nt > t, (t, nt))
+                    t = nt
+            sent(s, now)
+            nt = s.next_timer()
+            self.assertTrue(nt is None or nt > now, (now, nt))
+            # stale entries wait behind a live one until it is acknowledged or resent
+            self.assertLessEqual(len(s.sender._sent_log), 2 * s.sender.snd_nxt)
+            if not s.sender.window:
+                self.assertEqual(len(s.sender._sent_log), 0)
