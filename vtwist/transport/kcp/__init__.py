@@ -5,8 +5,10 @@ Sans-IO core (no reactor imports, time is a parameter):
 * :mod:`.segment` -- DATA / ACK / command segment codec and V2Ray's multi-segment parser;
 * :mod:`.crypt` -- the simple authenticator (FNV-1a + XOR chain) and ``seed`` AES-128-GCM;
 * :mod:`.obfs` -- header obfuscation: none, srtp, utp, wechat-video, dtls, wireguard;
-* :mod:`.config` -- ``kcpSettings`` (defaults, ranges) and the window sizes derived from it;
-* :mod:`.sender` -- the send window: queue, segments in flight, retransmission, acks received;
+* :mod:`.config` -- ``kcpSettings`` (defaults, ranges) and the window sizes derived from it
+  (the receive window: V2Ray's, or what ``readBufferSize`` holds when that is more);
+* :mod:`.sender` -- the send window: queue, segments in flight, loss detection by
+  transmission order, retransmission, acks received;
 * :mod:`.receiver` -- the receive window: reassembly, acks to send, window updates;
 * :mod:`.rtt` -- the RTT/RTO estimate and the optional congestion window;
 * :mod:`.session` -- the state machine joining them (close handshake, pings, timers).
