@@ -49,6 +49,7 @@ from vtwist.proxy.mux.frame import (
     MAX_TCP_DATA,
     MAX_UDP_DATA,
     NEW,
+    OPT_ERROR,
     Frame,
     FrameDecoder,
     MuxError,
@@ -525,7 +526,7 @@ class MuxConnection:
             if status == END:
                 stream = sessions.get(frame.session_id)
                 if stream is not None:
-                    stream._end(frame.error)
+                    stream._end(bool(frame.option & OPT_ERROR))
             elif status == NEW:
                 self.frameNew(frame)
             # KeepAlive: nothing (its data is already consumed)

@@ -42,6 +42,8 @@ MAX_TCP_DATA = 8192
 #: The largest UDP datagram 4.34 reads from a frame (``buf.Size``); more is fatal.
 MAX_UDP_DATA = 2048
 
+#: statuses whose 4-byte metadata is the whole frame head (parse_metadata's plain cases)
+_PLAIN = frozenset({KEEP, END, KEEPALIVE})
 _HEAD = struct.Struct(">H")
 _META4 = struct.Struct(">HHBB")  # metaLen 4, id, status, option
 _KEEP_HEAD = struct.Struct(">HHBBH")
@@ -228,8 +230,9 @@ class FrameDecoder:
                         raise MuxError(f"metadata too short ({mlen} bytes)")
                     if end - pos < 2 + mlen:
                         break
-                    if mlen == 4 and buf[pos + 4] == KEEP:  # the common frame, inline
-                        frame = Frame((buf[pos + 2] << 8) | buf[pos + 3], KEEP, buf[pos + 5])
+                    if mlen == 4 and buf[pos + 4] in _PLAIN:  # Keep / End / KeepAlive, inline
+                        frame = Frame((buf[pos + 2] << 8) | buf[pos + 3], buf[pos + 4],
+                                      buf[pos + 5])
                     else:
                         frame = parse_metadata(bytes(view[pos + 2:pos + 2 + mlen]))
                     pos += 2 + mlen
