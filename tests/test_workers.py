@@ -438,18 +438,6 @@ class WorkersTests(WorkersHarness):
         self.assertIn("cannot listen", self.output())
         self.assertIn("before it was listening: stopping", self.output())
 
-    def test_unix_listener_refused_with_workers(self) -> None:
-        """A UNIX socket listener cannot be shared: refused before anything starts."""
-        config = self.dokodemo(1080)  # the port is unused with a socket path
-        config["inbounds"][0]["listen"] = os.path.join(self.dir, "socks.sock")
-        path = self.write_config(config)
-        done = subprocess.run([sys.executable, "-m", "vtwist", "run", "--workers", "2",
-                               "--config", path], capture_output=True, text=True,
-                              timeout=120, cwd=self.dir, env=ENV)
-        self.assertEqual(done.returncode, 1, done.stderr)
-        self.assertIn("--workers with a UNIX socket listener (inbounds[0]) is not supported",
-                      done.stderr)
-
     def test_open_files_limit_raised(self) -> None:
         """At start-up the soft RLIMIT_NOFILE goes up to the hard limit, and is logged with
         the connections it allows (issue 20)."""

@@ -4,7 +4,9 @@ files limit every vtwist process raises at start-up.
 A worker is ``python -m vtwist run`` started with :data:`ENV` = "index/count/supervisor pid",
 the shared replay mapping on fd :data:`TABLES_FD`, a readiness pipe on :data:`READY_FD` and
 its control channel on :data:`~vtwist.app.control.CONTROL_FD`. It binds every listener with
-``SO_REUSEPORT``, uses the shared replay tables, dies with its supervisor
+``SO_REUSEPORT``, except the UNIX sockets the supervisor bound: those it adopts from the
+descriptors :data:`UNIX_FDS_ENV` names (:mod:`vtwist.transport.domainsocket.shared`). It
+uses the shared replay tables, dies with its supervisor
 (``PR_SET_PDEATHSIG``), ignores SIGINT (the supervisor decides), stops once on SIGTERM and
 writes ``ready`` once all its inbounds listen.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import mmap
 import os
 import signal
@@ -29,6 +32,7 @@ from twisted.logger import Logger
 
 from vtwist.proxy import sharedreplay
 from vtwist.transport import reuseport
+from vtwist.transport.domainsocket import shared as shared_unix
 
 log = Logger()
 
@@ -37,6 +41,12 @@ ENV = "VTWIST_WORKER"
 #: the shared replay tables and the readiness pipe in a worker
 TABLES_FD = 3
 READY_FD = 4
+#: the environment variable naming the supervisor's UNIX listening sockets: a JSON object,
+#: socket address (as :func:`vtwist.transport.domainsocket.settings.inbound_address` gives
+#: it; an abstract name starts with NUL) -> the fd it is on in the worker
+UNIX_FDS_ENV = "VTWIST_UNIX_FDS"
+#: the first of those fds (after the control channel's)
+FIRST_UNIX_FD = 6
 
 
 # -- resource limits -------------------------------------------------------------------------
@@ -229,6 +239,7 @@ def worker_from_environment(environ: dict[str, str] | None = None) -> Worker | N
     index, count, ppid = (int(part) for part in spec.split("/"))
     _die_with_parent(ppid)
     reuseport.enable()
+    shared_unix.install(unix_fds(environ.pop(UNIX_FDS_ENV, "")))
     global _current
     size = sharedreplay.mapping_size()
     mapping = mmap.mmap(TABLES_FD, size)
@@ -236,6 +247,13 @@ def worker_from_environment(environ: dict[str, str] | None = None) -> Worker | N
     _current = Worker(index, count, supervisor=ppid)
     return _current
 
+
+def unix_fds(text: str) -> dict[str, int]:
+    """:data:`UNIX_FDS_ENV`'s value read (empty: none)."""
+    if not text:
+        return {}
+    table = json.loads(text)
+    return {str(address): int(fd) for address, fd in table.items()}
 
 
 def _config_argument() -> str | None:

@@ -28,7 +28,19 @@ a query lags the traffic by at most that interval, and a worker killed with SIGK
 at most its last interval of counts (what it pushed before stays). The API's HandlerService
 is refused with workers (see the control plane); RestartLogger reaches every worker.
 
-UNIX socket listeners are refused (a path has one owner).
+UNIX socket listeners (``"network": "domainsocket"``, or a ``listen`` of ``/path``,
+``@name`` or ``@@name``): a socket path has one owner, so the supervisor binds each one itself
+before any worker starts (:func:`vtwist.transport.domainsocket.endpoints.hold`: the
+single-process rules, the ``.lock`` file, a stale socket replaced, mode 0666; one that
+cannot listen stops the start with status 1) and passes them to every worker it starts or
+restarts, on fds :data:`~vtwist.app.worker.FIRST_UNIX_FD`, ... with
+:data:`~vtwist.app.worker.UNIX_FDS_ENV` mapping each socket address to its fd; the worker
+adopts the socket at that address instead of binding it, and the kernel hands each
+connection to one of the workers accepting on it. The supervisor removes a file socket (and
+its lock) when it stops, after its workers; a worker never does. A reload that adds,
+removes or moves a UNIX listener is refused (one error line; the running config stays):
+restart for that. Other changes to those inbounds reload as usual (the workers adopt the
+same sockets again).
 
 Limits: the kernel hashes UDP flows over the sockets bound at the moment, so when a worker
 dies (and again when it comes back) some UDP flows of the *other* workers move too: their
@@ -58,7 +70,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vtwist.app import control
-from vtwist.app.worker import ENV, READY_FD, TABLES_FD, log_open_files_limit
+from vtwist.app.worker import (
+    ENV,
+    FIRST_UNIX_FD,
+    READY_FD,
+    TABLES_FD,
+    UNIX_FDS_ENV,
+    log_open_files_limit,
+)
 from vtwist.proxy import sharedreplay
 
 log = Logger()
@@ -87,16 +106,18 @@ def parse_workers(text: str | int) -> int:
     return count
 
 
-def unsupported(config: Any) -> str | None:
-    """Why a parsed config cannot run with workers (None: it can)."""
-    from vtwist.transport.domainsocket.settings import listen_address
+def unix_listeners(config: dict[str, Any]) -> list[str]:
+    """The UNIX socket addresses the workers of ``config`` (a valid raw config) listen on,
+    in inbound order: the sockets the supervisor binds for them (the API inbounds are the
+    supervisor's own and listen there as in one process)."""
+    from vtwist.app.controlplane import worker_config
+    from vtwist.config.loader import parse_config
+    from vtwist.transport.domainsocket.settings import inbound_address
 
-    for i, inbound in enumerate(config.inbounds):
-        network = getattr(inbound.stream, "network", "")
-        if listen_address(inbound.listen) is not None or network in ("domainsocket", "ds"):
-            return (f"--workers with a UNIX socket listener (inbounds[{i}]) is not "
-                    "supported: a socket path has one owner; run one process")
-    return None
+    parsed = parse_config(config, lambda _: None)
+    parsed = parse_config(worker_config(config, parsed), lambda _: None)
+    found = (inbound_address(i.listen, i.stream) for i in parsed.inbounds)
+    return [address for address in found if address is not None]
 
 
 # -- the supervisor --------------------------------------------------------------------------
@@ -165,6 +186,8 @@ class Supervisor(Service):
         self._dir: str | None = None
         self._tables_fd: int | None = None
         self._null_fd: int | None = None
+        #: the UNIX listening sockets the workers share: socket address -> held port
+        self.unix_ports: dict[str, Any] = {}
         #: the API and metrics over the workers' summed counters (None: neither)
         self.control: Any = None
 
@@ -209,6 +232,8 @@ class Supervisor(Service):
         self._write_config(self.config)
         self._tables_fd = self._make_tables()
         self._null_fd = os.open(os.devnull, os.O_RDONLY)
+        if not self._hold_unix():
+            return
         self._start_control()
         for index in range(self.count):
             self._spawn(index)
@@ -224,6 +249,35 @@ class Supervisor(Service):
                   slow=slow, timeout=START_TIMEOUT)
         self.failed = True
         self._stop_reactor()
+
+    def _hold_unix(self) -> bool:
+        """Bind the workers' UNIX listening sockets (False: one cannot listen, a failed
+        start)."""
+        from twisted.internet.error import CannotListenError
+
+        from vtwist.transport.domainsocket.endpoints import hold
+        from vtwist.transport.domainsocket.settings import describe
+
+        for address in unix_listeners(self.config):
+            try:
+                self.unix_ports[address] = hold(self.reactor, address)
+            except CannotListenError as e:
+                log.error("cannot listen on the UNIX socket {address}: {why}; stopping",
+                          address=describe(address), why=e.socketError)
+                self.failed = True
+                self._not_ready(RuntimeError(f"cannot listen on {describe(address)}"))
+                self.reactor.callWhenRunning(self._stop_reactor)  # twistd: not running yet
+                return False
+        return True
+
+    def _unix_fds(self) -> tuple[dict[int, int], str]:
+        """The UNIX sockets as a worker gets them: its fds -> ours, and
+        :data:`~vtwist.app.worker.UNIX_FDS_ENV`'s value."""
+        child_fds, table = {}, {}
+        for n, (address, port) in enumerate(self.unix_ports.items()):
+            child_fds[FIRST_UNIX_FD + n] = port.fileno()
+            table[address] = FIRST_UNIX_FD + n
+        return child_fds, json.dumps(table)
 
     def _start_control(self) -> None:
         """The gRPC API and metrics endpoint, when the config has them; an API port that
@@ -272,6 +326,7 @@ class Supervisor(Service):
             argv += ["--assets", self.assets]
         env = dict(os.environ)
         env[ENV] = f"{index}/{self.count}/{os.getpid()}"
+        unix_fds, env[UNIX_FDS_ENV] = self._unix_fds()
         # the workers import this same vtwist (also when it is not installed)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT,
                                                           env.get("PYTHONPATH")]))
@@ -282,7 +337,7 @@ class Supervisor(Service):
             self.reactor.spawnProcess(
                 worker, sys.executable, argv, env=env,
                 childFDs={0: self._null_fd, 1: 1, 2: 2, TABLES_FD: self._tables_fd,
-                          READY_FD: "r", control.CONTROL_FD: theirs.fileno()})
+                          READY_FD: "r", control.CONTROL_FD: theirs.fileno(), **unix_fds})
         except BaseException:
             mine.close()
             raise
@@ -325,12 +380,7 @@ class Supervisor(Service):
             log.error("worker {index} (pid {pid}) exited with {how} before it was "
                       "listening: stopping", index=worker.index, pid=worker.pid, how=how)
             self.failed = True
-            if not self._ready.called:
-                why = RuntimeError(f"worker {worker.index} failed to start")
-                self._ready.errback(why)
-                waiters, self._waiters = self._waiters, []
-                for waiter in waiters:
-                    waiter.errback(why)
+            self._not_ready(RuntimeError(f"worker {worker.index} failed to start"))
             self._stop_reactor()
             return
         now = self.reactor.seconds()
@@ -350,6 +400,14 @@ class Supervisor(Service):
                 self._spawn(worker.index)
 
         self.reactor.callLater(RESTART_DELAY, restart)
+
+    def _not_ready(self, why: Exception) -> None:
+        """A failed start: :meth:`whenReady` fails with ``why``."""
+        if not self._ready.called:
+            self._ready.errback(why)
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.errback(why)
 
     def _stop_reactor(self) -> None:
         """Stop the reactor once (two workers may fail in the same moment)."""
@@ -387,9 +445,15 @@ class Supervisor(Service):
         if parsed is None:
             log.error("reload: the new config is invalid (above); keeping the running one")
             return False
-        why = unsupported(parsed)
-        if why:
-            log.error("reload: {why}; keeping the running config", why=why)
+        from vtwist.transport.domainsocket.settings import describe
+
+        unix = unix_listeners(config)
+        if sorted(unix) != sorted(self.unix_ports):
+            log.error("reload: the UNIX socket listeners change ({old} -> {new}): with "
+                      "--workers the supervisor holds them, restart for that; keeping the "
+                      "running config",
+                      old=", ".join(map(describe, self.unix_ports)) or "none",
+                      new=", ".join(map(describe, unix)) or "none")
             return False
         if self.control is not None or parsed.api is not None or parsed.metrics is not None:
             self._warn_control_changes(parsed)
@@ -434,12 +498,20 @@ class Supervisor(Service):
             if timer.active():
                 timer.cancel()
             self._cleanup()
+            released = self._release_unix()
             if self.control is not None:
                 control, self.control = self.control, None
-                return control.stopService()
-            return None
+                released.addCallback(lambda _: control.stopService())
+            return released
 
         return defer.DeferredList([w.ended for w in running]).addCallback(done)
+
+    def _release_unix(self) -> defer.Deferred[Any]:
+        """Close the UNIX sockets, removing a file socket's path and lock (the workers have
+        stopped)."""
+        ports, self.unix_ports = list(self.unix_ports.values()), {}
+        return defer.DeferredList([defer.maybeDeferred(port.stopListening)
+                                   for port in ports], consumeErrors=True)
 
     def _cleanup(self) -> None:
         for fd in (self._tables_fd, self._null_fd):
@@ -460,19 +532,11 @@ def install_reload_signal(supervisor: Supervisor, reactor: Any) -> None:
     signal.signal(signal.SIGHUP, handler)
 
 
-def prepare(config: dict[str, Any], err: Any = None) -> bool:
+def prepare(config: dict[str, Any]) -> bool:
     """Validate ``config`` for workers (printing why not, no traceback): True if it can run."""
     from vtwist import runner
 
-    err = err or sys.stderr
-    service = runner.build(config)
-    if service is None:
-        return False
-    why = unsupported(service.config)
-    if why:
-        print(f"vtwist: {why}", file=err)
-        return False
-    return True
+    return runner.build(config) is not None
 
 
 def supervise(config: dict[str, Any], workers: int,

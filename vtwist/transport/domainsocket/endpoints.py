@@ -3,8 +3,11 @@ inbound's ``/path`` / ``@name`` listen address) gives.
 
 A file-system socket is created with a ``.lock`` file beside it (as V2Ray does; a stale
 socket left by a process that died holding the lock is replaced) and removed when the
-listener stops. Endpoint strings: ``ds:path=/run/x.sock`` or ``ds:path=@name[:padding=1]``
-(``abstract=1`` puts a plain name in the abstract namespace), for servers and clients.
+listener stops. In a worker of ``--workers N`` the supervisor has bound the socket
+(:func:`hold`, the same rules) and the endpoint adopts it (:mod:`.shared`).
+
+Endpoint strings: ``ds:path=/run/x.sock`` or ``ds:path=@name[:padding=1]`` (``abstract=1``
+puts a plain name in the abstract namespace), for servers and clients.
 """
 
 from __future__ import annotations
@@ -12,17 +15,44 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.endpoints import UNIXClientEndpoint, UNIXServerEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
 
+from vtwist.transport.domainsocket import shared
 from vtwist.transport.domainsocket.settings import DSSettings, socket_address
 
 _TRUE = ("1", "true", "yes", "on")
 
 
+def _options(address: str) -> dict[str, Any]:
+    """How a socket at ``address`` listens: world read/writable, and a file-system one with
+    its ``.lock`` file (Twisted's ``wantPID``), so a stale socket is replaced."""
+    return {"mode": 0o666, "wantPID": not address.startswith("\0")}
+
+
 def server_endpoint(reactor: Any, address: str) -> IStreamServerEndpoint:
-    """Listen on a socket address (a path, or a NUL-led abstract name)."""
-    abstract = address.startswith("\0")
-    return UNIXServerEndpoint(reactor, address, mode=0o666, wantPID=not abstract)
+    """Listen on a socket address (a path, or a NUL-led abstract name); in a worker, adopt
+    the supervisor's socket at that address."""
+    fd = shared.shared_fd(address)
+    if fd is not None:
+        return shared.SharedUNIXServerEndpoint(reactor, fd)
+    return UNIXServerEndpoint(reactor, address, **_options(address))
+
+
+def hold(reactor: Any, address: str) -> IListeningPort:
+    """Bind and listen on ``address`` as :func:`server_endpoint` does, but accept nothing:
+    the ``--workers`` supervisor passes ``port.fileno()`` to its workers, and
+    ``port.stopListening()`` removes the path and its lock (as a stopping listener does).
+    Raises :class:`twisted.internet.error.CannotListenError`."""
+    factory = Factory()
+    factory.noisy = False
+    port = reactor.listenUNIX(address, factory, **_options(address))
+    port.stopReading()  # the workers accept; the reactor never sees a connection here
+    return port  # type: ignore[no-any-return]
 
 
 def client_endpoint(reactor: Any, address: str, timeout: float = 30) -> IStreamClientEndpoint:

@@ -59,6 +59,15 @@ def listen_address(listen: str) -> str | None:
     return None
 
 
+def inbound_address(listen: str, stream: object) -> str | None:
+    """The UNIX socket address an inbound listens on: dsSettings' with the domainsocket
+    network, else its ``listen`` read by :func:`listen_address` (None: not a UNIX one)."""
+    if getattr(stream, "network", "tcp") == "domainsocket":
+        settings = getattr(stream, "network_settings", {}).get("domainsocket")
+        return settings.address if isinstance(settings, DSSettings) else None
+    return listen_address(listen)
+
+
 def describe(address: str) -> str:
     """A socket address as V2Ray writes it (``@name`` for an abstract one)."""
     return "@" + address[1:].rstrip("\0") if address.startswith("\0") else address
