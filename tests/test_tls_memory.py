@@ -14,9 +14,11 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from tests.certs import shared_ca, shared_server_cert
 from vtwist.testing.doubles import LogCapture
@@ -63,6 +65,20 @@ class App(Protocol):
 
     def connectionLost(self, reason: Any) -> None:
         self.reason = reason
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfApp(App):
+    """An :class:`App` that takes a half-close (and records it)."""
+
+    halfClosed = False
+    writeClosed = False
+
+    def readConnectionLost(self) -> None:
+        self.halfClosed = True
+
+    def writeConnectionLost(self) -> None:
+        self.writeClosed = True
 
 
 class CountingTransport(FakeTransport):
@@ -228,6 +244,61 @@ class MemoryTests(SynchronousTestCase):
         self.assertIsNone(pair.client.getHandle())
         self.assertIsNone(handle.get_app_data())
         self.assertFalse(pair.client.resumed)
+
+    def test_tls13_half_close_each_way(self) -> None:
+        """TLS 1.3: a close_notify ends one direction; the other goes on, and the connection
+        closes once both sides are done (each side's close, either order)."""
+        for closer in ("client", "server"):
+            pair = Pair(self)
+            pair.server_app, pair.client_app = HalfApp(), HalfApp()
+            pair.run()
+            ended, other = ((pair.client_app, pair.server_app) if closer == "client"
+                            else (pair.server_app, pair.client_app))
+            ended.transport.write(b"request")
+            ended.transport.loseWriteConnection()
+            ended.transport.write(b"dropped: written after the half-close")
+            pair.run()
+            self.assertTrue(other.halfClosed)
+            self.assertEqual(b"".join(other.received), b"request")
+            self.assertIsNone(other.reason)  # still open: its direction goes on
+            self.assertIsNone(ended.reason)
+            other.transport.write(b"answer after the half-close")
+            pair.run()
+            self.assertEqual(b"".join(ended.received), b"answer after the half-close")
+            other.transport.loseConnection()
+            pair.run()
+            for app in (ended, other):
+                self.assertIsInstance(app.reason.value, ConnectionDone)
+
+    def test_close_notify_closes_an_app_without_half_close(self) -> None:
+        """A peer's close_notify still closes a connection whose application cannot take a
+        half-close (the answer goes, then the close)."""
+        pair = Pair(self)
+        pair.client_app = HalfApp()
+        pair.run()
+        pair.client_app.transport.loseWriteConnection()
+        pair.run()
+        self.assertIsInstance(pair.server_app.reason.value, ConnectionDone)
+        self.assertIsInstance(pair.client_app.reason.value, ConnectionDone)
+
+    def test_tls12_sends_no_close_notify_for_a_half_close(self) -> None:
+        """Under TLS 1.2 a close_notify asks the peer to close: a half-close sends nothing."""
+        def tls12() -> Any:
+            options = server_context_factory(server_settings(), ["http/1.1"])
+            options.getContext().set_max_proto_version(SSL.TLS1_2_VERSION)
+            return options
+
+        pair = Pair(self, options=RotatingServerOptions(tls12))
+        pair.server_app, pair.client_app = HalfApp(), HalfApp()
+        pair.run()
+        writes = pair.client_wire.writes
+        pair.client_app.transport.loseWriteConnection()
+        pair.run()
+        self.assertEqual(pair.client_wire.writes, writes)
+        self.assertFalse(pair.server_app.halfClosed)
+        pair.client_app.transport.write(b"still open")
+        pair.run()
+        self.assertEqual(b"".join(pair.server_app.received), b"still open")
 
     def test_tcp_close_without_close_notify_is_connection_lost(self) -> None:
         pair = Pair(self)

@@ -53,8 +53,9 @@ def client_config(tcp_port: int, socks_port: int, target: int, server_port: int,
         "outbounds": [{"protocol": "trojan", "settings": {"servers": [{
             "address": "127.0.0.1", "port": server_port, "password": password}]},
             "streamSettings": stream}],
-        # Trojan has no end-of-stream of its own (and TLS no half-close): once the client
-        # is done, the downlink stays open for downlinkOnly, in V2Ray as in vtwist.
+        # Trojan has no end-of-stream of its own: over tcp and ws (and from V2Ray's client,
+        # which sends no TLS close_notify for a half-close), once the client is done the
+        # downlink stays open for downlinkOnly. (vtwist over TLS 1.3: test_tls_half_close.)
         "policy": {"levels": {"0": {"downlinkOnly": 1}}},
     }
 

@@ -45,8 +45,10 @@ def client_config(socks: int, server: int, stream: dict[str, Any]) -> dict[str, 
     """A VLESS client: socks inbound (with UDP) on ``socks``, vless outbound to ``server``."""
     return {
         "log": {"loglevel": "warning"},
-        # Over TLS and WebSocket a half-close cannot cross VLESS: after the SOCKS client's
-        # FIN the tunnel lives on for downlinkOnly (5 s by default), shortened here.
+        # Over WebSocket (and from V2Ray's client over TLS) a half-close cannot cross VLESS:
+        # after the SOCKS client's FIN the tunnel lives on for downlinkOnly (5 s by
+        # default), shortened here. (vtwist over TLS 1.3 sends a close_notify: see
+        # test_tls_half_close.)
         "policy": {"levels": {"0": {"downlinkOnly": 1}}},
         "inbounds": [{"listen": "127.0.0.1", "port": socks, "protocol": "socks",
                       "settings": {"auth": "noauth", "udp": True, "ip": "127.0.0.1"}}],

@@ -15,7 +15,16 @@ connection. It owns its ``OpenSSL.SSL.Connection`` (memory BIOs) and replaces Tw
 * the plaintext of everything one TCP read carried reaches the application in one
   ``dataReceived`` call, not one per TLS record.
 
-What the application sees is what it saw over ``TLSMemoryBIOProtocol``: ``connectionLost``
+Half-close under TLS 1.3 (RFC 8446 §6.1: a close_notify closes the sender's direction only,
+the peer may go on writing): ``loseWriteConnection`` sends a close_notify and keeps reading,
+and a peer's close_notify reaches a half-close aware application as ``readConnectionLost``
+while its own direction stays open (Go's ``tls.Conn``, so V2Ray's, Xray's and sing-box's, does
+the same: a read ends, writes go on). So Trojan and VLESS, which have no end-of-stream mark
+of their own, carry a client's half-close to the destination, and a finished exchange
+closes at once instead of waiting for ``downlinkOnly``. Under TLS 1.2 a close_notify asks
+the peer to close: ``loseWriteConnection`` sends nothing there, and a close_notify closes.
+
+What the application sees is otherwise what it saw over ``TLSMemoryBIOProtocol``: ``connectionLost``
 with the TLS error if one ended the connection, with ``ConnectionLost`` when the peer
 closed TCP without a close_notify after the handshake; writes after ``loseConnection``
 are dropped unless a producer is still registered, and the close_notify goes out once the
@@ -28,6 +37,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
@@ -65,6 +75,7 @@ class MemoryTLSLayer(Layer):
         self._fresh = True  # no application data read yet
         self._corked = False  # writes stay in the BIO (closeWith: the close takes them)
         self._holding = False  # a server's tickets wait for its first write (see _step)
+        self._halfClosed = False  # TLS 1.3: our close_notify is out, the peer may go on
 
     # -- handshake ---------------------------------------------------------------------
     def handshakeStarted(self) -> None:
@@ -151,9 +162,12 @@ class MemoryTLSLayer(Layer):
             self.app.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._blocked is not None and closed is None:
             self._unblock()
-        if closed is True:  # the peer's close_notify: answer it and close
+        if closed is True:  # the peer's close_notify
             self._peerClosed = True
-            self._closeTLS()
+            if self._halfOpen():  # TLS 1.3: the peer's direction ends, ours goes on
+                self.app.readConnectionLost()  # type: ignore[union-attr]
+            else:  # answer it and close
+                self._closeTLS()
         elif closed is not None:
             self._fail(closed)
         elif not self._holding:
@@ -184,7 +198,7 @@ class MemoryTLSLayer(Layer):
         self.loseConnection()
 
     def _write(self, data: bytes) -> None:
-        if self._shutDown or not data:
+        if self._shutDown or self._halfClosed or not data:
             return
         if self._blocked is not None:
             self._blocked.append(data)
@@ -241,11 +255,38 @@ class MemoryTLSLayer(Layer):
             return
         self._closeTLS()
 
+    def _halfOpen(self) -> bool:
+        """The peer's close_notify ends only its direction: TLS 1.3, our direction still
+        open, an application that takes a half-close."""
+        return (not self._halfClosed and not self._shutDown and not self.disconnecting
+                and self.tls is not None and self.tls.get_protocol_version() >= TLS1_3
+                and IHalfCloseableProtocol.providedBy(self.app))
+
+    def loseWriteConnection(self) -> None:  # noqa: N802 - Twisted's name
+        """Half-close: under TLS 1.3 a close_notify (the peer may go on sending, we go on
+        reading); under TLS 1.2 nothing (there it would ask the peer to close)."""
+        tls = self.tls
+        if (tls is None or self.app is None or self._lost or self._halfClosed
+                or self._shutDown or self.disconnecting or self._blocked is not None
+                or tls.get_protocol_version() < TLS1_3):
+            return
+        self._halfClosed = True
+        try:
+            tls.shutdown()
+        except SSL.Error:
+            pass
+        self._flush(0)
+        if self._peerClosed:  # both directions are done
+            self._closeTLS()
+
     def _closeTLS(self) -> None:
         if self._lost:
             return
         if not self._shutDown:
             self._shutDown = True
+            if self._halfClosed:  # our close_notify went out already
+                self.transport.loseConnection()
+                return
             try:
                 self.tls.shutdown()
             except SSL.Error:
