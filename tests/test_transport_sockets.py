@@ -86,16 +86,20 @@ class EchoTests(TransportTestCase):
         self.assertEqual(await app.done, b"who am i")
 
 
-    async def test_half_close_is_noop_over_tls(self) -> None:
+    async def test_half_close_over_tls(self) -> None:
+        """Through the HTTP header layer over TLS 1.3 a half-close is a close_notify: what
+        was written before it arrives and comes back, a write after it is dropped (as over
+        TCP), and the echo server, which takes no half-close, then closes cleanly."""
         server = stream_settings(self.fx.settings("https", inbound=True), inbound=True)
         port = await self.listen(stack.server_endpoint(reactor, "127.0.0.1", 0, server),
                                  Factory.forProtocol(Echo))
         client = stream_settings(self.fx.settings("https", inbound=False), inbound=False)
         endpoint = stack.client_endpoint(reactor, "127.0.0.1", port.getHost().port, client)
         app = await endpoint.connect(Factory.forProtocol(lambda: Collect(b"")))
-        app.transport.loseWriteConnection()  # TLS below: nothing to half-close, no error
-        app.transport.write(b"still open")
-        self.assertEqual(await app.done, b"still open")
+        app.transport.write(b"last words")
+        app.transport.loseWriteConnection()
+        app.transport.write(b" dropped")
+        self.assertEqual(await app.done, b"last words")
 
     async def test_sni_picks_certificate(self) -> None:
         a = self.fx.ca.issue("a.test")
