@@ -244,10 +244,13 @@ class _Pairing:
         their targets (a V2Ray client ends its sessions a little after the test's
         connections; a UDP session 4 s after its last answer)."""
         async def wait() -> None:
-            await wait_until(lambda: not target_sockets(self.echo.port),
-                             lambda: f"sessions still open: {target_sockets(self.echo.port)}",
-                             30)
+            await wait_until(lambda: not self.openTargets(),
+                             lambda: f"sessions still open: {self.openTargets()}", 30)
         self.addCleanup(lambda: defer.ensureDeferred(wait()))
+
+    def openTargets(self) -> list[Any]:
+        """The server's sockets to the echo server that should have closed by now."""
+        return target_sockets(self.echo.port)
 
     def waitForKCP(self) -> None:
         """mKCP: closed sessions linger 0.3 s (not V2Ray's 8 s) repeating TERMINATE; at
@@ -344,6 +347,24 @@ class _V2RayClientToVTwistServer(_Pairing):
 
     def carriers(self) -> int:
         return server_carriers(self.factory)
+
+    def openTargets(self) -> list[Any]:
+        """As the base, less the sessions V2Ray's client still holds: now and then (about
+        one isolation run in 12 to 50, VMess and VLESS alike) V2Ray 4.34's client never
+        sends End for the stream the test aborted, and keeps its carrier open; the session
+        then lives, on the server as in V2Ray's own, until connIdle."""
+        return [s for s in super().openTargets() if not held_by_client(s)]
+
+
+def held_by_client(socket: Any) -> bool:
+    """A target socket whose mux session the client has not ended (no End frame came and
+    the carrier is open): not the server's to close."""
+    relay = getattr(getattr(socket, "protocol", None), "relay", None)
+    if relay is None or relay.finished:
+        return False
+    stream = relay.transports[0]
+    return (hasattr(stream, "gotEnd") and not stream.gotEnd
+            and not getattr(stream.conn, "closed", True))
 
 
 class V2RayClientToVTwistServer(_V2RayClientToVTwistServer, TestCase):
