@@ -14,14 +14,12 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 from tests.certs import shared_ca, shared_server_cert
-from vtwist.testing.doubles import LogCapture
+from vtwist.testing.doubles import HalfCloseRecorder, LogCapture
 from vtwist.transport.layer import LayerHandshakeError
 from vtwist.transport.tls import layer as tls
 from vtwist.transport.tls.context import (
@@ -65,20 +63,6 @@ class App(Protocol):
 
     def connectionLost(self, reason: Any) -> None:
         self.reason = reason
-
-
-@implementer(IHalfCloseableProtocol)
-class HalfApp(App):
-    """An :class:`App` that takes a half-close (and records it)."""
-
-    halfClosed = False
-    writeClosed = False
-
-    def readConnectionLost(self) -> None:
-        self.halfClosed = True
-
-    def writeConnectionLost(self) -> None:
-        self.writeClosed = True
 
 
 class CountingTransport(FakeTransport):
@@ -250,7 +234,7 @@ class MemoryTests(SynchronousTestCase):
         closes once both sides are done (each side's close, either order)."""
         for closer in ("client", "server"):
             pair = Pair(self)
-            pair.server_app, pair.client_app = HalfApp(), HalfApp()
+            pair.server_app, pair.client_app = HalfCloseRecorder(), HalfCloseRecorder()
             pair.run()
             ended, other = ((pair.client_app, pair.server_app) if closer == "client"
                             else (pair.server_app, pair.client_app))
@@ -258,28 +242,28 @@ class MemoryTests(SynchronousTestCase):
             ended.transport.loseWriteConnection()
             ended.transport.write(b"dropped: written after the half-close")
             pair.run()
-            self.assertTrue(other.halfClosed)
-            self.assertEqual(b"".join(other.received), b"request")
-            self.assertIsNone(other.reason)  # still open: its direction goes on
-            self.assertIsNone(ended.reason)
+            self.assertTrue(other.readLost)
+            self.assertEqual(other.data, b"request")
+            self.assertIsNone(other.lost)  # still open: its direction goes on
+            self.assertIsNone(ended.lost)
             other.transport.write(b"answer after the half-close")
             pair.run()
-            self.assertEqual(b"".join(ended.received), b"answer after the half-close")
+            self.assertEqual(ended.data, b"answer after the half-close")
             other.transport.loseConnection()
             pair.run()
             for app in (ended, other):
-                self.assertIsInstance(app.reason.value, ConnectionDone)
+                self.assertIsInstance(app.lost.value, ConnectionDone)
 
     def test_close_notify_closes_an_app_without_half_close(self) -> None:
         """A peer's close_notify still closes a connection whose application cannot take a
         half-close (the answer goes, then the close)."""
         pair = Pair(self)
-        pair.client_app = HalfApp()
+        pair.client_app = HalfCloseRecorder()
         pair.run()
         pair.client_app.transport.loseWriteConnection()
         pair.run()
         self.assertIsInstance(pair.server_app.reason.value, ConnectionDone)
-        self.assertIsInstance(pair.client_app.reason.value, ConnectionDone)
+        self.assertIsInstance(pair.client_app.lost.value, ConnectionDone)
 
     def test_tls12_sends_no_close_notify_for_a_half_close(self) -> None:
         """Under TLS 1.2 a close_notify asks the peer to close: a half-close sends nothing."""
@@ -289,16 +273,16 @@ class MemoryTests(SynchronousTestCase):
             return options
 
         pair = Pair(self, options=RotatingServerOptions(tls12))
-        pair.server_app, pair.client_app = HalfApp(), HalfApp()
+        pair.server_app, pair.client_app = HalfCloseRecorder(), HalfCloseRecorder()
         pair.run()
         writes = pair.client_wire.writes
         pair.client_app.transport.loseWriteConnection()
         pair.run()
         self.assertEqual(pair.client_wire.writes, writes)
-        self.assertFalse(pair.server_app.halfClosed)
+        self.assertFalse(pair.server_app.readLost)
         pair.client_app.transport.write(b"still open")
         pair.run()
-        self.assertEqual(b"".join(pair.server_app.received), b"still open")
+        self.assertEqual(pair.server_app.data, b"still open")
 
     def test_tcp_close_without_close_notify_is_connection_lost(self) -> None:
         pair = Pair(self)
