@@ -16,10 +16,16 @@ keeps one selectable per fd, so the transport and its end are never registered t
   buffer (held or early bytes, a write in flight): until then the relay runs as usual, a
   side pausing while the buffer its bytes go into drains. Every byte written before is then
   in the kernel.
-- **Backpressure.** A direction reads its source only while its pipe is empty; when the
+- **Moving.** One readiness event runs a direction as far as it goes: splice the source
+  into the pipe, at once out of the pipe into the destination, again, until the source has
+  nothing (``EAGAIN``), the destination takes no more, or :data:`ROUND_LIMIT` bytes moved. A
+  pipe starts at :data:`PIPE_SIZE` and grows to :data:`BULK_PIPE_SIZE` once a direction
+  moves a pipeful in one event.
+- **Backpressure.** A direction reads its source only while its pipe is empty. When the
   destination takes less than the pipe holds (``EAGAIN``), the source stops reading and the
-  destination waits for writability. At most one pipe (:data:`PIPE_SIZE`) per direction is
-  in flight.
+  destination waits for writability; when it can take more, the same event drains the pipe
+  and reads on, so a direction under steady backpressure stays registered for writability
+  only and changes no registration per chunk. At most one pipe per direction is in flight.
 - **Half-close.** End of stream on a source (after its pipe drained) shuts the destination's
   write side (``SHUT_WR``) and reports :meth:`Relay.eof`, which keeps V2Ray's timers.
 - **Timers and counters.** Every splice marks ``relay.activity.active`` and adds to
@@ -62,9 +68,14 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="vtwist.splice")
 
-#: Bytes one pipe holds (``F_SETPIPE_SZ``; the kernel rounds up to pages). One read moves at
-#: most this much, and it is all a direction keeps in flight.
+#: Bytes a new pipe holds (``F_SETPIPE_SZ``; the kernel rounds up to pages). A splice into
+#: it moves at most this much, and it is all a direction keeps in flight.
 PIPE_SIZE = 256 * 1024
+
+#: What a pipe grows to once its direction moves bulk (one reactor event brought at least a
+#: pipeful): four times fewer splices and reactor wake-ups per byte. It is the default
+#: ``/proc/sys/fs/pipe-max-size``; where the pipe quota refuses, the pipe keeps its size.
+BULK_PIPE_SIZE = 1024 * 1024
 
 #: A pipe that holds less than this is not worth splicing through: an unprivileged user past
 #: ``/proc/sys/fs/pipe-user-pages-soft`` (64 MiB of pipes: 128 relays at PIPE_SIZE) gets
@@ -72,9 +83,9 @@ PIPE_SIZE = 256 * 1024
 #: more system calls than the normal relay. Such a relay stays on the protocols.
 MIN_PIPE_SIZE = 64 * 1024
 
-#: A readable socket moves at most this many bytes per reactor event, so one busy relay
-#: cannot starve the others.
-ROUND_LIMIT = 4 * PIPE_SIZE
+#: One reactor event moves at most this many bytes in a direction, so one busy relay cannot
+#: starve the others (about a millisecond at loopback speed).
+ROUND_LIMIT = 4 * BULK_PIPE_SIZE
 
 #: A relay is offered the splice this long after it starts: a short exchange (a request and
 #: its answer) is over by then and never pays for the pipes.
@@ -271,11 +282,13 @@ class SocketEnd:
 class _Pipe:
     """One direction: bytes from side ``src`` to the other side through a pipe."""
 
-    __slots__ = ("src", "rfd", "wfd", "pending", "eof", "shut")
+    __slots__ = ("src", "rfd", "wfd", "size", "grown", "pending", "eof", "shut")
 
     def __init__(self, src: int) -> None:
         self.src = src
         self.rfd = self.wfd = -1
+        self.size = 0  # what the pipe holds (bytes)
+        self.grown = False  # tried to grow to BULK_PIPE_SIZE
         self.pending = 0  # bytes in the pipe
         self.eof = False  # the source ended
         self.shut = False  # the destination's write side is shut
@@ -288,10 +301,20 @@ class _Pipe:
             fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:  # a per-user pipe quota: the default 64 KiB still works
             pass
-        size = fcntl.fcntl(self.wfd, fcntl.F_GETPIPE_SZ)
-        if size < MIN_PIPE_SIZE:
-            raise OSError(errno.ENOBUFS, f"a pipe of {size} bytes (the user's pipe quota "
-                                         "is used up)")
+        self.size = fcntl.fcntl(self.wfd, fcntl.F_GETPIPE_SZ)
+        if self.size < MIN_PIPE_SIZE:
+            raise OSError(errno.ENOBUFS, f"a pipe of {self.size} bytes (the user's pipe "
+                                         "quota is used up)")
+
+    def grow(self) -> None:
+        """Try once to hold :data:`BULK_PIPE_SIZE` (the quota may refuse: keep the size)."""
+        self.grown = True
+        if self.size >= BULK_PIPE_SIZE:
+            return
+        try:
+            self.size = fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, BULK_PIPE_SIZE)
+        except OSError:
+            pass
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
@@ -366,45 +389,11 @@ class Splicer:
     # -- events from the reactor ----------------------------------------------------------
     def readable(self, side: int) -> None:
         """``side``'s socket has bytes or its end: move them towards the other side."""
-        pipe = self.pipes[side]
-        src = self.ends[side].fd
-        relay = self.relay
-        moved = 0
-        while self.running and pipe.pending == 0 and moved < ROUND_LIMIT:
-            try:
-                n = os.splice(src, pipe.wfd, PIPE_SIZE, flags=_FLAGS)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            except OSError as e:
-                self._gone(side, e)
-                return
-            if n == 0:
-                pipe.eof = True
-                self.ends[side].stopReading()
-                self._shut(pipe)
-                return
-            moved += n
-            pipe.pending = n
-            relay.bytes[side] += n
-            relay.activity.active = True
-            stats.bytes += n
-            if not self._flush(pipe):
-                return
+        self._pump(self.pipes[side])
 
     def writable(self, side: int) -> None:
-        """``side``'s socket can take more: drain the pipe flowing into it."""
-        pipe = self.pipes[1 - side]
-        if pipe.pending and not self._flush(pipe):
-            return
-        if not self.running:
-            return
-        self.ends[side].stopWriting()
-        if pipe.eof:
-            self._shut(pipe)
-        else:
-            self.ends[pipe.src].startReading()
+        """``side``'s socket can take more: drain the pipe flowing into it, then read on."""
+        self._pump(self.pipes[1 - side])
 
     def endLost(self, side: int, reason: Failure) -> None:
         """The reactor dropped ``side``'s descriptor (a hang-up, an error, its shutdown): the
@@ -417,24 +406,72 @@ class Splicer:
             transport.connectionLost(reason)
 
     # -- moving bytes ---------------------------------------------------------------------
-    def _flush(self, pipe: _Pipe) -> bool:
-        """Empty ``pipe`` into its destination; False when it must wait (or failed)."""
-        dst_side = 1 - pipe.src
+    def _pump(self, pipe: _Pipe) -> None:
+        """Move ``pipe``'s direction as far as it goes in one event: drain the pipe, splice
+        the source in, drain again, ... until the source is empty (wait for readability),
+        the destination is full (wait for writability), the source ended, or
+        :data:`ROUND_LIMIT` bytes moved (the registrations stay: the reactor calls again)."""
+        if not self.running:
+            return
+        src_side = pipe.src
+        dst_side = 1 - src_side
+        src = self.ends[src_side].fd
         dst = self.ends[dst_side].fd
-        while pipe.pending:
+        rfd, wfd = pipe.rfd, pipe.wfd
+        splice = os.splice
+        pending = pipe.pending
+        moved = 0
+        while True:
+            while pending:
+                try:
+                    out = splice(rfd, dst, pending, flags=_FLAGS)
+                except BlockingIOError:
+                    out = 0
+                except OSError as e:
+                    pipe.pending = pending
+                    self._gone(dst_side, e)
+                    return
+                if not out:
+                    pipe.pending = pending
+                    self._await_destination(pipe)
+                    return
+                pending -= out
+            pipe.pending = 0
+            if moved >= ROUND_LIMIT:
+                return
             try:
-                n = os.splice(pipe.rfd, dst, pipe.pending, flags=_FLAGS)
+                n = splice(src, wfd, pipe.size, flags=_FLAGS)
             except BlockingIOError:
-                self.ends[pipe.src].stopReading()  # backpressure: wait for the destination
-                self.ends[dst_side].startWriting()
-                return False
-            except InterruptedError:
-                continue
+                self._await_source(pipe)
+                return
             except OSError as e:
-                self._gone(dst_side, e)
-                return False
-            pipe.pending -= n
-        return True
+                self._gone(src_side, e)
+                return
+            if n == 0:
+                pipe.eof = True
+                self.ends[src_side].stopReading()
+                self.ends[dst_side].stopWriting()
+                self._shut(pipe)
+                return
+            pending = n
+            moved += n
+            relay = self.relay
+            relay.bytes[src_side] += n
+            relay.activity.active = True
+            stats.bytes += n
+            if moved >= pipe.size and not pipe.grown:
+                pipe.grow()
+
+    def _await_destination(self, pipe: _Pipe) -> None:
+        """Backpressure: the source stops reading until the destination takes more."""
+        self.ends[pipe.src].stopReading()
+        self.ends[1 - pipe.src].startWriting()
+
+    def _await_source(self, pipe: _Pipe) -> None:
+        """The pipe is empty and so is the source: wait for it to be readable."""
+        self.ends[1 - pipe.src].stopWriting()
+        if not pipe.eof:
+            self.ends[pipe.src].startReading()
 
     def _shut(self, pipe: _Pipe) -> None:
         """The source ended: once its pipe is empty, half-close the destination."""

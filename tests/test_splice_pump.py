@@ -1,0 +1,153 @@
+"""How the zero-copy relay moves bulk (:mod:`vtwist.tunnel.splice`): pipes that grow for
+bulk, a quota that refuses the growth, the per-event byte budget, and a direction under
+steady backpressure that stays registered for writability instead of switching its reactor
+registrations per chunk. Real sockets; the proxy runs in the test's reactor."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import time
+from typing import Any
+from unittest import mock
+
+from twisted.internet import defer, reactor, threads
+
+from vtwist.tunnel import splice
+from vtwist.tunnel.splice import BULK_PIPE_SIZE, PIPE_SIZE, SocketEnd
+
+from .test_socks_e2e import socks_connect
+from .test_splice import (
+    MB,
+    SETTLE,
+    TIMEOUT,
+    SpliceTestBase,
+    Target,
+    digest_of,
+    recv_digest,
+    send_all,
+)
+
+
+def upload(port: int, target: Target, total: int, seed: bytes) -> None:
+    """Through the SOCKS inbound on ``port``: wait for the splice, send ``total`` bytes,
+    half-close, wait for the target's close."""
+    with socks_connect(port, "127.0.0.1", target.port) as sock:
+        sock.settimeout(TIMEOUT)
+        time.sleep(SETTLE)
+        send_all(sock, total, seed)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1)
+
+
+def slow_reader(sock: socket.socket) -> tuple[int, bytes]:
+    """Read to EOF in 64 KiB steps with a pause now and then: a destination that keeps
+    the relay's socket full."""
+    import hashlib
+
+    h = hashlib.sha256()
+    count = 0
+    while True:
+        data = sock.recv(64 * 1024)
+        if not data:
+            return count, h.digest()
+        h.update(data)
+        count += len(data)
+        if count % (4 * MB) < 64 * 1024:
+            time.sleep(0.002)
+
+
+class PumpTests(SpliceTestBase):
+    def pipes_made(self) -> list[Any]:
+        """Every pipe the splicers open from now on (their sizes survive the close)."""
+        made: list[Any] = []
+        original = splice._Pipe.open  # (PipeWatch's recorder: the fds are still checked)
+
+        def record(pipe: Any) -> None:
+            original(pipe)
+            made.append(pipe)
+
+        patcher = mock.patch.object(splice._Pipe, "open", record)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return made
+
+    @defer.inlineCallbacks
+    def test_bulk_grows_its_pipe(self) -> Any:
+        """A direction that moves bulk grows its pipe to BULK_PIPE_SIZE; the direction that
+        carried one byte keeps the size it started with."""
+        made = self.pipes_made()
+        total = 16 * MB
+        target = Target(self, lambda s: (recv_digest(s), s.sendall(b"k"))[0])
+        yield threads.deferToThread(upload, self.port, target, total, b"bulk")
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (total, digest_of(total, b"bulk")))
+        self.assertEqual(self.spliced(), 1)
+        sizes = {pipe.src: (pipe.size, pipe.grown) for pipe in made}
+        self.assertEqual(sizes, {0: (BULK_PIPE_SIZE, True), 1: (PIPE_SIZE, False)})
+        yield self.assertNothingLeft()
+
+    @defer.inlineCallbacks
+    def test_quota_refuses_growth(self) -> Any:
+        """Past the user's pipe quota the kernel refuses to grow a pipe (EPERM): the relay
+        keeps the pipe it has, tries once, and moves every byte."""
+        made = self.pipes_made()
+        refused: list[int] = []
+        real_fcntl = fcntl.fcntl
+
+        def quota(fd: int, cmd: int, arg: int = 0) -> int:
+            if cmd == fcntl.F_SETPIPE_SZ and arg > PIPE_SIZE:
+                refused.append(fd)
+                raise PermissionError(1, "Operation not permitted")
+            return real_fcntl(fd, cmd, arg)
+
+        self.patch(splice.fcntl, "fcntl", quota)
+        total = 16 * MB
+        target = Target(self, lambda s: (recv_digest(s), s.sendall(b"k"))[0])
+        yield threads.deferToThread(upload, self.port, target, total, b"quota")
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (total, digest_of(total, b"quota")))
+        self.assertEqual(self.spliced(), 1)
+        [upward] = [pipe for pipe in made if pipe.src == 0]
+        self.assertEqual((upward.size, upward.grown), (PIPE_SIZE, True))
+        self.assertEqual(len(refused), 1)  # one attempt, not one per event
+        yield self.assertNothingLeft()
+
+    @defer.inlineCallbacks
+    def test_small_budget_per_event(self) -> Any:
+        """With a per-event budget of one pipeful the relay hands the reactor back after
+        every pipeful, from readability and from writability alike, and loses nothing."""
+        self.patch(splice, "ROUND_LIMIT", 64 * 1024)
+        total = 24 * MB
+        target = Target(self, slow_reader, rcvbuf=64 * 1024)
+        yield threads.deferToThread(upload, self.port, target, total, b"budget")
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (total, digest_of(total, b"budget")))
+        self.assertEqual(self.spliced(), 1)
+        yield self.assertNothingLeft()
+
+    @defer.inlineCallbacks
+    def test_backpressure_keeps_registrations(self) -> Any:
+        """A fast client into a destination that keeps the relay's socket full: the
+        direction waits for writability, and each time the destination takes more the same
+        event drains the pipe and reads on, so the reactor registrations change a handful of
+        times for the whole transfer, not four times per chunk."""
+        changes: list[str] = []
+        for name in ("addReader", "removeReader", "addWriter", "removeWriter"):
+            original = getattr(reactor, name)
+
+            def counted(selectable: Any, _name: str = name, _original: Any = original) -> Any:
+                if isinstance(selectable, SocketEnd):
+                    changes.append(_name)
+                return _original(selectable)
+
+            self.patch(reactor, name, counted)
+        total = 32 * MB
+        target = Target(self, slow_reader, rcvbuf=64 * 1024)
+        yield threads.deferToThread(upload, self.port, target, total, b"pressure")
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (total, digest_of(total, b"pressure")))
+        self.assertEqual(self.spliced(), 1)
+        self.assertIn("addWriter", changes)  # it did wait for the destination
+        self.assertLess(len(changes), 20, changes)  # the old splicer: 80 here
+        yield self.assertNothingLeft()
