@@ -35,6 +35,11 @@ class _FakeServerEndpoint:
         return succeed(proto)
 
 
+class _Refusing(Factory):
+    def buildProtocol(self, addr: Any) -> None:
+        return None
+
+
 class PoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -63,6 +68,48 @@ class PoolTests(SynchronousTestCase):
         apps[0].transport.loseConnection()
         self.open()  # room again on the first carrier
         self.assertEqual(len(self.transports), 2)
+
+    def test_sessions_stop_counting_once_end_goes_either_way(self) -> None:
+        """As 4.34: a session counts against ``concurrency`` until End went either way
+        (our half-close, the server's End, an error End, an abort, a factory refusal);
+        the carrier's count matches its live sessions after each."""
+        pool = MuxPool(lambda: _FakeServerEndpoint(self.transports), 3, reactor=self.clock)
+        self.pool = pool
+
+        def count(carrier: Any) -> int:
+            return sum(not (s.sentEnd or s.gotEnd) for s in carrier.sessions.live.values())
+
+        apps = [self.open() for _ in range(3)]
+        [carrier] = pool.carriers
+        self.assertTrue(carrier.full)
+        self.assertEqual((carrier.unended, count(carrier)), (3, 3))
+        apps[0].transport.write(b"q")
+        apps[0].transport.loseWriteConnection()  # End sent, the session still receives
+        self.assertEqual((carrier.unended, count(carrier)), (2, 2))
+        self.assertFalse(carrier.full)
+        apps.append(self.open())
+        self.assertEqual(len(self.transports), 1)
+        carrier.dataReceived(F.encode_end(2))  # the server's End: half-closed our way
+        self.assertTrue(apps[1].readLost)
+        self.assertEqual((carrier.unended, count(carrier)), (2, 2))
+        carrier.dataReceived(F.encode_end(1))  # both ways now: the session is over
+        self.assertNotIn(1, carrier.sessions)
+        self.assertEqual((carrier.unended, count(carrier)), (2, 2))
+        carrier.dataReceived(F.encode_end(3, error=True))
+        apps[3].transport.abortConnection()
+        self.assertEqual((carrier.unended, count(carrier)), (0, 0))
+        apps[1].transport.loseConnection()
+        self.assertEqual((carrier.unended, len(carrier.sessions)), (0, 0))
+        refused: list[Any] = []
+        for factory in (_Refusing(), Factory.forProtocol(lambda: None)):  # None; raises
+            pool.endpoint(TARGET).connect(factory).addErrback(refused.append)
+            self.assertEqual((carrier.unended, len(carrier.sessions)), (0, 0))
+        self.assertEqual(len(refused), 2)
+        apps = [self.open() for _ in range(4)]
+        self.assertEqual(len(self.transports), 2)  # the fourth did not fit
+        self.assertEqual((carrier.unended, count(carrier)), (3, 3))
+        self.transports[0].protocol.connectionLost(None)  # the carrier goes: all over
+        self.assertEqual((carrier.unended, len(carrier.sessions)), (0, 0))
 
     def test_first_payload_wait(self) -> None:
         app = self.open()

@@ -89,6 +89,37 @@ class VectorTests(SynchronousTestCase):
         self.assertTrue(dec.at_boundary)
 
 
+    def test_every_split_of_mixed_frames(self) -> None:
+        """Keep/End frames read inline, a New with data, an empty Keep, KeepAlive, a UDP
+        New: the same frames whatever two pieces the bytes arrive in."""
+        raw = b"".join([
+            F.encode_new(1, Destination.tcp("example.com", 443), b"hello"),
+            *F.encode_keep(1, b"x" * 300), F.encode_end(1), F.encode_keepalive(),
+            F.encode_new(2, Destination.tcp("10.0.0.1", 80)), *F.encode_keep(2, b""),
+            F.encode_new(3, Destination.udp("8.8.8.8", 53), b"query"), F.encode_end(2, True),
+            b"\x00\x04\x00\x03\x02\x00",  # Keep without data
+        ])
+        whole = F.FrameDecoder().feed(raw)
+        self.assertEqual([(f.session_id, f.status) for f in whole],
+                         [(1, F.NEW), (1, F.KEEP), (1, F.END), (0, F.KEEPALIVE), (2, F.NEW),
+                          (2, F.KEEP), (3, F.NEW), (2, F.END), (3, F.KEEP)])
+        self.assertEqual([f.data for f in whole],
+                         [b"hello", b"x" * 300, None, None, None, b"", b"query", None, None])
+        for cut in range(len(raw) + 1):
+            dec = F.FrameDecoder()
+            self.assertEqual(dec.feed(raw[:cut]) + dec.feed(raw[cut:]), whole)
+            self.assertTrue(dec.at_boundary)
+
+    def test_bad_length_reported_before_the_metadata(self) -> None:
+        """A metadata length 4.34 would refuse fails as soon as its two bytes arrive."""
+        for head in (b"\x02\x01", b"\x00\x03", b"\x00\x00"):
+            with self.assertRaises(F.MuxError):
+                F.FrameDecoder().feed(head)
+        dec = F.FrameDecoder()
+        self.assertEqual(dec.feed(b"\x00\x04\x00"), [])  # a fine length waits for more
+        self.assertFalse(dec.at_boundary)
+
+
 class LimitTests(SynchronousTestCase):
     """4.34's reader limits (mux.md §2.4, §5.2)."""
 

@@ -112,22 +112,10 @@ class MuxCarrier(MuxConnection):
             return True
         waiting = len(self.waiters)
         pool = self.pool
-        if self.opened + waiting >= pool.max_sessions:
-            return True
-        live = self.sessions.live
-        room = pool.concurrency - waiting
-        if room <= 0:
-            return True
-        if len(live) < room:
-            return False
         # As 4.34, a session stops counting once End went either way (a half-closed one
-        # may still be receiving).
-        for s in live.values():
-            if not (s.sentEnd or s.gotEnd):
-                room -= 1
-                if room <= 0:
-                    return True
-        return False
+        # may still be receiving): ``unended``.
+        return (self.opened + waiting >= pool.max_sessions
+                or self.unended + waiting >= pool.concurrency)
 
     closing = False
 
@@ -181,18 +169,29 @@ class MuxCarrier(MuxConnection):
         if self.closed:
             raise ConnectionLost("the mux connection closed")
         sessions = self.sessions
-        sid = sessions.allocate()
+        live = sessions.live
+        # SessionTable.allocate, inline for the usual case (the next id is free)
+        sid = (sessions.allocated + 1) & 0xFFFF
+        if sid and sid not in live:
+            sessions.allocated += 1
+        else:
+            sid = sessions.allocate()
         stream = MuxStream(self, sid, destination)
         stream.pendingNew = True
         if stream.udp:
             sessions.add(sid, stream, udp=True)
         else:  # SessionTable.add, inline: a TCP id the client just allocated
-            sessions.live[sid] = stream
-            sessions.udp.discard(sid)
+            live[sid] = stream
+            if sessions.udp:
+                sessions.udp.discard(sid)
             if sid > sessions.highest:
                 sessions.highest = sid
         self.opened += 1
-        proto = factory.buildProtocol(None)
+        try:
+            proto = factory.buildProtocol(None)
+        except BaseException:
+            stream.loseConnection()  # the session is over before it began
+            raise
         if proto is None:
             stream.loseConnection()
             raise ConnectionLost("the protocol factory refused the connection")
@@ -244,7 +243,8 @@ class MuxCarrier(MuxConnection):
     def forget(self, stream: MuxStream) -> None:
         """A session ended; an empty carrier starts its idle timer."""
         super().forget(stream)
-        self._checkIdle()
+        if not self.sessions.live:
+            self._checkIdle()
 
     def _checkIdle(self) -> None:
         if self.closed or self.sessions.live or self.waiters or self.connecting:

@@ -38,6 +38,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     ITransport,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -74,6 +75,19 @@ FLUSH_BYTES = 16 * 1024
 #: write on its own, and a read at the peer); the first other frame takes it along.
 END_DELAY = 0.002
 _KEEP_HEAD = struct.Struct(">HHBBH")
+_END_HEAD = struct.Struct(">HHBB")  # an End frame: metaLen 4, id, End, option
+
+#: protocol classes by whether they hear a half-close (``readConnectionLost``): asked once
+#: per class, not once per session's End
+_HALF_CLOSEABLE: dict[type, bool] = {}
+
+
+def _half_closeable(protocol: Any) -> bool:
+    kind = type(protocol)
+    known = _HALF_CLOSEABLE.get(kind)
+    if known is None:
+        known = _HALF_CLOSEABLE[kind] = bool(IHalfCloseableProtocol.providedBy(protocol))
+    return known
 
 
 def _no_delay(transport: Any) -> None:
@@ -100,28 +114,35 @@ class MuxStream:
     (``dataReceived``, ``readConnectionLost``, ``connectionLost``, and for UDP sessions
     ``datagramReceived(data, source)`` when it has one)."""
 
+    #: the session's protocol, and the producer feeding its writes
+    protocol: Any = None
+    producer: Any = None
+    #: we sent End / the peer sent End / the session is over
+    sentEnd = False
+    gotEnd = False
+    closed = False
+    disconnecting = False
+    #: our consumer paused us, and what arrived since
+    paused = False
+    pendingBytes = 0
+    #: client: the New frame has not gone out yet; when it goes out alone at the latest
+    pendingNew = False
+    newDeadline = 0.0
+    #: answer datagrams with their source in the metadata (an Xray peer)
+    xudp = False
+    sent = 0
+    received = 0
+    #: counted in the carrier's ``unended`` (no End either way yet, not over)
+    counted = False
+
     def __init__(self, conn: MuxConnection, sid: int, target: Destination) -> None:
+        # (the other attributes start as the class's defaults: a session sets few of them)
         self.conn = conn
         self.id = sid
         self.target = target
         self.udp = target.network == "udp"
-        self.protocol: Any = None
-        self.producer: Any = None
-        #: we sent End / the peer sent End / the session is over
-        self.sentEnd = False
-        self.gotEnd = False
-        self.closed = False
-        self.disconnecting = False
-        #: our consumer paused us, and what arrived since
-        self.paused = False
-        self.pendingBytes = 0
-        #: client: the New frame has not gone out yet; when it goes out alone at the latest
-        self.pendingNew = False
-        self.newDeadline = 0.0
-        #: answer datagrams with their source in the metadata (an Xray peer)
-        self.xudp = False
-        self.sent = 0
-        self.received = 0
+        self.counted = True
+        conn.unended += 1
 
     def announced(self) -> None:
         """The New frame goes out now."""
@@ -156,6 +177,9 @@ class MuxStream:
             return
         self.conn.sendEnd(self, error=False, halfClose=True)
         self.sentEnd = True
+        if self.counted:
+            self.counted = False
+            self.conn.unended -= 1
         if self.gotEnd:
             self._finish(None)
 
@@ -205,7 +229,8 @@ class MuxStream:
         """The consumer drained."""
         self.paused = False
         self.pendingBytes = 0
-        self.conn.unblock(self)
+        if self.conn.blockers:
+            self.conn.unblock(self)
 
     def stopProducing(self) -> None:
         """Stop for good."""
@@ -237,12 +262,15 @@ class MuxStream:
         if self.closed or self.gotEnd:
             return
         self.gotEnd = True
+        if self.counted:
+            self.counted = False
+            self.conn.unended -= 1
         if error:
             self.sentEnd = True  # the peer has forgotten the id: nothing more to send
             self._finish(Failure(ConnectionLost("the peer ended the session with an error")))
         elif self.sentEnd:
             self._finish(None)
-        elif IHalfCloseableProtocol.providedBy(self.protocol):
+        elif _half_closeable(self.protocol):
             self.protocol.readConnectionLost()
         else:
             self.loseConnection()
@@ -253,12 +281,17 @@ class MuxStream:
             return
         self.closed = True
         self.disconnecting = True
-        self.announced()
-        self.conn.forget(self)
-        protocol, self.protocol = self.protocol, None
+        self.pendingNew = False
+        conn = self.conn
+        if self.counted:
+            self.counted = False
+            conn.unended -= 1
+        conn.forget(self)
+        protocol = self.protocol
         self.producer = None
         if protocol is not None:
-            self.conn.notifyLost(protocol, reason)
+            self.protocol = None
+            conn.notifyLost(protocol, reason)
 
     def _lost(self, reason: Failure) -> None:
         """The carrier is gone."""
@@ -300,6 +333,8 @@ class MuxConnection:
     def __init__(self, clock: Any, transport: Any = None) -> None:
         self.clock = clock
         self.sessions: SessionTable[MuxStream] = SessionTable()
+        #: live sessions with no End either way yet (what a client's concurrency counts)
+        self.unended = 0
         self.decoder = FrameDecoder(self.sessions.udp)
         self.transport: Any = None
         self.writePaused = False
@@ -363,8 +398,8 @@ class MuxConnection:
         if self._lostQueue:
             lost, self._lostQueue = self._lostQueue, []
             for protocol, reason in lost:
-                protocol.connectionLost(reason if reason is not None
-                                        else Failure(ConnectionDone()))
+                # (Twisted's own shared ``connectionDone`` failure for a clean end)
+                protocol.connectionLost(reason if reason is not None else connectionDone)
         if self._urgent:
             self.flush()
 
@@ -438,18 +473,30 @@ class MuxConnection:
             else:
                 self.write(encode_keep(stream.id, data, address), n)
             return
-        if stream.pendingNew:
-            stream.announced()
-            if n > MAX_TCP_DATA:
+        if n > MAX_TCP_DATA:
+            if stream.pendingNew:
+                stream.pendingNew = False
                 view = memoryview(data)
                 self.write([encode_new(stream.id, stream.target, view[:MAX_TCP_DATA]),
                             *split_stream(stream.id, view[MAX_TCP_DATA:])], n)
             else:
-                self.write([encode_new(stream.id, stream.target, data)], n)
-        elif n <= MAX_TCP_DATA:
-            self.write([_KEEP_HEAD.pack(4, stream.id, KEEP, 1, n) + data], n)
+                self.write(split_stream(stream.id, data), n)
+            return
+        # One frame (a session's New with its first bytes, or a Keep): :meth:`write`, inline.
+        if self.closed or self.transport is None:
+            return
+        if stream.pendingNew:
+            stream.pendingNew = False
+            frame = encode_new(stream.id, stream.target, data)
         else:
-            self.write(split_stream(stream.id, data), n)
+            frame = _KEEP_HEAD.pack(4, stream.id, KEEP, 1, n) + data
+        self.active = self.wrote = self._urgent = True
+        self._out.append(frame)
+        size = self._outBytes = self._outBytes + n
+        if size >= FLUSH_BYTES:
+            self.flush()
+        elif self._turn is None:
+            self._turn = self.clock.callLater(0, self._endOfTurn)
 
     def sendEnd(self, stream: MuxStream, error: bool, halfClose: bool = False) -> None:
         """End for ``stream`` (a never-announced session: End with Error alone, as 4.34;
@@ -461,9 +508,9 @@ class MuxConnection:
                 return
             error = True
         if error:
-            self.write([encode_end(stream.id, True)])
+            self.write([_END_HEAD.pack(4, stream.id, END, OPT_ERROR)])
         else:
-            self.writeEnd(encode_end(stream.id))
+            self.writeEnd(_END_HEAD.pack(4, stream.id, END, 0))
 
     def flushNew(self, stream: MuxStream) -> None:
         """Send a pending New without data (the first-payload wait is over)."""
@@ -490,7 +537,7 @@ class MuxConnection:
     def frames(self, frames: list[Frame]) -> None:
         """Dispatch decoded frames to their sessions."""
         self.active = True
-        sessions = self.sessions
+        sessions = self.sessions.live  # (a dict: ``get`` without a Python call)
         # Consecutive Keep frames of one TCP session reach it as one piece (a sender's
         # large write arrives as a run of 8 KiB frames); datagrams stay one per frame.
         run: MuxStream | None = None
@@ -558,7 +605,12 @@ class MuxConnection:
     # -- ending ---------------------------------------------------------------------------
     def forget(self, stream: MuxStream) -> None:
         """``stream`` is over."""
-        self.sessions.remove(stream.id, stream)
+        sessions = self.sessions
+        sid = stream.id
+        if sessions.live.get(sid) is stream:  # SessionTable.remove, inline
+            del sessions.live[sid]
+            if stream.udp:
+                sessions.udp.discard(sid)
         if self.blockers:
             self.unblock(stream)
 

@@ -214,32 +214,33 @@ class FrameDecoder:
     def _parse(self) -> list[Frame]:
         buf = self._buf
         frames: list[Frame] = []
+        append = frames.append
         pos = self._pos
         end = len(buf)
+        frame = self._pending  # metadata read, data not yet (kept here until the end)
         view = memoryview(buf)  # data slices copy once; released before buf changes size
         try:
             while True:
-                frame = self._pending
                 if frame is None:
-                    if end - pos < 2:
+                    if end - pos < 6:  # metaLen and the shortest metadata (4)
+                        if end - pos >= 2:
+                            self._checkLength((buf[pos] << 8) | buf[pos + 1])
                         break
                     mlen = (buf[pos] << 8) | buf[pos + 1]
-                    if mlen > MAX_METADATA:
-                        raise MuxError(f"metadata too long ({mlen} bytes)")
-                    if mlen < 4:
-                        raise MuxError(f"metadata too short ({mlen} bytes)")
-                    if end - pos < 2 + mlen:
-                        break
                     if mlen == 4 and buf[pos + 4] in _PLAIN:  # Keep / End / KeepAlive, inline
                         frame = Frame((buf[pos + 2] << 8) | buf[pos + 3], buf[pos + 4],
                                       buf[pos + 5])
+                        pos += 6
                     else:
+                        self._checkLength(mlen)
+                        if end - pos < 2 + mlen:
+                            break
                         frame = parse_metadata(bytes(view[pos + 2:pos + 2 + mlen]))
-                    pos += 2 + mlen
+                        pos += 2 + mlen
                     if not frame.option & OPT_DATA:
-                        frames.append(frame)
+                        append(frame)
+                        frame = None
                         continue
-                    self._pending = frame
                 if end - pos < 2:
                     break
                 dlen = (buf[pos] << 8) | buf[pos + 1]
@@ -249,13 +250,14 @@ class FrameDecoder:
                     break
                 frame.data = bytes(view[pos + 2:pos + 2 + dlen])
                 pos += 2 + dlen
-                self._pending = None
-                frames.append(frame)
+                append(frame)
+                frame = None
         except MuxError:
             self.dead = True
             raise
         finally:
             view.release()
+        self._pending = frame
         if pos == end:
             buf.clear()
             pos = 0
@@ -264,6 +266,14 @@ class FrameDecoder:
             pos = 0
         self._pos = pos
         return frames
+
+    @staticmethod
+    def _checkLength(mlen: int) -> None:
+        """Raise :class:`MuxError` for a metadata length 4.34 would not read."""
+        if mlen > MAX_METADATA:
+            raise MuxError(f"metadata too long ({mlen} bytes)")
+        if mlen < 4:
+            raise MuxError(f"metadata too short ({mlen} bytes)")
 
     def _isUDP(self, frame: Frame) -> bool:
         if frame.status == NEW:

@@ -117,11 +117,18 @@ class MuxServer(MuxConnection):
         if self.inputDone:
             return
         target: Destination = frame.target  # type: ignore[assignment]
-        stream = MuxStream(self, frame.session_id, target)
-        old = self.sessions.add(frame.session_id, stream, udp=stream.udp)
-        if old is not None:  # 4.34 replaces a live id silently
-            old.sentEnd = True
-            old._finish(Failure(ConnectionResetByPeerId()))
+        sid = frame.session_id
+        stream = MuxStream(self, sid, target)
+        sessions = self.sessions
+        if stream.udp or sid in sessions.live or sessions.udp:
+            old = sessions.add(sid, stream, udp=stream.udp)
+            if old is not None:  # 4.34 replaces a live id silently
+                old.sentEnd = True
+                old._finish(Failure(ConnectionResetByPeerId()))
+        else:  # SessionTable.add, inline: a new TCP id
+            sessions.live[sid] = stream
+            if sid > sessions.highest:
+                sessions.highest = sid
         self.opened += 1
         self.activity.active = True
         if stream.udp:
