@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import resource
 import socket
 import sys
@@ -39,7 +40,7 @@ from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import _WrappingProtocol
-from twisted.internet.error import ConnectingCancelledError, NoProtocol
+from twisted.internet.error import ConnectingCancelledError, NoProtocol, getConnectError
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.tcp import Connection
@@ -223,7 +224,51 @@ class EagerServer(_EagerWrites, tcp.Server):
 
 class EagerClient(_EagerWrites, tcp.Client):
     """A connecting TCP connection whose writes go out at once when nothing is queued; it
-    tells its :class:`_Connecting` factory once the protocol is connected."""
+    tells its :class:`_Connecting` factory once the protocol is connected.
+
+    It also connects with fewer system calls than Twisted's ``doConnect``, which runs twice
+    and each time asks ``SO_ERROR`` and calls ``connect`` again, then unregisters the socket
+    and registers it anew for reading (five ``epoll_ctl`` calls in all). Here the first call
+    only connects and the second only asks ``SO_ERROR``; the socket, registered for reading
+    and writing while connecting as in Twisted, just stops writing once connected (three
+    ``epoll_ctl`` calls). The socket is made non-blocking when it is created."""
+
+    _connectStarted = False
+
+    def createInternetSocket(self) -> socket.socket:  # noqa: N802 - Twisted's name
+        """A non-blocking socket in one system call where the platform allows it."""
+        nonblock = getattr(socket, "SOCK_NONBLOCK", 0)
+        if not nonblock:
+            return super().createInternetSocket()
+        t: Any = self
+        return socket.socket(t.addressFamily, t.socketType | nonblock)
+
+    def doConnect(self) -> None:  # noqa: N802 - Twisted's name
+        """Start connecting (first call) or finish (the socket became ready)."""
+        t: Any = self
+        t.doWrite = t.doRead = self.doConnect
+        if not hasattr(self, "connector"):  # failed before a scheduled call ran
+            return
+        if self._connectStarted:
+            code = t.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            self._connectStarted = True
+            try:
+                code = t.socket.connect_ex(t.realAddress)
+            except OSError as e:
+                code = e.args[0]
+            if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                t.startReading()
+                t.startWriting()
+                return
+            if code == errno.EISCONN:
+                code = 0
+        if code:
+            t.failIfNotConnected(getConnectError((code, os.strerror(code))))
+            return
+        del t.doWrite, t.doRead
+        t.stopWriting()
+        self._connectDone()  # registers reading, already the case after a wait
 
     def _connectDone(self) -> None:
         super()._connectDone()
