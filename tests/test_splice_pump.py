@@ -6,15 +6,17 @@ registrations per chunk. Real sockets; the proxy runs in the test's reactor."""
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
 import time
 from typing import Any
 from unittest import mock
 
 from twisted.internet import defer, reactor, threads
+from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.tunnel import splice
-from vtwist.tunnel.splice import BULK_PIPE_SIZE, PIPE_SIZE, SocketEnd
+from vtwist.tunnel.splice import BULK_PIPE_SIZE, PIPE_SIZE, SocketEnd, stats
 
 from .test_socks_e2e import socks_connect
 from .test_splice import (
@@ -86,6 +88,23 @@ class PumpTests(SpliceTestBase):
         sizes = {pipe.src: (pipe.size, pipe.grown) for pipe in made}
         self.assertEqual(sizes, {0: (BULK_PIPE_SIZE, True), 1: (PIPE_SIZE, False)})
         yield self.assertNothingLeft()
+        self.assertEqual(stats.grown, 0)  # given back when the pipe closed
+
+    @defer.inlineCallbacks
+    def test_growth_budget_spent(self) -> Any:
+        """Once the process's pipes have grown by its budget, a bulk relay keeps the pipe
+        it started with (and still moves every byte)."""
+        made = self.pipes_made()
+        self.patch(splice, "_budget", float(BULK_PIPE_SIZE - PIPE_SIZE - 1))
+        total = 16 * MB
+        target = Target(self, lambda s: (recv_digest(s), s.sendall(b"k"))[0])
+        yield threads.deferToThread(upload, self.port, target, total, b"budget spent")
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (total, digest_of(total, b"budget spent")))
+        [upward] = [pipe for pipe in made if pipe.src == 0]
+        self.assertEqual((upward.size, upward.grown), (PIPE_SIZE, True))
+        yield self.assertNothingLeft()
+        self.assertEqual(stats.grown, 0)
 
     @defer.inlineCallbacks
     def test_quota_refuses_growth(self) -> Any:
@@ -151,3 +170,22 @@ class PumpTests(SpliceTestBase):
         self.assertIn("addWriter", changes)  # it did wait for the destination
         self.assertLess(len(changes), 20, changes)  # the old splicer: 80 here
         yield self.assertNothingLeft()
+
+
+class GrowthBudgetTests(SynchronousTestCase):
+    def budget(self, euid: int) -> float:
+        self.patch(splice, "_budget", None)
+        with mock.patch.object(splice.os, "geteuid", return_value=euid):
+            return splice.growth_budget()
+
+    def test_unprivileged_user(self) -> None:
+        """A quarter of the per-user soft pipe quota (the kernel's default 16384 pages:
+        16 MiB, room for 21 bulk directions beside new relays' pipes)."""
+        with open("/proc/sys/fs/pipe-user-pages-soft") as quota:
+            pages = int(quota.read())
+        expected = pages * os.sysconf("SC_PAGE_SIZE") / 4 if pages else float("inf")
+        self.assertEqual(self.budget(1000), expected)
+
+    def test_root(self) -> None:
+        """Root has no pipe quota: no bound."""
+        self.assertEqual(self.budget(0), float("inf"))

@@ -20,7 +20,8 @@ keeps one selectable per fd, so the transport and its end are never registered t
   into the pipe, at once out of the pipe into the destination, again, until the source has
   nothing (``EAGAIN``), the destination takes no more, or :data:`ROUND_LIMIT` bytes moved. A
   pipe starts at :data:`PIPE_SIZE` and grows to :data:`BULK_PIPE_SIZE` once a direction
-  moves a pipeful in one event.
+  moves a pipeful in one event, while the process's pipes have grown by less than
+  :func:`growth_budget` (so bulk relays leave an unprivileged user's pipe quota to new ones).
 - **Backpressure.** A direction reads its source only while its pipe is empty. When the
   destination takes less than the pipe holds (``EAGAIN``), the source stops reading and the
   destination waits for writability; when it can take more, the same event drains the pipe
@@ -111,9 +112,30 @@ class SpliceStats:
     bytes: int = 0
     #: splicers not yet stopped (pipes open)
     live: int = 0
+    #: bytes the open pipes grew by past their first size (see :func:`growth_budget`)
+    grown: int = 0
 
 
 stats = SpliceStats()
+
+_budget: float | None = None
+
+
+def growth_budget() -> float:
+    """How many bytes this process's pipes may grow by in all, so bulk relays leave the
+    per-user pipe quota to new relays: a quarter of ``/proc/sys/fs/pipe-user-pages-soft``
+    (a few processes of the same user share it), no bound for root (the kernel applies no
+    quota to it) or where the quota is off."""
+    global _budget
+    if _budget is None:
+        try:
+            with open("/proc/sys/fs/pipe-user-pages-soft") as quota:
+                pages = int(quota.read())
+        except (OSError, ValueError):
+            pages = 0
+        _budget = (float("inf") if os.geteuid() == 0 or pages <= 0
+                   else pages * os.sysconf("SC_PAGE_SIZE") / 4)
+    return _budget
 
 
 def enabled() -> bool:
@@ -220,7 +242,8 @@ class SpliceSwitch:
 class SocketEnd:
     """One socket of a splicer, registered with the reactor in its transport's place."""
 
-    __slots__ = ("splicer", "side", "transport", "fd", "reading", "writing")
+    __slots__ = ("splicer", "side", "transport", "fd", "reading", "writing", "inflow",
+                 "outflow")
 
     def __init__(self, splicer: Splicer, side: int, transport: Any) -> None:
         self.splicer = splicer
@@ -229,6 +252,9 @@ class SocketEnd:
         self.fd: int = transport.fileno()
         self.reading = False
         self.writing = False
+        #: the pipe this socket's bytes go into, and the one that drains into it
+        self.inflow: Any = None
+        self.outflow: Any = None
 
     def fileno(self) -> int:
         """The socket's descriptor, or -1 once the transport closed it."""
@@ -239,11 +265,11 @@ class SocketEnd:
 
     def doRead(self) -> None:
         """Bytes (or the end) arrived on this socket."""
-        self.splicer.readable(self.side)
+        self.splicer.pump(self.inflow)
 
     def doWrite(self) -> None:
         """This socket can take more."""
-        self.splicer.writable(self.side)
+        self.splicer.pump(self.outflow)
 
     def connectionLost(self, reason: Failure) -> None:
         """The reactor dropped this descriptor (an error, a hang-up, or shutdown)."""
@@ -282,13 +308,14 @@ class SocketEnd:
 class _Pipe:
     """One direction: bytes from side ``src`` to the other side through a pipe."""
 
-    __slots__ = ("src", "rfd", "wfd", "size", "grown", "pending", "eof", "shut")
+    __slots__ = ("src", "rfd", "wfd", "size", "grown", "extra", "pending", "eof", "shut")
 
     def __init__(self, src: int) -> None:
         self.src = src
         self.rfd = self.wfd = -1
         self.size = 0  # what the pipe holds (bytes)
         self.grown = False  # tried to grow to BULK_PIPE_SIZE
+        self.extra = 0  # bytes it grew by (counted in stats.grown while open)
         self.pending = 0  # bytes in the pipe
         self.eof = False  # the source ended
         self.shut = False  # the destination's write side is shut
@@ -307,20 +334,27 @@ class _Pipe:
                                          "quota is used up)")
 
     def grow(self) -> None:
-        """Try once to hold :data:`BULK_PIPE_SIZE` (the quota may refuse: keep the size)."""
+        """Try once to hold :data:`BULK_PIPE_SIZE`, within :func:`growth_budget` (and the
+        kernel's quota, which may refuse: the pipe keeps its size)."""
         self.grown = True
-        if self.size >= BULK_PIPE_SIZE:
+        more = BULK_PIPE_SIZE - self.size
+        if more <= 0 or stats.grown + more > growth_budget():
             return
         try:
-            self.size = fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, BULK_PIPE_SIZE)
+            size = fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, BULK_PIPE_SIZE)
         except OSError:
-            pass
+            return
+        self.extra = size - self.size
+        self.size = size
+        stats.grown += self.extra
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
             if fd >= 0:
                 os.close(fd)
         self.rfd = self.wfd = -1
+        stats.grown -= self.extra
+        self.extra = 0
 
 
 class Splicer:
@@ -331,6 +365,9 @@ class Splicer:
         self.reactor = reactor
         self.ends = [SocketEnd(self, side, t) for side, t in enumerate(relay.transports)]
         self.pipes = [_Pipe(0), _Pipe(1)]
+        for end in self.ends:
+            end.inflow = self.pipes[end.side]
+            end.outflow = self.pipes[1 - end.side]
         self.running = False
         self.stopped = False
 
@@ -389,11 +426,11 @@ class Splicer:
     # -- events from the reactor ----------------------------------------------------------
     def readable(self, side: int) -> None:
         """``side``'s socket has bytes or its end: move them towards the other side."""
-        self._pump(self.pipes[side])
+        self.pump(self.pipes[side])
 
     def writable(self, side: int) -> None:
         """``side``'s socket can take more: drain the pipe flowing into it, then read on."""
-        self._pump(self.pipes[1 - side])
+        self.pump(self.pipes[1 - side])
 
     def endLost(self, side: int, reason: Failure) -> None:
         """The reactor dropped ``side``'s descriptor (a hang-up, an error, its shutdown): the
@@ -406,7 +443,7 @@ class Splicer:
             transport.connectionLost(reason)
 
     # -- moving bytes ---------------------------------------------------------------------
-    def _pump(self, pipe: _Pipe) -> None:
+    def pump(self, pipe: _Pipe) -> None:
         """Move ``pipe``'s direction as far as it goes in one event: drain the pipe, splice
         the source in, drain again, ... until the source is empty (wait for readability),
         the destination is full (wait for writability), the source ended, or
@@ -424,7 +461,7 @@ class Splicer:
         while True:
             while pending:
                 try:
-                    out = splice(rfd, dst, pending, flags=_FLAGS)
+                    out = splice(rfd, dst, pending, None, None, _FLAGS)  # (positional: faster)
                 except BlockingIOError:
                     out = 0
                 except OSError as e:
@@ -440,7 +477,7 @@ class Splicer:
             if moved >= ROUND_LIMIT:
                 return
             try:
-                n = splice(src, wfd, pipe.size, flags=_FLAGS)
+                n = splice(src, wfd, pipe.size, None, None, _FLAGS)
             except BlockingIOError:
                 self._await_source(pipe)
                 return
