@@ -509,8 +509,14 @@ class MuxConnection:
             error = True
         if error:
             self.write([_END_HEAD.pack(4, stream.id, END, OPT_ERROR)])
-        else:
-            self.writeEnd(_END_HEAD.pack(4, stream.id, END, 0))
+            return
+        # :meth:`writeEnd`, inline
+        if self.closed or self.transport is None:
+            return
+        self.active = self.wrote = True
+        self._out.append(_END_HEAD.pack(4, stream.id, END, 0))
+        if self._lazy is None and not self._urgent:
+            self._lazy = self.clock.callLater(END_DELAY, self._lazyDue)
 
     def flushNew(self, stream: MuxStream) -> None:
         """Send a pending New without data (the first-payload wait is over)."""

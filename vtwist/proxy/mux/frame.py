@@ -326,15 +326,15 @@ def _encode_address(dest: Destination) -> bytes:
 def encode_new(session_id: int, target: Destination, data: bytes | memoryview | None = None,
                global_id: bytes | None = None) -> bytes:
     """A New frame for ``target`` (with its first data when ``data`` is not None)."""
-    address = encode_address(target)
+    address = _ADDRESSES.get((target.host, target.port)) or encode_address(target)
     if global_id:
         address += global_id
     head = _NEW_HEAD.pack(5 + len(address), session_id, NEW,
                           OPT_DATA if data is not None else 0,
-                          NET_UDP if target.network == "udp" else NET_TCP) + address
+                          NET_UDP if target.network == "udp" else NET_TCP)
     if data is None:
-        return head
-    return head + _HEAD.pack(len(data)) + data
+        return head + address
+    return b"".join((head, address, _HEAD.pack(len(data)), data))
 
 
 def encode_keep(session_id: int, data: bytes | memoryview,
