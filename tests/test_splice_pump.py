@@ -55,7 +55,7 @@ def slow_reader(sock: socket.socket) -> tuple[int, bytes]:
             return count, h.digest()
         h.update(data)
         count += len(data)
-        if count % (4 * MB) < 64 * 1024:
+        if count % MB < 64 * 1024:
             time.sleep(0.002)
 
 
