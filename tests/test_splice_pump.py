@@ -1,7 +1,8 @@
-"""How the zero-copy relay moves bulk (:mod:`vtwist.tunnel.splice`): pipes that grow for
-bulk, a quota that refuses the growth, the per-event byte budget, and a direction under
-steady backpressure that stays registered for writability instead of switching its reactor
-registrations per chunk. Real sockets; the proxy runs in the test's reactor."""
+"""How the zero-copy relay moves bulk (:mod:`vtwist.tunnel.splice`): a bulk relay switching
+early, pipes that grow for bulk (within a budget; a quota that refuses), the per-event byte
+budget, and a direction under steady backpressure that stays registered for writability
+instead of switching its reactor registrations per chunk. Real sockets (the proxy runs in
+the test's reactor), and a clock for when the switch looks."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import fcntl
 import os
 import socket
 import time
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.tcp import Connection
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 
 from vtwist.tunnel import splice
 from vtwist.tunnel.splice import BULK_PIPE_SIZE, PIPE_SIZE, SocketEnd, stats
@@ -189,3 +194,57 @@ class GrowthBudgetTests(SynchronousTestCase):
     def test_root(self) -> None:
         """Root has no pipe quota: no bound."""
         self.assertEqual(self.budget(0), float("inf"))
+
+
+class EarlySwitchTests(SynchronousTestCase):
+    """When a relay is offered the splice: a bulk relay at SPLICE_EARLY, others at
+    SPLICE_AFTER (a short request and answer never opens pipes)."""
+
+    def offered(self, moved: int) -> list[float]:
+        """When the switch looks at a relay that moved ``moved`` bytes in its first 2 ms."""
+        clock = task.Clock()
+        directlyProvides(clock, IReactorFDSet)
+        transports = [mock.Mock(spec=Connection, TLS=False) for _ in range(2)]
+        relay = SimpleNamespace(transports=transports, bytes=[0, 0], splice=None,
+                                finished=False, eofs=[False, False])
+        checks: list[float] = []
+        self.patch(splice, "enabled", lambda: True)
+        self.patch(splice.SpliceSwitch, "check", lambda switch: checks.append(clock.seconds()))
+        splice.offer_splice(relay, clock)  # type: ignore[arg-type]
+        self.assertIsInstance(relay.splice, splice.SpliceSwitch)
+        relay.bytes[1] = moved // 2
+        relay.bytes[0] = moved - moved // 2
+        clock.advance(splice.SPLICE_EARLY)
+        clock.advance(splice.SPLICE_AFTER - splice.SPLICE_EARLY)
+        clock.advance(1)
+        return checks
+
+    def test_bulk_switches_early(self) -> None:
+        self.assertEqual(self.offered(splice.BULK_HINT), [splice.SPLICE_EARLY])
+
+    def test_short_exchange_waits(self) -> None:
+        [when] = self.offered(splice.BULK_HINT - 1)
+        self.assertAlmostEqual(when, splice.SPLICE_AFTER)
+
+
+class ImmediateBulkTests(SpliceTestBase):
+    @defer.inlineCallbacks
+    def test_bulk_from_the_first_byte(self) -> Any:
+        """A client that sends 32 MB right after the CONNECT reply: the relay switches to
+        splice mid-stream (the bytes through the protocols drained first) and every byte
+        arrives in order."""
+        total = 32 * MB
+        target = Target(self, lambda s: (recv_digest(s), s.sendall(b"k"))[0])
+
+        def client() -> None:
+            with socks_connect(self.port, "127.0.0.1", target.port) as sock:
+                sock.settimeout(TIMEOUT)
+                send_all(sock, total, b"at once")
+                sock.shutdown(socket.SHUT_WR)
+                sock.recv(1)
+
+        yield threads.deferToThread(client)
+        served = yield threads.deferToThread(target.result)
+        self.assertEqual(served, (total, digest_of(total, b"at once")))
+        self.assertEqual(self.spliced(), 1)
+        yield self.assertNothingLeft()
