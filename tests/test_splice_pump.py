@@ -197,34 +197,66 @@ class GrowthBudgetTests(SynchronousTestCase):
 
 
 class EarlySwitchTests(SynchronousTestCase):
-    """When a relay is offered the splice: a bulk relay at SPLICE_EARLY, others at
-    SPLICE_AFTER (a short request and answer never opens pipes)."""
+    """When a relay is offered the splice: a bulk relay at the first look every SPLICE_EARLY
+    after it has moved BULK_HINT bytes, others at SPLICE_AFTER (a short request and answer
+    never opens pipes)."""
 
-    def offered(self, moved: int) -> list[float]:
-        """When the switch looks at a relay that moved ``moved`` bytes in its first 2 ms."""
-        clock = task.Clock()
-        directlyProvides(clock, IReactorFDSet)
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        directlyProvides(self.clock, IReactorFDSet)
+        self.checks: list[float] = []
+        self.patch(splice, "enabled", lambda: True)
+        self.patch(splice.SpliceSwitch, "check",
+                   lambda switch: self.checks.append(self.clock.seconds()))
+
+    def relay(self) -> Any:
+        """A relay of two plain TCP transports, offered the splice."""
         transports = [mock.Mock(spec=Connection, TLS=False) for _ in range(2)]
         relay = SimpleNamespace(transports=transports, bytes=[0, 0], splice=None,
                                 finished=False, eofs=[False, False])
-        checks: list[float] = []
-        self.patch(splice, "enabled", lambda: True)
-        self.patch(splice.SpliceSwitch, "check", lambda switch: checks.append(clock.seconds()))
-        splice.offer_splice(relay, clock)  # type: ignore[arg-type]
+        splice.offer_splice(relay, self.clock)  # type: ignore[arg-type]
         self.assertIsInstance(relay.splice, splice.SpliceSwitch)
-        relay.bytes[1] = moved // 2
-        relay.bytes[0] = moved - moved // 2
-        clock.advance(splice.SPLICE_EARLY)
-        clock.advance(splice.SPLICE_AFTER - splice.SPLICE_EARLY)
-        clock.advance(1)
-        return checks
+        return relay
+
+    def offered(self, moved: int, at: float = 0.0) -> list[float]:
+        """When the switch checks a relay that has moved ``moved`` bytes from ``at`` s on
+        (the clock steps 0.5 ms at a time)."""
+        clock, checks = self.clock, self.checks
+        relay = self.relay()
+        for step in range(80):
+            if step * 0.0005 >= at - 1e-9:
+                relay.bytes[1] = moved // 2
+                relay.bytes[0] = moved - moved // 2
+            clock.advance(0.0005)
+        return [round(when, 4) for when in checks]
 
     def test_bulk_switches_early(self) -> None:
         self.assertEqual(self.offered(splice.BULK_HINT), [splice.SPLICE_EARLY])
 
+    def test_bulk_that_starts_later(self) -> None:
+        """A relay made before its client sends (all streams connect, then all send)."""
+        self.assertEqual(self.offered(splice.BULK_HINT, at=0.007), [0.008])
+
     def test_short_exchange_waits(self) -> None:
-        [when] = self.offered(splice.BULK_HINT - 1)
-        self.assertAlmostEqual(when, splice.SPLICE_AFTER)
+        self.assertEqual(self.offered(splice.BULK_HINT - 1), [splice.SPLICE_AFTER])
+
+    def test_silent_relay_waits(self) -> None:
+        self.assertEqual(self.offered(0), [splice.SPLICE_AFTER])
+
+    def test_one_timer_for_all(self) -> None:
+        """Young relays share one timer; a relay that ends leaves; the timer stops with the
+        last one."""
+        relays = [self.relay() for _ in range(3)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        relays[0].bytes[0] = splice.BULK_HINT
+        self.clock.advance(splice.SPLICE_EARLY)
+        self.assertEqual(self.checks, [splice.SPLICE_EARLY])  # the bulk one went on
+        for relay in relays[1:]:
+            relay.splice.stop()  # as Relay.finish does
+        self.clock.advance(splice.SPLICE_EARLY)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNotIn(self.clock, splice._nursery)
+        self.assertEqual(self.checks, [splice.SPLICE_EARLY])
 
 
 class ImmediateBulkTests(SpliceTestBase):

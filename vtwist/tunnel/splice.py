@@ -11,8 +11,9 @@ small descriptor per socket (:class:`SocketEnd`, an ``IReadDescriptor`` and
 keeps one selectable per fd, so the transport and its end are never registered together.
 
 - **When.** A relay is offered the splice :data:`SPLICE_AFTER` (20 ms) after it starts, so
-  a short exchange never pays for two pipes; one that has already moved :data:`BULK_HINT`
-  bytes when it is :data:`SPLICE_EARLY` (2 ms) old is bulk and is offered it then.
+  a short exchange never pays for two pipes; one that has moved :data:`BULK_HINT` bytes
+  by one of the looks every :data:`SPLICE_EARLY` (2 ms) before that is bulk and is offered
+  it then (one :class:`Nursery` timer per reactor looks at all young relays).
 - **Order.** The switch happens only once neither transport has anything in its write
   buffer (held or early bytes, a write in flight): until then the relay runs as usual, a
   side pausing while the buffer its bytes go into drains. Every byte written before is then
@@ -93,16 +94,19 @@ ROUND_LIMIT = 4 * BULK_PIPE_SIZE
 #: its answer) is over by then and never pays for the pipes.
 SPLICE_AFTER = 0.02
 
-#: A relay that has moved :data:`BULK_HINT` bytes (both ways) when it is this old switches
-#: then: at gigabytes a second the 18 ms until :data:`SPLICE_AFTER` carry tens of MB
-#: through the protocols at several times the CPU cost per byte.
+#: Until :data:`SPLICE_AFTER` the switch looks this often whether a relay has moved
+#: :data:`BULK_HINT` bytes (both ways), and a relay that has switches then: at gigabytes a
+#: second 20 ms carry tens of MB through the protocols at several times the CPU cost per
+#: byte (a relay made before its client starts sending gets there on a later look).
 SPLICE_EARLY = 0.002
 
 #: See :data:`SPLICE_EARLY`; far more than a request and its answer.
 BULK_HINT = 256 * 1024
 
-#: How long the switch waits between checks for empty write buffers (grows to the last).
-SWITCH_DELAYS = (0.0, 0.001, 0.005, 0.02, 0.05)
+#: How long the switch waits between checks for empty write buffers (grows to the last):
+#: a bulk relay's buffer takes a few ms to drain while its source is paused, and every
+#: millisecond the check lags is a millisecond of paused relay.
+SWITCH_DELAYS = (0.0, 0.001, 0.002, 0.002, 0.004, 0.004, 0.008, 0.008, 0.016, 0.032, 0.05)
 
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
@@ -163,7 +167,51 @@ def offer_splice(relay: Relay, reactor: Any) -> None:
     # Not now: the relay's builder replays held input into it right after construction.
     switch = SpliceSwitch(relay, reactor)
     relay.splice = switch
-    switch.later(SPLICE_EARLY, switch.early)
+    young = _nursery.get(reactor)
+    if young is None:
+        young = _nursery[reactor] = Nursery(reactor)
+    young.add(switch)
+
+
+class Nursery:
+    """The relays of one reactor younger than :data:`SPLICE_AFTER`, looked at together
+    every :data:`SPLICE_EARLY` while there are any: a relay that has moved
+    :data:`BULK_HINT` bytes, or has come of age, goes on to its switch's check. One timer
+    for all of them costs a short connection a dict entry, not a timer of its own."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.young: dict[SpliceSwitch, float] = {}  # switch -> when it comes of age
+        self._call: Any = None
+
+    def add(self, switch: SpliceSwitch) -> None:
+        """Look at ``switch``'s relay from now on."""
+        self.young[switch] = self.reactor.seconds() + SPLICE_AFTER - SPLICE_EARLY / 2
+        switch.nursery = self
+        if self._call is None:
+            self._call = self.reactor.callLater(SPLICE_EARLY, self.look)
+
+    def discard(self, switch: SpliceSwitch) -> None:
+        """``switch``'s relay ended (or was handed on)."""
+        self.young.pop(switch, None)
+
+    def look(self) -> None:
+        """Hand the bulk and the grown-up relays on; look again while any are left."""
+        self._call = None
+        now = self.reactor.seconds()
+        ready = [switch for switch, of_age in self.young.items()
+                 if now >= of_age or sum(switch.relay.bytes) >= BULK_HINT]
+        for switch in ready:
+            del self.young[switch]
+            switch.nursery = None
+            switch.check()
+        if self.young:
+            self._call = self.reactor.callLater(SPLICE_EARLY, self.look)
+        elif _nursery.get(self.reactor) is self:
+            del _nursery[self.reactor]
+
+
+_nursery: dict[Any, Nursery] = {}
 
 
 def _plain_tcp(transport: Any) -> bool:
@@ -184,27 +232,22 @@ class SpliceSwitch:
         self.relay = relay
         self.reactor = reactor
         self.tries = 0
+        #: the nursery that looks at the relay until it is bulk or SPLICE_AFTER old
+        self.nursery: Nursery | None = None
         self.paused = [False, False]
         #: never: the relay still runs through the protocols
         self.running = False
         self._call: Any = None
 
-    def later(self, delay: float, what: Any = None) -> None:
-        """Check again (or call ``what``) after ``delay`` seconds."""
-        self._call = self.reactor.callLater(delay, what or self.check)
-
-    def early(self) -> None:
-        """At :data:`SPLICE_EARLY`: a bulk relay switches now, others wait until
-        :data:`SPLICE_AFTER`."""
-        self._call = None
-        bytes_ = self.relay.bytes
-        if bytes_[0] + bytes_[1] >= BULK_HINT:
-            self.check()
-        else:
-            self.later(SPLICE_AFTER - SPLICE_EARLY)
+    def later(self, delay: float) -> None:
+        """Check again after ``delay`` seconds."""
+        self._call = self.reactor.callLater(delay, self.check)
 
     def stop(self) -> None:
         """The relay ends: no more checks."""
+        if self.nursery is not None:
+            self.nursery.discard(self)
+            self.nursery = None
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
