@@ -71,6 +71,30 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual([(f.status, f.data) for f in got], [(F.KEEP, b"late reply"), (F.END, None)])
         self.assertNotIn(1, self.server.sessions)
 
+    def test_new_for_a_live_id_replaces_it(self) -> None:
+        """As 4.34 (mux.md 3.2): a New reusing a live id replaces that session silently
+        (its target closes); later frames go to the new one, a TCP id that was a UDP
+        session's included."""
+        self.server.received(F.encode_new(1, TARGET))
+        first = self.connect(0)
+        old = self.server.sessions.get(1)
+        self.server.received(F.encode_new(1, Destination.tcp("example.org", 81), b"again"))
+        self.clock.advance(0)
+        self.assertTrue(old.closed)
+        self.assertTrue(first.disconnecting)
+        second = self.connect(1)
+        self.assertEqual(second.value(), b"again")
+        self.server.received(b"".join(F.encode_keep(1, b"!")))
+        self.assertEqual((first.value(), second.value()), (b"", b"again!"))
+        self.server.received(F.encode_new(2, Destination.udp("8.8.8.8", 53), b"q"))
+        self.assertIn(2, self.server.sessions.udp)
+        self.server.received(F.encode_new(2, TARGET, b"tcp now"))
+        self.assertNotIn(2, self.server.sessions.udp)
+        self.assertEqual(self.connect(2).value(), b"tcp now")
+        self.assertEqual(self.server.unended, 2)
+        self.assertEqual(self.frames(), [])  # nothing to tell the client
+        self.assertEqual(self.logs, [])
+
     def test_end_with_error_aborts(self) -> None:
         self.server.received(F.encode_new(1, TARGET))
         target = self.connect()
