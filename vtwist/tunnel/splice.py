@@ -181,12 +181,13 @@ class Nursery:
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
-        self.young: dict[SpliceSwitch, float] = {}  # switch -> when it comes of age
+        self.looks = 0  # looks so far (ages count in looks: no clock to jump)
+        self.young: dict[SpliceSwitch, int] = {}  # switch -> the look it comes of age at
         self._call: Any = None
 
     def add(self, switch: SpliceSwitch) -> None:
         """Look at ``switch``'s relay from now on."""
-        self.young[switch] = self.reactor.seconds() + SPLICE_AFTER - SPLICE_EARLY / 2
+        self.young[switch] = self.looks + round(SPLICE_AFTER / SPLICE_EARLY)
         switch.nursery = self
         if self._call is None:
             self._call = self.reactor.callLater(SPLICE_EARLY, self.look)
@@ -198,9 +199,10 @@ class Nursery:
     def look(self) -> None:
         """Hand the bulk and the grown-up relays on; look again while any are left."""
         self._call = None
-        now = self.reactor.seconds()
+        self.looks += 1
+        looks = self.looks
         ready = [switch for switch, of_age in self.young.items()
-                 if now >= of_age or sum(switch.relay.bytes) >= BULK_HINT]
+                 if looks >= of_age or sum(switch.relay.bytes) >= BULK_HINT]
         for switch in ready:
             del self.young[switch]
             switch.nursery = None
