@@ -1,11 +1,13 @@
 """CPU per connection (or per GB) of each proxy process, without a profiler, alternated.
 
 ``python -m benchmarks.cpu SETUP [--load connect|up|down] [--count N] [--streams S]
-[--impl vtwist v2ray] [--tree DIR ...] [--reps R]``
+[--impl vtwist v2ray] [--tree DIR ...] [--reps R] [--tls tcp|ws]``
 
 SETUP: ``socks`` (SOCKS5 -> freedom) or a VMess body security for the TCP chain
 (``aes-128-gcm``, ``chacha20-poly1305``, ``none``). ``connect``: ``--count`` short
 connections from 8 workers; ``up``/``down``: ``--count`` MB over ``--streams`` streams.
+``--tls tcp|ws``: the VMess chain over tcp+tls or ws+tls with session resumption on (the
+``handshake`` suite's resuming set-ups).
 Each ``--tree`` is a vtwist source tree run beside the installed one (its processes get
 ``PYTHONPATH=DIR``), e.g. the tree before a change. Every repetition runs each setup once in
 turn (A B A B ...); the medians of user+system CPU of each process come out in ms per
@@ -35,16 +37,31 @@ def _user_system(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
+def _tls_streams(network: str | None, workdir: Path) -> tuple[dict | None, dict | None]:
+    """(client, server) ``streamSettings`` over ``network``+tls resuming, or (None, None)."""
+    if not network:
+        return None, None
+    from benchmarks.configs import tls_stream
+    from benchmarks.handshake import with_resumption
+    from benchmarks.tls import make_server_cert
+
+    cert, key = make_server_cert(workdir)
+    return (with_resumption(tls_stream(network, False, cert, key), True),
+            with_resumption(tls_stream(network, True, cert, key), True))
+
+
 def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
-             tree: str | None) -> tuple[float, list[tuple[str, float, float]]]:
+             tree: str | None, tls: str | None = None
+             ) -> tuple[float, list[tuple[str, float, float]]]:
     """One run: (rate, [(process, user, system) per connection or per GB])."""
     env = {"PYTHONPATH": tree} if tree else None  # (the group puts this repo first else)
     workdir = Path(tempfile.mkdtemp(prefix="vtwist-cpu-"))
     sink, sink_port = start_sink(workdir)
     group = ProcessGroup(workdir)
     try:
+        client_stream, server_stream = _tls_streams(tls, workdir)
         setup: Setup = SocksProxy(impl, env=env) if setup_name == "socks" else Chain(
-            impl, setup_name, f"cpu-{setup_name}", env=env)
+            impl, setup_name, f"cpu-{setup_name}", client_stream, server_stream, env=env)
         setup.start(group)
         target = Target(setup.socks_port, sink_port)
         warm_up(setup, target)
@@ -74,9 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--load", choices=["connect", "up", "down"], default="connect")
     p.add_argument("--count", type=int, default=2000)
     p.add_argument("--streams", type=int, default=1)
-    p.add_argument("--impl", nargs="+", default=["vtwist"], choices=["vtwist", "v2ray"])
+    p.add_argument("--impl", nargs="*", default=["vtwist"], choices=["vtwist", "v2ray"])
     p.add_argument("--tree", nargs="*", default=[])
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--tls", choices=["tcp", "ws"], default=None)
     args = p.parse_args(argv)
     runs: list[tuple[str, str, str | None]] = [(impl, impl, None) for impl in args.impl]
     runs += [("vtwist", f"vtwist@{tree}", tree) for tree in args.tree]
@@ -86,9 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.reps):
         for impl, label, tree in runs:
             results.setdefault(label, []).append(
-                run_once(args.setup, impl, args.load, args.count, args.streams, tree))
+                run_once(args.setup, impl, args.load, args.count, args.streams, tree, args.tls))
     rate_unit = "conn/s" if args.load == "connect" else "MB/s"
-    print(f"{args.setup} {args.load} x{args.count}: medians of {args.reps} alternated runs; "
+    over = f" over {args.tls}+tls" if args.tls else ""
+    print(f"{args.setup}{over} {args.load} x{args.count}: medians of {args.reps} alternated runs; "
           f"CPU in {unit} (user + system)")
     for label, reps in results.items():
         rate = statistics.median(r for r, _ in reps)
