@@ -175,6 +175,22 @@ class MemoryTests(SynchronousTestCase):
         again.run()
         self.assertTrue(again.client.resumed)
 
+    def test_addresses_asked_below_once(self) -> None:
+        """getPeer and getHost are asked of the TCP transport once each (a getsockname per
+        call there), however often the layers above ask."""
+        pair = Pair(self, greeting=b"hello")
+        asked: list[str] = []
+        for name in ("getPeer", "getHost"):
+            lower = getattr(pair.client_wire, name)
+            setattr(pair.client_wire, name,
+                    lambda lower=lower, name=name: asked.append(name) or lower())
+        pair.run()
+        for _ in range(3):
+            self.assertEqual(pair.client_app.transport.getPeer(), pair.client_wire.getPeer())
+            self.assertEqual(pair.client_app.transport.getHost(), pair.client_wire.getHost())
+        self.assertEqual(asked.count("getPeer") - 3, 1)  # (three were the test's own)
+        self.assertEqual(asked.count("getHost") - 3, 1)
+
     def test_tls12_session_kept_at_the_handshake(self) -> None:
         """Against a TLS 1.2 server the session (its ticket came in the handshake) is kept
         when the handshake ends: the next connection resumes though no record followed."""

@@ -76,6 +76,8 @@ class MemoryTLSLayer(Layer):
         self._corked = False  # writes stay in the BIO (closeWith: the close takes them)
         self._holding = False  # a server's tickets wait for its first write (see _step)
         self._halfClosed = False  # TLS 1.3: our close_notify is out, the peer may go on
+        self._peer: Any = None  # getPeer's and getHost's answers, once asked
+        self._host: Any = None
 
     # -- handshake ---------------------------------------------------------------------
     def handshakeStarted(self) -> None:
@@ -338,6 +340,22 @@ class MemoryTLSLayer(Layer):
             self.tls = None  # OpenSSL's buffers go now, not when this object goes
 
     # -- what the application may ask ------------------------------------------------------
+    def getPeer(self) -> Any:
+        """The lower transport's peer, asked once (a connection's peer does not change; the
+        tunnel, the access log and the protocols above each ask)."""
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = self.transport.getPeer()
+        return peer
+
+    def getHost(self) -> Any:
+        """The lower transport's local address, asked once (a ``getsockname`` per call on
+        TCP)."""
+        host = self._host
+        if host is None:
+            host = self._host = self.transport.getHost()
+        return host
+
     def getHandle(self) -> SSL.Connection | None:
         """The ``OpenSSL.SSL.Connection`` (as Twisted's TLS transport answers)."""
         return self.tls
