@@ -81,6 +81,37 @@ EARLY_DATA_WAIT = 0.2
 MAX_PENDING_BYTES = 256 * 1024
 
 
+class RandomPool:
+    """Bytes from ``os.urandom`` fetched ``size`` at a time and each handed out once: a client's
+    masking keys (4 bytes a frame) and Sec-WebSocket-Key (16) without a ``getrandom`` call
+    each (RFC 6455 5.3 asks for keys from a strong source of entropy: they still are)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.buffer = b""
+        self.at = 0
+
+    def drop(self) -> None:
+        """Forget what is left (a forked child must not hand out its parent's bytes)."""
+        self.buffer = b""
+        self.at = 0
+
+    def take(self, n: int) -> bytes:
+        """``n`` (at most ``size``) fresh random bytes."""
+        at = self.at
+        end = at + n
+        if end > len(self.buffer):
+            self.buffer = os.urandom(self.size)
+            at, end = 0, n
+        self.at = end
+        return self.buffer[at:end]
+
+
+#: The process's pool (one reactor thread takes from it; a forked child starts afresh).
+RANDOM = RandomPool()
+os.register_at_fork(after_in_child=RANDOM.drop)
+
+
 def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Address | None:
     """The first X-Forwarded-For address as a peer address (port 0, as V2Ray), if valid."""
     for name, value in headers:
@@ -153,7 +184,7 @@ class _WSLayer(Layer):
         self.transport.loseConnection()
 
     def _mask(self) -> bytes | None:
-        return os.urandom(4) if self.masking else None
+        return RANDOM.take(4) if self.masking else None
 
     def lostReason(self, reason: Failure) -> Failure:
         """A close with 1000 (or no code) is a clean end; other codes are errors."""
@@ -380,7 +411,7 @@ class WSClientLayer(_WSLayer):
                 self.earlyOffered = early
             else:
                 headers = [*headers, (header, encoded)]
-        self.key = base64.b64encode(os.urandom(16))
+        self.key = base64.b64encode(RANDOM.take(16))
         try:
             request = upgrade_request(target, self.hostHeader, self.key, headers, self.offered)
         except ValueError as e:
