@@ -193,8 +193,14 @@ class Nursery:
             self._call = self.reactor.callLater(SPLICE_EARLY, self.look)
 
     def discard(self, switch: SpliceSwitch) -> None:
-        """``switch``'s relay ended (or was handed on)."""
+        """``switch``'s relay ended: forget it (and stop looking once no relay is left)."""
         self.young.pop(switch, None)
+        if not self.young:
+            call, self._call = self._call, None
+            if call is not None and call.active():
+                call.cancel()
+            if _nursery.get(self.reactor) is self:
+                del _nursery[self.reactor]
 
     def look(self) -> None:
         """Hand the bulk and the grown-up relays on; look again while any are left."""
