@@ -95,6 +95,36 @@ class LogSetupTests(SynchronousTestCase):
         self.assertEqual(lines[3],
                          time.strftime(fmt, time.localtime(86400 * 365.5 + 61)) + " later")
 
+    def test_switch_hands_access_events_straight_to_the_access_log(self) -> None:
+        """LogSwitch (what ``vtwist run`` installs) writes access lines to the access log
+        only, without the error log's filters, and the error log still never shows them;
+        after a reopen the new access log takes them."""
+        from vtwist.logsetup import LogSwitch
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        access, error = (os.path.join(directory, name) for name in ("a.log", "e.log"))
+        out = io.StringIO()
+        switch = LogSwitch(LogConfig(loglevel="info", access=access, error=error), out)
+        self.addCleanup(lambda: [f.close() for f in switch.files])
+        self.assertIsNotNone(switch.access)
+        Logger(namespace="vtwist.access", observer=switch).info("from x accepted y")
+        Logger(namespace="vtwist.test", observer=switch).warn("warn line")
+        switch.reopen(LogConfig(loglevel="info", access="none", error=error))
+        self.assertIsNone(switch.access)
+        Logger(namespace="vtwist.access", observer=switch).info("from x accepted z")
+        for f in switch.files:
+            f.flush()
+        with open(access) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].endswith(" from x accepted y"), lines)
+        with open(error) as f:
+            text = f.read()
+        self.assertIn("warn line", text)
+        self.assertNotIn("accepted", text)
+        self.assertEqual(out.getvalue(), "")
+
     def test_unopenable_file(self) -> None:
         """A log file that cannot be opened is a ConfigError naming the key, not an OSError."""
         missing = os.path.join(self.mktemp(), "no-such-dir", "access.log")

@@ -144,6 +144,19 @@ def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout,
     opened are appended to ``files``. Raises :class:`ConfigError` when a log file cannot be
     opened.
     """
+    errors, access = split_observers(config, stdout, files)
+    if access is None:
+        return errors
+    return [*errors, FilteringLogObserver(
+        access, [lambda e: PredicateResult.yes if _is_access(e) else PredicateResult.no])]
+
+
+def split_observers(config: LogConfig, stdout: IO[str] | None = sys.stdout,
+                    files: list[IO[str]] | None = None
+                    ) -> tuple[list[ILogObserver], ILogObserver | None]:
+    """:func:`observers` as (the error log's observers, which drop access events; the access
+    log's own observer, unfiltered, or None when it is off): :class:`LogSwitch` hands access
+    events straight to the latter (two per connection) and the rest to the former."""
     result: list[ILogObserver] = []
     error_out = _open(config.error, stdout, "error", files) \
         if config.loglevel != "none" else None
@@ -159,11 +172,7 @@ def observers(config: LogConfig, stdout: IO[str] | None = sys.stdout,
     # "none" is V2Ray's way to turn the access log off.
     access_out = _open(config.access, stdout, "access", files) \
         if config.access != "none" else None
-    if access_out is not None:
-        result.append(FilteringLogObserver(
-            _access_observer(config, access_out),
-            [lambda e: PredicateResult.yes if _is_access(e) else PredicateResult.no]))
-    return result
+    return result, (_access_observer(config, access_out) if access_out is not None else None)
 
 
 def file_observers(config: LogConfig) -> list[ILogObserver]:
@@ -215,10 +224,14 @@ class LogSwitch:
         self.config = config
         self.stdout = stdout
         self.files: list[IO[str]] = []
-        self.observers = observers(config, stdout, self.files)
+        self.observers, self.access = split_observers(config, stdout, self.files)
         _SWITCHES.add(self)
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == ACCESS_NAMESPACE:  # straight to the access log
+            if self.access is not None:
+                self.access(event)
+            return
         for observer in self.observers:
             observer(event)
 
@@ -227,9 +240,9 @@ class LogSwitch:
         ones. Raises :class:`ConfigError` (the old files stay) when one cannot be opened."""
         config = config or self.config
         files: list[IO[str]] = []
-        new = observers(config, self.stdout, files)
+        new, access = split_observers(config, self.stdout, files)
         old, self.files = self.files, files
-        self.config, self.observers = config, new
+        self.config, self.observers, self.access = config, new, access
         for out in old:
             try:
                 out.close()
