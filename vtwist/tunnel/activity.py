@@ -31,7 +31,11 @@ class ActivityTimer:
             return
         self.timeout = timeout
         self.active = False
-        self._arm()
+        call = self._call
+        if call is not None and call.active():  # move the pending check, no new timer
+            call.reset(timeout)
+        else:
+            self._arm()
 
     def cancel(self) -> None:
         """Stop for good."""
