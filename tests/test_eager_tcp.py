@@ -69,6 +69,30 @@ class EagerWriteTests(TestCase):
         return port.getHost().port
 
     @defer.inlineCallbacks
+    def test_close_reasons_list_their_classes_from_a_cache(self) -> Any:
+        """A closed connection's reason lists its exception's classes (what ``check`` and
+        ``trap`` read) from one list per exception class, not anew per connection."""
+        from twisted.internet.error import ConnectionDone
+
+        from vtwist.transport import internals
+
+        reasons = []
+        for _ in range(2):
+            server = Sink()
+            port = yield self.listen(server)
+            client = Sink()
+            yield LeanTCPClientEndpoint(reactor, "127.0.0.1", port).connect(
+                Factory.forProtocol(lambda client=client: client))
+            lost: defer.Deferred[Any] = defer.Deferred()
+            client.connectionLost = lambda reason, d=lost: d.callback([reason])  # type: ignore
+            client.transport.loseConnection()
+            reasons += yield lost
+        first, second = reasons
+        self.assertTrue(first.check(ConnectionDone))
+        self.assertIn("twisted.internet.error.ConnectionDone", second.parents)
+        self.assertIs(internals._PARENTS[first.type], second.parents)
+
+    @defer.inlineCallbacks
     def test_small_write_leaves_at_once(self) -> Any:
         """A write with nothing queued is on the wire before the reactor turns: nothing is
         buffered and the socket is not registered for writing; both ends are eager."""

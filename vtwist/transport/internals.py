@@ -22,6 +22,8 @@
   before it closes, and a peer blocked writing to us (we stopped reading when we closed)
   never takes them, so the socket would stay open for good. A connection whose queue makes
   no progress for :data:`DRAIN_LIMIT` seconds is aborted.
+- ``Failure.parents`` is private state of a Failure: :class:`_EagerWrites` fills it from a
+  cache on every close.
 - ``EPollReactor.doPoll`` runs every readiness event inside ``log.callWithLogger`` (a
   context push and pop per event, for the legacy log's ``system`` field).
   :func:`lean_poll` makes a vtwist process's reactor call the handlers directly.
@@ -135,6 +137,13 @@ TRANSIENT = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO, errno.EINT
 _accept_log = Logger(namespace="vtwist.transport.tcp")
 
 
+#: Exception class -> the qualified names of its classes (``Failure.parents``, read-only).
+#: ``tcp.Connection.connectionLost`` asks ``reason.check(...)``, and a Failure lists its
+#: exception's classes with ``reflect.qual`` over the whole hierarchy the first time, once
+#: per closed connection; the exception classes of closes are few.
+_PARENTS: dict[Any, list[str]] = {}
+
+
 class _EagerWrites:
     """``write``/``writeSequence`` of a TCP connection that send at once when nothing is
     queued; what the socket does not take is queued as usual (and so is everything while
@@ -169,10 +178,17 @@ class _EagerWrites:
         t.abortConnection()
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
-        """Drop the drain check with the connection."""
+        """Drop the drain check with the connection; give ``reason`` its exception's class
+        names from a cache (see :data:`_PARENTS`)."""
         if self._drainCheck is not None:
             self._drainCheck.cancel()
             self._drainCheck = None
+        if getattr(reason, "_parents", 0) is None:  # a Failure that has not listed them yet
+            names = _PARENTS.get(reason.type)
+            if names is None:
+                names = _PARENTS[reason.type] = reason.parents
+            else:
+                reason.parents = names
         super().connectionLost(reason)  # type: ignore[misc]
 
     def _isSendBufferFull(self) -> bool:  # noqa: N802 - Twisted's name
