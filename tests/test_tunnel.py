@@ -151,12 +151,16 @@ class StreamTunnelTests(SynchronousTestCase):
         self.tunnels = TunnelService(Dispatcher([self.outbound]), self.clock)
         self.replies: list[Any] = []
 
-    def open(self, early: list[bytes]) -> tuple[Any, HalfCloseTransport]:
+    def open(self, early: list[bytes], wants_bound: bool | None = None
+             ) -> tuple[Any, HalfCloseTransport]:
         transport = HalfCloseTransport()
         reply = self
 
         @implementer(IInboundReply)
         class Reply:
+            if wants_bound is not None:
+                wantsBound = wants_bound
+
             def succeeded(self, bound: Any) -> None:
                 reply.replies.append(("ok", bound))
 
@@ -189,6 +193,19 @@ class StreamTunnelTests(SynchronousTestCase):
         target = self.outbound.connects[0].succeed().transport
         self.assertEqual(target.value(), b"hi there")
         self.assertTrue(target.writeClosed)  # the held half-close went on too
+
+    def test_bound_address_only_for_replies_that_use_it(self) -> None:
+        """The outbound's local address (a getsockname) is asked only for a reply that uses
+        it: SOCKS's does (absent means yes); a reply saying ``wantsBound = False`` gets
+        None."""
+        for wants, expected in ((None, True), (True, True), (False, False)):
+            self.replies.clear()
+            self.open([], wants_bound=wants)
+            transport = self.outbound.connects[-1].succeed().transport
+            self.assertEqual(self.replies[0][0], "ok")
+            self.assertEqual(self.replies[0][1] is not None, expected, wants)
+            if expected:
+                self.assertEqual(self.replies[0][1], transport.getHost())
 
     def test_deadline_from_policy(self) -> None:
         tunnel, inbound = self.open([])

@@ -64,6 +64,10 @@ class IInboundReply(Interface):
     here (its response header rides the first downlink bytes).
     """
 
+    wantsBound = Attribute(
+        "Optional, true when absent: whether succeeded() uses the outbound's local address "
+        "(asking for it is a getsockname call; a reply that ignores it says False).")
+
     def succeeded(bound: object) -> None:
         """The outbound connected; ``bound`` is its local address (an ``IAddress``)."""
 

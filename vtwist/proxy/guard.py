@@ -84,6 +84,8 @@ class SilentReply:
     Trojan, Shadowsocks: a response header, if any, rides the first downlink bytes); a
     failed connect calls ``close`` (the protocol's way of closing its client)."""
 
+    wantsBound = False  # succeeded() ignores the outbound's address
+
     def __init__(self, close: Callable[[], None]) -> None:
         self.close = close
 

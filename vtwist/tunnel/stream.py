@@ -204,7 +204,9 @@ class StreamTunnel:
         self.phase = Phase.RELAY
         set_no_delay(outbound.transport)  # relayed small writes must not wait
         if not self.replied:
-            self.reply.succeeded(outbound.transport.getHost())
+            reply = self.reply  # the bound address costs a getsockname: only if it is used
+            reply.succeeded(outbound.transport.getHost()
+                            if getattr(reply, "wantsBound", True) else None)
         relay = Relay(self.transport, outbound.transport, self.service.clock, self.policy,
                       onFinish=self._finished)
         self.relay = relay

@@ -140,6 +140,8 @@ class _TunnelSide(Protocol):
 
 @implementer(IInboundReply)
 class _Reply:
+    wantsBound = False  # succeeded() ignores the outbound's address
+
     def __init__(self, worker: BridgeWorker) -> None:
         self.worker = worker
 

@@ -45,6 +45,8 @@ log = Logger(namespace="vtwist.dokodemo")
 class DokodemoReply:
     """Nothing to say on success; on failure the client's connection closes."""
 
+    wantsBound = False  # succeeded() ignores the outbound's address
+
     def __init__(self, protocol: DokodemoProtocol) -> None:
         self.protocol = protocol
 

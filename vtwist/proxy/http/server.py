@@ -274,6 +274,8 @@ class HttpProxyProtocol(Protocol):
 class ConnectReply:
     """The answer to a CONNECT once the tunnel knows whether the outbound connected."""
 
+    wantsBound = False  # succeeded() ignores the outbound's address
+
     def __init__(self, protocol: HttpProxyProtocol) -> None:
         self.protocol = protocol
 

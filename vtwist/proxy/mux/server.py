@@ -39,6 +39,7 @@ class _TunnelSide:
     success, End with Error for a failed connect."""
 
     __slots__ = ("stream", "tunnel")
+    wantsBound = False  # succeeded() ignores the outbound's address
 
     def __init__(self, stream: MuxStream) -> None:
         self.stream = stream
