@@ -159,10 +159,12 @@ def enabled() -> bool:
 
 def offer_splice(relay: Relay, reactor: Any) -> None:
     """Move ``relay`` onto a :class:`Splicer` once its transports allow it, or leave it."""
-    if not enabled() or not IReactorFDSet.providedBy(reactor):
+    inbound, outbound = relay.transports
+    if not (_plain_tcp(inbound) and _plain_tcp(outbound)):  # most relays: asked first
+        if enabled():
+            stats.declined += 1
         return
-    if not all(_plain_tcp(t) for t in relay.transports):
-        stats.declined += 1
+    if not enabled() or not IReactorFDSet.providedBy(reactor):
         return
     # Not now: the relay's builder replays held input into it right after construction.
     switch = SpliceSwitch(relay, reactor)
