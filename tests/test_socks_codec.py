@@ -66,6 +66,27 @@ class AddressRoundTrip(SynchronousTestCase):
         for i in range(len(wire)):
             self.assertIs(codec.decode_address(wire[:i]), codec.NEED_DATA)
 
+    @given(st.binary(min_size=4, max_size=4), ports)
+    def test_ipv4_decoded_as_ipaddress_spells_it(self, raw: bytes, port: int) -> None:
+        wire = b"\x01" + raw + port.to_bytes(2, "big")
+        for view in (wire, bytearray(wire), memoryview(wire)):
+            self.assertEqual(codec.decode_address(view),
+                             (str(ipaddress.IPv4Address(raw)), port, 7))
+
+    def test_encoded_ips_cached_and_bounded(self) -> None:
+        """IP literals' address bytes are kept (a reply's BND.ADDR repeats), each port still
+        its own; the cache is cleared when full."""
+        self.patch(codec, "_ENCODED_IPS", {})
+        self.patch(codec, "_IP_CACHE_SIZE", 3)
+        self.assertEqual(codec.encode_address("10.0.0.1", 1), b"\x01\x0a\x00\x00\x01\x00\x01")
+        self.assertEqual(codec.encode_address("10.0.0.1", 2), b"\x01\x0a\x00\x00\x01\x00\x02")
+        self.assertEqual(codec.encode_address("::1", 3), b"\x04" + b"\x00" * 15 + b"\x01\x00\x03")
+        codec.encode_address("example.com", 4)  # names are not kept
+        self.assertEqual(sorted(codec._ENCODED_IPS), ["10.0.0.1", "::1"])
+        codec.encode_address("10.0.0.2", 5)
+        codec.encode_address("10.0.0.3", 6)  # full: cleared, then this one
+        self.assertEqual(list(codec._ENCODED_IPS), ["10.0.0.3"])
+
     def test_domain_that_is_an_ip(self) -> None:
         """A domain spelling an IP literal is that IP, as in V2Ray (curl --socks5-hostname)."""
         wire = b"\x03\x09127.0.0.1\x00\x50"

@@ -159,13 +159,24 @@ class AddressError(Exception):
         self.code = code
 
 
+#: IP literal -> its ATYP and address bytes (a reply's BND.ADDR is nearly always the same
+#: few local addresses); cleared when it holds :data:`_IP_CACHE_SIZE` of them
+_ENCODED_IPS: dict[str, bytes] = {}
+_IP_CACHE_SIZE = 1024
+
+
 def encode_address(host: str, port: int) -> bytes:
     """ATYP, address and port for ``host`` (IPv4, IPv6 or a domain of at most 255 bytes)."""
+    head = _ENCODED_IPS.get(host)
+    if head is not None:
+        return head + _PORT.pack(port)
     ip = parse_ip(host)
-    if isinstance(ip, ipaddress.IPv4Address):
-        return b"\x01" + ip.packed + _PORT.pack(port)
-    if isinstance(ip, ipaddress.IPv6Address):
-        return b"\x04" + ip.packed + _PORT.pack(port)
+    if ip is not None:
+        head = (b"\x01" if isinstance(ip, ipaddress.IPv4Address) else b"\x04") + ip.packed
+        if len(_ENCODED_IPS) >= _IP_CACHE_SIZE:
+            _ENCODED_IPS.clear()
+        _ENCODED_IPS[host] = head
+        return head + _PORT.pack(port)
     name = host.encode("idna") if not host.isascii() else host.encode("ascii")
     if not 0 < len(name) <= 255:
         raise ValueError(f"domain length must be 1-255 bytes, got {len(name)}")
@@ -187,7 +198,7 @@ def decode_address(data: bytes | bytearray | memoryview, offset: int = 0
         end = offset + 7
         if n < end:
             return NEED_DATA
-        host = str(ipaddress.IPv4Address(bytes(data[offset + 1:offset + 5])))
+        host = "%d.%d.%d.%d" % tuple(data[offset + 1:offset + 5])  # as str(IPv4Address)
     elif atyp == ATYP_IPV6:
         end = offset + 19
         if n < end:
