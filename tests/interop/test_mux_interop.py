@@ -28,7 +28,7 @@ from twisted.trial.unittest import TestCase
 from tests.interop.kcp_support import kcp_settings
 from tests.interop.transport_support import TransportFixture
 from tests.interop.v2ray_runner import EchoServer, V2Ray
-from tests.interop.vmess_harness import SocksStream, socks_echo, socks_udp_echo
+from tests.interop.vmess_harness import SocksStream, explained, socks_echo, socks_udp_echo
 from tests.netutil import (
     free_port,
     reactor_connections,
@@ -239,6 +239,10 @@ class _Pairing:
     async def socksPort(self, concurrency: int = 8) -> int:
         raise NotImplementedError
 
+    def explained(self, transfer: Any) -> Any:
+        """``transfer``, failing with what vtwist and the class's V2Ray (if any) logged."""
+        return explained(transfer, getattr(type(self), "v2ray", None))
+
     def waitForSessionsToEnd(self) -> None:
         """At cleanup, before the services stop: wait until the server's sessions closed
         their targets (a V2Ray client ends its sessions a little after the test's
@@ -284,7 +288,7 @@ class _Pairing:
     async def test_parallel_streams(self) -> None:
         """Eight transfers at once in one carrier, sha256 each way."""
         port = await self.socksPort()
-        pairs = await parallel_echo(port, self.echo.port, STREAMS, self.size)
+        pairs = await self.explained(parallel_echo(port, self.echo.port, STREAMS, self.size))
         for sent, got in pairs:
             self.assertEqual(got, sent)
         self.assertEqual(self.carriers(), 1)
@@ -292,20 +296,22 @@ class _Pairing:
     async def test_short_connections_reuse(self) -> None:
         """200 short connections in a row share carriers (128 sessions each, at most)."""
         port = await self.socksPort()
-        await short_connections(port, self.echo.port, SHORT)
+        await self.explained(short_connections(port, self.echo.port, SHORT))
         self.assertEqual(self.carriers(), 2)
 
     async def test_udp_echo(self) -> None:
         """UDP ASSOCIATE through a mux outbound: a UDP session per destination."""
         port = await self.socksPort()
         payloads = [b"abc", bytes(range(200)), b"\x5a" * 2000]
-        got = await socks_udp_echo(reactor, port, "127.0.0.1", self.echo.port, payloads)
+        got = await self.explained(socks_udp_echo(reactor, port, "127.0.0.1", self.echo.port,
+                                                  payloads))
         self.assertEqual(got, payloads)
 
     async def test_isolation(self) -> None:
         """Aborting one stream mid-transfer leaves the other seven intact."""
         port = await self.socksPort()
-        await isolation(self, port, self.echo.port, min(self.size, 2 * 1024 * 1024))
+        await self.explained(isolation(self, port, self.echo.port,
+                                       min(self.size, 2 * 1024 * 1024)))
 
 
 def server_carriers(factory: Any) -> int:
@@ -331,7 +337,7 @@ class _V2RayClientToVTwistServer(_Pairing):
             outbounds.append(vmess_outbound(cls.server_port, c, f"out{c}", cls.kind,
                                             cls.protocol))
             rules.append({"type": "field", "inboundTag": [f"in{c}"], "outboundTag": f"out{c}"})
-        cls.v2ray = V2Ray({"log": {"loglevel": "warning"}, "inbounds": inbounds,
+        cls.v2ray = V2Ray({"log": {"loglevel": "info"}, "inbounds": inbounds,
                            "outbounds": outbounds, "routing": {"rules": rules}},
                           list(cls.socks_ports.values()))
 
@@ -395,7 +401,7 @@ class _VTwistClientToV2RayServer(_Pairing):
     @classmethod
     def startV2Ray(cls) -> None:
         cls.server_port = cls.kind.server_port()
-        cls.v2ray = V2Ray({"log": {"loglevel": "warning"},
+        cls.v2ray = V2Ray({"log": {"loglevel": "info"},
                            "inbounds": [server_inbound(cls.server_port, cls.kind,
                                                        cls.protocol)],
                            "outbounds": [{"protocol": "freedom"}]})

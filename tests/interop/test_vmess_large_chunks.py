@@ -25,18 +25,16 @@ from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.logger import LogLevel
 from twisted.trial.unittest import TestCase
 
 from tests.interop.v2ray_runner import EchoServer, V2Ray
-from tests.interop.vmess_harness import socks_echo
+from tests.interop.vmess_harness import explained, socks_echo
 from tests.netutil import free_port
 from tests.services import start_service
 from vtwist.address import Destination
 from vtwist.proxy.vmess.body import MAX_PADDING, SEC_LEGACY, BodyEncoder
 from vtwist.proxy.vmess.client import VMessClientEndpoint
 from vtwist.proxy.vmess.users import Account, resolve_security
-from vtwist.testing.doubles import LogCapture
 
 SECURITIES = ["aes-128-gcm", "chacha20-poly1305", "none"]
 ALTER_IDS = [0, 4]
@@ -114,23 +112,6 @@ class _ChunkSpy:
         return max((b for _, _, b in self.chunks), default=0)
 
 
-async def _explained(transfer: Any, v2ray: V2Ray) -> tuple[str, str]:
-    """Awaits a ``socks_echo``; if it fails, the error carries what both proxies logged
-    meanwhile (vtwist's warnings and V2Ray's output), so that a rare failure in CI says
-    which side ended the connection and why."""
-    capture = LogCapture()
-    try:
-        sent, got, _ = await transfer
-    except Exception as e:
-        vtwist_lines = "\n".join(capture.lines(LogLevel.warn)[-20:])
-        v2ray_lines = "\n".join(v2ray.output().splitlines()[-20:])
-        raise AssertionError(f"{e}\nvtwist logged:\n{vtwist_lines}\n"
-                             f"V2Ray logged:\n{v2ray_lines}") from e
-    finally:
-        capture.stop()
-    return sent, got
-
-
 class _EchoClient(protocol.Protocol):
     """Sends ``size`` random bytes, hashes what the echo server sends back."""
 
@@ -184,8 +165,8 @@ class LargeChunksToV2RayServer(TestCase):
                              "inbounds": [_socks_inbound(socks)],
                              "outbounds": [_vmess_outbound(self.vmess_port, sec, alter,
                                                            **settings)]}, self)
-        sent, got = await _explained(socks_echo(reactor, socks, "127.0.0.1", self.echo.port,
-                                                BIG), self.v2ray)
+        sent, got, _ = await explained(socks_echo(reactor, socks, "127.0.0.1", self.echo.port,
+                                                  BIG), self.v2ray)
         self.assertEqual(got, sent, f"{sec} alterId {alter}: data differs")
 
     async def test_legacy_body_security(self) -> None:
@@ -238,8 +219,8 @@ class LargeChunksFromVTwistServer(TestCase):
                              "inbounds": [_vmess_inbound(self.vmess_port)],
                              "outbounds": [{"protocol": "freedom"}]}, self)
         port = self.socks_ports[(sec, alter)]
-        sent, got = await _explained(socks_echo(reactor, port, "127.0.0.1", self.echo.port,
-                                                BIG), self.v2ray)
+        sent, got, _ = await explained(socks_echo(reactor, port, "127.0.0.1", self.echo.port,
+                                                  BIG), self.v2ray)
         self.assertEqual(got, sent, f"{sec} alterId {alter}: data differs")
 
     async def test_legacy_body_security_after_detour(self) -> None:

@@ -172,3 +172,23 @@ async def socks_udp_echo(reactor: Any, socks_port: int, host: str, port: int,
         await udp.stopListening()
         control.transport.loseConnection()
         await control.closed
+
+
+async def explained(transfer: Any, v2ray: Any = None, lines: int = 30) -> Any:
+    """Awaits ``transfer`` (a coroutine or Deferred); if it fails, the error carries what
+    the proxies logged meanwhile: vtwist's warnings and, given a V2Ray runner, the tail of
+    V2Ray's output. A rare failure in CI then says which side ended a connection and why."""
+    from twisted.logger import LogLevel
+
+    from vtwist.testing.doubles import LogCapture
+
+    capture = LogCapture()
+    try:
+        return await transfer
+    except Exception as e:
+        vtwist_lines = "\n".join(capture.lines(LogLevel.info)[-lines:])
+        v2ray_lines = "\n".join(v2ray.output().splitlines()[-lines:]) if v2ray else "-"
+        raise AssertionError(f"{e}\nvtwist logged:\n{vtwist_lines}\n"
+                             f"V2Ray logged:\n{v2ray_lines}") from e
+    finally:
+        capture.stop()
