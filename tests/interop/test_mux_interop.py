@@ -333,13 +333,12 @@ class _V2RayClientToVTwistServer(_Pairing):
 
     LEVELS: tuple[int, ...] = (8,)
 
-    @classmethod
-    def startV2Ray(cls) -> None:
-        cls.server_port = cls.kind.server_port()
-        cls.socks_ports: dict[int, int] = {c: free_port() for c in cls.LEVELS}
-
     def startClient(self) -> None:
-        """This test's V2Ray client (stopped at cleanup, after the server)."""
+        """This test's V2Ray client (stopped at cleanup, after the server), and fresh ports
+        for it and the server (a port kept for the class is free between its tests, and
+        another test process may take it)."""
+        self.server_port = self.kind.server_port()
+        self.socks_ports = {c: free_port() for c in self.LEVELS}
         inbounds, outbounds, rules = [], [], []
         for c in self.LEVELS:
             inbounds.append(socks_inbound(self.socks_ports[c], f"in{c}"))

@@ -12,8 +12,10 @@ V2Ray side spells some by their aliases): a stream echo compared by sha256 (20 M
 for one method per pairing, 2 MB for the others, to keep the suite quick) and a UDP echo
 through UDP ASSOCIATE. Per pairing also a domain and an IPv6 (::1) target.
 
-One V2Ray process serves a whole class. The suite fails (never skips) when /usr/bin/v2ray is
-missing.
+One V2Ray server serves the vtwist-client class; the V2Ray-client pairing starts a V2Ray
+client and a vtwist server on fresh ports per test (a port kept for a class is free between
+its tests, and another test process may take it). The suite fails (never skips) when
+/usr/bin/v2ray is missing.
 """
 
 from __future__ import annotations
@@ -164,27 +166,18 @@ class V2RayClientToVTwistServer(_Pairing):
 
     big = "chacha20-poly1305"
 
-    @classmethod
-    def startV2Ray(cls) -> None:
-        cls.ss_ports = {m: free_port(udp_too=True) for m in METHODS}
-        cls.socks_ports: dict[str, int] = {}
-        inbounds, outbounds, rules = [], [], []
-        for method, v2 in METHODS.items():
-            port = cls.socks_ports[method] = free_port()
-            inbounds.append(_socks_inbound(port, tag=f"in-{_name(method)}"))
-            outbounds.append(_ss_outbound(cls.ss_ports[method], v2, tag=f"out-{_name(method)}"))
-            rules.append({"type": "field", "inboundTag": [f"in-{_name(method)}"],
-                          "outboundTag": f"out-{_name(method)}"})
-        cls.v2ray = V2Ray({"log": {"loglevel": "warning"}, "inbounds": inbounds,
-                           "outbounds": outbounds, "routing": {"rules": rules}},
-                          list(cls.socks_ports.values()))
-
     async def socksPort(self, method: str) -> int:
+        # A server port and a V2Ray client for this test alone (see the VMess suite's)
+        server = free_port(udp_too=True)
         service = await self.vtwist({"log": {"loglevel": "warning"},
-                                     "inbounds": [_ss_inbound(self.ss_ports[method], method)],
+                                     "inbounds": [_ss_inbound(server, method)],
                                      "outbounds": [{"protocol": "freedom"}]})
         self.server_factory = service.inbound_services[0].factory
-        return self.socks_ports[method]
+        socks = free_port()
+        v2ray = V2Ray({"log": {"loglevel": "warning"}, "inbounds": [_socks_inbound(socks)],
+                       "outbounds": [_ss_outbound(server, METHODS[method])]}, [socks])
+        self.addCleanup(v2ray.stop)
+        return socks
 
     async def check_tcp(self, method: str, host: str, size: int) -> None:
         await super().check_tcp(method, host, size)

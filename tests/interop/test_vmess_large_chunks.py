@@ -201,16 +201,16 @@ class LargeChunksFromVTwistServer(TestCase):
         cls = type(self)
         if "echo" not in cls.__dict__:
             cls.echo = EchoServer()
-            cls.vmess_port = free_port()
         self.spy = _ChunkSpy(self)
 
     async def through(self, sec: str, alter: int) -> None:
+        server = free_port()  # the test's own (a class's port is free between its tests)
         await start_service({"log": {"loglevel": "warning"},
-                             "inbounds": [_vmess_inbound(self.vmess_port)],
+                             "inbounds": [_vmess_inbound(server)],
                              "outbounds": [{"protocol": "freedom"}]}, self)
         socks = free_port()
         v2ray = V2Ray({"log": {"loglevel": "info"}, "inbounds": [_socks_inbound(socks)],
-                       "outbounds": [_vmess_outbound(self.vmess_port, sec, alter)]},
+                       "outbounds": [_vmess_outbound(server, sec, alter)]},
                       wait_ports=[socks])
         self.addCleanup(v2ray.stop)
         sent, got, _ = await explained(socks_echo(reactor, socks, "127.0.0.1", self.echo.port,
