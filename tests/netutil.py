@@ -4,6 +4,7 @@ Echo and collector protocols live in :mod:`vtwist.testing.doubles`."""
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -21,20 +22,48 @@ def _bindable(family: int, kind: int, host: str, port: int) -> bool:
     return True
 
 
+#: Ports handed out lately by :func:`free_port` in this process (not handed out again soon).
+_GIVEN: list[int] = []
+_random = random.Random()
+
+
+def _quiet_ports() -> range:
+    """Ports the kernel never picks for an outgoing connection: below the ephemeral range
+    (``ip_local_port_range``), above 20000 (clear of most services)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(20000, low) if low > 21000 else range(0)
+
+
 def free_port(udp_too: bool = False, host: str = "127.0.0.1", ipv6_too: bool = False) -> int:
     """A port that is free for TCP (and for UDP too when asked) on ``host`` right now.
 
     With ``ipv6_too`` the port is also free on ``::1`` (for servers bound on both).
+
+    The port comes from below the ephemeral range: a port the kernel gave out (``bind`` to
+    port 0) is one it may give next to any outgoing connection, of this process or another
+    test process, before the test binds it ("Address already in use" under ``-j2``).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp_too else [])
-    for _ in range(200):
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        places = [(family, host)] + ([(socket.AF_INET6, "::1")] if ipv6_too else [])
+    places = [(family, host)] + ([(socket.AF_INET6, "::1")] if ipv6_too else [])
+    quiet = _quiet_ports()
+    for attempt in range(200):
+        if quiet and attempt < 150:
+            port = _random.choice(quiet)
+            if port in _GIVEN:
+                continue
+        else:  # no quiet range here (or none free): a port of the kernel's choosing
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
         if all(_bindable(fam, kind, where, port)
                for fam, where in places for kind in kinds):
+            _GIVEN.append(port)
+            del _GIVEN[:-2000]
             return port
     raise RuntimeError("no free port found")
 
