@@ -10,7 +10,12 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError, NoProtocol
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionRefusedError,
+    NoProtocol,
+    TimeoutError,
+)
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -19,6 +24,7 @@ from zope.interface import implementer
 from tests.netutil import free_port
 from vtwist.transport.internals import (
     WRITE_HIGH_WATER,
+    DialTimeoutError,
     EagerClient,
     EagerServer,
     LeanTCPClientEndpoint,
@@ -216,9 +222,27 @@ class LeanEndpointFailureTests(TestCase):
     def test_cancel(self) -> Any:
         """Cancelling before the connection completes: ConnectingCancelledError."""
         d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.listening_port()).connect(
-            Factory.forProtocol(Protocol))  # the connect itself starts on the next turn
+            Factory.forProtocol(Protocol))  # connecting (the reactor has not run since)
         d.cancel()
         return self.assertFailure(d, ConnectingCancelledError)
+
+    def test_connect_starts_in_the_same_turn(self) -> Any:
+        """The connect system call goes out inside ``connect()`` (Twisted waits a reactor
+        turn): the listener has the connection to accept before the reactor runs again."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1]).connect(
+            Factory.forProtocol(Protocol))
+        listener.settimeout(5)  # blocks this test (and the reactor): no turn can run
+        accepted, _ = listener.accept()
+        self.addCleanup(accepted.close)
+
+        def made(protocol: Protocol) -> None:
+            protocol.transport.loseConnection()
+
+        return d.addCallback(made)
 
     def test_failing_connection_made(self) -> Any:
         """A protocol whose connectionMade raises: the Deferred fails rather than hanging."""
@@ -234,6 +258,45 @@ class LeanEndpointFailureTests(TestCase):
             self.flushLoggedErrors(ValueError)
 
         return self.assertFailure(d, Exception).addCallback(check)
+
+
+class LeanEndpointDeadlineTests(TestCase):
+    """``connectWithin``: a caller's deadline kept by the dial's own connect timer."""
+
+    timeout = 30
+
+    def silent_port(self) -> int:
+        """A loopback port whose accept queue is full: later SYNs go unanswered."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        self.addCleanup(silent.close)
+        filler = socket.socket()
+        self.addCleanup(filler.close)
+        filler.connect(silent.getsockname())
+        return silent.getsockname()[1]
+
+    def test_deadline_sooner_than_the_endpoints(self) -> Any:
+        """The deadline applies and says how long it was."""
+        started = reactor.seconds()
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.silent_port(), timeout=30
+                                  ).connectWithin(Factory.forProtocol(Protocol), 0.3)
+
+        def check(e: DialTimeoutError) -> None:
+            self.assertEqual(str(e), "no connection within 0.3s")
+            self.assertLess(reactor.seconds() - started, 10)
+
+        return self.assertFailure(d, DialTimeoutError).addCallback(check)
+
+    def test_endpoint_timeout_sooner(self) -> Any:
+        """The endpoint's own timeout, when sooner, fails as Twisted's does."""
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.silent_port(), timeout=0.3
+                                  ).connectWithin(Factory.forProtocol(Protocol), 20)
+
+        def check(e: Exception) -> None:
+            self.assertNotIsInstance(e, DialTimeoutError)
+
+        return self.assertFailure(d, TimeoutError).addCallback(check)
 
 
 class LeanPollTests(SynchronousTestCase):

@@ -152,10 +152,15 @@ class CurlTests(ServiceTestBase):
         filler = socket.socket()
         self.addCleanup(filler.close)
         filler.connect(silent.getsockname())  # fills the queue; later SYNs go unanswered
+        logs = LogCapture()
+        self.addCleanup(logs.stop)
         out, err, code = yield self.curl("--socks5", f"127.0.0.1:{self.socks_port}",
                                          f"http://127.0.0.1:{silent.getsockname()[1]}/")
         self.assertEqual(code, 97)
         self.assertIn(b"(6)", err)
+        # the policy's deadline, kept by the dial's own timer (freedom, an IP literal)
+        [line] = logs.lines()
+        self.assertIn("failed (timed out): no connection within 0.5s", line)
 
     @defer.inlineCallbacks
     def test_parallel(self) -> Any:

@@ -38,6 +38,7 @@ import socket
 import sys
 from typing import Any
 
+from twisted.internet import error as twisted_errors
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred, fail
@@ -50,7 +51,7 @@ from twisted.logger import Logger
 from twisted.python import log
 from zope.interface import implementer
 
-__all__ = ["DRAIN_LIMIT", "AcceptBackoffPort", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
+__all__ = ["DRAIN_LIMIT", "AcceptBackoffPort", "DialTimeoutError", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
            "LeanTCPClientEndpoint",
            "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll",
            "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
@@ -250,6 +251,29 @@ class EagerClient(_EagerWrites, tcp.Client):
     ``epoll_ctl`` calls). The socket is made non-blocking when it is created."""
 
     _connectStarted = False
+    #: the socket is ready: :meth:`_LeanConnector.connect` starts connecting at once
+    _startNow = False
+
+    def _finishInit(self, whenDone: Any, skt: Any, error: Any, reactor: Any) -> None:  # noqa: N802
+        """As Twisted, but the connect attempt starts when :class:`_LeanConnector` says,
+        in the same reactor turn (Twisted waits a turn: a ``callLater(0)``); a socket that
+        could not be made still fails on the next turn, as in Twisted."""
+        if whenDone:
+            self._commonConnection.__init__(self, skt, None, reactor)  # type: ignore[attr-defined]
+            self._startNow = True
+        else:
+            reactor.callLater(0, self.failIfNotConnected, error)  # type: ignore[attr-defined]
+
+    def resolveAddress(self) -> None:  # noqa: N802 - Twisted's name
+        """Connect to an IP literal without a Deferred in between (a name: as Twisted)."""
+        t: Any = self
+        if t._requiresResolution:
+            super().resolveAddress()  # type: ignore[misc]
+            return
+        try:
+            t._setRealAddress(t.addr)
+        except Exception as e:  # noqa: BLE001 - as Twisted's errback: the attempt fails
+            t.failIfNotConnected(e)
 
     def createInternetSocket(self) -> socket.socket:  # noqa: N802 - Twisted's name
         """A non-blocking socket in one system call where the platform allows it."""
@@ -292,9 +316,45 @@ class EagerClient(_EagerWrites, tcp.Client):
             self.connector.factory.made(self.protocol)
 
 
+class DialTimeoutError(twisted_errors.TimeoutError):
+    """A dial given a deadline (``connectWithin``) did not connect within it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(string=f"no connection within {seconds:g}s")
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return f"no connection within {self.seconds:g}s"
+
+
 class _LeanConnector(tcp.Connector):
     def _makeTransport(self) -> EagerClient:
         return EagerClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+    #: the timeout is a caller's deadline (``connectWithin``): it fails with DialTimeoutError
+    deadline = False
+
+    def connect(self) -> None:
+        """As Twisted's ``BaseConnector.connect``, then start the attempt now that the
+        timeout and the factory are set up (a refusal may then fail the attempt before this
+        returns)."""
+        if self.state != "disconnected":
+            raise RuntimeError("can't connect in this state")
+        self.state = "connecting"
+        if not self.factoryStarted:
+            self.factory.doStart()
+            self.factoryStarted = 1
+        transport: Any = self._makeTransport()
+        self.transport = transport
+        if self.timeout is not None:
+            why = (DialTimeoutError(self.timeout) if self.deadline
+                   else twisted_errors.TimeoutError())
+            self.timeoutID = self.reactor.callLater(self.timeout, transport.failIfNotConnected,
+                                                    why)
+        self.factory.startedConnecting(self)
+        if transport._startNow:
+            transport._startNow = False
+            transport.resolveAddress()
 
 
 class _Connecting(ClientFactory):
@@ -358,11 +418,21 @@ class LeanTCPClientEndpoint:
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:  # noqa: N803
         """Connect; fires with the protocol ``protocolFactory`` built."""
+        return self.connectWithin(protocolFactory, None)
+
+    def connectWithin(self, protocolFactory: Any, seconds: float | None) -> Deferred[Any]:  # noqa: N802,N803
+        """:meth:`connect`, failing with a ``TimeoutError`` that says so after ``seconds``
+        when that is sooner than the endpoint's own timeout: a caller with a deadline of its
+        own (the tunnel's ``connect_timeout``) needs no second timer."""
         try:
             connecting = _Connecting(protocolFactory)
-            connecting.connector = _LeanConnector(self.host, self.port, connecting,
-                                                  self.timeout, self.bindAddress, self.reactor)
-            connecting.connector.connect()
+            timeout = self.timeout
+            connector = _LeanConnector(self.host, self.port, connecting,
+                                       timeout, self.bindAddress, self.reactor)
+            if seconds is not None and (timeout is None or seconds < timeout):
+                connector.timeout, connector.deadline = seconds, True
+            connecting.connector = connector
+            connector.connect()
             return connecting.deferred
         except BaseException:  # noqa: BLE001
             return fail()

@@ -68,14 +68,19 @@ class TunnelService:
         Past ``timeout`` seconds the attempt is cancelled and fails with
         :class:`~vtwist.tunnel.failures.ConnectTimeout`. ``protocol``: what sniffing
         recognised, for the routing rules' ``protocol`` field."""
-        d = self._connect(destination, inbound_tag, source, email, protocol)
-        if timeout is not None and not d.called:
+        timed = [False]  # the endpoint took the deadline itself (connectWithin)
+        d = self._connect(destination, inbound_tag, source, email, protocol, timeout, timed)
+        if timeout is not None and not d.called and not timed[0]:
             d.addTimeout(timeout, self.clock,
                          onTimeoutCancel=lambda result, after: Failure(ConnectTimeout(after)))
         return d
 
     def _connect(self, destination: Destination, inbound_tag: str | None, source: str,
-                 email: str | None, protocol: str = "") -> Deferred[RelayProtocol]:
+                 email: str | None, protocol: str = "", timeout: float | None = None,
+                 timed: list[bool] | None = None) -> Deferred[RelayProtocol]:
+        """Route and connect. When routing answers at once and the outbound's endpoint
+        has ``connectWithin`` (a plain TCP dial), the endpoint's own connect timer keeps
+        ``timeout`` and ``timed[0]`` says so: one timer per dial, not two."""
         try:
             if protocol:
                 chosen = self.dispatcher.choose(destination, inbound_tag, source, email,
@@ -85,20 +90,26 @@ class TunnelService:
         except Exception:  # noqa: BLE001 - NoOutbound and friends become the errback
             return fail()
 
-        def connectThrough(outbound: IOutbound) -> Deferred[RelayProtocol]:
+        def connectThrough(outbound: IOutbound,
+                           within: float | None = None) -> Deferred[RelayProtocol]:
             self.access.accepted(source, destination, inbound_tag, outbound.tag, email)
 
             def tagged(protocol: RelayProtocol) -> RelayProtocol:
                 protocol.outbound_tag = outbound.tag
                 return protocol
 
-            return outbound.endpointFor(destination).connect(
-                RelayProtocolFactory()).addCallback(tagged)
+            endpoint = outbound.endpointFor(destination)
+            if within is not None:
+                connect_within = getattr(endpoint, "connectWithin", None)
+                if connect_within is not None:
+                    timed[0] = True  # type: ignore[index]
+                    return connect_within(RelayProtocolFactory(), within).addCallback(tagged)
+            return endpoint.connect(RelayProtocolFactory()).addCallback(tagged)
 
         if isinstance(chosen, Deferred):
             return chosen.addCallback(connectThrough)
         try:
-            return connectThrough(chosen)
+            return connectThrough(chosen, timeout if timed is not None else None)
         except Exception:  # noqa: BLE001 - becomes the caller's errback
             return fail()
 

@@ -161,8 +161,7 @@ def offer_splice(relay: Relay, reactor: Any) -> None:
     """Move ``relay`` onto a :class:`Splicer` once its transports allow it, or leave it."""
     inbound, outbound = relay.transports
     if not (_plain_tcp(inbound) and _plain_tcp(outbound)):  # most relays: asked first
-        if enabled():
-            stats.declined += 1
+        stats.declined += 1  # (without asking enabled(): an environment lookup a relay)
         return
     if not enabled() or not IReactorFDSet.providedBy(reactor):
         return
