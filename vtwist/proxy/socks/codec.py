@@ -24,6 +24,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from functools import lru_cache
 
 from vtwist.address import Destination, is_valid_domain, parse_ip
 from vtwist.sansio import NEED_DATA, Event, NeedData
@@ -409,6 +410,7 @@ class ServerCodec:
         self._buf.clear()
 
 
+@lru_cache(maxsize=256)  # a few bound addresses recur (a mux carrier's, 0.0.0.0:0)
 def _socks5_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
     return bytes((SOCKS5, code, 0)) + encode_address(host, port)
 

@@ -12,6 +12,7 @@ TCP connection. Every refused or broken handshake is one access line (``from ...
 from __future__ import annotations
 
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
@@ -263,6 +264,13 @@ class SocksServerProtocol(Protocol):
         log.debug("socks: {source} UDP associate on port {port}", source=self.source, port=port)
 
 
+@lru_cache(maxsize=64)  # the outbounds' few local addresses
+def _reply_host(host: Any) -> str:
+    """The address a reply names for an outbound's local ``host``: itself when it is an IP
+    (normalised), else 0.0.0.0."""
+    return normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
+
+
 @implementer(IInboundReply)
 class SocksReply:
     """The SOCKS reply once the tunnel knows whether the outbound connected."""
@@ -272,8 +280,7 @@ class SocksReply:
 
     def succeeded(self, bound: Any) -> None:
         """``SUCCEEDED`` with the outbound's local address (0.0.0.0:0 when it has none)."""
-        host = getattr(bound, "host", None)
-        host = normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
+        host = _reply_host(getattr(bound, "host", None))
         port = getattr(bound, "port", 0) or 0
         protocol = self.protocol
         protocol.transport.write(protocol.codec.send(Reply(ReplyCode.SUCCEEDED, host, port)))
