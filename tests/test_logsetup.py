@@ -125,6 +125,68 @@ class LogSetupTests(SynchronousTestCase):
         self.assertNotIn("accepted", text)
         self.assertEqual(out.getvalue(), "")
 
+    def test_access_lines_straight_to_a_text_switch(self) -> None:
+        """With ``send_lines_to(switch.access_line)`` (what ``vtwist run`` and twistd set up),
+        AccessLog's lines reach a plain-text access log without an event, stamped and
+        worded as the event path writes them; once the log is JSON the event goes out
+        (with its fields), and once it is off nothing is written."""
+        from vtwist.address import Destination
+        from vtwist.logsetup import LogSwitch
+        from vtwist.testing.doubles import LogCapture
+        from vtwist.tunnel import access as access_module
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        direct, via_event = (os.path.join(directory, n) for n in ("direct.log", "event.log"))
+        switch = LogSwitch(LogConfig(loglevel="none", access=direct), io.StringIO())
+        self.addCleanup(lambda: [f.close() for f in switch.files])
+        self.addCleanup(access_module.send_lines_to, None)
+        log = access_module.AccessLog()
+        target = Destination.tcp("example.com", 443)
+
+        def three() -> None:
+            log.accepted("127.0.0.1:5", target, "in", "out", "a@b")
+            log.closed("127.0.0.1:5", target, "in", "out", None, 1234, 5, 2.25)
+            log.rejected("127.0.0.1:6", "socks", "bad version")
+
+        access_module.send_lines_to(switch.access_line)
+        three()
+        # the same three through events, to a second switch
+        access_module.send_lines_to(None)
+        other = LogSwitch(LogConfig(loglevel="none", access=via_event), io.StringIO())
+        self.addCleanup(lambda: [f.close() for f in other.files])
+        capture = LogCapture()
+        self.addCleanup(capture.stop)
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(other)
+        self.addCleanup(globalLogPublisher.removeObserver, other)
+        three()
+        for f in switch.files + other.files:
+            f.flush()
+
+        def lines(path: str) -> list[str]:
+            with open(path) as f:
+                return [line[20:] for line in f.read().splitlines()]  # after the stamp
+
+        self.assertEqual(lines(direct), lines(via_event))
+        self.assertEqual(lines(direct), [
+            "from 127.0.0.1:5 accepted tcp:example.com:443 [in >> out] email: a@b",
+            "from 127.0.0.1:5 closed tcp:example.com:443 [in >> out] up 1.2 kB down 5 B 2.2 s",
+            "from 127.0.0.1:6 rejected socks: bad version"])
+
+        # JSON: access_line declines, the event (with its fields) goes out instead
+        switch.reopen(LogConfig(loglevel="none", access=direct, format="json"))
+        access_module.send_lines_to(switch.access_line)
+        self.assertFalse(switch.access_line("from x accepted y"))
+        before = len(capture.events)
+        log.accepted("127.0.0.1:7", target, "in", "out")
+        [event] = capture.events[before:]
+        self.assertEqual((event["status"], event["source"]), ("accepted", "127.0.0.1:7"))
+        # off: nothing taken, nothing written
+        switch.reopen(LogConfig(loglevel="none", access="none"))
+        self.assertFalse(switch.access_line("from x accepted z"))
+
     def test_unopenable_file(self) -> None:
         """A log file that cannot be opened is a ConfigError naming the key, not an OSError."""
         missing = os.path.join(self.mktemp(), "no-such-dir", "access.log")

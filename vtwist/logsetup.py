@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.model import LogConfig
+from vtwist.tunnel.access import send_lines_to
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warning": LogLevel.warn,
           "error": LogLevel.error}
@@ -85,14 +86,18 @@ class _AccessLineObserver:
         self._stamp = ""
 
     def __call__(self, event: dict[str, Any]) -> None:
-        when = event.get("log_time")
-        second = int(when if when is not None else time.time())
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(second))
         line = event.get("line")
         if event.get("log_format") != "{line}" or not isinstance(line, str):
             line = formatEvent(event)  # AccessLog's events carry the whole line as "line"
+        when = event.get("log_time")
+        self.write(line, when if when is not None else time.time())
+
+    def write(self, line: str, when: float) -> None:
+        """``line`` stamped with ``when`` (seconds since the epoch)."""
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(second))
         self.out.write(f"{self._stamp} {line}\n")
         self.out.flush()
 
@@ -235,6 +240,15 @@ class LogSwitch:
         for observer in self.observers:
             observer(event)
 
+    def access_line(self, line: str) -> bool:
+        """Write an access line at once when the access log is plain text (True); False
+        otherwise (JSON, or off): the caller emits the event instead."""
+        access = self.access
+        if type(access) is _AccessLineObserver:
+            access.write(line, time.time())
+            return True
+        return False
+
     def reopen(self, config: LogConfig | None = None) -> None:
         """Open the log files of ``config`` (default: the current one) and close the old
         ones. Raises :class:`ConfigError` (the old files stay) when one cannot be opened."""
@@ -266,4 +280,5 @@ def begin_logging(config: LogConfig, stdout: IO[str] = sys.stdout) -> LogSwitch:
     :class:`LogSwitch` that reopens the files."""
     switch = LogSwitch(config, stdout)
     globalLogBeginner.beginLoggingTo([switch], redirectStandardIO=False)
+    send_lines_to(switch.access_line)  # the switch is the one observer: lines go straight
     return switch

@@ -127,6 +127,7 @@ def makeService(options: Options) -> Any:
 
     from vtwist.app.reload import Reloader, install_reload_signal
     from vtwist.logsetup import LogSwitch, filter_next_observers
+    from vtwist.tunnel.access import send_lines_to
 
     try:
         service.logs = LogSwitch(service.config.log, stdout=None)  # twistd logs the rest
@@ -135,6 +136,8 @@ def makeService(options: Options) -> Any:
         raise SystemExit(1) from None
     globalLogPublisher.addObserver(service.logs)
     filter_next_observers(service.config.log)  # twistd's stdout follows loglevel/access too
+    # access lines to a file: the switch writes them; twistd's observers drop them anyway
+    send_lines_to(service.logs.access_line)
     # SIGHUP: read the same source again and apply the difference (vtwist reload)
     service.reloader = Reloader(service, lambda: config_from_options(options))
     install_reload_signal(service.reloader, reactor)

@@ -12,6 +12,7 @@ Each event also carries its fields as keys (``status``: accepted/rejected/closed
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger, LogLevel
@@ -19,6 +20,18 @@ from twisted.logger import Logger, LogLevel
 from vtwist.address import Destination
 
 access_log = Logger(namespace="vtwist.access")
+
+#: where lines go without an event (:func:`send_lines_to`); it answers False when it cannot
+#: take them (the access log became JSON, or off), and the event goes out as usual
+_line_sink: Callable[[str], bool] | None = None
+
+
+def send_lines_to(sink: Callable[[str], bool] | None) -> None:
+    """Hand access lines straight to ``sink`` (the application's log switch, when it is the
+    access log's one destination and writes plain lines): no event dict, no trip through
+    the global log publisher for the two lines of every connection. None: events again."""
+    global _line_sink
+    _line_sink = sink
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -45,6 +58,9 @@ class AccessLog:
         line = f"from {source} accepted {target} [{inbound_tag or ''} >> {outbound_tag or ''}]"
         if email:
             line += f" email: {email}"
+        sink = _line_sink
+        if sink is not None and sink(line):
+            return
         # the fields are keys of their own too (log.format json)
         _emit({"line": line, "status": "accepted", "source": source, "destination": target,
                "inbound": inbound_tag or "", "outbound": outbound_tag or "",
@@ -52,9 +68,14 @@ class AccessLog:
 
     def rejected(self, source: str, protocol: str, why: str) -> None:
         """An inbound refused a client (bad handshake, wrong credentials, probe...)."""
-        if self.enabled:
-            _emit({"line": f"from {source} rejected {protocol}: {why}", "status": "rejected",
-                   "source": source, "protocol": protocol, "reason": why})
+        if not self.enabled:
+            return
+        line = f"from {source} rejected {protocol}: {why}"
+        sink = _line_sink
+        if sink is not None and sink(line):
+            return
+        _emit({"line": line, "status": "rejected", "source": source, "protocol": protocol,
+               "reason": why})
 
     def closed(self, source: str, destination: Destination, inbound_tag: str | None,
                outbound_tag: str | None, email: str | None, up: int, down: int,
@@ -68,6 +89,9 @@ class AccessLog:
                 f"{duration:.1f} s")
         if email:
             line += f" email: {email}"
+        sink = _line_sink
+        if sink is not None and sink(line):
+            return
         _emit({"line": line, "status": "closed", "source": source, "destination": target,
                "inbound": inbound_tag or "", "outbound": outbound_tag or "",
                "email": email or "", "up": up, "down": down, "duration": round(duration, 3)})
