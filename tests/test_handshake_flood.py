@@ -198,6 +198,61 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.assertEqual(len(logs), 2)
         self.assertIn("21 connection(s)", logs[1])
 
+    def test_deadlines_share_one_timer(self) -> None:
+        """Deadlines kept by the limit fire on time, on one timer; a handshake that ends in
+        time hears nothing; the last one out leaves no timer behind."""
+        clock = Clock()
+        limit = HandshakeLimit(0, clock, "in")
+        expired: list[str] = []
+        a, b, c = self.protocols(3)
+        self.assertTrue(limit.enter(a, 4, lambda: expired.append("a"), clock))
+        clock.advance(1)
+        self.assertTrue(limit.enter(b, 4, lambda: expired.append("b"), clock))
+        self.assertTrue(limit.enter(c, 4, lambda: expired.append("c"), clock))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(2.9)  # t=3.9
+        self.assertEqual(expired, [])
+        limit.leave(b)  # b's handshake ended in time
+        clock.advance(0.1)  # t=4.0: a's deadline
+        self.assertEqual(expired, ["a"])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)  # set again, for c
+        clock.advance(0.9)
+        self.assertEqual(expired, ["a"])
+        clock.advance(0.1)  # t=5.0: c's (b's passed unheard)
+        self.assertEqual(expired, ["a", "c"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(len(limit), 0)
+        d, = self.protocols(1)
+        limit.enter(d, 4, lambda: expired.append("d"), clock)
+        limit.leave(d)
+        self.assertEqual(clock.getDelayedCalls(), [])  # nothing left open: no timer
+        clock.advance(10)
+        self.assertEqual(expired, ["a", "c"])
+
+    def test_deadlines_out_of_order_and_restarts(self) -> None:
+        """A sooner deadline entered after a later one still fires on time; a handshake
+        restarted from its own expiry gets its new deadline; another clock is refused."""
+        clock = Clock()
+        limit = HandshakeLimit(0, clock, "in")
+        expired: list[tuple[str, float]] = []
+        a, b, c = self.protocols(3)
+        limit.enter(a, 10, lambda: expired.append(("a", clock.seconds())), clock)
+        limit.enter(b, 2, lambda: expired.append(("b", clock.seconds())), clock)
+
+        def c_expired() -> None:
+            expired.append(("c", clock.seconds()))
+            if len(expired) < 4:  # restarts twice (as HTTP keep-alive re-enters)
+                limit.enter(c, 1, c_expired, clock)
+
+        limit.enter(c, 3, c_expired, clock)
+        for _ in range(40):
+            clock.advance(0.5)
+        self.assertEqual(expired, [("b", 2), ("c", 3), ("c", 4), ("c", 5), ("a", 10)])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertFalse(limit.enter(a, 1, lambda: None, Clock()))  # not this limit's clock
+        self.assertEqual(len(limit), 1)  # counted against the cap all the same
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_zero_is_no_cap(self) -> None:
         limit = HandshakeLimit(0)
         for p in self.protocols(50):

@@ -126,10 +126,15 @@ class GuardedServerProtocol(Protocol):
         reactor = self.factory.reactor
         self._start = reactor.seconds()
         self._handshakeSeconds = seconds
-        self._timer = reactor.callLater(seconds, self.handshakeTimedOut)
         limit = handshakes_of(self.factory)
-        if limit is not None:  # past the inbound's cap the oldest handshakes are shed
-            limit.enter(self)
+        # past the inbound's cap the oldest handshakes are shed; the limit keeps the
+        # deadline on its one timer (else this connection has a timer of its own)
+        if limit is None or not limit.enter(self, seconds, self._handshakeDue, reactor):
+            self._timer = reactor.callLater(seconds, self.handshakeTimedOut)
+
+    def _handshakeDue(self) -> None:
+        """The inbound's handshake timer says this deadline passed."""
+        self.handshakeTimedOut()
 
     def handshakeTimedOut(self) -> None:
         """The deadline passed (subclasses refuse, or fall back)."""

@@ -8,6 +8,7 @@ costs bounded memory and the newest connections, a real client's among them, go 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -22,7 +23,14 @@ log = Logger(namespace="vtwist.tunnel.handshakes")
 
 
 class HandshakeLimit:
-    """The connections of one inbound that are in their handshake, oldest first."""
+    """The connections of one inbound that are in their handshake, oldest first, and their
+    handshake deadlines.
+
+    The deadlines share one timer (:meth:`enter` with ``seconds``): it is set for the oldest
+    handshake's deadline and, when it fires, expires what is due and is set again for the
+    next one. A connection whose handshake ends in time costs no timer of its own (a
+    ``callLater`` and its cancel, each connection); the timer fires about once per deadline
+    span while connections keep coming."""
 
     def __init__(self, limit: int = DEFAULT_MAX_HANDSHAKES, clock: Any = None,
                  name: str = "") -> None:
@@ -31,25 +39,96 @@ class HandshakeLimit:
         self.name = name
         #: connections shed so far
         self.shed = 0
-        self._open: dict[int, Any] = {}  # insertion order: oldest first
+        #: id(protocol) -> [protocol, deadline or None, expired callback], oldest first
+        self._open: dict[int, list[Any]] = {}
         self._logged_at: float | None = None
         self._unlogged = 0
+        self._timer: Any = None
+        self._timerAt = 0.0
+        #: the latest deadline entered; a sooner one entered after it sets ``_unordered``
+        self._lastDeadline = 0.0
+        self._unordered = False
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def enter(self, protocol: Any) -> None:
-        """``protocol`` starts (or restarts) a handshake; the oldest beyond the cap are shed."""
+    def enter(self, protocol: Any, seconds: float | None = None,
+              expired: Callable[[], Any] | None = None, clock: Any = None) -> bool:
+        """``protocol`` starts (or restarts) a handshake; the oldest beyond the cap are shed.
+
+        With ``seconds`` and ``expired``: ``expired()`` is called once ``seconds`` pass
+        before :meth:`leave` (measured on ``clock``, which must be this limit's clock).
+        Returns whether the limit keeps that deadline (False: the caller times it)."""
         key = id(protocol)
-        self._open.pop(key, None)
-        self._open[key] = protocol
-        while self.limit > 0 and len(self._open) > self.limit:
-            oldest = self._open.pop(next(iter(self._open)))
-            self._shed(oldest)
+        open_ = self._open
+        open_.pop(key, None)
+        keeps = seconds is not None and expired is not None and clock is not None \
+            and clock is self.clock
+        if keeps:
+            deadline = clock.seconds() + seconds  # type: ignore[operator]
+            open_[key] = [protocol, deadline, expired]
+            if deadline < self._lastDeadline:
+                self._unordered = True
+            else:
+                self._lastDeadline = deadline
+            self._arm(deadline, seconds)
+        else:
+            open_[key] = [protocol, None, None]
+        while self.limit > 0 and len(open_) > self.limit:
+            oldest = open_.pop(next(iter(open_)))
+            self._shed(oldest[0])
+        return keeps
 
     def leave(self, protocol: Any) -> None:
-        """``protocol``'s handshake ended (done, refused, or the connection is gone)."""
-        self._open.pop(id(protocol), None)
+        """``protocol``'s handshake ended (done, refused, or the connection is gone); the
+        last one out stops the timer (an idle inbound holds none)."""
+        open_ = self._open
+        if open_.pop(id(protocol), None) is not None and not open_:
+            self._unordered = False
+            timer, self._timer = self._timer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    def _due(self) -> None:
+        """The timer: expire every handshake past its deadline, set it for the next one."""
+        self._timer = None
+        now = self.clock.seconds()
+        open_ = self._open
+        due = []
+        for key, entry in open_.items():
+            deadline = entry[1]
+            if deadline is None:
+                continue
+            if deadline <= now:
+                due.append(key)
+            elif not self._unordered:
+                break  # entered in deadline order: the rest are later
+        for key in due:
+            entry = open_.pop(key, None)
+            if entry is not None:
+                entry[2]()  # (it may enter or leave other handshakes)
+        if not open_:
+            self._unordered = False
+            return
+        deadlines = (entry[1] for entry in open_.values() if entry[1] is not None)
+        soonest = min(deadlines, default=None) if self._unordered else next(deadlines, None)
+        if soonest is not None:
+            self._arm(soonest, max(0.0, soonest - self.clock.seconds()))
+
+    def _arm(self, deadline: float, seconds: float) -> None:
+        """The timer fires by ``deadline`` (``seconds`` from now)."""
+        if self._timer is None:
+            self._timerAt = deadline
+            self._timer = self.clock.callLater(seconds, self._due)
+        elif deadline < self._timerAt:
+            self._timerAt = deadline
+            self._timer.reset(seconds)
+
+    def cancel(self) -> None:
+        """Stop the deadline timer (the inbound stops; its connections close anyway)."""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _shed(self, protocol: Any) -> None:
         self.shed += 1

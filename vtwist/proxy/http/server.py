@@ -241,11 +241,13 @@ class HttpProxyProtocol(Protocol):
 
     def _startTimer(self) -> None:
         self._cancelTimer()
-        self._timer = self.factory.reactor.callLater(self.factory.policy.handshake,
-                                                     self._handshakeTimeout)
-        limit = handshakes_of(self.factory)
-        if limit is not None:  # waiting for a request head: past the cap the oldest go
-            limit.enter(self)
+        factory = self.factory
+        reactor, seconds = factory.reactor, factory.policy.handshake
+        limit = handshakes_of(factory)
+        # waiting for a request head: past the cap the oldest go; the limit keeps the
+        # deadline on its one timer (else this connection has a timer of its own)
+        if limit is None or not limit.enter(self, seconds, self._handshakeTimeout, reactor):
+            self._timer = reactor.callLater(seconds, self._handshakeTimeout)
 
     def _handshakeTimeout(self) -> None:
         self._timer = None

@@ -95,12 +95,15 @@ class SocksServerProtocol(Protocol):
         """Start the handshake clock."""
         self.source = format_address(self.transport.getPeer())
         set_no_delay(self.transport)
-        self._began = self.factory.reactor.seconds()  # for the handshake latency metric
-        self._timer = self.factory.reactor.callLater(
-            self.factory.policy.handshake, self._handshakeTimeout)
-        limit = handshakes_of(self.factory)
-        if limit is not None:  # past the inbound's cap the oldest handshakes are shed
-            limit.enter(self)
+        factory = self.factory
+        reactor = factory.reactor
+        self._began = reactor.seconds()  # for the handshake latency metric
+        limit = handshakes_of(factory)
+        # past the inbound's cap the oldest handshakes are shed; the limit keeps the
+        # deadline on its one timer (else this connection has a timer of its own)
+        seconds = factory.policy.handshake
+        if limit is None or not limit.enter(self, seconds, self._handshakeTimeout, reactor):
+            self._timer = reactor.callLater(seconds, self._handshakeTimeout)
 
     def dataReceived(self, data: bytes) -> None:
         """Handshake bytes, or the tunnel's payload, depending on the phase."""
