@@ -118,6 +118,54 @@ def plain_upgrade(target: bytes, headers: list[tuple[bytes, bytes]]) -> list[str
     return split_comma_header(protocols) if protocols is not None else []
 
 
+#: A request head as clients lay it out: ``GET``, a printable target, ``HTTP/1.1``, header
+#: lines of a token, a colon and printable ASCII (no tab, no folding), then the empty line.
+_USUAL_HEAD = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n"
+                         rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\x20-\x7e]*\r\n)+)\r\n")
+#: One line of such a head: the name, and the value without the spaces around it.
+_USUAL_FIELD = re.compile(rb"([^:]+):[ ]*([^\r]*?)[ ]*\r\n")
+
+UsualRequest = tuple[bytes, dict[bytes, bytes], bytes]
+
+
+def usual_upgrade(buffer: bytes) -> UsualRequest | None:
+    """(target, {lower-case name: value}, the bytes after the head) of the upgrade request
+    most clients send, in one pass; None leaves ``buffer`` to the full path
+    (:func:`read_request_head`, :func:`plain_upgrade`, h11 and wsproto).
+
+    Usual means: laid out as ``_USUAL_HEAD`` says, every header once, ``Host``,
+    ``Connection`` naming ``upgrade``, ``Upgrade: websocket``, ``Sec-WebSocket-Version: 13``
+    and a ``Sec-WebSocket-Key``, no extensions offered and no body. Such a request is one
+    :func:`read_request_head` reads directly and :func:`plain_upgrade` calls plain, so its
+    answer is the one the full path gives; anything else (an incomplete head too) takes that
+    path.
+    """
+    match = _USUAL_HEAD.match(buffer)
+    if match is None:
+        return None
+    pairs = _USUAL_FIELD.findall(match[2])
+    fields = {name.lower(): value for name, value in pairs}
+    if len(fields) != len(pairs) or fields.get(b"sec-websocket-version") != b"13" \
+            or b"sec-websocket-key" not in fields or b"sec-websocket-extensions" in fields \
+            or b"content-length" in fields or b"transfer-encoding" in fields:
+        return None
+    upgrade = fields.get(b"upgrade")
+    connection = fields.get(b"connection")
+    host = fields.get(b"host")
+    if upgrade is None or upgrade.lower() != b"websocket" or connection is None \
+            or host is None:
+        return None
+    if connection.lower() != b"upgrade" and not any(
+            t.strip().lower() == b"upgrade" for t in connection.split(b",")):
+        return None
+    if b"xn--" in host:  # (an ASCII name without it always decodes)
+        try:
+            host.decode("idna")
+        except UnicodeError:
+            return None
+    return match[1], fields, buffer[match.end():]
+
+
 def accept_response(key: bytes, subprotocol: str | None) -> bytes:
     """The 101 answer wsproto's server sends for ``key`` (echoing ``subprotocol``)."""
     lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",

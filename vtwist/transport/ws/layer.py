@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,7 +38,7 @@ from wsproto.events import (
     Request,
 )
 from wsproto.handshake import H11Handshake
-from wsproto.utilities import ProtocolError
+from wsproto.utilities import ProtocolError, split_comma_header
 from zope.interface import implementer
 
 from vtwist.interfaces import IStreamLayer
@@ -65,6 +66,7 @@ from vtwist.transport.ws.http import (
     http_response,
     plain_upgrade,
     read_request_head,
+    usual_upgrade,
     valid_key,
 )
 from vtwist.transport.ws.settings import EARLY_DATA_PROTOCOL_HEADER, MAX_EARLY_DATA, WSSettings
@@ -236,6 +238,9 @@ class WSServerLayer(_WSLayer):
         if self.http is None:
             if self.head:
                 data = self.head + data
+            usual = usual_upgrade(data)
+            if usual is not None and self._upgradeUsual(*usual):
+                return
             head = read_request_head(data)
             if head is None:
                 if self.received > MAX_REQUEST_BYTES:
@@ -311,9 +316,34 @@ class WSServerLayer(_WSLayer):
         subprotocol = offered[0] if offered else None
         early = early_in_path or self._earlyDataInHeaders(headers)
         if handshake is None:
-            self.transport.write(accept_response(key, subprotocol))
+            answer = accept_response(key, subprotocol)
         else:
-            self.transport.write(handshake.send(AcceptConnection(subprotocol=subprotocol)))
+            answer = handshake.send(AcceptConnection(subprotocol=subprotocol))
+        self._accept(answer, early, leftover)
+
+    def _upgradeUsual(self, target: bytes, fields: dict[bytes, bytes], leftover: bytes) -> bool:
+        """The fast path (:func:`~vtwist.transport.ws.http.usual_upgrade`'s request): answer
+        it when it asks for the configured path (no query, no escapes needed) with a valid key;
+        False leaves it to the full path."""
+        if target.decode("ascii") != self.settings.path or b"%" in target:
+            return False
+        key = fields[b"sec-websocket-key"]
+        if not valid_key(key):
+            return False
+        forwarded = fields.get(b"x-forwarded-for")
+        if forwarded is not None:
+            self.forwardedFor = forwarded_peer(forwarded)
+        protocols = fields.get(b"sec-websocket-protocol")
+        subprotocol = split_comma_header(protocols)[0] if protocols is not None else None
+        early = self._earlyDataInHeaders(fields.items()) if protocols is not None \
+            or self.settings.early_data_header else None
+        self._accept(accept_response(key, subprotocol), early, leftover)
+        return True
+
+    def _accept(self, answer: bytes, early: bytes | None, leftover: bytes) -> None:
+        """Send the 101 ``answer``, connect the application, hand it the early data and the
+        first frames."""
+        self.transport.write(answer)
         self.frames = FrameDecoder(client=False)
         self.handshakeDone()
         if early and self.app is not None and not self.disconnecting:
@@ -330,7 +360,7 @@ class WSServerLayer(_WSLayer):
             return None
         return decode_early_data(target[len(settings.path):].encode("latin-1"))
 
-    def _earlyDataInHeaders(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    def _earlyDataInHeaders(self, headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
         """Early data in the configured header, or in Sec-WebSocket-Protocol (as Xray's
         server takes it whatever its settings say, so ``?ed=`` links work against it)."""
         wanted = {EARLY_DATA_PROTOCOL_HEADER.lower().encode()}
