@@ -222,27 +222,9 @@ class LeanEndpointFailureTests(TestCase):
     def test_cancel(self) -> Any:
         """Cancelling before the connection completes: ConnectingCancelledError."""
         d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.listening_port()).connect(
-            Factory.forProtocol(Protocol))  # connecting (the reactor has not run since)
+            Factory.forProtocol(Protocol))  # the connect itself starts on the next turn
         d.cancel()
         return self.assertFailure(d, ConnectingCancelledError)
-
-    def test_connect_starts_in_the_same_turn(self) -> Any:
-        """The connect system call goes out inside ``connect()`` (Twisted waits a reactor
-        turn): the listener has the connection to accept before the reactor runs again."""
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        self.addCleanup(listener.close)
-        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1]).connect(
-            Factory.forProtocol(Protocol))
-        listener.settimeout(5)  # blocks this test (and the reactor): no turn can run
-        accepted, _ = listener.accept()
-        self.addCleanup(accepted.close)
-
-        def made(protocol: Protocol) -> None:
-            protocol.transport.loseConnection()
-
-        return d.addCallback(made)
 
     def test_failing_connection_made(self) -> Any:
         """A protocol whose connectionMade raises: the Deferred fails rather than hanging."""

@@ -251,18 +251,6 @@ class EagerClient(_EagerWrites, tcp.Client):
     ``epoll_ctl`` calls). The socket is made non-blocking when it is created."""
 
     _connectStarted = False
-    #: the socket is ready: :meth:`_LeanConnector.connect` starts connecting at once
-    _startNow = False
-
-    def _finishInit(self, whenDone: Any, skt: Any, error: Any, reactor: Any) -> None:  # noqa: N802
-        """As Twisted, but the connect attempt starts when :class:`_LeanConnector` says,
-        in the same reactor turn (Twisted waits a turn: a ``callLater(0)``); a socket that
-        could not be made still fails on the next turn, as in Twisted."""
-        if whenDone:
-            self._commonConnection.__init__(self, skt, None, reactor)  # type: ignore[attr-defined]
-            self._startNow = True
-        else:
-            reactor.callLater(0, self.failIfNotConnected, error)  # type: ignore[attr-defined]
 
     def resolveAddress(self) -> None:  # noqa: N802 - Twisted's name
         """Connect to an IP literal without a Deferred in between (a name: as Twisted)."""
@@ -335,9 +323,11 @@ class _LeanConnector(tcp.Connector):
     deadline = False
 
     def connect(self) -> None:
-        """As Twisted's ``BaseConnector.connect``, then start the attempt now that the
-        timeout and the factory are set up (a refusal may then fail the attempt before this
-        returns)."""
+        """As Twisted's ``BaseConnector.connect``, with the timeout's error saying whose
+        deadline it was (:attr:`deadline`). The attempt starts on the next reactor turn, as
+        in Twisted: starting it in this one lets a door that dials itself (a dokodemo
+        following redirects, reached directly) grow a chain of connections faster than the
+        closing of its first link can undo it."""
         if self.state != "disconnected":
             raise RuntimeError("can't connect in this state")
         self.state = "connecting"
@@ -352,9 +342,6 @@ class _LeanConnector(tcp.Connector):
             self.timeoutID = self.reactor.callLater(self.timeout, transport.failIfNotConnected,
                                                     why)
         self.factory.startedConnecting(self)
-        if transport._startNow:
-            transport._startNow = False
-            transport.resolveAddress()
 
 
 class _Connecting(ClientFactory):
