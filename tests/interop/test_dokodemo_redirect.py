@@ -217,6 +217,22 @@ class RedirectTests(_Redirect):
         self.start()
         self.assertEcho("4", "127.0.0.2", "127.0.0.1")
 
+    def test_direct_connection_never_dials_the_door(self) -> None:
+        """With NAT on, connection tracking answers SO_ORIGINAL_DST for a connection made
+        straight to the door too, with the door's own address: following that would dial
+        the door, whose new connection would dial it again, without end. Such connections
+        go to ``address:port`` instead (here nowhere: closed), and the redirected one
+        still reaches its destination."""
+        self.redirect("iptables", "127.0.0.2", "127.0.0.1")
+        self.start()  # its readiness probes connect straight to the door
+        result = self.client("tcp", "4", "127.0.0.1", "127.0.0.1", DOOR, 1000)
+        self.assertEqual(result["got"], 0)
+        self.assertEcho("4", "127.0.0.2", "127.0.0.1")
+        output = self.output()
+        self.assertNotIn(f"accepted tcp:127.0.0.1:{DOOR} ", output)
+        self.assertIn(f"accepted tcp:127.0.0.1:{NOWHERE} ", output)
+        self.assertIn(f"accepted tcp:127.0.0.1:{ECHO_PORT} ", output)
+
     def test_ipv6(self) -> None:
         self.redirect("ip6tables", "fd00::2", "::1")
         self.start()

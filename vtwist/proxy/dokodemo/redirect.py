@@ -21,6 +21,8 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vtwist.address import normalize_host
+
 log = Logger(namespace="vtwist.dokodemo")
 
 SOL_IP = getattr(socket, "SOL_IP", 0)
@@ -69,7 +71,12 @@ def socket_of(transport: Any) -> socket.socket | None:
 
 def original_destination(sock: socket.socket) -> tuple[str, int] | None:
     """Where a connection that iptables ``REDIRECT`` sent here was going, or None (no NAT
-    entry, not Linux, not an IP socket)."""
+    entry, not Linux, not an IP socket, or not redirected at all).
+
+    Connection tracking also answers for a connection made straight to this socket's
+    address (no rule rewrote it): with that very address. Following it would connect
+    the door to itself, and that connection to itself again, without end; such a
+    connection has no original destination."""
     attempts = [(SOL_IP, SO_ORIGINAL_DST)]
     if sock.family == socket.AF_INET6:
         attempts.insert(0, (SOL_IPV6, IP6T_SO_ORIGINAL_DST))
@@ -80,8 +87,17 @@ def original_destination(sock: socket.socket) -> tuple[str, int] | None:
             continue
         found = parse_sockaddr(raw)
         if found is not None:
-            return found
+            return None if _is_local_address(sock, found) else found
     return None
+
+
+def _is_local_address(sock: socket.socket, address: tuple[str, int]) -> bool:
+    """Whether ``address`` is ``sock``'s own local address (IPv4-mapped forms alike)."""
+    try:
+        local = sock.getsockname()
+    except OSError:
+        return False
+    return local[1] == address[1] and normalize_host(local[0]) == normalize_host(address[0])
 
 
 def set_transparent(sock: socket.socket, *, recv_orig_dst: bool = False,
