@@ -37,6 +37,7 @@ LAYER_TABLE: dict[str, str] = {
     "sansio.py": "base",
     "interfaces.py": "base",
     "reactors.py": "base",
+    "entropy.py": "base",
     # config
     "config/": "config",
     # routing
@@ -69,6 +70,7 @@ LAYER_TABLE: dict[str, str] = {
 #: any ``vtwist`` module they import. Paths relative to the repository root.
 SANS_IO: tuple[str, ...] = (
     "vtwist/sansio.py",
+    "vtwist/entropy.py",
     "vtwist/address.py",
     "vtwist/policy.py",
     "vtwist/proxy/socks/codec.py",

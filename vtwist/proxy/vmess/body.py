@@ -17,7 +17,6 @@ Security values: 1 legacy (AES-128-CFB over FNV-authenticated chunks), 3 AES-128
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from collections.abc import Callable
 
@@ -26,6 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from fnv_hash_fast import fnv1a_32
+
+from vtwist.entropy import RandomPool
 
 try:  # cryptography >= 47 moved CFB to the "decrepit" package
     from cryptography.hazmat.decrepit.ciphers.modes import CFB as _CFB
@@ -71,29 +72,9 @@ _pack_u16 = struct.Struct(">H").pack
 _unpack_hh = struct.Struct(">HH").unpack_from
 
 
-class _RandomPool:
-    """Cheap random padding bytes: slices of a refilled os.urandom block.
-
-    Padding content is never checked (V2Ray fills it from math/rand); this avoids one
-    system call per chunk.
-    """
-
-    __slots__ = ("_buf", "_pos")
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._pos = 0
-
-    def __call__(self, n: int) -> bytes:
-        pos = self._pos
-        if pos + n > len(self._buf):
-            self._buf = os.urandom(max(65536, n))
-            pos = 0
-        self._pos = pos + n
-        return self._buf[pos:pos + n]
-
-
-padding_bytes = _RandomPool()
+#: Cheap random padding bytes (padding content is never checked: V2Ray fills it from
+#: math/rand): slices of a 64 KiB ``os.urandom`` block, no system call per chunk.
+padding_bytes = RandomPool(65536)
 RandomBytes = Callable[[int], bytes]
 
 

@@ -13,7 +13,6 @@ No clock is read here: VMess timestamps are wall-clock seconds, which the caller
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vtwist.address import Destination
+from vtwist.entropy import random_bytes
 from vtwist.proxy.vmess import header as H
 from vtwist.proxy.vmess import legacy as L
 from vtwist.proxy.vmess.body import (
@@ -295,7 +295,8 @@ class ClientSession:
     """Client state for one VMess connection: request header, body codecs, response.
 
     Random values (key, IV, V, padding, AuthID random, nonce, legacy jitter and ID choice)
-    can be injected for tests; by default they come from ``os.urandom``.
+    can be injected for tests; by default they come from ``os.urandom`` (through
+    :data:`vtwist.entropy.random_bytes`, without a system call each).
     """
 
     account: Account
@@ -304,11 +305,11 @@ class ClientSession:
     security: int | None = None
     option: int | None = None
     aead: bool | None = None
-    body_key: bytes = field(default_factory=lambda: os.urandom(16))
-    body_iv: bytes = field(default_factory=lambda: os.urandom(16))
-    response_v: int = field(default_factory=lambda: os.urandom(1)[0])
+    body_key: bytes = field(default_factory=lambda: random_bytes(16))
+    body_iv: bytes = field(default_factory=lambda: random_bytes(16))
+    response_v: int = field(default_factory=lambda: random_bytes(1)[0])
     header_padding: bytes | None = None
-    random_bytes: Callable[[int], bytes] = os.urandom
+    random_bytes: Callable[[int], bytes] = random_bytes
 
     def __post_init__(self) -> None:
         if self.security is None:
@@ -359,7 +360,7 @@ class ClientSession:
     def body_encoder(self, chunk_size: int = DEFAULT_SEND_CHUNK) -> BodyEncoder:
         """Encoder for the request body: chunks of up to ``chunk_size`` bytes (16 KiB by
         default, 2048 = V2Ray's own writer); UDP keeps V2Ray's 2048."""
-        rnd = padding_bytes if self.random_bytes is os.urandom else self.random_bytes
+        rnd = padding_bytes if self.random_bytes is random_bytes else self.random_bytes
         return BodyEncoder(self.security, self.option, self.body_key, self.body_iv,
                            packet=self.command == H.CMD_UDP, random_bytes=rnd,
                            chunk_size=chunk_size)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fnv_hash_fast import fnv1a_32
 
 from vtwist.address import Destination, is_valid_domain, normalize_host
+from vtwist.entropy import random_bytes
 from vtwist.proxy.vmess import kdf as K
 from vtwist.proxy.vmess.body import SEC_AUTO, SEC_LEGACY, SEC_NONE, SEC_UNKNOWN
 
@@ -198,7 +198,7 @@ def auth_id_plain(timestamp: int, rand4: bytes) -> bytes:
 
 def create_auth_id(cmd_key: bytes, timestamp: int, rand4: bytes | None = None) -> bytes:
     """AES-128-ECB(auth key, BE64(ts) || 4 random || CRC32)."""
-    rand4 = os.urandom(4) if rand4 is None else rand4
+    rand4 = random_bytes(4) if rand4 is None else rand4
     return _auth_id_cipher(bytes(cmd_key)).encryptor().update(auth_id_plain(timestamp, rand4))
 
 
@@ -229,7 +229,7 @@ def seal_request_header(cmd_key: bytes, instruction: bytes, timestamp: int,
                         rand4: bytes | None = None, nonce: bytes | None = None) -> bytes:
     """AuthID || sealed length (18) || nonce (8) || sealed instruction."""
     auth_id = create_auth_id(cmd_key, timestamp, rand4)
-    nonce = os.urandom(8) if nonce is None else nonce
+    nonce = random_bytes(8) if nonce is None else nonce
     lk, ln, hk, hn = header_keys(cmd_key, auth_id, nonce)
     sealed_len = AESGCM(lk).encrypt(ln, struct.pack(">H", len(instruction)), auth_id)
     sealed = AESGCM(hk).encrypt(hn, instruction, auth_id)
