@@ -68,6 +68,19 @@ def free_port(udp_too: bool = False, host: str = "127.0.0.1", ipv6_too: bool = F
     raise RuntimeError("no free port found")
 
 
+def silent_port(test: Any) -> int:
+    """A loopback port whose accept queue is full, so later SYNs go unanswered (a target
+    that never answers a connect); its sockets close in ``test``'s cleanup."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    test.addCleanup(silent.close)
+    filler = socket.socket()
+    test.addCleanup(filler.close)
+    filler.connect(silent.getsockname())  # fills the queue
+    return int(silent.getsockname()[1])
+
+
 def accepts(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts TCP connections on ``host:port`` right now."""
     try:

@@ -21,7 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from tests.netutil import free_port
+from tests.netutil import free_port, silent_port
 from vtwist.transport.internals import (
     WRITE_HIGH_WATER,
     DialTimeoutError,
@@ -247,21 +247,10 @@ class LeanEndpointDeadlineTests(TestCase):
 
     timeout = 30
 
-    def silent_port(self) -> int:
-        """A loopback port whose accept queue is full: later SYNs go unanswered."""
-        silent = socket.socket()
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(0)
-        self.addCleanup(silent.close)
-        filler = socket.socket()
-        self.addCleanup(filler.close)
-        filler.connect(silent.getsockname())
-        return silent.getsockname()[1]
-
     def test_deadline_sooner_than_the_endpoints(self) -> Any:
         """The deadline applies and says how long it was."""
         started = reactor.seconds()
-        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.silent_port(), timeout=30
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", silent_port(self), timeout=30
                                   ).connectWithin(Factory.forProtocol(Protocol), 0.3)
 
         def check(e: DialTimeoutError) -> None:
@@ -272,7 +261,7 @@ class LeanEndpointDeadlineTests(TestCase):
 
     def test_endpoint_timeout_sooner(self) -> Any:
         """The endpoint's own timeout, when sooner, fails as Twisted's does."""
-        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.silent_port(), timeout=0.3
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", silent_port(self), timeout=0.3
                                   ).connectWithin(Factory.forProtocol(Protocol), 20)
 
         def check(e: Exception) -> None:

@@ -24,7 +24,7 @@ from vtwist.config.loader import parse_config
 from vtwist.proxy.socks import codec
 from vtwist.testing.doubles import LogCapture, UDPEcho
 
-from .netutil import free_port
+from .netutil import free_port, silent_port
 from .services import serve_web, start_service
 
 TIMEOUT = 10
@@ -145,17 +145,11 @@ class CurlTests(ServiceTestBase):
         """A target whose accept queue is full drops SYNs: the connect timeout answers 6."""
         factory = self.service.inbound_services[0].factory
         factory.policy = replace(factory.policy, connect_timeout=0.5)
-        silent = socket.socket()
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(0)
-        self.addCleanup(silent.close)
-        filler = socket.socket()
-        self.addCleanup(filler.close)
-        filler.connect(silent.getsockname())  # fills the queue; later SYNs go unanswered
+        silent = silent_port(self)
         logs = LogCapture()
         self.addCleanup(logs.stop)
         out, err, code = yield self.curl("--socks5", f"127.0.0.1:{self.socks_port}",
-                                         f"http://127.0.0.1:{silent.getsockname()[1]}/")
+                                         f"http://127.0.0.1:{silent}/")
         self.assertEqual(code, 97)
         self.assertIn(b"(6)", err)
         # the policy's deadline, kept by the dial's own timer (freedom, an IP literal)
