@@ -253,6 +253,43 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.assertEqual(len(limit), 1)  # counted against the cap all the same
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_server_layer_deadline_on_the_inbounds_timer(self) -> None:
+        """A server layer (a WebSocket upgrade) whose application is an inbound hands its
+        handshake deadline to the inbound's limit: no timer of its own, the same failure
+        when it passes; a handshake that ends in time leaves no timer behind."""
+        from twisted.internet.protocol import Factory as PlainFactory
+
+        from vtwist.transport.layer import Layer
+
+        clock = Clock()
+
+        class Stalled(Layer):
+            name = "test"
+            handshakeTimeout = 2.0
+
+        class Inbound(PlainFactory):
+            protocol = Protocol
+
+            def __init__(self) -> None:
+                self.handshakes = HandshakeLimit(0, clock, "in")
+
+        inbound = Inbound()
+        stalled, done = Stalled(inbound, clock=clock), Stalled(inbound, clock=clock)
+        for layer in (stalled, done):
+            layer.makeConnection(StringTransport())
+        self.assertEqual(len(clock.getDelayedCalls()), 1)  # the inbound's limit's, only
+        self.assertEqual([layer._timer for layer in (stalled, done)], [None, None])
+        self.assertEqual(len(inbound.handshakes), 2)
+        done.handshakeDone()
+        self.assertEqual(len(inbound.handshakes), 1)
+        clock.advance(1.9)
+        self.assertFalse(stalled.failed)
+        clock.advance(0.1)
+        self.assertTrue(stalled.failed)
+        self.assertTrue(stalled.transport.disconnecting)  # aborted: the handshake failed
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(len(inbound.handshakes), 0)
+
     def test_zero_is_no_cap(self) -> None:
         limit = HandshakeLimit(0)
         for p in self.protocols(50):

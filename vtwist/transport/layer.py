@@ -86,13 +86,16 @@ class Layer(PassThroughMixin, Protocol):
         set_no_delay(self.transport)
         if self.handshakeTimeout is not None:
             clock = resolve_reactor(self.clock)
-            self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)
             # a server layer's handshake (a WebSocket upgrade) counts against the inbound's
-            # cap on connections in handshake (vtwist.tunnel.handshakes), if it has one
+            # cap on connections in handshake (vtwist.tunnel.handshakes), if it has one,
+            # which then keeps its deadline too (one timer for the inbound's handshakes)
             limit = getattr(self.appFactory, "handshakes", None) if self.ready is None else None
+            kept = False
             if limit is not None:
                 self._handshakes = limit
-                limit.enter(self)
+                kept = limit.enter(self, self.handshakeTimeout, self._timedOut, clock)
+            if not kept:
+                self._timer = clock.callLater(self.handshakeTimeout, self._timedOut)
         self.handshakeStarted()
 
     def dataReceived(self, data: bytes) -> None:
