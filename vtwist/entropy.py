@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["RandomPool", "random_bytes"]
+__all__ = ["POOL", "RandomPool", "random_bytes"]
 
 
 class RandomPool:
@@ -43,9 +43,10 @@ class RandomPool:
     __call__ = take
 
 
-#: The process's pool for keys, IVs and nonces (one reactor thread takes from it).
-_POOL = RandomPool()
-os.register_at_fork(after_in_child=_POOL.drop)
+#: The process's pool for keys, IVs, nonces and WebSocket masks (one reactor thread takes
+#: from it).
+POOL = RandomPool()
+os.register_at_fork(after_in_child=POOL.drop)
 
 #: ``n`` random bytes from the process's pool (``os.urandom``'s, without a call each).
-random_bytes = _POOL.take
+random_bytes = POOL.take

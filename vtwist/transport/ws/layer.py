@@ -15,7 +15,6 @@ address when there is one, as V2Ray does. :data:`WEBSOCKET` is the ``IStreamLaye
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
@@ -41,6 +40,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError, split_comma_header
 from zope.interface import implementer
 
+from vtwist.entropy import POOL
 from vtwist.interfaces import IStreamLayer
 from vtwist.reactors import resolve_reactor
 from vtwist.transport.forwarded import forwarded_peer
@@ -83,35 +83,10 @@ EARLY_DATA_WAIT = 0.2
 MAX_PENDING_BYTES = 256 * 1024
 
 
-class RandomPool:
-    """Bytes from ``os.urandom`` fetched ``size`` at a time and each handed out once: a client's
-    masking keys (4 bytes a frame) and Sec-WebSocket-Key (16) without a ``getrandom`` call
-    each (RFC 6455 5.3 asks for keys from a strong source of entropy: they still are)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self.buffer = b""
-        self.at = 0
-
-    def drop(self) -> None:
-        """Forget what is left (a forked child must not hand out its parent's bytes)."""
-        self.buffer = b""
-        self.at = 0
-
-    def take(self, n: int) -> bytes:
-        """``n`` (at most ``size``) fresh random bytes."""
-        at = self.at
-        end = at + n
-        if end > len(self.buffer):
-            self.buffer = os.urandom(self.size)
-            at, end = 0, n
-        self.at = end
-        return self.buffer[at:end]
-
-
-#: The process's pool (one reactor thread takes from it; a forked child starts afresh).
-RANDOM = RandomPool()
-os.register_at_fork(after_in_child=RANDOM.drop)
+#: The process's random byte pool (vtwist.entropy): a client's masking keys (4 bytes a frame)
+#: and Sec-WebSocket-Key (16) without a ``getrandom`` call each (RFC 6455 5.3 asks for keys
+#: from a strong source of entropy: they still are).
+RANDOM = POOL
 
 
 def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Address | None:
