@@ -49,6 +49,31 @@ class RelayTests(SynchronousTestCase):
         self.assertTrue(self.b.disconnecting)
         self.assertEqual(self.finished, [True])
 
+    def test_second_eof_ends_and_closes_in_one_step(self) -> None:
+        """The EOF that ends both directions: a transport with ``endAndClose`` (VMess) gets
+        that instead of a half-close and a close, after its producer is unregistered (a
+        TLS close waits for its producer)."""
+        calls: list[object] = []
+
+        class EndAndClose(HalfCloseTransport):
+            def endAndClose(self) -> None:
+                calls.append(self.producer)
+                self.loseConnection()
+
+        self.relay.finish()  # (setUp's relay: not this test's)
+        finished: list[bool] = []
+        a, b = EndAndClose(), HalfCloseTransport()
+        relay = Relay(a, b, self.clock, POLICY, onFinish=lambda: finished.append(True))
+        relay.eof(INBOUND)  # the first: b half-closes as usual
+        self.assertTrue(b.writeClosed)
+        self.assertEqual(calls, [])
+        relay.eof(OUTBOUND)
+        self.assertEqual(calls, [None])
+        self.assertFalse(a.writeClosed)
+        self.assertTrue(a.disconnecting and b.disconnecting)
+        self.assertEqual(finished, [True])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_lost_closes_other(self) -> None:
         self.relay.lost(OUTBOUND, Failure(ConnectionDone()))
         self.assertTrue(self.a.disconnecting)

@@ -79,6 +79,20 @@ class WSOverTLSTests(SynchronousTestCase):
         self.assertIsInstance(pair.client_app.reason.value, ConnectionDone)
         self.assertTrue(pair.client_wire.disconnecting and pair.server_wire.disconnecting)
 
+    def test_message_close_frame_and_close_notify_in_one_write(self) -> None:
+        """``closeWith(data)`` on the ws layer (what VMess's end chunk and close use): the
+        message, the close frame and the close_notify leave in one write; the server
+        gets the message, then a clean close."""
+        pair = WSOverTLS(self)
+        pair.run()
+        writes = pair.client_wire.writes
+        pair.client_app.transport.closeWith(b"last words")
+        pair.run()
+        self.assertEqual(pair.client_wire.writes - writes, 1)
+        self.assertEqual(pair.server_app.received, [b"hello", b"last words"])
+        self.assertIsInstance(pair.server_app.reason.value, ConnectionDone)
+        self.assertIsInstance(pair.client_app.reason.value, ConnectionDone)
+
     def test_close_with_a_producer_registered_waits_for_it(self) -> None:
         """A close while the application's producer is registered below: the close frame
         still goes (the close_notify once the producer is gone), as without closeWith."""

@@ -90,6 +90,15 @@ class Relay:
             return
         self.eofs[side] = True
         other = self.transports[1 - side]
+        if self.eofs[1 - side] and self.splice is None:
+            # this ends both directions: the end mark and the close can go as one (a VMess
+            # end chunk with the TLS close_notify: one write, one read at the peer)
+            end_and_close = getattr(other, "endAndClose", None)
+            if end_and_close is not None:
+                other.unregisterProducer()  # (a close waits for its producer to go)
+                end_and_close()
+                self.finish()
+                return
         half_close = getattr(other, "loseWriteConnection", None)
         if self.splice is not None and self.splice.running:
             pass  # the splicer shut the socket's write side itself

@@ -89,6 +89,26 @@ class VMessTransport(WrappingTransportMixin):
         if pieces:
             self.lower.writeSequence(pieces)
 
+    def endAndClose(self) -> None:
+        """:meth:`loseWriteConnection` then :meth:`loseConnection`: the end-of-stream chunk
+        (with the header if it never went out) and the close in one write below where the
+        lower transport can (``closeWith``: over TLS the chunk's record and the
+        close_notify leave together)."""
+        if self.disconnecting:
+            return
+        pieces = self._takeHeader() if not self.lower_gone else []
+        if not self.writeClosed:
+            self.writeClosed = True
+            pieces += self.encoder.end()
+        self.disconnecting = True
+        close_with = getattr(self.lower, "closeWith", None)
+        if pieces and close_with is not None:
+            close_with(b"".join(pieces))
+            return
+        if pieces:
+            self.lower.writeSequence(pieces)
+        self.lower.loseConnection()
+
     def loseConnection(self) -> None:
         """Flush the header if it never went out, then close the lower connection."""
         if self.disconnecting:

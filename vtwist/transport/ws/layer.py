@@ -183,6 +183,19 @@ class _WSLayer(Layer):
         """One binary message for the lot."""
         self.write(b"".join(data))
 
+    def closeWith(self, data: bytes) -> None:
+        """``write(data)`` then ``loseConnection()``: the message, the close frame and, over
+        TLS, the close_notify in one write below."""
+        if self.disconnecting:
+            return
+        if not data or self.frames is None or self.closeSent:
+            self.write(data)
+            self.loseConnection()
+            return
+        self.disconnecting = True
+        self.closeSent = True
+        self._closeWith(self._frame(BINARY, data) + close_frame(1000, "", self._mask()))
+
     def closeLayer(self) -> None:
         """Close code 1000, then drop the connection (as V2Ray does)."""
         if self.frames is not None and not self.closeSent:
