@@ -26,11 +26,13 @@ class HandshakeLimit:
     """The connections of one inbound that are in their handshake, oldest first, and their
     handshake deadlines.
 
-    The deadlines share one timer (:meth:`enter` with ``seconds``): it is set for the oldest
-    handshake's deadline and, when it fires, expires what is due and is set again for the
-    next one. A connection whose handshake ends in time costs no timer of its own (a
-    ``callLater`` and its cancel, each connection); the timer fires about once per deadline
-    span while connections keep coming."""
+    The deadlines share one timer (:meth:`enter` with ``seconds``): it is set for the
+    soonest deadline and, when it fires, expires what is due and is set again for the next
+    one. A connection whose handshake ends in time costs no timer of its own (a
+    ``callLater`` and its cancel, each connection). Deadlines are kept in one queue per
+    duration (the inbound's few: its protocol's and its WebSocket layer's), each in
+    deadline order since the clock only moves on, so a firing looks only at what is due
+    and at the head of each queue, however many connections wait (a slowloris flood)."""
 
     def __init__(self, limit: int = DEFAULT_MAX_HANDSHAKES, clock: Any = None,
                  name: str = "") -> None:
@@ -39,15 +41,15 @@ class HandshakeLimit:
         self.name = name
         #: connections shed so far
         self.shed = 0
-        #: id(protocol) -> [protocol, deadline or None, expired callback], oldest first
+        #: id(protocol) -> [protocol, deadline, expired callback, seconds] (the last three
+        #: None without a deadline), in the order the handshakes started
         self._open: dict[int, list[Any]] = {}
+        #: seconds -> {id(protocol): the same entry}, each in deadline order
+        self._queues: dict[float, dict[int, list[Any]]] = {}
         self._logged_at: float | None = None
         self._unlogged = 0
         self._timer: Any = None
         self._timerAt = 0.0
-        #: the latest deadline entered; a sooner one entered after it sets ``_unordered``
-        self._lastDeadline = 0.0
-        self._unordered = False
 
     def __len__(self) -> int:
         return len(self._open)
@@ -60,59 +62,58 @@ class HandshakeLimit:
         before :meth:`leave` (measured on ``clock``, which must be this limit's clock).
         Returns whether the limit keeps that deadline (False: the caller times it)."""
         key = id(protocol)
-        open_ = self._open
-        open_.pop(key, None)
+        self._forget(key)
         keeps = seconds is not None and expired is not None and clock is not None \
             and clock is self.clock
         if keeps:
             deadline = clock.seconds() + seconds  # type: ignore[operator]
-            open_[key] = [protocol, deadline, expired]
-            if deadline < self._lastDeadline:
-                self._unordered = True
-            else:
-                self._lastDeadline = deadline
-            self._arm(deadline, seconds)
+            entry = [protocol, deadline, expired, seconds]
+            self._open[key] = entry
+            queue = self._queues.get(seconds)  # type: ignore[arg-type]
+            if queue is None:
+                queue = self._queues[seconds] = {}  # type: ignore[index]
+            queue[key] = entry
+            self._arm(deadline, seconds)  # type: ignore[arg-type]
         else:
-            open_[key] = [protocol, None, None]
+            self._open[key] = [protocol, None, None, None]
+        open_ = self._open
         while self.limit > 0 and len(open_) > self.limit:
-            oldest = open_.pop(next(iter(open_)))
-            self._shed(oldest[0])
+            oldest = self._forget(next(iter(open_)))
+            self._shed(oldest[0])  # type: ignore[index]
         return keeps
 
     def leave(self, protocol: Any) -> None:
         """``protocol``'s handshake ended (done, refused, or the connection is gone); the
         last one out stops the timer (an idle inbound holds none)."""
-        open_ = self._open
-        if open_.pop(id(protocol), None) is not None and not open_:
-            self._unordered = False
+        if self._forget(id(protocol)) is not None and not self._open:
             timer, self._timer = self._timer, None
             if timer is not None and timer.active():
                 timer.cancel()
+
+    def _forget(self, key: int) -> list[Any] | None:
+        """Drop ``key``'s entry (from its deadline queue too); the entry, or None."""
+        entry = self._open.pop(key, None)
+        if entry is not None and entry[3] is not None:
+            self._queues[entry[3]].pop(key, None)
+        return entry
 
     def _due(self) -> None:
         """The timer: expire every handshake past its deadline, set it for the next one."""
         self._timer = None
         now = self.clock.seconds()
-        open_ = self._open
         due = []
-        for key, entry in open_.items():
-            deadline = entry[1]
-            if deadline is None:
-                continue
-            if deadline <= now:
+        for queue in self._queues.values():
+            for key, entry in queue.items():
+                if entry[1] > now:
+                    break  # the rest of this queue is later
                 due.append(key)
-            elif not self._unordered:
-                break  # entered in deadline order: the rest are later
         for key in due:
-            entry = open_.pop(key, None)
+            entry = self._forget(key)
             if entry is not None:
                 entry[2]()  # (it may enter or leave other handshakes)
-        if not open_:
-            self._unordered = False
-            return
-        deadlines = (entry[1] for entry in open_.values() if entry[1] is not None)
-        soonest = min(deadlines, default=None) if self._unordered else next(deadlines, None)
-        if soonest is not None:
+        heads = [next(iter(queue.values()))[1] for queue in self._queues.values() if queue]
+        if heads:
+            soonest = min(heads)
             self._arm(soonest, max(0.0, soonest - self.clock.seconds()))
 
     def _arm(self, deadline: float, seconds: float) -> None:
@@ -123,12 +124,6 @@ class HandshakeLimit:
         elif deadline < self._timerAt:
             self._timerAt = deadline
             self._timer.reset(seconds)
-
-    def cancel(self) -> None:
-        """Stop the deadline timer (the inbound stops; its connections close anyway)."""
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
     def _shed(self, protocol: Any) -> None:
         self.shed += 1
