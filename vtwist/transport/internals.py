@@ -51,8 +51,8 @@ from twisted.logger import Logger
 from twisted.python import log
 from zope.interface import implementer
 
-__all__ = ["DRAIN_LIMIT", "AcceptBackoffPort", "DialTimeoutError", "EagerClient", "EagerServer", "IOpenSSLTrustRoot",
-           "LeanTCPClientEndpoint",
+__all__ = ["DRAIN_LIMIT", "AcceptBackoffPort", "DialTimeoutError", "EagerClient", "EagerServer",
+           "IOpenSSLTrustRoot", "LeanTCPClientEndpoint",
            "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll",
            "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
 

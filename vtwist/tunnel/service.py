@@ -65,8 +65,9 @@ class TunnelService:
                 timeout: float | None = None, protocol: str = "") -> Deferred[RelayProtocol]:
         """Route ``destination`` and connect; fires with a paused, unattached
         :class:`~vtwist.tunnel.relay.RelayProtocol`. Writes the accepted access line.
-        Past ``timeout`` seconds the attempt is cancelled and fails with
-        :class:`~vtwist.tunnel.failures.ConnectTimeout`. ``protocol``: what sniffing
+        Past ``timeout`` seconds the attempt is cancelled and fails with a ``TimeoutError``:
+        :class:`~vtwist.tunnel.failures.ConnectTimeout`, or the dial's own
+        ``DialTimeoutError`` when its endpoint keeps the deadline (``connectWithin``). ``protocol``: what sniffing
         recognised, for the routing rules' ``protocol`` field."""
         timed = [False]  # the endpoint took the deadline itself (connectWithin)
         d = self._connect(destination, inbound_tag, source, email, protocol, timeout, timed)
