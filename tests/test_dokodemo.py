@@ -269,6 +269,14 @@ class RedirectModuleTests(TestCase):
         mapped = raw[:8] + socket.inet_pton(socket.AF_INET6, "::ffff:1.2.3.4") + b"\0" * 4
         self.assertEqual(redirect.parse_sockaddr(mapped), ("1.2.3.4", 443))
 
+    def test_own_addresses(self) -> None:
+        """What a socket binds without IP_TRANSPARENT is this machine's (the TPROXY door's
+        check for a connection made straight to it); a documentation address is not."""
+        self.assertTrue(redirect.is_own_address("127.0.0.1"))
+        self.assertTrue(redirect.is_own_address("::ffff:127.0.0.1"))
+        self.assertFalse(redirect.is_own_address("192.0.2.1"))
+        self.assertFalse(redirect.is_own_address("2001:db8::1"))
+
     def test_parse_garbage(self) -> None:
         self.assertIsNone(redirect.parse_sockaddr(b""))
         self.assertIsNone(redirect.parse_sockaddr(b"\xff\xff" + b"\0" * 14))

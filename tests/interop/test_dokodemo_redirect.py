@@ -269,6 +269,21 @@ class TProxyTests(_Redirect):
         self.start()
         self.assertEcho("4", "127.0.0.2", "127.0.0.1")
 
+    def test_direct_connection_never_dials_the_door(self) -> None:
+        """A connection made straight to the transparent door has the door's own address
+        as its local address: following it would dial the door, without end. It goes to
+        ``address:port`` instead (here nowhere: closed), also when it stays open, and the
+        TPROXY'd one still reaches its destination."""
+        self.tproxy_rules("tcp")
+        self.start()  # its readiness probes connect straight to the door
+        result = self.client("tcp", "4", "127.0.0.1", "127.0.0.1", DOOR, 1000)
+        self.assertEqual(result["got"], 0)
+        self.assertEcho("4", "127.0.0.2", "127.0.0.1")
+        output = self.output()
+        self.assertNotIn(f"accepted tcp:127.0.0.1:{DOOR} ", output)
+        self.assertIn(f"accepted tcp:127.0.0.1:{NOWHERE} ", output)
+        self.assertIn(f"accepted tcp:127.0.0.1:{ECHO_PORT} ", output)
+
     def test_udp(self) -> None:
         """The client sends to 10.99.0.9 (not a local address, routed out lo); TPROXY
         brings it to the door, routing by that original destination picks the outbound that

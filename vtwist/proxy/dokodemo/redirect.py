@@ -91,6 +91,19 @@ def original_destination(sock: socket.socket) -> tuple[str, int] | None:
     return None
 
 
+def is_own_address(host: str) -> bool:
+    """Whether ``host`` is an address of this machine (a socket can bind to it without
+    ``IP_TRANSPARENT``)."""
+    host = normalize_host(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
 def _is_local_address(sock: socket.socket, address: tuple[str, int]) -> bool:
     """Whether ``address`` is ``sock``'s own local address (IPv4-mapped forms alike)."""
     try:

@@ -22,6 +22,7 @@ from vtwist.interfaces import IInboundReply
 from vtwist.policy import DEFAULT_LEVEL, LevelPolicy
 from vtwist.proxy.dokodemo.redirect import (
     TransparentTCPServerEndpoint,
+    is_own_address,
     listen_transparent_udp,
     original_destination,
     socket_of,
@@ -124,6 +125,8 @@ class DokodemoFactory(InboundFactory):
         self.udp = None if settings.address is None else \
             Destination.udp(settings.address, settings.port)
         self.datagrams: list[DokodemoDatagrams] = []
+        #: the ports of this door's transparent TCP listeners
+        self.tproxyPorts: set[int] = set()
 
     # -- TCP -----------------------------------------------------------------------------
     def destinationFor(self, transport: Any) -> Destination | None:
@@ -141,6 +144,10 @@ class DokodemoFactory(InboundFactory):
             local = transport.getHost()
             host = getattr(local, "host", None)
             if host is None or parse_ip(host) is None:
+                return None
+            if local.port in self.tproxyPorts and is_own_address(host):
+                # made straight to the door (not TPROXY'd): following it would dial the
+                # door itself, and that connection the door again, without end
                 return None
             return host, local.port
         if self.tproxy == "redirect":
@@ -161,6 +168,7 @@ class DokodemoFactory(InboundFactory):
         if "tcp" not in self.settings.networks:
             return None
         if self.tproxy == "tproxy":
+            self.tproxyPorts.add(port)
             return TransparentTCPServerEndpoint(reactor, port, listen, mark=self.mark)
         return server_endpoint(reactor, listen, port, stream)
 
