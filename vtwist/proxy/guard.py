@@ -129,12 +129,8 @@ class GuardedServerProtocol(Protocol):
         limit = handshakes_of(self.factory)
         # past the inbound's cap the oldest handshakes are shed; the limit keeps the
         # deadline on its one timer (else this connection has a timer of its own)
-        if limit is None or not limit.enter(self, seconds, self._handshakeDue, reactor):
+        if limit is None or not limit.enter(self, seconds, self.handshakeTimedOut, reactor):
             self._timer = reactor.callLater(seconds, self.handshakeTimedOut)
-
-    def _handshakeDue(self) -> None:
-        """The inbound's handshake timer says this deadline passed."""
-        self.handshakeTimedOut()
 
     def handshakeTimedOut(self) -> None:
         """The deadline passed (subclasses refuse, or fall back)."""

@@ -69,19 +69,18 @@ class TunnelService:
         :class:`~vtwist.tunnel.failures.ConnectTimeout`, or the dial's own
         ``DialTimeoutError`` when its endpoint keeps the deadline (``connectWithin``). ``protocol``: what sniffing
         recognised, for the routing rules' ``protocol`` field."""
-        timed = [False]  # the endpoint took the deadline itself (connectWithin)
-        d = self._connect(destination, inbound_tag, source, email, protocol, timeout, timed)
-        if timeout is not None and not d.called and not timed[0]:
+        d, timed = self._connect(destination, inbound_tag, source, email, protocol, timeout)
+        if timeout is not None and not d.called and not timed:
             d.addTimeout(timeout, self.clock,
                          onTimeoutCancel=lambda result, after: Failure(ConnectTimeout(after)))
         return d
 
     def _connect(self, destination: Destination, inbound_tag: str | None, source: str,
-                 email: str | None, protocol: str = "", timeout: float | None = None,
-                 timed: list[bool] | None = None) -> Deferred[RelayProtocol]:
-        """Route and connect. When routing answers at once and the outbound's endpoint
-        has ``connectWithin`` (a plain TCP dial), the endpoint's own connect timer keeps
-        ``timeout`` and ``timed[0]`` says so: one timer per dial, not two."""
+                 email: str | None, protocol: str, timeout: float | None
+                 ) -> tuple[Deferred[RelayProtocol], bool]:
+        """Route and connect: the Deferred, and whether the dial keeps ``timeout`` itself
+        (routing answered at once and the outbound's endpoint has ``connectWithin``, a
+        plain TCP dial: its own connect timer, one timer per dial, not two)."""
         try:
             if protocol:
                 chosen = self.dispatcher.choose(destination, inbound_tag, source, email,
@@ -89,10 +88,12 @@ class TunnelService:
             else:
                 chosen = self.dispatcher.choose(destination, inbound_tag, source, email)
         except Exception:  # noqa: BLE001 - NoOutbound and friends become the errback
-            return fail()
+            return fail(), False
+        timed = False
 
         def connectThrough(outbound: IOutbound,
                            within: float | None = None) -> Deferred[RelayProtocol]:
+            nonlocal timed
             self.access.accepted(source, destination, inbound_tag, outbound.tag, email)
 
             def tagged(protocol: RelayProtocol) -> RelayProtocol:
@@ -100,19 +101,19 @@ class TunnelService:
                 return protocol
 
             endpoint = outbound.endpointFor(destination)
-            if within is not None:
-                connect_within = getattr(endpoint, "connectWithin", None)
-                if connect_within is not None:
-                    timed[0] = True  # type: ignore[index]
-                    return connect_within(RelayProtocolFactory(), within).addCallback(tagged)
+            connect_within = getattr(endpoint, "connectWithin", None) \
+                if within is not None else None
+            if connect_within is not None:
+                timed = True
+                return connect_within(RelayProtocolFactory(), within).addCallback(tagged)
             return endpoint.connect(RelayProtocolFactory()).addCallback(tagged)
 
         if isinstance(chosen, Deferred):
-            return chosen.addCallback(connectThrough)
+            return chosen.addCallback(connectThrough), False
         try:
-            return connectThrough(chosen, timeout if timed is not None else None)
+            return connectThrough(chosen, timeout), timed
         except Exception:  # noqa: BLE001 - becomes the caller's errback
-            return fail()
+            return fail(), False
 
     # -- packets ----------------------------------------------------------------------
     def openPackets(self, destination: Destination,
