@@ -198,6 +198,20 @@ class _Redirect(TestCase):
             raise AssertionError(f"client failed: {done.stdout}{done.stderr}")
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
+    def assertNeverDialsTheDoor(self) -> None:
+        """Start vtwist (its readiness probes connect straight to the door), connect
+        straight to the door once more and hold the connection until it closes: closed
+        without an answer (it went to ``address:port``, nowhere), no connection dialled to
+        the door's own address, and the intercepted connection still echoes."""
+        self.start()
+        result = self.client("tcp", "4", "127.0.0.1", "127.0.0.1", DOOR, 1000)
+        self.assertEqual(result["got"], 0)
+        self.assertEcho("4", "127.0.0.2", "127.0.0.1")
+        output = self.output()
+        self.assertNotIn(f"accepted tcp:127.0.0.1:{DOOR} ", output)
+        self.assertIn(f"accepted tcp:127.0.0.1:{NOWHERE} ", output)
+        self.assertIn(f"accepted tcp:127.0.0.1:{ECHO_PORT} ", output)
+
     def assertEcho(self, family: str, src: str, dst: str) -> None:
         result = self.client("tcp", family, src, dst, ECHO_PORT, SIZE)
         if (result["got"], result["back"]) != (SIZE, result["sent"]):
@@ -224,14 +238,7 @@ class RedirectTests(_Redirect):
         go to ``address:port`` instead (here nowhere: closed), and the redirected one
         still reaches its destination."""
         self.redirect("iptables", "127.0.0.2", "127.0.0.1")
-        self.start()  # its readiness probes connect straight to the door
-        result = self.client("tcp", "4", "127.0.0.1", "127.0.0.1", DOOR, 1000)
-        self.assertEqual(result["got"], 0)
-        self.assertEcho("4", "127.0.0.2", "127.0.0.1")
-        output = self.output()
-        self.assertNotIn(f"accepted tcp:127.0.0.1:{DOOR} ", output)
-        self.assertIn(f"accepted tcp:127.0.0.1:{NOWHERE} ", output)
-        self.assertIn(f"accepted tcp:127.0.0.1:{ECHO_PORT} ", output)
+        self.assertNeverDialsTheDoor()
 
     def test_ipv6(self) -> None:
         self.redirect("ip6tables", "fd00::2", "::1")
@@ -275,14 +282,7 @@ class TProxyTests(_Redirect):
         ``address:port`` instead (here nowhere: closed), also when it stays open, and the
         TPROXY'd one still reaches its destination."""
         self.tproxy_rules("tcp")
-        self.start()  # its readiness probes connect straight to the door
-        result = self.client("tcp", "4", "127.0.0.1", "127.0.0.1", DOOR, 1000)
-        self.assertEqual(result["got"], 0)
-        self.assertEcho("4", "127.0.0.2", "127.0.0.1")
-        output = self.output()
-        self.assertNotIn(f"accepted tcp:127.0.0.1:{DOOR} ", output)
-        self.assertIn(f"accepted tcp:127.0.0.1:{NOWHERE} ", output)
-        self.assertIn(f"accepted tcp:127.0.0.1:{ECHO_PORT} ", output)
+        self.assertNeverDialsTheDoor()
 
     def test_udp(self) -> None:
         """The client sends to 10.99.0.9 (not a local address, routed out lo); TPROXY
