@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from vtwist.address import format_address
 from vtwist.interfaces import IInboundReply
-from vtwist.tunnel.handshakes import handshakes_of
+from vtwist.tunnel.handshakes import handshakes_of, start_handshake
 
 
 @dataclass
@@ -126,11 +126,7 @@ class GuardedServerProtocol(Protocol):
         reactor = self.factory.reactor
         self._start = reactor.seconds()
         self._handshakeSeconds = seconds
-        limit = handshakes_of(self.factory)
-        # past the inbound's cap the oldest handshakes are shed; the limit keeps the
-        # deadline on its one timer (else this connection has a timer of its own)
-        if limit is None or not limit.enter(self, seconds, self.handshakeTimedOut, reactor):
-            self._timer = reactor.callLater(seconds, self.handshakeTimedOut)
+        self._timer = start_handshake(self.factory, self, seconds, self.handshakeTimedOut)
 
     def handshakeTimedOut(self) -> None:
         """The deadline passed (subclasses refuse, or fall back)."""

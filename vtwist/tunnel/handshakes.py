@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from vtwist.policy import DEFAULT_MAX_HANDSHAKES
 
-__all__ = ["DEFAULT_MAX_HANDSHAKES", "HandshakeLimit", "handshakes_of"]
+__all__ = ["DEFAULT_MAX_HANDSHAKES", "HandshakeLimit", "handshakes_of", "start_handshake"]
 #: at most one "shedding" log line per this many seconds
 LOG_INTERVAL = 10.0
 
@@ -148,3 +148,16 @@ class HandshakeLimit:
 def handshakes_of(factory: Any) -> HandshakeLimit | None:
     """The :class:`HandshakeLimit` of an inbound's factory, if it has one."""
     return getattr(factory, "handshakes", None)
+
+
+def start_handshake(factory: Any, protocol: Any, seconds: float,
+                    expired: Callable[[], Any]) -> Any:
+    """``protocol``'s handshake starts on ``factory``'s reactor: it counts against the
+    inbound's limit (past the cap the oldest are shed), which keeps the deadline on its one
+    timer; without a limit (or on another clock) a timer of its own. Returns that timer,
+    or None when the limit keeps the deadline (:meth:`HandshakeLimit.leave` ends it)."""
+    reactor = factory.reactor
+    limit = handshakes_of(factory)
+    if limit is not None and limit.enter(protocol, seconds, expired, reactor):
+        return None
+    return reactor.callLater(seconds, expired)

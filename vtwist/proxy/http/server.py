@@ -55,7 +55,7 @@ from vtwist.transport.internals import raise_write_high_water
 from vtwist.transport.layer import set_no_delay
 from vtwist.tunnel.activity import ActivityTimer
 from vtwist.tunnel.failures import ConnectFailure, classify
-from vtwist.tunnel.handshakes import handshakes_of
+from vtwist.tunnel.handshakes import handshakes_of, start_handshake
 from vtwist.tunnel.inbound import InboundFactory
 from vtwist.tunnel.relay import RelayProtocol
 from vtwist.tunnel.service import TunnelService
@@ -241,13 +241,9 @@ class HttpProxyProtocol(Protocol):
 
     def _startTimer(self) -> None:
         self._cancelTimer()
-        factory = self.factory
-        reactor, seconds = factory.reactor, factory.policy.handshake
-        limit = handshakes_of(factory)
-        # waiting for a request head: past the cap the oldest go; the limit keeps the
-        # deadline on its one timer (else this connection has a timer of its own)
-        if limit is None or not limit.enter(self, seconds, self._handshakeTimeout, reactor):
-            self._timer = reactor.callLater(seconds, self._handshakeTimeout)
+        # waiting for a request head (the first, or the next on a kept-alive connection)
+        self._timer = start_handshake(self.factory, self, self.factory.policy.handshake,
+                                      self._handshakeTimeout)
 
     def _handshakeTimeout(self) -> None:
         self._timer = None

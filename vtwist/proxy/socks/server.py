@@ -45,7 +45,7 @@ from vtwist.proxy.socks.codec import (
 from vtwist.proxy.socks.udp import UDP_IDLE_TIMEOUT, UDPAssociation
 from vtwist.transport.layer import set_no_delay
 from vtwist.tunnel.failures import ConnectFailure, classify
-from vtwist.tunnel.handshakes import handshakes_of
+from vtwist.tunnel.handshakes import handshakes_of, start_handshake
 from vtwist.tunnel.inbound import InboundFactory
 from vtwist.tunnel.service import TunnelService
 from vtwist.tunnel.stream import StreamTunnel
@@ -98,12 +98,8 @@ class SocksServerProtocol(Protocol):
         factory = self.factory
         reactor = factory.reactor
         self._began = reactor.seconds()  # for the handshake latency metric
-        limit = handshakes_of(factory)
-        # past the inbound's cap the oldest handshakes are shed; the limit keeps the
-        # deadline on its one timer (else this connection has a timer of its own)
-        seconds = factory.policy.handshake
-        if limit is None or not limit.enter(self, seconds, self._handshakeTimeout, reactor):
-            self._timer = reactor.callLater(seconds, self._handshakeTimeout)
+        self._timer = start_handshake(factory, self, factory.policy.handshake,
+                                      self._handshakeTimeout)
 
     def dataReceived(self, data: bytes) -> None:
         """Handshake bytes, or the tunnel's payload, depending on the phase."""
