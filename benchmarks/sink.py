@@ -37,7 +37,10 @@ class SinkProtocol(asyncio.BufferedProtocol):
         self.hasher: hashlib._Hash | None = None
         self.paused = False
         self.offset = 0
-        self.echo_buffer = bytearray(READ_SIZE)
+        # Only echo connections get a buffer of their own, made when the header says so:
+        # a 1 MiB buffer zeroed per connection cost more than either proxy's whole
+        # connection set-up in the connection-rate runs.
+        self.echo_buffer: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Set TCP_NODELAY (latency runs) and wait for the header."""
@@ -50,13 +53,13 @@ class SinkProtocol(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Echo needs its own buffer (bytes are written back); others share one."""
-        if self.mode == b"E":
+        if self.echo_buffer is not None:
             return memoryview(self.echo_buffer)
         return memoryview(_shared_buffer)
 
     def buffer_updated(self, nbytes: int) -> None:
         """Dispatch on the mode once the header is complete."""
-        buf = self.echo_buffer if self.mode == b"E" else _shared_buffer
+        buf = self.echo_buffer if self.echo_buffer is not None else _shared_buffer
         view = memoryview(buf)[:nbytes]
         if not self.mode:
             need = HEADER_SIZE - len(self.header)
@@ -75,6 +78,8 @@ class SinkProtocol(asyncio.BufferedProtocol):
                 self._send_more()
             elif mode == b"C":
                 self.transport.write(b"K")  # type: ignore[union-attr]
+            elif mode == b"E":
+                self.echo_buffer = bytearray(READ_SIZE)
         if not len(view):
             return
         if self.mode == b"U":
