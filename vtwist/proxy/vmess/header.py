@@ -217,12 +217,7 @@ def check_auth_id_plain(block: bytes) -> int | None:
 
 def header_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     """(length key, length nonce, header key, header nonce) for an AEAD request."""
-    return (
-        K.kdf16(cmd_key, K.HEADER_LEN_KEY, auth_id, nonce),
-        K.kdf(cmd_key, K.HEADER_LEN_NONCE, auth_id, nonce)[:12],
-        K.kdf16(cmd_key, K.HEADER_PAYLOAD_KEY, auth_id, nonce),
-        K.kdf(cmd_key, K.HEADER_PAYLOAD_NONCE, auth_id, nonce)[:12],
-    )
+    return K.request_header_keys(cmd_key, auth_id, nonce)
 
 
 def seal_request_header(cmd_key: bytes, instruction: bytes, timestamp: int,
@@ -239,8 +234,7 @@ def seal_request_header(cmd_key: bytes, instruction: bytes, timestamp: int,
 def open_header_length(cmd_key: bytes, auth_id: bytes, sealed_len: bytes,
                        nonce: bytes) -> int:
     """Open the 18-byte sealed length; HeaderError on a bad tag."""
-    lk = K.kdf16(cmd_key, K.HEADER_LEN_KEY, auth_id, nonce)
-    ln = K.kdf(cmd_key, K.HEADER_LEN_NONCE, auth_id, nonce)[:12]
+    lk, ln = K.request_length_keys(cmd_key, auth_id, nonce)
     try:
         raw = AESGCM(lk).decrypt(ln, bytes(sealed_len), auth_id)
     except InvalidTag:
@@ -250,8 +244,7 @@ def open_header_length(cmd_key: bytes, auth_id: bytes, sealed_len: bytes,
 
 def open_header_payload(cmd_key: bytes, auth_id: bytes, nonce: bytes, sealed: bytes) -> bytes:
     """Open the sealed instruction; HeaderError on a bad tag."""
-    hk = K.kdf16(cmd_key, K.HEADER_PAYLOAD_KEY, auth_id, nonce)
-    hn = K.kdf(cmd_key, K.HEADER_PAYLOAD_NONCE, auth_id, nonce)[:12]
+    hk, hn = K.request_payload_keys(cmd_key, auth_id, nonce)
     try:
         return AESGCM(hk).decrypt(hn, bytes(sealed), auth_id)
     except InvalidTag:
@@ -280,12 +273,7 @@ def encode_response_plain(v: int, option: int = 0, command: int = 0,
 
 def response_header_keys(resp_key: bytes, resp_iv: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     """(length key, length nonce, payload key, payload nonce) of the AEAD response header."""
-    return (
-        K.kdf16(resp_key, K.RESP_HEADER_LEN_KEY),
-        K.kdf(resp_iv, K.RESP_HEADER_LEN_IV)[:12],
-        K.kdf16(resp_key, K.RESP_HEADER_KEY),
-        K.kdf(resp_iv, K.RESP_HEADER_IV)[:12],
-    )
+    return K.response_header_keys(resp_key, resp_iv)
 
 
 def seal_response_header(resp_key: bytes, resp_iv: bytes, plain: bytes) -> bytes:
