@@ -40,7 +40,7 @@ from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.proxy.mux.connection import MuxConnection, MuxStream
-from vtwist.proxy.mux.frame import encode_address, encode_keepalive
+from vtwist.proxy.mux.frame import _ADDRESSES, encode_address, encode_keepalive
 from vtwist.proxy.mux.sessions import MAX_SESSIONS
 from vtwist.reactors import resolve_reactor
 
@@ -242,8 +242,15 @@ class MuxCarrier(MuxConnection):
     # -- closing ------------------------------------------------------------------------
     def forget(self, stream: MuxStream) -> None:
         """A session ended; an empty carrier starts its idle timer."""
-        super().forget(stream)
-        if not self.sessions.live:
+        live = self.sessions.live
+        sid = stream.id
+        if live.get(sid) is stream:  # MuxConnection.forget, inline
+            del live[sid]
+            if stream.udp:
+                self.sessions.udp.discard(sid)
+        if self.blockers:
+            self.unblock(stream)
+        if not live:
             self._checkIdle()
 
     def _checkIdle(self) -> None:
@@ -361,8 +368,20 @@ class MuxPool:
     def connect(self, destination: Destination, factory: Any) -> Deferred[Any]:
         """A stream to ``destination`` on the first carrier with room, else a new one."""
         for carrier in self.carriers:
-            if not carrier.full:
+            # ``carrier.full``, inline (no waiters: the carrier is up)
+            if carrier.waiters or carrier.closed or carrier.closing:
+                if carrier.full:
+                    continue
+            elif (carrier.opened >= self.max_sessions
+                  or carrier.unended >= self.concurrency):
+                continue
+            if carrier.connecting:
                 return carrier.open(destination, factory)
+            carrier._idleSince = None  # ``carrier.open``, inline
+            try:
+                return succeed(carrier._start(destination, factory))
+            except Exception:  # noqa: BLE001
+                return fail()
         carrier = MuxCarrier(self)
         self.carriers.append(carrier)
         self.dialed += 1
@@ -397,8 +416,10 @@ class MuxClientEndpoint:
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
         """Fires with the protocol once its session is open."""
-        try:
-            encode_address(self.destination)
-        except ValueError as e:  # UnicodeEncodeError is a ValueError
-            return fail(ConnectError(f"Mux.Cool cannot carry {self.destination}: {e}"))
-        return self.pool.connect(self.destination, protocolFactory)
+        destination = self.destination
+        if (destination.host, destination.port) not in _ADDRESSES:  # (encoded before: fine)
+            try:
+                encode_address(destination)
+            except ValueError as e:  # UnicodeEncodeError is a ValueError
+                return fail(ConnectError(f"Mux.Cool cannot carry {destination}: {e}"))
+        return self.pool.connect(destination, protocolFactory)

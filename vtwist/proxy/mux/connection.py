@@ -45,11 +45,14 @@ from zope.interface import implementer
 
 from vtwist.address import Destination
 from vtwist.proxy.mux.frame import (
+    _ADDRESSES,
     END,
     KEEP,
     MAX_TCP_DATA,
     MAX_UDP_DATA,
+    NET_TCP,
     NEW,
+    OPT_DATA,
     OPT_ERROR,
     Frame,
     FrameDecoder,
@@ -75,6 +78,8 @@ FLUSH_BYTES = 16 * 1024
 #: write on its own, and a read at the peer); the first other frame takes it along.
 END_DELAY = 0.002
 _KEEP_HEAD = struct.Struct(">HHBBH")
+_NEW_HEAD = struct.Struct(">HHBBB")  # a New frame: metaLen, id, New, option, network
+_LEN = struct.Struct(">H")
 _END_HEAD = struct.Struct(">HHBB")  # an End frame: metaLen 4, id, End, option
 
 #: protocol classes by whether they hear a half-close (``readConnectionLost``): asked once
@@ -153,8 +158,31 @@ class MuxStream:
         """Frame and send (a UDP session: one datagram per call)."""
         if self.sentEnd or self.closed or not data:
             return
-        self.sent += len(data)
-        self.conn.sendData(self, data)
+        n = len(data)
+        self.sent += n
+        conn = self.conn
+        if self.udp or n > MAX_TCP_DATA or conn.closed or conn.transport is None:
+            conn.sendData(self, data)
+            return
+        # One TCP frame (the New with the first bytes, or a Keep): ``sendData``, inline.
+        if self.pendingNew:
+            self.pendingNew = False
+            target = self.target
+            address = _ADDRESSES.get((target.host, target.port))
+            if address is None:
+                frame = encode_new(self.id, target, data)
+            else:  # (encode_new, inline: a TCP New with data, to an address encoded before)
+                frame = b"".join((_NEW_HEAD.pack(5 + len(address), self.id, NEW, OPT_DATA,
+                                                 NET_TCP), address, _LEN.pack(n), data))
+        else:
+            frame = _KEEP_HEAD.pack(4, self.id, KEEP, 1, n) + data
+        conn.active = conn.wrote = conn._urgent = True
+        conn._out.append(frame)
+        size = conn._outBytes = conn._outBytes + n
+        if size >= FLUSH_BYTES:
+            conn.flush()
+        elif conn._turn is None:
+            conn._turn = conn.clock.callLater(0, conn._endOfTurn)
 
     def writeTo(self, data: bytes, source: Destination) -> None:
         """One datagram, with its source address when the peer is Xray."""
@@ -175,11 +203,18 @@ class MuxStream:
         """Half-close: End without Error; the other direction keeps flowing."""
         if self.sentEnd or self.closed:
             return
-        self.conn.sendEnd(self, error=False, halfClose=True)
+        conn = self.conn
+        if self.pendingNew or conn.closed or conn.transport is None:
+            conn.sendEnd(self, False, True)
+        else:  # a plain End (``sendEnd``, inline)
+            conn.active = conn.wrote = True
+            conn._out.append(_END_HEAD.pack(4, self.id, END, 0))
+            if conn._lazy is None and not conn._urgent:
+                conn._lazy = conn.clock.callLater(END_DELAY, conn._lazyDue)
         self.sentEnd = True
         if self.counted:
             self.counted = False
-            self.conn.unended -= 1
+            conn.unended -= 1
         if self.gotEnd:
             self._finish(None)
 
@@ -189,7 +224,7 @@ class MuxStream:
             return
         if not self.sentEnd:
             self.sentEnd = True
-            self.conn.sendEnd(self, error=False)
+            self.conn.sendEnd(self, False)
         self._finish(None)
 
     def abortConnection(self) -> None:
@@ -207,7 +242,7 @@ class MuxStream:
 
     def getHost(self) -> Any:
         """The carrier's local address."""
-        return self.conn.getHost()
+        return self.conn._host or self.conn.getHost()
 
     # -- IConsumer: who feeds this session's writes -----------------------------------
     def registerProducer(self, producer: Any, streaming: bool) -> None:
@@ -270,10 +305,15 @@ class MuxStream:
             self._finish(Failure(ConnectionLost("the peer ended the session with an error")))
         elif self.sentEnd:
             self._finish(None)
-        elif _half_closeable(self.protocol):
-            self.protocol.readConnectionLost()
         else:
-            self.loseConnection()
+            protocol = self.protocol
+            half = _HALF_CLOSEABLE.get(type(protocol))  # (_half_closeable, inline)
+            if half is None:
+                half = _half_closeable(protocol)
+            if half:
+                protocol.readConnectionLost()
+            else:
+                self.loseConnection()
 
     def _finish(self, reason: Failure | None) -> None:
         """Forget the id and tell the protocol (on the next reactor turn, as Twisted)."""
@@ -291,7 +331,10 @@ class MuxStream:
         self.producer = None
         if protocol is not None:
             self.protocol = None
-            conn.notifyLost(protocol, reason)
+            # conn.notifyLost, inline
+            conn._lostQueue.append((protocol, reason))
+            if conn._turn is None:
+                conn._turn = conn.clock.callLater(0, conn._endOfTurn)
 
     def _lost(self, reason: Failure) -> None:
         """The carrier is gone."""

@@ -232,10 +232,18 @@ class FrameDecoder:
                                       buf[pos + 5])
                         pos += 6
                     else:
-                        self._checkLength(mlen)
+                        if mlen > MAX_METADATA or mlen < 4:
+                            self._checkLength(mlen)
                         if end - pos < 2 + mlen:
                             break
-                        frame = parse_metadata(bytes(view[pos + 2:pos + 2 + mlen]))
+                        known = _NEW_TARGETS.get(bytes(view[pos + 6:pos + 2 + mlen])) \
+                            if buf[pos + 4] == NEW and mlen >= 8 else None
+                        if known is not None and buf[pos + 6] == NET_TCP:
+                            # a TCP New to a destination seen before (parse_metadata, inline)
+                            frame = Frame((buf[pos + 2] << 8) | buf[pos + 3], NEW,
+                                          buf[pos + 5], known[0])
+                        else:
+                            frame = parse_metadata(bytes(view[pos + 2:pos + 2 + mlen]))
                         pos += 2 + mlen
                     if not frame.option & OPT_DATA:
                         append(frame)

@@ -173,8 +173,16 @@ class MuxServer(MuxConnection):
 
     def forget(self, stream: MuxStream) -> None:
         """A session ended; after the client's EOF the last one closes the carrier."""
-        super().forget(stream)
-        self._maybeDone()
+        live = self.sessions.live
+        sid = stream.id
+        if live.get(sid) is stream:  # MuxConnection.forget, inline
+            del live[sid]
+            if stream.udp:
+                self.sessions.udp.discard(sid)
+        if self.blockers:
+            self.unblock(stream)
+        if self.inputDone and not live and not self.closed:  # _maybeDone, inline
+            self.close()
 
     def _maybeDone(self) -> None:
         if self.inputDone and not self.closed and not len(self.sessions):
