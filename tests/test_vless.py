@@ -35,7 +35,9 @@ POLICY = Policy({0: LevelPolicy(handshake=4, conn_idle=300, uplink_only=2, downl
 
 domains = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,20}[a-z0-9])?(\.[a-z]{2,6}){1,3}",
                         fullmatch=True)
-hosts = st.one_of(domains, st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
+# IPv4-mapped IPv6 addresses decode as the IPv4 address they map (as the other codecs do)
+ipv6 = st.ip_addresses(v=6).filter(lambda ip: ip.ipv4_mapped is None).map(str)
+hosts = st.one_of(domains, st.ip_addresses(v=4).map(str), ipv6)
 destinations = st.builds(lambda n, h, p: Destination(n, h, p) if n == "tcp"
                          else Destination.udp(h, p),
                          st.sampled_from(["tcp", "udp"]), hosts, st.integers(0, 65535))
