@@ -207,6 +207,18 @@ class CacheTests(SynchronousTestCase):
         gid = F.FrameDecoder().feed(F.encode_new(1, dests[2], b"q", b"\x07" * 8))[0]
         self.assertEqual((gid.target, gid.global_id), (dests[2], b"\x07" * 8))
 
+    def test_cached_new_frames_are_whole(self) -> None:
+        """A New read from the destination cache (the second time) is the same frame as the
+        first time: id, option, data and XUDP global id included, with and without data."""
+        dest, udp = Destination.tcp("cache.example", 8080), Destination.udp("cache.example", 53)
+        wire = b"".join([F.encode_new(7, dest, b"first"), F.encode_new(300, dest),
+                         F.encode_new(9, udp, b"dns", b"\x01" * 8), F.encode_new(10, udp)])
+        want = [F.Frame(7, F.NEW, F.OPT_DATA, dest, b"first"), F.Frame(300, F.NEW, 0, dest),
+                F.Frame(9, F.NEW, F.OPT_DATA, udp, b"dns", b"\x01" * 8),
+                F.Frame(10, F.NEW, 0, udp)]
+        for _ in range(3):
+            self.assertEqual(F.FrameDecoder().feed(wire), want)
+
     def test_bounded(self) -> None:
         for port in range(F._NEW_TARGET_CACHE + 10):
             dest = Destination.tcp("example.org", port % 65536)
