@@ -89,36 +89,56 @@ def chacha20_key(key16: bytes) -> bytes:
 
 
 class ShakeStream:
-    """SHAKE128 over an IV, read as a continuous stream of big-endian 16-bit words."""
+    """SHAKE128 over an IV, read as a continuous stream of big-endian 16-bit words.
 
-    __slots__ = ("_xof", "_buf", "_pos")
+    The first block comes from ``hashlib`` (a third of the cost of setting up a streaming
+    XOF; a short connection never reads further); a longer stream continues from a
+    streaming XOF squeezed past that block.
+    """
+
+    __slots__ = ("_iv", "_xof", "_buf", "_pos")
 
     _BLOCK = 336  # a multiple of SHAKE128's rate (168) keeps squeezes cheap
+    _FIRST = 168  # the first block: one Keccak permutation
 
     def __init__(self, iv: bytes) -> None:
-        self._xof = hashes.XOFHash(hashes.SHAKE128(digest_size=1 << 62))
-        self._xof.update(bytes(iv))
+        self._iv = bytes(iv)
+        self._xof: hashes.XOFHash | None = None
         self._buf = b""
         self._pos = 0
+
+    def _more(self, pos: int) -> bytes:
+        """The unread bytes from ``pos`` followed by the next block of the stream."""
+        xof = self._xof
+        if xof is None:
+            if not self._buf:
+                self._buf = hashlib.shake_128(self._iv).digest(self._FIRST)
+                return self._buf
+            xof = self._xof = hashes.XOFHash(hashes.SHAKE128(digest_size=1 << 62))
+            xof.update(self._iv)
+            xof.squeeze(self._FIRST)  # what hashlib gave already
+        self._buf = self._buf[pos:] + xof.squeeze(self._BLOCK)
+        return self._buf
 
     def next_word(self) -> int:
         """The next 16-bit word of the stream."""
         pos = self._pos
-        if pos + 2 > len(self._buf):
-            self._buf = self._buf[pos:] + self._xof.squeeze(self._BLOCK)
+        buf = self._buf
+        if pos + 2 > len(buf):
+            buf = self._more(pos)
             pos = 0
         self._pos = pos + 2
-        buf = self._buf
         return (buf[pos] << 8) | buf[pos + 1]
 
     def next_pair(self) -> tuple[int, int]:
         """The next two words (padding word, then mask word)."""
         pos = self._pos
-        if pos + 4 > len(self._buf):
-            self._buf = self._buf[pos:] + self._xof.squeeze(self._BLOCK)
+        buf = self._buf
+        if pos + 4 > len(buf):
+            buf = self._more(pos)
             pos = 0
         self._pos = pos + 4
-        return _unpack_hh(self._buf, pos)
+        return _unpack_hh(buf, pos)
 
     def read(self, n: int) -> bytes:
         """The next ``n`` bytes of the stream (for tests and diagnostics)."""

@@ -76,6 +76,16 @@ HEADER_DELAY = 0.1
 #: Why a server that never answered refused us (a VMess server never says so itself).
 NO_ANSWER_HINT = "wrong id, clock skew or not a VMess server?"
 
+# What the one timer of a connection is waiting for: the first payload (then the header
+# goes alone), or the server's answer once the application has spoken.
+_NO_TIMER = 0
+_HEADER_TIMER = 1
+_ANSWER_TIMER = 2
+
+#: Why the application's side of a clean end is lost (one instance, as Twisted's own
+#: ``connectionDone``).
+_STREAM_ENDED = Failure(ConnectionDone("VMess stream ended"))
+
 
 @implementer(IHalfCloseableProtocol)
 class VMessClientProtocol(Protocol):
@@ -90,11 +100,12 @@ class VMessClientProtocol(Protocol):
         self.decoder: Any = None
         self.eof = False
         self.failed: str | None = None
+        #: the header delay, then the answer deadline: one DelayedCall, reset in between
         self._timer: Any = None
+        self._timerKind = _NO_TIMER
         self._appLost = False
-        #: when the request header went out (reactor seconds), and the answer deadline
+        #: when the request header went out (reactor seconds)
         self._sentAt: float | None = None
-        self._answerTimer: Any = None
         #: a warning about this connection was logged already (one per failed tunnel)
         self._warned = False
         self._answeredBytes = 0
@@ -102,22 +113,40 @@ class VMessClientProtocol(Protocol):
     def connectionMade(self) -> None:
         """Build the session, hand the plain transport to the application."""
         ep = self.factory.endpoint
-        self.session = ClientSession(ep.account, ep.destination, command=ep.command,
-                                     security=ep.security_value)
-        self.packet = ep.command == H.CMD_UDP
-        self.inner = VMessTransport(self.transport, self.session.body_encoder(ep.chunk_size),
+        command = ep.command
+        session = self.session = ClientSession(ep.account, ep.destination, command,
+                                               ep.security_value, address=ep.address)
+        self.packet = command == H.CMD_UDP
+        self.inner = VMessTransport(self.transport, session.body_encoder(ep.chunk_size),
                                     self._header, self._firstData)
-        self.app = self.factory.wrapped.buildProtocol(self.transport.getPeer())
-        if self.app is None:
+        app = self.app = self.factory.wrapped.buildProtocol(self.transport.getPeer())
+        if app is None:
             self.transport.loseConnection()
             return
-        self._timer = ep.reactor.callLater(ep.header_delay, self._headerTimeout)
-        self.app.makeConnection(self.inner)
+        self._timer = ep.reactor.callLater(ep.header_delay, self._timerFired)
+        self._timerKind = _HEADER_TIMER
+        app.makeConnection(self.inner)
+
+    def _stopTimer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            self._timerKind = _NO_TIMER
+            if timer.active():
+                timer.cancel()
+
+    def _timerFired(self) -> None:
+        kind = self._timerKind
+        self._timer = None
+        self._timerKind = _NO_TIMER
+        if kind == _HEADER_TIMER:
+            self._headerTimeout()
+        elif kind == _ANSWER_TIMER:
+            self._noAnswer()
 
     def _header(self) -> bytes:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        if self._timerKind == _HEADER_TIMER:
+            self._stopTimer()
         ep = self.factory.endpoint
         self._sentAt = ep.reactor.seconds()
         return self.session.request_header(ep.clock())
@@ -125,10 +154,17 @@ class VMessClientProtocol(Protocol):
     def _firstData(self) -> None:
         """The application wrote its first bytes: a server answers once the destination
         does, so the answer deadline starts now (a connection where nobody has said
-        anything yet, such as a browser's preconnect, is not waiting for an answer)."""
+        anything yet, such as a browser's preconnect, is not waiting for an answer).
+        The header delay's timer, still waiting when the header goes with these bytes,
+        becomes the answer deadline."""
         ep = self.factory.endpoint
         if ep.answer_timeout is not None and self.decoder is None and not self._answeredBytes:
-            self._answerTimer = ep.reactor.callLater(ep.answer_timeout, self._noAnswer)
+            timer = self._timer
+            if timer is not None and timer.active():
+                timer.reset(ep.answer_timeout)
+            else:
+                self._timer = ep.reactor.callLater(ep.answer_timeout, self._timerFired)
+            self._timerKind = _ANSWER_TIMER
 
     # -- failure reasons, one warning per failed connection ------------------------------
     def _where(self) -> str:
@@ -156,7 +192,6 @@ class VMessClientProtocol(Protocol):
         The connection stays open: a server answers only once the destination does, so a
         slow destination looks the same for a while (an answer later is logged at info).
         """
-        self._answerTimer = None
         if not getattr(self.transport, "peerAnswered", True):
             return  # not even the transport's peer answered: the transport says why
         if self.decoder is None and not self.failed and not self._answeredBytes:
@@ -175,12 +210,10 @@ class VMessClientProtocol(Protocol):
                        f"{NO_ANSWER_HINT}")
 
     def _cancelAnswerTimer(self) -> None:
-        if self._answerTimer is not None and self._answerTimer.active():
-            self._answerTimer.cancel()
-        self._answerTimer = None
+        if self._timerKind == _ANSWER_TIMER:
+            self._stopTimer()
 
     def _headerTimeout(self) -> None:
-        self._timer = None
         if self.inner is not None and not self.inner.disconnecting:
             self.inner.flushHeader()
 
@@ -276,13 +309,12 @@ class VMessClientProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Tell the application; a close at a chunk boundary is a clean end."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._cancelAnswerTimer()
-        weClosed = self.inner is not None and self.inner.disconnecting
-        explained = reason is not None and reason.check(TimeoutError, ConnectionRefusedError)
-        if self.decoder is None and self.failed is None and not weClosed and not explained:
+        if self._timer is not None:
+            self._stopTimer()
+        if self.decoder is None and self.failed is None \
+                and not (self.inner is not None and self.inner.disconnecting) \
+                and not (reason is not None and reason.check(TimeoutError,
+                                                             ConnectionRefusedError)):
             self._closedBeforeAnswer()  # (the transport said why a refusal or timeout was)
         if self.app is None or self._appLost:
             return
@@ -290,7 +322,7 @@ class VMessClientProtocol(Protocol):
         clean = (self.failed is None and self.decoder is not None
                  and (self.eof or self.decoder.at_boundary))
         if clean:
-            reason = Failure(ConnectionDone("VMess stream ended"))
+            reason = _STREAM_ENDED
         elif self.failed is not None:
             reason = Failure(ConnectionLost(self.failed))
         elif reason is None or reason.check(ConnectionDone):
@@ -309,6 +341,13 @@ class _VMessClientFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> VMessClientProtocol:
         return VMessClientProtocol(self)
+
+
+def _unwrap(p: VMessClientProtocol) -> Any:
+    """The application's protocol of a connected VMess client protocol."""
+    if p.app is None:
+        raise ConnectionLost("the protocol factory refused the connection")
+    return p.app
 
 
 @implementer(IStreamClientEndpoint)
@@ -350,6 +389,8 @@ class VMessClientEndpoint:
         self.clock = clock
         self.onCommand = onCommand
         self.answer_timeout = answer_timeout
+        #: the destination as the request header carries it (set by :meth:`connect`)
+        self.address: bytes | None = None
         if isinstance(security, int):
             self.security_value = security
         else:
@@ -363,18 +404,11 @@ class VMessClientEndpoint:
         """
         if self.command != H.CMD_MUX:
             try:
-                H.encode_address(self.destination)
+                self.address = H.encode_address(self.destination)
             except ValueError as e:  # UnicodeEncodeError is a ValueError
                 return fail(ConnectError(f"VMess cannot carry {self.destination}: {e}"))
         d = self.transport_endpoint.connect(_VMessClientFactory(self, protocolFactory))
-        d.addErrback(self._connectFailed)
-
-        def unwrap(p: VMessClientProtocol) -> Any:
-            if p.app is None:
-                raise ConnectionLost("the protocol factory refused the connection")
-            return p.app
-
-        return d.addCallback(unwrap)
+        return d.addCallbacks(_unwrap, self._connectFailed)
 
     def _connectFailed(self, failure: Failure) -> Failure:
         """A server that cannot be reached: one warning naming it (then the errback goes on)."""

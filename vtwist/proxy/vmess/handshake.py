@@ -14,15 +14,16 @@ No clock is read here: VMess timestamps are wall-clock seconds, which the caller
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vtwist.address import Destination
 from vtwist.entropy import random_bytes
+from vtwist.entropy import random_bytes as _pool_bytes
 from vtwist.proxy.vmess import header as H
+from vtwist.proxy.vmess import kdf as K
 from vtwist.proxy.vmess import legacy as L
 from vtwist.proxy.vmess.body import (
     DEFAULT_SEND_CHUNK,
@@ -119,14 +120,12 @@ class Rejected(Event):
     account: Account | None = None
 
 
-class _Phase(Enum):
-    """Where a :class:`ServerHandshake` is."""
-
-    AUTH = "auth"              # waiting for the 16-byte AuthID (or legacy auth)
-    AEAD_LEN = "aead-len"      # waiting for the sealed length and nonce
-    AEAD_BODY = "aead-body"    # waiting for the sealed instruction
-    LEGACY = "legacy"          # decrypting a legacy (CFB) instruction
-    DONE = "done"              # decided
+# Where a :class:`ServerHandshake` is (plain ints: compared on every feed).
+_AUTH = 0        # waiting for the 16-byte AuthID (or legacy auth)
+_AEAD_LEN = 1    # waiting for the sealed length and nonce
+_AEAD_BODY = 2   # waiting for the sealed instruction
+_LEGACY = 3      # decrypting a legacy (CFB) instruction
+_DONE = 4        # decided
 
 
 class ServerHandshake:
@@ -140,12 +139,16 @@ class ServerHandshake:
         self.users = users
         self.auth_filter = auth_filter
         self.sessions = sessions
+        #: what arrived while the header was incomplete (the first bytes are not copied
+        #: here when they complete it at once)
         self._buf = bytearray()
-        self._state = _Phase.AUTH
+        self._src = b""  # every byte received so far, while a feed is decided
+        self._state = _AUTH
         self._account: Account | None = None
         self._auth_id = b""
         self._timestamp = 0
         self._length = 0
+        self._pads: tuple[bytes, bytes, bytes] | None = None  # the KDF pads of AuthID/nonce
         self._legacy_dec = None
         self._legacy_plain = bytearray()
         self._legacy_used = 0  # ciphertext bytes decrypted after the auth
@@ -160,68 +163,77 @@ class ServerHandshake:
 
         Call again only after :data:`~vtwist.sansio.NEED_DATA`.
         """
-        if self._state is _Phase.DONE:
+        if self._state == _DONE:
             raise RuntimeError("handshake already decided")
-        self._buf += data
-        result = self._step(now)
-        if result is not NEED_DATA:
-            self._state = _Phase.DONE
+        buf = self._buf
+        if buf:
+            buf += data
+            src = self._src = bytes(buf)
+        else:
+            src = self._src = bytes(data)
+        result = self._step(src, now)
+        if result is NEED_DATA:
+            if not buf:
+                buf += src
+        else:
+            self._state = _DONE
         return result
 
     def _reject(self, reason: str, drain: bool) -> Rejected:
-        return Rejected(reason, drain, len(self._buf), self._account)
+        return Rejected(reason, drain, len(self._src), self._account)
 
-    def _step(self, now: float) -> NeedData | RequestParsed | Rejected:
-        buf = self._buf
-        if self._state is _Phase.AUTH:
+    def _step(self, buf: bytes, now: float) -> NeedData | RequestParsed | Rejected:
+        state = self._state
+        if state == _AUTH:
             if len(buf) < 16:
                 return NEED_DATA
-            auth = bytes(buf[:16])
+            auth = buf[:16]
             self._auth_id = auth
-            m = self.users.match_aead(auth, now)
+            users = self.users
+            m = users.match_aead(auth, now)
             if m is not None and m.in_window:
-                self._account = self.users.accounts[m.user_index]
+                self._account = users.accounts[m.user_index]
                 self._timestamp = m.timestamp
                 if not self.auth_filter.check_and_add(auth, m.timestamp, now):
                     return self._reject(f"replayed AuthID for user {self._account.label}", True)
-                self._state = _Phase.AEAD_LEN
+                state = self._state = _AEAD_LEN
             else:
-                lm = self.users.match_legacy(auth, now)
+                lm = users.match_legacy(auth, now)
                 if lm is None:
                     if m is not None:
-                        acct = self.users.accounts[m.user_index]
+                        acct = users.accounts[m.user_index]
                         self._account = acct
                         return self._reject(
                             f"clock skew of {m.skew:+.0f} s for user {acct.label}", True)
                     return self._reject("unknown user (no AEAD or legacy auth matched)", True)
-                self._account = self.users.accounts[lm.user_index]
+                self._account = users.accounts[lm.user_index]
                 self._timestamp = lm.timestamp
                 self._legacy_dec = L.header_decryptor(self._account.cmd_key, lm.timestamp)
-                self._state = _Phase.LEGACY
-        if self._state is _Phase.AEAD_LEN:
+                state = self._state = _LEGACY
+        if state == _AEAD_LEN:
             if len(buf) < 42:
                 return NEED_DATA
             acct = self._account
-            nonce = bytes(buf[34:42])
+            pads = self._pads = K.request_pads(self._auth_id, buf[34:42])
             try:
-                self._length = H.open_header_length(acct.cmd_key, self._auth_id,
-                                                    bytes(buf[16:34]), nonce)
+                self._length = H.open_header_length(acct.cmd_key, self._auth_id, buf[16:34],
+                                                    buf[34:42], pads)
             except H.HeaderError as e:
                 return self._reject(f"{e.reason} for user {acct.label}", True)
-            self._state = _Phase.AEAD_BODY
-        if self._state is _Phase.AEAD_BODY:
+            state = self._state = _AEAD_BODY
+        if state == _AEAD_BODY:
             end = 42 + self._length + 16
             if len(buf) < end:
                 return NEED_DATA
             acct = self._account
             try:
-                plain = H.open_header_payload(acct.cmd_key, self._auth_id, bytes(buf[34:42]),
-                                              bytes(buf[42:end]))
+                plain = H.open_header_payload(acct.cmd_key, self._auth_id, buf[34:42],
+                                              buf[42:end], self._pads)
             except H.HeaderError as e:
                 return self._reject(f"{e.reason} for user {acct.label}", True)
-            return self._finish_aead(plain, bytes(buf[end:]), now)
-        if self._state is _Phase.LEGACY:
-            return self._step_legacy(now)
+            return self._finish_aead(plain, buf[end:], now)
+        if state == _LEGACY:
+            return self._step_legacy(buf, now)
         return NEED_DATA
 
     def _finish_aead(self, plain: bytes, leftover: bytes, now: float
@@ -233,10 +245,9 @@ class ServerHandshake:
             return self._reject(f"{e.reason} from user {acct.label}", False)
         if len(plain) < need:
             return self._reject(f"AEAD header too short from user {acct.label}", False)
-        return self._finish(plain[:need], leftover, True, now)
+        return self._finish(plain[:need] if len(plain) > need else plain, leftover, True, now)
 
-    def _step_legacy(self, now: float) -> NeedData | RequestParsed | Rejected:
-        buf = self._buf
+    def _step_legacy(self, buf: bytes, now: float) -> NeedData | RequestParsed | Rejected:
         acct = self._account
         plain = self._legacy_plain
         while True:
@@ -251,9 +262,9 @@ class ServerHandshake:
             if take <= 0:
                 return NEED_DATA
             start = 16 + self._legacy_used
-            plain += self._legacy_dec.update(bytes(buf[start:start + take]))
+            plain += self._legacy_dec.update(buf[start:start + take])
             self._legacy_used += take
-        leftover = bytes(buf[16 + self._legacy_used:])
+        leftover = buf[16 + self._legacy_used:]
         return self._finish(bytes(plain), leftover, False, now)
 
     def _finish(self, plain: bytes, leftover: bytes, aead: bool, now: float
@@ -290,43 +301,62 @@ def default_option(security: int) -> int:
     return OPT_CHUNK_STREAM | OPT_CHUNK_MASKING | OPT_GLOBAL_PADDING
 
 
-@dataclass
 class ClientSession:
     """Client state for one VMess connection: request header, body codecs, response.
 
     Random values (key, IV, V, padding, AuthID random, nonce, legacy jitter and ID choice)
     can be injected for tests; by default they come from ``os.urandom`` (through
-    :data:`vtwist.entropy.random_bytes`, without a system call each).
+    :data:`vtwist.entropy.random_bytes`, without a system call each). ``address``: the
+    destination as :func:`~vtwist.proxy.vmess.header.encode_address` gives it, when the
+    caller has it already.
     """
 
-    account: Account
-    destination: Destination
-    command: int = H.CMD_TCP
-    security: int | None = None
-    option: int | None = None
-    aead: bool | None = None
-    body_key: bytes = field(default_factory=lambda: random_bytes(16))
-    body_iv: bytes = field(default_factory=lambda: random_bytes(16))
-    response_v: int = field(default_factory=lambda: random_bytes(1)[0])
-    header_padding: bytes | None = None
-    random_bytes: Callable[[int], bytes] = random_bytes
+    __slots__ = ("account", "destination", "command", "security", "option", "aead",
+                 "body_key", "body_iv", "response_v", "header_padding", "random_bytes",
+                 "response_key", "response_iv", "response", "_address", "_resp_buf",
+                 "_resp_keys", "_resp_len")
 
-    def __post_init__(self) -> None:
-        if self.security is None:
-            self.security = resolve_security(self.account.security)
-        if self.option is None:
-            self.option = default_option(self.security)
-        check_options(self.security, self.option)
-        if self.aead is None:
-            self.aead = self.account.uses_aead
-        if self.header_padding is None:
-            self.header_padding = self.random_bytes(self.random_bytes(1)[0] % 16)
-        self.response_key, self.response_iv = H.response_key_iv(
-            self.body_key, self.body_iv, self.aead)
+    def __init__(self, account: Account, destination: Destination, command: int = H.CMD_TCP,
+                 security: int | None = None, option: int | None = None,
+                 aead: bool | None = None, body_key: bytes | None = None,
+                 body_iv: bytes | None = None, response_v: int | None = None,
+                 header_padding: bytes | None = None,
+                 random_bytes: Callable[[int], bytes] = random_bytes,
+                 address: bytes | None = None) -> None:
+        self.account = account
+        self.destination = destination
+        self.command = command
+        self.random_bytes = random_bytes
+        if security is None:
+            security = resolve_security(account.security)
+        if option is None:
+            option = default_option(security)
+        check_options(security, option)
+        self.security = security
+        self.option = option
+        self.aead = aead = account.alter_id == 0 if aead is None else aead
+        if body_key is None or body_iv is None or response_v is None:
+            fresh = _pool_bytes(33)  # key, IV and V in one draw from the pool
+            body_key = fresh[:16] if body_key is None else body_key
+            body_iv = fresh[16:32] if body_iv is None else body_iv
+            response_v = fresh[32] if response_v is None else response_v
+        self.body_key = body_key
+        self.body_iv = body_iv
+        self.response_v = response_v
+        if header_padding is None:
+            header_padding = random_bytes(random_bytes(1)[0] % 16)
+        self.header_padding = header_padding
+        self._address = address
+        self.response_key, self.response_iv = H.response_key_iv(body_key, body_iv, aead)
         self._resp_buf = bytearray()
         self._resp_keys: tuple[bytes, bytes, bytes, bytes] | None = None  # AEAD header keys
         self._resp_len: int | None = None
         self.response: H.ResponseHeader | None = None
+
+    def __repr__(self) -> str:
+        return (f"ClientSession(account={self.account!r}, destination={self.destination!r}, "
+                f"command={self.command!r}, security={self.security!r}, "
+                f"option={self.option!r}, aead={self.aead!r})")
 
     @property
     def request(self) -> H.RequestHeader:
@@ -337,7 +367,15 @@ class ClientSession:
 
     def instruction(self) -> bytes:
         """The instruction plaintext."""
-        return H.encode_instruction(self.request, self.header_padding)
+        command = self.command
+        if command == H.CMD_MUX:
+            address = b""
+        else:
+            address = self._address
+            if address is None:
+                address = self._address = H.encode_address(self.destination)
+        return H.instruction_bytes(self.body_iv, self.body_key, self.response_v, self.option,
+                                   self.security, command, address, self.header_padding)
 
     def request_header(self, now: float, *, rand4: bytes | None = None,
                        nonce: bytes | None = None, legacy_timestamp: int | None = None,
@@ -374,38 +412,42 @@ class ClientSession:
         Raises HeaderError on a bad tag or a V mismatch.
         """
         buf = self._resp_buf
-        buf += data
+        if buf:  # (the first bytes are copied only when they leave the header incomplete)
+            buf += data
+            data = bytes(buf)
+        elif type(data) is not bytes:
+            data = bytes(data)
         cfb = None
         if self.aead:
             if self._resp_len is None:
-                if len(buf) < 18:
-                    return NEED_DATA
+                if len(data) < 18:
+                    return self._incomplete(data)
                 self._resp_keys = H.response_header_keys(self.response_key, self.response_iv)
                 lk, ln, _, _ = self._resp_keys
                 try:
-                    raw = AESGCM(lk).decrypt(ln, bytes(buf[:18]), None)
+                    raw = AESGCM(lk).decrypt(ln, data[:18], None)
                 except InvalidTag:
                     raise H.HeaderError("response header length authentication failed") from None
                 self._resp_len = (raw[0] << 8) | raw[1]
             end = 18 + self._resp_len + 16
-            if len(buf) < end:
-                return NEED_DATA
+            if len(data) < end:
+                return self._incomplete(data)
             _, _, pk, pn = self._resp_keys
             try:
-                plain = AESGCM(pk).decrypt(pn, bytes(buf[18:end]), None)
+                plain = AESGCM(pk).decrypt(pn, data[18:end], None)
             except InvalidTag:
                 raise H.HeaderError("response header authentication failed") from None
-            leftover = bytes(buf[end:])
+            leftover = data[end:]
         else:
-            if len(buf) < 4:
-                return NEED_DATA
+            if len(data) < 4:
+                return self._incomplete(data)
             dec = aes_cfb(self.response_key, self.response_iv, encrypt=False)
-            first = dec.update(bytes(buf[:4]))
+            first = dec.update(data[:4])
             m = first[3] if first[2] else 0
-            if len(buf) < 4 + m:
-                return NEED_DATA
-            plain = first + dec.update(bytes(buf[4:4 + m]))
-            leftover = bytes(buf[4 + m:])
+            if len(data) < 4 + m:
+                return self._incomplete(data)
+            plain = first + dec.update(data[4:4 + m])
+            leftover = data[4 + m:]
             if self.security == SEC_LEGACY:
                 cfb = dec
         resp = H.parse_response_plain(plain)
@@ -416,3 +458,10 @@ class ClientSession:
         decoder = BodyDecoder(self.security, self.option, self.response_key, self.response_iv,
                               packet=self.command == H.CMD_UDP, cfb=cfb)
         return resp, decoder, leftover
+
+    def _incomplete(self, data: bytes) -> NeedData:
+        """Keep ``data`` (everything received so far) for the next feed."""
+        buf = self._resp_buf
+        if not buf:
+            buf += data
+        return NEED_DATA

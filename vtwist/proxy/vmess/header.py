@@ -12,6 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -81,19 +82,25 @@ def encode_address(dest: Destination) -> bytes:
 
 def encode_instruction(h: RequestHeader, padding: bytes = b"") -> bytes:
     """The instruction plaintext (with FNV-1a checksum) for ``h`` and ``padding`` (0..15)."""
+    address = b"" if h.command == CMD_MUX else encode_address(h.destination)
+    return instruction_bytes(h.body_iv, h.body_key, h.response_v, h.option, h.security,
+                             h.command, address, padding, h.version)
+
+
+def instruction_bytes(body_iv: bytes, body_key: bytes, response_v: int, option: int,
+                      security: int, command: int, address: bytes, padding: bytes = b"",
+                      version: int = 1) -> bytes:
+    """The instruction plaintext from its fields, ``address`` already encoded
+    (:func:`encode_address`; empty for Mux.Cool), with the FNV-1a checksum."""
     if len(padding) > 15:
         raise ValueError("header padding is at most 15 bytes")
-    if len(h.body_iv) != 16 or len(h.body_key) != 16:
+    if len(body_iv) != 16 or len(body_key) != 16:
         raise ValueError("body key and IV must be 16 bytes")
-    parts = [
-        bytes([h.version]), h.body_iv, h.body_key,
-        bytes([h.response_v, h.option, (len(padding) << 4) | (h.security & 0x0F), 0, h.command]),
-    ]
-    if h.command != CMD_MUX:
-        parts.append(encode_address(h.destination))
-    parts.append(padding)
-    plain = b"".join(parts)
-    return plain + struct.pack(">I", fnv1a_32(plain))
+    plain = b"".join((
+        bytes((version,)), body_iv, body_key,
+        bytes((response_v, option, (len(padding) << 4) | (security & 0x0F), 0, command)),
+        address, padding))
+    return plain + fnv1a_32(plain).to_bytes(4, "big")
 
 
 def instruction_needed(plain: bytes | bytearray | memoryview) -> int:
@@ -135,8 +142,7 @@ def parse_security(nibble: int) -> int:
 
 def checksum_ok(plain: bytes | bytearray | memoryview) -> bool:
     """True when the trailing FNV-1a of an instruction matches its bytes."""
-    body = bytes(plain[:-4])
-    return int.from_bytes(plain[-4:], "big") == fnv1a_32(body)
+    return int.from_bytes(plain[-4:], "big") == fnv1a_32(bytes(plain[:-4]))
 
 
 def parse_instruction(plain: bytes | bytearray | memoryview) -> RequestHeader:
@@ -144,17 +150,20 @@ def parse_instruction(plain: bytes | bytearray | memoryview) -> RequestHeader:
 
     Raises HeaderError for an unusable address, command or security value.
     """
-    plain = bytes(plain)
+    if type(plain) is not bytes:
+        plain = bytes(plain)
     cmd = plain[37]
     network = "udp" if cmd == CMD_UDP else "tcp"
     if cmd == CMD_MUX:
         dest = MUX_DESTINATION
-    elif cmd in (CMD_TCP, CMD_UDP):
+    elif cmd == CMD_TCP or cmd == CMD_UDP:
         port = (plain[38] << 8) | plain[39]
         atyp = plain[40]
         try:
             if atyp == ATYP_IPV4:
-                host = str(ipaddress.IPv4Address(plain[41:45]))
+                if len(plain) < 45:
+                    raise ValueError("short IPv4 address")
+                host = f"{plain[41]}.{plain[42]}.{plain[43]}.{plain[44]}"
             elif atyp == ATYP_IPV6:
                 host = normalize_host(str(ipaddress.IPv6Address(plain[41:57])))
             else:
@@ -185,21 +194,26 @@ def auth_id_key(cmd_key: bytes) -> bytes:
 
 
 @lru_cache(maxsize=1024)
-def _auth_id_cipher(cmd_key: bytes) -> Cipher:
-    """AES-128-ECB under a user's AuthID key: a per-user constant, built once."""
-    return Cipher(algorithms.AES(auth_id_key(cmd_key)), modes.ECB())
+def _auth_id_encryptor(cmd_key: bytes) -> Any:
+    """An AES-128-ECB encryptor under a user's AuthID key: a per-user constant, built once
+    (ECB encrypts each 16-byte block on its own, so one context serves every AuthID)."""
+    return Cipher(algorithms.AES(auth_id_key(cmd_key)), modes.ECB()).encryptor()
+
+
+_pack_q = struct.Struct(">q").pack
+_pack_u16 = struct.Struct(">H").pack
 
 
 def auth_id_plain(timestamp: int, rand4: bytes) -> bytes:
     """The AuthID block before encryption: BE64(ts) || rand || CRC32."""
-    head = struct.pack(">q", timestamp) + rand4
-    return head + struct.pack(">I", zlib.crc32(head))
+    head = _pack_q(timestamp) + rand4
+    return head + zlib.crc32(head).to_bytes(4, "big")
 
 
 def create_auth_id(cmd_key: bytes, timestamp: int, rand4: bytes | None = None) -> bytes:
     """AES-128-ECB(auth key, BE64(ts) || 4 random || CRC32)."""
     rand4 = random_bytes(4) if rand4 is None else rand4
-    return _auth_id_cipher(bytes(cmd_key)).encryptor().update(auth_id_plain(timestamp, rand4))
+    return _auth_id_encryptor(bytes(cmd_key)).update(auth_id_plain(timestamp, rand4))
 
 
 def check_auth_id_plain(block: bytes) -> int | None:
@@ -223,30 +237,36 @@ def header_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes) -> tuple[bytes, by
 def seal_request_header(cmd_key: bytes, instruction: bytes, timestamp: int,
                         rand4: bytes | None = None, nonce: bytes | None = None) -> bytes:
     """AuthID || sealed length (18) || nonce (8) || sealed instruction."""
+    if rand4 is None or nonce is None:
+        fresh = random_bytes(12)
+        rand4 = fresh[:4] if rand4 is None else rand4
+        nonce = fresh[4:] if nonce is None else nonce
     auth_id = create_auth_id(cmd_key, timestamp, rand4)
-    nonce = random_bytes(8) if nonce is None else nonce
-    lk, ln, hk, hn = header_keys(cmd_key, auth_id, nonce)
-    sealed_len = AESGCM(lk).encrypt(ln, struct.pack(">H", len(instruction)), auth_id)
+    lk, ln, hk, hn = K.request_header_keys(cmd_key, auth_id, nonce)
+    sealed_len = AESGCM(lk).encrypt(ln, _pack_u16(len(instruction)), auth_id)
     sealed = AESGCM(hk).encrypt(hn, instruction, auth_id)
     return b"".join((auth_id, sealed_len, nonce, sealed))
 
 
 def open_header_length(cmd_key: bytes, auth_id: bytes, sealed_len: bytes,
-                       nonce: bytes) -> int:
-    """Open the 18-byte sealed length; HeaderError on a bad tag."""
-    lk, ln = K.request_length_keys(cmd_key, auth_id, nonce)
+                       nonce: bytes, pads: tuple[bytes, bytes, bytes] | None = None) -> int:
+    """Open the 18-byte sealed length; HeaderError on a bad tag. ``pads``: the
+    :func:`~vtwist.proxy.vmess.kdf.request_pads` of ``auth_id`` and ``nonce`` if known."""
+    lk, ln = K.request_length_keys(cmd_key, auth_id, nonce, pads)
     try:
-        raw = AESGCM(lk).decrypt(ln, bytes(sealed_len), auth_id)
+        raw = AESGCM(lk).decrypt(ln, sealed_len, auth_id)
     except InvalidTag:
         raise HeaderError("AEAD header length authentication failed") from None
     return (raw[0] << 8) | raw[1]
 
 
-def open_header_payload(cmd_key: bytes, auth_id: bytes, nonce: bytes, sealed: bytes) -> bytes:
-    """Open the sealed instruction; HeaderError on a bad tag."""
-    hk, hn = K.request_payload_keys(cmd_key, auth_id, nonce)
+def open_header_payload(cmd_key: bytes, auth_id: bytes, nonce: bytes, sealed: bytes,
+                        pads: tuple[bytes, bytes, bytes] | None = None) -> bytes:
+    """Open the sealed instruction; HeaderError on a bad tag. ``pads`` as for
+    :func:`open_header_length`."""
+    hk, hn = K.request_payload_keys(cmd_key, auth_id, nonce, pads)
     try:
-        return AESGCM(hk).decrypt(hn, bytes(sealed), auth_id)
+        return AESGCM(hk).decrypt(hn, sealed, auth_id)
     except InvalidTag:
         raise HeaderError("AEAD header authentication failed") from None
 

@@ -125,8 +125,9 @@ def _derive_depth3(chain: _Chain, key: bytes, ii: bytes, io: bytes, o: bytes) ->
     return _run(tail2, h.digest())
 
 
-def _pads(a: bytes, n: bytes) -> tuple[bytes, bytes, bytes]:
-    """(ipad(a) || ipad(n), ipad(a) || opad(n), opad(a)) for :func:`_derive_depth3`."""
+def request_pads(a: bytes, n: bytes) -> tuple[bytes, bytes, bytes]:
+    """The HMAC pads of an AuthID ``a`` and nonce ``n`` as the request-header derivations
+    take them: (ipad(a) || ipad(n), ipad(a) || opad(n), opad(a))."""
     a = bytes(a)
     n = bytes(n)
     if len(a) > _BLOCK or len(n) > _BLOCK:
@@ -141,7 +142,7 @@ def request_header_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes
                         ) -> tuple[bytes, bytes, bytes, bytes]:
     """(length key, length nonce, header key, header nonce) of an AEAD request header:
     KDF(cmdKey, label, AuthID, nonce) for the four labels, truncated to 16/12/16/12."""
-    ii, io, o = _pads(auth_id, nonce)
+    ii, io, o = request_pads(auth_id, nonce)
     key = bytes(cmd_key)
     return (_derive_depth3(_LEN_KEY, key, ii, io, o)[:16],
             _derive_depth3(_LEN_NONCE, key, ii, io, o)[:12],
@@ -149,19 +150,21 @@ def request_header_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes
             _derive_depth3(_PAYLOAD_NONCE, key, ii, io, o)[:12])
 
 
-def request_length_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes) -> tuple[bytes, bytes]:
+def request_length_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes,
+                        pads: tuple[bytes, bytes, bytes] | None = None) -> tuple[bytes, bytes]:
     """(length key, length nonce) of an AEAD request header (see
-    :func:`request_header_keys`)."""
-    ii, io, o = _pads(auth_id, nonce)
+    :func:`request_header_keys`); ``pads``: :func:`request_pads` of the AuthID and nonce."""
+    ii, io, o = pads or request_pads(auth_id, nonce)
     key = bytes(cmd_key)
     return (_derive_depth3(_LEN_KEY, key, ii, io, o)[:16],
             _derive_depth3(_LEN_NONCE, key, ii, io, o)[:12])
 
 
-def request_payload_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes) -> tuple[bytes, bytes]:
+def request_payload_keys(cmd_key: bytes, auth_id: bytes, nonce: bytes,
+                         pads: tuple[bytes, bytes, bytes] | None = None) -> tuple[bytes, bytes]:
     """(header key, header nonce) of an AEAD request header (see
-    :func:`request_header_keys`)."""
-    ii, io, o = _pads(auth_id, nonce)
+    :func:`request_header_keys`); ``pads``: :func:`request_pads` of the AuthID and nonce."""
+    ii, io, o = pads or request_pads(auth_id, nonce)
     key = bytes(cmd_key)
     return (_derive_depth3(_PAYLOAD_KEY, key, ii, io, o)[:16],
             _derive_depth3(_PAYLOAD_NONCE, key, ii, io, o)[:12])

@@ -97,6 +97,14 @@ class Phase(Enum):
     DONE = "done"
 
 
+# (module names for the members: compared on every event)
+_HANDSHAKE = Phase.HANDSHAKE
+_PROBE = Phase.PROBE
+_STREAM = Phase.STREAM
+_PACKETS = Phase.PACKETS
+_DONE = Phase.DONE
+
+
 @implementer(IHalfCloseableProtocol)
 class VMessServerProtocol(GuardedServerProtocol):
     """One inbound VMess connection."""
@@ -136,9 +144,9 @@ class VMessServerProtocol(GuardedServerProtocol):
     def dataReceived(self, data: bytes) -> None:
         """Handshake, then body decoding; discarded when refused."""
         phase = self.phase
-        if phase is Phase.STREAM or phase is Phase.PACKETS:
+        if phase is _STREAM or phase is _PACKETS:
             self._body(data)
-        elif phase is Phase.HANDSHAKE:
+        elif phase is _HANDSHAKE:
             result = self.handshake.feed(data, self.factory.now())  # type: ignore[union-attr]
             if result is NEED_DATA:
                 return
@@ -155,32 +163,34 @@ class VMessServerProtocol(GuardedServerProtocol):
         self.request = r
         f = self.factory
         acct = r.account
-        if f.state.disable_insecure and r.security in (SEC_NONE, SEC_LEGACY):
+        h = r.header
+        if f.state.disable_insecure and h.security in (SEC_NONE, SEC_LEGACY):
             self._refuse(f"insecure encryption refused for user {acct.label}")
             return
-        f.accepted[(r.aead, r.security, r.command)] += 1
+        command = h.command
+        f.accepted[(r.aead, h.security, command)] += 1
         self.decoder = r.body_decoder()
-        command = f.detour(acct) if f.detour is not None else None
-        if command is not None:
+        offer = f.detour(acct) if f.detour is not None else None
+        if offer is not None:
             header, encoder = r.response_writer(command=CMD_SWITCH_ACCOUNT,
-                                                command_payload=encode_switch_account(command))
+                                                command_payload=encode_switch_account(offer))
         else:
             header, encoder = r.response_writer()
         self.inner = VMessTransport(self.transport, encoder, lambda: header)
         policy = f.policy.level(acct.level)
         email = acct.email or None
-        if r.command == CMD_TCP:
-            self.phase = Phase.STREAM
+        if command == CMD_TCP:
+            self.phase = _STREAM
             self.side = f.tunnels.openStream(
-                self.inner, r.destination, SilentReply(self._close), inbound_tag=f.tag,
+                self.inner, h.destination, SilentReply(self._close), inbound_tag=f.tag,
                 source=self._peer(), email=email, policy=policy, sniff=f.sniffing)
-        elif r.command == CMD_MUX:
+        elif command == CMD_MUX:
             from vtwist.proxy.mux.server import MuxServer
-            self.phase = Phase.STREAM
+            self.phase = _STREAM
             self.side = MuxServer(f.tunnels, self.inner, inbound_tag=f.tag, source=self._peer(),
                                   email=email, policy=policy, sniff=f.sniffing)
-        elif r.command == CMD_UDP:
-            self.phase = Phase.PACKETS
+        elif command == CMD_UDP:
+            self.phase = _PACKETS
             try:
                 self.side = VMessPacketSide(f.tunnels, self.inner, r.destination, policy,
                                             self._close, inbound_tag=f.tag,
@@ -189,7 +199,7 @@ class VMessServerProtocol(GuardedServerProtocol):
                 log.info("vmess UDP {dest}: {why}", dest=r.destination, why=e)
                 self._close()
                 return
-        if r.leftover and self.phase is not Phase.DONE:
+        if r.leftover and self.phase is not _DONE:
             self._body(r.leftover)
 
     def _body(self, data: bytes) -> None:

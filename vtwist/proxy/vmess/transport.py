@@ -67,8 +67,13 @@ class VMessTransport(WrappingTransportMixin):
         if self._onFirstData is not None:
             first, self._onFirstData = self._onFirstData, None
             first()
-        pieces = self._takeHeader()
-        pieces += self.encoder.encode_sequence(data)
+        header = self._header
+        if header is None:
+            pieces = self.encoder.encode_sequence(data)
+        else:
+            self._header = None
+            pieces = [header()]
+            pieces += self.encoder.encode_sequence(data)
         if pieces:
             self.lower.writeSequence(pieces)
 
