@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vtwist.address import Destination
 from vtwist.proxy.vmess import header as H
+from vtwist.proxy.vmess import kdf as K
 from vtwist.proxy.vmess.body import (
     OPT_CHUNK_MASKING,
     OPT_CHUNK_STREAM,
@@ -24,6 +25,7 @@ from vtwist.proxy.vmess.body import (
     BodyDecoder,
     BodyEncoder,
     BodyError,
+    ShakeStream,
 )
 from vtwist.proxy.vmess.handshake import (
     ClientSession,
@@ -81,6 +83,46 @@ class KDFProperty(SynchronousTestCase):
     def test_matches_nested_hmac(self, key: bytes, path: list[bytes]) -> None:
         """The flattened SHA-256-state KDF equals the nested-HMAC definition."""
         self.assertEqual(kdf(key, *path), reference_kdf(key, *path))
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16),
+           st.binary(min_size=8, max_size=8), st.binary(min_size=16, max_size=16),
+           st.binary(min_size=16, max_size=16))
+    def test_header_keys_match_nested_hmac(self, cmd_key: bytes, auth_id: bytes,
+                                           nonce: bytes, resp_key: bytes,
+                                           resp_iv: bytes) -> None:
+        """The request and response header derivations (pads shared by the four labels)
+        equal KDF(key, label, ...) by the nested-HMAC definition, truncated to 16/12."""
+        want = (reference_kdf(cmd_key, K.HEADER_LEN_KEY, auth_id, nonce)[:16],
+                reference_kdf(cmd_key, K.HEADER_LEN_NONCE, auth_id, nonce)[:12],
+                reference_kdf(cmd_key, K.HEADER_PAYLOAD_KEY, auth_id, nonce)[:16],
+                reference_kdf(cmd_key, K.HEADER_PAYLOAD_NONCE, auth_id, nonce)[:12])
+        self.assertEqual(K.request_header_keys(cmd_key, auth_id, nonce), want)
+        pads = K.request_pads(auth_id, nonce)
+        self.assertEqual(K.request_length_keys(cmd_key, auth_id, nonce, pads), want[:2])
+        self.assertEqual(K.request_payload_keys(cmd_key, auth_id, nonce), want[2:])
+        self.assertEqual(K.response_header_keys(resp_key, resp_iv), (
+            reference_kdf(resp_key, K.RESP_HEADER_LEN_KEY)[:16],
+            reference_kdf(resp_iv, K.RESP_HEADER_LEN_IV)[:12],
+            reference_kdf(resp_key, K.RESP_HEADER_KEY)[:16],
+            reference_kdf(resp_iv, K.RESP_HEADER_IV)[:12]))
+
+
+class ShakeMask(SynchronousTestCase):
+    @settings(max_examples=50, deadline=None)
+    @given(st.binary(min_size=16, max_size=16), st.lists(st.booleans(), max_size=700))
+    def test_stream_is_shake128(self, iv: bytes, pairs: list[bool]) -> None:
+        """Words and pairs read in any order are SHAKE128(iv) from its first byte on, also
+        past the first block (where the stream goes on from a streaming XOF)."""
+        stream = ShakeStream(iv)
+        out = bytearray()
+        for pair in pairs:
+            if pair:
+                a, b = stream.next_pair()
+                out += a.to_bytes(2, "big") + b.to_bytes(2, "big")
+            else:
+                out += stream.next_word().to_bytes(2, "big")
+        self.assertEqual(bytes(out), hashlib.shake_128(iv).digest(len(out)))
 
 
 class BodyRoundTrip(SynchronousTestCase):
