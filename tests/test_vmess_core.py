@@ -110,7 +110,8 @@ class KDFProperty(SynchronousTestCase):
 
 class ShakeMask(SynchronousTestCase):
     @settings(max_examples=50, deadline=None)
-    @given(st.binary(min_size=16, max_size=16), st.lists(st.booleans(), max_size=700))
+    @given(st.binary(min_size=16, max_size=16),
+           st.lists(st.booleans(), min_size=150, max_size=700))
     def test_stream_is_shake128(self, iv: bytes, pairs: list[bool]) -> None:
         """Words and pairs read in any order are SHAKE128(iv) from its first byte on, also
         past the first block (where the stream goes on from a streaming XOF)."""
