@@ -251,6 +251,21 @@ class FailureReplyTests(ServerTestBase):
         self.assertEqual(codec.parse_reply(self.written()[2:])[0], 0x01)
         self.assertCleanEnd()
 
+    def test_client_bytes_after_failure_ignored(self) -> None:
+        """While connecting, the client's bytes go straight to the tunnel; once the failure
+        reply closed the connection they (and the client's half-close) go nowhere."""
+        pending = self.handshake()
+        self.assertEqual(self.protocol.dataReceived, self.protocol.tunnel.received)
+        pending.fail(error.ConnectionRefusedError())
+        self.assertEqual(codec.parse_reply(self.written())[0], 0x05)
+        self.assertIs(self.protocol.phase, Phase.CLOSED)
+        self.assertNotIn("dataReceived", vars(self.protocol))  # the protocol's own again
+        self.assertNotIn("readConnectionLost", vars(self.protocol))
+        self.protocol.dataReceived(b"late bytes")
+        self.protocol.readConnectionLost()
+        self.assertEqual(self.written(), b"")
+        self.assertCleanEnd()
+
     def test_mapping_direct(self) -> None:
         self.assertEqual(reply_for_failure(Failure(OSError(errno.ENETUNREACH, "x"))), 0x03)
         self.assertEqual(reply_for_failure(Failure(error.NoRouteError())), 0x04)

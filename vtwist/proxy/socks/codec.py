@@ -24,7 +24,6 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from functools import lru_cache
 
 from vtwist.address import Destination, is_valid_domain, parse_ip
 from vtwist.sansio import NEED_DATA, Event, NeedData
@@ -151,6 +150,9 @@ class State(Enum):
     CLOSED = "closed"                # refused or broken: close the connection
 
 
+_GREETING, _CREDENTIALS, _REQUEST = State.GREETING, State.CREDENTIALS, State.REQUEST
+
+
 # -- addresses ----------------------------------------------------------------------------
 class AddressError(Exception):
     """An address that cannot be decoded; ``code`` is the SOCKS5 reply to send."""
@@ -244,43 +246,44 @@ class ServerCodec:
         self.state = State.GREETING
         self.version: int | None = None
         self.allow_socks4 = allow_socks4
-        self._buf = bytearray()
+        #: bytes received and not read yet: when the server's answer moved the handshake
+        #: on and this is not empty, :meth:`receive_data` with no new bytes reads them (the
+        #: client pipelined its next message)
+        self.buffer = bytearray()
         self._method = METHOD_NO_AUTH
 
     # -- input ---------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Greeting | Credentials | Request]:
         """Take bytes from the client; return the events they complete (often none)."""
-        self._buf += data
+        self.buffer += data
         events: list[Greeting | Credentials | Request] = []
         while True:
-            event = self._next_event()
+            state = self.state
+            if state is _REQUEST:
+                event = self._request5()
+            elif state is _GREETING:
+                event = self._greeting()
+            elif state is _CREDENTIALS:
+                event = self._credentials()
+            else:  # the server must answer first, or the handshake is over
+                return events
             if event is NEED_DATA:
                 return events
             events.append(event)
 
     def take_trailing_data(self) -> bytes:
         """Bytes received after the handshake (only meaningful once ESTABLISHED)."""
-        data = bytes(self._buf)
-        self._buf.clear()
+        data = bytes(self.buffer)
+        self.buffer.clear()
         return data
 
     def _fail(self, message: str, reply: bytes = b"") -> ProtocolError:
         self.state = State.CLOSED
-        self._buf.clear()
+        self.buffer.clear()
         return ProtocolError(message, reply)
 
-    def _next_event(self) -> Greeting | Credentials | Request | NeedData:
-        state = self.state
-        if state is State.GREETING:
-            return self._greeting()
-        if state is State.CREDENTIALS:
-            return self._credentials()
-        if state is State.REQUEST:
-            return self._request5()
-        return NEED_DATA
-
     def _greeting(self) -> Greeting | Request | NeedData:
-        buf = self._buf
+        buf = self.buffer
         if len(buf) < 2:
             if buf and buf[0] not in (SOCKS4, SOCKS5):
                 raise self._fail(f"unknown SOCKS version {buf[0]}")
@@ -303,7 +306,7 @@ class ServerCodec:
         raise self._fail(f"unknown SOCKS version {version}")
 
     def _request4(self) -> Request | NeedData:
-        buf = self._buf
+        buf = self.buffer
         reject = _socks4_reply(SOCKS4_REJECTED)
         if len(buf) < 9:
             return NEED_DATA
@@ -335,7 +338,7 @@ class ServerCodec:
         return Request(SOCKS4, command, host, port, userid)
 
     def _credentials(self) -> Credentials | NeedData:
-        buf = self._buf
+        buf = self.buffer
         if len(buf) < 2:
             return NEED_DATA
         if buf[0] != 0x01:
@@ -354,7 +357,7 @@ class ServerCodec:
         return Credentials(username, password)
 
     def _request5(self) -> Request | NeedData:
-        buf = self._buf
+        buf = self.buffer
         if len(buf) < 4:
             return NEED_DATA
         if buf[0] != SOCKS5:
@@ -376,43 +379,68 @@ class ServerCodec:
     # -- output --------------------------------------------------------------------------
     def send(self, event: MethodChoice | AuthResult | Reply) -> bytes:
         """Bytes for a server event; moves the handshake on."""
-        state = self.state
-        if isinstance(event, MethodChoice) and state is State.METHOD:
-            self._method = event.method
-            if event.method == METHOD_NO_ACCEPTABLE:
-                self._close()
-            elif event.method == METHOD_PASSWORD:
-                self.state = State.CREDENTIALS
-            elif event.method == METHOD_NO_AUTH:
-                self.state = State.REQUEST
-            else:
-                raise LocalProtocolError(f"method {event.method} is not implemented")
-            return bytes((SOCKS5, event.method))
-        if isinstance(event, AuthResult) and state is State.AUTH_RESULT:
-            if event.success:
-                self.state = State.REQUEST
-                return b"\x01\x00"
+        if isinstance(event, MethodChoice):
+            return self.choose_method(event.method)
+        if isinstance(event, AuthResult):
+            return self.auth_result(event.success)
+        if isinstance(event, Reply):
+            return self.reply(event.code, event.host, event.port)
+        raise LocalProtocolError(
+            f"cannot send {type(event).__name__} in state {self.state.value}")
+
+    def choose_method(self, method: int) -> bytes:
+        """:class:`MethodChoice` without the event object: the bytes choosing ``method``."""
+        if self.state is not State.METHOD:
+            raise LocalProtocolError(f"cannot send MethodChoice in state {self.state.value}")
+        self._method = method
+        if method == METHOD_NO_AUTH:
+            self.state = State.REQUEST
+            return _CHOSE_NO_AUTH
+        if method == METHOD_NO_ACCEPTABLE:
             self._close()
-            return b"\x01\x01"
-        if isinstance(event, Reply) and state is State.REPLY:
-            if event.code == ReplyCode.SUCCEEDED:
-                self.state = State.ESTABLISHED
-            else:
-                self._close()
-            if self.version == SOCKS4:
-                return _socks4_reply(SOCKS4_GRANTED if event.code == 0 else SOCKS4_REJECTED,
-                                     event.host, event.port)
-            return _socks5_reply(event.code, event.host, event.port)
-        raise LocalProtocolError(f"cannot send {type(event).__name__} in state {state.value}")
+        elif method == METHOD_PASSWORD:
+            self.state = State.CREDENTIALS
+        else:
+            raise LocalProtocolError(f"method {method} is not implemented")
+        return bytes((SOCKS5, method))
+
+    def auth_result(self, success: bool) -> bytes:
+        """:class:`AuthResult` without the event object: the RFC 1929 verdict's bytes."""
+        if self.state is not State.AUTH_RESULT:
+            raise LocalProtocolError(f"cannot send AuthResult in state {self.state.value}")
+        if success:
+            self.state = State.REQUEST
+            return b"\x01\x00"
+        self._close()
+        return b"\x01\x01"
+
+    def reply(self, code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
+        """:class:`Reply` without the event object: the answer to the request."""
+        if self.state is not State.REPLY:
+            raise LocalProtocolError(f"cannot send Reply in state {self.state.value}")
+        if code == 0:  # ReplyCode.SUCCEEDED
+            self.state = State.ESTABLISHED
+        else:
+            self._close()
+        if self.version == SOCKS4:
+            return _socks4_reply(SOCKS4_GRANTED if code == 0 else SOCKS4_REJECTED, host, port)
+        return _socks5_reply(code, host, port)
 
     def _close(self) -> None:
         self.state = State.CLOSED
-        self._buf.clear()
+        self.buffer.clear()
 
 
-@lru_cache(maxsize=256)  # a few bound addresses recur (a mux carrier's, 0.0.0.0:0)
+_CHOSE_NO_AUTH = bytes((SOCKS5, METHOD_NO_AUTH))
+#: a SOCKS5 reply's first three bytes, by reply code
+_REPLY_HEADS = tuple(bytes((SOCKS5, code, 0)) for code in range(256))
+
+
 def _socks5_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
-    return bytes((SOCKS5, code, 0)) + encode_address(host, port)
+    head = _ENCODED_IPS.get(host)  # (a reply names the same few local addresses)
+    if head is not None:
+        return _REPLY_HEADS[code] + head + _PORT.pack(port)
+    return _REPLY_HEADS[code] + encode_address(host, port)
 
 
 def _socks4_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:

@@ -2,8 +2,9 @@
 
 :class:`SocksServerProtocol` drives a :class:`~vtwist.proxy.socks.codec.ServerCodec` under the
 policy's handshake timeout. For CONNECT it hands its transport, the destination and any early
-bytes to the tunnel service (:mod:`vtwist.tunnel`), which connects, answers through
-:class:`SocksReply` with the reply code that matches the outcome, and relays. For UDP
+bytes to the tunnel service (:mod:`vtwist.tunnel`), which connects, answers through the
+protocol's :meth:`~SocksServerProtocol.succeeded` or :meth:`~SocksServerProtocol.failed` with
+the reply code that matches the outcome, and relays. For UDP
 ASSOCIATE it opens a :class:`~vtwist.proxy.socks.udp.UDPAssociation` that lives as long as the
 TCP connection. Every refused or broken handshake is one access line (``from ... rejected
 ...``) and a close.
@@ -32,12 +33,9 @@ from vtwist.proxy.socks.codec import (
     METHOD_NO_AUTH,
     METHOD_PASSWORD,
     SOCKS4,
-    AuthResult,
     Credentials,
     Greeting,
-    MethodChoice,
     ProtocolError,
-    Reply,
     ReplyCode,
     Request,
     ServerCodec,
@@ -45,7 +43,7 @@ from vtwist.proxy.socks.codec import (
 from vtwist.proxy.socks.udp import UDP_IDLE_TIMEOUT, UDPAssociation
 from vtwist.transport.layer import set_no_delay
 from vtwist.tunnel.failures import ConnectFailure, classify
-from vtwist.tunnel.handshakes import handshakes_of, start_handshake
+from vtwist.tunnel.handshakes import start_handshake
 from vtwist.tunnel.inbound import InboundFactory
 from vtwist.tunnel.service import TunnelService
 from vtwist.tunnel.stream import StreamTunnel
@@ -75,20 +73,39 @@ class Phase(Enum):
     CLOSED = "closed"
 
 
-@implementer(IHalfCloseableProtocol)
+_HANDSHAKE, _TUNNEL, _UDP, _CLOSED = Phase.HANDSHAKE, Phase.TUNNEL, Phase.UDP, Phase.CLOSED
+
+
+@lru_cache(maxsize=64)  # the outbounds' few local addresses
+def _reply_host(host: Any) -> str:
+    """The address a reply names for an outbound's local ``host``: itself when it is an IP
+    (normalised), else 0.0.0.0."""
+    return normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
+
+
+@implementer(IHalfCloseableProtocol, IInboundReply)
 class SocksServerProtocol(Protocol):
-    """One client connection of the SOCKS inbound."""
+    """One client connection of the SOCKS inbound, and its tunnel's reply
+    (:meth:`succeeded`, :meth:`failed`).
+
+    Once a CONNECT's tunnel is open, the client's bytes and half-close go straight to it:
+    ``dataReceived`` and ``readConnectionLost`` are then the tunnel's own methods (bound on
+    the instance), not a call through this protocol for every chunk.
+    """
+
+    phase = _HANDSHAKE
+    source = "unknown"
+    email: str | None = None
+    tunnel: StreamTunnel | None = None
+    association: UDPAssociation | None = None
+    _timer: IDelayedCall | None = None
+    _began = 0.0
+    #: :meth:`succeeded` names the outbound's local address (the tunnel asks for it)
+    wantsBound = True
 
     def __init__(self, factory: SocksServerFactory) -> None:
         self.factory = factory
         self.codec = ServerCodec()
-        self.phase = Phase.HANDSHAKE
-        self.source = "unknown"
-        self.email: str | None = None
-        self.tunnel: StreamTunnel | None = None
-        self.association: UDPAssociation | None = None
-        self._timer: IDelayedCall | None = None
-        self._began = 0.0
 
     # -- connection events -------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -104,20 +121,20 @@ class SocksServerProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """Handshake bytes, or the tunnel's payload, depending on the phase."""
         phase = self.phase
-        if phase is Phase.TUNNEL:
-            self.tunnel.received(data)  # type: ignore[union-attr]
-        elif phase is Phase.HANDSHAKE:
+        if phase is _HANDSHAKE:
             self._handshake(data)
+        elif phase is _TUNNEL:
+            self.tunnel.received(data)  # type: ignore[union-attr]
         # UDP: the control connection carries nothing; CLOSED: ignore.
 
     def readConnectionLost(self) -> None:
         """The client half-closed its side."""
         phase = self.phase
-        if phase is Phase.TUNNEL:
+        if phase is _TUNNEL:
             self.tunnel.eof()  # type: ignore[union-attr]
-        elif phase is Phase.HANDSHAKE:
+        elif phase is _HANDSHAKE:
             self._reject("connection closed during the handshake")
-        elif phase is Phase.UDP:
+        elif phase is _UDP:
             self._close()
 
     def writeConnectionLost(self) -> None:
@@ -125,69 +142,81 @@ class SocksServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Free everything this connection holds."""
-        phase, self.phase = self.phase, Phase.CLOSED
-        self._cancelTimer()
+        phase, self.phase = self.phase, _CLOSED
+        if phase is _TUNNEL:  # (nothing comes after this: the binding may stay)
+            if self.tunnel is not None:
+                self.tunnel.lost(reason)
+            return
+        if phase is _HANDSHAKE:
+            self._cancelTimer()
         if self.association is not None:
             self.association.close()
-        if phase is Phase.TUNNEL and self.tunnel is not None:
-            self.tunnel.lost(reason)
 
     # -- handshake ---------------------------------------------------------------------
     def _handshake(self, data: bytes) -> None:
-        try:
-            events = self.codec.receive_data(data)
-        except ProtocolError as e:
-            if e.reply:
-                self.transport.write(e.reply)
-            self._reject(str(e))
-            return
-        for event in events:
-            if self.phase is not Phase.HANDSHAKE:
+        codec = self.codec
+        while True:
+            try:
+                events = codec.receive_data(data)
+            except ProtocolError as e:
+                if e.reply:
+                    self.transport.write(e.reply)
+                self._reject(str(e))
                 return
-            if isinstance(event, Greeting):
-                self._greeting(event)
-            elif isinstance(event, Credentials):
-                self._credentials(event)
-            elif isinstance(event, Request):
-                self._request(event)
+            if not events:
+                return
+            for event in events:
+                if self.phase is not _HANDSHAKE:
+                    return
+                kind = type(event)
+                if kind is Request:
+                    self._request(event)  # type: ignore[arg-type]
+                elif kind is Greeting:
+                    self._greeting(event)  # type: ignore[arg-type]
+                elif kind is Credentials:
+                    self._credentials(event)  # type: ignore[arg-type]
+            # Our answer moved the handshake on: the client may have pipelined the next
+            # message.
+            if self.phase is not _HANDSHAKE or not codec.buffer:
+                return
+            data = b""
 
     def _greeting(self, greeting: Greeting) -> None:
         wanted = METHOD_PASSWORD if self.factory.accounts is not None else METHOD_NO_AUTH
         if wanted not in greeting.methods:
-            self.transport.write(self.codec.send(MethodChoice(METHOD_NO_ACCEPTABLE)))
+            self.transport.write(self.codec.choose_method(METHOD_NO_ACCEPTABLE))
             self._reject("no matching authentication method")
             return
-        self.transport.write(self.codec.send(MethodChoice(wanted)))
-        # The client may have pipelined the next message.
-        self._handshake(b"")
+        self.transport.write(self.codec.choose_method(wanted))
 
     def _credentials(self, credentials: Credentials) -> None:
         accounts = self.factory.accounts or {}
         expected = accounts.get(credentials.username)
         ok = password_ok(expected, credentials.password)  # same time for unknown users
-        self.transport.write(self.codec.send(AuthResult(ok)))
+        self.transport.write(self.codec.auth_result(ok))
         if not ok:
             self._reject("invalid username or password")
             return
         self.email = credentials.username.decode("utf-8", "replace")
-        self._handshake(b"")
 
     def _request(self, request: Request) -> None:
+        command = request.command
         if request.version == SOCKS4:
             if self.factory.accounts is not None:
                 self._refuse(ReplyCode.NOT_ALLOWED, "SOCKS4 is not allowed when auth is required")
                 return
-            if request.command != CMD_CONNECT:
+            if command != CMD_CONNECT:
                 self._refuse(ReplyCode.COMMAND_NOT_SUPPORTED,
-                             f"unsupported SOCKS4 command {request.command}")
+                             f"unsupported SOCKS4 command {command}")
                 return
-        if request.command == CMD_CONNECT:
-            self._connect(request.destination)
-        elif request.command == CMD_UDP_ASSOCIATE and self.factory.udp:
+        if command == CMD_CONNECT:
+            # (the codec's hosts are normalised already, as Destination.tcp would have them)
+            self._connect(Destination("tcp", request.host, request.port))
+        elif command == CMD_UDP_ASSOCIATE and self.factory.udp:
             self._associate(request)
         else:
-            what = "UDP is not enabled" if request.command == CMD_UDP_ASSOCIATE else \
-                f"unsupported command {request.command}"
+            what = "UDP is not enabled" if command == CMD_UDP_ASSOCIATE else \
+                f"unsupported command {command}"
             self._refuse(ReplyCode.COMMAND_NOT_SUPPORTED, what)
 
     def _handshakeDone(self) -> None:
@@ -199,7 +228,7 @@ class SocksServerProtocol(Protocol):
             stats.handshake("socks", factory.reactor.seconds() - self._began)
 
     def _refuse(self, code: ReplyCode, why: str) -> None:
-        self.transport.write(self.codec.send(Reply(code)))
+        self.transport.write(self.codec.reply(code))
         self._reject(why)
 
     def _reject(self, why: str) -> None:
@@ -209,22 +238,30 @@ class SocksServerProtocol(Protocol):
 
     def _handshakeTimeout(self) -> None:
         self._timer = None
-        if self.phase is Phase.HANDSHAKE:
+        if self.phase is _HANDSHAKE:
             self._reject(f"handshake timed out after {self.factory.policy.handshake:g}s")
 
     def _cancelTimer(self) -> None:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
+        timer = self._timer
+        if timer is not None:
+            if timer.active():
+                timer.cancel()
             self._timer = None
-        limit = handshakes_of(self.factory)
+        limit = getattr(self.factory, "handshakes", None)  # (handshakes_of, inline)
         if limit is not None:
             limit.leave(self)
 
     def _close(self) -> None:
-        if self.phase is not Phase.CLOSED:
-            self.phase = Phase.CLOSED
-            self._cancelTimer()
+        phase = self.phase
+        if phase is not _CLOSED:
+            self.phase = _CLOSED
+            if phase is _TUNNEL:  # (the handshake's timer is gone already)
+                # the client's bytes and half-close are ignored again (see the class
+                # docstring)
+                vars(self).pop("dataReceived", None)
+                vars(self).pop("readConnectionLost", None)
+            else:
+                self._cancelTimer()
             if self.association is not None:
                 self.association.close()
             self.transport.loseConnection()
@@ -232,13 +269,31 @@ class SocksServerProtocol(Protocol):
     # -- CONNECT -----------------------------------------------------------------------
     def _connect(self, destination: Destination) -> None:
         self._handshakeDone()
-        self.phase = Phase.TUNNEL
-        early = self.codec.take_trailing_data()
+        self.phase = _TUNNEL
+        codec = self.codec
+        early = codec.take_trailing_data() if codec.buffer else None
         factory = self.factory
-        self.tunnel = factory.tunnels.openStream(
-            self.transport, destination, SocksReply(self), early=[early] if early else None,
+        tunnel = self.tunnel = factory.tunnels.openStream(
+            self.transport, destination, self, early=[early] if early else None,
             inbound_tag=factory.tag, source=self.source, email=self.email,
             policy=factory.policy, sniff=factory.sniffing)
+        if self.phase is _TUNNEL:  # (not failed at once)
+            self.dataReceived = tunnel.received  # type: ignore[method-assign]
+            self.readConnectionLost = tunnel.eof  # type: ignore[method-assign]
+
+    # -- the tunnel's answer (IInboundReply) -------------------------------------------
+    def succeeded(self, bound: Any) -> None:
+        """``SUCCEEDED`` with the outbound's local address (0.0.0.0:0 when it has none)."""
+        if bound is None:
+            self.transport.write(self.codec.reply(0))
+            return
+        host = _reply_host(getattr(bound, "host", None))
+        self.transport.write(self.codec.reply(0, host, getattr(bound, "port", 0) or 0))
+
+    def failed(self, kind: ConnectFailure, reason: Failure) -> None:
+        """The reply code that describes the failure, then close."""
+        self.transport.write(self.codec.reply(_KIND_REPLIES[kind]))
+        self._close()
 
     # -- UDP ASSOCIATE -----------------------------------------------------------------
     def _associate(self, request: Request) -> None:
@@ -253,43 +308,14 @@ class SocksServerProtocol(Protocol):
             port = association.listen(factory.udp_interface())
         except Exception as e:  # noqa: BLE001 - CannotListenError and friends
             log.info("socks: {source}: cannot open a UDP socket: {e}", source=self.source, e=e)
-            self.transport.write(self.codec.send(Reply(ReplyCode.GENERAL_FAILURE)))
+            self.transport.write(self.codec.reply(ReplyCode.GENERAL_FAILURE))
             self._close()
             return
         self.association = association
-        self.phase = Phase.UDP
+        self.phase = _UDP
         host = factory.udp_address or factory.udp_reply_host(self.transport.getHost())
-        self.transport.write(self.codec.send(Reply(ReplyCode.SUCCEEDED, host, port)))
+        self.transport.write(self.codec.reply(ReplyCode.SUCCEEDED, host, port))
         log.debug("socks: {source} UDP associate on port {port}", source=self.source, port=port)
-
-
-@lru_cache(maxsize=64)  # the outbounds' few local addresses
-def _reply_host(host: Any) -> str:
-    """The address a reply names for an outbound's local ``host``: itself when it is an IP
-    (normalised), else 0.0.0.0."""
-    return normalize_host(host) if host and parse_ip(host) is not None else "0.0.0.0"
-
-
-@implementer(IInboundReply)
-class SocksReply:
-    """The SOCKS reply once the tunnel knows whether the outbound connected."""
-
-    def __init__(self, protocol: SocksServerProtocol) -> None:
-        self.protocol = protocol
-
-    def succeeded(self, bound: Any) -> None:
-        """``SUCCEEDED`` with the outbound's local address (0.0.0.0:0 when it has none)."""
-        host = _reply_host(getattr(bound, "host", None))
-        port = getattr(bound, "port", 0) or 0
-        protocol = self.protocol
-        protocol.transport.write(protocol.codec.send(Reply(ReplyCode.SUCCEEDED, host, port)))
-
-    def failed(self, kind: ConnectFailure, reason: Failure) -> None:
-        """The reply code that describes the failure, then close."""
-        code = _KIND_REPLIES[kind]
-        protocol = self.protocol
-        protocol.transport.write(protocol.codec.send(Reply(code)))
-        protocol._close()
 
 
 class SocksServerFactory(InboundFactory):
