@@ -26,6 +26,11 @@ def load_vectors() -> list[dict]:
 STATUS = {"New": F.NEW, "Keep": F.KEEP, "End": F.END, "KeepAlive": F.KEEPALIVE}
 
 
+def unpack(item: F.Frame | tuple) -> F.Frame:
+    """A :meth:`~F.FrameDecoder.feed_compact` item as the frame :meth:`feed` gives."""
+    return F.Frame(*item[:3], None, item[3]) if type(item) is tuple else item
+
+
 class VectorTests(SynchronousTestCase):
     """Every vector decodes to its fields; those vtwist writes encode to its bytes."""
 
@@ -109,6 +114,14 @@ class VectorTests(SynchronousTestCase):
             dec = F.FrameDecoder()
             self.assertEqual(dec.feed(raw[:cut]) + dec.feed(raw[cut:]), whole)
             self.assertTrue(dec.at_boundary)
+            dec = F.FrameDecoder()
+            compact = dec.feed_compact([raw[:cut]]) + dec.feed_compact([raw[cut:]])
+            self.assertEqual([unpack(f) for f in compact], whole)
+            self.assertTrue(dec.at_boundary)
+        # whole plain frames come as tuples (the carrier's hot path), the rest as frames
+        kinds = [type(f) for f in F.FrameDecoder().feed_compact([raw])]
+        self.assertEqual(kinds, [F.Frame, tuple, tuple, tuple, F.Frame, tuple, F.Frame,
+                                 tuple, tuple])
 
     def test_bad_length_reported_before_the_metadata(self) -> None:
         """A metadata length 4.34 would refuse fails as soon as its two bytes arrive."""
@@ -159,6 +172,10 @@ class LimitTests(SynchronousTestCase):
     def test_udp_datagram_over_limit(self) -> None:
         big = b"\x00" * 2049
         self.assertFails(b"".join(F.encode_keep(5, big)), "over 2048", udp=(5,))
+        with self.assertRaises(F.MuxError):  # the carrier's compact reading too
+            F.FrameDecoder((5,)).feed_compact([b"".join(F.encode_keep(5, big))])
+        self.assertEqual(len(unpack(F.FrameDecoder((6,)).feed_compact(
+            [b"".join(F.encode_keep(5, big))])[0]).data), 2049)  # 5 is not UDP there
         self.assertFails(F.encode_new(5, Destination.udp("1.2.3.4", 53), big), "over 2048")
         # TCP sessions take any u16 length
         (fr,) = F.FrameDecoder().feed(b"".join(F.encode_keep(5, big)))
@@ -268,6 +285,34 @@ class FuzzTests(SynchronousTestCase):
             dec.end()
         except F.MuxError:
             pass
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 8), st.sampled_from([2, 3, 4, 5]),
+                              st.integers(0, 3), st.sampled_from([0, 1, 7, 2048, 2049]))),
+           st.lists(st.integers(0, 20000), max_size=6), st.sets(st.integers(0, 8)))
+    def test_compact_reading_agrees(self, frames: list[tuple[int, int, int, int]],
+                                    cuts: list[int], udp: set[int]) -> None:
+        """Plain frames (a status 5 is bad input), any data size around the UDP limit, cut
+        anywhere: the carrier's compact reading gives the frames feed gives, and fails
+        where feed fails."""
+        raw = b"".join(
+            bytes([0, 4, 0, sid, status, option])
+            + ((size.to_bytes(2, "big") + b"d" * size) if option & 1 else b"")
+            for sid, status, option, size in frames)
+        bounds = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
+        pieces = [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+        def read(compact: bool) -> tuple[list[F.Frame], bool]:
+            dec, got = F.FrameDecoder(udp), []
+            try:
+                for piece in pieces:
+                    got += ([unpack(f) for f in dec.feed_compact([piece])] if compact
+                            else dec.feed(piece))
+            except F.MuxError:
+                return got, True
+            return got, False
+
+        self.assertEqual(read(True), read(False))
 
     @settings(max_examples=300, deadline=None)
     @given(st.binary(min_size=4, max_size=40), st.integers(0, 3), st.binary(max_size=30))

@@ -577,14 +577,15 @@ class MuxConnection:
         if self.closed:
             return
         try:
-            frames = self.decoder.feed_all(payloads)
+            frames = self.decoder.feed_compact(payloads)
         except MuxError as e:
             self.fail(str(e))
             return
         self.frames(frames)
 
-    def frames(self, frames: list[Frame]) -> None:
-        """Dispatch decoded frames to their sessions."""
+    def frames(self, frames: list[Any]) -> None:
+        """Dispatch decoded frames to their sessions (:class:`Frame` objects, or the
+        tuples :meth:`FrameDecoder.feed_compact` gives for plain frames)."""
         self.active = True
         sessions = self.sessions.live  # (a dict: ``get`` without a Python call)
         # Consecutive Keep frames of one TCP session reach it as one piece (a sender's
@@ -594,6 +595,38 @@ class MuxConnection:
         for frame in frames:
             if self.closed:
                 return
+            if type(frame) is tuple:  # a plain Keep / End / KeepAlive
+                sid, status, option, data = frame
+                if status == KEEP:
+                    stream = sessions.get(sid)
+                    if stream is None:
+                        if data is not None:
+                            self.unknownKeep(Frame(sid, status, option, None, data))
+                    elif data:
+                        if stream is run:
+                            pieces.append(data)
+                            continue
+                        if run is not None:
+                            run._data(b"".join(pieces) if len(pieces) > 1 else pieces[0],
+                                      None)
+                            run = None
+                            if self.closed:
+                                return
+                        if stream.udp:
+                            stream._data(data, None)
+                        else:
+                            run, pieces = stream, [data]
+                    continue
+                if run is not None:
+                    run._data(b"".join(pieces) if len(pieces) > 1 else pieces[0], None)
+                    run = None
+                    if self.closed:
+                        return
+                if status == END:
+                    stream = sessions.get(sid)
+                    if stream is not None:
+                        stream._end(bool(option & OPT_ERROR))
+                continue  # KeepAlive: nothing (its data is already consumed)
             status = frame.status
             if status == KEEP:
                 stream = sessions.get(frame.session_id)

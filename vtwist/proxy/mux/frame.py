@@ -211,7 +211,22 @@ class FrameDecoder:
             buf += piece
         return self._parse()
 
-    def _parse(self) -> list[Frame]:
+    def feed_compact(self, pieces: Iterable[bytes | bytearray | memoryview]
+                     ) -> list[Frame | tuple[int, int, int, bytes | None]]:
+        """:meth:`feed_all`, but a plain Keep / End / KeepAlive frame (4-byte metadata)
+        comes as the tuple ``(session_id, status, option, data)`` rather than a
+        :class:`Frame` (no object per frame on the carrier's hot path)."""
+        if self.dead:
+            raise MuxError("decoder already failed")
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        for piece in pieces:
+            buf += piece
+        return self._parse(True)  # type: ignore[return-value]
+
+    def _parse(self, compact: bool = False) -> list[Frame]:
         buf = self._buf
         frames: list[Frame] = []
         append = frames.append
@@ -228,8 +243,27 @@ class FrameDecoder:
                         break
                     mlen = (buf[pos] << 8) | buf[pos + 1]
                     if mlen == 4 and buf[pos + 4] in _PLAIN:  # Keep / End / KeepAlive, inline
-                        frame = Frame((buf[pos + 2] << 8) | buf[pos + 3], buf[pos + 4],
-                                      buf[pos + 5])
+                        sid = (buf[pos + 2] << 8) | buf[pos + 3]
+                        status = buf[pos + 4]
+                        option = buf[pos + 5]
+                        if not option & OPT_DATA:
+                            pos += 6
+                            append((sid, status, option, None) if compact
+                                   else Frame(sid, status, option))
+                            continue
+                        if end - pos >= 8:  # the data's length is here
+                            dlen = (buf[pos + 6] << 8) | buf[pos + 7]
+                            if end - pos >= 8 + dlen and (
+                                    dlen <= MAX_UDP_DATA or status != KEEP
+                                    or sid not in self.udp_sessions):
+                                # the whole frame is here (and no UDP datagram over the
+                                # limit, which the general path below reports)
+                                data = bytes(view[pos + 8:pos + 8 + dlen])
+                                pos += 8 + dlen
+                                append((sid, status, option, data) if compact
+                                       else Frame(sid, status, option, None, data))
+                                continue
+                        frame = Frame(sid, status, option)
                         pos += 6
                     else:
                         if mlen > MAX_METADATA or mlen < 4:
