@@ -3,10 +3,13 @@ answers through pyOpenSSL's methods when the binding lacks them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from OpenSSL import SSL
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_tls_memory import NAME, client_settings, server_settings
+from vtwist.transport.internals import tls_session_reused
 from vtwist.transport.tls import calls
 from vtwist.transport.tls.context import (
     ClientCreatorCache,
@@ -130,3 +133,80 @@ class ALPNTests(SynchronousTestCase):
     def test_nothing_in_common(self) -> None:
         self.assertIsNone(self.negotiate(["h2"], ["http/1.1"]))
         self.assertIsNone(self.negotiate(["h2"], []))
+
+
+class LeanConnectionTests(SynchronousTestCase):
+    """calls.connection: pyOpenSSL's Connection without its constructor's Python where no
+    pyOpenSSL callback could look it up, pyOpenSSL's own where one could."""
+
+    def setUp(self) -> None:
+        if not calls.DIRECT:  # pragma: no cover - depends on the pyOpenSSL build
+            raise self.skipTest("this pyOpenSSL has no cffi binding")
+
+    def test_lean_connections_resume(self) -> None:
+        """Lean client and server connections hold what pyOpenSSL's constructor sets, stay
+        out of its reverse mapping, and resume a session offered by handle."""
+        options = RotatingServerOptions(
+            lambda: server_context_factory(server_settings(), ["http/1.1"]))
+        creator = ClientCreatorCache().get(client_settings(), NAME, ["http/1.1"])
+        first = None
+        for _ in range(2):
+            client = creator.clientConnectionForTLS(None)
+            server = options.serverConnectionForTLS(None)
+            for conn in (client, server):
+                self.assertEqual(set(vars(conn)), set(vars(SSL.Connection(conn._context))))
+                self.assertNotIn(conn._ssl, SSL.Connection._reverse_mapping)
+            self.assertEqual(client.get_servername(), NAME.encode())
+            self.assertFalse(calls.handshake(client))
+            calls.put(server, calls.take(client))
+            self.assertFalse(calls.handshake(server))
+            calls.put(client, calls.take(server))
+            self.assertTrue(calls.handshake(client))
+            calls.put(server, calls.take(client))
+            self.assertTrue(calls.handshake(server))
+            calls.put(client, calls.take(server))  # the tickets
+            self.assertFalse(calls.read(client, []))
+            self.assertEqual(calls.version(client), 0x0304)
+            self.assertEqual(client.get_alpn_proto_negotiated(), b"http/1.1")
+            if first is None:
+                self.assertFalse(tls_session_reused(server))
+                first = calls.session(client)
+                self.assertIsNotNone(first)
+                creator.session = first
+            else:
+                self.assertTrue(tls_session_reused(client))
+                self.assertTrue(tls_session_reused(server))
+            calls.keep_session(client)
+            self.assertTrue(client.get_shutdown() & SSL.SENT_SHUTDOWN)
+
+    def test_pyopenssl_callbacks_get_pyopenssl_connections(self) -> None:
+        """A context with a pyOpenSSL callback gets pyOpenSSL's own connection, which its
+        callbacks find (here an info callback; SNI picking among certificates is another)."""
+        context = SSL.Context(SSL.TLS_METHOD)
+        seen: list[Any] = []
+        context.set_info_callback(lambda conn, where, ret: seen.append(conn))
+        conn = calls.connection(context, True, b"example.test")
+        self.assertIs(SSL.Connection._reverse_mapping[conn._ssl], conn)
+        calls.handshake(conn)
+        self.assertIn(conn, seen)
+        self.assertEqual(calls.take(conn)[:1], b"\x16")
+
+
+class ALPNCacheTests(SynchronousTestCase):
+    """One server context answers a sequence of different offers, each as if first seen."""
+
+    def test_answers_per_offer(self) -> None:
+        options = RotatingServerOptions(
+            lambda: server_context_factory(server_settings(), ["h2", "http/1.1"]))
+        for offer, expected in [(["http/1.1", "h2"], b"h2"), (["http/1.1"], b"http/1.1"),
+                                (["x"], b""), (["http/1.1", "h2"], b"h2"),
+                                (["x", "http/1.1"], b"http/1.1"), (["x"], b"")]:
+            client = ClientCreatorCache().get(client_settings(), NAME, offer) \
+                .clientConnectionForTLS(None)
+            server = options.serverConnectionForTLS(None)
+            calls.handshake(client)
+            calls.put(server, calls.take(client))
+            calls.handshake(server)
+            calls.put(client, calls.take(server))
+            self.assertTrue(calls.handshake(client))
+            self.assertEqual(client.get_alpn_proto_negotiated(), expected, offer)

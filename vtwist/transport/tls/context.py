@@ -23,6 +23,7 @@ from twisted.internet.ssl import CertificateOptions
 from zope.interface import implementer
 
 from vtwist.transport.internals import IOpenSSLTrustRoot
+from vtwist.transport.tls import calls
 from vtwist.transport.tls.settings import TLSSettings
 from vtwist.transport.tls.tuning import expect_peer_name, select_alpn, tune_context
 
@@ -113,20 +114,23 @@ class RotatingServerOptions:
         self.now = now
         self.options = build()
         self.built = now()
+        self._context: SSL.Context | None = None  # the options' context, once asked
 
     def current(self) -> CertificateOptions:
         """The options in use, rebuilt (new ticket key) once they are ``lifetime`` old."""
         if self.now() - self.built >= self.lifetime:
             self.options = self.build()
             self.built = self.now()
+            self._context = None
         return self.options
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """A server connection on the current context (ALPN and SNI are the context's; no
         app data: a connection and its protocol must not hold each other)."""
-        conn = SSL.Connection(self.current().getContext(), None)
-        conn.set_accept_state()
-        return conn
+        context = self._context
+        if context is None or self.now() - self.built >= self.lifetime:
+            context = self._context = self.current().getContext()
+        return calls.connection(context, False)
 
     def getContext(self) -> SSL.Context:
         """The current context (the old-style context factory interface)."""
@@ -144,21 +148,19 @@ class ResumingClientCreator:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.session: SSL.Session | None = None
+        #: The session offered (a handle from :func:`~vtwist.transport.tls.calls.session`).
+        self.session: object | None = None
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """The inner creator's connection, offering the cached session."""
         conn = self.inner.clientConnectionForTLS(tlsProtocol)
         if self.session is not None:
-            conn.set_session(self.session)
+            calls.resume(conn, self.session)
         return conn
 
     def remember(self, conn: SSL.Connection) -> None:
         """Keep ``conn``'s session for the next connection."""
-        try:
-            session = conn.get_session()
-        except SSL.Error:  # pragma: no cover - a connection that never had a session
-            return
+        session = calls.session(conn)
         if session is not None:
             self.session = session
 
@@ -193,11 +195,7 @@ class _ClientCreator:
             context.set_alpn_protos(alpn)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        conn = SSL.Connection(self.context, None)
-        if self.sni:
-            conn.set_tlsext_host_name(self.sni)
-        conn.set_connect_state()
-        return conn
+        return calls.connection(self.context, True, self.sni)
 
 
 class _InsecureClientCreator(_ClientCreator):

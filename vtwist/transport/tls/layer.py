@@ -29,6 +29,7 @@ from vtwist.interfaces import IStreamLayer
 from vtwist.transport import registry
 from vtwist.transport.internals import tls_session_reused
 from vtwist.transport.layer import LayerClientEndpoint, LayerServerEndpoint
+from vtwist.transport.tls import calls
 from vtwist.transport.tls.context import (
     CLIENT_CREATORS,
     ResumingClientCreator,
@@ -90,7 +91,7 @@ class TLSLayer(MemoryTLSLayer):
         """OpenSSL finished the handshake (and verification). A TLS 1.2 session is
         resumable now; a TLS 1.3 one only once the server's tickets are read, so until then
         the cached session (if any) stays the one new connections offer."""
-        if self.resumption is not None and self.tls.get_protocol_version() < TLS1_3:
+        if self.resumption is not None and calls.version(self.tls) < TLS1_3:
             self.resumption.remember(self.tls)
         self.handshakeDone()
 

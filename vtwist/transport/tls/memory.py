@@ -108,7 +108,7 @@ class MemoryTLSLayer(Layer):
         # the client (Go's server sends its ticket with its flight). A TLS 1.2 server's last
         # flight carries its Finished: that goes now.
         timer = None
-        if not self.client and self.tls.get_protocol_version() >= TLS1_3:
+        if not self.client and calls.version(self.tls) >= TLS1_3:
             timer, self._timer = self._timer, None
             self._holding = True  # (a flush, an early write say, ends it)
         self.tlsHandshakeDone()
@@ -261,7 +261,7 @@ class MemoryTLSLayer(Layer):
         """The peer's close_notify ends only its direction: TLS 1.3, our direction still
         open, an application that takes a half-close."""
         return (not self._halfClosed and not self._shutDown and not self.disconnecting
-                and self.tls is not None and self.tls.get_protocol_version() >= TLS1_3
+                and self.tls is not None and calls.version(self.tls) >= TLS1_3
                 and IHalfCloseableProtocol.providedBy(self.app))
 
     def loseWriteConnection(self) -> None:  # noqa: N802 - Twisted's name
@@ -270,7 +270,7 @@ class MemoryTLSLayer(Layer):
         tls = self.tls
         if (tls is None or self.app is None or self._lost or self._halfClosed
                 or self._shutDown or self.disconnecting or self._blocked is not None
-                or tls.get_protocol_version() < TLS1_3):
+                or calls.version(tls) < TLS1_3):
             return
         self._halfClosed = True
         try:
@@ -332,7 +332,7 @@ class MemoryTLSLayer(Layer):
             # A session stays resumable however the connection ended after its handshake
             # (OpenSSL drops the session of a connection freed without a close_notify sent,
             # which would make the client's next connection a full handshake; Go resumes).
-            self.tls.set_shutdown(self.tls.get_shutdown() | SSL.SENT_SHUTDOWN)
+            calls.keep_session(self.tls)
         self._lost = True
         try:
             super().connectionLost(reason)

@@ -84,23 +84,35 @@ def select_alpn(context: SSL.Context, protocols: list[bytes]) -> bool:
     answers = [(p, _FFI.new("unsigned char[]", p)) for p in protocols]
     ok, no_ack = _LIB.SSL_TLSEXT_ERR_OK, _LIB.SSL_TLSEXT_ERR_NOACK
     buffer = _FFI.buffer
+    #: The answer per offer seen (clients of one kind send the same offer each time).
+    chosen: dict[bytes, tuple[Any, int] | None] = {}
 
-    @_FFI.callback("int (*)(SSL *, unsigned char **, unsigned char *, unsigned char *,"
-                   " unsigned int, void *)", error=no_ack)
-    def select(ssl: Any, out: Any, outlen: Any, offer: Any, size: int, arg: Any) -> int:
-        data = buffer(offer, size)[:]
+    def choose(data: bytes) -> tuple[Any, int] | None:
         offered = []
-        at = 0
+        at, size = 0, len(data)
         while at < size:
             end = at + 1 + data[at]
             offered.append(data[at + 1:end])
             at = end
         for protocol, answer in answers:
             if protocol in offered:
-                out[0] = answer
-                outlen[0] = len(protocol)
-                return ok
-        return no_ack
+                return answer, len(protocol)
+        return None
+
+    @_FFI.callback("int (*)(SSL *, unsigned char **, unsigned char *, unsigned char *,"
+                   " unsigned int, void *)", error=no_ack)
+    def select(ssl: Any, out: Any, outlen: Any, offer: Any, size: int, arg: Any) -> int:
+        data = buffer(offer, size)[:]
+        try:
+            pick = chosen[data]
+        except KeyError:
+            pick = choose(data)
+            if len(chosen) < 64:
+                chosen[data] = pick
+        if pick is None:
+            return no_ack
+        out[0], outlen[0] = pick
+        return ok
 
     context._vtwist_alpn = (select, answers)  # kept alive as long as the context
     _LIB.SSL_CTX_set_alpn_select_cb(context._context, select, _FFI.NULL)
