@@ -424,7 +424,10 @@ class ServerCodec:
             self._close()
         if self.version == SOCKS4:
             return _socks4_reply(SOCKS4_GRANTED if code == 0 else SOCKS4_REJECTED, host, port)
-        return _socks5_reply(code, host, port)
+        head = _ENCODED_IPS.get(host)  # (_socks5_reply, inline)
+        if head is not None:
+            return _REPLY_HEADS[code] + head + _PORT.pack(port)
+        return _REPLY_HEADS[code] + encode_address(host, port)
 
     def _close(self) -> None:
         self.state = State.CLOSED

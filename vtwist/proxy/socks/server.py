@@ -119,41 +119,14 @@ class SocksServerProtocol(Protocol):
                                       self._handshakeTimeout)
 
     def dataReceived(self, data: bytes) -> None:
-        """Handshake bytes, or the tunnel's payload, depending on the phase."""
+        """Handshake bytes (once the tunnel is open, its own ``received`` takes the payload:
+        see the class docstring). UDP: the control connection carries nothing; CLOSED:
+        ignored."""
         phase = self.phase
-        if phase is _HANDSHAKE:
-            self._handshake(data)
-        elif phase is _TUNNEL:
-            self.tunnel.received(data)  # type: ignore[union-attr]
-        # UDP: the control connection carries nothing; CLOSED: ignore.
-
-    def readConnectionLost(self) -> None:
-        """The client half-closed its side."""
-        phase = self.phase
-        if phase is _TUNNEL:
-            self.tunnel.eof()  # type: ignore[union-attr]
-        elif phase is _HANDSHAKE:
-            self._reject("connection closed during the handshake")
-        elif phase is _UDP:
-            self._close()
-
-    def writeConnectionLost(self) -> None:
-        """Our write side is closed; the relay handles the rest."""
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        """Free everything this connection holds."""
-        phase, self.phase = self.phase, _CLOSED
-        if phase is _TUNNEL:  # (nothing comes after this: the binding may stay)
-            if self.tunnel is not None:
-                self.tunnel.lost(reason)
+        if phase is not _HANDSHAKE:
+            if phase is _TUNNEL:  # (the tunnel was opening)
+                self.tunnel.received(data)  # type: ignore[union-attr]
             return
-        if phase is _HANDSHAKE:
-            self._cancelTimer()
-        if self.association is not None:
-            self.association.close()
-
-    # -- handshake ---------------------------------------------------------------------
-    def _handshake(self, data: bytes) -> None:
         codec = self.codec
         while True:
             try:
@@ -181,6 +154,32 @@ class SocksServerProtocol(Protocol):
                 return
             data = b""
 
+    def readConnectionLost(self) -> None:
+        """The client half-closed its side."""
+        phase = self.phase
+        if phase is _TUNNEL:
+            self.tunnel.eof()  # type: ignore[union-attr]
+        elif phase is _HANDSHAKE:
+            self._reject("connection closed during the handshake")
+        elif phase is _UDP:
+            self._close()
+
+    def writeConnectionLost(self) -> None:
+        """Our write side is closed; the relay handles the rest."""
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Free everything this connection holds."""
+        phase, self.phase = self.phase, _CLOSED
+        if phase is _TUNNEL:  # (nothing comes after this: the binding may stay)
+            if self.tunnel is not None:
+                self.tunnel.lost(reason)
+            return
+        if phase is _HANDSHAKE:
+            self._cancelTimer()
+        if self.association is not None:
+            self.association.close()
+
+    # -- handshake ---------------------------------------------------------------------
     def _greeting(self, greeting: Greeting) -> None:
         wanted = METHOD_PASSWORD if self.factory.accounts is not None else METHOD_NO_AUTH
         if wanted not in greeting.methods:
@@ -221,8 +220,15 @@ class SocksServerProtocol(Protocol):
 
     def _handshakeDone(self) -> None:
         """A valid request: stop the deadline, count how long the handshake took."""
-        self._cancelTimer()
         factory = self.factory
+        timer = self._timer  # (_cancelTimer, inline)
+        if timer is not None:
+            if timer.active():
+                timer.cancel()
+            self._timer = None
+        limit = getattr(factory, "handshakes", None)
+        if limit is not None:
+            limit.leave(self)
         stats = getattr(factory.tunnels, "stats", None)
         if stats is not None:
             stats.handshake("socks", factory.reactor.seconds() - self._began)
