@@ -17,6 +17,7 @@ so instead of being told the name is unknown.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +33,16 @@ DEFAULT_ALPN = ("h2", "http/1.1")
 
 
 def resolve(ref: Any) -> Any:
-    """The object ``ref`` names (``"module:attribute"``), or ``ref`` itself."""
+    """The object ``ref`` names (``"module:attribute"``), or ``ref`` itself (a module
+    already imported is taken from ``sys.modules``: networks resolve their endpoint and
+    layer for every connection, and ``import_module`` walks importlib's Python each time)."""
     if not isinstance(ref, str):
         return ref
     module, _, attribute = ref.partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        loaded = importlib.import_module(module)
+    return getattr(loaded, attribute)
 
 
 @dataclass(frozen=True)
