@@ -3,6 +3,7 @@ not a proper 101 for our key (and our early data) fails the connection cleanly."
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -26,8 +27,10 @@ from vtwist.transport.ws.client_upgrade import (
     Accepted,
     Refused,
     read_upgrade_response,
+    request_around_key,
     upgrade_request,
 )
+from vtwist.transport.ws.http import accept_token
 from vtwist.transport.ws.layer import WSClientLayer
 from vtwist.transport.ws.settings import WSSettings
 
@@ -82,6 +85,31 @@ class RequestVectors(SynchronousTestCase):
         for target, host, headers, protocol in cases:
             self.assertEqual(upgrade_request(target, host, KEY, headers, protocol),
                              wsproto_request(target, host, headers, protocol), target)
+
+    def test_request_around_key(self) -> None:
+        """The request built once per target, host and headers is the same request around
+        each new key; what cannot be sent raises ValueError each time."""
+        cases: list[tuple[str, str, list[tuple[str, str]]]] = [
+            ("/", "example.test:8443", []),
+            ("/ws?x=1", "example.test", [("User-Agent", "vtwist"), ("X-A", "b c")]),
+            ("/ws", "bücher.example", []),
+        ]
+        for _ in range(2):
+            for target, host, headers in cases:
+                for key in (KEY, b"AAAAAAAAAAAAAAAAAAAAAA=="):
+                    head, tail = request_around_key(target, host, headers)
+                    self.assertEqual(head + key + tail,
+                                     wsproto_request(target, host, headers, None, key))
+        for _ in range(2):
+            with self.assertRaises(ValueError):
+                request_around_key("/", "h", [("X-A", "v\r\nInjected: 1")])
+
+    def test_accept_token(self) -> None:
+        """wsproto's accept token (RFC 6455's example, and random keys)."""
+        self.assertEqual(accept_token(KEY), ACCEPT)
+        for n in range(64):
+            key = base64.b64encode(bytes([n]) * 16)
+            self.assertEqual(accept_token(key), generate_accept_token(key))
 
     def test_unsendable(self) -> None:
         """What cannot go on the wire is a ValueError (the layer fails the connection)."""

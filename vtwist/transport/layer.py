@@ -83,7 +83,12 @@ class Layer(PassThroughMixin, Protocol):
     # -- lower side ---------------------------------------------------------------
     def connectionMade(self) -> None:
         """Start the handshake (and its timer). Nagle is off, as in Go: handshakes are small."""
-        set_no_delay(self.transport)
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            try:
+                no_delay(True)
+            except OSError:  # pragma: no cover - not a TCP socket after all
+                pass
         if self.handshakeTimeout is not None:
             clock = resolve_reactor(self.clock)
             # a server layer's handshake (a WebSocket upgrade) counts against the inbound's
@@ -325,25 +330,44 @@ class LayerClientEndpoint:
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
         """Connect below, run the layer handshake, then connect the application."""
-        layers: list[Layer] = []
+        attempt = _LayerConnect(self.make, protocolFactory)
+        attempt.lower = self.endpoint.connect(attempt)
+        attempt.lower.addErrback(attempt.failed)
+        return attempt.ready
 
-        def cancel(d: Deferred) -> None:
-            if layers and layers[0].transport is not None:
-                layers[0].transport.abortConnection()
-            else:
-                lower.cancel()
 
-        ready: Deferred = Deferred(cancel)
+class _LayerConnect(Factory):
+    """One :meth:`LayerClientEndpoint.connect`: the factory below that builds the (first)
+    layer, and ``ready``, which fires with the application protocol once the layer's
+    handshake is done (cancelled: the connection, or the connect below, is dropped)."""
 
-        def build() -> Layer:
-            layer = self.make(protocolFactory, ready)
-            layers.append(layer)
-            return layer
+    noisy = False
 
-        def failed(f: Failure) -> None:
-            if not ready.called:
-                ready.errback(f)
+    def __init__(self, make: Callable[[IProtocolFactory, Deferred], Layer],
+                 protocolFactory: IProtocolFactory) -> None:
+        self.make = make
+        self.protocolFactory = protocolFactory
+        self.layer: Layer | None = None
+        self.lower: Deferred | None = None
+        self.ready: Deferred = Deferred(self.cancel)
 
-        lower = self.endpoint.connect(LayerFactory(build))
-        lower.addErrback(failed)
-        return ready
+    def buildProtocol(self, addr: Any) -> Layer:
+        """The layer for the connection below."""
+        layer = self.make(self.protocolFactory, self.ready)
+        if self.layer is None:
+            self.layer = layer
+        layer.factory = self
+        return layer
+
+    def cancel(self, ready: Deferred) -> None:
+        """``ready`` was cancelled: abort the connection, or the connect below."""
+        layer = self.layer
+        if layer is not None and layer.transport is not None:
+            layer.transport.abortConnection()
+        elif self.lower is not None:
+            self.lower.cancel()
+
+    def failed(self, reason: Failure) -> None:
+        """The connect below failed."""
+        if not self.ready.called:
+            self.ready.errback(reason)

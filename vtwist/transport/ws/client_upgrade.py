@@ -12,12 +12,14 @@ The answer gorilla (V2Ray) and wsproto give, byte for byte, is accepted on sight
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import h11
-from wsproto.utilities import generate_accept_token
+
+from vtwist.transport.ws.http import accept_token
 
 #: The longest response head accepted (h11's default limit for an incomplete event).
 MAX_RESPONSE_BYTES = 16 * 1024
@@ -34,7 +36,7 @@ _PLAIN_101 = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
               b"Connection: Upgrade\r\nSec-WebSocket-Accept: ")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Accepted:
     """The server switched to WebSocket; ``leftover`` are the first frame bytes."""
 
@@ -42,7 +44,7 @@ class Accepted:
     leftover: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Refused:
     """The upgrade failed: ``status`` is the HTTP status when it was not 101."""
 
@@ -58,15 +60,36 @@ def upgrade_request(target: str, host: str, key: bytes,
 
     Raises ValueError for a target, host or header that cannot go on the wire as it is.
     """
+    head, tail = _request_parts(target, host, headers, protocol)
+    return head + key + tail
+
+
+@functools.lru_cache(maxsize=64)
+def _request_around_key(target: str, host: str, headers: tuple[tuple[str, str], ...]
+                        ) -> tuple[bytes, bytes]:
+    return _request_parts(target, host, headers, None)
+
+
+def request_around_key(target: str, host: str, headers: Sequence[tuple[str, str]] = ()
+                       ) -> tuple[bytes, bytes]:
+    """The request :func:`upgrade_request` makes without a ``protocol``, before and after
+    its key: built once per (target, host, headers), as a client sends the same request
+    with a new key for each connection. Raises ValueError as :func:`upgrade_request` does."""
+    return _request_around_key(target, host, tuple(headers))
+
+
+def _request_parts(target: str, host: str, headers: Sequence[tuple[str, str]],
+                   protocol: str | None) -> tuple[bytes, bytes]:
     if not _TARGET.match(target):
         raise ValueError(f"path {target!r} is not printable ASCII without spaces")
     try:
         host_bytes = host.encode("ascii") if host.isascii() else host.encode("idna")
     except UnicodeError as e:
         raise ValueError(f"host {host!r} cannot be encoded: {e}") from None
-    parts = [b"GET ", target.encode("ascii"), b" HTTP/1.1\r\nHost: ", _value(host_bytes),
-             b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", key,
-             b"\r\nSec-WebSocket-Version: 13\r\n"]
+    head = b"".join((b"GET ", target.encode("ascii"), b" HTTP/1.1\r\nHost: ",
+                     _value(host_bytes),
+                     b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "))
+    parts = [b"\r\nSec-WebSocket-Version: 13\r\n"]
     if protocol is not None:
         parts += [b"Sec-WebSocket-Protocol: ", _value(protocol.encode("ascii")), b"\r\n"]
     for name, value in headers:
@@ -75,7 +98,7 @@ def upgrade_request(target: str, host: str, key: bytes,
             raise ValueError(f"header name {name!r} is not an HTTP token")
         parts += [raw, b": ", _value(value.encode("utf-8")), b"\r\n"]
     parts.append(b"\r\n")
-    return b"".join(parts)
+    return head, b"".join(parts)
 
 
 def _value(value: bytes) -> bytes:
@@ -91,7 +114,7 @@ def read_upgrade_response(buffer: bytes, key: bytes,
     None: ``buffer`` does not hold the whole head yet (and is within the limit).
     """
     if buffer.startswith(_PLAIN_101):  # gorilla's and wsproto's answer, byte for byte
-        token = generate_accept_token(key)
+        token = accept_token(key)
         end = len(_PLAIN_101) + len(token)
         if buffer.startswith(token, len(_PLAIN_101)):
             if buffer.startswith(b"\r\n\r\n", end):
@@ -173,7 +196,7 @@ def _judge(headers: list[tuple[bytes, bytes]], key: bytes, offered: str | None,
         return Refused("missing header 'Connection: Upgrade'")
     if seen.get(b"upgrade", b"").lower() != b"websocket":
         return Refused("missing header 'Upgrade: websocket'")
-    if seen.get(b"sec-websocket-accept") != generate_accept_token(key):
+    if seen.get(b"sec-websocket-accept") != accept_token(key):
         return Refused("bad Sec-WebSocket-Accept")
     protocol = seen.get(b"sec-websocket-protocol")
     if protocol is None:

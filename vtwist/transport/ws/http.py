@@ -11,8 +11,10 @@ import base64
 import binascii
 import email.utils
 import re
+from binascii import b2a_base64
+from hashlib import sha1
 
-from wsproto.utilities import generate_accept_token, split_comma_header
+from wsproto.utilities import split_comma_header
 
 _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large"}
@@ -166,13 +168,23 @@ def usual_upgrade(buffer: bytes) -> UsualRequest | None:
     return match[1], fields, buffer[match.end():]
 
 
+#: RFC 6455's GUID, appended to the key for the accept token.
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_token(key: bytes) -> bytes:
+    """``Sec-WebSocket-Accept`` for ``key`` (wsproto's ``generate_accept_token``, inline)."""
+    return b2a_base64(sha1(key + _GUID).digest(), newline=False)
+
+
 def accept_response(key: bytes, subprotocol: str | None) -> bytes:
     """The 101 answer wsproto's server sends for ``key`` (echoing ``subprotocol``)."""
-    lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
-             b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + generate_accept_token(key)]
+    head = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_token(key))
     if subprotocol is not None:
-        lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii"))
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        return head + b"\r\nSec-WebSocket-Protocol: " + subprotocol.encode("ascii") \
+            + b"\r\n\r\n"
+    return head + b"\r\n\r\n"
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")

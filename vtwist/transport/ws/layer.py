@@ -14,7 +14,7 @@ address when there is one, as V2Ray does. :data:`WEBSOCKET` is the ``IStreamLaye
 
 from __future__ import annotations
 
-import base64
+from binascii import b2a_base64
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
@@ -45,7 +45,12 @@ from vtwist.interfaces import IStreamLayer
 from vtwist.reactors import resolve_reactor
 from vtwist.transport.forwarded import forwarded_peer
 from vtwist.transport.layer import Layer, LayerClientEndpoint, LayerServerEndpoint
-from vtwist.transport.ws.client_upgrade import Refused, read_upgrade_response, upgrade_request
+from vtwist.transport.ws.client_upgrade import (
+    Refused,
+    read_upgrade_response,
+    request_around_key,
+    upgrade_request,
+)
 from vtwist.transport.ws.frames import (
     BINARY,
     CLOSE,
@@ -87,6 +92,11 @@ MAX_PENDING_BYTES = 256 * 1024
 #: and Sec-WebSocket-Key (16) without a ``getrandom`` call each (RFC 6455 5.3 asks for keys
 #: from a strong source of entropy: they still are).
 RANDOM = POOL
+
+
+def b64encode(data: bytes) -> bytes:
+    """Standard base64 without a newline (``base64.b64encode`` without its wrapper)."""
+    return b2a_base64(data, newline=False)
 
 
 def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> IPv4Address | IPv6Address | None:
@@ -177,7 +187,8 @@ class _WSLayer(Layer):
         """One binary message per write."""
         if not data or self.frames is None or self.closeSent:
             return
-        self.transport.write(self._frame(BINARY, data))
+        self.transport.write(encode_frame(BINARY, data,
+                                          RANDOM.take(4) if self.masking else None))
 
     def writeSequence(self, data: Any) -> None:
         """One binary message for the lot."""
@@ -429,9 +440,13 @@ class WSClientLayer(_WSLayer):
                 self.earlyOffered = early
             else:
                 headers = [*headers, (header, encoded)]
-        self.key = base64.b64encode(RANDOM.take(16))
+        self.key = key = b64encode(RANDOM.take(16))
         try:
-            request = upgrade_request(target, self.hostHeader, self.key, headers, self.offered)
+            if early:
+                request = upgrade_request(target, self.hostHeader, key, headers, self.offered)
+            else:
+                head, tail = request_around_key(target, self.hostHeader, headers)
+                request = head + key + tail
         except ValueError as e:
             self.upgradeFailed(f"cannot send the upgrade request: {e}")
             return
