@@ -4,10 +4,9 @@
 policy's handshake timeout. For CONNECT it hands its transport, the destination and any early
 bytes to the tunnel service (:mod:`vtwist.tunnel`), which connects, answers through the
 protocol's :meth:`~SocksServerProtocol.succeeded` or :meth:`~SocksServerProtocol.failed` with
-the reply code that matches the outcome, and relays. For UDP
-ASSOCIATE it opens a :class:`~vtwist.proxy.socks.udp.UDPAssociation` that lives as long as the
-TCP connection. Every refused or broken handshake is one access line (``from ... rejected
-...``) and a close.
+the reply code that matches the outcome, and relays. For UDP ASSOCIATE it opens a
+:class:`~vtwist.proxy.socks.udp.UDPAssociation` that lives as long as the TCP connection.
+Every refused or broken handshake is one access line (``from ... rejected ...``) and a close.
 """
 
 from __future__ import annotations
