@@ -8,6 +8,10 @@ which is the common answer during a handshake and after every last record. Here 
 answers are return values; anything else goes through pyOpenSSL's own error mapping
 (``Connection._raise_ssl_error``), so the exceptions callers see are pyOpenSSL's.
 
+Per connection, :func:`connection` makes the ``SSL.Connection`` itself where no pyOpenSSL
+callback needs it (see there), and :func:`session`, :func:`resume`, :func:`version` and
+:func:`keep_session` do the client's resumption and the close bookkeeping in one call each.
+
 Without the binding (:data:`DIRECT` false) the same functions use pyOpenSSL's public calls.
 """
 
