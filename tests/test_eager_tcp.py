@@ -12,12 +12,15 @@ from twisted.internet import defer, reactor
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.error import (
     ConnectingCancelledError,
+    ConnectionAborted,
+    ConnectionDone,
     ConnectionRefusedError,
     NoProtocol,
     TimeoutError,
 )
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -28,6 +31,7 @@ from vtwist.transport.internals import (
     EagerClient,
     EagerServer,
     LeanTCPClientEndpoint,
+    at_turn_end,
     lean_poll,
     raise_write_high_water,
 )
@@ -103,6 +107,39 @@ class EagerWriteTests(TestCase):
         self.assertIs(internals._PARENTS[ConnectionDone], first.parents)
         self.assertEqual(first.parents, Failure(ConnectionDone()).parents)
         self.assertTrue(second.check(ConnectionDone))
+
+    @defer.inlineCallbacks
+    def test_accepted_peer_is_the_address_the_factory_got(self) -> Any:
+        """An accepted connection's ``getPeer`` is the address built at accept time (given
+        to ``buildProtocol``), the client's own, and the same object on every call."""
+        built: list[Any] = []
+
+        class Recording(Factory):
+            def buildProtocol(self, addr: Any) -> Protocol:
+                built.append(addr)
+                return Protocol()
+
+        port = yield TCPServerEndpoint(reactor, 0, "127.0.0.1").listen(Recording())
+        self.addCleanup(port.stopListening)
+        client = yield LeanTCPClientEndpoint(reactor, "127.0.0.1", port.getHost().port
+                                             ).connect(Factory.forProtocol(Protocol))
+        server_transport = None
+        for _ in range(500):
+            server_transport = next((t for t in reactor.getReaders()
+                                     if built and isinstance(t, EagerServer)
+                                     and t.getPeer() is built[0]), None)
+            if server_transport is not None:
+                break
+            yield deferLater(reactor, 0.01)
+        self.assertIsNotNone(server_transport)
+        local = client.transport.getHost()
+        self.assertEqual((built[0].host, built[0].port), (local.host, local.port))
+        self.assertIs(server_transport.getPeer(), server_transport.getPeer())
+        client.transport.loseConnection()
+        for _ in range(500):
+            if server_transport.disconnected:
+                break
+            yield deferLater(reactor, 0.01)
 
     @defer.inlineCallbacks
     def test_small_write_leaves_at_once(self) -> Any:
@@ -194,11 +231,35 @@ class HighWaterTests(SynchronousTestCase):
 class LeanEndpointFailureTests(TestCase):
     timeout = 30
 
+    def watched(self) -> set[Any]:
+        """The dialled connections the reactor watches (its bookkeeping, read and write)."""
+        watched = (reactor._selectables.get(fd) for fd in reactor._reads | reactor._writes)
+        return {t for t in watched if isinstance(t, EagerClient)}
+
     def test_refused(self) -> Any:
-        """Nothing listening: the Deferred fails with ConnectionRefusedError."""
+        """Nothing listening: the Deferred fails with ConnectionRefusedError, and the
+        reactor watches nothing of the attempt (it watched it for reading and writing at
+        once while connecting)."""
+        before = self.watched()
         d = LeanTCPClientEndpoint(reactor, "127.0.0.1", free_port()).connect(
             Factory.forProtocol(Protocol))
-        return self.assertFailure(d, ConnectionRefusedError)
+        d = self.assertFailure(d, ConnectionRefusedError)
+        d.addCallback(lambda _: self.assertEqual(self.watched(), before))
+        return d
+
+    def test_connected_is_watched_for_reading_only(self) -> Any:
+        """Once connected the reactor watches the connection for reading, not writing."""
+        d = LeanTCPClientEndpoint(reactor, "127.0.0.1", self.listening_port()).connect(
+            Factory.forProtocol(Protocol))
+
+        def check(protocol: Protocol) -> None:
+            fd = protocol.transport.fileno()
+            self.assertIn(fd, reactor._reads)
+            self.assertNotIn(fd, reactor._writes)
+            self.assertIs(reactor._selectables[fd], protocol.transport)
+            protocol.transport.abortConnection()
+
+        return d.addCallback(check)
 
     def listening_port(self) -> int:
         """A loopback port something listens on (a bare socket: nothing is accepted)."""
@@ -380,3 +441,200 @@ class BoundedDrainTests(TestCase):
         self.assertEqual(received, 16 * 1024 * 1024)
         self.assertFalse(client.transport.connected)
         self.assertIsNone(client.transport._drainCheck)
+
+
+class _Closer(Protocol):
+    """Writes ``greeting`` once connected, then closes (or half-closes) as told."""
+
+    def __init__(self, greeting: bytes, how: str) -> None:
+        self.greeting, self.how = greeting, how
+        self.received = b""
+        self.lost: list[Any] = []
+        self.write_lost = 0
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.greeting)
+        if self.how == "close":
+            self.transport.loseConnection()
+        elif self.how == "half":
+            self.transport.loseWriteConnection()
+        elif self.how == "close-abort":
+            self.transport.loseConnection()
+            self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.write_lost += 1
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.append(reason)
+
+
+implementer(IHalfCloseableProtocol)(_Closer)
+
+
+class PromptCloseTests(SynchronousTestCase):
+    """On a lean-polled reactor a connection with nothing queued closes or half-closes at the
+    end of the reactor turn, never registered for writing; with bytes queued it waits for
+    writability as Twisted does. Real sockets, a reactor of the test's own."""
+
+    def setUp(self) -> None:
+        self.reactor = r = EPollReactor()
+        self.assertTrue(lean_poll(r))
+        self.writers: list[Any] = []
+        add_writer = r.addWriter
+
+        def recording_add_writer(selectable: Any) -> None:
+            self.writers.append(selectable)
+            add_writer(selectable)
+
+        r.addWriter = recording_add_writer  # type: ignore[method-assign]
+        self.addCleanup(r.disconnectAll)
+
+    def serve(self, protocol: _Closer) -> socket.socket:
+        """A listening port on the test's reactor whose one connection gets ``protocol``;
+        returns a blocking client socket connected to it, once accepted."""
+        port = TCPServerEndpoint(self.reactor, 0, "127.0.0.1").listen(
+            Factory.forProtocol(lambda: protocol))
+        listening = self.successResultOf(port)
+        self.addCleanup(listening.stopListening)
+        client = socket.create_connection(("127.0.0.1", listening.getHost().port), timeout=10)
+        self.addCleanup(client.close)
+        self.spin(lambda: protocol.transport is not None)
+        return client
+
+    def spin(self, done: Any, turns: int = 200) -> None:
+        for _ in range(turns):
+            if done():
+                return
+            self.reactor.runUntilCurrent()
+            self.reactor.doIteration(0.02)
+        self.fail("the reactor never got there")
+
+    def read_all(self, client: socket.socket) -> bytes:
+        chunks = []
+        while True:
+            data = client.recv(65536)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+    def test_close_with_nothing_queued(self) -> None:
+        protocol = _Closer(b"hello", "close")
+        client = self.serve(protocol)
+        self.spin(lambda: protocol.lost)
+        self.assertEqual(self.read_all(client), b"hello")
+        self.assertEqual(len(protocol.lost), 1)
+        protocol.lost[0].trap(ConnectionDone)
+        self.assertEqual(self.writers, [])
+
+    def test_half_close_with_nothing_queued_keeps_reading(self) -> None:
+        protocol = _Closer(b"hello", "half")
+        client = self.serve(protocol)
+        self.spin(lambda: protocol.write_lost)
+        self.assertEqual(self.read_all(client), b"hello")  # EOF after the greeting
+        client.sendall(b"after our half-close")
+        client.shutdown(socket.SHUT_WR)
+        self.spin(lambda: protocol.lost)
+        self.assertEqual(protocol.received, b"after our half-close")
+        self.assertEqual(protocol.write_lost, 1)
+        self.assertEqual(self.writers, [])
+
+    def test_half_closed_both_ways_closes_without_shutdown(self) -> None:
+        """After our half-close and the peer's, the socket is closed without Twisted's
+        ``shutdown(2)`` (our FIN is out; the call would only fail with ENOTCONN)."""
+        protocol = _Closer(b"hello", "half")
+        client = self.serve(protocol)
+        calls: list[str] = []
+
+        class Recording:
+            def __init__(self, sock: socket.socket) -> None:
+                self.sock = sock
+
+            def __getattr__(self, name: str) -> Any:
+                if name in ("shutdown", "close"):
+                    calls.append(name)
+                return getattr(self.sock, name)
+
+        self.spin(lambda: protocol.write_lost)
+        protocol.transport.socket = Recording(protocol.transport.socket)
+        self.assertEqual(self.read_all(client), b"hello")  # our FIN came
+        client.shutdown(socket.SHUT_WR)  # the peer's EOF: our protocol then closes
+        self.spin(lambda: protocol.lost)
+        self.assertEqual(calls, ["close"])
+
+    def test_close_with_bytes_queued_waits_for_them(self) -> None:
+        """A close behind queued bytes goes Twisted's way: registered for writing, then
+        closed once the client has read them all."""
+        payload = os.urandom(8 * 1024 * 1024)  # more than the socket buffers take
+        protocol = _Closer(payload, "close")
+        client = self.serve(protocol)
+        self.assertIn(protocol.transport, self.writers)
+        got = bytearray()
+        for _ in range(10_000):
+            if protocol.lost:
+                break
+            self.reactor.doIteration(0)
+            client.settimeout(0.01)
+            try:
+                data = client.recv(1 << 20)
+            except TimeoutError:
+                continue
+            got += data
+        client.settimeout(10)
+        got += self.read_all(client)
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(payload).digest())
+        self.assertEqual(len(protocol.lost), 1)
+
+    def test_close_then_abort_in_one_turn_is_lost_once(self) -> None:
+        protocol = _Closer(b"hello", "close-abort")
+        client = self.serve(protocol)
+        self.spin(lambda: protocol.lost)
+        for _ in range(5):  # whatever else was pending runs, and adds nothing
+            self.reactor.runUntilCurrent()
+            self.reactor.doIteration(0)
+        self.assertEqual(len(protocol.lost), 1)
+        protocol.lost[0].trap(ConnectionAborted)
+        client.settimeout(10)
+        try:
+            self.read_all(client)
+        except ConnectionResetError:
+            pass
+
+
+class SuiteReactorTests(SynchronousTestCase):
+    def test_the_suite_runs_on_the_lean_poll(self) -> None:
+        """tests/__init__.py puts the suite on the poll loop vtwist's processes run on, so
+        every test exercises prompt closes (in every trial worker)."""
+        self.assertIsInstance(getattr(reactor, "_promptCloses", None), list)
+
+
+class TurnEndTests(SynchronousTestCase):
+    def test_calls_run_once_at_the_end_of_the_turn(self) -> None:
+        """A running lean-polled reactor runs what ``at_turn_end`` was given after the
+        turn's handlers, once, and polls without waiting while something is due."""
+        r = EPollReactor()
+        self.addCleanup(r.disconnectAll)
+        lean_poll(r)
+        r.running = True  # as while run() runs
+        calls: list[str] = []
+        self.assertTrue(at_turn_end(r, lambda: calls.append("a")))
+        self.assertTrue(at_turn_end(r, lambda: calls.append("b")))
+        self.assertEqual(calls, [])
+        r.doIteration(30)  # would wait 30 s with nothing due
+        self.assertEqual(calls, ["a", "b"])
+        r.doIteration(0)
+        self.assertEqual(calls, ["a", "b"])
+
+    def test_declined_when_not_running_or_not_lean(self) -> None:
+        """Elsewhere the caller is told to do it now."""
+        r = EPollReactor()
+        self.addCleanup(r.disconnectAll)
+        self.assertFalse(at_turn_end(r, lambda: None))  # not lean-polled
+        lean_poll(r)
+        self.assertFalse(at_turn_end(r, lambda: None))  # not running

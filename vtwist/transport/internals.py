@@ -34,8 +34,10 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import select
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import error as twisted_errors
@@ -53,7 +55,7 @@ from zope.interface import implementer
 
 __all__ = ["DRAIN_LIMIT", "AcceptBackoffPort", "DialTimeoutError", "EagerClient", "EagerServer",
            "IOpenSSLTrustRoot", "LeanTCPClientEndpoint",
-           "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll",
+           "WRITE_HIGH_WATER", "endpoint_protocol", "lean_poll", "at_turn_end",
            "idle_plain_tcp", "raise_write_high_water", "read_whole_units", "tls_session_reused"]
 
 #: A relayed socket pauses its source only past this many buffered bytes. Twisted's default
@@ -64,6 +66,15 @@ WRITE_HIGH_WATER = 256 * 1024
 #: Seconds a closing connection's queued bytes may make no progress towards the kernel
 #: before the connection is aborted (see :class:`_EagerWrites`).
 DRAIN_LIMIT = 10.0
+
+try:
+    from twisted.internet.epollreactor import EPollReactor as _EPollReactor
+except ImportError:  # not Linux
+    _EPollReactor = None
+
+#: epoll's events: a prompt close is dispatched as writable (4 where select lacks epoll)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 4)
+_EPOLLIN = getattr(select, "EPOLLIN", 1)
 
 
 def raise_write_high_water(transport: Any, limit: int = WRITE_HIGH_WATER) -> None:
@@ -158,13 +169,69 @@ class _EagerWrites:
         t: Any = self
         return len(t.dataBuffer) - t.offset + t._tempDataLen
 
-    def loseConnection(self, *args: Any) -> None:  # noqa: N802 - Twisted's name
-        """Close once the queue drains, as Twisted does; abort if it stops draining."""
-        super().loseConnection(*args)  # type: ignore[misc]
+    def _promptly(self) -> list[Any] | None:
+        """The reactor's list of prompt closes (:func:`lean_poll`) when this connection can
+        finish a close or half-close without waiting to be writable: nothing queued, no
+        producer that ``doWrite`` would ask for more (one that is not streaming, or paused),
+        no TLS, open. Else None (Twisted's way: register for writing, then close from
+        ``doWrite``)."""
         t: Any = self
+        soon = getattr(t.reactor, "_promptCloses", None)
+        if soon is None or t.TLS or not t.connected:
+            return None
+        if t.producer is not None and (not t.streamingProducer or t.producerPaused):
+            return None
+        if t.disconnecting or t._writeDisconnected or t._tempDataLen:
+            return None
+        if len(t.dataBuffer) != t.offset:
+            return None
+        return soon  # type: ignore[no-any-return]
+
+    def loseConnection(self, *args: Any) -> None:  # noqa: N802 - Twisted's name
+        """Close once the queue drains, as Twisted does; abort if it stops draining. With
+        nothing queued the close happens at the end of this reactor turn without the round
+        through writability (two ``epoll_ctl`` and a zero-byte ``send`` fewer)."""
+        soon = self._promptly()
+        t: Any = self
+        if soon is not None:
+            t.stopReading()
+            t.disconnecting = 1
+            soon.append(self)
+            return
+        super().loseConnection(*args)  # type: ignore[misc]
         if self._drainCheck is None and t.connected and self._queuedBytes():
             self._drainQueued = self._queuedBytes()
             self._drainCheck = t.reactor.callLater(DRAIN_LIMIT, self._checkDrain)
+
+    def loseWriteConnection(self) -> None:  # noqa: N802 - Twisted's name
+        """Half-close once the queue drains, as Twisted does; with nothing queued, at the end
+        of this reactor turn (see :meth:`loseConnection`)."""
+        soon = self._promptly()
+        if soon is None:
+            super().loseWriteConnection()  # type: ignore[misc]
+            return
+        t: Any = self
+        t._writeDisconnecting = True
+        soon.append(self)
+
+    def doWrite(self) -> Any:  # noqa: N802 - Twisted's name
+        """Twisted's ``doWrite``, without the zero-byte ``send`` it makes when nothing is
+        queued (a close or half-close waiting for writability, or a prompt one)."""
+        t: Any = self
+        if t._tempDataLen or len(t.dataBuffer) != t.offset:
+            return super().doWrite()  # type: ignore[misc]
+        t.dataBuffer = b""
+        t.offset = 0
+        t.stopWriting()
+        if t.producer is not None and (not t.streamingProducer or t.producerPaused):
+            t.producerPaused = False
+            t.producer.resumeProducing()
+        elif t.disconnecting:
+            return t._postLoseConnection()
+        elif t._writeDisconnecting:
+            t._writeDisconnected = True
+            return t._closeWriteConnection()
+        return None
 
     def _checkDrain(self) -> None:
         t: Any = self
@@ -191,6 +258,39 @@ class _EagerWrites:
             else:
                 reason.parents = names
         super().connectionLost(reason)  # type: ignore[misc]
+
+    def stopReading(self) -> None:  # noqa: N802 - Twisted's name
+        """Twisted's, without its three calls deep when the reactor does not watch us for
+        reading (a close asks several times)."""
+        reactor = self.reactor  # type: ignore[attr-defined]
+        if type(reactor) is _EPollReactor:  # its _reads holds descriptor numbers
+            fd = self.fileno()  # type: ignore[attr-defined]
+            if fd != -1 and fd not in reactor._reads:
+                return
+        reactor.removeReader(self)
+
+    def stopWriting(self) -> None:  # noqa: N802 - Twisted's name
+        """Twisted's, without its three calls deep when the reactor does not watch us for
+        writing (every flush and close asks)."""
+        reactor = self.reactor  # type: ignore[attr-defined]
+        if type(reactor) is _EPollReactor:  # its _writes holds descriptor numbers
+            fd = self.fileno()  # type: ignore[attr-defined]
+            if fd != -1 and fd not in reactor._writes:
+                return
+        reactor.removeWriter(self)
+
+    def _closeSocket(self, orderly: bool) -> None:  # noqa: N802 - Twisted's name
+        """Close the socket; after our half-close without Twisted's ``shutdown(2)`` first:
+        our FIN went out with that half-close, and once the peer's came too the call only
+        fails (ENOTCONN)."""
+        t: Any = self
+        if orderly and t._writeDisconnected:
+            try:
+                t.socket.close()
+            except OSError:
+                pass
+            return
+        super()._closeSocket(orderly)  # type: ignore[misc]
 
     def _isSendBufferFull(self) -> bool:  # noqa: N802 - Twisted's name
         """Pause the producer past :data:`WRITE_HIGH_WATER` (see raise_write_high_water)."""
@@ -237,6 +337,15 @@ class _EagerWrites:
 
 class EagerServer(_EagerWrites, tcp.Server):
     """An accepted TCP connection whose writes go out at once when nothing is queued."""
+
+    #: the client's address as the listening port built it for ``buildProtocol``
+    peerAddress: Any = None
+
+    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
+        """The client's address: the one built at accept time (Twisted builds a new one on
+        every call; addresses are immutable)."""
+        peer = self.peerAddress
+        return peer if peer is not None else super().getPeer()
 
 
 class EagerClient(_EagerWrites, tcp.Client):
@@ -286,8 +395,7 @@ class EagerClient(_EagerWrites, tcp.Client):
             except OSError as e:
                 code = e.args[0]
             if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
-                t.startReading()
-                t.startWriting()
+                _watch_both(t)
                 return
             if code == errno.EISCONN:
                 code = 0
@@ -302,6 +410,21 @@ class EagerClient(_EagerWrites, tcp.Client):
         super()._connectDone()
         if self.connected and self.protocol is not None:
             self.connector.factory.made(self.protocol)
+
+
+def _watch_both(transport: Any) -> None:
+    """Register ``transport`` for reading and writing: with one ``epoll_ctl`` on an epoll
+    reactor (``startReading`` then ``startWriting`` take two), Twisted's way elsewhere."""
+    reactor = transport.reactor
+    fd = transport.fileno()
+    if type(reactor) is not _EPollReactor or fd in reactor._reads or fd in reactor._writes:
+        transport.startReading()
+        transport.startWriting()
+        return
+    reactor._poller.register(fd, _EPOLLIN | _EPOLLOUT)
+    reactor._reads.add(fd)  # the reactor's own bookkeeping, as its _add keeps it
+    reactor._writes.add(fd)
+    reactor._selectables[fd] = transport
 
 
 class DialTimeoutError(twisted_errors.TimeoutError):
@@ -425,25 +548,68 @@ class LeanTCPClientEndpoint:
             return fail()
 
 
+def _finish_prompt_closes(soon: list[Any], drdw: Any) -> None:
+    """Run the closes and half-closes asked this turn as if each connection had become
+    writable (Twisted's ``doWrite`` then closes it, and the reactor disconnects it): those
+    asked while these run wait for the next turn, which polls without waiting."""
+    batch = soon[:]
+    del soon[:]
+    for transport in batch:
+        if transport.disconnected or transport._aborting:
+            continue  # closed another way meanwhile (aborted, reset by the peer)
+        try:
+            drdw(transport, transport.fileno(), _EPOLLOUT)
+        except BaseException:  # noqa: BLE001 - as the poll loop: log, go on
+            if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                raise
+            log.err()
+
+
+def _run_turn_end(calls: list[Callable[[], None]]) -> None:
+    batch = calls[:]
+    del calls[:]
+    for call in batch:
+        try:
+            call()
+        except BaseException:  # noqa: BLE001 - as the poll loop: log, go on
+            if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                raise
+            log.err()
+
+
+def at_turn_end(reactor: Any, call: Callable[[], None]) -> bool:
+    """Have a running lean-polled ``reactor`` (:func:`lean_poll`) call ``call`` at the end
+    of this turn, after every readiness handler (True); False for other reactors, or one
+    not running: the caller does it now. Each request is one call: the caller keeps track
+    of what it has asked for."""
+    pending = getattr(reactor, "_turnEnd", None)
+    if pending is None or not reactor.running:
+        return False
+    pending.append(call)
+    return True
+
+
 def lean_poll(reactor: Any) -> bool:
     """Make an epoll ``reactor`` call readiness handlers directly rather than inside
     ``log.callWithLogger`` (legacy log lines from inside them then say ``-`` for their
     system). True when done; other reactors are left alone."""
-    try:
-        from twisted.internet.epollreactor import EPollReactor
-    except ImportError:  # not Linux
-        return False
-    if type(reactor) is not EPollReactor:
+    if _EPollReactor is None or type(reactor) is not _EPollReactor:
         return False
     drdw = reactor._doReadOrWrite
     selectables = reactor._selectables
     poller = reactor._poller
+    soon: list[Any] = []
+    reactor._promptCloses = soon  # see _EagerWrites.loseConnection
+    turn_end: list[Callable[[], None]] = []
+    reactor._turnEnd = turn_end  # see at_turn_end
 
     def doPoll(timeout: float | None) -> None:  # noqa: N802 - Twisted's name
+        if soon or turn_end:
+            timeout = 0
         try:
             events = poller.poll(-1 if timeout is None else timeout, len(selectables))
         except InterruptedError:
-            return
+            events = ()
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -454,6 +620,10 @@ def lean_poll(reactor: Any) -> bool:
                 if isinstance(sys.exc_info()[1], KeyboardInterrupt):
                     raise
                 log.err()
+        if soon:
+            _finish_prompt_closes(soon, drdw)
+        if turn_end:
+            _run_turn_end(turn_end)
 
     reactor.doPoll = reactor.doIteration = doPoll
     return True
@@ -507,13 +677,15 @@ class AcceptBackoffPort(tcp.Port):
             if len(addr) == 4:  # IPv6: keep the scope ID
                 host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
                 addr = (host[0], *addr[1:])
-            protocol = self.factory.buildProtocol(self._buildAddr(addr))
+            peer = self._buildAddr(addr)
+            protocol = self.factory.buildProtocol(peer)
             if protocol is None:
                 skt.close()
                 continue
             s = self.sessionno
             self.sessionno = s + 1
             transport = self.transport(skt, protocol, addr, self, s, self.reactor)
+            transport.peerAddress = peer
             protocol.makeConnection(transport)
         if accepted == self.numberAccepts:
             self.numberAccepts += 20
