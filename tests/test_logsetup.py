@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogPublisher, formatEvent
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.model import LogConfig
@@ -222,3 +226,42 @@ class TwistdStdoutTests(SynchronousTestCase):
         self.assertEqual(self.events(LogConfig(loglevel="none", access="none")), [])
         self.assertEqual(self.events(LogConfig(loglevel="warning", access="/x", error="/y")), [])
 
+
+
+class AccessFlushTests(TestCase):
+    """On the running reactor (lean-polled: tests/__init__.py, as in vtwist's processes) the
+    access lines of one turn go out with one flush at its end; off it, each at once."""
+
+    def counting_file(self) -> tuple[io.StringIO, list[str]]:
+        flushed: list[str] = []
+
+        class Counting(io.StringIO):
+            def flush(self) -> None:
+                flushed.append(self.getvalue())
+                super().flush()
+
+        return Counting(), flushed
+
+    @inlineCallbacks
+    def test_one_flush_per_turn(self) -> Any:
+        from vtwist.logsetup import _AccessLineObserver
+
+        yield deferLater(reactor, 0)  # (trial starts a test before running the reactor)
+        self.assertTrue(reactor.running)
+        out, flushed = self.counting_file()
+        observer = _AccessLineObserver(out)
+        observer.write("from a accepted", 0.0)
+        observer.write("from b accepted", 0.0)
+        self.assertEqual(flushed, [])
+        yield deferLater(reactor, 0)
+        self.assertEqual(len(flushed), 1)
+        self.assertEqual([line.split(" ", 2)[2] for line in flushed[0].splitlines()],
+                         ["from a accepted", "from b accepted"])
+
+    def test_at_once_when_the_reactor_is_not_running(self) -> None:
+        from vtwist.logsetup import _AccessLineObserver
+
+        self.assertFalse(reactor.running)  # a synchronous test runs outside it
+        out, flushed = self.counting_file()
+        _AccessLineObserver(out).write("from a accepted", 0.0)
+        self.assertEqual(len(flushed), 1)

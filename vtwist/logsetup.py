@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from vtwist.config.errors import ConfigError
 from vtwist.config.model import LogConfig
+from vtwist.transport.internals import at_turn_end
 from vtwist.tunnel.access import send_lines_to
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warning": LogLevel.warn,
@@ -84,6 +85,8 @@ class _AccessLineObserver:
         #: the last second stamped and its text (a busy proxy writes many lines a second)
         self._second: int | None = None
         self._stamp = ""
+        #: a flush is asked for the end of this reactor turn
+        self._flushDue = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = event.get("line")
@@ -99,7 +102,21 @@ class _AccessLineObserver:
             self._second = second
             self._stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(second))
         self.out.write(f"{self._stamp} {line}\n")
-        self.out.flush()
+        if self._flushDue:
+            return
+        # One flush (one write of whole lines) at the end of the reactor turn for all the
+        # lines of the turn, when the reactor runs vtwist's poll loop; else now.
+        reactor = sys.modules.get("twisted.internet.reactor")
+        if reactor is not None and at_turn_end(reactor, self._flush):
+            self._flushDue = True
+        else:
+            self.out.flush()
+
+    def _flush(self) -> None:
+        self._flushDue = False
+        out = self.out
+        if not out.closed:  # (a reopen closed it, with a flush)
+            out.flush()
 
 
 @implementer(ILogObserver)
