@@ -242,15 +242,8 @@ class MuxCarrier(MuxConnection):
     # -- closing ------------------------------------------------------------------------
     def forget(self, stream: MuxStream) -> None:
         """A session ended; an empty carrier starts its idle timer."""
-        live = self.sessions.live
-        sid = stream.id
-        if live.get(sid) is stream:  # MuxConnection.forget, inline
-            del live[sid]
-            if stream.udp:
-                self.sessions.udp.discard(sid)
-        if self.blockers:
-            self.unblock(stream)
-        if not live:
+        super().forget(stream)
+        if not self.sessions.live:
             self._checkIdle()
 
     def _checkIdle(self) -> None:

@@ -176,13 +176,7 @@ class MuxStream:
                                                  NET_TCP), address, _LEN.pack(n), data))
         else:
             frame = _KEEP_HEAD.pack(4, self.id, KEEP, 1, n) + data
-        conn.active = conn.wrote = conn._urgent = True
-        conn._out.append(frame)
-        size = conn._outBytes = conn._outBytes + n
-        if size >= FLUSH_BYTES:
-            conn.flush()
-        elif conn._turn is None:
-            conn._turn = conn.clock.callLater(0, conn._endOfTurn)
+        conn.writeFrame(frame, n)
 
     def writeTo(self, data: bytes, source: Destination) -> None:
         """One datagram, with its source address when the peer is Xray."""
@@ -476,6 +470,18 @@ class MuxConnection:
         elif self._turn is None:
             self._turn = self.clock.callLater(0, self._endOfTurn)
 
+    def writeFrame(self, frame: bytes, size: int) -> None:
+        """One whole frame (``size`` payload bytes): :meth:`write` without a list."""
+        if self.closed or self.transport is None:
+            return
+        self.active = self.wrote = self._urgent = True
+        self._out.append(frame)
+        size = self._outBytes = self._outBytes + size
+        if size >= FLUSH_BYTES:
+            self.flush()
+        elif self._turn is None:
+            self._turn = self.clock.callLater(0, self._endOfTurn)
+
     def writeEnd(self, frame: bytes) -> None:
         """A plain End frame: it goes out with the next other frame, or after
         :data:`END_DELAY` (in order with every frame written before and after it)."""
@@ -525,7 +531,7 @@ class MuxConnection:
             else:
                 self.write(split_stream(stream.id, data), n)
             return
-        # One frame (a session's New with its first bytes, or a Keep): :meth:`write`, inline.
+        # One frame: a session's New with its first bytes, or a Keep.
         if self.closed or self.transport is None:
             return
         if stream.pendingNew:
@@ -533,13 +539,7 @@ class MuxConnection:
             frame = encode_new(stream.id, stream.target, data)
         else:
             frame = _KEEP_HEAD.pack(4, stream.id, KEEP, 1, n) + data
-        self.active = self.wrote = self._urgent = True
-        self._out.append(frame)
-        size = self._outBytes = self._outBytes + n
-        if size >= FLUSH_BYTES:
-            self.flush()
-        elif self._turn is None:
-            self._turn = self.clock.callLater(0, self._endOfTurn)
+        self.writeFrame(frame, n)
 
     def sendEnd(self, stream: MuxStream, error: bool, halfClose: bool = False) -> None:
         """End for ``stream`` (a never-announced session: End with Error alone, as 4.34;

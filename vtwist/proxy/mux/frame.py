@@ -201,14 +201,7 @@ class FrameDecoder:
 
     def feed_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> list[Frame]:
         """:meth:`feed` of several pieces in a row (one parse for all of them)."""
-        if self.dead:
-            raise MuxError("decoder already failed")
-        buf = self._buf
-        if self._pos and self._pos == len(buf):
-            buf.clear()
-            self._pos = 0
-        for piece in pieces:
-            buf += piece
+        self._take(pieces)
         return self._parse()
 
     def feed_compact(self, pieces: Iterable[bytes | bytearray | memoryview]
@@ -216,6 +209,10 @@ class FrameDecoder:
         """:meth:`feed_all`, but a plain Keep / End / KeepAlive frame (4-byte metadata)
         comes as the tuple ``(session_id, status, option, data)`` rather than a
         :class:`Frame` (no object per frame on the carrier's hot path)."""
+        self._take(pieces)
+        return self._parse(True)  # type: ignore[return-value]
+
+    def _take(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
         if self.dead:
             raise MuxError("decoder already failed")
         buf = self._buf
@@ -224,7 +221,6 @@ class FrameDecoder:
             self._pos = 0
         for piece in pieces:
             buf += piece
-        return self._parse(True)  # type: ignore[return-value]
 
     def _parse(self, compact: bool = False) -> list[Frame]:
         buf = self._buf

@@ -173,15 +173,8 @@ class MuxServer(MuxConnection):
 
     def forget(self, stream: MuxStream) -> None:
         """A session ended; after the client's EOF the last one closes the carrier."""
-        live = self.sessions.live
-        sid = stream.id
-        if live.get(sid) is stream:  # MuxConnection.forget, inline
-            del live[sid]
-            if stream.udp:
-                self.sessions.udp.discard(sid)
-        if self.blockers:
-            self.unblock(stream)
-        if self.inputDone and not live and not self.closed:  # _maybeDone, inline
+        super().forget(stream)
+        if self.inputDone and not self.sessions.live and not self.closed:  # _maybeDone
             self.close()
 
     def _maybeDone(self) -> None:
