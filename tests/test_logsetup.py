@@ -265,3 +265,14 @@ class AccessFlushTests(TestCase):
         out, flushed = self.counting_file()
         _AccessLineObserver(out).write("from a accepted", 0.0)
         self.assertEqual(len(flushed), 1)
+
+    def test_a_flush_left_pending_by_a_stopped_reactor_holds_no_line(self) -> None:
+        """A line written after the reactor stopped, with the last turn's flush still due
+        (it never came), is flushed at once."""
+        from vtwist.logsetup import _AccessLineObserver
+
+        out, flushed = self.counting_file()
+        observer = _AccessLineObserver(out)
+        observer._flushDue = True  # asked in a turn that never ended
+        observer.write("from a accepted", 0.0)
+        self.assertEqual(len(flushed), 1)

@@ -102,12 +102,13 @@ class _AccessLineObserver:
             self._second = second
             self._stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(second))
         self.out.write(f"{self._stamp} {line}\n")
-        if self._flushDue:
-            return
         # One flush (one write of whole lines) at the end of the reactor turn for all the
-        # lines of the turn, when the reactor runs vtwist's poll loop; else now.
+        # lines of the turn, when the reactor runs vtwist's poll loop; else now (also when
+        # the reactor stopped before the turn's flush came).
         reactor = sys.modules.get("twisted.internet.reactor")
-        if reactor is not None and at_turn_end(reactor, self._flush):
+        if self._flushDue and reactor is not None and reactor.running:
+            return
+        if not self._flushDue and reactor is not None and at_turn_end(reactor, self._flush):
             self._flushDue = True
         else:
             self.out.flush()

@@ -26,7 +26,14 @@
   cache on every close.
 - ``EPollReactor.doPoll`` runs every readiness event inside ``log.callWithLogger`` (a
   context push and pop per event, for the legacy log's ``system`` field).
-  :func:`lean_poll` makes a vtwist process's reactor call the handlers directly.
+  :func:`lean_poll` makes a vtwist process's reactor call the handlers directly. Its loop
+  also finishes, at the end of each turn, the closes and half-closes of connections with
+  nothing queued (Twisted registers them for writing and closes from ``doWrite`` a turn
+  later: two ``epoll_ctl`` calls, a zero-byte ``send`` and a turn), and runs what
+  :func:`at_turn_end` was given (the access log's one flush per turn).
+- The epoll reactor's ``_reads``/``_writes``/``_selectables`` bookkeeping is read to skip
+  removals of what it does not watch, and kept when a dial is registered for reading and
+  writing in one ``epoll_ctl``.
 """
 
 from __future__ import annotations
