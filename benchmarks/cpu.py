@@ -13,11 +13,16 @@ Each ``--tree`` is a vtwist source tree run beside the installed one (its proces
 turn (A B A B ...); the medians of user+system CPU of each process come out in ms per
 connection (or s per GB), with the user/system split, beside the rate. This is the figure
 that survives a busy machine best: the alternation puts every setup under the same load.
+A second line per setup gives the same for the sink and the load generator (this process)
+and the share of the machine left idle: a sink or generator that costs as much as a proxy,
+or a machine half idle at a low rate, means the rate measures them or latency, not the
+proxy (that is how the sink's 0.18 ms per connection showed, 6 Dec 2026).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -50,10 +55,17 @@ def _tls_streams(network: str | None, workdir: Path) -> tuple[dict | None, dict 
             with_resumption(tls_stream(network, True, cert, key), True))
 
 
+def _machine_idle() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs so far (``/proc/stat``; iowait counts as idle)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
 def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
              tree: str | None, tls: str | None = None
-             ) -> tuple[float, list[tuple[str, float, float]]]:
-    """One run: (rate, [(process, user, system) per connection or per GB])."""
+             ) -> tuple[float, list[tuple[str, float, float]], float]:
+    """One run: (rate, [(process, user, system) per connection or per GB], idle share).
+    The processes are the setup's, then ``sink`` and ``loadgen``."""
     env = {"PYTHONPATH": tree} if tree else None  # (the group puts this repo first else)
     workdir = Path(tempfile.mkdtemp(prefix="vtwist-cpu-"))
     sink, sink_port = start_sink(workdir)
@@ -67,16 +79,25 @@ def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
         warm_up(setup, target)
         connect_rate(target, 200)
         time.sleep(0.5)
-        before = [_user_system(p.pid) for p in setup.procs]
+        names = [p.name for p in setup.procs] + ["sink", "loadgen"]
+
+        def sample() -> list[tuple[float, float]]:
+            mine = os.times()
+            return [_user_system(p.pid) for p in setup.procs] + [
+                _user_system(sink.pid), (mine.user, mine.system)]
+
+        before, idle_before = sample(), _machine_idle()
         if load == "connect":
             rate, _, _ = connect_rate(target, count)
             per = count
         else:
             seconds = transfer(target, load, count * 1_000_000, streams)
             rate, per = count / seconds, count / 1000
-        after = [_user_system(p.pid) for p in setup.procs]
-        return rate, [(p.name, (a[0] - b[0]) / per, (a[1] - b[1]) / per)
-                      for p, a, b in zip(setup.procs, after, before, strict=True)]
+        after, idle_after = sample(), _machine_idle()
+        total = idle_after[1] - idle_before[1]
+        idle = (idle_after[0] - idle_before[0]) / total if total else 0.0
+        return rate, [(name, (a[0] - b[0]) / per, (a[1] - b[1]) / per)
+                      for name, a, b in zip(names, after, before, strict=True)], idle
     finally:
         group.close()
         stop_sink(sink)
@@ -100,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     runs += [("vtwist", f"vtwist@{tree}", tree) for tree in args.tree]
     unit = "ms per connection" if args.load == "connect" else "s per GB"
     scale = 1000 if args.load == "connect" else 1
-    results: dict[str, list[tuple[float, list[tuple[str, float, float]]]]] = {}
+    results: dict[str, list[tuple[float, list[tuple[str, float, float]], float]]] = {}
     for _ in range(args.reps):
         for impl, label, tree in runs:
             results.setdefault(label, []).append(
@@ -110,14 +131,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.setup}{over} {args.load} x{args.count}: medians of {args.reps} alternated runs; "
           f"CPU in {unit} (user + system)")
     for label, reps in results.items():
-        rate = statistics.median(r for r, _ in reps)
+        rate = statistics.median(r[0] for r in reps)
         parts = []
         for i, (name, _, _) in enumerate(reps[0][1]):
             user = statistics.median(r[1][i][1] for r in reps) * scale
             system = statistics.median(r[1][i][2] for r in reps) * scale
             parts.append(f"{name.rsplit('-', 1)[-1]} {user + system:.3f} "
                          f"({user:.3f} + {system:.3f})")
-        print(f"  {label:24} {rate:8.0f} {rate_unit}   " + ", ".join(parts))
+        proxies, others = parts[:-2], parts[-2:]
+        idle = statistics.median(r[2] for r in reps)
+        print(f"  {label:24} {rate:8.0f} {rate_unit}   " + ", ".join(proxies))
+        print(f"  {'':24} {'':8} {'':{len(rate_unit)}}   " + ", ".join(others)
+              + f"; machine {100 * idle:.0f} % idle")
 
 
 if __name__ == "__main__":

@@ -131,9 +131,14 @@ class CpuQuickTests(SynchronousTestCase):
             cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120)
         out = run.stdout
         self.assertEqual(run.returncode, 0, out + run.stderr)
-        lines = [line.split() for line in out.splitlines()[1:]]
+        rows = out.splitlines()[1:]
+        lines, others = [row.split() for row in rows[0::2]], [row.split() for row in rows[1::2]]
         self.assertEqual([parts[0] for parts in lines], ["vtwist", f"vtwist@{REPO}"], out)
         for parts in lines:
             self.assertEqual(parts[2], "conn/s", out)
             self.assertGreater(float(parts[1]), 0, out)
             self.assertGreater(float(parts[4]), 0, out)  # the proxy's ms per connection
+        for parts in others:  # the sink's and the load generator's, and the idle share
+            self.assertEqual((parts[0], parts[5], parts[-2:]), ("sink", "loadgen", ["%", "idle"]),
+                             out)
+            self.assertGreater(float(parts[1]), 0, out)
