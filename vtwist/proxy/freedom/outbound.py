@@ -14,7 +14,6 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,7 +24,6 @@ from vtwist.dns.endpoint import ResolvingEndpoint
 from vtwist.dns.system import ANY, V4, V6, SystemResolver
 from vtwist.interfaces import IOutbound, IPacketSession
 from vtwist.proxy.freedom.settings import FreedomSettings
-from vtwist.transport.internals import LeanTCPClientEndpoint
 from vtwist.transport.tcp.endpoints import tcp_client_endpoint
 from vtwist.tunnel.dialer import packet_path
 from vtwist.tunnel.packets import PacketQueue
@@ -43,22 +41,6 @@ async def resolve(resolver: Any, host: str, strategy: str) -> str:
     if not ips:
         raise DNSLookupError(host)
     return ips[0]  # type: ignore[no-any-return]
-
-
-#: host -> the IP literal it spells (normalised), or None for a name: the destinations
-#: :meth:`FreedomOutbound.endpointFor` saw lately (cleared past :data:`_LITERALS_SIZE`)
-_LITERALS: dict[str, str | None] = {}
-_LITERALS_SIZE = 4096
-
-
-def _literal(host: str) -> str | None:
-    """``host`` as a normalised IP literal, or None for a name; remembered in _LITERALS."""
-    ip = parse_ip(host)
-    text = str(ip) if ip is not None else None
-    if len(_LITERALS) >= _LITERALS_SIZE:
-        _LITERALS.clear()
-    _LITERALS[host] = text
-    return text
 
 
 class _UDPSocket(DatagramProtocol):
@@ -190,9 +172,6 @@ class FreedomOutbound:
         self.tag = tag
         self.settings = settings or FreedomSettings()
         self.connect_timeout = connect_timeout
-        #: a POSIX reactor: tcp_client_endpoint connects to IP literals with
-        #: LeanTCPClientEndpoint (:meth:`endpointFor` makes it at once)
-        self._posix = isinstance(reactor, PosixReactorBase)
 
     def redirected(self, destination: Destination) -> Destination:
         """Apply ``redirect`` (an empty host or port 0 keeps the original part)."""
@@ -204,16 +183,6 @@ class FreedomOutbound:
 
     def endpointFor(self, destination: Destination) -> IStreamClientEndpoint:
         """An endpoint to ``destination`` (TCP)."""
-        if self._posix and self.dialer is None and self.settings.redirect is None:
-            # the usual case, an IP literal straight out: what tcp_client_endpoint makes
-            # for it, without parsing the address again
-            host = destination.host
-            ip = _LITERALS.get(host, "")  # ("": not seen; no host is empty)
-            if ip == "":
-                ip = _literal(host)
-            if ip is not None:
-                return LeanTCPClientEndpoint(self.reactor, ip, destination.port,
-                                             timeout=self.connect_timeout)
         destination = self.redirected(destination)
         strategy = self.settings.domain_strategy
         resolver = self.system if strategy == "AsIs" else self.resolver
