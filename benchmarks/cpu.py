@@ -1,13 +1,14 @@
 """CPU per connection (or per GB) of each proxy process, without a profiler, alternated.
 
 ``python -m benchmarks.cpu SETUP [--load connect|up|down] [--count N] [--streams S]
-[--impl vtwist v2ray] [--tree DIR ...] [--reps R] [--tls tcp|ws]``
+[--impl vtwist v2ray] [--tree DIR ...] [--reps R] [--tls tcp|ws] [--mux]``
 
 SETUP: ``socks`` (SOCKS5 -> freedom) or a VMess body security for the TCP chain
 (``aes-128-gcm``, ``chacha20-poly1305``, ``none``). ``connect``: ``--count`` short
 connections from 8 workers; ``up``/``down``: ``--count`` MB over ``--streams`` streams.
 ``--tls tcp|ws``: the VMess chain over tcp+tls or ws+tls with session resumption on (the
-``handshake`` suite's resuming set-ups).
+``handshake`` suite's resuming set-ups). ``--mux``: the VMess (aes-128-gcm) chain with
+``mux`` on in the client (the ``mux`` suite's set-up; CPU per session).
 Each ``--tree`` is a vtwist source tree run beside the installed one (its processes get
 ``PYTHONPATH=DIR``), e.g. the tree before a change. Every repetition runs each setup once in
 turn (A B A B ...); the medians of user+system CPU of each process come out in ms per
@@ -62,7 +63,7 @@ def _machine_idle() -> tuple[int, int]:
 
 
 def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
-             tree: str | None, tls: str | None = None
+             tree: str | None, tls: str | None = None, mux: bool = False
              ) -> tuple[float, list[tuple[str, float, float]], float]:
     """One run: (rate, [(process, user, system) per connection or per GB], idle share).
     The processes are the setup's, then ``sink`` and ``loadgen``."""
@@ -72,8 +73,16 @@ def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
     group = ProcessGroup(workdir)
     try:
         client_stream, server_stream = _tls_streams(tls, workdir)
-        setup: Setup = SocksProxy(impl, env=env) if setup_name == "socks" else Chain(
-            impl, setup_name, f"cpu-{setup_name}", client_stream, server_stream, env=env)
+        setup: Setup
+        if setup_name == "socks":
+            setup = SocksProxy(impl, env=env)
+        elif mux:
+            from benchmarks.mux import MuxChain
+
+            setup = MuxChain(impl, "cpu-mux", client_stream, server_stream, env=env)
+        else:
+            setup = Chain(impl, setup_name, f"cpu-{setup_name}", client_stream, server_stream,
+                          env=env)
         setup.start(group)
         target = Target(setup.socks_port, sink_port)
         warm_up(setup, target)
@@ -116,7 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tree", nargs="*", default=[])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--tls", choices=["tcp", "ws"], default=None)
+    p.add_argument("--mux", action="store_true")
     args = p.parse_args(argv)
+    if args.mux and args.setup != "aes-128-gcm":
+        p.error("--mux runs the aes-128-gcm VMess chain: give aes-128-gcm as the setup")
     runs: list[tuple[str, str, str | None]] = [(impl, impl, None) for impl in args.impl]
     runs += [("vtwist", f"vtwist@{tree}", tree) for tree in args.tree]
     unit = "ms per connection" if args.load == "connect" else "s per GB"
@@ -125,9 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.reps):
         for impl, label, tree in runs:
             results.setdefault(label, []).append(
-                run_once(args.setup, impl, args.load, args.count, args.streams, tree, args.tls))
+                run_once(args.setup, impl, args.load, args.count, args.streams, tree, args.tls,
+                         args.mux))
     rate_unit = "conn/s" if args.load == "connect" else "MB/s"
-    over = f" over {args.tls}+tls" if args.tls else ""
+    over = (" with mux" if args.mux else "") + (f" over {args.tls}+tls" if args.tls else "")
     print(f"{args.setup}{over} {args.load} x{args.count}: medians of {args.reps} alternated runs; "
           f"CPU in {unit} (user + system)")
     for label, reps in results.items():
