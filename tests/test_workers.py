@@ -407,6 +407,59 @@ class WorkersTests(WorkersHarness):
         # the freedom side of each session: the worker that connected to the target
         self.assertEqual(set(self.target.owners), set(pids), self.target.owners)
 
+    def test_kcp_sessions_survive_another_workers_restart(self) -> None:
+        """A worker killed and started again: the mKCP sessions of the other worker go on
+        whole, before and after the restart (the supervisor keeps the dead worker's UDP
+        socket, so the kernel's hash of every other flow stays the same)."""
+        server_port, socks_port = free_port(udp_too=True), free_port()
+        user = str(uuid.uuid4())
+        kcp = {"network": "kcp", "kcpSettings": {"uplinkCapacity": 100,
+                                                 "downlinkCapacity": 100}}
+        server = {"log": {"loglevel": "info"},
+                  "inbounds": [{"port": server_port, "listen": "127.0.0.1",
+                                "protocol": "vmess", "streamSettings": kcp,
+                                "settings": {"clients": [{"id": user, "alterId": 0}]}}],
+                  "outbounds": [{"protocol": "freedom"}]}
+        client = {"log": {"loglevel": "warning"},
+                  "inbounds": [{"port": socks_port, "listen": "127.0.0.1",
+                                "protocol": "socks", "settings": {"udp": False}}],
+                  "outbounds": [{"protocol": "vmess", "streamSettings": kcp,
+                                 "settings": {"vnext": [{
+                                     "address": "127.0.0.1", "port": server_port,
+                                     "users": [{"id": user, "alterId": 0}]}]}}]}
+        proc, pids = self.run_workers(server)
+        self.target.sources = pids
+        client_proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--config",
+                                  self.write_config(client, "client.json")],
+                                 os.path.join(self.dir, "client.log"))
+        wait_for(lambda: _accepts(socks_port) or client_proc.poll() is not None,
+                 "the client does not listen", 60)
+        # sessions one at a time, so the target's n-th connection is the n-th session
+        sessions: list[tuple[socket.socket, int]] = []
+        try:
+            while len(sessions) < 32 and len({owner for _, owner in sessions}) < 2 \
+                    or len(sessions) < 8:
+                s = socks_connect(socks_port, self.target.port)
+                self.assertTrue(echo_through(s, 1024))
+                owner = self.target.owners[len(sessions)]
+                self.assertIn(owner, pids)
+                sessions.append((s, owner))
+            killed = sessions[0][1]
+            survivors = [s for s, owner in sessions if owner != killed]
+            self.assertTrue(survivors, "every session on one worker")
+            os.kill(killed, signal.SIGKILL)
+            wait_for(lambda: killed not in children(proc.pid), "the worker does not die", 30)
+            for s in survivors:  # the other worker's sessions while the dead one is away
+                self.assertTrue(echo_through(s, 1024))
+            wait_for(lambda: self.output().count(") ready") >= 3,
+                     lambda: f"the worker is not back:\n{self.output()}", 120)
+            for s in survivors:  # ... and once it is back
+                s.settimeout(15)
+                self.assertTrue(echo_through(s, 32 * 1024))
+        finally:
+            for s, _ in sessions:
+                s.close()
+
     def test_bad_config_fails_before_workers(self) -> None:
         """An invalid config: status 1 and the error, and no worker was started."""
         path = self.write_config({"inbounds": [{"port": "x", "protocol": "socks"}]})

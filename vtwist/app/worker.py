@@ -3,9 +3,11 @@ files limit every vtwist process raises at start-up.
 
 A worker is ``python -m vtwist run`` started with :data:`ENV` = "index/count/supervisor pid",
 the shared replay mapping on fd :data:`TABLES_FD`, a readiness pipe on :data:`READY_FD` and
-its control channel on :data:`~vtwist.app.control.CONTROL_FD`. It binds every listener with
-``SO_REUSEPORT``, except the UNIX sockets the supervisor bound: those it adopts from the
-descriptors :data:`UNIX_FDS_ENV` names (:mod:`vtwist.transport.domainsocket.shared`). It
+its control channel on :data:`~vtwist.app.control.CONTROL_FD`. It binds every TCP listener
+with ``SO_REUSEPORT``; its UDP sockets it asks of the supervisor over the channel on
+:data:`~vtwist.app.udpslots.SLOTS_FD` (:mod:`vtwist.app.udpslots`); the UNIX sockets the
+supervisor bound it adopts from the descriptors :data:`UNIX_FDS_ENV` names
+(:mod:`vtwist.transport.domainsocket.shared`). It
 uses the shared replay tables, dies with its supervisor
 (``PR_SET_PDEATHSIG``), ignores SIGINT (the supervisor decides), stops once on SIGTERM and
 writes ``ready`` once all its inbounds listen.
@@ -30,6 +32,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from vtwist.app import udpslots
 from vtwist.proxy import sharedreplay
 from vtwist.transport import reuseport
 from vtwist.transport.domainsocket import shared as shared_unix
@@ -45,8 +48,9 @@ READY_FD = 4
 #: socket address (as :func:`vtwist.transport.domainsocket.settings.inbound_address` gives
 #: it; an abstract name starts with NUL) -> the fd it is on in the worker
 UNIX_FDS_ENV = "VTWIST_UNIX_FDS"
-#: the first of those fds (after the control channel's)
-FIRST_UNIX_FD = 6
+#: the first of those fds (after the control channel's and the UDP slot channel's,
+#: :data:`vtwist.app.udpslots.SLOTS_FD`)
+FIRST_UNIX_FD = 7
 
 
 # -- resource limits -------------------------------------------------------------------------
@@ -238,7 +242,7 @@ def worker_from_environment(environ: dict[str, str] | None = None) -> Worker | N
         return None
     index, count, ppid = (int(part) for part in spec.split("/"))
     _die_with_parent(ppid)
-    reuseport.enable()
+    reuseport.enable(held_udp=udpslots.held_socket if udpslots.install() else None)
     shared_unix.install(unix_fds(environ.pop(UNIX_FDS_ENV, "")))
     global _current
     size = sharedreplay.mapping_size()

@@ -42,9 +42,13 @@ removes or moves a UNIX listener is refused (one error line; the running config 
 restart for that. Other changes to those inbounds reload as usual (the workers adopt the
 same sockets again).
 
-Limits: the kernel hashes UDP flows over the sockets bound at the moment, so when a worker
-dies (and again when it comes back) some UDP flows of the *other* workers move too: their
-mKCP and QUIC sessions break (TCP connections stay where they are). A worker that keeps dying
+UDP sockets (mKCP, QUIC, dokodemo-door and Shadowsocks UDP): the kernel hashes UDP flows
+over the sockets in the port's group at the moment, so the supervisor binds them, one per
+worker index, when the first worker asks, and keeps them (:mod:`vtwist.app.udpslots`): a
+worker that dies takes only its own flows with it (they wait in its socket until it is
+back), and no other worker's mKCP or QUIC session moves.
+
+Limits: a worker that keeps dying
 is restarted at most :data:`MAX_RESTARTS` times in :data:`RESTART_WINDOW` seconds, then the
 supervisor stops with status 1. Config warnings are printed by every worker.
 """
@@ -69,7 +73,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vtwist.app import control
+from vtwist.app import control, udpslots
 from vtwist.app.worker import (
     ENV,
     FIRST_UNIX_FD,
@@ -188,6 +192,8 @@ class Supervisor(Service):
         self._null_fd: int | None = None
         #: the UNIX listening sockets the workers share: socket address -> held port
         self.unix_ports: dict[str, Any] = {}
+        #: the workers' UDP sockets, held here so a worker's restart moves no other flows
+        self.udp_slots = udpslots.UDPSlots(reactor, workers)
         #: the API and metrics over the workers' summed counters (None: neither)
         self.control: Any = None
 
@@ -333,16 +339,19 @@ class Supervisor(Service):
         worker = _WorkerProcess(self, index)
         self.workers[index] = worker
         mine, theirs = control.socket_pair()
+        slots = self.udp_slots.channel(index)
         try:
             self.reactor.spawnProcess(
                 worker, sys.executable, argv, env=env,
                 childFDs={0: self._null_fd, 1: 1, 2: 2, TABLES_FD: self._tables_fd,
-                          READY_FD: "r", control.CONTROL_FD: theirs.fileno(), **unix_fds})
+                          READY_FD: "r", control.CONTROL_FD: theirs.fileno(),
+                          udpslots.SLOTS_FD: slots.fileno(), **unix_fds})
         except BaseException:
             mine.close()
             raise
         finally:
             theirs.close()
+            slots.close()
         key = object()  # this process of worker ``index`` (a restart is another)
 
         def message(data: dict[str, Any]) -> None:
@@ -432,6 +441,11 @@ class Supervisor(Service):
         """The running workers' process ids."""
         return [w.pid for w in self.workers if w is not None and w.pid is not None]
 
+    def _running_pids(self) -> dict[int, int]:
+        """Worker index -> process id, for the workers running and listening."""
+        return {w.index: w.pid for w in self.workers
+                if w is not None and w.pid is not None and w.ready and not w.ended.called}
+
     def reload(self) -> bool:
         """Read the config source again; if valid, every worker reloads it (SIGHUP)."""
         from vtwist import runner
@@ -462,6 +476,7 @@ class Supervisor(Service):
         for worker in self.workers:
             if worker is not None:
                 worker.signal(signal.SIGHUP)
+        self.udp_slots.sweep_later(self._running_pids)
         log.info("reload: passed to {count} workers", count=self.count)
         return True
 
@@ -498,6 +513,7 @@ class Supervisor(Service):
             if timer.active():
                 timer.cancel()
             self._cleanup()
+            self.udp_slots.close()
             released = self._release_unix()
             if self.control is not None:
                 control, self.control = self.control, None

@@ -3,7 +3,9 @@
 In ``--workers N`` mode (:mod:`vtwist.app.workers`) every worker binds the same TCP and UDP
 ports with ``SO_REUSEPORT``; the kernel then spreads new TCP connections over the workers and
 hashes each UDP datagram by its 4-tuple, so all datagrams of one peer address (one mKCP
-session: the client uses one UDP socket per session) reach the same worker.
+session: the client uses one UDP socket per session) reach the same worker. A worker's UDP
+sockets come from the supervisor where it gives them (:mod:`vtwist.app.udpslots`): it keeps
+them when a worker dies, so the group, and with it every other worker's flows, stays put.
 
 The switch is process-wide: :func:`enable` is called once by a worker before its service is
 built; everywhere else (one process, tests, embedding) the listeners are the usual ones.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import error
@@ -26,12 +29,18 @@ from vtwist.transport.internals import AcceptBackoffPort
 from vtwist.transport.tcp.listen import BACKLOG, TCPServerEndpoint
 
 _enabled = False
+#: where a worker gets its UDP sockets from (:func:`vtwist.app.udpslots.held_socket`): a
+#: socket bound by the supervisor, which it keeps when the worker dies, or None
+_held_udp: Callable[[str, int], socket.socket | None] | None = None
 
 
-def enable(on: bool = True) -> None:
-    """Bind every later listener with ``SO_REUSEPORT`` (a worker process calls this)."""
-    global _enabled
+def enable(on: bool = True,
+           held_udp: Callable[[str, int], socket.socket | None] | None = None) -> None:
+    """Bind every later listener with ``SO_REUSEPORT`` (a worker process calls this);
+    ``held_udp(interface, port)`` gives the UDP sockets, where it has one."""
+    global _enabled, _held_udp
     _enabled = on
+    _held_udp = held_udp if on else None
 
 
 def enabled() -> bool:
@@ -71,11 +80,14 @@ def bound_socket(kind: socket.SocketKind, port: int, interface: str = "",
 
 def listen_udp(reactor: Any, port: int, protocol: Any, interface: str = "",
                maxPacketSize: int = 8192) -> Any:  # noqa: N803 - Twisted's name
-    """``reactor.listenUDP``, or, in a worker, the same port shared through SO_REUSEPORT."""
+    """``reactor.listenUDP``, or, in a worker, the same port shared through SO_REUSEPORT (the
+    supervisor's socket for this worker where it gives one, so a worker's restart moves no
+    other worker's flows)."""
     if not _enabled or port == 0:
         return reactor.listenUDP(port, protocol, interface=interface,
                                  maxPacketSize=maxPacketSize)
-    sock = bound_socket(socket.SOCK_DGRAM, port, interface)
+    held = _held_udp(interface, port) if _held_udp is not None else None
+    sock = held if held is not None else bound_socket(socket.SOCK_DGRAM, port, interface)
     try:
         return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol,
                                          maxPacketSize=maxPacketSize)
