@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.netutil import free_port
 from vtwist.address import Destination
+from vtwist.app.drain import DRAIN_TIMEOUT
 from vtwist.proxy.shadowsocks.aead import Account as SSAccount
 from vtwist.proxy.shadowsocks.codec import ClientStream
 from vtwist.proxy.vmess.handshake import ClientSession
@@ -406,6 +407,33 @@ class WorkersTests(WorkersHarness):
         self.assertEqual(results, [True] * 16)
         # the freedom side of each session: the worker that connected to the target
         self.assertEqual(set(self.target.owners), set(pids), self.target.owners)
+
+    def test_sigterm_drains(self) -> None:
+        """SIGTERM to a worker with a connection open: it stops accepting (new connections
+        all reach the other worker), the open connection goes on relaying, and once it
+        closes the worker exits (status 0, long before the drain's limit) and comes back."""
+        port = free_port()
+        proc, pids = self.run_workers(self.dokodemo(port))
+        held = socket.create_connection(("127.0.0.1", port), timeout=60)
+        draining = self.owner(held, port, pids)
+        self.assertTrue(echo_through(held, 1000))
+        os.kill(draining, signal.SIGTERM)
+        wait_for(lambda: "draining 1 connection(s)" in self.output(),
+                 lambda: f"no drain:\n{self.output()}", 30)
+        self.assertTrue(echo_through(held, 200_000))  # still relayed
+        for _ in range(12):  # every new connection goes to the worker that still accepts
+            s = socket.create_connection(("127.0.0.1", port), timeout=60)
+            self.assertNotEqual(self.owner(s, port, pids), draining)
+            self.assertTrue(echo_through(s, 100))
+            s.close()
+        self.assertIn(draining, children(proc.pid))
+        closed_at = time.monotonic()
+        held.close()
+        wait_for(lambda: draining not in children(proc.pid), "the worker does not stop", 30)
+        self.assertLess(time.monotonic() - closed_at, DRAIN_TIMEOUT - 2)
+        wait_for(lambda: "exited with status 0: starting it again" in self.output(),
+                 lambda: f"not restarted:\n{self.output()}", 30)
+        self.assertNotIn("still open after", self.output())
 
     def test_kcp_sessions_survive_another_workers_restart(self) -> None:
         """A worker killed and started again: the mKCP sessions of the other worker go on

@@ -247,10 +247,10 @@ class StatsWorkersTests(WorkersHarness):
         owner = self.owner(s, self.port, pids)
         self.assertTrue(echo_through(s, 54321))
         os.kill(owner, signal.SIGTERM)  # well within the push interval
+        s.close()  # (the worker drains: it stops once its connection has closed)
         wait_for(lambda: owner not in children(proc.pid), "the worker does not stop", 30)
         self.assertEqual(self.query()["inbound>>>in>>>traffic>>>uplink"], 54321)
         self.assertEqual(self.query()["inbound>>>in>>>traffic>>>downlink"], 54321)
-        s.close()
         wait_for(lambda: "exited with status 0: starting it again" in self.output(),
                  lambda: f"not restarted:\n{self.output()}", 30)
 

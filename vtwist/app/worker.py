@@ -9,7 +9,8 @@ with ``SO_REUSEPORT``; its UDP sockets it asks of the supervisor over the channe
 supervisor bound it adopts from the descriptors :data:`UNIX_FDS_ENV` names
 (:mod:`vtwist.transport.domainsocket.shared`). It
 uses the shared replay tables, dies with its supervisor
-(``PR_SET_PDEATHSIG``), ignores SIGINT (the supervisor decides), stops once on SIGTERM and
+(``PR_SET_PDEATHSIG``), ignores SIGINT (the supervisor decides), on SIGTERM stops accepting
+and lets its live connections finish before it stops (:mod:`vtwist.app.drain`), and
 writes ``ready`` once all its inbounds listen.
 
 With ``stats`` or ``metrics`` it counts as one process does and pushes what it counted to
@@ -27,6 +28,7 @@ import json
 import mmap
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +50,9 @@ READY_FD = 4
 #: socket address (as :func:`vtwist.transport.domainsocket.settings.inbound_address` gives
 #: it; an abstract name starts with NUL) -> the fd it is on in the worker
 UNIX_FDS_ENV = "VTWIST_UNIX_FDS"
+#: a second SIGTERM this many seconds after the first stops the worker without waiting
+#: for its connections
+TERM_AGAIN = 0.5
 #: the first of those fds (after the control channel's and the UDP slot channel's,
 #: :data:`vtwist.app.udpslots.SLOTS_FD`)
 FIRST_UNIX_FD = 7
@@ -142,7 +147,7 @@ class Worker:
                 pass
 
         service.whenListening().addCallbacks(ready, lambda _: None)
-        reactor.callWhenRunning(self._signals, reactor)
+        reactor.callWhenRunning(self._signals, service, reactor)
         reactor.addSystemEventTrigger("after", "shutdown", self._orphaned)
         self._control(service, reactor)
 
@@ -212,15 +217,29 @@ class Worker:
                 shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
-    def _signals(reactor: Any) -> None:
-        """Ignore SIGINT; stop once on SIGTERM (the supervisor's and a process group's
-        signal may both arrive)."""
-        stopping: list[bool] = []
+    def _signals(service: Any, reactor: Any) -> None:
+        """Ignore SIGINT; on SIGTERM stop accepting, let the live connections finish (at
+        most :data:`~vtwist.app.drain.DRAIN_TIMEOUT`), then stop; a SIGTERM that comes
+        later than :data:`TERM_AGAIN` after the first stops at once (the supervisor's and
+        a process group's signal may both arrive together)."""
+        from vtwist.app.drain import drain
+
+        first: list[float] = []
+
+        def stop() -> None:
+            if reactor.running:
+                reactor.stop()
+
+        def begin() -> None:
+            drain(service, reactor).addBoth(lambda _: stop())
 
         def term(signum: int, frame: Any) -> None:
-            if not stopping:
-                stopping.append(True)
-                reactor.callFromThread(reactor.stop)
+            now = time.monotonic()
+            if not first:
+                first.append(now)
+                reactor.callFromThread(begin)
+            elif now - first[0] > TERM_AGAIN:
+                reactor.callFromThread(stop)
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, term)

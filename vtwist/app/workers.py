@@ -14,7 +14,8 @@ SIGINT (a Ctrl-C reaches the whole process group: the supervisor decides) and wr
 ``ready`` on fd 4 once all its inbounds listen.
 
 The supervisor: SIGTERM/SIGINT stop every worker (SIGTERM, then SIGKILL after
-:data:`STOP_TIMEOUT`); SIGHUP reads the config source again, validates it, rewrites the file
+:data:`STOP_TIMEOUT`; a worker drains first: it stops accepting and lets its connections
+finish for up to :data:`~vtwist.app.drain.DRAIN_TIMEOUT`, see :mod:`vtwist.app.drain`); SIGHUP reads the config source again, validates it, rewrites the file
 and passes SIGHUP to every worker (each reloads it); a worker that exits before it is ready,
 or is not ready within :data:`START_TIMEOUT`, stops them all with exit status 1; a worker that dies later is started again after
 :data:`RESTART_DELAY` (only its own connections are lost). Workers share stdout/stderr and
