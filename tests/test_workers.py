@@ -233,6 +233,42 @@ class WorkersHarness(SynchronousTestCase):
         self.assertEqual(len(pids), count, self.output())
         return proc, pids
 
+    def vmess_client(self, server_port: int, user: str,
+                     stream: dict[str, Any] | None = None) -> int:
+        """A vtwist client in one process, SOCKS5 -> VMess to ``server_port`` (over
+        ``stream``), listening; its SOCKS port."""
+        socks_port = free_port()
+        outbound: dict[str, Any] = {"protocol": "vmess", "settings": {"vnext": [{
+            "address": "127.0.0.1", "port": server_port,
+            "users": [{"id": user, "alterId": 0}]}]}}
+        if stream is not None:
+            outbound["streamSettings"] = stream
+        client = {"log": {"loglevel": "warning"},
+                  "inbounds": [{"port": socks_port, "listen": "127.0.0.1",
+                                "protocol": "socks", "settings": {"udp": False}}],
+                  "outbounds": [outbound]}
+        client_proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--config",
+                                  self.write_config(client, "client.json")],
+                                 os.path.join(self.dir, "client.log"))
+        wait_for(lambda: _accepts(socks_port) or client_proc.poll() is not None,
+                 "the client does not listen", 60)
+        return socks_port
+
+    def kcp_workers(self) -> tuple[subprocess.Popen[bytes], list[int], int]:
+        """A VMess server over mKCP in 2 workers (the target's connections are traced to
+        them) and a vtwist client in front: (supervisor, worker pids, SOCKS port)."""
+        server_port, user = free_port(udp_too=True), str(uuid.uuid4())
+        kcp = {"network": "kcp", "kcpSettings": {"uplinkCapacity": 100,
+                                                 "downlinkCapacity": 100}}
+        server = {"log": {"loglevel": "info"},
+                  "inbounds": [{"port": server_port, "listen": "127.0.0.1",
+                                "protocol": "vmess", "streamSettings": kcp,
+                                "settings": {"clients": [{"id": user, "alterId": 0}]}}],
+                  "outbounds": [{"protocol": "freedom"}]}
+        proc, pids = self.run_workers(server)
+        self.target.sources = pids
+        return proc, pids, self.vmess_client(server_port, user, kcp)
+
     def dokodemo(self, port: int) -> dict[str, Any]:
         return {"log": {"loglevel": "info", "access": self.access},
                 "inbounds": [{"port": port, "listen": "127.0.0.1",
@@ -365,30 +401,7 @@ class WorkersTests(WorkersHarness):
     def test_kcp_sessions_stay_whole(self) -> None:
         """mKCP sessions (one UDP socket each on the client) through 2 server workers:
         every session's echo is intact, and the sessions were spread over both workers."""
-        server_port, socks_port = free_port(udp_too=True), free_port()
-        user = str(uuid.uuid4())
-        kcp = {"network": "kcp", "kcpSettings": {"uplinkCapacity": 100,
-                                                 "downlinkCapacity": 100}}
-        server = {"log": {"loglevel": "info"},
-                  "inbounds": [{"port": server_port, "listen": "127.0.0.1",
-                                "protocol": "vmess", "streamSettings": kcp,
-                                "settings": {"clients": [{"id": user, "alterId": 0}]}}],
-                  "outbounds": [{"protocol": "freedom"}]}
-        client = {"log": {"loglevel": "warning"},
-                  "inbounds": [{"port": socks_port, "listen": "127.0.0.1",
-                                "protocol": "socks", "settings": {"udp": False}}],
-                  "outbounds": [{"protocol": "vmess", "streamSettings": kcp,
-                                 "settings": {"vnext": [{
-                                     "address": "127.0.0.1", "port": server_port,
-                                     "users": [{"id": user, "alterId": 0}]}]}}]}
-        proc, pids = self.run_workers(server)
-        self.target.sources = pids
-        client_path = self.write_config(client, "client.json")
-        client_out = os.path.join(self.dir, "client.log")
-        client_proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--config",
-                                  client_path], client_out)
-        wait_for(lambda: _accepts(socks_port) or client_proc.poll() is not None,
-                 "the client does not listen", 60)
+        proc, pids, socks_port = self.kcp_workers()
 
         results: list[bool] = []
 
@@ -439,29 +452,7 @@ class WorkersTests(WorkersHarness):
         """A worker killed and started again: the mKCP sessions of the other worker go on
         whole, before and after the restart (the supervisor keeps the dead worker's UDP
         socket, so the kernel's hash of every other flow stays the same)."""
-        server_port, socks_port = free_port(udp_too=True), free_port()
-        user = str(uuid.uuid4())
-        kcp = {"network": "kcp", "kcpSettings": {"uplinkCapacity": 100,
-                                                 "downlinkCapacity": 100}}
-        server = {"log": {"loglevel": "info"},
-                  "inbounds": [{"port": server_port, "listen": "127.0.0.1",
-                                "protocol": "vmess", "streamSettings": kcp,
-                                "settings": {"clients": [{"id": user, "alterId": 0}]}}],
-                  "outbounds": [{"protocol": "freedom"}]}
-        client = {"log": {"loglevel": "warning"},
-                  "inbounds": [{"port": socks_port, "listen": "127.0.0.1",
-                                "protocol": "socks", "settings": {"udp": False}}],
-                  "outbounds": [{"protocol": "vmess", "streamSettings": kcp,
-                                 "settings": {"vnext": [{
-                                     "address": "127.0.0.1", "port": server_port,
-                                     "users": [{"id": user, "alterId": 0}]}]}}]}
-        proc, pids = self.run_workers(server)
-        self.target.sources = pids
-        client_proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--config",
-                                  self.write_config(client, "client.json")],
-                                 os.path.join(self.dir, "client.log"))
-        wait_for(lambda: _accepts(socks_port) or client_proc.poll() is not None,
-                 "the client does not listen", 60)
+        proc, pids, socks_port = self.kcp_workers()
         # sessions one at a time, so the target's n-th connection is the n-th session
         sessions: list[tuple[socket.socket, int]] = []
         try:

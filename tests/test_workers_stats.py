@@ -19,7 +19,6 @@ from typing import Any
 from tests.netutil import free_port
 from tests.test_workers import (
     WorkersHarness,
-    _accepts,
     children,
     echo_through,
     socks_connect,
@@ -173,26 +172,16 @@ class StatsWorkersTests(WorkersHarness):
     def test_user_counters_over_vmess(self) -> None:
         """A VMess server with 2 workers: the user's counters (V2Ray's names) sum what both
         workers relayed for that user, from a vtwist client through SOCKS."""
-        user, socks_port = str(uuid.uuid4()), free_port()
+        user = str(uuid.uuid4())
         server = self.config()
         server["inbounds"][0] = {"tag": "in", "port": self.port, "listen": "127.0.0.1",
                                  "protocol": "vmess", "settings": {"clients": [
                                      {"id": user, "alterId": 0, "email": "u@x", "level": 0}]}}
         server["policy"]["levels"] = {"0": {"statsUserUplink": True,
                                             "statsUserDownlink": True}}
-        client = {"log": {"loglevel": "warning"},
-                  "inbounds": [{"port": socks_port, "listen": "127.0.0.1",
-                                "protocol": "socks", "settings": {"udp": False}}],
-                  "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{
-                      "address": "127.0.0.1", "port": self.port,
-                      "users": [{"id": user, "alterId": 0}]}]}}]}
         proc, pids = self.run_workers(server)
         self.target.sources = pids
-        client_proc = self.spawn([sys.executable, "-m", "vtwist", "run", "--config",
-                                  self.write_config(client, "client.json")],
-                                 os.path.join(self.dir, "client.log"))
-        wait_for(lambda: _accepts(socks_port) or client_proc.poll() is not None,
-                 "the client does not listen", 60)
+        socks_port = self.vmess_client(self.port, user)
         total = made = 0
         while made < 64:  # 12 at least, and until both workers carried one
             if made >= 12 and set(pids) <= set(self.target.owners):
