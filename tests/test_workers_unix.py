@@ -258,9 +258,17 @@ class UnixListenersTests(SynchronousTestCase):
                                     "dsSettings": {"path": "abs", "abstract": True}}),
             inbound(listen="/run/api.sock", tag="api", protocol="dokodemo-door",
                     settings={"address": "127.0.0.1"}),
+            # no stream listener (one process warns and binds nothing): no socket
+            inbound(listen="/run/udp.sock", protocol="dokodemo-door",
+                    settings={"address": "127.0.0.1", "port": 53, "network": "udp"}),
+            inbound(listen="@ss-udp", protocol="shadowsocks",
+                    settings={"method": "aes-128-gcm", "password": "p", "network": "udp"}),
+            inbound(listen="/run/both.sock", protocol="dokodemo-door",
+                    settings={"address": "127.0.0.1", "port": 53, "network": "tcp,udp"}),
         ], "api": {"tag": "api", "services": ["StatsService"]}, "stats": {},
             "routing": {"rules": [{"type": "field", "inboundTag": ["api"],
                                    "outboundTag": "api"}]},
             "outbounds": [{"protocol": "freedom"}]}
         self.assertEqual(unix_listeners(config), [
-            "/run/a.sock", "\0name", "\0padded".ljust(108, "\0"), "/run/b.sock", "\0abs"])
+            "/run/a.sock", "\0name", "\0padded".ljust(108, "\0"), "/run/b.sock", "\0abs",
+            "/run/both.sock"])

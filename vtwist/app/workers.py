@@ -114,14 +114,17 @@ def parse_workers(text: str | int) -> int:
 def unix_listeners(config: dict[str, Any]) -> list[str]:
     """The UNIX socket addresses the workers of ``config`` (a valid raw config) listen on,
     in inbound order: the sockets the supervisor binds for them (the API inbounds are the
-    supervisor's own and listen there as in one process)."""
+    supervisor's own and listen there as in one process; an inbound whose ``network`` leaves
+    tcp out, dokodemo-door or Shadowsocks, has no stream listener: one process warns and
+    binds nothing, and so does the supervisor)."""
     from vtwist.app.controlplane import worker_config
     from vtwist.config.loader import parse_config
     from vtwist.transport.domainsocket.settings import inbound_address
 
     parsed = parse_config(config, lambda _: None)
     parsed = parse_config(worker_config(config, parsed), lambda _: None)
-    found = (inbound_address(i.listen, i.stream) for i in parsed.inbounds)
+    found = (inbound_address(i.listen, i.stream) for i in parsed.inbounds
+             if "tcp" in getattr(i.settings, "networks", ("tcp",)))
     return [address for address in found if address is not None]
 
 
