@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
 from twisted.trial import unittest
 
+from benchmarks.loadgen import Target, transfer
 from benchmarks.sink import SinkProtocol
-from benchmarks.wire import pattern_chunks, pattern_digest, request
+from benchmarks.wire import pattern_chunks, pattern_digest, recv_exact, request
 
 
 class FakeTransport:
@@ -69,3 +72,78 @@ class SinkTests(unittest.TestCase):
         feed(protocol, b"XXXX" + request(b"C")[4:])
         self.assertTrue(transport.closed)
         self.assertEqual(transport.written, [])
+
+    def test_unverified_upload_without_a_socket_is_read(self) -> None:
+        """No socket to drop through (this fake transport): the bytes are read and
+        counted as before, and the answer is 32 zero bytes."""
+        protocol, transport = connected()
+        feed(protocol, request(b"U", 200_000) + b"x" * 1000)
+        feed(protocol, b"y" * 199_000)
+        self.assertEqual(transport.written, [bytes(32)])
+
+
+class SinkProcessTests(unittest.TestCase):
+    """The real sink process (``python -m benchmarks.sink``) and the load generator."""
+
+    def setUp(self) -> None:
+        import subprocess
+        import sys
+
+        self.sink = subprocess.Popen([sys.executable, "-m", "benchmarks.sink"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.addCleanup(self._stop)
+        assert self.sink.stdout is not None
+        self.port = int(self.sink.stdout.readline())
+
+    def _stop(self) -> None:
+        assert self.sink.stdin is not None
+        self.sink.stdin.close()
+        self.sink.wait(10)
+        self.sink.stdout.close()  # type: ignore[union-attr]
+
+    def connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self.addCleanup(s.close)
+        return s
+
+    def test_unverified_upload_is_dropped_and_answered(self) -> None:
+        """An upload without the verify flag, header and bytes in odd pieces: the answer
+        (32 zero bytes) comes after the last byte and not before; the connection then
+        still answers (the transport reads again)."""
+        s = self.connect()
+        length = 20_000_000
+        s.sendall(request(b"U", length) + b"a" * 10)
+        sent = 10
+        for piece in pattern_chunks(length - sent - 1, chunk=777_777):
+            s.sendall(piece)
+        s.settimeout(0.3)
+        with self.assertRaises(socket.timeout):  # one byte still missing: no answer
+            s.recv(1)
+        s.settimeout(30)
+        s.sendall(b"z")
+        self.assertEqual(recv_exact(s, 32), bytes(32))
+
+    def test_verified_upload_still_hashes(self) -> None:
+        s = self.connect()
+        length = 3_000_000
+        s.sendall(request(b"U", length, verify=True))
+        for piece in pattern_chunks(length):
+            s.sendall(piece)
+        self.assertEqual(recv_exact(s, 32), pattern_digest(length))
+
+    def test_upload_cut_short_then_others_served(self) -> None:
+        """A client that leaves mid-upload: the sink closes its side and serves on."""
+        s = self.connect()
+        s.sendall(request(b"U", 10_000_000) + b"x" * 100_000)
+        s.close()
+        t = self.connect()
+        t.sendall(request(b"C"))
+        self.assertEqual(recv_exact(t, 1), b"K")
+
+    def test_load_generator_both_ways(self) -> None:
+        """The load generator's unverified download (dropped by the kernel) and its
+        verified one (hashed) both complete against the real sink."""
+        target = Target(0, self.port, direct=True)
+        self.assertGreater(transfer(target, "down", 8_000_000, 2), 0)
+        self.assertGreater(transfer(target, "down", 4_000_000, 2, verify=True), 0)
+        self.assertGreater(transfer(target, "up", 4_000_000, 2, verify=True), 0)
