@@ -4,7 +4,8 @@ datagrams and timer calls, its events turned into :class:`~.stream.QuicStreamTra
 :class:`FlowQuicConnection` keeps each stream's receive window at "bytes the application
 consumed + ``window``" instead of aioquic's doubling, so a stalled reader stops its sender
 after at most ``window`` bytes (aioquic hands data over as events; this is where the
-application's consumption is accounted for).
+application's consumption is accounted for). It also keeps aioquic's pacer from degrading
+to one datagram per wake-up at high rates (:class:`BurstPacer`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.recovery import QuicPacketPacer
 from twisted.internet import defer, error
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,11 +35,39 @@ NO_ERROR = 0
 SHORT_WAIT = 0.0001
 
 
+class BurstPacer(QuicPacketPacer):
+    """aioquic's pacer with its bucket never smaller than the burst it allows at lower rates.
+
+    aioquic (1.7) floors the time per packet at 1 us but not the bucket: once the pacing
+    rate (congestion window / smoothed RTT, the RTT floored at 1 ms) passes one full
+    datagram per microsecond (~1.45 GB/s: a congestion window over ~1.45 MB, which a long
+    loss-free transfer on a LAN or loopback reaches), the bucket holds less than one
+    packet and the pacer lets one datagram out per wake-up: each one a pump, an ``epoll``
+    turn and a ``sendto`` of its own. Measured on loopback (VMess over QUIC, 64 MB down):
+    a 66 MB window, 0.4 us bucket against 1 us per packet, one datagram per pump and 32
+    MB/s; the other direction of the same connection (1.2 MB window, 20 us bucket) sent
+    bursts of 16 at 60 MB/s.
+    """
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        super().update_rate(congestion_window, smoothed_rtt)
+        packet_time = self.packet_time
+        if packet_time is not None:
+            burst = min(congestion_window // 4, 16 * self._max_datagram_size)
+            packets = max(2, burst // self._max_datagram_size)
+            if self.bucket_max < packets * packet_time:
+                self.bucket_max = packets * packet_time
+
+
 class FlowQuicConnection(QuicConnection):
-    """aioquic's connection whose stream receive windows follow what the application read."""
+    """aioquic's connection whose stream receive windows follow what the application read
+    (and whose pacer is a :class:`BurstPacer`)."""
 
     def __init__(self, *, window: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        pacer = getattr(getattr(self, "_loss", None), "_pacer", None)
+        if type(pacer) is QuicPacketPacer:  # (aioquic's private layout: left alone if it moves)
+            pacer.__class__ = BurstPacer
         self.window = window
         #: Bytes of each stream the application has been given.
         self.consumed: dict[int, int] = {}
