@@ -1,11 +1,11 @@
 """CPU per connection (or per GB) of each proxy process, without a profiler, alternated.
 
 ``python -m benchmarks.cpu SETUP [--load connect|up|down] [--count N] [--streams S]
-[--impl vtwist v2ray] [--tree DIR ...] [--reps R] [--tls tcp|ws] [--mux]``
+[--impl vtwist v2ray] [--tree DIR ...] [--reps R] [--tls tcp|ws] [--mux] [--conc C]``
 
 SETUP: ``socks`` (SOCKS5 -> freedom) or a VMess body security for the TCP chain
 (``aes-128-gcm``, ``chacha20-poly1305``, ``none``). ``connect``: ``--count`` short
-connections from 8 workers; ``up``/``down``: ``--count`` MB over ``--streams`` streams.
+connections from ``--conc`` workers (8; issue 17 names 16 for the chain); ``up``/``down``: ``--count`` MB over ``--streams`` streams.
 ``--tls tcp|ws``: the VMess chain over tcp+tls or ws+tls with session resumption on (the
 ``handshake`` suite's resuming set-ups). ``--mux``: the VMess (aes-128-gcm) chain with
 ``mux`` on in the client (the ``mux`` suite's set-up; CPU per session).
@@ -63,8 +63,8 @@ def _machine_idle() -> tuple[int, int]:
 
 
 def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
-             tree: str | None, tls: str | None = None, mux: bool = False
-             ) -> tuple[float, list[tuple[str, float, float]], float]:
+             tree: str | None, tls: str | None = None, mux: bool = False,
+             conc: int = 8) -> tuple[float, list[tuple[str, float, float]], float]:
     """One run: (rate, [(process, user, system) per connection or per GB], idle share).
     The processes are the setup's, then ``sink`` and ``loadgen``."""
     env = {"PYTHONPATH": tree} if tree else None  # (the group puts this repo first else)
@@ -97,7 +97,7 @@ def run_once(setup_name: str, impl: str, load: str, count: int, streams: int,
 
         before, idle_before = sample(), _machine_idle()
         if load == "connect":
-            rate, _, _ = connect_rate(target, count)
+            rate, _, _ = connect_rate(target, count, workers=conc)
             per = count
         else:
             seconds = transfer(target, load, count * 1_000_000, streams)
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--tls", choices=["tcp", "ws"], default=None)
     p.add_argument("--mux", action="store_true")
+    p.add_argument("--conc", type=int, default=8,
+                   help="connect: connections in flight (the load generator's workers)")
     args = p.parse_args(argv)
     if args.mux and args.setup != "aes-128-gcm":
         p.error("--mux runs the aes-128-gcm VMess chain: give aes-128-gcm as the setup")
@@ -138,9 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         for impl, label, tree in runs:
             results.setdefault(label, []).append(
                 run_once(args.setup, impl, args.load, args.count, args.streams, tree, args.tls,
-                         args.mux))
+                         args.mux, args.conc))
     rate_unit = "conn/s" if args.load == "connect" else "MB/s"
     over = (" with mux" if args.mux else "") + (f" over {args.tls}+tls" if args.tls else "")
+    over += f", {args.conc} in flight" if args.load == "connect" and args.conc != 8 else ""
     print(f"{args.setup}{over} {args.load} x{args.count}: medians of {args.reps} alternated runs; "
           f"CPU in {unit} (user + system)")
     for label, reps in results.items():
