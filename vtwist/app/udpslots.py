@@ -124,13 +124,17 @@ class UDPSlots:
     def channel(self, index: int) -> socket.socket:
         """A new channel for (a new process of) worker ``index``: the worker's end, to pass
         on :data:`SLOTS_FD` (the caller closes it once the worker has it)."""
-        old = self.channels.get(index)
-        if old is not None:
-            old.close()
+        self.drop_channel(index)
         mine, theirs = channel_pair()
         channel = self.channels[index] = _SlotChannel(self, index, mine)
         self.reactor.addReader(channel)
         return theirs
+
+    def drop_channel(self, index: int) -> None:
+        """Close worker ``index``'s channel (its process did not start)."""
+        channel = self.channels.get(index)
+        if channel is not None:
+            channel.close()
 
     def answer(self, index: int, packet: bytes) -> tuple[dict[str, Any], int]:
         """What to send back for ``packet`` from worker ``index``: the answer and the

@@ -15,11 +15,12 @@ SIGINT (a Ctrl-C reaches the whole process group: the supervisor decides) and wr
 
 The supervisor: SIGTERM/SIGINT stop every worker (SIGTERM, then SIGKILL after
 :data:`STOP_TIMEOUT`; a worker drains first: it stops accepting and lets its connections
-finish for up to :data:`~vtwist.app.drain.DRAIN_TIMEOUT`, see :mod:`vtwist.app.drain`); SIGHUP reads the config source again, validates it, rewrites the file
-and passes SIGHUP to every worker (each reloads it); a worker that exits before it is ready,
-or is not ready within :data:`START_TIMEOUT`, stops them all with exit status 1; a worker that dies later is started again after
-:data:`RESTART_DELAY` (only its own connections are lost). Workers share stdout/stderr and
-append to the same log files, so logs come out as one stream.
+finish for up to :data:`~vtwist.app.drain.DRAIN_TIMEOUT`, see :mod:`vtwist.app.drain`);
+SIGHUP reads the config source again, validates it, rewrites the file and passes SIGHUP to
+every worker (each reloads it); a worker that exits before it is ready, or is not ready
+within :data:`START_TIMEOUT`, stops them all with exit status 1; a worker that dies later is
+started again after :data:`RESTART_DELAY` (only its own connections are lost). Workers share
+stdout/stderr and append to the same log files, so logs come out as one stream.
 
 Stats, the API and metrics: each worker counts its own connections and pushes what it
 counted over its control channel every :data:`~vtwist.app.statsync.INTERVAL` seconds and
@@ -352,6 +353,7 @@ class Supervisor(Service):
                           udpslots.SLOTS_FD: slots.fileno(), **unix_fds})
         except BaseException:
             mine.close()
+            self.udp_slots.drop_channel(index)
             raise
         finally:
             theirs.close()
