@@ -147,3 +147,33 @@ class SinkProcessTests(unittest.TestCase):
         self.assertGreater(transfer(target, "down", 8_000_000, 2), 0)
         self.assertGreater(transfer(target, "down", 4_000_000, 2, verify=True), 0)
         self.assertGreater(transfer(target, "up", 4_000_000, 2, verify=True), 0)
+
+
+class SinkDropPathTests(unittest.TestCase):
+    """The unverified upload goes through the kernel-drop path (in-process asyncio server)."""
+
+    def test_unverified_upload_takes_the_drop_path(self) -> None:
+        import asyncio
+
+        taken: list[bool] = []
+
+        class Spy(SinkProtocol):
+            def _drop_rest(self) -> bool:
+                taken.append(super()._drop_rest())
+                return taken[-1]
+
+        async def run() -> bytes:
+            server = await asyncio.get_running_loop().create_server(Spy, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request(b"U", 5_000_000) + b"h")
+            for piece in pattern_chunks(5_000_000 - 1):
+                writer.write(piece)
+                await writer.drain()
+            answer = await asyncio.wait_for(reader.readexactly(32), 30)
+            writer.close()
+            server.close()
+            return answer
+
+        self.assertEqual(asyncio.run(run()), bytes(32))
+        self.assertEqual(taken, [True])
